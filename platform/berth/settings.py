@@ -1,0 +1,186 @@
+"""Berth settings, read from the environment through the strict helpers in berth.env.
+
+Development (DEBUG=1) generates and keeps its secrets under var/; production
+(DEBUG unset or 0) requires them and refuses to start without them.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from berth.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env_str("BERTH_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _kept_secret(env_name: str, filename: str, generate) -> str:
+    """The variable's value; in development a value generated once and kept under var/."""
+    value = env_str(env_name)
+    if value is not None:
+        return value
+    if not DEBUG:
+        raise ImproperlyConfigured(f"{env_name} is required when DEBUG is off (set DEBUG=1 for development)")
+    path = VAR_DIR / filename
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _kept_secret("SECRET_KEY", "secret-key", lambda: secrets.token_urlsafe(50))
+
+# Fernet key for secrets stored in the database (agent tokens, project secrets).
+BERTH_ENCRYPTION_KEY = _kept_secret("BERTH_ENCRYPTION_KEY", "encryption-key", lambda: Fernet.generate_key().decode())
+try:
+    Fernet(BERTH_ENCRYPTION_KEY)
+except ValueError:
+    raise ImproperlyConfigured(
+        "BERTH_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes)"
+    ) from None
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_q",
+    "hosts",
+    "projects",
+    "ports",
+    "templating",
+    "operations",
+    "audit",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "dashboard.middleware.StaffOnlyMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "berth.urls"
+WSGI_APPLICATION = "berth.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'berth.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # The worker and the web process write concurrently; wait for the lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:projects"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- Berth: time budgets -----------------------------------------------------
+# Order that keeps every wait bounded (checked below, refused at startup when broken):
+#   agent call deadline < operation deadline < django-q2 task timeout < django-q2 retry
+BERTH_AGENT_CALL_DEADLINE = env_float("BERTH_AGENT_CALL_DEADLINE", 30.0, minimum=0.1)
+# Web pages that show live agent data wait at most this long, then say "agent unreachable".
+BERTH_AGENT_PAGE_DEADLINE = env_float("BERTH_AGENT_PAGE_DEADLINE", 2.0, minimum=0.1)
+BERTH_OPERATION_DEADLINE = env_int("BERTH_OPERATION_DEADLINE", 600, minimum=1)
+# A queued operation that no worker claimed within this long is failed by the reaper.
+BERTH_QUEUE_DEADLINE = env_int("BERTH_QUEUE_DEADLINE", 900, minimum=1)
+BERTH_REAPER_INTERVAL = env_int("BERTH_REAPER_INTERVAL", 60, minimum=1)
+BERTH_HEALTH_REFRESH_INTERVAL = env_int("BERTH_HEALTH_REFRESH_INTERVAL", 60, minimum=1)
+# Consecutive failed refreshes before a healthy project is marked ACTIVE_UNHEALTHY.
+BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
+BERTH_PORT_COOLDOWN = env_int("BERTH_PORT_COOLDOWN", 300, minimum=0)
+BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
+
+Q_TIMEOUT = env_int("Q_TIMEOUT", BERTH_OPERATION_DEADLINE + 60, minimum=1)
+Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 60, minimum=1)
+if not BERTH_AGENT_CALL_DEADLINE < BERTH_OPERATION_DEADLINE:
+    raise ImproperlyConfigured("BERTH_AGENT_CALL_DEADLINE must be shorter than BERTH_OPERATION_DEADLINE")
+if not BERTH_OPERATION_DEADLINE < Q_TIMEOUT:
+    raise ImproperlyConfigured("Q_TIMEOUT must be longer than BERTH_OPERATION_DEADLINE")
+if not Q_TIMEOUT < Q_RETRY:
+    raise ImproperlyConfigured("Q_RETRY must be longer than Q_TIMEOUT")
+
+Q_CLUSTER = {
+    "name": "berth",
+    "orm": "default",
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
+    # An operation's outcome lives on its Operation row; a failed task is not re-run blindly.
+    "max_attempts": 1,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": env_float("Q_POLL", 0.5, minimum=0.05),
+}

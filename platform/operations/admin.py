@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from operations.models import Operation, OperationEvent
+
+
+class OperationEventInline(admin.TabularInline):
+    model = OperationEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["at", "step", "level", "message", "data"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "state", "attempt", "created_at", "deadline", "error_code"]
+    list_filter = ["state", "kind", "project__host"]
+    search_fields = ["project__ref", "project__name", "error_message"]
+    list_select_related = ["project"]
+    readonly_fields = [
+        "project",
+        "kind",
+        "attempt",
+        "params",
+        "deadline",
+        "heartbeat_at",
+        "requested_by",
+        "task_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    inlines = [OperationEventInline]

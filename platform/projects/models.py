@@ -1,0 +1,106 @@
+import secrets
+import string
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+from berth.crypto import EncryptedJSONField
+
+# Refs name a runtime on its host (folder, compose project, database cluster), so they
+# are strictly shaped: lowercase letter first, then lowercase letters and digits.
+REF_PATTERN = r"^[a-z][a-z0-9]{5,39}$"
+ref_validator = RegexValidator(REF_PATTERN, "A ref is 6-40 lowercase letters and digits, starting with a letter.")
+
+
+def new_ref() -> str:
+    """A Supabase-style project ref: 20 random lowercase letters."""
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(20))
+
+
+class Status(models.TextChoices):
+    """Observed status, in Supabase's project status vocabulary."""
+
+    UNKNOWN = "UNKNOWN"
+    COMING_UP = "COMING_UP"
+    ACTIVE_HEALTHY = "ACTIVE_HEALTHY"
+    ACTIVE_UNHEALTHY = "ACTIVE_UNHEALTHY"
+    INIT_FAILED = "INIT_FAILED"
+    RESTARTING = "RESTARTING"
+    GOING_DOWN = "GOING_DOWN"
+    INACTIVE = "INACTIVE"
+    UPGRADING = "UPGRADING"
+    REMOVED = "REMOVED"
+
+
+TRANSITIONAL_STATUSES = {Status.COMING_UP, Status.RESTARTING, Status.GOING_DOWN, Status.UPGRADING}
+
+
+class DesiredState(models.TextChoices):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+
+
+class ProjectQuerySet(models.QuerySet):
+    def live(self):
+        return self.exclude(status=Status.REMOVED)
+
+
+class Project(models.Model):
+    ref = models.CharField(max_length=40, unique=True, default=new_ref, validators=[ref_validator])
+    name = models.CharField(max_length=100)
+    postgres_major = models.PositiveSmallIntegerField("Postgres major version")
+    template = models.CharField(max_length=63, help_text="Name of the runtime template under runtimes/")
+    # The template version whose rendering the host was last given (or will be, before the
+    # first push), and the sha256 digest of every managed file pushed, keyed by path.
+    template_version = models.ForeignKey(
+        "templating.TemplateVersion", on_delete=models.PROTECT, related_name="projects"
+    )
+    file_digests = models.JSONField(default=dict, blank=True)
+    host = models.ForeignKey(
+        "hosts.RuntimeHost", on_delete=models.PROTECT, null=True, blank=True, related_name="projects"
+    )
+    desired_state = models.CharField(max_length=16, choices=DesiredState, default=DesiredState.RUNNING)
+    status = models.CharField(max_length=32, choices=Status, default=Status.UNKNOWN)
+    status_reason = models.TextField(blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    # Consecutive failed health refreshes; a healthy project turns unhealthy only past a threshold.
+    probe_failures = models.PositiveIntegerField(default=0)
+    # Generated once at creation (passwords, JWT secret, signed keys); encrypted at rest.
+    secrets = EncryptedJSONField(default=dict, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["host", "status"])]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(ref__regex=REF_PATTERN), name="project_ref_shape"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.ref})"
+
+    def save(self, *args, **kwargs):
+        loaded_ref = getattr(self, "_loaded_ref", None)
+        if loaded_ref is not None and loaded_ref != self.ref:
+            raise ValidationError("A project's ref never changes.")
+        super().save(*args, **kwargs)
+        self._loaded_ref = self.ref
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_ref = instance.__dict__.get("ref")
+        return instance
+
+    @property
+    def is_transitional(self) -> bool:
+        return self.status in TRANSITIONAL_STATUSES

@@ -1,0 +1,46 @@
+import pytest
+from django.conf import settings
+
+
+def pytest_report_header(config):
+    reason = settings.POSTGRES_UNREACHABLE_REASON
+    if reason is None:
+        database = settings.DATABASES["default"]
+        return f"database: PostgreSQL at {database['HOST']}:{database['PORT']}"
+    return (
+        "!" * 78 + "\n"
+        f"NO POSTGRESQL REACHABLE ({reason}).\n"
+        "Tests marked `postgres` are SKIPPED; the rest run on SQLite. Set TEST_DATABASE_URL.\n" + "!" * 78
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = settings.POSTGRES_UNREACHABLE_REASON
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs PostgreSQL: {reason}")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("staff", password="staff-password", is_staff=True)
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser("admin", password="admin-password")
+
+
+@pytest.fixture
+def admin_client_logged_in(client, superuser):
+    client.force_login(superuser)
+    return client

@@ -1,0 +1,80 @@
+"""Startup with bad settings stops with a message naming the variable; good production
+settings pass Django's deployment checks; models and migrations agree."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PRODUCTION_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "x" * 20 + "production-like-secret-key-" + "y" * 30,
+    "BERTH_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    "ALLOWED_HOSTS": "berth.example.com",
+    "DATABASE_URL": "sqlite:////tmp/berth-check.sqlite3",
+}
+
+
+def manage(*args, env_overrides, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "BERTH_", "Q_"))}
+    env.pop("DEBUG", None)
+    env.pop("SECRET_KEY", None)
+    env.pop("DATABASE_URL", None)
+    env["BERTH_VAR_DIR"] = str(tmp_path)
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_it_refuses_to_start_without_secret_key_in_production(tmp_path):
+    env = dict(PRODUCTION_ENV)
+    del env["SECRET_KEY"]
+    result = manage("check", env_overrides=env, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+
+
+def test_it_names_the_variable_with_a_bad_value(tmp_path):
+    result = manage("check", env_overrides={**PRODUCTION_ENV, "DEBUG": "perhaps"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+def test_it_refuses_a_task_timeout_shorter_than_the_operation_deadline(tmp_path):
+    env = {**PRODUCTION_ENV, "BERTH_OPERATION_DEADLINE": "600", "Q_TIMEOUT": "300"}
+    result = manage("check", env_overrides=env, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "Q_TIMEOUT must be longer than BERTH_OPERATION_DEADLINE" in result.stderr
+
+
+def test_it_refuses_a_bad_encryption_key(tmp_path):
+    result = manage("check", env_overrides={**PRODUCTION_ENV, "BERTH_ENCRYPTION_KEY": "short"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "BERTH_ENCRYPTION_KEY is not a valid Fernet key" in result.stderr
+
+
+def test_development_generates_and_keeps_secrets_under_var(tmp_path):
+    first = manage("check", env_overrides={"DEBUG": "1"}, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    key = (tmp_path / "secret-key").read_text()
+    second = manage("check", env_overrides={"DEBUG": "1"}, tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "secret-key").read_text() == key
+    assert (tmp_path / "secret-key").stat().st_mode & 0o077 == 0
+
+
+def test_deploy_check_passes_with_production_settings(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env_overrides=PRODUCTION_ENV, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree(tmp_path):
+    result = manage("makemigrations", "--check", "--dry-run", env_overrides={"DEBUG": "1"}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
