@@ -156,10 +156,14 @@ BERTH_AGENT_PAGE_DEADLINE = env_float("BERTH_AGENT_PAGE_DEADLINE", 2.0, minimum=
 BERTH_OPERATION_DEADLINE = env_int("BERTH_OPERATION_DEADLINE", 600, minimum=1)
 # A queued operation that no worker claimed within this long is failed by the reaper.
 BERTH_QUEUE_DEADLINE = env_int("BERTH_QUEUE_DEADLINE", 900, minimum=1)
-BERTH_REAPER_INTERVAL = env_int("BERTH_REAPER_INTERVAL", 60, minimum=1)
-BERTH_HEALTH_REFRESH_INTERVAL = env_int("BERTH_HEALTH_REFRESH_INTERVAL", 60, minimum=1)
+# django-q2 schedules run at minute granularity.
+BERTH_REAPER_MINUTES = env_int("BERTH_REAPER_MINUTES", 1, minimum=1)
+BERTH_HEALTH_REFRESH_MINUTES = env_int("BERTH_HEALTH_REFRESH_MINUTES", 1, minimum=1)
 # Consecutive failed refreshes before a healthy project is marked ACTIVE_UNHEALTHY.
 BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
+# Health polling while an operation waits for a runtime: first delay, doubling up to the max.
+BERTH_HEALTH_POLL_INITIAL = env_float("BERTH_HEALTH_POLL_INITIAL", 1.0, minimum=0.05)
+BERTH_HEALTH_POLL_MAX = env_float("BERTH_HEALTH_POLL_MAX", 5.0, minimum=0.05)
 BERTH_PORT_COOLDOWN = env_int("BERTH_PORT_COOLDOWN", 300, minimum=0)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 

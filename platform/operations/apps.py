@@ -1,5 +1,24 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def ensure_schedules(sender, **kwargs):
+    """The reaper and the health refresh run as django-q2 schedules; keep them present and current."""
+    from django.conf import settings
+    from django_q.models import Schedule
+
+    wanted = {
+        "berth-reaper": ("operations.tasks.reap", settings.BERTH_REAPER_MINUTES),
+        "berth-health-refresh": ("operations.tasks.refresh_health", settings.BERTH_HEALTH_REFRESH_MINUTES),
+    }
+    for name, (func, minutes) in wanted.items():
+        Schedule.objects.update_or_create(
+            name=name, defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
+        )
 
 
 class OperationsConfig(AppConfig):
     name = "operations"
+
+    def ready(self):
+        post_migrate.connect(ensure_schedules, sender=self)

@@ -1,0 +1,126 @@
+"""Verbs that start, cancel and settle operations.
+
+Each verb runs in one transaction, writes an audit row, and enqueues work only on
+commit, so a task never sees a row its request did not commit.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.actions import record
+from operations.models import Kind, Operation, OperationEvent, State
+from projects.models import DesiredState, Project, Status
+
+
+class OperationRefused(Exception):
+    """A request that cannot become an operation; the message says why, for staff."""
+
+
+class OperationInProgress(OperationRefused):
+    def __init__(self, project: Project):
+        super().__init__(f"{project.ref}: an operation is already in progress")
+
+
+# What each kind asks the project to become.
+DESIRED_AFTER = {
+    Kind.PROVISION: DesiredState.RUNNING,
+    Kind.START: DesiredState.RUNNING,
+    Kind.RESTART: DesiredState.RUNNING,
+    Kind.STOP: DesiredState.STOPPED,
+    Kind.DELETE: DesiredState.DELETED,
+}
+
+
+def _enqueue(operation: Operation) -> None:
+    from django_q.tasks import async_task
+
+    task_id = async_task(
+        "operations.tasks.run_operation",
+        operation.pk,
+        task_name=f"op-{operation.pk}-{operation.kind}-{operation.project.ref}",
+        group="operations",
+    )
+    Operation.objects.filter(pk=operation.pk).update(task_id=str(task_id or ""))
+
+
+def _refusal(project: Project, kind: str) -> str | None:
+    if project.status == Status.REMOVED:
+        return f"{project.ref} is removed"
+    if project.desired_state == DesiredState.DELETED and kind != Kind.DELETE:
+        return f"{project.ref} is being deleted"
+    if kind in (Kind.START, Kind.STOP, Kind.RESTART, Kind.RESYNC) and project.host_id is None:
+        return f"{project.ref} has never been provisioned; retry its provisioning instead"
+    return None
+
+
+def request_operation(
+    project: Project,
+    kind: str,
+    *,
+    actor=None,
+    label: str | None = None,
+    params: dict | None = None,
+    attempt: int = 1,
+) -> Operation:
+    """Queue one operation for a project. Raises OperationRefused (or OperationInProgress)."""
+    kind = Kind(kind)
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        reason = _refusal(project, kind)
+        if reason:
+            raise OperationRefused(reason)
+        try:
+            with transaction.atomic():
+                operation = Operation.objects.create(
+                    project=project,
+                    kind=kind,
+                    params=params or {},
+                    attempt=attempt,
+                    deadline=timezone.now() + timedelta(seconds=settings.BERTH_QUEUE_DEADLINE),
+                    requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+                )
+        except IntegrityError:
+            # The partial unique index on unfinished operations said no: the database is the judge.
+            raise OperationInProgress(project) from None
+        if kind in DESIRED_AFTER and project.desired_state != DESIRED_AFTER[kind]:
+            project.desired_state = DESIRED_AFTER[kind]
+            project.save(update_fields=["desired_state", "updated_at"])
+        OperationEvent.objects.create(operation=operation, step="queued", message=f"{kind.label} requested")
+        record(actor, f"operation.{kind}", project=project, detail={"operation": operation.pk}, label=label)
+        transaction.on_commit(lambda: _enqueue(operation))
+    return operation
+
+
+def retry_project(project: Project, *, actor=None, label: str | None = None) -> Operation:
+    """Run the project's last failed operation again from a clean state (every step from the start)."""
+    last = project.operations.order_by("-created_at").first()
+    if last is None or last.state not in (State.FAILED, State.TIMED_OUT, State.CANCELLED):
+        raise OperationRefused(f"{project.ref}: nothing to retry (its last operation did not fail)")
+    return request_operation(
+        project,
+        last.kind,
+        actor=actor,
+        label=label,
+        params={**last.params, "retry_of": last.pk},
+        attempt=last.attempt + 1,
+    )
+
+
+def cancel_operation(operation: Operation, *, actor=None, label: str | None = None) -> bool:
+    """Cancel a queued operation. Returns False when a worker already claimed or it finished."""
+    with transaction.atomic():
+        cancelled = Operation.objects.filter(pk=operation.pk, state=State.QUEUED).update(
+            state=State.CANCELLED,
+            finished_at=timezone.now(),
+            error_code="cancelled",
+            error_message="cancelled by staff",
+        )
+        if cancelled:
+            OperationEvent.objects.create(operation=operation, step="cancelled", message="Cancelled before it started")
+            record(
+                actor, "operation.cancel", project=operation.project, detail={"operation": operation.pk}, label=label
+            )
+    return bool(cancelled)

@@ -1,0 +1,164 @@
+"""Health probes of project runtimes, run by each host's agent where they can reach them.
+
+Observed status follows the probes with hysteresis: a healthy project turns
+ACTIVE_UNHEALTHY only after BERTH_UNHEALTHY_AFTER consecutive failed refreshes, and
+nothing here ever stops or removes a runtime.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from operations.models import UNFINISHED_STATES, Operation
+from projects.models import DesiredState, Project, Status
+
+log = logging.getLogger(__name__)
+
+PASS, FAIL, MISCONFIGURED = "pass", "fail", "misconfigured"
+
+
+@dataclass
+class ProbeOutcome:
+    results: list[dict] = field(default_factory=list)
+
+    @property
+    def misconfigured(self) -> bool:
+        return any(r["status"] == MISCONFIGURED for r in self.results)
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.results) and all(r["status"] == PASS for r in self.results)
+
+    @property
+    def summary(self) -> str:
+        failing = [f"{r['name']}: {r['status']} ({r.get('detail', '')})" for r in self.results if r["status"] != PASS]
+        return "; ".join(failing) or "all probes pass"
+
+    def as_data(self) -> list[dict]:
+        return self.results
+
+
+def probe_requests(project: Project) -> list[dict]:
+    """The agent health request for one project's template probes, on its leased ports."""
+    from templating.manifest import manifest_of
+
+    manifest = manifest_of(project.template_version)
+    first_port = project.port_block.first_port
+    override = project.host.probe_host_override or None
+    requests = []
+    for probe in manifest.probes:
+        request = {"name": probe.name, "kind": probe.kind, "port": first_port + manifest.ports[probe.slot]}
+        if override:
+            request["host"] = override
+        if probe.kind == "http":
+            request.update(path=probe.path, expect_status=probe.expect_status)
+        elif probe.kind == "postgres":
+            request.update(
+                user="postgres",
+                password=project.secrets["postgres_password"],
+                dbname="postgres",
+                expect_major=project.postgres_major,
+            )
+        requests.append(request)
+    return requests
+
+
+def _judge(project: Project, replies: list[dict]) -> list[dict]:
+    """Agent results, with the Postgres major checked here too: a wrong major is never healthy."""
+    results = []
+    for reply in replies:
+        result = dict(reply)
+        major = result.get("server_major")
+        if result["status"] == PASS and major is not None and int(major) != project.postgres_major:
+            result["status"] = FAIL
+            result["detail"] = f"server runs Postgres {major}, project asked for {project.postgres_major}"
+        results.append(result)
+    return results
+
+
+def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
+    from operations.agents import client_for
+
+    reply = client_for(project.host, deadline=deadline).health(probe_requests(project), deadline_s=deadline * 0.8)
+    return ProbeOutcome(_judge(project, [r.as_dict() for r in reply]))
+
+
+def refreshable_projects():
+    """Running projects with settled status and no operation in flight, grouped by host by the caller."""
+    in_flight = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
+    return (
+        Project.objects.filter(
+            desired_state=DesiredState.RUNNING,
+            status__in=[Status.ACTIVE_HEALTHY, Status.ACTIVE_UNHEALTHY, Status.UNKNOWN],
+            host__isnull=False,
+            port_block__isnull=False,
+        )
+        .exclude(Exists(in_flight))
+        .select_related("host", "template_version", "port_block")
+    )
+
+
+def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
+    """Move the project's observed status after one refresh, unless an operation started meanwhile."""
+    in_flight = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
+    settled = Project.objects.filter(pk=project.pk, status=project.status).exclude(Exists(in_flight))
+    now = timezone.now()
+    if outcome.misconfigured:
+        settled.update(status_reason=f"probe misconfigured: {outcome.summary}", updated_at=now)
+    elif outcome.healthy:
+        changed = {"status_changed_at": now} if project.status != Status.ACTIVE_HEALTHY else {}
+        settled.update(status=Status.ACTIVE_HEALTHY, status_reason="", probe_failures=0, updated_at=now, **changed)
+    else:
+        failures = project.probe_failures + 1
+        if failures >= settings.BERTH_UNHEALTHY_AFTER and project.status != Status.ACTIVE_UNHEALTHY:
+            settled.update(
+                status=Status.ACTIVE_UNHEALTHY,
+                status_reason=outcome.summary,
+                probe_failures=failures,
+                status_changed_at=now,
+                updated_at=now,
+            )
+        else:
+            settled.update(probe_failures=failures, status_reason=outcome.summary, updated_at=now)
+
+
+def refresh_host_projects(host, projects: list[Project]) -> None:
+    """One agent call for all of a host's projects."""
+    from agent.client import AgentError
+    from operations.agents import client_for
+
+    requests, owner = [], {}
+    for project in projects:
+        for request in probe_requests(project):
+            request["name"] = f"{project.ref}:{request['name']}"
+            owner[request["name"]] = project
+            requests.append(request)
+    deadline = settings.BERTH_AGENT_CALL_DEADLINE
+    try:
+        replies = client_for(host, deadline=deadline).health(requests, deadline_s=deadline * 0.8)
+    except AgentError as error:
+        log.warning("health refresh of host %s failed: %s", host.name, error)
+        return
+    by_project: dict[int, list[dict]] = {}
+    for reply in replies:
+        result = reply.as_dict()
+        project = owner[result["name"]]
+        result["name"] = result["name"].split(":", 1)[1]
+        by_project.setdefault(project.pk, []).append(result)
+    for project in projects:
+        apply_outcome(project, ProbeOutcome(_judge(project, by_project.get(project.pk, []))))
+
+
+def refresh_all() -> int:
+    """Refresh every refreshable project, batched per host. Returns how many were probed."""
+    by_host: dict[int, list[Project]] = {}
+    hosts = {}
+    for project in refreshable_projects():
+        by_host.setdefault(project.host_id, []).append(project)
+        hosts[project.host_id] = project.host
+    for host_id, projects in by_host.items():
+        refresh_host_projects(hosts[host_id], projects)
+    return sum(len(p) for p in by_host.values())

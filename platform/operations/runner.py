@@ -1,0 +1,228 @@
+"""The steps of each operation kind, run by a worker that has claimed the operation.
+
+Every step is idempotent (placing a placed project, leasing a leased block, pushing the
+same files, bringing up a running runtime all do nothing new), so a task that runs twice,
+or a retry after a failure, does no harm. Every wait is bounded by the operation's
+deadline; every agent call by the shorter of its own deadline and the time left.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from operations import claims
+from operations.models import Kind, Operation, OperationEvent, State
+from projects.models import DesiredState, Project, Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepFailed(Exception):
+    """A step could not finish; the operation fails with this code and the project takes `status`."""
+
+    code: str
+    message: str
+    status: str | None = None
+
+    def __str__(self):
+        return f"{self.code}: {self.message}"
+
+
+class OperationRun:
+    # Seconds kept back from the health wait so a failed provisioning can still stop its runtime.
+    CLEANUP_RESERVE = 15.0
+
+    def __init__(self, operation: Operation):
+        self.operation = operation
+        self.project: Project = operation.project
+        self.deadline = operation.deadline
+
+    # --- bookkeeping -----------------------------------------------------------------
+    def remaining(self) -> float:
+        return (self.deadline - timezone.now()).total_seconds()
+
+    def event(self, step: str, message: str, level: str = OperationEvent.Level.INFO, **data) -> None:
+        OperationEvent.objects.create(operation=self.operation, step=step, level=level, message=message, data=data)
+        Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).update(heartbeat_at=timezone.now())
+
+    def still_owned(self) -> bool:
+        """False once the reaper has settled this operation; the worker then stops working on it."""
+        return Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).exists()
+
+    def agent(self, longest: float | None = None):
+        """A client for the project's host whose calls end before the operation's deadline."""
+        from operations.agents import client_for
+
+        budget = min(longest or settings.BERTH_AGENT_CALL_DEADLINE, self.remaining())
+        if budget <= 0:
+            raise StepFailed("deadline", "the operation ran out of time")
+        return client_for(self.project.host, deadline=budget)
+
+    # --- entry -------------------------------------------------------------------------
+    def run(self) -> None:
+        from agent.client import AgentError
+
+        steps = getattr(self, f"run_{self.operation.kind}")
+        try:
+            status, reason = steps()
+        except StepFailed as failure:
+            self.fail(failure)
+        except AgentError as error:
+            self.fail(StepFailed(f"agent_{error.code}", str(error), self.status_after_failure()))
+        except Exception as error:  # a bug must still end the operation, not leave it running
+            log.exception("operation %s crashed", self.operation.pk)
+            self.fail(StepFailed("internal", f"{type(error).__name__}: {error}", self.status_after_failure()))
+        else:
+            claims.settle(self.operation, State.SUCCEEDED, status=status, reason=reason)
+
+    def fail(self, failure: StepFailed) -> None:
+        state = State.TIMED_OUT if failure.code == "deadline" else State.FAILED
+        status = failure.status or self.status_after_failure()
+        claims.settle(
+            self.operation,
+            state,
+            status=status,
+            reason=failure.message,
+            error_code=failure.code,
+            error_message=failure.message,
+        )
+
+    def status_after_failure(self) -> str:
+        return claims.status_after_timeout(self.operation)
+
+    # --- kinds -------------------------------------------------------------------------
+    def run_provision(self):
+        self.place()
+        self.lease()
+        self.push_files()
+        if self.operation.params.get("retry_of"):
+            # A retry starts from a clean state: whatever the failed attempt left running stops first.
+            self.event("clean", "Stopping what the failed attempt left running")
+            self.agent().down(self.project.ref)
+        self.bring_up()
+        self.wait_healthy(on_timeout=self.stop_after_failed_provision)
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_start(self):
+        self.bring_up()
+        self.wait_healthy()
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_restart(self):
+        self.event("restart", "Restarting the runtime")
+        self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
+        self.wait_healthy()
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_stop(self):
+        self.event("stop", "Stopping the runtime")
+        self.agent(longest=self.remaining()).down(self.project.ref, deadline_s=self.command_budget())
+        return Status.INACTIVE, ""
+
+    def run_delete(self):
+        from ports.actions import release_ports
+
+        if self.project.host_id is not None:
+            purge = bool(self.operation.params.get("purge_data"))
+            self.event("delete", "Stopping and removing the runtime" + (" and its data" if purge else ""))
+            self.agent(longest=self.remaining()).delete(self.project.ref, purge_data=purge)
+        with transaction.atomic():
+            release_ports(self.project)
+            Project.objects.filter(pk=self.project.pk).update(desired_state=DesiredState.DELETED)
+        self.event("release", "Released the port block into its cool-down")
+        return Status.REMOVED, ""
+
+    def run_resync(self):
+        from operations.resync import apply_resync
+
+        applied = apply_resync(self)
+        if self.project.desired_state == DesiredState.RUNNING and applied:
+            self.event("restart", "Restarting so the new files take effect")
+            self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
+            self.wait_healthy()
+            return Status.ACTIVE_HEALTHY, ""
+        if self.project.desired_state == DesiredState.RUNNING:
+            return Status.ACTIVE_HEALTHY, ""
+        return Status.INACTIVE, ""
+
+    # --- steps -------------------------------------------------------------------------
+    def command_budget(self) -> float:
+        """The deadline the agent enforces on a lifecycle command: what is left, less a margin to hear back."""
+        budget = min(settings.BERTH_OPERATION_DEADLINE, self.remaining() - 2)
+        if budget <= 0:
+            raise StepFailed("deadline", "the operation ran out of time")
+        return budget
+
+    def place(self) -> None:
+        from hosts.placement import place_project
+
+        if self.project.host_id is None:
+            host = place_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, self.remaining()))
+            self.project.host = host
+            self.event("place", f"Placed on host {host.name}", host=host.name)
+        else:
+            self.event("place", f"On host {self.project.host.name}", host=self.project.host.name)
+
+    def lease(self) -> None:
+        from ports.actions import lease_ports
+        from ports.checkers import checker_for
+        from templating.manifest import manifest_of
+
+        manifest = manifest_of(self.project.template_version)
+        block = lease_ports(self.project, manifest.slots_needed, checker=checker_for(self.project.host))
+        self.event("lease", f"Ports {block.first_port}-{block.last_port}", first=block.first_port, last=block.last_port)
+
+    def push_files(self) -> None:
+        from operations.resync import push_rendering
+        from templating.render import render_project
+
+        rendered = render_project(self.project, self.project.template_version)
+        push_rendering(self, rendered, remove=[])
+        with transaction.atomic():
+            Project.objects.filter(pk=self.project.pk).update(file_digests=rendered.digests)
+        self.project.file_digests = rendered.digests
+        self.event("files", f"Pushed {len(rendered.digests)} files of {self.project.template_version}")
+
+    def bring_up(self) -> None:
+        self.event("up", "Bringing the runtime up")
+        result = self.agent(longest=self.remaining()).up(self.project.ref, deadline_s=self.command_budget())
+        self.event("up", f"Runtime is {result.state}", state=result.state)
+
+    def stop_after_failed_provision(self) -> None:
+        """Provisioning that never became healthy leaves the runtime stopped, its data and ports kept."""
+        self.event("stop", "Stopping the runtime that never became healthy", level=OperationEvent.Level.WARNING)
+        self.agent().down(self.project.ref)
+
+    def wait_healthy(self, on_timeout=None) -> None:
+        """Poll the template's probes through the agent until all pass, with backoff, within the deadline."""
+        from operations.health import probe_project
+
+        delay = settings.BERTH_HEALTH_POLL_INITIAL
+        attempt = 0
+        while True:
+            attempt += 1
+            budget = self.remaining() - self.CLEANUP_RESERVE
+            if budget <= 0:
+                break
+            if not self.still_owned():
+                raise StepFailed("deadline", "the reaper settled this operation")
+            outcome = probe_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, budget))
+            if outcome.misconfigured:
+                # A configuration error is not a sick stack: report it, tear nothing down.
+                raise StepFailed("probe_misconfigured", outcome.summary, Status.UNKNOWN)
+            if outcome.healthy:
+                self.event("health", "All probes pass", results=outcome.as_data())
+                return
+            if attempt == 1 or attempt % 5 == 0:
+                self.event("health", f"Waiting for probes: {outcome.summary}", results=outcome.as_data())
+            time.sleep(max(0.0, min(delay, self.remaining() - self.CLEANUP_RESERVE)))
+            delay = min(delay * 2, settings.BERTH_HEALTH_POLL_MAX)
+        if on_timeout is not None:
+            on_timeout()
+            raise StepFailed("unhealthy", "the runtime never became healthy before the deadline", Status.INIT_FAILED)
+        raise StepFailed("unhealthy", "the runtime did not become healthy before the deadline", Status.ACTIVE_UNHEALTHY)

@@ -1,0 +1,55 @@
+"""Verbs that create projects. Acting on existing projects goes through operations.actions."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from audit.actions import record
+from operations.actions import request_operation
+from operations.models import Kind
+from projects.models import Project
+from templating.models import TemplateVersion
+
+
+def create_project(
+    *, name: str, postgres_major: int, template: str, host=None, actor=None, label: str | None = None
+) -> Project:
+    """Create a project and queue its provisioning, in one transaction.
+
+    Everything that can be refused (unknown template, a Postgres major the template or the
+    chosen host cannot run) is refused here, before anything is leased or started, with a
+    ValidationError keyed by the form field it concerns.
+    """
+    from templating.secrets import generate_project_secrets
+    from templating.versions import UnsupportedPostgresVersion, check_postgres_major
+
+    version = TemplateVersion.objects.latest_of(template)
+    if version is None:
+        raise ValidationError(
+            {"template": f"Template {template!r} has no registered version; run `manage.py templates sync`."}
+        )
+    try:
+        check_postgres_major(version, postgres_major, host=host)
+    except UnsupportedPostgresVersion as error:
+        raise ValidationError({"postgres_major": str(error)}) from None
+
+    project = Project(
+        name=name.strip(),
+        postgres_major=postgres_major,
+        template=template,
+        template_version=version,
+        host=host,
+        secrets=generate_project_secrets(),
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    project.full_clean(exclude=["template_version", "host", "created_by"])
+    with transaction.atomic():
+        project.save()
+        record(
+            actor,
+            "project.create",
+            project=project,
+            detail={"name": project.name, "template": str(version)},
+            label=label,
+        )
+        request_operation(project, Kind.PROVISION, actor=actor, label=label)
+    return project

@@ -1,0 +1,96 @@
+"""Requesting, cancelling and retrying operations: one transaction, one audit row, enqueue on commit."""
+
+from unittest import mock
+
+import pytest
+
+from audit.models import AuditEntry
+from operations.actions import OperationInProgress, OperationRefused, cancel_operation, request_operation, retry_project
+from operations.models import Kind, Operation, State
+from projects.models import DesiredState, Status
+from tests.factories import make_host, make_project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def enqueued():
+    with mock.patch("django_q.tasks.async_task", return_value="task-1") as async_task:
+        yield async_task
+
+
+def test_it_queues_an_operation_and_enqueues_on_commit(enqueued, staff_user, django_capture_on_commit_callbacks):
+    project = make_project(host=make_host())
+    with django_capture_on_commit_callbacks(execute=True):
+        operation = request_operation(project, Kind.STOP, actor=staff_user)
+    assert operation.state == State.QUEUED
+    enqueued.assert_called_once()
+    assert enqueued.call_args.args == ("operations.tasks.run_operation", operation.pk)
+    operation.refresh_from_db()
+    assert operation.task_id == "task-1"
+    project.refresh_from_db()
+    assert project.desired_state == DesiredState.STOPPED
+    entry = AuditEntry.objects.get(action="operation.stop")
+    assert entry.actor == staff_user and entry.project == project
+
+
+def test_it_does_not_enqueue_when_the_transaction_rolls_back(enqueued, django_capture_on_commit_callbacks):
+    from django.db import transaction
+
+    project = make_project(host=make_host())
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            request_operation(project, Kind.STOP)
+            raise RuntimeError("rolled back")
+    assert callbacks == []
+    enqueued.assert_not_called()
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.postgres
+def test_it_refuses_a_second_request_while_one_is_unfinished(enqueued):
+    project = make_project(host=make_host())
+    request_operation(project, Kind.STOP)
+    with pytest.raises(OperationInProgress, match="already in progress"):
+        request_operation(project, Kind.START)
+    assert project.operations.count() == 1
+    assert AuditEntry.objects.filter(action="operation.start").count() == 0
+
+
+def test_it_refuses_lifecycle_actions_on_an_unplaced_project(enqueued):
+    project = make_project()
+    with pytest.raises(OperationRefused, match="never been provisioned"):
+        request_operation(project, Kind.START)
+
+
+def test_it_refuses_anything_on_a_removed_project(enqueued):
+    project = make_project(host=make_host(), status=Status.REMOVED)
+    with pytest.raises(OperationRefused, match="is removed"):
+        request_operation(project, Kind.DELETE)
+
+
+def test_cancel_only_touches_a_queued_operation(enqueued):
+    project = make_project(host=make_host())
+    operation = request_operation(project, Kind.STOP)
+    assert cancel_operation(operation) is True
+    operation.refresh_from_db()
+    assert operation.state == State.CANCELLED
+    assert cancel_operation(operation) is False
+
+
+def test_retry_repeats_the_failed_kind_with_the_next_attempt(enqueued):
+    project = make_project(host=make_host())
+    failed = request_operation(project, Kind.PROVISION)
+    Operation.objects.filter(pk=failed.pk).update(state=State.FAILED)
+    retry = retry_project(project)
+    assert retry.kind == Kind.PROVISION
+    assert retry.attempt == 2
+    assert retry.params["retry_of"] == failed.pk
+
+
+def test_retry_refuses_when_the_last_operation_succeeded(enqueued):
+    project = make_project(host=make_host())
+    done = request_operation(project, Kind.STOP)
+    Operation.objects.filter(pk=done.pk).update(state=State.SUCCEEDED)
+    with pytest.raises(OperationRefused, match="nothing to retry"):
+        retry_project(project)
