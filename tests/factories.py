@@ -3,6 +3,7 @@
 import itertools
 
 from hosts.models import RuntimeHost
+from ports.models import BlockState, PortBlock
 from projects.models import Project
 from templating.models import TemplateVersion
 
@@ -37,3 +38,62 @@ def make_project(**fields) -> Project:
     values = {"name": f"Project {n}", "postgres_major": 15, "template": fields["template_version"].name}
     values.update(fields)
     return Project.objects.create(**values)
+
+
+class FakePortChecker:
+    """A port checker that reports `busy` ports as taken and records every question."""
+
+    def __init__(self, busy=()):
+        self.busy = set(busy)
+        self.asked: list[list[int]] = []
+
+    def taken(self, host, ports) -> set[int]:
+        ports = list(ports)
+        self.asked.append(ports)
+        return self.busy.intersection(ports)
+
+
+def make_port_block(project: Project, *, first_port: int = 20000, size: int = 10) -> PortBlock:
+    """A block leased to `project` (on its host, which must be set)."""
+    return PortBlock.objects.create(
+        host=project.host,
+        first_port=first_port,
+        last_port=first_port + size - 1,
+        state=BlockState.LEASED,
+        project=project,
+    )
+
+
+def register_template(folder) -> TemplateVersion:
+    """Register a template folder as the next revision of its name (what `templates sync` does for one)."""
+    from templating.models import encode_file
+    from templating.registry import read_template
+
+    source = read_template(folder)
+    latest = TemplateVersion.objects.latest_of(source.name)
+    return TemplateVersion.objects.create(
+        name=source.name,
+        revision=latest.revision + 1 if latest else 1,
+        digest=source.digest,
+        manifest=source.manifest_text,
+        files={path: encode_file(content) for path, content in source.files.items()},
+    )
+
+
+def make_runtime_project(version: TemplateVersion, *, postgres_major: int = 15, first_port: int = 20000, **fields):
+    """A provisioned-looking project of `version`: on a host whose driver fits, with secrets and a port block."""
+    from templating.manifest import manifest_of
+    from templating.secrets import generate_project_secrets
+
+    manifest = manifest_of(version)
+    capabilities = {"driver": manifest.driver, "postgres_versions": [14, 15, 16, 17, 18]}
+    host = fields.pop("host", None) or make_host(capabilities=capabilities, block_size=manifest.slots_needed)
+    project = make_project(
+        template_version=version,
+        postgres_major=postgres_major,
+        host=host,
+        secrets=generate_project_secrets(now=1_700_000_000),
+        **fields,
+    )
+    make_port_block(project, first_port=first_port, size=manifest.slots_needed)
+    return project

@@ -16,3 +16,7 @@ class TemplateVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Every version stays renderable and comparable: projects and diffs refer to old ones.
+        return False

@@ -1,4 +1,26 @@
+import base64
+
 from django.db import models
+
+# Stored file contents: text as is; bytes that are not UTF-8 (or text that would read as
+# this prefix) as the prefix plus base64, so decoding is never ambiguous.
+BINARY_PREFIX = "base64:"
+
+
+def encode_file(content: bytes) -> str:
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or text.startswith(BINARY_PREFIX):
+        return BINARY_PREFIX + base64.b64encode(content).decode("ascii")
+    return text
+
+
+def decode_file(stored: str) -> bytes:
+    if stored.startswith(BINARY_PREFIX):
+        return base64.b64decode(stored[len(BINARY_PREFIX) :])
+    return stored.encode("utf-8")
 
 
 class TemplateVersionQuerySet(models.QuerySet):
@@ -25,8 +47,13 @@ class TemplateVersion(models.Model):
         ordering = ["name", "-revision"]
         constraints = [
             models.UniqueConstraint(fields=["name", "revision"], name="template_revision_unique"),
-            models.UniqueConstraint(fields=["name", "digest"], name="template_digest_unique"),
         ]
+        # A digest may recur: a template reverted to an earlier content becomes a new
+        # revision, so "latest" is always what runtimes/ holds now.
+        indexes = [models.Index(fields=["name", "digest"], name="template_name_digest")]
 
     def __str__(self):
         return f"{self.name} r{self.revision}"
+
+    def file_bytes(self) -> dict[str, bytes]:
+        return {path: decode_file(stored) for path, stored in self.files.items()}

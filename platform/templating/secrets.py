@@ -1,0 +1,57 @@
+"""Per-project secrets, generated once at creation and stored encrypted (Project.secrets).
+
+Rendering reads them and never generates any, so the same project renders byte-identical
+files every time. Nothing here logs a value.
+"""
+
+import secrets
+import time
+
+import jwt
+
+# Supabase's API keys are long-lived HS256 JWTs; they are rotated by re-generating
+# the project's secrets, never by expiry in the middle of its life.
+API_KEY_LIFETIME_S = 10 * 365 * 24 * 3600
+JWT_ISSUER = "supabase"
+
+# Keys whose values are not secret (they may appear in output and diffs).
+PUBLIC_KEYS = frozenset({"dashboard_username", "jwt_iat", "jwt_exp"})
+
+
+def _api_key(role: str, secret: str, iat: int, exp: int) -> str:
+    return jwt.encode({"role": role, "iss": JWT_ISSUER, "iat": iat, "exp": exp}, secret, algorithm="HS256")
+
+
+def generate_project_secrets(*, now: float | None = None) -> dict:
+    """Fresh secrets for one project. Hex only: every value is safe unquoted in env
+    files, URLs, YAML and SQL. Lengths meet each service's minimum (realtime's
+    SECRET_KEY_BASE 64, supavisor's VAULT_ENC_KEY exactly 32)."""
+    iat = int(time.time() if now is None else now)
+    exp = iat + API_KEY_LIFETIME_S
+    jwt_secret = secrets.token_hex(32)
+    return {
+        "postgres_password": secrets.token_hex(24),
+        "jwt_secret": jwt_secret,
+        "jwt_iat": iat,
+        "jwt_exp": exp,
+        "anon_key": _api_key("anon", jwt_secret, iat, exp),
+        "service_role_key": _api_key("service_role", jwt_secret, iat, exp),
+        "dashboard_username": "supabase",
+        "dashboard_password": secrets.token_hex(16),
+        "secret_key_base": secrets.token_hex(32),
+        "vault_enc_key": secrets.token_hex(16),
+        "pg_meta_crypto_key": secrets.token_hex(16),
+        "logflare_public_access_token": secrets.token_hex(32),
+        "logflare_private_access_token": secrets.token_hex(32),
+        "s3_protocol_access_key_id": secrets.token_hex(16),
+        "s3_protocol_access_key_secret": secrets.token_hex(32),
+    }
+
+
+def redact(text: str, project_secrets: dict) -> str:
+    """`text` with every secret value replaced by its name, for anything shown to people."""
+    # Longest first, so a secret that contains another is replaced whole.
+    for key, value in sorted(project_secrets.items(), key=lambda kv: -len(str(kv[1]))):
+        if key not in PUBLIC_KEYS and isinstance(value, str) and len(value) >= 8:
+            text = text.replace(value, f"<secret:{key}>")
+    return text
