@@ -1,6 +1,12 @@
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from operations.models import Kind, Operation, State
+from projects.models import Project, Status
+from tests.dashboard_helpers import process_host, register_template
 from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db
@@ -18,23 +24,35 @@ def test_it_forbids_signed_in_non_staff(client, django_user_model):
     assert client.get(reverse("dashboard:projects")).status_code == 403
 
 
-def test_it_shows_the_empty_state(staff_client):
+def test_it_rejects_post(staff_client):
+    assert staff_client.post(reverse("dashboard:projects")).status_code == 405
+
+
+def test_it_shows_the_empty_state_with_what_to_do(staff_client):
     response = staff_client.get(reverse("dashboard:projects"))
     assert response.status_code == 200
     assert b"No projects yet" in response.content
+    assert reverse("dashboard:create_project").encode() in response.content
 
 
-def test_it_lists_projects(staff_client):
+def test_it_lists_projects_and_escapes_what_users_typed(staff_client):
     project = make_project(name="<b>Orders</b>")
     response = staff_client.get(reverse("dashboard:projects"))
     assert project.ref.encode() in response.content
     assert b"&lt;b&gt;Orders&lt;/b&gt;" in response.content
+    assert b"<b>Orders</b>" not in response.content
+
+
+def test_it_escapes_the_search_box(staff_client):
+    make_project()
+    response = staff_client.get(reverse("dashboard:projects"), {"q": '"><script>x</script>'})
+    assert b"<script>x</script>" not in response.content
 
 
 def test_it_loads_htmx_from_django_htmx_and_sends_csrf_in_hx_headers(staff_client):
     response = staff_client.get(reverse("dashboard:projects"))
     html = response.content.decode()
-    assert "/static/django-htmx/" in html or "htmx" in html
+    assert "/static/django_htmx/htmx" in html
     assert 'hx-headers=\'{"X-CSRFToken": "' in html
     assert "cdn" not in html.lower()
 
@@ -43,3 +61,83 @@ def test_login_page_renders_for_anonymous(client):
     response = client.get(reverse("login"))
     assert response.status_code == 200
     assert b"Sign in to Berth" in response.content
+
+
+def test_it_shows_the_last_operation(staff_client):
+    project = make_project()
+    Operation.objects.create(project=project, kind=Kind.STOP, state=State.FAILED, deadline=timezone.now())
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert "stop" in html and "opstate-failed" in html
+
+
+def test_it_marks_projects_with_an_update_available(staff_client, tmp_path):
+    old = register_template(tmp_path)
+    register_template(tmp_path, readme="a newer readme\n")
+    behind = make_project(template_version=old, name="Behind")
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert behind.ref in html and "update available" in html
+    filtered = staff_client.get(reverse("dashboard:projects"), {"drift": "current"}).content.decode()
+    assert behind.ref not in filtered
+
+
+def test_it_filters_by_status_host_template_and_search(staff_client):
+    host = process_host(name="east")
+    healthy = make_project(name="Alpha", status=Status.ACTIVE_HEALTHY, host=host)
+    stopped = make_project(name="Beta", status=Status.INACTIVE)
+
+    def refs(**params):
+        html = staff_client.get(reverse("dashboard:projects"), params).content.decode()
+        return {p.ref for p in (healthy, stopped) if p.ref in html}
+
+    assert refs(status="INACTIVE") == {stopped.ref}
+    assert refs(host="east") == {healthy.ref}
+    assert refs(q="alp") == {healthy.ref}
+    assert refs(q=stopped.ref[:8]) == {stopped.ref}
+    assert refs(template=healthy.template) == {healthy.ref, stopped.ref}
+    assert refs(status="NOT-A-STATUS") == {healthy.ref, stopped.ref}
+
+
+def test_it_paginates(staff_client):
+    version = make_project().template_version
+    for n in range(55):
+        make_project(name=f"P{n}", template_version=version)
+    first = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert "Page 1 of 2" in first and "56 in all" in first
+    second = staff_client.get(reverse("dashboard:projects"), {"page": 2}).content.decode()
+    assert second.count('name="refs"') == 6
+
+
+def test_it_polls_only_while_a_project_is_in_flight(staff_client):
+    settled = make_project(status=Status.ACTIVE_HEALTHY)
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert 'hx-trigger="every 2s"' not in html
+    coming = make_project(status=Status.COMING_UP)
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert 'hx-trigger="every 2s"' in html
+    assert f"ref={coming.ref}" in html and f"ref={settled.ref}" not in html
+
+
+def _seed(count: int) -> None:
+    host = process_host()
+    version = make_project().template_version
+    projects = Project.objects.bulk_create(
+        Project(name=f"P{n}", postgres_major=15, template=version.name, template_version=version, host=host)
+        for n in range(count)
+    )
+    Operation.objects.bulk_create(
+        Operation(project=p, kind=Kind.PROVISION, state=State.SUCCEEDED, deadline=timezone.now()) for p in projects
+    )
+
+
+@pytest.mark.parametrize("path", ["dashboard:projects"])
+def test_it_issues_the_same_number_of_queries_for_10_and_500_projects(staff_client, path):
+    staff_client.get(reverse(path))  # session and user lookups warm up alike for both counts
+
+    def queries_for(count):
+        Project.objects.all().delete()
+        _seed(count)
+        with CaptureQueriesContext(connection) as captured:
+            assert staff_client.get(reverse(path)).status_code == 200
+        return len(captured)
+
+    assert queries_for(10) == queries_for(500)

@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    # {% partialdef %}: one template per page, its live parts rendered alone as "page.html#name".
+    "template_partials",
     "django_q",
     "hosts",
     "projects",

@@ -1,9 +1,25 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard.views import hosts, operations, project, projects, runtime_templates
 
 app_name = "dashboard"
 
 urlpatterns = [
-    path("", views.projects, name="projects"),
+    path("", projects.projects, name="projects"),
+    path("projects/live/", projects.project_statuses, name="project_statuses"),
+    path("projects/bulk/", projects.bulk_action, name="bulk_action"),
+    path("projects/new/", projects.create, name="create_project"),
+    path("projects/<str:ref>/", project.project, name="project"),
+    path("projects/<str:ref>/status/", project.project_status, name="project_status"),
+    path("projects/<str:ref>/timeline/", project.project_timeline, name="project_timeline"),
+    path("projects/<str:ref>/act/", project.project_action, name="project_action"),
+    path("projects/<str:ref>/secrets/", project.reveal_secrets, name="reveal_secrets"),
+    path("projects/<str:ref>/resync-plan/", project.resync_plan, name="resync_plan"),
+    path("hosts/", hosts.hosts, name="hosts"),
+    path("hosts/<int:pk>/agent/", hosts.host_agent, name="host_agent"),
+    path("templates/", runtime_templates.templates, name="templates"),
+    path("templates/<str:name>/migrate/", runtime_templates.migrate, name="migrate_template"),
+    path("templates/<str:name>/progress/", runtime_templates.migration_progress, name="migration_progress"),
+    path("operations/", operations.operations, name="operations"),
+    path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
 ]

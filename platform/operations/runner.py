@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from operations import claims
-from operations.models import Kind, Operation, OperationEvent, State
+from operations.models import Operation, OperationEvent, State
 from projects.models import DesiredState, Project, Status
 
 log = logging.getLogger(__name__)
@@ -54,19 +54,33 @@ class OperationRun:
         """False once the reaper has settled this operation; the worker then stops working on it."""
         return Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).exists()
 
+    def call_budget(self, longest: float | None = None) -> float:
+        """The deadline of one agent call: its own limit, never past the operation's deadline."""
+        budget = min(longest or settings.BERTH_AGENT_CALL_DEADLINE, self.remaining())
+        if budget <= 0:
+            raise StepFailed("deadline", "the operation ran out of time")
+        return budget
+
     def agent(self, longest: float | None = None):
         """A client for the project's host whose calls end before the operation's deadline."""
         from operations.agents import client_for
 
-        budget = min(longest or settings.BERTH_AGENT_CALL_DEADLINE, self.remaining())
-        if budget <= 0:
-            raise StepFailed("deadline", "the operation ran out of time")
-        return client_for(self.project.host, deadline=budget)
+        return client_for(self.project.host, deadline=self.call_budget(longest))
 
     # --- entry -------------------------------------------------------------------------
     def run(self) -> None:
         from agent.client import AgentError
+        from ports.errors import PortError
+        from templating.actions import ResyncRefused
+        from templating.render import RenderError
+        from templating.versions import UnsupportedPostgresVersion
 
+        refusals = {
+            PortError: "ports",
+            RenderError: "render",
+            ResyncRefused: "resync",
+            UnsupportedPostgresVersion: "version",
+        }
         steps = getattr(self, f"run_{self.operation.kind}")
         try:
             status, reason = steps()
@@ -74,6 +88,9 @@ class OperationRun:
             self.fail(failure)
         except AgentError as error:
             self.fail(StepFailed(f"agent_{error.code}", str(error), self.status_after_failure()))
+        except tuple(refusals) as error:
+            code = next(code for kind, code in refusals.items() if isinstance(error, kind))
+            self.fail(StepFailed(code, str(error), self.status_after_failure()))
         except Exception as error:  # a bug must still end the operation, not leave it running
             log.exception("operation %s crashed", self.operation.pk)
             self.fail(StepFailed("internal", f"{type(error).__name__}: {error}", self.status_after_failure()))
@@ -138,17 +155,27 @@ class OperationRun:
         return Status.REMOVED, ""
 
     def run_resync(self):
-        from operations.resync import apply_resync
+        from templating.actions import CONFLICTED, AgentRuntimeFiles, resync_project
+        from templating.models import TemplateVersion
 
-        applied = apply_resync(self)
-        if self.project.desired_state == DesiredState.RUNNING and applied:
+        target_pk = self.operation.params.get("template_version")
+        if target_pk:
+            target = TemplateVersion.objects.get(pk=target_pk)
+        else:
+            target = TemplateVersion.objects.latest_of(self.project.template)
+        files = AgentRuntimeFiles(deadline=self.call_budget())
+        result = resync_project(self.project, target, files, label=f"operation {self.operation.pk}")
+        if result.status == CONFLICTED:
+            # Nothing was written; the runtime runs as before, and the refresh re-reads its health.
+            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", Status.UNKNOWN)
+        self.event("resync", f"{self.project.template_version}: {result.message}", status=result.status)
+        if self.project.desired_state != DesiredState.RUNNING:
+            return Status.INACTIVE, ""
+        if result.plan is not None and result.plan.changes_files:
             self.event("restart", "Restarting so the new files take effect")
             self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
-            self.wait_healthy()
-            return Status.ACTIVE_HEALTHY, ""
-        if self.project.desired_state == DesiredState.RUNNING:
-            return Status.ACTIVE_HEALTHY, ""
-        return Status.INACTIVE, ""
+        self.wait_healthy()
+        return Status.ACTIVE_HEALTHY, ""
 
     # --- steps -------------------------------------------------------------------------
     def command_budget(self) -> float:
@@ -178,15 +205,19 @@ class OperationRun:
         self.event("lease", f"Ports {block.first_port}-{block.last_port}", first=block.first_port, last=block.last_port)
 
     def push_files(self) -> None:
-        from operations.resync import push_rendering
+        from templating.actions import AgentRuntimeFiles
         from templating.render import render_project
 
         rendered = render_project(self.project, self.project.template_version)
-        push_rendering(self, rendered, remove=[])
-        with transaction.atomic():
-            Project.objects.filter(pk=self.project.pk).update(file_digests=rendered.digests)
-        self.project.file_digests = rendered.digests
-        self.event("files", f"Pushed {len(rendered.digests)} files of {self.project.template_version}")
+        pushed = AgentRuntimeFiles(deadline=self.call_budget()).put_files(
+            self.project, rendered, sorted(rendered.files), remove=[]
+        )
+        wrong = sorted(p for p, digest in rendered.managed_digests.items() if pushed.get(p) != digest)
+        if wrong:
+            raise StepFailed("files", f"the agent reports other content than was sent for: {', '.join(wrong)}")
+        Project.objects.filter(pk=self.project.pk).update(file_digests=rendered.managed_digests)
+        self.project.file_digests = rendered.managed_digests
+        self.event("files", f"Pushed {len(rendered.files)} files of {self.project.template_version}")
 
     def bring_up(self) -> None:
         self.event("up", "Bringing the runtime up")

@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from projects.models import Project
 
@@ -29,6 +29,40 @@ class ProjectAdmin(admin.ModelAdmin):
         "status_changed_at",
     ]
     exclude = ["secrets"]
+    actions = ["resync_to_latest", "retry"]
+
+    @admin.action(description="Retry the last failed operation")
+    def retry(self, request, queryset):
+        from operations.actions import OperationRefused, retry_project
+
+        queued = 0
+        for project in queryset:
+            try:
+                retry_project(project, actor=request.user)
+            except OperationRefused as refusal:
+                self.message_user(request, str(refusal), messages.WARNING)
+            else:
+                queued += 1
+        self.message_user(request, f"Retry queued for {queued} project(s).")
+
+    @admin.action(description="Re-sync to the latest template version")
+    def resync_to_latest(self, request, queryset):
+        # Queues one re-sync operation per project; the worker does the three-way merge.
+        from operations.actions import OperationRefused
+        from templating.actions import request_resync_to_latest
+
+        queued = current = 0
+        for project in queryset:
+            try:
+                operation = request_resync_to_latest(project, actor=request.user)
+            except OperationRefused as refusal:
+                self.message_user(request, f"{project.ref}: {refusal}", messages.WARNING)
+                continue
+            if operation is None:
+                current += 1
+            else:
+                queued += 1
+        self.message_user(request, f"Re-sync queued for {queued} project(s); {current} already on the latest version.")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:

@@ -1,0 +1,156 @@
+from django import forms
+from django.db.models import Q
+
+from hosts.models import RuntimeHost
+from operations.models import Kind, State
+from projects.models import Status
+from templating.models import TemplateVersion
+
+# What the bulk form and the project page may ask for, in the order buttons show them.
+BULK_ACTIONS = [
+    ("start", "Start"),
+    ("stop", "Stop"),
+    ("restart", "Restart"),
+    ("retry", "Retry"),
+    ("resync", "Re-sync"),
+]
+PROJECT_ACTIONS = [*BULK_ACTIONS, ("delete", "Delete")]
+
+DRIFT_CHOICES = [
+    ("", "Any template state"),
+    ("update", "Update available"),
+    ("current", "On the latest version"),
+]
+
+
+def template_names() -> list[str]:
+    return list(TemplateVersion.objects.order_by("name").values_list("name", flat=True).distinct())
+
+
+class ProjectFilterForm(forms.Form):
+    """The projects table's filters (GET). An invalid value filters nothing rather than erroring."""
+
+    q = forms.CharField(required=False, label="Search", max_length=100)
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Status.choices])
+    host = forms.ModelChoiceField(
+        required=False, queryset=RuntimeHost.objects.order_by("name"), to_field_name="name", empty_label="Any host"
+    )
+    template = forms.ChoiceField(required=False)
+    drift = forms.ChoiceField(required=False, choices=DRIFT_CHOICES, label="Template")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["template"].choices = [("", "Any template"), *((n, n) for n in template_names())]
+
+    def filter(self, projects):
+        if not self.is_valid():
+            return projects
+        data = self.cleaned_data
+        if data["q"]:
+            q = data["q"].strip()
+            projects = projects.filter(Q(ref__istartswith=q) | Q(name__icontains=q))
+        if data["status"]:
+            projects = projects.filter(status=data["status"])
+        if data["host"]:
+            projects = projects.filter(host=data["host"])
+        if data["template"]:
+            projects = projects.filter(template=data["template"])
+        if data["drift"] == "update":
+            projects = projects.filter(update_available=True)
+        elif data["drift"] == "current":
+            projects = projects.filter(update_available=False)
+        return projects
+
+
+class BulkActionForm(forms.Form):
+    action = forms.ChoiceField(choices=BULK_ACTIONS)
+    refs = forms.MultipleChoiceField(error_messages={"required": "Select at least one project."})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Any ref shape is accepted here; the projects that exist are looked up by the view,
+        # and a ref that matches none is reported like any other refusal.
+        self.fields["refs"].valid_value = lambda value: True
+
+
+class ProjectActionForm(forms.Form):
+    action = forms.ChoiceField(choices=PROJECT_ACTIONS)
+    purge_data = forms.BooleanField(required=False)
+    # Delete asks for the ref typed back, so one stray click never removes a project.
+    confirm_ref = forms.CharField(required=False)
+
+
+class CreateProjectForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    template = forms.ChoiceField()
+    postgres_major = forms.TypedChoiceField(coerce=int, label="Postgres version")
+    host = forms.ModelChoiceField(
+        required=False,
+        queryset=RuntimeHost.objects.filter(accepts_projects=True).order_by("name"),
+        to_field_name="name",
+        empty_label="Automatic (the host with the most free ports)",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = template_names()
+        self.fields["template"].choices = [(n, n) for n in names]
+        template = self._chosen("template") or (names[0] if names else None)
+        host = self.fields["host"].queryset.filter(name=self._chosen("host") or "").first()
+        self.majors = available_majors(template, host) if template else []
+        self.fields["postgres_major"].choices = [(m, f"Postgres {m}") for m in self.majors]
+        if not self.is_bound and str(self.initial.get("postgres_major")) not in {str(m) for m in self.majors}:
+            # The newest supported major, unless one still supported was picked already.
+            self.initial["postgres_major"] = self.majors[-1] if self.majors else None
+
+    def _chosen(self, name):
+        """The value picked for `name` so far (bound data, else initial), for narrowing the choices."""
+        if self.is_bound:
+            return self.data.get(name) or None
+        return self.initial.get(name)
+
+
+def available_majors(template: str, host: RuntimeHost | None) -> list[int]:
+    """Postgres majors the template's latest version supports, on the chosen host or, with
+    placement left automatic, on at least one host that accepts projects.
+
+    A host whose agent never reported its capabilities cannot be judged; it does not narrow.
+    """
+    from templating.versions import supported_majors
+
+    version = TemplateVersion.objects.latest_of(template)
+    if version is None:
+        return []
+    if host is not None:
+        return supported_majors(version, host) if host.capabilities else supported_majors(version)
+    hosts = list(RuntimeHost.objects.filter(accepts_projects=True))
+    if not hosts or any(not h.capabilities for h in hosts):
+        return supported_majors(version)
+    majors = set()
+    for h in hosts:
+        majors.update(supported_majors(version, h))
+    return sorted(majors)
+
+
+class OperationFilterForm(forms.Form):
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), ("unfinished", "Queue"), *State.choices])
+    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *Kind.choices])
+    host = forms.ModelChoiceField(
+        required=False, queryset=RuntimeHost.objects.order_by("name"), to_field_name="name", empty_label="Any host"
+    )
+
+    def filter(self, operations):
+        from operations.models import UNFINISHED_STATES
+
+        if not self.is_valid():
+            return operations
+        data = self.cleaned_data
+        if data["state"] == "unfinished":
+            operations = operations.filter(state__in=UNFINISHED_STATES)
+        elif data["state"]:
+            operations = operations.filter(state=data["state"])
+        if data["kind"]:
+            operations = operations.filter(kind=data["kind"])
+        if data["host"]:
+            operations = operations.filter(project__host=data["host"])
+        return operations

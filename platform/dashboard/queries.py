@@ -1,0 +1,135 @@
+"""Read-side queries for the dashboard pages.
+
+Every list here costs the same number of queries whatever its length: related rows come
+through select_related/prefetch_related, and per-row facts (last operation, latest
+template revision, counts, whether work is in flight) are correlated subqueries,
+evaluated only for the rows of the page shown.
+"""
+
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+)
+
+from hosts.models import RuntimeHost
+from operations.models import UNFINISHED_STATES, Kind, Operation, OperationEvent
+from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
+from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from templating.models import TemplateVersion
+
+
+def count_of(queryset):
+    """COUNT(*) of `queryset` as a correlated subquery (joining several to-many relations
+    in one query would multiply rows instead)."""
+    # A plain Func, not the Count aggregate, so the ORM adds no GROUP BY: one row, even when empty.
+    counted = queryset.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    return Subquery(counted, output_field=IntegerField())
+
+
+def in_flight_expression():
+    """True while something may still change the project: a transitional status or unfinished work."""
+    unfinished = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
+    return ExpressionWrapper(Q(status__in=TRANSITIONAL_STATUSES) | Exists(unfinished), output_field=BooleanField())
+
+
+def project_table():
+    """Live projects with everything a row of the projects table shows, in one query."""
+    last = Operation.objects.filter(project=OuterRef("pk")).order_by("-created_at", "-pk")
+    latest_revision = (
+        TemplateVersion.objects.filter(name=OuterRef("template")).order_by("-revision").values("revision")[:1]
+    )
+    return (
+        Project.objects.live()
+        .select_related("host", "template_version")
+        .annotate(
+            last_op_kind=Subquery(last.values("kind")[:1]),
+            last_op_state=Subquery(last.values("state")[:1]),
+            last_op_at=Subquery(last.values("created_at")[:1]),
+            latest_revision=Subquery(latest_revision, output_field=IntegerField()),
+            update_available=ExpressionWrapper(
+                Q(template_version__revision__lt=F("latest_revision")), output_field=BooleanField()
+            ),
+            in_flight=in_flight_expression(),
+        )
+    )
+
+
+def project_page(ref: str):
+    """One project with its host, template version and port block."""
+    return (
+        Project.objects.select_related("host", "template_version", "port_block")
+        .annotate(in_flight=in_flight_expression())
+        .filter(ref=ref)
+    )
+
+
+def recent_operations(project, limit: int = 10):
+    """The project's latest operations, newest first, each with its events in time order."""
+    return list(
+        project.operations.select_related("requested_by")
+        .prefetch_related(Prefetch("events", queryset=OperationEvent.objects.order_by("at", "pk")))
+        .order_by("-created_at", "-pk")[:limit]
+    )
+
+
+def hosts_with_capacity():
+    """Hosts with their port blocks counted per state and their live projects counted."""
+
+    blocks = PortBlock.objects.filter(host=OuterRef("pk"))
+    # Counted as PortBlockQuerySet.counts() does: a block whose cool-down has passed is free again.
+    resting = Q(state=BlockState.COOLING, released_at__gt=cooldown_cutoff())
+    return RuntimeHost.objects.annotate(
+        leased_blocks=count_of(blocks.filter(state=BlockState.LEASED)),
+        cooling_blocks=count_of(blocks.filter(resting)),
+        blocked_blocks=count_of(blocks.filter(state=BlockState.BLOCKED)),
+        project_count=count_of(Project.objects.live().filter(host=OuterRef("pk"))),
+    ).order_by("name")
+
+
+def with_capacity(hosts) -> list:
+    """The hosts, each with `block_capacity` (whole blocks its range holds) and `free_blocks`.
+
+    Free counts blocks not yet materialised as rows too: every block not leased, cooling
+    or blocked can be handed out.
+    """
+    hosts = list(hosts)
+    for host in hosts:
+        host.block_capacity = len(block_layout(host.port_range_start, host.port_range_end, host.block_size))
+        taken = host.leased_blocks + host.cooling_blocks + host.blocked_blocks
+        host.free_blocks = max(0, host.block_capacity - taken)
+    return hosts
+
+
+def template_versions():
+    """Every template version with how many live projects run it, grouped by name, newest first."""
+    return TemplateVersion.objects.annotate(
+        project_count=Count("projects", filter=~Q(projects__status=Status.REMOVED))
+    ).order_by("name", "-revision")
+
+
+def migration_progress(name: str, latest: TemplateVersion) -> dict:
+    """How far the projects of template `name` are on the way to its latest version."""
+    projects = Project.objects.live().filter(template=name)
+    return projects.aggregate(
+        total=Count("pk"),
+        on_latest=Count("pk", filter=Q(template_version=latest)),
+        resyncing=Count(
+            "pk",
+            filter=Q(
+                Exists(Operation.objects.filter(project=OuterRef("pk"), kind=Kind.RESYNC, state__in=UNFINISHED_STATES))
+            ),
+        ),
+    )
+
+
+def operation_table():
+    return Operation.objects.select_related("project", "project__host", "requested_by").order_by("-created_at", "-pk")

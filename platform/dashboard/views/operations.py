@@ -1,0 +1,34 @@
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import queries
+from dashboard.forms import OperationFilterForm
+from dashboard.views.common import PAGE_SIZE, render_live, safe_next
+from operations.actions import cancel_operation
+from operations.models import Operation
+
+
+@require_GET
+def operations(request):
+    """The queue and the history. The table re-polls itself while any row on it is unfinished."""
+    filters = OperationFilterForm(request.GET or None)
+    page = Paginator(filters.filter(queries.operation_table()), PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    in_flight = any(not op.is_finished for op in rows)
+    context = {"filters": filters, "page": page, "rows": rows, "in_flight": in_flight}
+    if request.htmx and request.htmx.target == "operations-table":
+        return render_live(request, "dashboard/operations.html#table", context, in_flight=in_flight)
+    return render(request, "dashboard/operations.html", context)
+
+
+@require_POST
+def cancel(request, pk):
+    operation = get_object_or_404(Operation.objects.select_related("project"), pk=pk)
+    if cancel_operation(operation, actor=request.user):
+        messages.success(request, f"Cancelled {operation.kind} of {operation.project.ref}.")
+    else:
+        messages.error(request, f"Not cancelled: {operation.kind} of {operation.project.ref} already started or ended.")
+    return redirect(safe_next(request, reverse("dashboard:operations")))

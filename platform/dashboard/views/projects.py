@@ -1,0 +1,131 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import queries
+from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
+from dashboard.views.common import PAGE_SIZE, render_live, safe_next
+from operations.actions import OperationRefused, request_operation, retry_project
+from operations.models import Kind
+from projects.actions import create_project
+from projects.models import Project
+
+# The status partial answers for at most one page of refs.
+MAX_LIVE_REFS = PAGE_SIZE
+
+
+@require_GET
+def projects(request):
+    filters = ProjectFilterForm(request.GET or None)
+    table = filters.filter(queries.project_table())
+    page = Paginator(table, PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    context = {
+        "filters": filters,
+        "page": page,
+        "rows": rows,
+        "live_refs": [p.ref for p in rows if p.in_flight],
+        "any_projects": bool(rows) or Project.objects.live().exists(),
+        "bulk_actions": BULK_ACTIONS,
+    }
+    return render(request, "dashboard/projects.html", context)
+
+
+@require_GET
+def project_statuses(request):
+    """The projects table's status partial: fresh status cells (out-of-band swaps) for the
+    given refs, and the poller again for those still in flight, or 286 once all settled."""
+    refs = request.GET.getlist("ref")[:MAX_LIVE_REFS]
+    rows = list(queries.project_table().filter(ref__in=refs))
+    live_refs = [p.ref for p in rows if p.in_flight]
+    return render_live(
+        request,
+        "dashboard/projects.html#live",
+        {"rows": rows, "live_refs": live_refs},
+        in_flight=bool(live_refs),
+    )
+
+
+@require_POST
+def bulk_action(request):
+    """One operation per selected project, each requested on its own: a refusal for one
+    project never holds back the others, and every refusal is reported with its reason."""
+    back = safe_next(request, reverse("dashboard:projects"))
+    form = BulkActionForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect(back)
+    action, refs = form.cleaned_data["action"], form.cleaned_data["refs"]
+    found = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
+    queued, refused = [], []
+    for ref in refs:
+        project = found.get(ref)
+        try:
+            if project is None:
+                raise OperationRefused(f"{ref}: no such project")
+            act(project, action, actor=request.user)
+        except OperationRefused as refusal:
+            refused.append(str(refusal))
+        else:
+            queued.append(ref)
+    label = dict(BULK_ACTIONS)[action]
+    if queued:
+        messages.success(request, f"{label} queued for {len(queued)} project(s): {', '.join(queued)}")
+    for reason in refused:
+        messages.error(request, f"{label} refused: {reason}")
+    return redirect(back)
+
+
+def act(project, action: str, *, actor, params: dict | None = None):
+    """Ask for one action on one project through the operations verbs. Raises OperationRefused."""
+    if action == "retry":
+        return retry_project(project, actor=actor)
+    if action == "resync":
+        from templating.actions import request_resync_to_latest
+
+        operation = request_resync_to_latest(project, actor=actor)
+        if operation is None:
+            raise OperationRefused(f"{project.ref} is already on the latest version of {project.template}")
+        return operation
+    return request_operation(project, Kind(action), actor=actor, params=params)
+
+
+@require_http_methods(["GET", "POST"])
+def create(request):
+    if request.method == "POST":
+        form = CreateProjectForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                project = create_project(
+                    name=data["name"],
+                    postgres_major=data["postgres_major"],
+                    template=data["template"],
+                    host=data["host"],
+                    actor=request.user,
+                )
+            except ValidationError as error:
+                add_errors(form, error)
+            else:
+                messages.success(request, f"Created {project.name}; provisioning is queued.")
+                return redirect("dashboard:project", ref=project.ref)
+    else:
+        # The template and host picked so far (htmx asks again on each change) narrow the
+        # Postgres choices; nothing is judged before it is submitted.
+        form = CreateProjectForm(initial=request.GET.dict())
+    template = "dashboard/project_new.html#form" if request.htmx else "dashboard/project_new.html"
+    return render(request, template, {"form": form})
+
+
+def add_errors(form, error: ValidationError) -> None:
+    """Show the verb's refusal beside the field it names; what names no field goes on top."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
+    for field, errors in error.error_dict.items():
+        form.add_error(field if field in form.fields else None, errors)

@@ -1,0 +1,72 @@
+"""A real worker cluster (manage.py qcluster) against the test database, for end-to-end tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(tmp_path: Path, **overrides) -> dict:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "Q_", "DJANGO_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="berth.settings",
+        DEBUG="1",
+        DATABASE_URL=url,
+        BERTH_VAR_DIR=str(tmp_path),
+        BERTH_ENCRYPTION_KEY=settings.BERTH_ENCRYPTION_KEY,
+        SECRET_KEY=settings.SECRET_KEY,
+        Q_WORKERS="1",
+        Q_POLL="0.2",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+class Worker:
+    """`manage.py qcluster` in its own process group, so it can be stopped or killed whole."""
+
+    def __init__(self, tmp_path: Path, **overrides):
+        self.log = tmp_path / f"qcluster-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"],
+                cwd=ROOT,
+                env=worker_env(tmp_path, **overrides),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL the whole cluster: no cleanup, as when a machine dies."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,213 @@
+"""End to end: a real django-q2 cluster, a real agent and the process driver's real Postgres."""
+
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+from django.conf import settings
+
+from hosts.models import RuntimeHost
+from operations.actions import OperationInProgress, request_operation, retry_project
+from operations.claims import reap
+from operations.models import Kind, Operation, State
+from ports.models import BlockState, PortBlock
+from projects.actions import create_project
+from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from templating.actions import sync_templates
+from tests.agent_fixtures import agent_factory  # noqa: F401
+from tests.stack import Worker, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+DEADLINE = 40  # seconds an operation may run in these tests
+
+
+def free_port_range(size: int) -> int:
+    """A start port whose next `size` ports are free to bind right now."""
+    for start in range(41000, 60000, size):
+        try:
+            for port in range(start, start + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return start
+    raise AssertionError("no free port range")
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    workers = []
+
+    def start(**overrides):
+        settings_overrides = {"BERTH_OPERATION_DEADLINE": DEADLINE, "BERTH_AGENT_CALL_DEADLINE": 10}
+        worker = Worker(tmp_path, **{**settings_overrides, **overrides})
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def local_host(agent_factory):  # noqa: F811
+    agent = agent_factory()
+    start = free_port_range(40)
+    sync_templates()
+    return RuntimeHost.objects.create(
+        name="local",
+        agent_url=agent.base_url,
+        agent_token=agent.token,
+        port_range_start=start,
+        port_range_end=start + 39,
+        block_size=20,
+    )
+
+
+def status_of(project) -> str:
+    return Project.objects.values_list("status", flat=True).get(pk=project.pk)
+
+
+def wait_status(project, status, timeout=60):
+    wait_for(lambda: status_of(project) == status, timeout=timeout, what=f"{project.ref} to be {status}")
+
+
+def last_operation(project) -> Operation:
+    return Operation.objects.filter(project=project).order_by("-created_at").first()
+
+
+def test_a_project_lives_its_whole_life(local_host, worker_factory):
+    worker_factory()
+    project = create_project(name="Orders", postgres_major=15, template="postgres")
+    wait_status(project, Status.ACTIVE_HEALTHY)
+    project.refresh_from_db()
+    block = project.port_block
+    assert local_host.port_range_start <= block.first_port <= block.last_port <= local_host.port_range_end
+
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=block.first_port,
+        user="postgres",
+        password=project.secrets["postgres_password"],
+        dbname="postgres",
+        connect_timeout=5,
+    ) as conn:
+        assert conn.info.server_version // 10000 == 15
+
+    with pytest.raises(OperationInProgress):
+        request_operation(project, Kind.STOP)
+        request_operation(project, Kind.START)
+    wait_status(project, Status.INACTIVE)
+    request_operation(project, Kind.START)
+    wait_status(project, Status.ACTIVE_HEALTHY)
+    kinds = list(project.operations.order_by("created_at").values_list("kind", "state"))
+    assert kinds == [("provision", "succeeded"), ("stop", "succeeded"), ("start", "succeeded")]
+
+    request_operation(project, Kind.DELETE, params={"purge_data": True})
+    wait_status(project, Status.REMOVED)
+    block.refresh_from_db()
+    assert block.state == BlockState.COOLING
+    assert block.last_project_ref == project.ref
+    assert project.operations.count() == 4
+
+
+class SilentAgent:
+    """A server that accepts connections and then never answers, or trickles one byte a second."""
+
+    def __init__(self, trickle: bool):
+        self.trickle = trickle
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopped = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.hold, args=(conn,), daemon=True).start()
+
+    def hold(self, conn):
+        with conn:
+            if self.trickle:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while not self.stopped.is_set():
+                if self.trickle:
+                    try:
+                        conn.sendall(b" ")
+                    except OSError:
+                        return
+                time.sleep(1)
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["never-answers", "trickles"])
+def test_a_wedged_agent_fails_the_operation_within_its_deadline(trickle, worker_factory, tmp_path):
+    sync_templates()
+    wedged = SilentAgent(trickle)
+    try:
+        host = RuntimeHost.objects.create(
+            name="wedged",
+            agent_url=wedged.url,
+            agent_token="t",
+            port_range_start=42000,
+            port_range_end=42099,
+            block_size=20,
+            capabilities={"driver": "process", "postgres_versions": [15]},
+        )
+        deadline, call_deadline = 12, 4
+        worker_factory(BERTH_OPERATION_DEADLINE=deadline, BERTH_AGENT_CALL_DEADLINE=call_deadline)
+        project = create_project(name="Wedged", postgres_major=15, template="postgres", host=host)
+        operation = wait_for(
+            lambda: Operation.objects.filter(pk=last_operation(project).pk, started_at__isnull=False).first(),
+            timeout=30,
+            what="the operation to be claimed",
+        )
+        settled = wait_for(
+            lambda: Operation.objects.filter(pk=operation.pk).exclude(state__in=["queued", "running"]).first(),
+            timeout=deadline + 10,
+            what="the operation to settle",
+        )
+        took = (settled.finished_at - settled.started_at).total_seconds()
+        assert took <= deadline + 2, took
+        assert settled.state in (State.FAILED, State.TIMED_OUT)
+        assert status_of(project) not in TRANSITIONAL_STATUSES
+        assert status_of(project) == Status.INIT_FAILED
+    finally:
+        wedged.close()
+
+
+def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succeeds(local_host, worker_factory):
+    # The runtime's Postgres cannot come up on a port held here, so provisioning waits for health.
+    worker = worker_factory(BERTH_OPERATION_DEADLINE=15)
+    project = create_project(name="Killed", postgres_major=15, template="postgres")
+    wait_for(
+        lambda: Operation.objects.filter(project=project, state=State.RUNNING).exists(),
+        timeout=30,
+        what="the provisioning to start",
+    )
+    worker.kill()
+    operation = last_operation(project)
+    assert operation.state == State.RUNNING
+    wait_for(lambda: reap() and True, timeout=30, interval=1, what="the reaper to act after the deadline")
+    operation.refresh_from_db()
+    assert operation.state == State.TIMED_OUT
+    assert status_of(project) == Status.INIT_FAILED
+
+    worker_factory()
+    retry = retry_project(project)
+    assert retry.attempt == 2
+    wait_status(project, Status.ACTIVE_HEALTHY)
+    assert PortBlock.objects.filter(project=project).count() == 1
+    assert settings.BERTH_OPERATION_DEADLINE  # settings untouched in this process

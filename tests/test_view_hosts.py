@@ -1,0 +1,53 @@
+from unittest import mock
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from ports.models import BlockState, PortBlock
+from tests.dashboard_helpers import placed_project, process_host, register_template
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_rejects_post(staff_client):
+    assert staff_client.post(reverse("dashboard:hosts")).status_code == 405
+
+
+def test_it_says_how_to_add_a_host(staff_client):
+    assert b"No runtime host yet" in staff_client.get(reverse("dashboard:hosts")).content
+
+
+def test_it_shows_driver_versions_and_port_capacity(staff_client, tmp_path):
+    host = process_host(name="east", port_range_start=20000, port_range_end=20099, block_size=10)
+    placed_project(register_template(tmp_path), host)
+    PortBlock.objects.create(host=host, first_port=20010, last_port=20019, state=BlockState.BLOCKED)
+    PortBlock.objects.create(
+        host=host, first_port=20020, last_port=20029, state=BlockState.COOLING, released_at=timezone.now()
+    )
+    html = staff_client.get(reverse("dashboard:hosts")).content.decode()
+    assert "process" in html and "15, 16" in html and "127.0.0.1" in html
+    assert "7 free · 1 leased · 1 cooling · 1 blocked" in html
+    assert reverse("dashboard:host_agent", args=[host.pk]) in html
+
+
+def test_live_check_reports_an_unreachable_agent_within_the_page_deadline(staff_client, settings):
+    host = process_host(name="east")
+    settings.BERTH_AGENT_PAGE_DEADLINE = 0.3
+
+    def refuse(host, *, deadline):
+        assert deadline == 0.3
+        host.last_error = "connection refused"
+        return False
+
+    with mock.patch("dashboard.views.hosts.refresh_host", side_effect=refuse):
+        response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "agent unreachable" in html and html.lstrip().startswith("<tr")
+
+
+def test_live_check_without_javascript_returns_to_the_hosts_page(staff_client):
+    host = process_host(name="east")
+    with mock.patch("dashboard.views.hosts.refresh_host", return_value=True):
+        response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]))
+    assert response.url == reverse("dashboard:hosts")

@@ -1,0 +1,69 @@
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEntry
+from operations.models import Kind, Operation, State
+from tests.dashboard_helpers import process_host
+from tests.factories import make_project
+
+pytestmark = pytest.mark.django_db
+
+
+def operation(kind=Kind.START, state=State.QUEUED, **project_fields):
+    project = make_project(**project_fields)
+    return Operation.objects.create(project=project, kind=kind, state=state, deadline=timezone.now())
+
+
+def test_it_rejects_post(staff_client):
+    assert staff_client.post(reverse("dashboard:operations")).status_code == 405
+
+
+def test_it_shows_an_empty_state(staff_client):
+    assert b"No operation matches" in staff_client.get(reverse("dashboard:operations")).content
+
+
+def test_it_filters_by_state_kind_and_host(staff_client):
+    queued = operation(host=process_host(name="east"))
+    failed = operation(kind=Kind.STOP, state=State.FAILED)
+
+    def refs(**params):
+        html = staff_client.get(reverse("dashboard:operations"), params).content.decode()
+        return {op.project.ref for op in (queued, failed) if op.project.ref in html}
+
+    assert refs(state="unfinished") == {queued.project.ref}
+    assert refs(state="failed") == {failed.project.ref}
+    assert refs(kind="stop") == {failed.project.ref}
+    assert refs(host="east") == {queued.project.ref}
+
+
+def test_the_table_polls_while_something_is_unfinished_and_then_answers_286(staff_client):
+    op = operation()
+    page = staff_client.get(reverse("dashboard:operations")).content.decode()
+    assert 'hx-trigger="every 2s"' in page
+    headers = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "operations-table"}
+    assert staff_client.get(reverse("dashboard:operations"), **headers).status_code == 200
+    Operation.objects.filter(pk=op.pk).update(state=State.SUCCEEDED)
+    assert staff_client.get(reverse("dashboard:operations"), **headers).status_code == 286
+
+
+def test_cancel_rejects_get(staff_client):
+    op = operation()
+    assert staff_client.get(reverse("dashboard:cancel_operation", args=[op.pk])).status_code == 405
+
+
+def test_cancel_cancels_a_queued_operation_and_audits(staff_client, staff_user):
+    op = operation()
+    response = staff_client.post(reverse("dashboard:cancel_operation", args=[op.pk]), follow=True)
+    op.refresh_from_db()
+    assert op.state == State.CANCELLED
+    assert AuditEntry.objects.filter(action="operation.cancel", actor=staff_user).exists()
+    assert "Cancelled" in response.content.decode()
+
+
+def test_cancel_refuses_a_running_operation(staff_client):
+    op = operation(state=State.RUNNING)
+    response = staff_client.post(reverse("dashboard:cancel_operation", args=[op.pk]), follow=True)
+    assert "already started or ended" in response.content.decode()
+    op.refresh_from_db()
+    assert op.state == State.RUNNING

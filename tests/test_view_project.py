@@ -1,0 +1,167 @@
+"""The project page and its live partials, actions, secrets and re-sync plan."""
+
+from unittest import mock
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEntry
+from operations.models import Kind, Operation, OperationEvent, State
+from projects.models import DesiredState, Status
+from tests.dashboard_helpers import placed_project, process_host, register_template
+from tests.factories import make_project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project(tmp_path):
+    return placed_project(register_template(tmp_path), process_host(), name="<b>Orders</b>", first_port=20100)
+
+
+def url(name, project):
+    return reverse(f"dashboard:{name}", args=[project.ref])
+
+
+def test_it_rejects_post(staff_client, project):
+    assert staff_client.post(url("project", project)).status_code == 405
+
+
+def test_it_answers_404_for_an_unknown_ref(staff_client):
+    assert staff_client.get(reverse("dashboard:project", args=["nosuchproject"])).status_code == 404
+
+
+def test_it_shows_status_desired_state_ports_and_timeline(staff_client, project):
+    html = staff_client.get(url("project", project)).content.decode()
+    assert "&lt;b&gt;Orders&lt;/b&gt;" in html and "<b>Orders</b>" not in html
+    assert 'data-status="ACTIVE_HEALTHY"' in html
+    assert "desired: <strong>Running</strong>" in html
+    assert "<td>db</td><td>20100</td>" in html
+    assert "All probes pass" in html
+    assert 'hx-trigger="every 2s"' not in html
+
+
+def test_it_hides_secrets_until_revealed(staff_client, project):
+    html = staff_client.get(url("project", project)).content.decode()
+    assert project.secrets["postgres_password"] not in html
+    assert "Reveal secrets" in html
+
+
+def test_it_reveals_secrets_and_audits_it(staff_client, staff_user, project):
+    response = staff_client.post(url("reveal_secrets", project))
+    assert project.secrets["postgres_password"] in response.content.decode()
+    entry = AuditEntry.objects.get(action="project.reveal_secrets")
+    assert entry.actor == staff_user and entry.project == project
+    assert "postgres_password" in entry.detail["secrets"]
+    audit = staff_client.get(url("project", project)).content.decode()
+    assert "project.reveal_secrets" in audit
+
+
+def test_it_reveals_secrets_as_a_partial_for_htmx(staff_client, project):
+    response = staff_client.post(url("reveal_secrets", project), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="connection"') and "<html" not in html
+
+
+def test_reveal_rejects_get_and_needs_csrf(staff_user, project):
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(staff_user)
+    assert csrf_client.get(url("reveal_secrets", project)).status_code == 405
+    assert csrf_client.post(url("reveal_secrets", project), HTTP_HX_REQUEST="true").status_code == 403
+    assert not AuditEntry.objects.filter(action="project.reveal_secrets").exists()
+
+
+def test_status_partial_polls_while_in_flight_then_answers_286(staff_client, project):
+    operation = Operation.objects.create(project=project, kind=Kind.STOP, state=State.RUNNING, deadline=timezone.now())
+    project.status = Status.GOING_DOWN
+    project.save()
+    page = staff_client.get(url("project", project)).content.decode()
+    assert page.count('hx-trigger="every 2s"') == 2  # status and timeline
+    running = staff_client.get(url("project_status", project))
+    assert running.status_code == 200 and 'hx-trigger="every 2s"' in running.content.decode()
+    Operation.objects.filter(pk=operation.pk).update(state=State.SUCCEEDED)
+    project.status = Status.INACTIVE
+    project.save()
+    settled = staff_client.get(url("project_status", project))
+    assert settled.status_code == 286
+    assert 'data-status="INACTIVE"' in settled.content.decode()
+    assert "hx-trigger" not in settled.content.decode()
+
+
+def test_timeline_partial_shows_new_events_and_stops_when_settled(staff_client, project):
+    operation = Operation.objects.create(project=project, kind=Kind.RESTART, deadline=timezone.now())
+    OperationEvent.objects.create(operation=operation, step="restart", message="Restarting <now>")
+    response = staff_client.get(url("project_timeline", project))
+    assert response.status_code == 200
+    assert "Restarting &lt;now&gt;" in response.content.decode()
+    Operation.objects.filter(pk=operation.pk).update(state=State.SUCCEEDED)
+    assert staff_client.get(url("project_timeline", project)).status_code == 286
+
+
+def test_an_action_queues_an_operation(staff_client, staff_user, project):
+    response = staff_client.post(url("project_action", project), {"action": "stop"}, follow=True)
+    assert "Stop queued" in response.content.decode()
+    operation = project.operations.get(kind=Kind.STOP)
+    assert operation.requested_by == staff_user
+    project.refresh_from_db()
+    assert project.desired_state == DesiredState.STOPPED
+
+
+def test_an_action_reports_its_refusal(staff_client, tmp_path):
+    unplaced = make_project(template_version=register_template(tmp_path))
+    response = staff_client.post(url("project_action", unplaced), {"action": "start"}, follow=True)
+    assert "Start refused" in response.content.decode() and "never been provisioned" in response.content.decode()
+
+
+def test_delete_needs_the_ref_typed_back(staff_client, project):
+    response = staff_client.post(url("project_action", project), {"action": "delete", "confirm_ref": "x"}, follow=True)
+    assert "type the project" in response.content.decode()
+    assert not project.operations.filter(kind=Kind.DELETE).exists()
+    staff_client.post(
+        url("project_action", project), {"action": "delete", "confirm_ref": project.ref, "purge_data": "on"}
+    )
+    assert project.operations.get(kind=Kind.DELETE).params == {"purge_data": True}
+
+
+def test_retry_reruns_the_failed_operation(staff_client, project):
+    Operation.objects.create(project=project, kind=Kind.RESTART, state=State.FAILED, deadline=timezone.now())
+    staff_client.post(url("project_action", project), {"action": "retry"})
+    retry = project.operations.filter(state=State.QUEUED).get()
+    assert retry.kind == Kind.RESTART and retry.attempt == 2
+
+
+def test_cancel_of_the_queued_operation_is_offered(staff_client, project):
+    operation = Operation.objects.create(project=project, kind=Kind.START, deadline=timezone.now())
+    html = staff_client.get(url("project", project)).content.decode()
+    assert reverse("dashboard:cancel_operation", args=[operation.pk]) in html
+
+
+def test_resync_plan_says_when_on_the_latest_version(staff_client, project):
+    response = staff_client.get(url("resync_plan", project), HTTP_HX_REQUEST="true")
+    assert "is on the latest version" in response.content.decode()
+
+
+def test_resync_plan_shows_the_per_file_plan(staff_client, project, tmp_path):
+    register_template(tmp_path, readme="changed readme\n")
+    with mock.patch("operations.agents.AgentClient") as client_class:
+        client_class.return_value.digests.return_value = {}
+        response = staff_client.get(url("resync_plan", project), HTTP_HX_REQUEST="true")
+    assert client_class.return_value.digests.called
+    html = response.content.decode()
+    assert "runtime.toml" in html and "r2" in html
+
+
+def test_resync_plan_says_agent_unreachable_within_the_page_deadline(staff_client, project, tmp_path, settings):
+    from agent.client import AgentUnreachable
+
+    register_template(tmp_path, readme="changed readme\n")
+    settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
+    error = AgentUnreachable("connection refused")
+    with mock.patch("operations.agents.AgentClient") as client_class:
+        client_class.return_value.digests.side_effect = error
+        response = staff_client.get(url("resync_plan", project))
+    assert client_class.call_args.kwargs["deadline"] == 0.5
+    assert response.status_code == 200
+    assert "agent unreachable" in response.content.decode()
