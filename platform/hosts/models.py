@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
@@ -47,6 +48,17 @@ class RuntimeHost(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        # Forms (the admin) hear of a range that strands leases as a field error, not a crash on save.
+        from ports.errors import RangeConflict
+        from ports.signals import check_range_keeps_leases
+
+        if self.pk is not None:
+            try:
+                check_range_keeps_leases(self)
+            except RangeConflict as conflict:
+                raise ValidationError({"port_range_end": str(conflict)}) from None
 
     @property
     def driver(self) -> str:

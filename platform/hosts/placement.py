@@ -2,7 +2,6 @@
 have a free port block, and have an agent that answers now."""
 
 from django.db import transaction
-from django.db.models import Count
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
@@ -10,8 +9,8 @@ from projects.models import Project
 
 
 def candidates(project: Project) -> list[RuntimeHost]:
-    """Hosts that could take the project, most free port blocks first."""
-    from ports.models import BlockState, PortBlock
+    """Hosts that could take the project and have a free port block, most free blocks first."""
+    from ports.report import host_report
 
     # A host whose agent never reported is a candidate too: placement asks it before use.
     hosts = [
@@ -19,13 +18,10 @@ def candidates(project: Project) -> list[RuntimeHost]:
         for h in RuntimeHost.objects.filter(accepts_projects=True)
         if not h.capabilities or project.postgres_major in h.postgres_versions
     ]
-    free = dict(
-        PortBlock.objects.filter(host__in=hosts, state=BlockState.FREE)
-        .values("host")
-        .annotate(n=Count("pk"))
-        .values_list("host", "n")
-    )
-    return sorted(hosts, key=lambda h: (-free.get(h.pk, 0), h.name))
+    reports = {h.pk: host_report(h) for h in hosts}
+    # Blocks not laid out yet are free too: the first lease on a host creates them.
+    free = {pk: r.counts.free + r.unlaid for pk, r in reports.items()}
+    return sorted((h for h in hosts if free[h.pk] > 0), key=lambda h: (-free[h.pk], h.name))
 
 
 def place_project(project: Project, *, deadline: float) -> RuntimeHost:
@@ -46,5 +42,7 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
             project.refresh_from_db(fields=["host"])
             return project.host
         return host
-    detail = "; ".join(reasons) or f"no host accepts projects that run Postgres {project.postgres_major}"
+    detail = "; ".join(reasons) or (
+        f"no host that accepts projects, runs Postgres {project.postgres_major} and has a free port block"
+    )
     raise StepFailed("no_host", f"No host can take {project.ref}: {detail}")

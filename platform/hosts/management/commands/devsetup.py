@@ -41,8 +41,8 @@ class Command(BaseCommand):
             defaults={
                 "agent_url": agent_url,
                 "agent_token": token,
-                "port_range_start": 54000,
-                "port_range_end": 55999,
+                "port_range_start": 20000,
+                "port_range_end": 21999,
                 "block_size": 20,
             },
         )

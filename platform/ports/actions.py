@@ -1,0 +1,301 @@
+"""Verbs on port leases: lay out a host's blocks, lease, release, re-check, reconcile.
+
+Invariants:
+- every block lies within 1024-65535 and no two blocks of one host overlap (database
+  constraints; the overlap one on PostgreSQL, migration 0002);
+- a leased block names its project, and a project holds at most one block (database);
+- a block is handed out only while it lies inside its host's current range and holds the
+  slots asked for: the claim reads the range under a share lock on the host row, and a
+  range change that would leave a lease outside is refused (ports.signals);
+- a released block rests BERTH_PORT_COOLDOWN seconds before it is handed out again;
+- lease_ports returns a block only once its ports were found free on the host.
+
+A lease costs the same however many projects ever existed: the claim is one index scan
+for the lowest free block (else the longest-cooled one) with SKIP LOCKED, so concurrent
+workers take different blocks instead of queueing behind one.
+"""
+
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.actions import record
+from hosts.models import RuntimeHost
+from ports.checkers import PortChecker, checker_for
+from ports.errors import NotLeasable, PortCheckFailed, PortsBusy, PortsExhausted, TooManySlots
+from ports.models import BlockState, PortBlock, block_layout
+from projects.models import Project, Status
+
+# A lease gives up after this many blocks in a row turn out busy, rather than walk a whole
+# range that foreign listeners fill; each busy block is marked blocked for reconcile.
+BUSY_TRIES = 8
+
+
+@dataclass(frozen=True)
+class LayoutChange:
+    created: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class Recheck:
+    block: PortBlock
+    busy: frozenset[int]
+
+
+@dataclass
+class Reconciliation:
+    changes: list[str]
+    problems: list[str]
+
+
+def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | None = None) -> PortBlock:
+    """The project's block on its host, claimed if it has none; idempotent and race-free.
+
+    The ports are checked outside the claiming transaction: the claimed block is already
+    the project's, so no lock is held while the host is asked. A block found busy is
+    marked blocked and the next one claimed, at most BUSY_TRIES times.
+    """
+    if slots_needed < 1:
+        raise ValueError("a project needs at least one port slot")
+    laid_out = False
+    for _ in range(BUSY_TRIES):
+        host, block = _claim(project, slots_needed)
+        if block is None and not laid_out:
+            # Blocks are laid out lazily: a new host, or a widened range, gets its rows here.
+            sync_port_blocks(host)
+            laid_out = True
+            host, block = _claim(project, slots_needed)
+        if block is None:
+            raise PortsExhausted(
+                f"Host {host.name} has no port block to lease ({PortBlock.objects.inside_range(host).counts()}; "
+                f"range {host.port_range_start}-{host.port_range_end} in blocks of {host.block_size}). "
+                "Run `manage.py ports reconcile` to release leases of deleted projects, or widen the range."
+            )
+        if block.checked_at is not None:
+            return block
+        taken = (checker or checker_for(block.host)).taken(block.host, block.ports)
+        if not taken and _mark_checked(block, project):
+            return block
+        if taken:
+            _mark_busy(block, project, taken)
+    raise PortsBusy(
+        f"Host {host.name}: {BUSY_TRIES} port blocks in a row were in use by other processes and are now "
+        "marked blocked; `manage.py ports reconcile` re-checks them."
+    )
+
+
+def _claim(project: Project, slots_needed: int) -> tuple[RuntimeHost, PortBlock | None]:
+    """In one transaction: the project's existing block, else the first claimable block leased to it."""
+    with transaction.atomic():
+        # The project row lock serialises claims for one project, so it never claims two
+        # blocks; the unique project column would refuse a second one anyway.
+        status, host_id = Project.objects.select_for_update().values_list("status", "host_id").get(pk=project.pk)
+        if status == Status.REMOVED:
+            raise NotLeasable(f"Project {project.ref} is deleted; it gets no ports.")
+        existing = PortBlock.objects.select_related("host").filter(project_id=project.pk).first()
+        if existing is not None:
+            if len(existing.ports) < slots_needed:
+                raise TooManySlots(
+                    f"Project {project.ref} holds ports {existing.first_port}-{existing.last_port} but its "
+                    f"template now needs {slots_needed} port slots."
+                )
+            return existing.host, existing
+        if host_id is None:
+            raise NotLeasable(f"Project {project.ref} is not placed on a host yet.")
+        host = _share_locked_host(host_id)
+        if slots_needed > host.block_size:
+            raise TooManySlots(
+                f"The template of {project.ref} needs {slots_needed} port slots but a block on host {host.name} "
+                f"holds {host.block_size} ports; raise the host's block size or trim the template's [ports]."
+            )
+        candidates = PortBlock.objects.inside_range(host).holding(slots_needed).select_for_update(skip_locked=True)
+        block = (
+            candidates.filter(state=BlockState.FREE).order_by("first_port").first()
+            or candidates.cooled().order_by("released_at").first()
+        )
+        if block is None:
+            return host, None
+        block.state, block.project, block.last_project_ref = BlockState.LEASED, project, project.ref
+        block.leased_at, block.released_at, block.checked_at, block.blocked_reason = timezone.now(), None, None, ""
+        block.save(
+            update_fields=[
+                "state",
+                "project",
+                "last_project_ref",
+                "leased_at",
+                "released_at",
+                "checked_at",
+                "blocked_reason",
+            ]
+        )
+        block.host = host
+        return host, block
+
+
+def _share_locked_host(host_id: int) -> RuntimeHost:
+    """The host as stored now; on PostgreSQL share-locked, so its range cannot change until we commit.
+
+    Share locks do not conflict with each other: concurrent leases on one host still run side by side.
+    """
+    if not connection.features.has_select_for_update:
+        return RuntimeHost.objects.get(pk=host_id)
+    table = RuntimeHost._meta.db_table
+    return RuntimeHost.objects.raw(f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [host_id])[0]
+
+
+def _mark_checked(block: PortBlock, project: Project) -> bool:
+    """Record that the lease's ports were found free; False if the lease changed meanwhile."""
+    block.checked_at = timezone.now()
+    return bool(
+        PortBlock.objects.filter(
+            pk=block.pk, project_id=project.pk, state=BlockState.LEASED, checked_at__isnull=True
+        ).update(checked_at=block.checked_at)
+    )
+
+
+def _mark_busy(block: PortBlock, project: Project, taken: set[int]) -> None:
+    # Only an unchecked lease is taken back: a verified one may be busy with the project's own stack.
+    unchecked = PortBlock.objects.filter(
+        pk=block.pk, project_id=project.pk, state=BlockState.LEASED, checked_at__isnull=True
+    )
+    unchecked.update(
+        state=BlockState.BLOCKED, project=None, leased_at=None, checked_at=timezone.now(), blocked_reason=_busy(taken)
+    )
+
+
+def _busy(taken) -> str:
+    ports = sorted(taken)
+    shown = ", ".join(str(p) for p in ports[:10]) + (" ..." if len(ports) > 10 else "")
+    return f"in use by another process: {shown}"
+
+
+def sync_port_blocks(host: RuntimeHost) -> LayoutChange:
+    """Make the host's blocks match its range and block size; idempotent, safe beside concurrent leases.
+
+    Creates the missing blocks of the layout and removes blocks that left it once nothing
+    holds them (free, blocked, cooled down). Leased and still-cooling blocks stay; layout
+    blocks that would overlap them are created by a later sync, after they are gone.
+    """
+    with transaction.atomic():
+        host = _share_locked_host(host.pk)
+        # SKIP LOCKED: a block a concurrent lease is claiming is kept; it is no longer free.
+        stale = PortBlock.objects.outside_layout(host).removable().select_for_update(skip_locked=True)
+        removed = list(stale.values_list("pk", flat=True))
+        for start in range(0, len(removed), 1000):
+            PortBlock.objects.filter(pk__in=removed[start : start + 1000]).delete()
+        kept = list(PortBlock.objects.filter(host=host).order_by("first_port").values_list("first_port", "last_port"))
+        missing = _not_overlapping(block_layout(host.port_range_start, host.port_range_end, host.block_size), kept)
+        # ignore_conflicts: a concurrent sync may insert the same blocks; on PostgreSQL the
+        # unique start and the exclusion constraint both act as ON CONFLICT DO NOTHING arbiters.
+        PortBlock.objects.bulk_create(
+            [PortBlock(host=host, first_port=first, last_port=last) for first, last in missing],
+            batch_size=2000,
+            ignore_conflicts=True,
+        )
+    return LayoutChange(created=len(missing), removed=len(removed))
+
+
+def _not_overlapping(layout: list[tuple[int, int]], kept: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Blocks of the (sorted) layout that overlap none of the (sorted, disjoint) kept blocks."""
+    result, i = [], 0
+    for first, last in layout:
+        while i < len(kept) and kept[i][1] < first:
+            i += 1
+        if i == len(kept) or kept[i][0] > last:
+            result.append((first, last))
+    return result
+
+
+def release_ports(project: Project, *, actor=None, label: str | None = None) -> PortBlock | None:
+    """Put the project's block into its cool-down; idempotent (None when it holds none).
+
+    An audit row is written when the caller names who acted (`actor` or `label`); the
+    operation runner's release is recorded in its operation's events instead.
+    """
+    with transaction.atomic():
+        block = PortBlock.objects.select_for_update().filter(project_id=project.pk).first()
+        if block is None:
+            return None
+        block.state, block.project, block.released_at = BlockState.COOLING, None, timezone.now()
+        block.last_project_ref = project.ref
+        block.save(update_fields=["state", "project", "released_at", "last_project_ref"])
+        if actor is not None or label is not None:
+            record(actor, "ports.release", project=project, detail=_where(block), label=label)
+    return block
+
+
+def recheck_blocks(
+    blocks, *, checker: PortChecker | None = None, actor=None, label: str | None = None
+) -> list[Recheck]:
+    """Ask each blocked block's host whether its ports are free now; free ones become free blocks.
+
+    One check per host covers all its blocks. Blocks no longer blocked are left alone.
+    Raises PortCheckFailed when a host cannot be asked.
+    """
+    results = []
+    by_host: dict[int, list[PortBlock]] = {}
+    still_blocked = PortBlock.objects.filter(pk__in=[b.pk for b in blocks], state=BlockState.BLOCKED)
+    for block in still_blocked.select_related("host"):
+        by_host.setdefault(block.host_id, []).append(block)
+    for host_blocks in by_host.values():
+        host = host_blocks[0].host
+        taken = (checker or checker_for(host)).taken(host, [p for block in host_blocks for p in block.ports])
+        host_results = [Recheck(block, frozenset(taken.intersection(block.ports))) for block in host_blocks]
+        with transaction.atomic():
+            now = timezone.now()
+            for recheck in host_results:
+                still_blocked = PortBlock.objects.filter(pk=recheck.block.pk, state=BlockState.BLOCKED)
+                if recheck.busy:
+                    still_blocked.update(checked_at=now, blocked_reason=_busy(recheck.busy))
+                else:
+                    still_blocked.update(state=BlockState.FREE, checked_at=now, blocked_reason="")
+            if actor is not None or label is not None:
+                detail = {
+                    "host": host.name,
+                    "freed": [_where(r.block) for r in host_results if not r.busy],
+                    "busy": [_where(r.block) for r in host_results if r.busy],
+                }
+                record(actor, "ports.recheck", detail=detail, label=label)
+        results.extend(host_results)
+    return results
+
+
+def reconcile_ports(hosts=None, *, checker: PortChecker | None = None, label: str = "manage.py ports"):
+    """Release leases of deleted projects, lay out each host's blocks, re-check blocked blocks.
+
+    Returns what changed and what could not be done (a host whose agent did not answer).
+    """
+    hosts = list(RuntimeHost.objects.all() if hosts is None else hosts)
+    result = Reconciliation(changes=[], problems=[])
+    deleted = PortBlock.objects.filter(host__in=hosts, state=BlockState.LEASED, project__status=Status.REMOVED)
+    for block in deleted.select_related("host", "project"):
+        if release_ports(block.project, label=label) is not None:
+            result.changes.append(f"{block.host.name}: released {_span(block)} of deleted project {block.project.ref}")
+    for host in hosts:
+        change = sync_port_blocks(host)
+        if change.created:
+            result.changes.append(f"{host.name}: laid out {change.created} new blocks")
+        if change.removed:
+            result.changes.append(f"{host.name}: removed {change.removed} blocks outside its layout")
+        blocked = list(PortBlock.objects.filter(host=host, state=BlockState.BLOCKED))
+        if not blocked:
+            continue
+        try:
+            rechecks = recheck_blocks(blocked, checker=checker, label=label)
+        except PortCheckFailed as error:
+            result.problems.append(f"{host.name}: {error}")
+            continue
+        for recheck in rechecks:
+            if not recheck.busy:
+                result.changes.append(f"{host.name}: {_span(recheck.block)} is free again")
+    return result
+
+
+def _span(block: PortBlock) -> str:
+    return f"ports {block.first_port}-{block.last_port}"
+
+
+def _where(block: PortBlock) -> dict:
+    return {"host_id": block.host_id, "first_port": block.first_port, "last_port": block.last_port}

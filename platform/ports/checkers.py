@@ -1,0 +1,84 @@
+"""Whether ports are free on a runtime host, asked before a block is first used.
+
+A block is checked whole (not only the slots a template uses today), so a later
+template version with more slots still finds its ports free.
+"""
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from ports.errors import PortCheckFailed
+
+
+class PortChecker(Protocol):
+    def taken(self, host, ports: Iterable[int]) -> set[int]:
+        """The ports among `ports` that something on the host already uses."""
+
+
+class LoopbackPortChecker:
+    """For a host that is this machine: a port is free if we can bind it ourselves.
+
+    Binding both 127.0.0.1 and 0.0.0.0 with SO_REUSEADDR off catches a listener on
+    either, and a port a stopped stack still holds in TIME_WAIT.
+    """
+
+    ADDRESSES = ("127.0.0.1", "0.0.0.0")
+
+    def taken(self, host, ports: Iterable[int]) -> set[int]:
+        return {port for port in ports if not self._bindable(port)}
+
+    def _bindable(self, port: int) -> bool:
+        for address in self.ADDRESSES:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+                try:
+                    sock.bind((address, port))
+                except OSError as error:
+                    if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                        return False
+                    raise
+        return True
+
+
+class AgentPortChecker:
+    """For a remote host: its agent answers POST /v1/ports/check within the agent call deadline."""
+
+    def __init__(self, client_for: Callable | None = None):
+        self.client_for = client_for
+
+    def taken(self, host, ports: Iterable[int]) -> set[int]:
+        from agent.client import AgentError
+
+        client_for = self.client_for or _agent_client_for
+        try:
+            reply = client_for(host, deadline=settings.BERTH_AGENT_CALL_DEADLINE).check_ports(list(ports))
+        except AgentError as error:
+            raise PortCheckFailed(f"could not check ports on {host.name}: {error}") from error
+        return set(reply.taken)
+
+
+def _agent_client_for(host, *, deadline: float):
+    from operations.agents import client_for
+
+    return client_for(host, deadline=deadline)
+
+
+def is_this_machine(host) -> bool:
+    name = urlsplit(host.agent_url).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def checker_for(host) -> PortChecker:
+    """Bind locally when the host's agent listens on loopback (the host is this machine), else ask the agent."""
+    return LoopbackPortChecker() if is_this_machine(host) else AgentPortChecker()

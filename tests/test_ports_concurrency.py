@@ -1,0 +1,60 @@
+"""Many workers leasing at once, each thread on its own PostgreSQL connection."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from ports.actions import lease_ports
+from ports.models import BlockState, PortBlock
+from tests.factories import FakePortChecker, make_host, make_project
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def run_together(jobs):
+    """Run each job in its own thread, all released at once; returns results (or exceptions) in order."""
+    barrier = threading.Barrier(len(jobs))
+    results = [None] * len(jobs)
+
+    def worker(i, job):
+        try:
+            barrier.wait()
+            results[i] = job()
+        except Exception as error:  # the assertion below reports it
+            results[i] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i, job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def assert_no_overlaps(host):
+    blocks = list(PortBlock.objects.filter(host=host).order_by("first_port"))
+    for before, after in zip(blocks, blocks[1:], strict=False):
+        assert before.last_port < after.first_port
+
+
+def test_it_gives_16_concurrent_workers_one_distinct_block_each():
+    host = make_host(port_range_start=30000, port_range_end=30199, block_size=10)
+    projects = [make_project(host=host) for _ in range(16)]
+    results = run_together([lambda p=p: lease_ports(p, 5, checker=FakePortChecker()) for p in projects])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    leased = PortBlock.objects.filter(host=host, state=BlockState.LEASED)
+    assert sorted(leased.values_list("project_id", flat=True)) == sorted(p.pk for p in projects)
+    assert sorted(r.pk for r in results) == sorted(leased.values_list("pk", flat=True))
+    assert all(30000 <= r.first_port and r.last_port <= 30199 for r in results)
+    assert_no_overlaps(host)
+
+
+def test_it_gives_two_concurrent_leases_for_one_project_one_block():
+    project = make_project(host=make_host())
+    results = run_together([lambda: lease_ports(project, 1, checker=FakePortChecker())] * 2)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert results[0].pk == results[1].pk
+    assert PortBlock.objects.filter(state=BlockState.LEASED).count() == 1
