@@ -1,6 +1,9 @@
 import pytest
 from django.conf import settings
 
+# The agent tests' fixtures (a real agent process on loopback); they need no database.
+pytest_plugins = ["tests.agent_fixtures"]
+
 
 def pytest_report_header(config):
     reason = settings.POSTGRES_UNREACHABLE_REASON

@@ -16,7 +16,6 @@ from ports.models import BlockState, PortBlock
 from projects.actions import create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.actions import sync_templates
-from tests.agent_fixtures import agent_factory  # noqa: F401
 from tests.stack import Worker, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -53,7 +52,7 @@ def worker_factory(tmp_path):
 
 
 @pytest.fixture
-def local_host(agent_factory):  # noqa: F811
+def local_host(agent_factory):
     agent = agent_factory()
     start = free_port_range(40)
     sync_templates()

@@ -1,0 +1,167 @@
+"""Runs external commands under a deadline.
+
+Invariant: no command outlives its deadline. Each one starts in its own session (so its
+own process group); past the deadline the whole group gets SIGKILL and the caller gets
+CommandTimeout with the tail of the output. Children that start their own session on
+purpose (pg_ctl's postmaster) are daemons by design and are not the command.
+"""
+
+import os
+import selectors
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from agent.errors import CommandFailed, CommandTimeout
+
+OUTPUT_TAIL_BYTES = 8192
+_POLL_S = 0.05
+# Variables a child must never see: the agent's own secret.
+_SCRUBBED_ENV = ("BERTH_AGENT_TOKEN", "BERTH_AGENT_TOKEN_FILE")
+
+
+class Deadline:
+    """A point in monotonic time that several commands of one request share."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._at - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged user a command runs as (the agent may be root; initdb refuses root)."""
+
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    output_tail: str
+
+
+def child_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
+
+
+def run(
+    argv: list[str],
+    deadline: Deadline,
+    *,
+    cwd: str | os.PathLike | None = None,
+    run_as: RunAs | None = None,
+    output_limit: int = OUTPUT_TAIL_BYTES,
+) -> CommandResult:
+    """Run argv to completion or until the deadline; never raises for a non-zero exit.
+
+    Only the last `output_limit` bytes of the output are kept.
+    """
+    if deadline.expired():
+        raise CommandTimeout(f"no time left to run {argv[0]}", output_tail="")
+    ids = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
+    try:
+        # Popen's user/group switch happens in the child without a preexec_fn, which is
+        # not safe in the agent's threaded server.
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **ids,
+        )
+    except OSError as exc:
+        raise CommandFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
+    tail = _Tail(output_limit)
+    with proc:
+        if not _collect(proc, tail, deadline):
+            _kill_group(proc)
+            raise CommandTimeout(
+                f"{describe(argv)} outlived its {deadline.seconds:g}s deadline and was killed",
+                output_tail=tail.text(),
+            )
+    return CommandResult(proc.returncode, tail.text())
+
+
+def run_checked(argv: list[str], deadline: Deadline, **kwargs) -> CommandResult:
+    result = run(argv, deadline, **kwargs)
+    if result.returncode != 0:
+        raise CommandFailed(f"{describe(argv)} exited with status {result.returncode}", output_tail=result.output_tail)
+    return result
+
+
+def describe(argv: list[str]) -> str:
+    """The command as a shell would show it, cut short; commands never carry secrets."""
+    text = shlex.join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline) -> bool:
+    """Read output until the command exits; False if the deadline passed first.
+
+    Once the command has exited, output still readable is drained but EOF is not awaited:
+    a daemon it left behind may hold the pipe open for as long as it lives.
+    """
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        pipe_open = True
+        while proc.poll() is None:
+            if deadline.expired():
+                return False
+            wait = min(_POLL_S, deadline.remaining())
+            if pipe_open:
+                pipe_open = _read_ready(selector, fd, tail, wait)
+            else:
+                time.sleep(wait)
+        while pipe_open and selector.select(0):
+            pipe_open = _read_ready(selector, fd, tail, 0)
+    return True
+
+
+def _read_ready(selector: selectors.BaseSelector, fd: int, tail: "_Tail", wait: float) -> bool:
+    """Read what is ready within `wait`; False once the pipe reached EOF."""
+    if not selector.select(wait):
+        return True
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        selector.unregister(fd)
+        return False
+    tail.add(chunk)
+    return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    # The command leads its own session, so its process group id is its pid.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+class _Tail:
+    """Keeps only the last `limit` bytes of a command's output."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._data = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self._data += chunk
+        del self._data[: -self._limit]
+
+    def text(self) -> str:
+        return self._data.decode("utf-8", errors="replace")

@@ -1,0 +1,43 @@
+"""Runtime drivers: how a runtime folder becomes running services on this host.
+
+`process` runs a project's Postgres from local PostgreSQL binaries; `docker` runs the
+runtime's compose file. Both read what to run from the runtime's runtime.toml.
+"""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from agent.commands import Deadline
+from agent.drivers.docker import DockerDriver, engine_answers
+from agent.drivers.process import ProcessDriver
+
+if TYPE_CHECKING:
+    from agent.runtimes import Runtime
+
+ENGINE_CHECK_DEADLINE_S = 5.0
+
+
+class Driver(Protocol):
+    name: str
+
+    def postgres_versions(self) -> list[int]:
+        """The Postgres majors this host can run."""
+
+    def up(self, runtime: "Runtime", deadline: Deadline) -> str:
+        """Start the runtime (idempotent); returns the commands' output tail."""
+
+    def down(self, runtime: "Runtime", deadline: Deadline) -> str:
+        """Stop the runtime, keeping its data (idempotent); returns the output tail."""
+
+    def status(self, runtime: "Runtime", deadline: Deadline) -> tuple[str, str]:
+        """(running | stopped, detail) of an existing runtime folder."""
+
+    def remove(self, runtime: "Runtime", purge_data: bool, deadline: Deadline) -> None:
+        """Stop the runtime and release what the driver holds outside its folder."""
+
+
+def select_driver(choice: str, root: Path) -> Driver:
+    """The configured driver; `auto` takes docker when an engine answers, else process."""
+    if choice == "auto":
+        choice = "docker" if engine_answers(Deadline(ENGINE_CHECK_DEADLINE_S)) else "process"
+    return DockerDriver() if choice == "docker" else ProcessDriver.for_root(root)

@@ -1,0 +1,272 @@
+"""The process driver: a project's Postgres run from locally installed PostgreSQL binaries.
+
+The cluster lives in the runtime folder under `.berth-pg/` (data and log), which the files
+API can never write. It listens on TCP only, on every address, with password
+authentication: everything that talks to it (probes, the project's users) comes over TCP,
+and a unix socket would bound the root folder's length by the 107 bytes a socket path
+may have. runtime.toml says what to run:
+
+    driver = "process"
+    [postgres]
+    major = 15          # must be installed here; data made by another major is refused
+    port = 54000        # the leased db port; listened on every address
+    password = "..."    # the superuser's, set by initdb (scram-sha-256 everywhere)
+    user = "postgres"   # optional
+
+initdb and postgres refuse to run as root, so an agent running as root runs them as the
+`postgres` system user, which owns `.berth-pg/`; a normal user's agent runs them itself.
+"""
+
+import os
+import pwd
+import re
+import shutil
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.commands import CommandResult, Deadline, RunAs, run, run_checked
+from agent.config import ConfigError
+from agent.errors import CommandFailed, CommandTimeout, Invalid
+
+if TYPE_CHECKING:
+    from agent.runtimes import Runtime
+
+STATE_DIR = ".berth-pg"
+BINDIR_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin")
+SYSTEM_USER = "postgres"
+PG_CTL_STOPPED = 3  # pg_ctl status: not running
+_VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
+_DISCOVERY_DEADLINE_S = 5.0
+_HBA = """\
+# Managed by the Berth agent: password (scram-sha-256) authentication for every connection.
+local all all scram-sha-256
+host all all 0.0.0.0/0 scram-sha-256
+host all all ::/0 scram-sha-256
+"""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    major: int
+    port: int
+    password: str
+    user: str
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "PostgresSettings":
+        section = manifest.get("postgres")
+        if not isinstance(section, dict):
+            raise Invalid("runtime.toml needs a [postgres] table with major, port and password")
+        major, port, password = section.get("major"), section.get("port"), section.get("password")
+        user = section.get("user", "postgres")
+        if not isinstance(major, int) or isinstance(major, bool):
+            raise Invalid("runtime.toml: postgres.major must be a whole number")
+        if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+            raise Invalid("runtime.toml: postgres.port must be a whole number in 1024-65535")
+        if not isinstance(password, str) or not password or "\n" in password:
+            raise Invalid("runtime.toml: postgres.password must be a non-empty single-line string")
+        if not isinstance(user, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", user):
+            raise Invalid("runtime.toml: postgres.user must be a plain lowercase role name")
+        return cls(major, port, password, user)
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    state: Path
+    data: Path
+    log: Path
+
+    @classmethod
+    def of(cls, folder: Path) -> "ClusterPaths":
+        state = folder / STATE_DIR
+        return cls(state, state / "data", state / "postgres.log")
+
+    def initialised_major(self) -> int | None:
+        try:
+            return int((self.data / "PG_VERSION").read_text().split(".")[0])
+        except FileNotFoundError:
+            return None
+
+
+class ProcessDriver:
+    name = "process"
+
+    def __init__(self, run_as: RunAs | None):
+        self.run_as = run_as
+
+    @classmethod
+    def for_root(cls, root: Path) -> "ProcessDriver":
+        """Check at startup what would otherwise fail on the first `up`."""
+        if os.geteuid() != 0:
+            return cls(run_as=None)
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            raise ConfigError(
+                f"the agent runs as root and PostgreSQL refuses to; create a {SYSTEM_USER!r} system user "
+                "for the process driver to run clusters as, or run the agent as a normal user"
+            ) from None
+        driver = cls(RunAs(entry.pw_uid, entry.pw_gid))
+        if run(["test", "-x", str(root)], Deadline(_DISCOVERY_DEADLINE_S), run_as=driver.run_as).returncode != 0:
+            raise ConfigError(
+                f"BERTH_AGENT_ROOT={str(root)!r} is not reachable by the {SYSTEM_USER!r} user that runs "
+                "PostgreSQL; every folder above it must be searchable (chmod o+x)"
+            )
+        return driver
+
+    def installations(self) -> dict[int, Path]:
+        """Major version -> bin folder of each complete local PostgreSQL installation."""
+        found: dict[int, Path] = {}
+        for bindir in self._candidate_bindirs():
+            major = _major_of(bindir)
+            if major is not None:
+                found.setdefault(major, bindir)
+        return found
+
+    def postgres_versions(self) -> list[int]:
+        return sorted(self.installations())
+
+    def up(self, runtime: "Runtime", deadline: Deadline) -> str:
+        settings = PostgresSettings.from_manifest(runtime.manifest())
+        bindir = self._bindir(settings.major)
+        paths = ClusterPaths.of(runtime.folder)
+        self._ensure_state_dir(paths)
+        output, data_major = "", paths.initialised_major()
+        if data_major is None:
+            output += self._initdb(bindir, paths, settings, deadline)
+        elif data_major != settings.major:
+            raise Invalid(
+                f"runtime {runtime.ref}: its data was made by PostgreSQL {data_major}, "
+                f"and runtime.toml asks for {settings.major}"
+            )
+        self._write_owned(paths.data / "berth.conf", _server_conf(settings.port))
+        if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
+            return output + "already running\n"
+        seconds = str(max(1, int(deadline.remaining())))
+        start = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log), "-w", "-t", seconds, "start"]
+        try:
+            return output + self._run_checked(start, paths, deadline).output_tail
+        except CommandFailed as failure:
+            # pg_ctl only says "examine the log"; the reason (a taken port, say) is there.
+            failure.output_tail = (failure.output_tail or "") + _log_tail(paths.log)
+            raise
+
+    def down(self, runtime: "Runtime", deadline: Deadline) -> str:
+        paths = ClusterPaths.of(runtime.folder)
+        major = paths.initialised_major()
+        if major is None:
+            return "no cluster\n"
+        bindir = self._bindir(major)
+        if self._pg_ctl(bindir, paths, deadline, "status").returncode != 0:
+            return "already stopped\n"
+        seconds = str(max(1, int(deadline.remaining())))
+        stop = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", seconds, "stop"]
+        return self._run_checked(stop, paths, deadline).output_tail
+
+    def status(self, runtime: "Runtime", deadline: Deadline) -> tuple[str, str]:
+        paths = ClusterPaths.of(runtime.folder)
+        major = paths.initialised_major()
+        if major is None:
+            return "stopped", "no cluster yet"
+        result = self._pg_ctl(self._bindir(major), paths, deadline, "status")
+        if result.returncode == 0:
+            return "running", result.output_tail.strip().splitlines()[0]
+        if result.returncode == PG_CTL_STOPPED:
+            return "stopped", f"PostgreSQL {major} cluster is not running"
+        raise CommandFailed(f"pg_ctl status exited with {result.returncode}", output_tail=result.output_tail)
+
+    def remove(self, runtime: "Runtime", purge_data: bool, deadline: Deadline) -> None:
+        # The cluster lives in the runtime folder, which the caller removes or keeps.
+        self.down(runtime, deadline)
+
+    def _candidate_bindirs(self) -> list[Path]:
+        candidates = [Path(path) for pattern in BINDIR_GLOBS for path in sorted(glob(pattern))]
+        try:
+            result = run(["pg_config", "--bindir"], Deadline(_DISCOVERY_DEADLINE_S))
+        except (CommandFailed, CommandTimeout):
+            return candidates  # no pg_config on PATH
+        if result.returncode == 0:
+            candidates.append(Path(result.output_tail.strip()))
+        return candidates
+
+    def _bindir(self, major: int) -> Path:
+        installations = self.installations()
+        if major not in installations:
+            available = ", ".join(str(found) for found in sorted(installations)) or "none"
+            raise Invalid(f"PostgreSQL {major} is not installed on this host (available: {available})")
+        return installations[major]
+
+    def _ensure_state_dir(self, paths: ClusterPaths) -> None:
+        paths.state.mkdir(mode=0o700, exist_ok=True)
+        if self.run_as:
+            os.chown(paths.state, self.run_as.uid, self.run_as.gid)
+
+    def _initdb(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline) -> str:
+        password_file = paths.state / "initdb-password"
+        self._write_owned(password_file, settings.password + "\n", mode=0o600)
+        initdb = [
+            str(bindir / "initdb"),
+            *("-D", str(paths.data), "-U", settings.user, "--auth=scram-sha-256"),
+            *(f"--pwfile={password_file}", "--no-locale", "--encoding=UTF8"),
+        ]
+        try:
+            output = self._run_checked(initdb, paths, deadline).output_tail
+        except CommandTimeout:
+            # Killed midway, initdb cannot clean up; a half-made cluster would block the retry.
+            shutil.rmtree(paths.data, ignore_errors=True)
+            raise
+        finally:
+            password_file.unlink(missing_ok=True)
+        (paths.data / "pg_hba.conf").write_text(_HBA)
+        with open(paths.data / "postgresql.conf", "a") as conf:
+            conf.write("\n# Added by the Berth agent: port and addresses, rewritten on every start.\n")
+            conf.write("include 'berth.conf'\n")
+        return output
+
+    def _pg_ctl(self, bindir: Path, paths: ClusterPaths, deadline: Deadline, action: str) -> CommandResult:
+        return run(
+            [str(bindir / "pg_ctl"), "-D", str(paths.data), action], deadline, cwd=paths.state, run_as=self.run_as
+        )
+
+    def _run_checked(self, argv: list[str], paths: ClusterPaths, deadline: Deadline) -> CommandResult:
+        return run_checked(argv, deadline, cwd=paths.state, run_as=self.run_as)
+
+    def _write_owned(self, path: Path, text: str, mode: int = 0o644) -> None:
+        # Created with its final mode, so a password file is never readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, mode)
+            if self.run_as:
+                os.fchown(fd, self.run_as.uid, self.run_as.gid)
+            handle.write(text)
+
+
+def _major_of(bindir: Path) -> int | None:
+    if not all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        return None
+    try:
+        result = run([str(bindir / "pg_ctl"), "--version"], Deadline(_DISCOVERY_DEADLINE_S))
+    except (CommandFailed, CommandTimeout):
+        return None
+    match = _VERSION.search(result.output_tail)
+    return int(match.group(1)) if match else None
+
+
+def _log_tail(log: Path, limit: int = 4096) -> str:
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - limit))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _server_conf(port: int) -> str:
+    return (
+        "# Managed by the Berth agent from runtime.toml; rewritten on every start.\n"
+        f"port = {port}\n"
+        "listen_addresses = '*'\n"
+        "unix_socket_directories = ''\n"
+    )

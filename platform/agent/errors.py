@@ -1,0 +1,48 @@
+"""Errors the agent answers with; each maps to one HTTP status and error code of the API."""
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, output_tail: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.output_tail = output_tail
+
+    def body(self) -> dict:
+        error = {"code": self.code, "message": self.message}
+        if self.output_tail is not None:
+            error["output_tail"] = self.output_tail
+        return {"error": error}
+
+
+class Invalid(ApiError):
+    status = 422
+    code = "invalid"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Busy(ApiError):
+    """Another command runs on the runtime; callers get this at once instead of waiting."""
+
+    status = 409
+    code = "busy"
+
+
+class CommandTimeout(ApiError):
+    """The command outlived its deadline; its whole process group was killed."""
+
+    status = 504
+    code = "timeout"
+
+
+class CommandFailed(ApiError):
+    """The command ran and exited non-zero; its output tail says why."""
+
+    status = 500
+    code = "command_failed"

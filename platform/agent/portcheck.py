@@ -1,0 +1,54 @@
+"""Which ports are free to bind on this host.
+
+A port counts as taken when binding it on any address fails, on IPv4 or (where the host
+has it) IPv6: a runtime listens on every address, so one holder anywhere blocks it.
+SO_REUSEADDR is set as servers set it, so a port lingering in TIME_WAIT reads as free.
+"""
+
+import errno
+import socket
+
+from agent.errors import Invalid
+
+MIN_PORT, MAX_PORT = 1024, 65535
+MAX_PORTS = 4096
+_WILDCARDS = ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::"))
+
+
+def parse_ports(raw: object) -> list[int]:
+    if not isinstance(raw, list) or len(raw) > MAX_PORTS:
+        raise Invalid(f"ports must be a list of at most {MAX_PORTS} port numbers")
+    for port in raw:
+        if not isinstance(port, int) or isinstance(port, bool) or not MIN_PORT <= port <= MAX_PORT:
+            raise Invalid(f"port {port!r} is not a whole number in {MIN_PORT}-{MAX_PORT}")
+    return list(dict.fromkeys(raw))
+
+
+def check_ports(ports: list[int]) -> tuple[list[int], list[int]]:
+    free, taken = [], []
+    for port in ports:
+        (free if _bindable(port) else taken).append(port)
+    return free, taken
+
+
+def _bindable(port: int) -> bool:
+    for family, wildcard in _WILDCARDS:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno == errno.EAFNOSUPPORT:
+                continue  # no IPv6 on this host: nothing can hold the port there
+            raise
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((wildcard, port))
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue  # IPv6 exists but is disabled on every interface
+                raise
+    return True

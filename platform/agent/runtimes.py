@@ -1,0 +1,137 @@
+"""The agent's runtimes: one folder per ref under the root, driven by the configured driver.
+
+Invariants:
+- A ref matches the same strict pattern as a project's; nothing else names a folder.
+- Commands that change a runtime (files, up, down, restart, delete) hold its lock, so one
+  runs at a time and a second caller gets `busy` at once. Status and digests only read,
+  and stay answerable while a long `up` runs.
+- Every command runs under a deadline: the agent's default, or shorter when asked.
+- Delete keeps the data unless asked: the folder is moved aside under `.deleted/`.
+"""
+
+import math
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.commands import Deadline
+from agent.drivers import Driver
+from agent.errors import Invalid, NotFound
+from agent.files import FileWrite, digests, put_files
+from agent.locks import RuntimeLocks
+
+REF_PATTERN = re.compile(r"^[a-z][a-z0-9]{5,39}$")
+RUNTIME_FILE = "runtime.toml"
+DELETED_FOLDER = ".deleted"
+STATUS_DEADLINE_S = 15.0
+
+
+def check_ref(ref: str) -> str:
+    if not REF_PATTERN.fullmatch(ref):
+        raise Invalid(f"runtime ref {ref!r} does not match {REF_PATTERN.pattern}")
+    return ref
+
+
+@dataclass(frozen=True)
+class Runtime:
+    ref: str
+    folder: Path
+
+    def exists(self) -> bool:
+        return self.folder.is_dir()
+
+    def manifest(self) -> dict:
+        """runtime.toml, which the control plane writes as a managed file."""
+        try:
+            return tomllib.loads((self.folder / RUNTIME_FILE).read_text())
+        except FileNotFoundError:
+            raise NotFound(f"runtime {self.ref} has no {RUNTIME_FILE}; push its files first") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise Invalid(f"runtime {self.ref}: {RUNTIME_FILE} is not valid TOML: {exc}") from None
+
+    def has_manifest(self) -> bool:
+        return (self.folder / RUNTIME_FILE).is_file()
+
+
+class Runtimes:
+    def __init__(self, root: Path, driver: Driver, default_deadline_s: float):
+        self.root = root
+        self.driver = driver
+        self.default_deadline_s = default_deadline_s
+        self._locks = RuntimeLocks()
+
+    def get(self, ref: str) -> Runtime:
+        return Runtime(check_ref(ref), self.root / ref)
+
+    def deadline(self, requested_s: object = None) -> Deadline:
+        """The default deadline, or the request's when it is shorter; never longer."""
+        if requested_s is None:
+            return Deadline(self.default_deadline_s)
+        if isinstance(requested_s, bool) or not isinstance(requested_s, int | float) or not 0 < requested_s < math.inf:
+            raise Invalid("deadline_s must be a positive number of seconds")
+        return Deadline(min(float(requested_s), self.default_deadline_s))
+
+    def put_files(self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str]) -> dict:
+        runtime = self.get(ref)
+        with self._locks.hold(ref):
+            return {"digests": put_files(runtime.folder, writes, user_globs, remove)}
+
+    def digests(self, ref: str, paths: list[str]) -> dict:
+        return {"digests": digests(self.get(ref).folder, paths)}
+
+    def up(self, ref: str, deadline: Deadline) -> dict:
+        runtime = self._existing(ref)
+        self._check_driver(runtime)
+        with self._locks.hold(ref):
+            return {"state": "running", "output_tail": self.driver.up(runtime, deadline)}
+
+    def down(self, ref: str, deadline: Deadline) -> dict:
+        runtime = self._existing(ref)
+        with self._locks.hold(ref):
+            return {"state": "stopped", "output_tail": self.driver.down(runtime, deadline)}
+
+    def restart(self, ref: str, deadline: Deadline) -> dict:
+        runtime = self._existing(ref)
+        self._check_driver(runtime)
+        with self._locks.hold(ref):
+            # Stop and start share the one deadline, so a restart is no longer than an up.
+            tail = self.driver.down(runtime, deadline) + self.driver.up(runtime, deadline)
+            return {"state": "running", "output_tail": tail}
+
+    def status(self, ref: str) -> dict:
+        runtime = self.get(ref)
+        if not runtime.exists():
+            return {"state": "absent", "detail": "no runtime folder"}
+        state, detail = self.driver.status(runtime, Deadline(min(STATUS_DEADLINE_S, self.default_deadline_s)))
+        return {"state": state, "detail": detail}
+
+    def delete(self, ref: str, purge_data: bool, deadline: Deadline) -> dict:
+        runtime = self.get(ref)
+        with self._locks.hold(ref):
+            if runtime.exists():
+                self.driver.remove(runtime, purge_data, deadline)
+                self._discard_folder(runtime, purge_data)
+        return {"state": "absent"}
+
+    def _existing(self, ref: str) -> Runtime:
+        runtime = self.get(ref)
+        if not runtime.exists():
+            raise NotFound(f"runtime {ref} does not exist on this host")
+        return runtime
+
+    def _check_driver(self, runtime: Runtime) -> None:
+        wanted = runtime.manifest().get("driver")
+        if wanted != self.driver.name:
+            raise Invalid(f"runtime {runtime.ref} wants driver {wanted!r}; this agent runs {self.driver.name!r}")
+
+    def _discard_folder(self, runtime: Runtime, purge_data: bool) -> None:
+        if purge_data:
+            shutil.rmtree(runtime.folder)
+            return
+        kept = self.root / DELETED_FOLDER
+        kept.mkdir(mode=0o700, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        runtime.folder.rename(kept / f"{runtime.ref}-{stamp}")

@@ -1,0 +1,132 @@
+"""Commands run under a deadline; past it their whole process group dies and the caller hears why."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.client import AgentBusy, AgentTimeout, FileSpec
+from agent.commands import Deadline, run
+from agent.errors import CommandTimeout
+
+
+def process_gone(pid: int) -> bool:
+    # A killed child reparented to an init that does not reap stays a zombie: dead all the same.
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_command_past_its_deadline_is_killed_with_its_children(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; echo working; wait"
+    started = time.monotonic()
+
+    with pytest.raises(CommandTimeout) as timed_out:
+        run(["sh", "-c", script], Deadline(1.0))
+
+    assert time.monotonic() - started < 2.5
+    assert "working" in timed_out.value.output_tail
+    assert wait_until(lambda: process_gone(int(pid_file.read_text())))
+
+
+def test_a_daemon_holding_the_output_pipe_does_not_hold_the_command(tmp_path):
+    pid_file = tmp_path / "daemon.pid"
+    started = time.monotonic()
+
+    result = run(["sh", "-c", f"(sleep 30 & echo $! > {pid_file}); echo done"], Deadline(10.0))
+
+    assert time.monotonic() - started < 3
+    assert (result.returncode, result.output_tail) == (0, "done\n")
+    run(["kill", pid_file.read_text().strip()], Deadline(5.0))
+
+
+def test_only_the_tail_of_the_output_is_kept():
+    result = run(["sh", "-c", "seq 1 100000"], Deadline(10.0), output_limit=64)
+    assert len(result.output_tail) == 64 and result.output_tail.endswith("99999\n100000\n")
+
+
+def test_children_never_see_the_agent_token(monkeypatch):
+    monkeypatch.setenv("BERTH_AGENT_TOKEN", "do-not-leak-this-token")
+    assert "do-not-leak" not in run(["env"], Deadline(5.0)).output_tail
+
+
+def compose_runtime(client, ref: str) -> None:
+    files = [
+        FileSpec("runtime.toml", b'driver = "docker"\ncompose_file = "docker-compose.yml"\n'),
+        FileSpec("docker-compose.yml", b"services: {}\n"),
+    ]
+    client.put_files(ref, files)
+
+
+def test_the_agent_answers_a_timeout_and_kills_the_command_group(docker_agent):
+    client, ref = docker_agent.client(deadline=10), "hangs001"
+    compose_runtime(client, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    started = time.monotonic()
+
+    with pytest.raises(AgentTimeout) as timed_out:
+        client.up(ref, deadline_s=1)
+
+    assert time.monotonic() - started < 3
+    assert timed_out.value.status == 504 and timed_out.value.code == "timeout"
+    assert "pulling images" in timed_out.value.output_tail
+    child = int((docker_agent.fake_docker / "child.pid").read_text())
+    assert wait_until(lambda: process_gone(child))
+
+
+def test_a_second_command_on_a_busy_runtime_is_refused_at_once(docker_agent):
+    client, ref = docker_agent.client(deadline=10), "busy0001"
+    compose_runtime(client, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    first = threading.Thread(target=lambda: pytest.raises(AgentTimeout, client.up, ref, deadline_s=3))
+    first.start()
+    assert wait_until(lambda: (docker_agent.fake_docker / "child.pid").exists())
+
+    started = time.monotonic()
+    with pytest.raises(AgentBusy):
+        client.up(ref)
+    assert time.monotonic() - started < 1
+    with pytest.raises(AgentBusy):
+        client.delete(ref)
+    assert client.status(ref).state == "stopped"  # reads are not blocked by a running command
+    first.join()
+    (docker_agent.fake_docker / "hang").unlink()
+    assert client.up(ref).state == "running"
+
+
+def test_a_request_may_shorten_the_deadline_but_never_lengthen_it(agent_factory):
+    docker_agent = agent_factory(driver="docker", fake_docker=True, env={"BERTH_AGENT_DEADLINE": "1"})
+    client, ref = docker_agent.client(deadline=10), "long0001"
+    compose_runtime(client, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    started = time.monotonic()
+
+    with pytest.raises(AgentTimeout):
+        client.up(ref, deadline_s=30)
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("deadline_s", ["soon", 0, -1, True, "NaN"])
+def test_a_deadline_that_is_not_a_positive_number_is_invalid(shared_agent, deadline_s):
+    body = b'{"deadline_s": NaN}' if deadline_s == "NaN" else json.dumps({"deadline_s": deadline_s}).encode()
+    reply = httpx.post(
+        f"{shared_agent.base_url}/v1/runtimes/abcdef01/up",
+        headers={"Authorization": f"Bearer {shared_agent.token}"},
+        content=body,
+    )
+    assert reply.status_code == 422

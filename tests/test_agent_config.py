@@ -1,0 +1,101 @@
+"""The agent's settings: strict, and a bad value stops startup with a message naming it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_config
+from agent.drivers.process import ProcessDriver
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "a-token-long-enough-1234"
+
+
+def config(tmp_path, **env):
+    return load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path / "runtimes"), **env})
+
+
+def test_defaults(tmp_path):
+    loaded = config(tmp_path)
+    assert (loaded.listen_host, loaded.listen_port) == ("127.0.0.1", 8470)
+    assert (loaded.driver, loaded.deadline_s, loaded.probe_host_override) == ("auto", 60.0, None)
+    assert loaded.root == (tmp_path / "runtimes").resolve() and loaded.root.is_dir()
+
+
+def test_ipv6_listen_and_token_file(tmp_path):
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    loaded = load_config(
+        {
+            "BERTH_AGENT_TOKEN_FILE": str(tmp_path / "token"),
+            "BERTH_AGENT_ROOT": str(tmp_path),
+            "BERTH_AGENT_LISTEN": "[::1]:9000",
+        }
+    )
+    assert (loaded.token, loaded.listen_host, loaded.listen_port) == (TOKEN, "::1", 9000)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"BERTH_AGENT_TOKEN": ""}, "BERTH_AGENT_TOKEN"),
+        ({"BERTH_AGENT_TOKEN": "short"}, "BERTH_AGENT_TOKEN"),
+        ({"BERTH_AGENT_TOKEN_FILE": "/nonexistent/token"}, "BERTH_AGENT_TOKEN"),
+        ({"BERTH_AGENT_LISTEN": "8470"}, "BERTH_AGENT_LISTEN"),
+        ({"BERTH_AGENT_LISTEN": "127.0.0.1:99999"}, "BERTH_AGENT_LISTEN"),
+        ({"BERTH_AGENT_DRIVER": "kubernetes"}, "BERTH_AGENT_DRIVER"),
+        ({"BERTH_AGENT_DEADLINE": "soon"}, "BERTH_AGENT_DEADLINE"),
+        ({"BERTH_AGENT_DEADLINE": "0"}, "BERTH_AGENT_DEADLINE"),
+        ({"BERTH_AGENT_ROOT": "/proc/berth"}, "BERTH_AGENT_ROOT"),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path, env, named):
+    with pytest.raises(ConfigError, match=named):
+        config(tmp_path, **env)
+
+
+def start(env: dict) -> subprocess.CompletedProcess:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("BERTH_AGENT")}
+    return subprocess.run(
+        [sys.executable, "platform/agent"], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_startup_refuses_a_missing_token():
+    result = start({})
+    assert result.returncode == 2 and "BERTH_AGENT_TOKEN" in result.stderr
+
+
+def test_startup_refuses_a_probe_host_that_does_not_resolve(tmp_path):
+    env = {"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path), "BERTH_AGENT_DRIVER": "docker"}
+    result = start({**env, "BERTH_AGENT_PROBE_HOST": "nope.invalid"})
+    assert result.returncode == 2 and "BERTH_AGENT_PROBE_HOST='nope.invalid' does not resolve" in result.stderr
+
+
+def test_python_dash_m_agent_starts_too(tmp_path):
+    base = {key: value for key, value in os.environ.items() if not key.startswith("BERTH_AGENT")}
+    env = {**base, "PYTHONPATH": str(ROOT / "platform"), "BERTH_AGENT_ROOT": str(tmp_path), "BERTH_AGENT_TOKEN": TOKEN}
+    env.update(BERTH_AGENT_LISTEN="127.0.0.1:0", BERTH_AGENT_DRIVER="docker")
+    process = subprocess.Popen([sys.executable, "-m", "agent"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on http://127.0.0.1:" in process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_process_driver_runs_clusters_as_postgres_only_when_root(tmp_path, monkeypatch):
+    tmp_path.chmod(0o755)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert ProcessDriver.for_root(tmp_path).run_as is None
+
+
+def test_as_root_a_runtime_root_the_postgres_user_cannot_reach_stops_startup(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only an agent running as root hands clusters to the postgres user")
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match="not reachable by the 'postgres' user"):
+        ProcessDriver.for_root(hidden / "runtimes")

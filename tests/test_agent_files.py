@@ -1,0 +1,94 @@
+"""Runtime files are written atomically inside their folder and never touch the user's files."""
+
+import hashlib
+import os
+
+import httpx
+import pytest
+
+from agent.client import AgentError, FileSpec
+
+REF = "files001"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def refused(client, files, **kwargs) -> AgentError:
+    with pytest.raises(AgentError) as error:
+        client.put_files(REF, files, **kwargs)
+    assert error.value.status == 422
+    return error.value
+
+
+def test_managed_files_are_written_and_seeds_only_once(agent):
+    client, folder = agent.client(), agent.root / REF
+    first = [FileSpec("supabase/config.toml", b"v1"), FileSpec("seed.sql", b"seed v1", policy="seed")]
+    assert client.put_files(REF, first) == {"supabase/config.toml": sha(b"v1"), "seed.sql": sha(b"seed v1")}
+
+    second = [FileSpec("supabase/config.toml", b"v2"), FileSpec("seed.sql", b"seed v2", policy="seed")]
+    assert client.put_files(REF, second) == {"supabase/config.toml": sha(b"v2"), "seed.sql": sha(b"seed v1")}
+    assert (folder / "seed.sql").read_bytes() == b"seed v1"
+    assert client.digests(REF, ["supabase/config.toml", "absent.txt"]) == {
+        "supabase/config.toml": sha(b"v2"),
+        "absent.txt": None,
+    }
+    assert not [name for name in os.listdir(folder) if name.startswith(".berth-staging")]
+
+
+def test_only_listed_paths_are_removed_and_never_the_users(agent):
+    client, folder = agent.client(), agent.root / REF
+    client.put_files(REF, [FileSpec("old.conf", b"old"), FileSpec("keep.conf", b"keep")])
+    (folder / "functions").mkdir()
+    (folder / "functions" / "hello.ts").write_text("user code")
+
+    client.put_files(REF, [], user_paths=["functions/**"], remove=["old.conf"])
+    assert sorted(os.listdir(folder)) == ["functions", "keep.conf"]
+
+    refused(client, [], user_paths=["functions/**"], remove=["functions/hello.ts"])
+    refused(client, [FileSpec("functions/hello.ts", b"overwritten")], user_paths=["functions/**"])
+    assert (folder / "functions" / "hello.ts").read_text() == "user code"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../escape.txt", "/etc/berth-test", "a/../../escape.txt", "a//b", "./a", "a\\b", "", ".berth-pg/data/x"],
+)
+def test_paths_that_could_escape_are_refused(agent, path):
+    error = refused(agent.client(), [FileSpec(path, b"x")])
+    assert error.code == "invalid"
+    assert not (agent.root / "escape.txt").exists() and not os.path.exists("/etc/berth-test")
+
+
+def test_symlinks_are_never_followed(agent, tmp_path):
+    client, folder = agent.client(), agent.root / REF
+    client.put_files(REF, [FileSpec("runtime.toml", b"")])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (folder / "linkdir").symlink_to(outside)
+    (folder / "linkfile").symlink_to(outside / "target")
+
+    refused(client, [FileSpec("linkdir/file", b"x")])
+    refused(client, [FileSpec("linkfile", b"x")])
+    refused(client, [], remove=["linkfile"])
+    with pytest.raises(AgentError):
+        client.digests(REF, ["linkdir/file"])
+    assert os.listdir(outside) == []
+
+
+def test_a_file_cannot_also_be_a_folder(agent):
+    refused(agent.client(), [FileSpec("conf", b"file"), FileSpec("conf/inner", b"x")])
+
+
+def test_one_bad_file_means_none_is_written(agent):
+    refused(agent.client(), [FileSpec("good.conf", b"fine"), FileSpec("../bad.conf", b"bad")])
+    assert not (agent.root / REF / "good.conf").exists()
+
+
+def test_malformed_bodies_are_invalid(agent):
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    url = f"{agent.base_url}/v1/runtimes/{REF}/files"
+    for body in (b"not json", b"[]", b'{"files": [{"path": "a", "content_b64": "%%%"}]}'):
+        reply = httpx.put(url, headers=headers, content=body)
+        assert reply.status_code == 422 and reply.json()["error"]["code"] == "invalid", body

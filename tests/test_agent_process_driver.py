@@ -1,0 +1,105 @@
+"""The process driver provisions a real PostgreSQL 15 through a real agent process."""
+
+import os
+import socket
+
+import psycopg
+import pytest
+
+from agent.client import AgentError, FileSpec, Probe
+
+PASSWORD = "correct-horse-battery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def runtime_toml(port: int, major: int = 15) -> FileSpec:
+    text = f'driver = "process"\n\n[postgres]\nmajor = {major}\nport = {port}\npassword = "{PASSWORD}"\n'
+    return FileSpec("runtime.toml", text.encode())
+
+
+def db_probe(port: int, password: str = PASSWORD) -> Probe:
+    return Probe("db", "postgres", port, password=password, expect_major=15)
+
+
+def connect(port: int) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=PASSWORD, dbname="postgres")
+
+
+def test_provision_stop_start_and_delete_a_real_postgres(agent):
+    client, ref, port = agent.client(), "shopdb01", free_port()
+    client.put_files(ref, [runtime_toml(port)])
+
+    assert client.up(ref).state == "running"
+    [result] = client.health([db_probe(port)])
+    assert (result.status, result.server_major) == ("pass", 15), result.detail
+    with connect(port) as conn:
+        conn.execute("create table kept (note text)")
+        conn.execute("insert into kept values ('survives a stop')")
+    assert client.check_ports([port]).taken == [port]
+    assert client.status(ref).state == "running"
+
+    assert client.down(ref).state == "stopped"
+    assert client.status(ref).state == "stopped"
+    assert client.health([db_probe(port)])[0].status == "fail"
+
+    assert client.up(ref).state == "running"
+    with connect(port) as conn:
+        assert conn.execute("select note from kept").fetchone() == ("survives a stop",)
+
+    assert client.delete(ref) == "absent"
+    assert client.status(ref).state == "absent"
+    assert client.check_ports([port]).free == [port]
+    [kept] = (agent.root / ".deleted").iterdir()
+    assert (kept / ".berth-pg" / "data" / "PG_VERSION").read_text().strip() == "15"
+
+
+def test_cluster_runs_as_an_unprivileged_user_with_password_auth(agent):
+    client, ref, port = agent.client(), "authdb01", free_port()
+    client.put_files(ref, [runtime_toml(port)])
+    client.up(ref)
+
+    [wrong] = client.health([db_probe(port, password="wrong-password")])
+    assert wrong.status == "fail" and "password" in wrong.detail
+    state = agent.root / ref / ".berth-pg"
+    if os.geteuid() == 0:
+        # initdb and postgres refuse root: the agent runs them as the postgres user.
+        assert state.owner() == "postgres"
+    assert not (state / "initdb-password").exists()
+    assert client.delete(ref, purge_data=True) == "absent"
+    assert not (agent.root / ref).exists()
+    assert not (agent.root / ".deleted").exists()
+
+
+def test_restart_picks_up_a_new_port(agent):
+    client, ref = agent.client(), "movedb01"
+    first, second = free_port(), free_port()
+    client.put_files(ref, [runtime_toml(first)])
+    client.up(ref)
+    client.put_files(ref, [runtime_toml(second)])
+
+    assert client.restart(ref).state == "running"
+    assert client.health([db_probe(second)])[0].status == "pass"
+    assert client.check_ports([first]).free == [first]
+    client.delete(ref, purge_data=True)
+
+
+def test_a_major_version_that_is_not_installed_is_refused_with_what_is(agent):
+    client, ref = agent.client(), "olddb001"
+    client.put_files(ref, [runtime_toml(free_port(), major=9)])
+
+    with pytest.raises(AgentError) as refused:
+        client.up(ref)
+    assert (refused.value.status, refused.value.code) == (422, "invalid")
+    assert "PostgreSQL 9 is not installed" in refused.value.message and "15" in refused.value.message
+    assert 15 in client.info().postgres_versions
+
+
+def test_up_of_an_unknown_runtime_is_not_found(agent):
+    with pytest.raises(AgentError) as missing:
+        agent.client().up("nosuchdb")
+    assert missing.value.status == 404
