@@ -54,10 +54,11 @@ class Worker:
             self.process.wait()
 
     def stop(self) -> None:
+        # qcluster's graceful stop can take a long while; tests give it a moment, then kill.
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.kill()
 
