@@ -1,5 +1,9 @@
+from pathlib import Path
+
 import pytest
 from django.conf import settings
+
+RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
 
 # The agent tests' fixtures (a real agent process on loopback); they need no database.
 pytest_plugins = ["tests.agent_fixtures"]
@@ -47,3 +51,19 @@ def superuser(django_user_model):
 def admin_client_logged_in(client, superuser):
     client.force_login(superuser)
     return client
+
+
+@pytest.fixture
+def supabase():
+    """The supabase template registered as a version."""
+    from tests.factories import register_template
+
+    return register_template(RUNTIMES / "supabase")
+
+
+@pytest.fixture
+def postgres():
+    """The postgres template registered as a version."""
+    from tests.factories import register_template
+
+    return register_template(RUNTIMES / "postgres")

@@ -1,5 +1,4 @@
 import tomllib
-from pathlib import Path
 
 import jwt
 import pytest
@@ -8,21 +7,9 @@ from django.db import connection
 
 from templating.render import RenderError, render_project
 from templating.secrets import generate_project_secrets
-from tests.factories import make_runtime_project, register_template
-
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+from tests.factories import make_runtime_project
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def supabase():
-    return register_template(RUNTIMES / "supabase")
-
-
-@pytest.fixture
-def postgres():
-    return register_template(RUNTIMES / "postgres")
 
 
 @pytest.mark.parametrize(

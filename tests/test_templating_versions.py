@@ -1,23 +1,9 @@
-from pathlib import Path
-
 import pytest
 
 from templating.versions import UnsupportedPostgresVersion, check_postgres_major, supported_majors
-from tests.factories import make_host, register_template
-
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def supabase():
-    return register_template(RUNTIMES / "supabase")
-
-
-@pytest.fixture
-def postgres():
-    return register_template(RUNTIMES / "postgres")
 
 
 def test_it_returns_the_image_that_runs_a_supported_major(supabase):

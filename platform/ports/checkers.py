@@ -4,9 +4,7 @@ A block is checked whole (not only the slots a template uses today), so a later
 template version with more slots still finds its ports free.
 """
 
-import errno
 import ipaddress
-import socket
 from collections.abc import Callable, Iterable
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -22,28 +20,13 @@ class PortChecker(Protocol):
 
 
 class LoopbackPortChecker:
-    """For a host that is this machine: a port is free if we can bind it ourselves.
-
-    Binding both 127.0.0.1 and 0.0.0.0 with SO_REUSEADDR off catches a listener on
-    either, and a port a stopped stack still holds in TIME_WAIT.
-    """
-
-    ADDRESSES = ("127.0.0.1", "0.0.0.0")
+    """For a host that is this machine: the same bind check the agent runs on its own host."""
 
     def taken(self, host, ports: Iterable[int]) -> set[int]:
-        return {port for port in ports if not self._bindable(port)}
+        from agent.portcheck import check_ports
 
-    def _bindable(self, port: int) -> bool:
-        for address in self.ADDRESSES:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-                try:
-                    sock.bind((address, port))
-                except OSError as error:
-                    if error.errno in (errno.EADDRINUSE, errno.EACCES):
-                        return False
-                    raise
-        return True
+        _, taken = check_ports(list(ports))
+        return set(taken)
 
 
 class AgentPortChecker:
