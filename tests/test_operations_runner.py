@@ -1,0 +1,222 @@
+"""The operation runner's failure policy, with a scripted agent in place of a real one."""
+
+import base64
+import hashlib
+from unittest import mock
+
+import pytest
+
+from agent.client import AgentInfo, AgentUnreachable, CommandReply, PortCheck, ProbeResult
+from operations import tasks
+from operations.actions import request_operation, retry_project
+from operations.health import refresh_all
+from operations.models import Kind, State
+from ports.models import PortBlock
+from projects.actions import create_project
+from projects.models import Project, Status
+from tests.factories import make_host
+
+pytestmark = pytest.mark.django_db
+
+
+class ScriptedAgent:
+    """Answers like an agent; `probe_status` decides what every probe reports."""
+
+    def __init__(self, probe_status="pass", server_major=15, unreachable=False):
+        self.probe_status, self.server_major, self.unreachable = probe_status, server_major, unreachable
+        self.calls = []
+
+    def __call__(self, host, *, deadline):
+        return self
+
+    def _record(self, name, *args):
+        if self.unreachable:
+            raise AgentUnreachable("connection refused")
+        self.calls.append((name, *args))
+
+    def info(self):
+        self._record("info")
+        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", [15], None)
+
+    def check_ports(self, ports):
+        self._record("check_ports")
+        return PortCheck(free=list(ports), taken=[])
+
+    def put_files(self, ref, files, user_paths=(), remove=()):
+        self._record("put_files", ref)
+        return {f["path"]: hashlib.sha256(base64.b64decode(f["content_b64"])).hexdigest() for f in files}
+
+    def up(self, ref, deadline_s=None):
+        self._record("up", ref)
+        return CommandReply("running", "")
+
+    def down(self, ref, deadline_s=None):
+        self._record("down", ref)
+        return CommandReply("stopped", "")
+
+    def restart(self, ref, deadline_s=None):
+        self._record("restart", ref)
+        return CommandReply("running", "")
+
+    def delete(self, ref, purge_data=False, deadline_s=None):
+        self._record("delete", ref, purge_data)
+        return "absent"
+
+    def health(self, probes, deadline_s=None):
+        self._record("health")
+        major = self.server_major if self.probe_status == "pass" else None
+        return [ProbeResult(p["name"], self.probe_status, "scripted", major) for p in probes]
+
+    def called(self, name):
+        return [c for c in self.calls if c[0] == name]
+
+
+@pytest.fixture
+def agent_script(settings):
+    settings.BERTH_HEALTH_POLL_INITIAL = 0.01
+    settings.BERTH_HEALTH_POLL_MAX = 0.02
+    script = ScriptedAgent()
+    with mock.patch("operations.agents.client_for", script), mock.patch("django_q.tasks.async_task"):
+        yield script
+
+
+@pytest.fixture
+def host():
+    from templating.actions import sync_templates
+
+    sync_templates()
+    return make_host(
+        agent_url="http://agent.example:8470",
+        capabilities={"driver": "process", "postgres_versions": [15]},
+        port_range_start=30000,
+        port_range_end=30099,
+        block_size=4,
+    )
+
+
+def provision(host, **kwargs):
+    project = create_project(name="Runner", postgres_major=15, template="postgres", **kwargs)
+    operation = project.operations.get()
+    assert tasks.run_operation(operation.pk) is True
+    operation.refresh_from_db()
+    project.refresh_from_db()
+    return project, operation
+
+
+def test_it_provisions_to_active_healthy(agent_script, host):
+    project, operation = provision(host)
+    assert operation.state == State.SUCCEEDED
+    assert project.status == Status.ACTIVE_HEALTHY
+    assert project.host == host
+    assert project.file_digests
+    steps = list(operation.events.values_list("step", flat=True))
+    assert steps[:2] == ["queued", "claimed"]
+    assert {"place", "lease", "files", "up", "health", "finished"} <= set(steps)
+
+
+def test_running_the_same_task_twice_does_the_work_once(agent_script, host):
+    project, operation = provision(host)
+    assert tasks.run_operation(operation.pk) is False
+    assert len(agent_script.called("up")) == 1
+
+
+def test_provisioning_that_never_becomes_healthy_ends_init_failed_with_the_runtime_stopped(
+    agent_script, host, settings
+):
+    settings.BERTH_OPERATION_DEADLINE = 16  # the runner keeps 15 s back to stop the runtime
+    agent_script.probe_status = "fail"
+    project, operation = provision(host)
+    assert operation.state == State.FAILED
+    assert operation.error_code == "unhealthy"
+    assert project.status == Status.INIT_FAILED
+    assert agent_script.called("down"), "the runtime is stopped"
+    assert not agent_script.called("delete"), "its data is kept"
+    assert project.port_block.state == "leased", "its ports are kept"
+
+
+def test_a_misconfigured_probe_reports_the_cause_and_tears_nothing_down(agent_script, host):
+    agent_script.probe_status = "misconfigured"
+    project, operation = provision(host)
+    assert operation.error_code == "probe_misconfigured"
+    assert project.status == Status.UNKNOWN
+    assert "misconfigured" in project.status_reason
+    assert not agent_script.called("down") and not agent_script.called("delete")
+
+
+def test_a_server_running_another_major_is_never_healthy(agent_script, host, settings):
+    settings.BERTH_OPERATION_DEADLINE = 16
+    agent_script.server_major = 17
+    project, operation = provision(host)
+    assert project.status == Status.INIT_FAILED
+    event = operation.events.filter(step="health").first()
+    assert "server runs Postgres 17, project asked for 15" in str(event.data)
+
+
+def test_an_unreachable_agent_fails_provisioning_without_a_transitional_status(agent_script, host):
+    agent_script.unreachable = True
+    project, operation = provision(host)
+    assert operation.state == State.FAILED
+    assert operation.error_code == "no_host"
+    assert project.status == Status.INIT_FAILED
+
+
+def test_retry_stops_what_the_failed_attempt_left_then_runs_every_step(agent_script, host, settings):
+    settings.BERTH_OPERATION_DEADLINE = 16
+    agent_script.probe_status = "fail"
+    project, _ = provision(host)
+    agent_script.probe_status = "pass"
+    agent_script.calls.clear()
+    retry = retry_project(project)
+    tasks.run_operation(retry.pk)
+    project.refresh_from_db()
+    assert project.status == Status.ACTIVE_HEALTHY
+    names = [c[0] for c in agent_script.calls]
+    assert names.index("down") < names.index("up")
+
+
+def test_delete_releases_the_lease_into_its_cooldown(agent_script, host):
+    project, _ = provision(host)
+    operation = request_operation(project, Kind.DELETE, params={"purge_data": True})
+    tasks.run_operation(operation.pk)
+    project.refresh_from_db()
+    assert project.status == Status.REMOVED
+    assert agent_script.called("delete") == [("delete", project.ref, True)]
+    block = PortBlock.objects.get(last_project_ref=project.ref)
+    assert block.state == "cooling" and block.project is None
+
+
+class TestHealthRefresh:
+    def test_a_healthy_project_turns_unhealthy_only_after_several_failed_refreshes(self, agent_script, host, settings):
+        settings.BERTH_UNHEALTHY_AFTER = 3
+        project, _ = provision(host)
+        agent_script.probe_status = "fail"
+        agent_script.calls.clear()
+        for expected in [Status.ACTIVE_HEALTHY, Status.ACTIVE_HEALTHY, Status.ACTIVE_UNHEALTHY]:
+            refresh_all()
+            assert Project.objects.get(pk=project.pk).status == expected
+        assert not agent_script.called("down") and not agent_script.called("delete"), "never torn down"
+        agent_script.probe_status = "pass"
+        refresh_all()
+        project.refresh_from_db()
+        assert project.status == Status.ACTIVE_HEALTHY and project.probe_failures == 0
+
+    def test_a_misconfigured_probe_leaves_the_status_and_says_why(self, agent_script, host):
+        project, _ = provision(host)
+        agent_script.probe_status = "misconfigured"
+        refresh_all()
+        project.refresh_from_db()
+        assert project.status == Status.ACTIVE_HEALTHY
+        assert project.status_reason.startswith("probe misconfigured")
+
+    def test_it_asks_each_host_once_for_all_its_projects(self, agent_script, host):
+        for _ in range(3):
+            provision(host)
+        agent_script.calls.clear()
+        assert refresh_all() == 3
+        assert len(agent_script.called("health")) == 1
+
+    def test_it_skips_projects_with_an_operation_in_flight(self, agent_script, host):
+        project, _ = provision(host)
+        request_operation(project, Kind.RESTART)
+        agent_script.calls.clear()
+        assert refresh_all() == 0
