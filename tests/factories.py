@@ -6,6 +6,7 @@ from hosts.models import RuntimeHost
 from ports.models import BlockState, PortBlock
 from projects.models import Project
 from templating.models import TemplateVersion
+from templating.render import render_project, sha256
 
 _counter = itertools.count(1)
 
@@ -97,3 +98,34 @@ def make_runtime_project(version: TemplateVersion, *, postgres_major: int = 15, 
     )
     make_port_block(project, first_port=first_port, size=manifest.slots_needed)
     return project
+
+
+class FakeRuntimeFiles:
+    """The hosts' runtime folders in memory, behind the same interface as the agent gateway."""
+
+    def __init__(self):
+        self.folders: dict[str, dict[str, bytes]] = {}
+        self.puts: list[tuple[str, list[str], list[str]]] = []
+        self.broken: set[str] = set()
+        self.corrupting = False
+
+    def provision(self, project: Project) -> None:
+        rendered = render_project(project, project.template_version)
+        self.folders[project.ref] = dict(rendered.files)
+        Project.objects.filter(pk=project.pk).update(file_digests=rendered.managed_digests)
+        project.file_digests = rendered.managed_digests
+
+    def digests(self, project, paths):
+        if project.ref in self.broken:
+            raise ConnectionError(f"agent of {project.host.name} unreachable")
+        folder = self.folders.get(project.ref, {})
+        return {path: sha256(folder[path]) if path in folder else None for path in paths}
+
+    def put_files(self, project, rendered, paths, remove):
+        self.puts.append((project.ref, list(paths), list(remove)))
+        folder = self.folders.setdefault(project.ref, {})
+        for path in paths:
+            folder[path] = rendered.files[path]
+        for path in remove:
+            folder.pop(path, None)
+        return {path: sha256(folder[path] + (b"!" if self.corrupting else b"")) for path in paths}

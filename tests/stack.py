@@ -1,7 +1,9 @@
-"""A real worker cluster (manage.py qcluster) against the test database, for end-to-end tests."""
+"""The real stack for end-to-end tests: a worker cluster (manage.py qcluster) against the test
+database, and a port range free for the runtimes a real agent starts."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,3 +73,16 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port_range(size: int) -> int:
+    """A start port whose next `size` ports are free to bind right now."""
+    for start in range(41000, 60000, size):
+        try:
+            for port in range(start, start + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return start
+    raise AssertionError("no free port range")

@@ -16,24 +16,11 @@ from ports.models import BlockState, PortBlock
 from projects.actions import create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.actions import sync_templates
-from tests.stack import Worker, wait_for
+from tests.stack import Worker, free_port_range, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 DEADLINE = 40  # seconds an operation may run in these tests
-
-
-def free_port_range(size: int) -> int:
-    """A start port whose next `size` ports are free to bind right now."""
-    for start in range(41000, 60000, size):
-        try:
-            for port in range(start, start + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return start
-    raise AssertionError("no free port range")
 
 
 @pytest.fixture

@@ -153,6 +153,20 @@ def test_resync_plan_shows_the_per_file_plan(staff_client, project, tmp_path):
     assert "runtime.toml" in html and "r2" in html
 
 
+def test_resync_plan_records_the_files_edited_on_the_host(staff_client, staff_user, project, tmp_path):
+    project.file_digests = {"runtime.toml": "pushed"}
+    project.save()
+    register_template(tmp_path, readme="changed readme\n")
+    with mock.patch("operations.agents.AgentClient") as client_class:
+        client_class.return_value.digests.return_value = {"runtime.toml": "edited", "README.md": None}
+        staff_client.get(url("resync_plan", project), HTTP_HX_REQUEST="true")
+    project.refresh_from_db()
+    assert project.drifted_paths == ["runtime.toml"]
+    assert AuditEntry.objects.get(action="project.drift").actor == staff_user
+    html = staff_client.get(url("project", project)).content.decode()
+    assert "locally modified" in html and "<code>runtime.toml</code>" in html
+
+
 def test_resync_plan_says_agent_unreachable_within_the_page_deadline(staff_client, project, tmp_path, settings):
     from agent.client import AgentUnreachable
 

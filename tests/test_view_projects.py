@@ -80,6 +80,15 @@ def test_it_marks_projects_with_an_update_available(staff_client, tmp_path):
     assert behind.ref not in filtered
 
 
+def test_it_marks_locally_modified_projects_and_filters_them(staff_client):
+    drifted = make_project(name="Drifted", drifted_paths=["runtime.toml"], drift_checked_at=timezone.now())
+    clean = make_project(name="Clean", drift_checked_at=timezone.now())
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert html.count("locally modified</span>") == 1 and "edited on the host: runtime.toml" in html
+    filtered = staff_client.get(reverse("dashboard:projects"), {"drift": "modified"}).content.decode()
+    assert drifted.ref in filtered and clean.ref not in filtered
+
+
 def test_it_filters_by_status_host_template_and_search(staff_client):
     host = process_host(name="east")
     healthy = make_project(name="Alpha", status=Status.ACTIVE_HEALTHY, host=host)

@@ -20,6 +20,7 @@ DRIFT_CHOICES = [
     ("", "Any template state"),
     ("update", "Update available"),
     ("current", "On the latest version"),
+    ("modified", "Locally modified"),
 ]
 
 
@@ -59,6 +60,8 @@ class ProjectFilterForm(forms.Form):
             projects = projects.filter(update_available=True)
         elif data["drift"] == "current":
             projects = projects.filter(update_available=False)
+        elif data["drift"] == "modified":
+            projects = projects.exclude(drifted_paths=[])
         return projects
 
 

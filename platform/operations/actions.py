@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from operations.models import Kind, Operation, OperationEvent, State
+from operations import claims
+from operations.models import UNFINISHED_STATES, Kind, Operation, OperationEvent, State
 from projects.models import DesiredState, Project, Status
 
 
@@ -124,3 +125,39 @@ def cancel_operation(operation: Operation, *, actor=None, label: str | None = No
                 actor, "operation.cancel", project=operation.project, detail={"operation": operation.pk}, label=label
             )
     return bool(cancelled)
+
+
+def fail_operation(operation: Operation, *, actor, label: str | None = None, reason: str) -> bool:
+    """Fail an unfinished operation now, as the reaper would at its deadline: for one staff
+    know is dead (its worker gone) before the deadline. Returns False when it had finished.
+
+    The row is locked and must still be queued or running, so a verdict that landed first
+    stands, and a worker's later verdict is dropped (settling needs `running`). The project
+    leaves any transitional status, as after a timeout.
+    """
+    with transaction.atomic():
+        was = (
+            Operation.objects.select_for_update()
+            .filter(pk=operation.pk, state__in=UNFINISHED_STATES)
+            .values_list("state", flat=True)
+            .first()
+        )
+        if was is None:
+            return False
+        Operation.objects.filter(pk=operation.pk).update(
+            state=State.FAILED, finished_at=timezone.now(), error_code="marked_failed", error_message=reason
+        )
+        operation.project.refresh_from_db(fields=["status"])
+        claims.release_project(operation, was, f"{operation.kind} marked failed: {reason}")
+        OperationEvent.objects.create(
+            operation=operation, step="marked_failed", level=OperationEvent.Level.ERROR, message=f"Failed: {reason}"
+        )
+        record(
+            actor,
+            "operation.mark_failed",
+            project=operation.project,
+            detail={"operation": operation.pk, "state_before": was, "reason": reason},
+            label=label,
+        )
+    operation.state = State.FAILED
+    return True

@@ -3,13 +3,15 @@ from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
-    """The reaper and the health refresh run as django-q2 schedules; keep them present and current."""
+    """The reaper, the health refresh and the drift check run as django-q2 schedules; keep them
+    present and current."""
     from django.conf import settings
     from django_q.models import Schedule
 
     wanted = {
         "berth-reaper": ("operations.tasks.reap", settings.BERTH_REAPER_MINUTES),
         "berth-health-refresh": ("operations.tasks.refresh_health", settings.BERTH_HEALTH_REFRESH_MINUTES),
+        "berth-drift-check": ("operations.tasks.check_drift", settings.BERTH_DRIFT_CHECK_MINUTES),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -90,6 +90,14 @@ def status_after_timeout(operation: Operation) -> str:
     return Status.UNKNOWN
 
 
+def release_project(operation: Operation, was: str, reason: str) -> None:
+    """After `operation` was cut off (reaped, or marked failed by staff) while `was` queued or
+    running: its project leaves any transitional status, since no worker will move it now."""
+    project = operation.project
+    if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
+        set_status(project, status_after_timeout(operation), reason)
+
+
 def reap(now=None) -> int:
     """Fail every unfinished operation past its deadline as timed_out, and move any project
     that no operation will move out of a transitional status. Returns how many it changed.
@@ -112,9 +120,7 @@ def reap(now=None) -> int:
             )
             if updated != 1:
                 continue
-            project = operation.project
-            if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
-                set_status(project, status_after_timeout(operation), f"{operation.kind} timed out: {cause}")
+            release_project(operation, was, f"{operation.kind} timed out: {cause}")
             OperationEvent.objects.create(
                 operation=operation,
                 step="reaped",

@@ -21,3 +21,9 @@ def refresh_health() -> int:
     from operations.health import refresh_all
 
     return refresh_all()
+
+
+def check_drift() -> int:
+    from operations.drift import check_all
+
+    return check_all()

@@ -59,6 +59,10 @@ class Project(models.Model):
         "templating.TemplateVersion", on_delete=models.PROTECT, related_name="projects"
     )
     file_digests = models.JSONField(default=dict, blank=True)
+    # Managed files whose content on the host differed from `file_digests` when last read
+    # (edited or deleted there: "locally modified"), and when that was.
+    drifted_paths = models.JSONField(default=list, blank=True)
+    drift_checked_at = models.DateTimeField(null=True, blank=True)
     host = models.ForeignKey(
         "hosts.RuntimeHost", on_delete=models.PROTECT, null=True, blank=True, related_name="projects"
     )

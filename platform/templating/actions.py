@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from projects.actions import record_drift
 from projects.models import DesiredState, Project
 from templating.models import TemplateVersion, encode_file
 from templating.registry import read_templates
@@ -201,6 +202,8 @@ def resync_project(
     if plan.conflicts:
         result.status = CONFLICTED
         result.message = "conflict: " + ", ".join(a.path for a in plan.conflicts)
+        if not dry_run:
+            record_drift(project, host, actor=actor, label=label)
         return result
     result.status = UPDATED if plan.changes_files else UNCHANGED
     result.message = f"{len(plan.pushes)} written, {len(plan.removals)} removed"
@@ -214,7 +217,10 @@ def resync_project(
         wrong = sorted(p for p in managed if pushed.get(p) != rendered.digests[p])
         if wrong:
             raise ResyncRefused(f"the agent reports other content than was sent for: {', '.join(wrong)}")
+        host = {**host, **pushed, **dict.fromkeys(plan.removals)}
     _record(project, current, target, plan.new_digests, plan=plan, actor=actor, label=label)
+    # Judged against the new base: kept local edits stay drifted, replaced files no longer are.
+    record_drift(project, host, actor=actor, label=label)
     return result
 
 
@@ -275,3 +281,69 @@ def request_resync_to_latest(project: Project, *, actor=None, label: str | None 
     if latest is None or latest.pk == project.template_version_id:
         return None
     return request_operation(project, "resync", actor=actor, label=label, params={"template_version": latest.pk})
+
+
+# --- bulk migration from the dashboard ----------------------------------------------------
+
+# Audit actions of a dashboard migration: staff asked for it; a worker queued its re-syncs.
+MIGRATION_REQUESTED, MIGRATION_QUEUED = "template.migrate", "template.migrate.queued"
+
+
+def _migration_detail(target: TemplateVersion) -> dict:
+    return {"template": target.name, "revision": target.revision, "version": target.pk}
+
+
+def start_template_migration(target: TemplateVersion, *, actor=None, label: str | None = None) -> None:
+    """Start moving every project of `target`'s template to `target`: one django-q2 task,
+    queued on commit, requests a re-sync operation per project (`request_migration_resyncs`),
+    so a web request never loops over thousands of projects.
+
+    `manage.py migrate_runtimes` is the synchronous operator path; both end in resync_project.
+    """
+    user_id = actor.pk if getattr(actor, "is_authenticated", False) else None
+    with transaction.atomic():
+        record(actor, MIGRATION_REQUESTED, detail=_migration_detail(target), label=label)
+        transaction.on_commit(lambda: _enqueue_migration(target, user_id, label))
+
+
+def _enqueue_migration(target: TemplateVersion, user_id: int | None, label: str | None) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "templating.tasks.request_migration",
+        target.pk,
+        user_id,
+        label,
+        task_name=f"migrate-{target.name}-r{target.revision}",
+        group="template-migrations",
+    )
+
+
+def request_migration_resyncs(target: TemplateVersion, *, actor=None, label: str | None = None) -> dict:
+    """Request a re-sync operation to `target` for every live project of its template on another version.
+
+    Each request stands alone, so a project that refuses (busy, never provisioned) never holds
+    back the rest; running the migration again picks it up. What was queued and refused goes
+    to the audit trail, where the templates page reads the refusals; it is also returned.
+    """
+    from operations.actions import OperationRefused, request_operation
+
+    queued, refused = 0, {}
+    behind = (
+        Project.objects.live()
+        .filter(template=target.name)
+        .exclude(template_version=target)
+        .exclude(desired_state=DesiredState.DELETED)
+        .defer("secrets")
+        .order_by("ref")
+    )
+    for project in behind:
+        try:
+            request_operation(project, "resync", actor=actor, label=label, params={"template_version": target.pk})
+        except OperationRefused as refusal:
+            refused[project.ref] = str(refusal)
+        else:
+            queued += 1
+    detail = {**_migration_detail(target), "queued": queued, "refused": refused}
+    record(actor, MIGRATION_QUEUED, detail=detail, label=label)
+    return detail

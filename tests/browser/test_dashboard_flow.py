@@ -1,75 +1,86 @@
-"""The staff flow in a real browser, with the worker's claims and verdicts played by the test.
-
-The worker's part is played through operations.claims (the same conditional updates a
-worker makes), so the page must follow status changes it did not cause, without a reload.
+"""The staff flow in a real browser against the real stack: a django-q2 worker (manage.py
+qcluster) on the test database, a runtime agent with the process driver, and the Postgres
+it starts. Nothing here plays the worker's part; the pages follow what the stack does.
 """
 
 import re
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
-from django.utils import timezone
+from django.db import transaction
 from playwright.sync_api import expect
 
-from operations import claims
-from operations.models import Kind, Operation, State
-from ports.models import BlockState, PortBlock
-from projects.models import Project, Status
-from tests.dashboard_helpers import placed_project, process_host, register_template
+from hosts.models import RuntimeHost
+from projects.models import Project
+from templating.actions import sync_templates
+from tests.dashboard_helpers import register_template
+from tests.stack import Worker, free_port_range
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+SETTLES = 60_000  # ms: how long a page may wait for the stack to finish an operation
 
 
 @pytest.fixture
-def seeded(tmp_path):
-    version = register_template(tmp_path)
-    host = process_host(name="east", port_range_start=20000, port_range_end=20199, block_size=10)
-    healthy = placed_project(version, host, name="Billing")
-    stopped = placed_project(version, host, name="Analytics", status=Status.INACTIVE)
-    register_template(tmp_path, readme="a newer readme\n")
-    return {"host": host, "healthy": healthy, "stopped": stopped}
-
-
-def play_worker_claim(project: Project, host) -> Operation:
-    """What the worker does first: claim the operation (status COMING_UP), place it and lease ports."""
-    operation = project.operations.get(state=State.QUEUED)
-    claimed = claims.claim(operation.pk)
-    Project.objects.filter(pk=project.pk).update(host=host)
-    PortBlock.objects.create(
-        host=host, first_port=20150, last_port=20159, state=BlockState.LEASED, project=project, leased_at=timezone.now()
+def stack(agent_factory, tmp_path):
+    agent = agent_factory()
+    start = free_port_range(40)
+    sync_templates()
+    host = RuntimeHost.objects.create(
+        name="local",
+        agent_url=agent.base_url,
+        agent_token=agent.token,
+        port_range_start=start,
+        port_range_end=start + 39,
+        block_size=20,
     )
-    claimed.events.create(step="place", message=f"Placed on host {host.name}")
-    return claimed
+    worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=60, BERTH_AGENT_CALL_DEADLINE=10)
+    yield SimpleNamespace(agent=agent, host=host)
+    worker.stop()
 
 
-def test_staff_create_watch_stop_read_the_timeline_and_act_in_bulk(seeded, signed_in, live_server, screenshot):
+@contextmanager
+def worker_held_at_placement(host):
+    """Keep the worker from placing (or leasing ports on) `host` while the block runs.
+
+    Provisioning a small Postgres can take less than one 2 s poll, so without this the page
+    might never show COMING_UP. The worker has claimed the operation (status COMING_UP) and
+    waits on this row lock, within its deadline, then carries on as usual.
+    """
+    with transaction.atomic():
+        RuntimeHost.objects.select_for_update().get(pk=host.pk)
+        yield
+
+
+def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
+    stack, signed_in, live_server, screenshot, tmp_path
+):
     page = signed_in
-    expect(page.locator("#projects-table")).to_contain_text("Billing")
-    expect(page.locator("#projects-table")).to_contain_text("update available")
-    screenshot("projects")
+    expect(page.locator(".empty")).to_contain_text("No projects yet")
 
-    # Create a project: the form offers only what the template and the host support.
+    # Create a project through the form: the template chosen narrows the Postgres versions.
     page.click("text=New project")
-    expect(page.locator("#id_postgres_major option")).to_have_count(2)
-    screenshot("project-new")
+    with page.expect_response(re.compile(r"/projects/new/\?")):
+        page.select_option("#id_template", "postgres")
     page.fill("#id_name", "Orders <test>")
-    page.select_option("#id_postgres_major", "16")
-    page.click("button:has-text('Create project')")
-    expect(page.locator("h1")).to_contain_text("Orders <test>")
-    project = Project.objects.get(name="Orders <test>")
-    assert project.postgres_major == 16
+    page.select_option("#id_postgres_major", "15")
+    screenshot("project-new")
+    with worker_held_at_placement(stack.host):
+        page.click("button:has-text('Create project')")
+        expect(page.locator("h1")).to_contain_text("Orders <test>")
+        page.evaluate("window.__notReloaded = true")
+        status = page.locator("#project-status [data-status]")
+        expect(status).to_have_attribute("data-status", "COMING_UP")
 
-    # The page polls while provisioning is in flight: it follows the worker without a reload.
-    page.evaluate("window.__notReloaded = true")
-    status = page.locator("#project-status [data-status]")
-    operation = play_worker_claim(project, seeded["host"])
-    expect(status).to_have_attribute("data-status", "COMING_UP")
-    expect(page.locator("#project-timeline")).to_contain_text("Placed on host east")
-    claims.settle(operation, State.SUCCEEDED, status=Status.ACTIVE_HEALTHY)
-    expect(status).to_have_attribute("data-status", "ACTIVE_HEALTHY")
+    # The real Postgres comes up through the agent; the page follows without a reload.
+    expect(status).to_have_attribute("data-status", "ACTIVE_HEALTHY", timeout=SETTLES)
     assert page.evaluate("window.__notReloaded") is True
-    # Settled: both polls ended (286), so the page stops asking.
+    project = Project.objects.get(name="Orders <test>")
+    assert project.postgres_major == 15 and project.host == stack.host
+    # Settled: both polls ended (286), and the connection section swapped in with the port.
     expect(page.locator("[hx-trigger]")).to_have_count(0)
-    expect(page.locator("#connection")).to_contain_text("20150")
+    expect(page.locator("#connection")).to_contain_text(str(project.port_block.first_port))
     page.click("text=Reveal secrets")
     expect(page.locator("#connection code.secret").first).to_be_visible()
     screenshot("project")
@@ -79,38 +90,66 @@ def test_staff_create_watch_stop_read_the_timeline_and_act_in_bulk(seeded, signe
     page.click("button:has-text('Yes, stop')")
     expect(page.locator(".messages")).to_contain_text("Stop queued")
     expect(page.locator("#project-status")).to_contain_text("desired: Stopped")
-    stop = project.operations.get(kind=Kind.STOP)
-    running = claims.claim(stop.pk)
-    expect(status).to_have_attribute("data-status", "GOING_DOWN")
-    running.events.create(step="stop", message="Stopping the runtime")
-    claims.settle(running, State.SUCCEEDED, status=Status.INACTIVE)
-    expect(status).to_have_attribute("data-status", "INACTIVE")
+    expect(status).to_have_attribute("data-status", "INACTIVE", timeout=SETTLES)
     timeline = page.locator("#project-timeline")
-    expect(timeline).to_contain_text("Stopping the runtime")
     expect(timeline.locator(".op").first).to_contain_text("Stop")
     expect(timeline.locator(".op").first).to_contain_text("succeeded")
-    expect(timeline.locator(".op").nth(1)).to_contain_text("Provision")
+    expect(timeline.locator(".op").first).to_contain_text("Stopping the runtime")
+    provision = timeline.locator(".op").nth(1)
+    expect(provision).to_contain_text("Provision")
+    expect(provision).to_contain_text("Placed on host local")
+    expect(provision).to_contain_text("All probes pass")
     expect(page.locator(".audit")).to_contain_text("operation.stop")
 
-    # Bulk: restart three projects; one is refused (it was never provisioned) and says why.
-    unplaced = Project.objects.create(
-        name="Draft", postgres_major=15, template="postgres", template_version=seeded["healthy"].template_version
+    # A newer template revision, and a managed file edited by hand on the host: the plan
+    # keeps the edit, and reading the host's files records the project as locally modified.
+    register_template(tmp_path, readme="a newer readme\n")
+    with open(stack.agent.root / project.ref / "runtime.toml", "a") as runtime_toml:
+        runtime_toml.write("# tuned by hand\n")
+    page.click("text=Show the re-sync plan")
+    expect(page.locator("#resync-plan")).to_contain_text("edited on the host, unchanged in the template: kept")
+
+    # Bulk: start it again with a draft that was never provisioned; the draft is refused and says why.
+    draft = Project.objects.create(
+        name="Draft", postgres_major=15, template="postgres", template_version=project.template_version
     )
     page.click("nav >> text=Projects")
-    for ref in (seeded["healthy"].ref, seeded["stopped"].ref, unplaced.ref):
+    row = page.locator("#projects-table tr", has=page.locator(f"input[value={project.ref}]"))
+    expect(row).to_contain_text("update available")
+    expect(row).to_contain_text("locally modified")
+    page.select_option("#id_drift", "modified")
+    page.click("button:has-text('Filter')")
+    expect(page.locator("#projects-table input[name=refs]")).to_have_count(1)
+    page.click("text=Clear")
+    for ref in (project.ref, draft.ref):
         page.check(f"input[name=refs][value={ref}]")
-    page.select_option("select[name=action]", "restart")
+    page.select_option("select[name=action]", "start")
     page.click("button:has-text('Apply')")
     messages = page.locator(".messages")
-    expect(messages).to_contain_text("Restart queued for 2 project(s)")
-    expect(messages).to_contain_text(re.compile(f"{unplaced.ref} has never been provisioned"))
-    assert Operation.objects.filter(kind=Kind.RESTART).count() == 2
-    # The rows in flight poll; a worker's claim shows in the table without a reload.
-    claims.claim(Operation.objects.filter(kind=Kind.RESTART, project=seeded["healthy"]).get().pk)
-    expect(page.locator(f"#status-{seeded['healthy'].ref}")).to_contain_text("Restarting")
+    expect(messages).to_contain_text("Start queued for 1 project(s)")
+    expect(messages).to_contain_text(f"{draft.ref} has never been provisioned")
+    page.evaluate("window.__notReloaded = true")
+    expect(page.locator(f"#status-{project.ref} .status-active_healthy")).to_be_visible(timeout=SETTLES)
+    expect(page.locator(f"#lastop-{project.ref}")).to_contain_text("start succeeded")
+    assert page.evaluate("window.__notReloaded") is True
+    screenshot("projects")
 
-    for name, link in [("hosts", "Hosts"), ("templates", "Templates"), ("operations", "Operations")]:
-        page.click(f"nav >> text={link}")
-        expect(page.locator("h1")).to_have_text(link)
-        screenshot(name)
-    expect(page.locator("#operations-table")).to_contain_text("Restart")
+    # Migrate the template's projects to r2: a worker queues the re-syncs, the page shows them settle.
+    page.click("nav >> text=Templates")
+    page.click("button:has-text('Migrate to r2')")
+    expect(messages).to_contain_text("Migration of postgres to r2 started")
+    progress = page.locator("#progress-postgres")
+    expect(progress).to_contain_text("1 succeeded", timeout=SETTLES)
+    expect(progress).to_contain_text("1 of 2 project(s) on r2")
+    expect(progress).to_contain_text("1 project(s) refused")
+    expect(progress).not_to_have_attribute("hx-trigger", re.compile("."))
+    screenshot("templates")
+    project.refresh_from_db()
+    assert project.template_version.revision == 2 and project.drifted_paths == ["runtime.toml"]
+
+    page.click("nav >> text=Hosts")
+    expect(page.locator(f"#host-{stack.host.pk}")).to_contain_text("reachable")  # asked live, on load
+    screenshot("hosts")
+    page.click("nav >> text=Operations")
+    expect(page.locator("#operations-table")).to_contain_text("Re-sync")
+    screenshot("operations")

@@ -142,15 +142,17 @@ def resync_plan(request, ref):
     Live agent data: the agent is asked for its digests within BERTH_AGENT_PAGE_DEADLINE.
     """
     project = get_project(ref)
-    context = {"project": project, "plan": plan_context(project)}
+    context = {"project": project, "plan": plan_context(project, actor=request.user)}
     if request.htmx:
         return render(request, "dashboard/project.html#resync_plan", context)
     return render(request, "dashboard/project.html", {**page_context(project), **context})
 
 
-def plan_context(project) -> dict:
+def plan_context(project, *, actor) -> dict:
+    """The plan to the latest version; the host's digests it reads also record the project's drift."""
     from agent.client import AgentError
     from operations.agents import client_for
+    from projects.actions import record_drift
     from templating.actions import paths_to_check, plan_project_resync
     from templating.models import TemplateVersion
     from templating.render import RenderError
@@ -165,6 +167,7 @@ def plan_context(project) -> dict:
         host_digests = client.digests(project.ref, paths_to_check(project, target))
     except AgentError as error:
         return {"target": target, "error": f"agent unreachable: {error}"}
+    record_drift(project, host_digests, actor=actor)
     try:
         plan, _ = plan_project_resync(project, target, host_digests)
     except (RenderError, ValidationError) as error:

@@ -7,7 +7,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import queries
 from dashboard.views.common import render_live
-from projects.models import DesiredState, Project
 from templating.models import TemplateVersion
 
 
@@ -30,34 +29,25 @@ def templates(request):
 
 @require_GET
 def migration_progress(request, name):
-    latest = queries.template_versions().filter(name=name).first()
-    progress = queries.migration_progress(name, latest) if latest else {"total": 0, "on_latest": 0, "resyncing": 0}
+    """The progress partial; polled while the migration is starting or any re-sync is unfinished."""
+    latest = TemplateVersion.objects.latest_of(name)
+    if latest is None:
+        raise Http404("No such template")
+    progress = queries.migration_progress(name, latest)
     context = {"summary": {"name": name, "latest": latest, "progress": progress}}
-    return render_live(request, "dashboard/templates.html#progress", context, in_flight=bool(progress["resyncing"]))
+    return render_live(request, "dashboard/templates.html#progress", context, in_flight=progress["in_flight"])
 
 
 @require_POST
 def migrate(request, name):
-    """Start the bulk migration of a template's projects: one re-sync operation each.
-
-    Each request stands alone, so a project that refuses (busy, removed) never holds back
-    the rest; refusals are reported, and running the migration again picks them up.
-    """
-    from operations.actions import OperationRefused
-    from templating.actions import request_resync_to_latest
+    """Start the bulk migration of a template's projects to its latest version, in a worker."""
+    from templating.actions import start_template_migration
 
     latest = TemplateVersion.objects.latest_of(name)
     if latest is None:
         raise Http404("No such template")
-    queued, refused = 0, []
-    pending = Project.objects.live().filter(template=name).exclude(template_version=latest).order_by("ref")
-    for project in pending.exclude(desired_state=DesiredState.DELETED):
-        try:
-            if request_resync_to_latest(project, actor=request.user) is not None:
-                queued += 1
-        except OperationRefused as refusal:
-            refused.append(str(refusal))
-    messages.success(request, f"Migration of {name} to r{latest.revision}: {queued} re-sync(s) queued.")
-    for reason in refused:
-        messages.error(request, f"Re-sync refused: {reason}")
+    start_template_migration(latest, actor=request.user)
+    messages.success(
+        request, f"Migration of {name} to r{latest.revision} started: a worker queues one re-sync per project behind."
+    )
     return redirect("dashboard:templates")

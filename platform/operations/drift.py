@@ -1,0 +1,70 @@
+"""The periodic drift check: which managed files were edited on their hosts ("locally modified").
+
+Re-syncs and the dashboard's plan record drift whenever they read a host's digests; this
+check keeps it current for projects nobody re-syncs. It only reads: nothing on a host is
+ever changed because of drift.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db.models import Exists, F, OuterRef
+
+from operations.models import UNFINISHED_STATES, Operation
+from projects.actions import record_drift
+from projects.models import DesiredState, Project
+
+log = logging.getLogger(__name__)
+
+
+def checkable_projects():
+    """Running projects with pushed files and no operation in flight, longest unchecked first
+    (so a round cut short by its time budget still moves on to the others next time)."""
+    in_flight = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
+    return (
+        Project.objects.live()
+        .filter(desired_state=DesiredState.RUNNING, host__isnull=False)
+        .exclude(file_digests={})
+        .exclude(Exists(in_flight))
+        .select_related("host")
+        .defer("secrets")
+        .order_by(F("drift_checked_at").asc(nulls_first=True), "pk")
+    )
+
+
+def check_all() -> int:
+    """Ask each host's agent for the digests of its projects' managed files and record drift.
+
+    One call per project (the agent reads one runtime per call), each within
+    BERTH_AGENT_CALL_DEADLINE. A host whose agent does not answer is left for the next round
+    after its first failure, so a dead host costs one deadline, not one per project; and no
+    call starts past BERTH_OPERATION_DEADLINE, so the round ends before django-q2's timeout.
+    Returns how many projects were checked.
+    """
+    from agent.client import AgentError, AgentTimeout, AgentUnreachable
+    from operations.agents import client_for
+
+    budget_ends = time.monotonic() + settings.BERTH_OPERATION_DEADLINE
+    given_up: set[int] = set()
+    checked = 0
+    for project in list(checkable_projects()):
+        left = budget_ends - time.monotonic()
+        if left <= 0:
+            log.warning("drift check ran out of time; the rest wait for the next round")
+            break
+        if project.host_id in given_up:
+            continue
+        client = client_for(project.host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left))
+        try:
+            host_digests = client.digests(project.ref, sorted(project.file_digests))
+        except (AgentUnreachable, AgentTimeout) as error:
+            log.warning("drift check: host %s did not answer (%s); skipped this round", project.host.name, error)
+            given_up.add(project.host_id)
+            continue
+        except AgentError as error:
+            log.warning("drift check of %s failed: %s", project.ref, error)
+            continue
+        if record_drift(project, host_digests) is not None:
+            checked += 1
+    return checked
