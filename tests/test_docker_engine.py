@@ -117,8 +117,11 @@ def test_runtime_toml_names_the_docker_driver(tmp_path):
     assert runtime == {"driver": "docker", "compose_file": "docker-compose.yml"}
 
 
-@pytest.fixture(scope="module")
-def engine():
+def require_engine(images=IMAGES) -> dict:
+    """The engine, compose and images the docker tests need, or pytest.skip saying what is missing.
+
+    Shared by every tests/test_docker_*.py module: they SKIP, never fail, without an engine.
+    """
     host, reason = _find_engine()
     if host is None:
         _skip(reason)
@@ -126,11 +129,16 @@ def engine():
     if compose is None:
         _skip("docker-compose (v1, Debian package docker-compose) is not installed")
     env = {**os.environ, "DOCKER_HOST": host}
-    for image in IMAGES:
+    for image in images:
         found = subprocess.run([_docker_bin(), "image", "inspect", image], env=env, capture_output=True, timeout=30)
         if found.returncode != 0:
             _skip(f"image {image} is missing on {host}")
-    return {"env": env, "compose": compose, "docker": _docker_bin()}
+    return {"env": env, "compose": compose, "docker": _docker_bin(), "host": host}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return require_engine()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,10 @@ Probe host (resolved once at startup, validated, reported in info):
 1. BERTH_AGENT_PROBE_HOST when set; it must resolve.
 2. Loopback for the process driver: its runtimes are the agent's own child processes and
    share its network, wherever the agent runs.
-3. For the docker driver inside a container: `host.docker.internal` when it resolves,
-   else the container's default gateway, because published ports live on the Docker host.
+3. For the docker driver inside a container: loopback when the engine's daemon shares the
+   agent's network namespace (an engine started inside the same container, where it
+   publishes ports); else `host.docker.internal` when it resolves, else the container's
+   default gateway, because published ports live on the Docker host.
 4. Loopback otherwise (bare metal).
 
 A probe that cannot run because of configuration (a host that does not resolve) answers
@@ -13,6 +15,7 @@ A probe that cannot run because of configuration (a host that does not resolve) 
 """
 
 import http.client
+import os
 import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -46,7 +49,9 @@ def resolve_probe_host(
     *,
     in_container: bool | None = None,
     route_file: Path = ROUTE_FILE,
+    engine_shares_network: bool = False,
 ) -> ProbeHost:
+    """`engine_shares_network`: the docker engine's daemon runs in the agent's network namespace."""
     if override:
         if not resolves(override):
             raise ConfigError(f"BERTH_AGENT_PROBE_HOST={override!r} does not resolve")
@@ -57,6 +62,8 @@ def resolve_probe_host(
         in_container = running_in_container()
     if not in_container:
         return ProbeHost(LOOPBACK, "loopback")
+    if engine_shares_network:
+        return ProbeHost(LOOPBACK, "engine-network")
     if resolves(DOCKER_HOST_NAME):
         return ProbeHost(DOCKER_HOST_NAME, DOCKER_HOST_NAME)
     gateway = default_gateway(route_file)
@@ -66,6 +73,26 @@ def resolve_probe_host(
             "gateway; set BERTH_AGENT_PROBE_HOST to the address where runtimes publish their ports"
         )
     return ProbeHost(gateway, "default-gateway")
+
+
+def engine_shares_network(proc: Path = Path("/proc")) -> bool:
+    """True when a Docker daemon visible here runs in this process's network namespace.
+
+    Then the engine publishes ports where the agent is, even inside a container (an engine
+    started in the same container). A daemon in another namespace, or none visible (the
+    usual container with the host's socket mounted), gives False.
+    """
+    try:
+        own = os.readlink(proc / "self" / "ns" / "net")
+    except OSError:
+        return False
+    for comm in proc.glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "dockerd" and os.readlink(comm.parent / "ns" / "net") == own:
+                return True
+        except OSError:  # gone, or another user's process
+            continue
+    return False
 
 
 def running_in_container() -> bool:

@@ -26,7 +26,7 @@ from agent.drivers.docker import compose_command
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
 from agent.portcheck import check_ports, parse_ports
-from agent.probes import ProbeHost, parse_probes, resolve_probe_host, run_probes
+from agent.probes import ProbeHost, engine_shares_network, parse_probes, resolve_probe_host, run_probes
 from agent.runtimes import Runtimes
 
 MAX_BODY_BYTES = 16 << 20
@@ -214,7 +214,11 @@ def _file_write(item: dict) -> FileWrite:
 
 def build_server(config: AgentConfig) -> AgentServer:
     driver = select_driver(config.driver, config.root)
-    probe_host = resolve_probe_host(config.probe_host_override, driver.name)
+    probe_host = resolve_probe_host(
+        config.probe_host_override,
+        driver.name,
+        engine_shares_network=driver.name == "docker" and engine_shares_network(),
+    )
     try:
         return AgentServer(config, driver, probe_host)
     except OSError as exc:

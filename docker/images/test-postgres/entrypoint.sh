@@ -1,6 +1,7 @@
 #!/bin/sh
 # Initialises $PGDATA on first start (superuser $POSTGRES_USER, default postgres, with the
-# password in $POSTGRES_PASSWORD; password auth for every TCP client) and runs postgres
+# password in $POSTGRES_PASSWORD; password auth for every TCP client; a database named
+# $POSTGRES_DB when set, like the official image) and runs postgres
 # in the foreground, listening on all addresses. Extra arguments go to postgres.
 set -eu
 PGDATA="${PGDATA:-/var/lib/postgresql/data}"
@@ -24,6 +25,11 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     --encoding=UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   rm -f "$pwfile"
   echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  if [ -n "${POSTGRES_DB:-}" ] && [ "$POSTGRES_DB" != postgres ]; then
+    # As the official image does: an extra database, owned by the superuser.
+    printf 'CREATE DATABASE "%s";\n' "$(printf %s "$POSTGRES_DB" | sed 's/"/""/g')" |
+      postgres --single -D "$PGDATA" -c jit=off postgres >/dev/null
+  fi
   echo "berth-postgres: initialised $PGDATA ($(postgres --version))" >&2
 fi
 

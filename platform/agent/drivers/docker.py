@@ -5,12 +5,18 @@ runtime.toml says which file to run (a path inside the runtime folder):
     driver = "docker"
     compose_file = "docker-compose.yml"
 
-`docker compose` is used when it works, else `docker-compose`. Stopping keeps volumes;
-only a delete that asks to purge data removes them.
+`docker compose` is used when it works, else `docker-compose` (v1, the one Debian
+bookworm ships). Stopping keeps volumes; only a delete that asks to purge data removes them.
+
+Status comes from `docker compose ps --all --format json` with compose v2. Compose v1 has no
+JSON output, so with v1 the engine itself is asked for the containers labelled with the
+compose project (`docker ps --all --filter label=com.docker.compose.project=<ref>`), which
+also needs no compose file.
 """
 
 import functools
 import json
+import re
 from typing import TYPE_CHECKING
 
 from agent.commands import Deadline, run, run_checked
@@ -23,6 +29,13 @@ if TYPE_CHECKING:
 COMPOSE_CANDIDATES = (("docker", "compose"), ("docker-compose",))
 POSTGRES_IMAGE = "supabase/postgres"
 PS_OUTPUT_LIMIT = 1 << 20  # the full `ps` listing is parsed, not only a tail
+PROJECT_LABEL = "com.docker.compose.project"
+# One JSON object per container, the keys `compose ps --format json` uses.
+_ENGINE_PS_FORMAT = (
+    '{"Service":{{json (.Label "com.docker.compose.service")}},'
+    '"State":{{json .State}},"Status":{{json .Status}},"Name":{{json .Names}}}'
+)
+_HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _DETECT_DEADLINE_S = 5.0
 
 
@@ -72,7 +85,11 @@ class DockerDriver:
         return run_checked(command, deadline, cwd=runtime.folder).output_tail
 
     def status(self, runtime: "Runtime", deadline: Deadline) -> tuple[str, str]:
-        command = self._project(runtime, with_file=runtime.has_manifest()) + ["ps", "--all", "--format", "json"]
+        if compose_command() == COMPOSE_CANDIDATES[0]:
+            command = self._project(runtime, with_file=runtime.has_manifest()) + ["ps", "--all", "--format", "json"]
+        else:  # compose v1 prints no JSON: ask the engine for the project's containers
+            label = f"label={PROJECT_LABEL}={runtime.ref}"
+            command = ["docker", "ps", "--all", "--no-trunc", "--filter", label, "--format", _ENGINE_PS_FORMAT]
         result = run_checked(command, deadline, cwd=runtime.folder, output_limit=PS_OUTPUT_LIMIT)
         return summarise_ps(result.output_tail)
 
@@ -113,7 +130,17 @@ def summarise_ps(output: str) -> tuple[str, str]:
         parsed = None
     if not isinstance(parsed, list) or not all(isinstance(item, dict) for item in parsed):
         raise CommandFailed("compose ps printed something other than container JSON", output_tail=output[-2048:])
-    states = {str(item.get("Service") or item.get("Name")): str(item.get("State", "unknown")) for item in parsed}
+    states = {str(item.get("Service") or item.get("Name")): _state(item) for item in parsed}
     detail = ", ".join(f"{service}: {state}" for service, state in sorted(states.items()))
-    running = bool(states) and all(state == "running" for state in states.values())
+    running = bool(states) and all(state.split(" ", 1)[0] == "running" for state in states.values())
     return ("running" if running else "stopped"), detail or "no containers"
+
+
+def _state(item: dict) -> str:
+    """`running`, `exited`, ...; with the healthcheck's verdict when there is one: `running (healthy)`."""
+    state = str(item.get("State", "unknown"))
+    health = item.get("Health")
+    if not health:
+        found = _HEALTH_IN_STATUS.search(str(item.get("Status", "")))
+        health = found.group(1) if found else None
+    return f"{state} ({health})" if health else state
