@@ -8,6 +8,13 @@ from hosts.models import RuntimeHost
 from projects.models import Project
 
 
+def can_run(version, major: int, host: RuntimeHost) -> bool:
+    """The host's driver runs the template version with that Postgres major (the rule creation checks)."""
+    from templating.versions import supported_majors
+
+    return major in supported_majors(version, host)
+
+
 def candidates(project: Project) -> list[RuntimeHost]:
     """Hosts that could take the project and have a free port block, most free blocks first."""
     from ports.report import host_report
@@ -16,7 +23,7 @@ def candidates(project: Project) -> list[RuntimeHost]:
     hosts = [
         h
         for h in RuntimeHost.objects.filter(accepts_projects=True)
-        if not h.capabilities or project.postgres_major in h.postgres_versions
+        if not h.capabilities or can_run(project.template_version, project.postgres_major, h)
     ]
     reports = {h.pk: host_report(h) for h in hosts}
     # Blocks not laid out yet are free too: the first lease on a host creates them.
@@ -33,8 +40,10 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
         if not refresh_host(host, deadline=deadline):
             reasons.append(f"{host.name}: agent unreachable ({host.last_error})")
             continue
-        if project.postgres_major not in host.postgres_versions:
-            reasons.append(f"{host.name}: no longer runs Postgres {project.postgres_major}")
+        if not can_run(project.template_version, project.postgres_major, host):
+            reasons.append(
+                f"{host.name}: its {host.driver} driver cannot run Postgres {project.postgres_major} of this template"
+            )
             continue
         with transaction.atomic():
             placed = Project.objects.filter(pk=project.pk, host__isnull=True).update(host=host)
@@ -43,6 +52,7 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
             return project.host
         return host
     detail = "; ".join(reasons) or (
-        f"no host that accepts projects, runs Postgres {project.postgres_major} and has a free port block"
+        f"no host that accepts projects, runs {project.template} with Postgres {project.postgres_major} "
+        "and has a free port block"
     )
     raise StepFailed("no_host", f"No host can take {project.ref}: {detail}")

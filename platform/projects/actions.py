@@ -33,6 +33,8 @@ def create_project(
         check_postgres_major(version, postgres_major, host=host)
     except UnsupportedPostgresVersion as error:
         raise ValidationError({"postgres_major": str(error)}) from None
+    if host is None:
+        _check_some_host_can_run(version, postgres_major)
 
     project = Project(
         name=name.strip(),
@@ -84,3 +86,24 @@ def record_drift(project: Project, host_digests: dict[str, str | None], *, actor
             )
     project.drifted_paths = drifted
     return drifted
+
+
+def _check_some_host_can_run(version, postgres_major: int) -> None:
+    """Refuse now what placement could never place: every known host reported it cannot run it.
+
+    Hosts whose agents have not reported yet count as possible; placement asks them.
+    """
+    from hosts.models import RuntimeHost
+    from hosts.placement import can_run
+    from templating.versions import supported_majors
+
+    hosts = list(RuntimeHost.objects.filter(accepts_projects=True))
+    if any(not h.capabilities or can_run(version, postgres_major, h) for h in hosts):
+        return
+    if not hosts:
+        raise ValidationError({"host": "No runtime host accepts projects; register one in the admin first."})
+    supported = sorted({m for h in hosts for m in supported_majors(version, h)})
+    listed = ", ".join(str(m) for m in supported) or "none"
+    raise ValidationError(
+        {"postgres_major": f"No host can run {version.name} with Postgres {postgres_major}; supported: {listed}"}
+    )
