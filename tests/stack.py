@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,14 +76,72 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def free_port_range(size: int) -> int:
-    """A start port whose next `size` ports are free to bind right now."""
-    for start in range(41000, 60000, size):
+def free_port_range(size: int, start: int = 41000) -> int:
+    """A start port whose next `size` ports are free to bind on every address right now."""
+    for first in range(start, 60000, size):
         try:
-            for port in range(start, start + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
+            for port in range(first, first + size):
+                for address in ("127.0.0.1", "0.0.0.0"):
+                    with socket.socket() as s:
+                        s.bind((address, port))
         except OSError:
             continue
-        return start
+        return first
     raise AssertionError("no free port range")
+
+
+def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int = 2, start: int = 41000):
+    """Templates registered, and a runtime host on `agent` whose port range is free right now."""
+    from hosts.models import RuntimeHost
+    from templating.actions import sync_templates
+
+    sync_templates()
+    first = free_port_range(block_size * blocks, start)
+    return RuntimeHost.objects.create(
+        name=name,
+        agent_url=agent.base_url,
+        agent_token=agent.token,
+        port_range_start=first,
+        port_range_end=first + block_size * blocks - 1,
+        block_size=block_size,
+    )
+
+
+class SilentServer:
+    """Accepts connections and never answers; with `trickle`, sends HTTP headers and then one
+    byte a second forever. Stands in for a wedged agent or an image registry that hangs."""
+
+    def __init__(self, trickle: bool = False):
+        self.trickle = trickle
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn):
+        with conn:
+            try:
+                if self.trickle:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                while not self.stopped.is_set():
+                    if self.trickle:
+                        conn.sendall(b" ")
+                    time.sleep(1)
+            except OSError:
+                return
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()

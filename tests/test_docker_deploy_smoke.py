@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
+from tests.stack import free_port_range
 from tests.test_docker_engine import require_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +42,6 @@ def free_port(start: int = 0) -> int:
     with socket.socket() as s:
         s.bind(("0.0.0.0", start))
         return s.getsockname()[1]
-
-
-def free_port_range(size: int, start: int = 47000) -> int:
-    for first in range(start, 60000, size):
-        try:
-            for port in range(first, first + size):
-                free_port(port)
-        except OSError:
-            continue
-        return first
-    raise AssertionError("no free port range")
 
 
 def build(engine, target: str, tag: str) -> float:
@@ -214,7 +204,7 @@ def test_berth_deploys_with_docker_compose_and_provisions_through_its_agent():
             env={"DJANGO_SUPERUSER_PASSWORD": deployment.admin_password},
         )
         deployment.manage("templates", "sync")
-        first = free_port_range(20)
+        first = free_port_range(20, 47000)
         # Register this Docker host's agent (as staff would in the admin) and ask it for its info.
         registered = deployment.manage(
             "shell",

@@ -9,7 +9,6 @@ tests are SKIPPED with the reason, never failed.
 
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,15 +19,13 @@ import pytest
 
 from agent.client import AgentTimeout, FileSpec
 from hosts.actions import refresh_host
-from hosts.models import RuntimeHost
 from operations.actions import request_operation
 from operations.health import probe_requests
 from operations.models import Kind, Operation, State
 from projects.actions import create_project
 from projects.models import Project, Status
-from templating.actions import sync_templates
 from tests.factories import register_template
-from tests.stack import Worker, wait_for
+from tests.stack import SilentServer, Worker, agent_host, wait_for
 from tests.test_docker_engine import require_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,34 +91,6 @@ def cleanup(engine):
 # --- the agent alone ----------------------------------------------------------------------
 
 
-class SilentRegistry:
-    """A 'registry' that accepts connections and never answers: a pull from it hangs."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.stopped = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        self.sock.settimeout(0.2)
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.held.append(conn)
-
-    def close(self):
-        self.stopped.set()
-        for conn in self.held:
-            conn.close()
-        self.sock.close()
-
-
 def compose_processes(ref: str) -> list[int]:
     """Pids of compose processes still running for project `ref`."""
     pids = []
@@ -136,7 +105,7 @@ def compose_processes(ref: str) -> list[int]:
 
 
 def test_a_compose_command_that_hangs_is_killed_at_its_deadline(engine, agent_factory, cleanup):
-    registry = SilentRegistry()
+    registry = SilentServer()
     agent = agent_factory(driver="docker", env={"DOCKER_HOST": engine["host"]})
     client, ref = agent.client(deadline=30), "hangs" + str(registry.port)
     cleanup.append(ref)
@@ -171,33 +140,10 @@ def test_a_compose_command_that_hangs_is_killed_at_its_deadline(engine, agent_fa
 # --- operations through a real worker -----------------------------------------------------
 
 
-def free_port_range(size: int, start: int = 45000) -> int:
-    """A start port whose next `size` ports are free on every address right now."""
-    for first in range(start, 60000, size):
-        try:
-            for port in range(first, first + size):
-                for address in ("127.0.0.1", "0.0.0.0"):
-                    with socket.socket() as s:
-                        s.bind((address, port))
-        except OSError:
-            continue
-        return first
-    raise AssertionError("no free port range")
-
-
 @pytest.fixture
 def docker_host(engine, agent_factory, db):
     agent = agent_factory(driver="docker", env={"DOCKER_HOST": engine["host"]})
-    sync_templates()
-    start = free_port_range(40)
-    host = RuntimeHost.objects.create(
-        name="docker",
-        agent_url=agent.base_url,
-        agent_token=agent.token,
-        port_range_start=start,
-        port_range_end=start + 39,
-        block_size=10,
-    )
+    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=45000)
     assert refresh_host(host, deadline=10), host.last_error
     assert host.driver == "docker" and host.capabilities["compose"]
     host.agent = agent

@@ -1,9 +1,5 @@
 """End to end: a real django-q2 cluster, a real agent and the process driver's real Postgres."""
 
-import socket
-import threading
-import time
-
 import psycopg
 import pytest
 from django.conf import settings
@@ -16,7 +12,7 @@ from ports.models import BlockState, PortBlock
 from projects.actions import create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.actions import sync_templates
-from tests.stack import Worker, free_port_range, wait_for
+from tests.stack import SilentServer, Worker, agent_host, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -40,17 +36,7 @@ def worker_factory(tmp_path):
 
 @pytest.fixture
 def local_host(agent_factory):
-    agent = agent_factory()
-    start = free_port_range(40)
-    sync_templates()
-    return RuntimeHost.objects.create(
-        name="local",
-        agent_url=agent.base_url,
-        agent_token=agent.token,
-        port_range_start=start,
-        port_range_end=start + 39,
-        block_size=20,
-    )
+    return agent_host(agent_factory())
 
 
 def status_of(project) -> str:
@@ -100,48 +86,10 @@ def test_a_project_lives_its_whole_life(local_host, worker_factory):
     assert project.operations.count() == 4
 
 
-class SilentAgent:
-    """A server that accepts connections and then never answers, or trickles one byte a second."""
-
-    def __init__(self, trickle: bool):
-        self.trickle = trickle
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stopped = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        self.sock.settimeout(0.2)
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self.hold, args=(conn,), daemon=True).start()
-
-    def hold(self, conn):
-        with conn:
-            if self.trickle:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-            while not self.stopped.is_set():
-                if self.trickle:
-                    try:
-                        conn.sendall(b" ")
-                    except OSError:
-                        return
-                time.sleep(1)
-
-    def close(self):
-        self.stopped.set()
-        self.sock.close()
-
-
 @pytest.mark.parametrize("trickle", [False, True], ids=["never-answers", "trickles"])
 def test_a_wedged_agent_fails_the_operation_within_its_deadline(trickle, worker_factory, tmp_path):
     sync_templates()
-    wedged = SilentAgent(trickle)
+    wedged = SilentServer(trickle)
     try:
         host = RuntimeHost.objects.create(
             name="wedged",

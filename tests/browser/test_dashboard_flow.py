@@ -13,9 +13,8 @@ from playwright.sync_api import expect
 
 from hosts.models import RuntimeHost
 from projects.models import Project
-from templating.actions import sync_templates
 from tests.dashboard_helpers import register_template
-from tests.stack import Worker, free_port_range
+from tests.stack import Worker, agent_host
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -25,16 +24,7 @@ SETTLES = 60_000  # ms: how long a page may wait for the stack to finish an oper
 @pytest.fixture
 def stack(agent_factory, tmp_path):
     agent = agent_factory()
-    start = free_port_range(40)
-    sync_templates()
-    host = RuntimeHost.objects.create(
-        name="local",
-        agent_url=agent.base_url,
-        agent_token=agent.token,
-        port_range_start=start,
-        port_range_end=start + 39,
-        block_size=20,
-    )
+    host = agent_host(agent)
     worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=60, BERTH_AGENT_CALL_DEADLINE=10)
     yield SimpleNamespace(agent=agent, host=host)
     worker.stop()
