@@ -1,8 +1,7 @@
 """Fixtures that run a real agent process on loopback for the agent tests.
 
-Each agent gets a short runtime root under /tmp (the process driver's unix sockets need a
-short path, and when the tests run as root the `postgres` user must be able to reach it),
-a random token and a port the system picks; the agent prints the address it bound.
+Each agent gets a runtime root under /tmp (when the tests run as root, the `postgres` user
+must be able to reach it), a random token and a port the system picks; the agent prints the address it bound.
 """
 
 import os

@@ -160,5 +160,6 @@ def test_wire_shaped_files_and_probes_are_accepted(shared_agent):
         "detail": result.detail,
         "server_major": None,
     }
+    assert "no-such-host.invalid" in result.detail
     assert client.info().as_capabilities()["driver"] == "process"
     client.delete("wire0001", purge_data=True)

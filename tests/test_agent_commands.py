@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent import commands
 from agent.client import AgentBusy, AgentTimeout, FileSpec
 from agent.commands import Deadline, run
 from agent.errors import CommandTimeout
@@ -93,7 +94,15 @@ def test_a_second_command_on_a_busy_runtime_is_refused_at_once(docker_agent):
     client, ref = docker_agent.client(deadline=10), "busy0001"
     compose_runtime(client, ref)
     (docker_agent.fake_docker / "hang").touch()
-    first = threading.Thread(target=lambda: pytest.raises(AgentTimeout, client.up, ref, deadline_s=3))
+    outcome = []
+
+    def first_up():
+        try:
+            client.up(ref, deadline_s=3)
+        except AgentTimeout:
+            outcome.append("timeout")
+
+    first = threading.Thread(target=first_up)
     first.start()
     assert wait_until(lambda: (docker_agent.fake_docker / "child.pid").exists())
 
@@ -105,6 +114,7 @@ def test_a_second_command_on_a_busy_runtime_is_refused_at_once(docker_agent):
         client.delete(ref)
     assert client.status(ref).state == "stopped"  # reads are not blocked by a running command
     first.join()
+    assert outcome == ["timeout"]
     (docker_agent.fake_docker / "hang").unlink()
     assert client.up(ref).state == "running"
 
@@ -130,3 +140,14 @@ def test_a_deadline_that_is_not_a_positive_number_is_invalid(shared_agent, deadl
         content=body,
     )
     assert reply.status_code == 422
+
+
+def test_output_that_never_stops_after_the_command_exits_does_not_outlive_the_deadline(monkeypatch):
+    # A daemon writing without pause keeps the pipe readable forever; stand it in by never
+    # consuming what the command wrote, so the pipe always reads as ready.
+    monkeypatch.setattr(commands, "_read_ready", lambda selector, fd, tail, wait: True)
+    finished = []
+    worker = threading.Thread(target=lambda: finished.append(run(["sh", "-c", "echo x"], Deadline(1.0))), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert finished and finished[0].returncode == 0

@@ -116,3 +116,17 @@ def test_a_probe_that_hangs_fails_by_the_deadline(shared_agent):
         port = silent.getsockname()[1]
         [result] = shared_agent.client().health([Probe("stuck", "http", port)], deadline_s=1)
     assert result.status == "fail"
+
+
+def test_probes_that_hang_never_keep_another_from_running():
+    # Hanging probes enough to fill a 16-thread pool twice over: the live one must still pass.
+    with socket.socket() as silent, socket.socket() as live:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        hanging = [probes.ProbeSpec(f"stuck{i}", "http", silent.getsockname()[1]) for i in range(40)]
+        alive = probes.ProbeSpec("alive", "tcp", live.getsockname()[1])
+        results = probes.run_probes([*hanging, alive], "127.0.0.1", 1.0)
+    assert results[-1]["status"] == "pass", results[-1]
+    assert {result["status"] for result in results[:-1]} == {"fail"}

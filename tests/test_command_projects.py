@@ -73,3 +73,15 @@ def test_it_lists_projects_with_their_status():
     run("create", "Orders")
     out, _ = run("list", "--status", "unknown")
     assert "Orders" in out and "UNKNOWN" in out
+
+
+def test_resync_is_refused_for_a_project_already_on_the_latest_version():
+    host = make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    run("create", "Orders")
+    project = Project.objects.get()
+    Operation.objects.update(state=State.SUCCEEDED)
+    Project.objects.update(host=host)
+    err = StringIO()
+    with pytest.raises(CommandError, match="1 of 1 request\\(s\\) refused"):
+        call_command("projects", "resync", project.ref, stdout=StringIO(), stderr=err)
+    assert "already on the latest version of postgres" in err.getvalue()

@@ -86,3 +86,22 @@ def test_reaper_frees_a_project_left_transitional_with_no_operation():
     claims.reap()
     project.refresh_from_db()
     assert project.status == Status.UNKNOWN
+
+
+def test_reaper_leaves_a_stuck_project_alone_once_an_operation_claimed_it(monkeypatch):
+    project = make_project(status=Status.GOING_DOWN)
+    real = claims.stuck_projects
+
+    def read_then_claimed():
+        # The reaper reads the stuck list; a worker claims an operation for it before the write.
+        monkeypatch.setattr(claims, "stuck_projects", real)
+        stuck = list(real())
+        Operation.objects.create(
+            project=project, kind=Kind.STOP, state=State.RUNNING, deadline=timezone.now() + timedelta(seconds=60)
+        )
+        return stuck
+
+    monkeypatch.setattr(claims, "stuck_projects", read_then_claimed)
+    assert claims.reap() == 0
+    project.refresh_from_db()
+    assert project.status == Status.GOING_DOWN

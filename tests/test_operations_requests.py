@@ -94,3 +94,14 @@ def test_retry_refuses_when_the_last_operation_succeeded(enqueued):
     Operation.objects.filter(pk=done.pk).update(state=State.SUCCEEDED)
     with pytest.raises(OperationRefused, match="nothing to retry"):
         retry_project(project)
+
+
+@pytest.mark.parametrize("kind", [Kind.DELETE, Kind.STOP])
+def test_cancel_gives_the_project_back_its_desired_state(enqueued, kind):
+    project = make_project(host=make_host(), status=Status.ACTIVE_HEALTHY)
+    operation = request_operation(project, kind)
+    assert cancel_operation(operation) is True
+    project.refresh_from_db()
+    assert project.desired_state == DesiredState.RUNNING
+    # A cancelled delete no longer refuses other actions as "being deleted".
+    assert request_operation(project, Kind.RESTART).kind == Kind.RESTART

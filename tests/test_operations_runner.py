@@ -1,6 +1,5 @@
 """The operation runner's failure policy, with a scripted agent in place of a real one."""
 
-import base64
 import hashlib
 from unittest import mock
 
@@ -44,7 +43,7 @@ class ScriptedAgent:
 
     def put_files(self, ref, files, user_paths=(), remove=()):
         self._record("put_files", ref)
-        return {f["path"]: hashlib.sha256(base64.b64decode(f["content_b64"])).hexdigest() for f in files}
+        return {f.path: hashlib.sha256(f.content).hexdigest() for f in files}
 
     def up(self, ref, deadline_s=None):
         self._record("up", ref)
@@ -220,3 +219,20 @@ class TestHealthRefresh:
         request_operation(project, Kind.RESTART)
         agent_script.calls.clear()
         assert refresh_all() == 0
+
+    def test_it_starts_no_host_call_past_its_time_budget(self, agent_script, host, settings):
+        provision(host)
+        settings.BERTH_OPERATION_DEADLINE = 1
+        settings.BERTH_AGENT_CALL_DEADLINE = 1
+        agent_script.calls.clear()
+        assert refresh_all() == 0
+        assert not agent_script.called("health")
+
+    def test_it_splits_a_host_call_at_the_agents_probe_limit(self, agent_script, host, settings):
+        for _ in range(3):
+            provision(host)
+        agent_script.calls.clear()
+        with mock.patch("agent.probes.MAX_PROBES", 2):
+            assert refresh_all() == 3
+        assert len(agent_script.called("health")) == 2
+        assert set(Project.objects.values_list("status", flat=True)) == {Status.ACTIVE_HEALTHY}

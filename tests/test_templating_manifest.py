@@ -135,3 +135,13 @@ def test_it_refuses_a_file_shipped_under_a_user_path(tmp_path):
     folder = write_template(tmp_path, manifest, {"runtime.toml": "x", "data/keep.txt": "y"})
     with pytest.raises(ManifestError, match="user paths are never written"):
         read_template(folder)
+
+
+def test_it_refuses_an_http_probe_status_the_agent_would_refuse():
+    probe = '[[probes]]\nname = "api"\nkind = "http"\nslot = "db"\nexpect_status = 700\n'
+    assert "probes[1].expect_status: must be an HTTP status (100-599)" in error_of(MINIMAL + probe)
+
+
+def test_it_refuses_a_path_the_agent_reserves_for_itself():
+    error = error_of(MINIMAL + '[files.".berth-state/x"]\npolicy = "managed"\nrender = "copy"\n')
+    assert "names starting with .berth are reserved for the agent" in error

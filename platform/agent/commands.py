@@ -126,7 +126,9 @@ def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline) -> bool:
                 pipe_open = _read_ready(selector, fd, tail, wait)
             else:
                 time.sleep(wait)
-        while pipe_open and selector.select(0):
+        # Bounded by the deadline too: a daemon that keeps writing would otherwise keep
+        # output ready forever.
+        while pipe_open and not deadline.expired() and selector.select(0):
             pipe_open = _read_ready(selector, fd, tail, 0)
     return True
 

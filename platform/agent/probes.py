@@ -186,7 +186,9 @@ def _is_int(value: object) -> bool:
 
 def run_probes(specs: list[ProbeSpec], default_host: str, deadline_s: float) -> list[dict]:
     """Run every probe in parallel; one that has not answered by the deadline fails."""
-    executor = ThreadPoolExecutor(max_workers=min(len(specs), 16), thread_name_prefix="probe")
+    # One thread per probe (at most MAX_PROBES): a probe that hangs until the deadline must
+    # never keep another from starting, or healthy runtimes would read as failed.
+    executor = ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="probe")
     futures = [executor.submit(run_probe, spec, spec.host or default_host, deadline_s) for spec in specs]
     wait(futures, timeout=deadline_s)
     # Unfinished probes are abandoned; each one's own timeout ends its thread soon after.

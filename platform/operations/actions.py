@@ -86,10 +86,17 @@ def request_operation(
         except IntegrityError:
             # The partial unique index on unfinished operations said no: the database is the judge.
             raise OperationInProgress(project) from None
+        # Kept on the queued event so a cancel can give the project back the state it wanted before.
+        desired_before = project.desired_state
         if kind in DESIRED_AFTER and project.desired_state != DESIRED_AFTER[kind]:
             project.desired_state = DESIRED_AFTER[kind]
             project.save(update_fields=["desired_state", "updated_at"])
-        OperationEvent.objects.create(operation=operation, step="queued", message=f"{kind.label} requested")
+        OperationEvent.objects.create(
+            operation=operation,
+            step="queued",
+            message=f"{kind.label} requested",
+            data={"desired_before": desired_before},
+        )
         record(actor, f"operation.{kind}", project=project, detail={"operation": operation.pk}, label=label)
         transaction.on_commit(lambda: _enqueue(operation))
     return operation
@@ -111,8 +118,14 @@ def retry_project(project: Project, *, actor=None, label: str | None = None) -> 
 
 
 def cancel_operation(operation: Operation, *, actor=None, label: str | None = None) -> bool:
-    """Cancel a queued operation. Returns False when a worker already claimed or it finished."""
+    """Cancel a queued operation. Returns False when a worker already claimed or it finished.
+
+    The request never ran, so the desired state it set goes back to what it was: a cancelled
+    delete must not leave the project refusing every other action as "being deleted".
+    """
     with transaction.atomic():
+        # The project row first, in the order request_operation takes its locks.
+        Project.objects.select_for_update().filter(pk=operation.project_id).values_list("pk").first()
         cancelled = Operation.objects.filter(pk=operation.pk, state=State.QUEUED).update(
             state=State.CANCELLED,
             finished_at=timezone.now(),
@@ -120,11 +133,22 @@ def cancel_operation(operation: Operation, *, actor=None, label: str | None = No
             error_message="cancelled by staff",
         )
         if cancelled:
+            _restore_desired_state(operation)
             OperationEvent.objects.create(operation=operation, step="cancelled", message="Cancelled before it started")
             record(
                 actor, "operation.cancel", project=operation.project, detail={"operation": operation.pk}, label=label
             )
     return bool(cancelled)
+
+
+def _restore_desired_state(operation: Operation) -> None:
+    """Undo the desired state a never-run request set, unless something changed it since."""
+    queued = operation.events.filter(step="queued").values_list("data", flat=True).first() or {}
+    before = queued.get("desired_before")
+    if before and operation.kind in DESIRED_AFTER:
+        Project.objects.filter(pk=operation.project_id, desired_state=DESIRED_AFTER[operation.kind]).update(
+            desired_state=before, updated_at=timezone.now()
+        )
 
 
 def fail_operation(operation: Operation, *, actor, label: str | None = None, reason: str) -> bool:
@@ -161,3 +185,19 @@ def fail_operation(operation: Operation, *, actor, label: str | None = None, rea
         )
     operation.state = State.FAILED
     return True
+
+
+def act_on_project(project: Project, action: str, *, actor=None, label: str | None = None, params: dict | None = None):
+    """One staff action on one project, as the dashboard, the admin and `manage.py projects` name
+    them: a lifecycle kind, "retry" (the last failed operation again) or "resync" (to the
+    latest version of the project's template). Raises OperationRefused with the reason."""
+    if action == "retry":
+        return retry_project(project, actor=actor, label=label)
+    if action == Kind.RESYNC:
+        from templating.actions import request_resync_to_latest
+
+        operation = request_resync_to_latest(project, actor=actor, label=label)
+        if operation is None:
+            raise OperationRefused(f"{project.ref} is already on the latest version of {project.template}")
+        return operation
+    return request_operation(project, Kind(action), actor=actor, label=label, params=params)

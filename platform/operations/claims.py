@@ -130,8 +130,18 @@ def reap(now=None) -> int:
             )
             reaped += 1
     for project in stuck_projects():
-        set_status(project, Status.UNKNOWN, "left in a transitional status with no operation running")
-        reaped += 1
+        # Conditional: an operation claimed since the list was read owns the status now.
+        freed = (
+            stuck_projects()
+            .filter(pk=project.pk)
+            .update(
+                status=Status.UNKNOWN,
+                status_reason="left in a transitional status with no operation running",
+                status_changed_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+        )
+        reaped += freed
     return reaped
 
 

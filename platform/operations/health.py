@@ -6,6 +6,8 @@ nothing here ever stops or removes a runtime.
 """
 
 import logging
+import random
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -125,14 +127,35 @@ def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
             settled.update(probe_failures=failures, status_reason=outcome.summary, updated_at=now)
 
 
+def _batches(prepared: list[tuple[Project, list[dict]]]):
+    """Projects grouped so no agent call carries more probes than the agent takes at once
+    (agent.probes.MAX_PROBES); one project's probes always travel together."""
+    from agent.probes import MAX_PROBES
+
+    batch, size = [], 0
+    for project, requests in prepared:
+        if batch and size + len(requests) > MAX_PROBES:
+            yield batch
+            batch, size = [], 0
+        batch.append((project, requests))
+        size += len(requests)
+    if batch:
+        yield batch
+
+
 def refresh_host_projects(host, projects: list[Project]) -> None:
-    """One agent call for all of a host's projects."""
+    """All of a host's projects in as few agent calls as the agent's probe limit allows."""
+    for batch in _batches([(project, probe_requests(project)) for project in projects]):
+        _refresh_batch(host, batch)
+
+
+def _refresh_batch(host, batch: list[tuple[Project, list[dict]]]) -> None:
     from agent.client import AgentError
     from operations.agents import client_for
 
     requests, owner = [], {}
-    for project in projects:
-        for request in probe_requests(project):
+    for project, project_requests in batch:
+        for request in project_requests:
             request["name"] = f"{project.ref}:{request['name']}"
             owner[request["name"]] = project
             requests.append(request)
@@ -140,25 +163,42 @@ def refresh_host_projects(host, projects: list[Project]) -> None:
     try:
         replies = client_for(host, deadline=deadline).health(requests, deadline_s=deadline * 0.8)
     except AgentError as error:
+        # No answer says nothing about the projects: their status stays as it is.
         log.warning("health refresh of host %s failed: %s", host.name, error)
         return
     by_project: dict[int, list[dict]] = {}
     for reply in replies:
         result = reply.as_dict()
-        project = owner[result["name"]]
+        project = owner.get(result["name"])
+        if project is None:  # a name we never sent: the agent is confused, not the project
+            log.warning("host %s answered a probe nobody asked for: %s", host.name, result["name"])
+            continue
         result["name"] = result["name"].split(":", 1)[1]
         by_project.setdefault(project.pk, []).append(result)
-    for project in projects:
+    for project, _ in batch:
         apply_outcome(project, ProbeOutcome(_judge(project, by_project.get(project.pk, []))))
 
 
 def refresh_all() -> int:
-    """Refresh every refreshable project, batched per host. Returns how many were probed."""
+    """Refresh every refreshable project, batched per host. Returns how many were probed.
+
+    Hosts go in random order and no call starts past BERTH_OPERATION_DEADLINE, so the task
+    ends inside django-q2's timeout however many agents are unreachable, and no host is
+    always the one left out.
+    """
     by_host: dict[int, list[Project]] = {}
     hosts = {}
     for project in refreshable_projects():
         by_host.setdefault(project.host_id, []).append(project)
         hosts[project.host_id] = project.host
-    for host_id, projects in by_host.items():
-        refresh_host_projects(hosts[host_id], projects)
-    return sum(len(p) for p in by_host.values())
+    order = list(by_host)
+    random.shuffle(order)
+    stop_at = time.monotonic() + settings.BERTH_OPERATION_DEADLINE - settings.BERTH_AGENT_CALL_DEADLINE
+    probed = 0
+    for position, host_id in enumerate(order):
+        if time.monotonic() > stop_at:
+            log.warning("health refresh out of time; %d host(s) wait for the next run", len(order) - position)
+            break
+        refresh_host_projects(hosts[host_id], by_host[host_id])
+        probed += len(by_host[host_id])
+    return probed

@@ -28,9 +28,6 @@ class OperationQuerySet(models.QuerySet):
     def unfinished(self):
         return self.filter(state__in=UNFINISHED_STATES)
 
-    def finished(self):
-        return self.exclude(state__in=UNFINISHED_STATES)
-
 
 class Operation(models.Model):
     """The record of truth for one piece of background work on one project."""

@@ -18,10 +18,20 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ["status", "desired_state", "template", "host", "postgres_major"]
     search_fields = ["ref", "name"]
     list_select_related = ["host", "template_version"]
+    # Everything the operations own is read-only here: a host or major changed by hand would
+    # leave leases and runtimes behind; status moves through the verbs (retry, mark failed).
     readonly_fields = [
         "ref",
         "template",
         "template_version",
+        "host",
+        "postgres_major",
+        "desired_state",
+        "status",
+        "status_reason",
+        "probe_failures",
+        "drifted_paths",
+        "drift_checked_at",
         "file_digests",
         "created_by",
         "created_at",

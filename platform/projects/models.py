@@ -104,7 +104,3 @@ class Project(models.Model):
         instance = super().from_db(db, field_names, values)
         instance._loaded_ref = instance.__dict__.get("ref")
         return instance
-
-    @property
-    def is_transitional(self) -> bool:
-        return self.status in TRANSITIONAL_STATUSES

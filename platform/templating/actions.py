@@ -5,7 +5,6 @@ runtime files to another version by a three-way merge (see resync.py), through a
 `RuntimeFiles` gateway so the agent can be replaced by a fake in tests.
 """
 
-import base64
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agent.client import FileSpec
 from audit.actions import record
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
@@ -114,14 +114,7 @@ class AgentRuntimeFiles:
         return self._client(project).digests(project.ref, paths)
 
     def put_files(self, project, rendered, paths, remove):
-        files = [
-            {
-                "path": path,
-                "content_b64": base64.b64encode(rendered.files[path]).decode("ascii"),
-                "policy": rendered.policies[path],
-            }
-            for path in paths
-        ]
+        files = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in paths]
         return self._client(project).put_files(
             project.ref, files=files, user_paths=list(rendered.user_paths), remove=remove
         )

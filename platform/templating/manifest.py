@@ -121,6 +121,9 @@ def _relative_path(path: str, source: str, key: str) -> str:
         raise ManifestError(source, key, "must be a normalised relative path inside the template")
     if path == MANIFEST_NAME:
         raise ManifestError(source, key, "the manifest is not a runtime file")
+    if pure.parts[0].startswith(".berth"):
+        # The agent keeps its own state under .berth* names and refuses to write there.
+        raise ManifestError(source, key, "names starting with .berth are reserved for the agent")
     return path
 
 
@@ -194,6 +197,9 @@ def parse_manifest(text: str, *, source: str) -> Manifest:
             if not path.startswith("/"):
                 raise ManifestError(source, f"{key}.path", "must start with /")
             expect_status = _int(probe.get("expect_status", 200), source, f"{key}.expect_status", minimum=100)
+            if expect_status > 599:
+                # The agent refuses such a probe, failing the whole host's health call with it.
+                raise ManifestError(source, f"{key}.expect_status", "must be an HTTP status (100-599)")
         elif "path" in probe or "expect_status" in probe:
             raise ManifestError(source, f"{key}.path", "only http probes take path and expect_status")
         probes.append(Probe(name, kind, slot, path, expect_status))

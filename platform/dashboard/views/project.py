@@ -11,8 +11,7 @@ from audit.actions import record
 from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
-from dashboard.views.projects import act
-from operations.actions import OperationRefused
+from operations.actions import OperationRefused, act_on_project
 from operations.models import UNFINISHED_STATES
 
 AUDIT_ROWS = 20
@@ -116,7 +115,7 @@ def project_action(request, ref):
             return redirect("dashboard:project", ref=ref)
         params = {"purge_data": True} if form.cleaned_data["purge_data"] else {}
     try:
-        operation = act(project, action, actor=request.user, params=params)
+        operation = act_on_project(project, action, actor=request.user, params=params)
     except OperationRefused as refusal:
         messages.error(request, f"{label} refused: {refusal}")
     else:

@@ -8,8 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import queries
 from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
-from operations.actions import OperationRefused, request_operation, retry_project
-from operations.models import Kind
+from operations.actions import OperationRefused, act_on_project
 from projects.actions import create_project
 from projects.models import Project
 
@@ -68,7 +67,7 @@ def bulk_action(request):
         try:
             if project is None:
                 raise OperationRefused(f"{ref}: no such project")
-            act(project, action, actor=request.user)
+            act_on_project(project, action, actor=request.user)
         except OperationRefused as refusal:
             refused.append(str(refusal))
         else:
@@ -79,20 +78,6 @@ def bulk_action(request):
     for reason in refused:
         messages.error(request, f"{label} refused: {reason}")
     return redirect(back)
-
-
-def act(project, action: str, *, actor, params: dict | None = None):
-    """Ask for one action on one project through the operations verbs. Raises OperationRefused."""
-    if action == "retry":
-        return retry_project(project, actor=actor)
-    if action == "resync":
-        from templating.actions import request_resync_to_latest
-
-        operation = request_resync_to_latest(project, actor=actor)
-        if operation is None:
-            raise OperationRefused(f"{project.ref} is already on the latest version of {project.template}")
-        return operation
-    return request_operation(project, Kind(action), actor=actor, params=params)
 
 
 @require_http_methods(["GET", "POST"])

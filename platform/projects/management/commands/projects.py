@@ -4,8 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from hosts.models import RuntimeHost
-from operations.actions import OperationRefused, request_operation, retry_project
-from operations.models import Kind
+from operations.actions import OperationRefused, act_on_project
 from projects.actions import create_project
 from projects.models import Project
 
@@ -68,11 +67,8 @@ class Command(BaseCommand):
             try:
                 if project is None:
                     raise OperationRefused(f"{ref}: no such project")
-                if action == "retry":
-                    operation = retry_project(project, label=LABEL)
-                else:
-                    params = {"purge_data": True} if purge_data else {}
-                    operation = request_operation(project, Kind(action), label=LABEL, params=params)
+                params = {"purge_data": True} if purge_data else {}
+                operation = act_on_project(project, action, label=LABEL, params=params)
             except OperationRefused as error:
                 refused += 1
                 self.stderr.write(f"refused  {error}")
