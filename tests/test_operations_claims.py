@@ -88,20 +88,13 @@ def test_reaper_frees_a_project_left_transitional_with_no_operation():
     assert project.status == Status.UNKNOWN
 
 
-def test_reaper_leaves_a_stuck_project_alone_once_an_operation_claimed_it(monkeypatch):
+def test_reaper_leaves_a_transitional_project_alone_while_an_operation_runs_for_it():
+    # The stuck-project write is one UPDATE whose condition is "no unfinished operation",
+    # so an operation claimed at any moment before it keeps its project's status.
     project = make_project(status=Status.GOING_DOWN)
-    real = claims.stuck_projects
-
-    def read_then_claimed():
-        # The reaper reads the stuck list; a worker claims an operation for it before the write.
-        monkeypatch.setattr(claims, "stuck_projects", real)
-        stuck = list(real())
-        Operation.objects.create(
-            project=project, kind=Kind.STOP, state=State.RUNNING, deadline=timezone.now() + timedelta(seconds=60)
-        )
-        return stuck
-
-    monkeypatch.setattr(claims, "stuck_projects", read_then_claimed)
+    Operation.objects.create(
+        project=project, kind=Kind.STOP, state=State.RUNNING, deadline=timezone.now() + timedelta(seconds=60)
+    )
     assert claims.reap() == 0
     project.refresh_from_db()
     assert project.status == Status.GOING_DOWN

@@ -129,19 +129,13 @@ def reap(now=None) -> int:
                 data={"deadline": operation.deadline.isoformat(), "state_before": was},
             )
             reaped += 1
-    for project in stuck_projects():
-        # Conditional: an operation claimed since the list was read owns the status now.
-        freed = (
-            stuck_projects()
-            .filter(pk=project.pk)
-            .update(
-                status=Status.UNKNOWN,
-                status_reason="left in a transitional status with no operation running",
-                status_changed_at=timezone.now(),
-                updated_at=timezone.now(),
-            )
-        )
-        reaped += freed
+    # One conditional UPDATE: a project whose operation was claimed meanwhile no longer matches.
+    reaped += stuck_projects().update(
+        status=Status.UNKNOWN,
+        status_reason="left in a transitional status with no operation running",
+        status_changed_at=now,
+        updated_at=now,
+    )
     return reaped
 
 
