@@ -184,17 +184,16 @@ def _wait(check, what: str, deadline_s: float = 60):
     pytest.fail(f"{what} not ready within {deadline_s}s: {last!r}")
 
 
+def _docker_words(engine, *args: str) -> list[str]:
+    """The words `docker ARGS` prints on the test engine."""
+    done = subprocess.run([engine["docker"], *args], env=engine["env"], capture_output=True, text=True, timeout=30)
+    return done.stdout.split()
+
+
 def _health(engine, runtime, service: str) -> str:
     ids = runtime["compose"]("ps", "-q", service, timeout=30).stdout.split()
     assert ids, f"no container for service {service}"
-    inspected = subprocess.run(
-        [engine["docker"], "inspect", "-f", "{{.State.Health.Status}}", ids[0]],
-        env=engine["env"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return inspected.stdout.strip()
+    return " ".join(_docker_words(engine, "inspect", "-f", "{{.State.Health.Status}}", ids[0]))
 
 
 def test_postgres_15_answers_on_the_published_db_port(runtime):
@@ -238,29 +237,8 @@ def test_both_services_become_healthy(engine, runtime):
 
 def test_down_removes_the_containers_and_the_volume(engine, runtime):
     ref = runtime["ref"]
-    volumes = subprocess.run(
-        [engine["docker"], "volume", "ls", "-q", "--filter", f"name={ref}_"],
-        env=engine["env"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    assert volumes == [f"{ref}_db-data"]
+    assert _docker_words(engine, "volume", "ls", "-q", "--filter", f"name={ref}_") == [f"{ref}_db-data"]
     down = runtime["compose"]("down", "-v", "--timeout", "10")
     assert down.returncode == 0, down.stderr
-    left = subprocess.run(
-        [engine["docker"], "ps", "-aq", "--filter", f"label=com.docker.compose.project={ref}"],
-        env=engine["env"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    assert left == []
-    volumes = subprocess.run(
-        [engine["docker"], "volume", "ls", "-q", "--filter", f"name={ref}_"],
-        env=engine["env"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    assert volumes == []
+    assert _docker_words(engine, "ps", "-aq", "--filter", f"label=com.docker.compose.project={ref}") == []
+    assert _docker_words(engine, "volume", "ls", "-q", "--filter", f"name={ref}_") == []

@@ -1,8 +1,6 @@
 """Choosing a host for a project: it must accept projects, run the requested Postgres major,
 have a free port block, and have an agent that answers now."""
 
-from django.db import transaction
-
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
 from projects.models import Project
@@ -45,8 +43,7 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
                 f"{host.name}: its {host.driver} driver cannot run Postgres {project.postgres_major} of this template"
             )
             continue
-        with transaction.atomic():
-            placed = Project.objects.filter(pk=project.pk, host__isnull=True).update(host=host)
+        placed = Project.objects.filter(pk=project.pk, host__isnull=True).update(host=host)
         if not placed:
             project.refresh_from_db(fields=["host"])
             return project.host

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from operations.models import UNFINISHED_STATES, Kind, Operation, OperationEvent, State
@@ -141,4 +140,4 @@ def reap(now=None) -> int:
 
 def stuck_projects():
     """Projects in a transitional status with no unfinished operation: nothing will move them."""
-    return Project.objects.filter(status__in=TRANSITIONAL_STATUSES).exclude(Q(operations__state__in=UNFINISHED_STATES))
+    return Project.objects.idle().filter(status__in=TRANSITIONAL_STATUSES)

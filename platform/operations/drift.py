@@ -9,9 +9,8 @@ import logging
 import time
 
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef
+from django.db.models import F
 
-from operations.models import UNFINISHED_STATES, Operation
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
 
@@ -21,12 +20,11 @@ log = logging.getLogger(__name__)
 def checkable_projects():
     """Running projects with pushed files and no operation in flight, longest unchecked first
     (so a round cut short by its time budget still moves on to the others next time)."""
-    in_flight = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
     return (
         Project.objects.live()
+        .idle()
         .filter(desired_state=DesiredState.RUNNING, host__isnull=False)
         .exclude(file_digests={})
-        .exclude(Exists(in_flight))
         .select_related("host")
         .defer("secrets")
         .order_by(F("drift_checked_at").asc(nulls_first=True), "pk")

@@ -11,10 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from operations.models import UNFINISHED_STATES, Operation
 from projects.models import DesiredState, Project, Status
 
 log = logging.getLogger(__name__)
@@ -90,23 +88,21 @@ def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
 
 def refreshable_projects():
     """Running projects with settled status and no operation in flight, grouped by host by the caller."""
-    in_flight = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
     return (
-        Project.objects.filter(
+        Project.objects.idle()
+        .filter(
             desired_state=DesiredState.RUNNING,
             status__in=[Status.ACTIVE_HEALTHY, Status.ACTIVE_UNHEALTHY, Status.UNKNOWN],
             host__isnull=False,
             port_block__isnull=False,
         )
-        .exclude(Exists(in_flight))
         .select_related("host", "template_version", "port_block")
     )
 
 
 def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
     """Move the project's observed status after one refresh, unless an operation started meanwhile."""
-    in_flight = Operation.objects.filter(project=OuterRef("pk"), state__in=UNFINISHED_STATES)
-    settled = Project.objects.filter(pk=project.pk, status=project.status).exclude(Exists(in_flight))
+    settled = Project.objects.idle().filter(pk=project.pk, status=project.status)
     now = timezone.now()
     if outcome.misconfigured:
         settled.update(status_reason=f"probe misconfigured: {outcome.summary}", updated_at=now)

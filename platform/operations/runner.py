@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from operations import claims
@@ -148,9 +147,8 @@ class OperationRun:
             purge = bool(self.operation.params.get("purge_data"))
             self.event("delete", "Stopping and removing the runtime" + (" and its data" if purge else ""))
             self.agent(longest=self.remaining()).delete(self.project.ref, purge_data=purge)
-        with transaction.atomic():
-            release_ports(self.project)
-            Project.objects.filter(pk=self.project.pk).update(desired_state=DesiredState.DELETED)
+        # The request already set the desired state to deleted.
+        release_ports(self.project)
         self.event("release", "Released the port block into its cool-down")
         return Status.REMOVED, ""
 

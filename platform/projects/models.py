@@ -47,6 +47,14 @@ class ProjectQuerySet(models.QuerySet):
     def live(self):
         return self.exclude(status=Status.REMOVED)
 
+    def idle(self):
+        """Projects no queued or running operation is about to change. As a condition of an
+        UPDATE it also holds against an operation that started after the rows were read."""
+        from operations.models import UNFINISHED_STATES, Operation
+
+        in_flight = Operation.objects.filter(project=models.OuterRef("pk"), state__in=UNFINISHED_STATES)
+        return self.exclude(models.Exists(in_flight))
+
 
 class Project(models.Model):
     ref = models.CharField(max_length=40, unique=True, default=new_ref, validators=[ref_validator])
