@@ -76,9 +76,15 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def free_port_range(size: int, start: int = 41000) -> int:
+# Below Linux's ephemeral range (32768-60999), where short-lived client sockets would collide
+# with runtimes. BERTH_TEST_PORT_BASE moves it, so parallel checkouts on one machine keep apart.
+PORT_BASE = int(os.environ.get("BERTH_TEST_PORT_BASE", "24000"))
+PORT_CEILING = 32768
+
+
+def free_port_range(size: int, start: int = PORT_BASE) -> int:
     """A start port whose next `size` ports are free to bind on every address right now."""
-    for first in range(start, 60000, size):
+    for first in range(start, PORT_CEILING - size, size):
         try:
             for port in range(first, first + size):
                 for address in ("127.0.0.1", "0.0.0.0"):
@@ -90,7 +96,7 @@ def free_port_range(size: int, start: int = 41000) -> int:
     raise AssertionError("no free port range")
 
 
-def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int = 2, start: int = 41000):
+def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int = 2, start: int = PORT_BASE):
     """Templates registered, and a runtime host on `agent` whose port range is free right now."""
     from hosts.models import RuntimeHost
     from templating.actions import sync_templates

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
-from tests.stack import free_port_range
+from tests.stack import PORT_BASE, free_port_range
 from tests.test_docker_engine import require_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +204,7 @@ def test_berth_deploys_with_docker_compose_and_provisions_through_its_agent():
             env={"DJANGO_SUPERUSER_PASSWORD": deployment.admin_password},
         )
         deployment.manage("templates", "sync")
-        first = free_port_range(20, 47000)
+        first = free_port_range(20, PORT_BASE + 6000)
         # Register this Docker host's agent (as staff would in the admin) and ask it for its info.
         registered = deployment.manage(
             "shell",

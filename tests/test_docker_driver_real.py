@@ -25,7 +25,7 @@ from operations.models import Kind, Operation, State
 from projects.actions import create_project
 from projects.models import Project, Status
 from tests.factories import register_template
-from tests.stack import SilentServer, Worker, agent_host, wait_for
+from tests.stack import PORT_BASE, SilentServer, Worker, agent_host, wait_for
 from tests.test_docker_engine import require_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_a_compose_command_that_hangs_is_killed_at_its_deadline(engine, agent_fa
 @pytest.fixture
 def docker_host(engine, agent_factory, db):
     agent = agent_factory(driver="docker", env={"DOCKER_HOST": engine["host"]})
-    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=45000)
+    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=PORT_BASE + 4000)
     assert refresh_host(host, deadline=10), host.last_error
     assert host.driver == "docker" and host.capabilities["compose"]
     host.agent = agent
