@@ -89,7 +89,7 @@ def test_python_dash_m_agent_starts_too(tmp_path):
 def test_the_process_driver_runs_clusters_as_postgres_only_when_root(tmp_path, monkeypatch):
     tmp_path.chmod(0o755)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert ProcessDriver.for_root(tmp_path).run_as is None
+    assert ProcessDriver.for_root(tmp_path, ["127.0.0.1"]).run_as is None
 
 
 def test_as_root_a_runtime_root_the_postgres_user_cannot_reach_stops_startup(tmp_path):
@@ -98,4 +98,4 @@ def test_as_root_a_runtime_root_the_postgres_user_cannot_reach_stops_startup(tmp
     hidden = tmp_path / "hidden"
     hidden.mkdir(mode=0o700)
     with pytest.raises(ConfigError, match="not reachable by the 'postgres' user"):
-        ProcessDriver.for_root(hidden / "runtimes")
+        ProcessDriver.for_root(hidden / "runtimes", ["127.0.0.1"])

@@ -213,7 +213,7 @@ def _file_write(item: dict) -> FileWrite:
 
 
 def build_server(config: AgentConfig) -> AgentServer:
-    driver = select_driver(config.driver, config.root)
+    driver = select_driver(config)
     probe_host = resolve_probe_host(
         config.probe_host_override,
         driver.name,
