@@ -1,7 +1,7 @@
 """Which ports are free to bind on this host.
 
 A port counts as taken when binding it on any address fails, on IPv4 or (where the host
-has it) IPv6: a runtime listens on every address, so one holder anywhere blocks it.
+has it) IPv6: the wildcards cover every address a runtime may listen on.
 SO_REUSEADDR is set as servers set it, so a port lingering in TIME_WAIT reads as free.
 """
 
