@@ -184,7 +184,7 @@ class ProcessDriver:
             self._stop(bindir, paths, deadline)
             raise CommandFailed(
                 f"PostgreSQL {settings.major} could not listen on every address it serves "
-                f"({', '.join(self.listen_addresses)}) port {settings.port}, and was stopped: {unbound}",
+                f"({', '.join(self.listen_addresses)}) on port {settings.port}, and was stopped: {unbound}",
                 output_tail=result.output_tail + _log_tail(paths.log),
             )
         return result.output_tail
