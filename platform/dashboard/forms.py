@@ -121,7 +121,7 @@ class CreateProjectForm(forms.Form):
 
 def _reachable(host: RuntimeHost) -> bool:
     """The host's agent answered at the last contact, so what it reported is current."""
-    return bool(host.capabilities) and not host.last_error
+    return host.has_reported and not host.last_error
 
 
 def available_majors(template: str, host: RuntimeHost | None) -> list[int]:

@@ -65,7 +65,7 @@ def refresh_unseen(hosts, *, deadline: float) -> None:
 
     ends = time.monotonic() + deadline
     for host in hosts:
-        if host.last_seen_at is not None:
+        if host.has_reported:
             continue
         left = ends - time.monotonic()
         if left <= 0:

@@ -73,6 +73,11 @@ class RuntimeHost(models.Model):
                 raise ValidationError({"port_range_end": str(conflict)}) from None
 
     @property
+    def has_reported(self) -> bool:
+        """Its agent answered at least once, so what it runs is known (perhaps not current)."""
+        return bool(self.capabilities)
+
+    @property
     def driver(self) -> str:
         return self.capabilities.get("driver", "")
 

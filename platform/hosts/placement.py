@@ -45,7 +45,7 @@ def candidates(project: Project) -> list[RuntimeHost]:
         h
         for h in RuntimeHost.objects.filter(accepts_projects=True)
         if holds_slots(h, slots)
-        and (not h.capabilities or can_run(project.template_version, project.postgres_major, h))
+        and (not h.has_reported or can_run(project.template_version, project.postgres_major, h))
     ]
     reports = {h.pk: host_report(h) for h in hosts}
     # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked

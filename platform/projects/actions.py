@@ -107,7 +107,7 @@ def _check_host_can_take(version, postgres_major: int, host) -> None:
     from hosts.placement import holds_slots, slots_needed
     from templating.versions import UnsupportedPostgresVersion, check_postgres_major
 
-    if host.last_seen_at is None and not refresh_host(host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE):
+    if not host.has_reported and not refresh_host(host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE):
         raise ValidationError({"host": f"{_unreachable(host)}.".replace("the", "The", 1)})
     slots = slots_needed(version)
     if not holds_slots(host, slots):
@@ -149,10 +149,10 @@ def _check_some_host_can_take(version, postgres_major: int) -> None:
             }
         )
     refresh_unseen(fitting, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
-    known = [h for h in fitting if h.last_seen_at is not None]
+    known = [h for h in fitting if h.has_reported]
     if any(can_run(version, postgres_major, h) for h in known):
         return
-    unknown = [h for h in fitting if h.last_seen_at is None]
+    unknown = [h for h in fitting if not h.has_reported]
     if not known:
         raise ValidationError({"host": "No host can be judged yet: " + "; ".join(_unreachable(h) for h in unknown)})
     supported = sorted({m for h in known for m in supported_majors(version, h)})
