@@ -1,7 +1,7 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db import models, transaction
+from django.db import transaction
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
@@ -10,6 +10,11 @@ from hosts.models import RuntimeHost
 class RuntimeHostForm(forms.ModelForm):
     """The agent token is write-only: never rendered back, kept as stored when left blank."""
 
+    agent_url = forms.URLField(
+        assume_scheme="http",
+        max_length=RuntimeHost._meta.get_field("agent_url").max_length,
+        help_text=RuntimeHost._meta.get_field("agent_url").help_text,
+    )
     agent_token = forms.CharField(
         required=False,
         strip=True,
@@ -54,7 +59,6 @@ class RuntimeHostAdmin(admin.ModelAdmin):
     list_filter = ["accepts_projects"]
     search_fields = ["name", "agent_url"]
     readonly_fields = ["capabilities", "last_seen_at", "last_error", "created_at"]
-    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
