@@ -120,3 +120,13 @@ def test_projects_and_operations_are_not_added_in_the_admin(admin_client_logged_
     assert admin_client_logged_in.get(reverse(f"admin:{model}_add")).status_code == 403
     changelist = admin_client_logged_in.get(reverse(f"admin:{model}_changelist")).content.decode()
     assert reverse(f"admin:{model}_add") not in changelist
+
+
+def test_the_admin_accepts_a_compose_service_name_as_agent_host(admin_client_logged_in):
+    # The README's docker-compose deployment registers `http://agent:8470`.
+    with mock.patch("operations.agents.client_for", Agent()):
+        response = admin_client_logged_in.post(
+            reverse("admin:hosts_runtimehost_add"), form_data(agent_url="http://agent:8470", agent_token=TOKEN)
+        )
+    assert response.status_code == 302
+    assert RuntimeHost.objects.get().agent_url == "http://agent:8470"

@@ -10,11 +10,6 @@ from hosts.models import RuntimeHost
 class RuntimeHostForm(forms.ModelForm):
     """The agent token is write-only: never rendered back, kept as stored when left blank."""
 
-    agent_url = forms.URLField(
-        assume_scheme="http",
-        max_length=RuntimeHost._meta.get_field("agent_url").max_length,
-        help_text=RuntimeHost._meta.get_field("agent_url").help_text,
-    )
     agent_token = forms.CharField(
         required=False,
         strip=True,

@@ -1,7 +1,10 @@
+import re
+
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models, transaction
 from django.db.models import F, Q
+from django.utils.regex_helper import _lazy_re_compile
 
 from berth.crypto import EncryptedTextField
 
@@ -9,11 +12,31 @@ PORT_MIN = 1024
 PORT_MAX = 65535
 
 
+class AgentURLValidator(URLValidator):
+    """An http(s) URL whose host may be a single label too, such as a compose service (`http://agent:8470`)."""
+
+    schemes = ["http", "https"]
+    host_re = "(" + URLValidator.hostname_re + URLValidator.domain_re + "(?:" + URLValidator.tld_re + ")?)"
+    regex = _lazy_re_compile(
+        r"^(?:[a-z0-9.+-]*)://"
+        r"(?:[^\s:@/]+(?::[^\s:@/]*)?@)?"
+        r"(?:" + URLValidator.ipv4_re + "|" + URLValidator.ipv6_re + "|" + host_re + ")"
+        r"(?::[0-9]{1,5})?"
+        r"(?:[/?#][^\s]*)?"
+        r"\Z",
+        re.IGNORECASE,
+    )
+
+
 class RuntimeHost(models.Model):
     """A machine that runs project runtimes through its own agent, with its own port pool."""
 
     name = models.SlugField(max_length=63, unique=True)
-    agent_url = models.URLField(help_text="Base URL of the host's agent, e.g. http://127.0.0.1:8470")
+    agent_url = models.CharField(
+        max_length=200,
+        validators=[AgentURLValidator()],
+        help_text="Base URL of the host's agent, e.g. http://127.0.0.1:8470",
+    )
     agent_token = EncryptedTextField(help_text="Bearer token the agent requires; stored encrypted")
     port_range_start = models.PositiveIntegerField(
         validators=[MinValueValidator(PORT_MIN), MaxValueValidator(PORT_MAX)]
