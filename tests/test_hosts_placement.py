@@ -161,3 +161,36 @@ def test_placement_asks_a_host_whose_last_contact_failed_last(settings):
     with mock.patch("operations.agents.client_for", lambda host, *, deadline: asked.append(host.name) or agent):
         assert place_project(project, deadline=1) == live
     assert asked == ["live"]
+
+
+def test_a_retry_places_a_failed_provisioning_again_and_it_comes_up(tmp_path, settings):
+    """The state an earlier Berth left: placed where the template's ports do not fit, INIT_FAILED."""
+    from django.utils import timezone
+
+    from operations import tasks
+    from operations.actions import retry_project
+    from operations.models import Kind, Operation, State
+    from templating.secrets import generate_project_secrets
+    from tests.test_operations_runner import ScriptedAgent
+
+    settings.BERTH_HEALTH_POLL_INITIAL = 0.01
+    narrow = make_host(name="narrow", capabilities=PROCESS_15, block_size=4)
+    wide = make_host(name="wide", capabilities=PROCESS_15, port_range_start=21000, port_range_end=21999, block_size=10)
+    wide_template(tmp_path, 6)
+    version = TemplateVersion.objects.latest_of("postgres")
+    project = make_project(
+        host=narrow, template_version=version, status=Status.INIT_FAILED, secrets=generate_project_secrets()
+    )
+    Operation.objects.create(
+        project=project, kind=Kind.PROVISION, state=State.FAILED, error_code="ports", deadline=timezone.now()
+    )
+    agent = ScriptedAgent()
+    with mock.patch("operations.agents.client_for", agent), mock.patch("django_q.tasks.async_task"):
+        retry = retry_project(project)
+        tasks.run_operation(retry.pk)
+    project.refresh_from_db()
+    retry.refresh_from_db()
+    assert (retry.state, project.status, project.host) == (State.SUCCEEDED, Status.ACTIVE_HEALTHY, wide), list(
+        retry.events.values_list("message", flat=True)
+    )
+    assert project.port_block.host == wide
