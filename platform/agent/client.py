@@ -71,6 +71,8 @@ class AgentInfo:
     probe_host_source: str
     postgres_versions: list[int]
     compose: str | None
+    # The kernel's ephemeral port range [low, high]; None when the agent cannot read it (or predates it).
+    ephemeral_ports: list[int] | None = None
 
     def as_capabilities(self) -> dict:
         """What a runtime host records of its agent."""

@@ -52,3 +52,16 @@ def _bindable(port: int) -> bool:
                     continue  # IPv6 exists but is disabled on every interface
                 raise
     return True
+
+
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_ports(path: str = EPHEMERAL_RANGE_FILE) -> list[int] | None:
+    """The kernel's ephemeral port range [low, high], or None where it cannot be read (not Linux)."""
+    try:
+        with open(path) as f:
+            low, high = (int(part) for part in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return [low, high]

@@ -25,7 +25,7 @@ from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
-from agent.portcheck import check_ports, parse_ports
+from agent.portcheck import check_ports, ephemeral_ports, parse_ports
 from agent.probes import ProbeHost, engine_shares_network, parse_probes, resolve_probe_host, run_probes
 from agent.runtimes import Runtimes
 
@@ -115,6 +115,7 @@ class AgentHandler(BaseHTTPRequestHandler):
             "probe_host_source": self.server.probe_host.source,
             "postgres_versions": self.server.driver.postgres_versions(),
             "compose": " ".join(compose) if compose else None,
+            "ephemeral_ports": ephemeral_ports(),
         }
 
     def _put_files(self, body: dict, query: dict, ref: str) -> dict:
