@@ -6,7 +6,8 @@ import socket
 import psycopg
 import pytest
 
-from agent.client import AgentError, FileSpec, Probe
+from agent.api import FileSpec, Probe
+from agent.client import AgentError
 
 PASSWORD = "correct-horse-battery"
 

@@ -5,7 +5,7 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ValidationError
 
-from agent.client import AgentInfo
+from agent.api import AgentInfo
 from hosts.placement import candidates, place_project
 from operations.runner import StepFailed
 from projects.actions import create_project
