@@ -21,6 +21,8 @@ import resource
 import signal
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl
@@ -49,6 +51,9 @@ IDLE_CHECK_S = 5
 # server's wake-up pipe and what libraries open.
 FILES_PER_THREAD = api.MAX_PROBES + 8
 FILES_RESERVED = 64
+# Looking up installed Postgres majors runs commands (pg_ctl --version, docker image ls);
+# info reuses the answer this long, so a burst of info calls does not fork a process each.
+POSTGRES_VERSIONS_TTL_S = 30.0
 _REF = r"(?P<ref>[^/]+)"
 
 
@@ -81,6 +86,8 @@ class Agent:
         self.driver = driver
         self.probe_host = probe_host
         self.runtimes = Runtimes(config.root, driver, config.deadline_s)
+        self._versions_lock = threading.Lock()
+        self._versions: tuple[float, list[int]] = (-POSTGRES_VERSIONS_TTL_S, [])
 
     def __call__(self, environ: dict, start_response) -> list[bytes]:
         try:
@@ -113,9 +120,18 @@ class Agent:
             driver=self.driver.name,
             probe_host=self.probe_host.host,
             probe_host_source=self.probe_host.source,
-            postgres_versions=self.driver.postgres_versions(),
+            postgres_versions=self.postgres_versions(),
             compose=" ".join(compose) if compose else None,
         )
+
+    def postgres_versions(self) -> list[int]:
+        """The driver's Postgres majors, looked up at most every POSTGRES_VERSIONS_TTL_S."""
+        with self._versions_lock:  # one lookup at a time; callers meanwhile wait for its answer
+            looked_up_at, versions = self._versions
+            if time.monotonic() - looked_up_at >= POSTGRES_VERSIONS_TTL_S:
+                versions = self.driver.postgres_versions()
+                self._versions = (time.monotonic(), versions)
+            return versions
 
     def put_files(self, ref: str, body: api.PutFilesRequest) -> api.FilesReply:
         writes = [FileWrite(file.path, file.content, file.policy) for file in body.files]
@@ -259,6 +275,8 @@ def build_server(agent: Agent):
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="berth-agent %(levelname)s %(name)s: %(message)s")
+    # waitress warns on every request that waits for a thread; waiting is the pool doing its job.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
         agent = build_agent(load_config())
         server = build_server(agent)
