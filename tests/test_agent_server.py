@@ -9,10 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent import server
 from agent.client import AgentTimeout
-from agent.server import UNAUTHORIZED, BearerAuth, respond
+from agent.config import load_config
+from agent.probes import ProbeHost
+from agent.server import UNAUTHORIZED, Agent, BearerAuth, respond
 
 TOKEN = "a-token-long-enough-1234"
+LOOPBACK = ProbeHost("127.0.0.1", "loopback")
 
 
 def threads_of(pid: int) -> int:
@@ -150,3 +154,25 @@ def test_auth_passes_the_right_token_through():
 
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/info", "HTTP_AUTHORIZATION": f"bearer {TOKEN}"}
     assert BearerAuth(app, TOKEN)(environ, None) == [b"through"]
+
+
+class CountingDriver:
+    name = "process"
+
+    def __init__(self):
+        self.lookups = 0
+
+    def postgres_versions(self) -> list[int]:
+        self.lookups += 1
+        return [15]
+
+
+def test_info_looks_the_postgres_majors_up_at_most_once_a_ttl(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "compose_command", lambda: None)
+    driver = CountingDriver()
+    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    assert [agent.info().postgres_versions for _ in range(3)] == [[15]] * 3
+    assert driver.lookups == 1
+    later = time.monotonic() + server.POSTGRES_VERSIONS_TTL_S
+    monkeypatch.setattr(server.time, "monotonic", lambda: later)
+    assert agent.info().postgres_versions == [15] and driver.lookups == 2
