@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl
@@ -55,27 +56,7 @@ FILES_RESERVED = 64
 # info reuses the answer this long, so a burst of info calls does not fork a process each.
 POSTGRES_VERSIONS_TTL_S = 30.0
 _REF = r"(?P<ref>[^/]+)"
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: re.Pattern
-    handler: str  # the Agent method; it gets the path's groups and `body` or `query` when typed here
-    body: type[api.Request] | None = None
-    query: type[api.Request] | None = None
-
-
-ROUTES = (
-    Route("GET", re.compile(r"/v1/info"), "info"),
-    Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), "put_files", body=api.PutFilesRequest),
-    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), "digests", body=api.DigestsRequest),
-    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/(?P<action>up|down|restart)"), "command", body=api.CommandRequest),
-    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), "status"),
-    Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), "delete", query=api.DeleteQuery),
-    Route("POST", re.compile(r"/v1/ports/check"), "check_ports", body=api.PortsRequest),
-    Route("POST", re.compile(r"/v1/health"), "health", body=api.HealthRequest),
-)
+_ACTION = r"(?P<action>up|down|restart)"
 
 
 class Agent:
@@ -109,7 +90,7 @@ class Agent:
                     arguments["body"] = decode_body(route.body, read_body(environ))
                 if route.query:
                     arguments["query"] = decode_query(route.query, environ.get("QUERY_STRING", ""))
-                return getattr(self, route.handler)(**arguments)
+                return route.handler(self, **arguments)
         raise NotFound(f"no route for {method} {path}")
 
     def info(self) -> api.AgentInfo:
@@ -157,6 +138,27 @@ class Agent:
     def health(self, body: api.HealthRequest) -> api.HealthReply:
         deadline = self.runtimes.deadline(body.deadline_s)
         return api.HealthReply(run_probes(body.probes, self.probe_host.host, deadline.seconds))
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: re.Pattern
+    handler: Callable[..., api.Reply]  # an Agent method; it gets the path's groups, and `body` or `query` when typed
+    body: type[api.Request] | None = None
+    query: type[api.Request] | None = None
+
+
+ROUTES = (
+    Route("GET", re.compile(r"/v1/info"), Agent.info),
+    Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), Agent.put_files, body=api.PutFilesRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), Agent.digests, body=api.DigestsRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
+    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),
+    Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
+    Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
+    Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
+)
 
 
 class BearerAuth:
