@@ -31,7 +31,7 @@ DEFAULT_DEADLINE_S = 30.0
 REPLY_MARGIN_S = 2.0
 MAX_REPLY_BYTES = 4 << 20
 
-Reply = TypeVar("Reply", bound=api.Reply)
+ReplyT = TypeVar("ReplyT", bound=api.Reply)
 
 
 class AgentError(Exception):
@@ -145,12 +145,12 @@ class AgentClient:
         self,
         method: str,
         path: str,
-        reply_type: type[Reply],
+        reply_type: type[ReplyT],
         *,
         request: api.Request | None = None,
         params: dict[str, str] | None = None,
         deadline_s: float | None = None,
-    ) -> Reply:
+    ) -> ReplyT:
         limit = self.deadline if deadline_s is None else min(deadline_s, self.deadline)
         body = None if request is None else msgspec.json.encode(request)
         loop = asyncio.new_event_loop()
@@ -192,7 +192,7 @@ class AgentClient:
                 return response.status_code, bytes(data)
 
 
-def _decode(where: str, status: int, data: bytes, reply_type: type[Reply]) -> Reply:
+def _decode(where: str, status: int, data: bytes, reply_type: type[ReplyT]) -> ReplyT:
     """The reply as its type; an error reply as the AgentError for its status."""
     if status == 200:
         try:
