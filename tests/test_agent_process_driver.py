@@ -7,7 +7,8 @@ import time
 import psycopg
 import pytest
 
-from agent.client import AgentError, FileSpec, Probe
+from agent.api import FileSpec, Probe
+from agent.client import AgentError
 from agent.drivers.process import listen_addresses
 from tests.stack import free_port_range
 

@@ -7,7 +7,8 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ValidationError
 
-from agent.client import AgentInfo, AgentUnreachable
+from agent.api import AgentInfo
+from agent.client import AgentUnreachable
 from hosts.placement import candidates, place_project, unplace_if_unfit
 from operations.runner import StepFailed
 from projects.actions import create_project

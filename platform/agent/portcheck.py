@@ -8,27 +8,17 @@ SO_REUSEADDR is set as servers set it, so a port lingering in TIME_WAIT reads as
 import errno
 import socket
 
-from agent.errors import Invalid
+from agent.api import PortCheck
 
-MIN_PORT, MAX_PORT = 1024, 65535
-MAX_PORTS = 4096
 _WILDCARDS = ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::"))
 
 
-def parse_ports(raw: object) -> list[int]:
-    if not isinstance(raw, list) or len(raw) > MAX_PORTS:
-        raise Invalid(f"ports must be a list of at most {MAX_PORTS} port numbers")
-    for port in raw:
-        if not isinstance(port, int) or isinstance(port, bool) or not MIN_PORT <= port <= MAX_PORT:
-            raise Invalid(f"port {port!r} is not a whole number in {MIN_PORT}-{MAX_PORT}")
-    return list(dict.fromkeys(raw))
-
-
-def check_ports(ports: list[int]) -> tuple[list[int], list[int]]:
+def check_ports(ports: list[int]) -> PortCheck:
+    """Each port once, in the order asked, as free or taken."""
     free, taken = [], []
-    for port in ports:
+    for port in dict.fromkeys(ports):
         (free if _bindable(port) else taken).append(port)
-    return free, taken
+    return PortCheck(free, taken)
 
 
 def _bindable(port: int) -> bool:

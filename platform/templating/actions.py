@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agent.client import FileSpec
+from agent.api import FileSpec
 from audit.actions import record
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
