@@ -1,0 +1,178 @@
+"""Access rules for every route, generated from the URL configuration.
+
+The routes are found by walking the resolver (the admin's included), so a route added
+tomorrow is covered by these tests without anyone writing one for it:
+
+- anonymous requests, plain or htmx, GET or POST, go to the login page (API routes under
+  `/v1/` answer 401 instead);
+- a signed-in user who is not staff gets 403, htmx requests too;
+- every route refuses a POST that carries no valid CSRF token, even from staff.
+
+A route open to anonymous users must be listed in PUBLIC with the reason.
+"""
+
+import re
+
+import pytest
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.middleware.csrf import _get_new_csrf_string
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from django.utils import timezone
+from django.utils.regex_helper import normalize
+
+from operations.models import Kind, Operation
+from tests.factories import make_host, make_project
+
+pytestmark = pytest.mark.django_db
+
+# Routes anonymous users may reach, by their full URL name, and why. Every view marked
+# login_not_required must be here and nothing else may be (test_public_routes_are_listed...).
+PUBLIC = {
+    "login": "the sign-in page itself",
+    "admin:login": "the admin's sign-in page; the admin's other views send anonymous users there",
+}
+
+# API routes (none yet) are for programs: no login page, a plain 401.
+API_PREFIX = "v1/"
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def walk(patterns=None, prefix=(), namespace=""):
+    """(pattern parts from the root, full URL name or None, view) for every route."""
+    if patterns is None:
+        patterns = get_resolver().url_patterns
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from walk(entry.url_patterns, (*prefix, entry.pattern), inner)
+        elif isinstance(entry, URLPattern):
+            name = f"{namespace}{entry.name}" if entry.name else None
+            yield (*prefix, entry.pattern), name, entry.callback
+
+
+ROUTES = [(parts, name, view) for parts, name, view in walk()]
+
+
+def route_id(parts) -> str:
+    return "".join(str(part) for part in parts) or "/"
+
+
+ROUTE_PARAMS = [pytest.param(parts, name, view, id=route_id(parts)) for parts, name, view in ROUTES]
+
+
+def fill(pattern, values: dict) -> str:
+    """One concrete piece of URL for a pattern, its parameters taken from `values`."""
+    route = getattr(pattern, "_route", None)
+    if route is not None:
+
+        def value(match):
+            name = match.group(2)
+            if name not in values:
+                raise AssertionError(f"add a sample value for URL parameter {name!r} to sample_values()")
+            return str(values[name])
+
+        return re.sub(r"<(?:(\w+):)?(\w+)>", value, route)
+    ((template, names),) = normalize(pattern.regex.pattern)[:1]
+    missing = [n for n in names if n not in values]
+    assert not missing, f"add sample values for URL parameters {missing} to sample_values()"
+    return template % {n: values[n] for n in names}
+
+
+@pytest.fixture
+def sample_values(django_user_model):
+    """Plausible values for every URL parameter a route takes: real rows, so views would find them."""
+    host = make_host()
+    project = make_project(host=host)
+    operation = Operation.objects.create(project=project, kind=Kind.START, deadline=timezone.now())
+    user = django_user_model.objects.create_user("someone", password="someone-password")
+    return {
+        "ref": project.ref,
+        "pk": operation.pk,
+        "name": project.template,
+        "object_id": project.pk,
+        "id": user.pk,
+        "content_type_id": ContentType.objects.get_for_model(project).pk,
+        "app_label": "projects",
+        "url": "no-such-admin-page/",
+    }
+
+
+def concrete(parts, view, values) -> str:
+    path = "/" + "".join(fill(part, values) for part in parts)
+    # The filled path must lead to this very route, or the test would check another one.
+    assert resolve(path).func is view, f"{path} does not resolve to the route it was built from"
+    return path
+
+
+def login_pages() -> set[str]:
+    """The sign-in pages: the site's, and the admin's (where some admin views send anonymous users)."""
+    return {reverse(settings.LOGIN_URL), reverse("admin:login")}
+
+
+def is_public(name) -> bool:
+    return name in PUBLIC
+
+
+def is_api(parts) -> bool:
+    return route_id(parts).lstrip("^").startswith(API_PREFIX)
+
+
+def test_the_walk_finds_the_dashboard_and_admin_routes():
+    names = {name for _, name, _ in ROUTES}
+    for expected in ["dashboard:project_action", "dashboard:reveal_secrets", "dashboard:host_agent", "admin:index"]:
+        assert expected in names
+    assert "admin:projects_project_change" in names
+    assert len(ROUTES) > 40
+
+
+def test_public_routes_are_listed_with_a_reason_and_are_the_only_open_ones():
+    open_views = {name for _, name, view in ROUTES if not getattr(view, "login_required", True)}
+    assert open_views == set(PUBLIC), "a route open to anonymous users must be listed in PUBLIC, with why"
+
+
+@pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
+def test_anonymous_requests_go_to_the_login_page(parts, name, view, sample_values):
+    if is_public(name):
+        pytest.skip(f"public: {PUBLIC[name]}")
+    path = concrete(parts, view, sample_values)
+    client = Client()
+    for method in ("get", "post"):
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(path, **headers)
+            what = f"anonymous {method.upper()} {path} {'(htmx)' if headers else ''}"
+            if is_api(parts):
+                assert response.status_code == 401, what
+                continue
+            assert response.status_code == 302, f"{what}: {response.status_code}"
+            target = response.url
+            assert target.split("?")[0] in login_pages(), f"{what} went to {target}"
+            assert f"next={path}" in target.replace("%2F", "/"), target
+
+
+@pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
+def test_signed_in_users_who_are_not_staff_get_403(parts, name, view, sample_values, django_user_model):
+    if is_public(name):
+        pytest.skip(f"public: {PUBLIC[name]}")
+    path = concrete(parts, view, sample_values)
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("visitor", password="visitor-password"))
+    for method in ("get", "post"):
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(path, **headers)
+            assert response.status_code == 403, f"non-staff {method.upper()} {path} {headers}: {response.status_code}"
+
+
+@pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
+def test_every_route_refuses_a_post_without_a_valid_csrf_token(parts, name, view, sample_values, superuser):
+    path = concrete(parts, view, sample_values)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(superuser)
+    no_token = client.post(path, {"action": "stop", "refs": [sample_values["ref"]]})
+    assert no_token.status_code == 403 and b"CSRF" in no_token.content, f"POST {path} without a token"
+    # htmx sends the token in a header; a CSRF cookie does not excuse a header that does not match it.
+    client.cookies[settings.CSRF_COOKIE_NAME] = _get_new_csrf_string()
+    wrong = client.post(path, {"action": "stop"}, HTTP_X_CSRFTOKEN=_get_new_csrf_string(), **HTMX)
+    assert wrong.status_code == 403 and b"CSRF" in wrong.content, f"htmx POST {path} with a wrong token"
