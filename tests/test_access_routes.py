@@ -15,10 +15,12 @@ import re
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.contrib.contenttypes.models import ContentType
+from django.http import HttpResponse
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from django.urls import URLPattern, URLResolver, get_resolver, include, path, resolve, reverse
 from django.utils import timezone
 from django.utils.regex_helper import normalize
 
@@ -129,22 +131,21 @@ def test_the_walk_finds_the_dashboard_and_admin_routes():
 
 
 def test_public_routes_are_listed_with_a_reason_and_are_the_only_open_ones():
-    open_views = {name for _, name, view in ROUTES if not getattr(view, "login_required", True)}
+    # API routes authenticate each request themselves (they answer 401, checked below).
+    open_views = {
+        name for parts, name, view in ROUTES if not getattr(view, "login_required", True) and not is_api(parts)
+    }
     assert open_views == set(PUBLIC), "a route open to anonymous users must be listed in PUBLIC, with why"
 
 
-@pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
-def test_anonymous_requests_go_to_the_login_page(parts, name, view, sample_values):
-    if is_public(name):
-        pytest.skip(f"public: {PUBLIC[name]}")
-    path = concrete(parts, view, sample_values)
+def assert_anonymous_refused(parts, path) -> None:
     client = Client()
     for method in ("get", "post"):
         for headers in ({}, HTMX):
             response = getattr(client, method)(path, **headers)
             what = f"anonymous {method.upper()} {path} {'(htmx)' if headers else ''}"
             if is_api(parts):
-                assert response.status_code == 401, what
+                assert response.status_code == 401, f"{what}: {response.status_code}"
                 continue
             assert response.status_code == 302, f"{what}: {response.status_code}"
             target = response.url
@@ -152,27 +153,77 @@ def test_anonymous_requests_go_to_the_login_page(parts, name, view, sample_value
             assert f"next={path}" in target.replace("%2F", "/"), target
 
 
+def assert_non_staff_refused(parts, path, user) -> None:
+    client = Client()
+    client.force_login(user)
+    refusals = (401, 403) if is_api(parts) else (403,)
+    for method in ("get", "post"):
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(path, **headers)
+            assert response.status_code in refusals, (
+                f"non-staff {method.upper()} {path} {headers}: {response.status_code}"
+            )
+
+
+def assert_post_without_csrf_token_refused(parts, path, user, values) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    # An API route authenticates by token, not session: it refuses the session's POST with 401.
+    refused = (401, 403) if is_api(parts) else (403,)
+    no_token = client.post(path, {"action": "stop", "refs": [values.get("ref", "")]})
+    assert no_token.status_code in refused, f"POST {path} without a token: {no_token.status_code}"
+    assert no_token.status_code == 401 or b"CSRF" in no_token.content, f"POST {path} refused, not for CSRF"
+    # htmx sends the token in a header; a CSRF cookie does not excuse a header that does not match it.
+    client.cookies[settings.CSRF_COOKIE_NAME] = _get_new_csrf_string()
+    wrong = client.post(path, {"action": "stop"}, HTTP_X_CSRFTOKEN=_get_new_csrf_string(), **HTMX)
+    assert wrong.status_code in refused, f"htmx POST {path} with a wrong token: {wrong.status_code}"
+    assert wrong.status_code == 401 or b"CSRF" in wrong.content, f"htmx POST {path} refused, not for CSRF"
+
+
+@pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
+def test_anonymous_requests_go_to_the_login_page(parts, name, view, sample_values):
+    if is_public(name):
+        pytest.skip(f"public: {PUBLIC[name]}")
+    assert_anonymous_refused(parts, concrete(parts, view, sample_values))
+
+
 @pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
 def test_signed_in_users_who_are_not_staff_get_403(parts, name, view, sample_values, django_user_model):
     if is_public(name):
         pytest.skip(f"public: {PUBLIC[name]}")
-    path = concrete(parts, view, sample_values)
-    client = Client()
-    client.force_login(django_user_model.objects.create_user("visitor", password="visitor-password"))
-    for method in ("get", "post"):
-        for headers in ({}, HTMX):
-            response = getattr(client, method)(path, **headers)
-            assert response.status_code == 403, f"non-staff {method.upper()} {path} {headers}: {response.status_code}"
+    visitor = django_user_model.objects.create_user("visitor", password="visitor-password")
+    assert_non_staff_refused(parts, concrete(parts, view, sample_values), visitor)
 
 
 @pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
 def test_every_route_refuses_a_post_without_a_valid_csrf_token(parts, name, view, sample_values, superuser):
-    path = concrete(parts, view, sample_values)
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(superuser)
-    no_token = client.post(path, {"action": "stop", "refs": [sample_values["ref"]]})
-    assert no_token.status_code == 403 and b"CSRF" in no_token.content, f"POST {path} without a token"
-    # htmx sends the token in a header; a CSRF cookie does not excuse a header that does not match it.
-    client.cookies[settings.CSRF_COOKIE_NAME] = _get_new_csrf_string()
-    wrong = client.post(path, {"action": "stop"}, HTTP_X_CSRFTOKEN=_get_new_csrf_string(), **HTMX)
-    assert wrong.status_code == 403 and b"CSRF" in wrong.content, f"htmx POST {path} with a wrong token"
+    assert_post_without_csrf_token_refused(parts, concrete(parts, view, sample_values), superuser, sample_values)
+
+
+# --- the checks themselves, on a URL configuration with a future API -----------------------
+
+
+def _api_with_token_auth(request):
+    return HttpResponse("token required", status=401)
+
+
+def _api_like_a_page(request):
+    return HttpResponse("{}")
+
+
+urlpatterns = [
+    path("v1/projects/", login_not_required(_api_with_token_auth)),
+    path("v1/hosts/", _api_like_a_page),
+    path("", include("berth.urls")),
+]
+
+
+def test_a_future_api_route_must_answer_401_to_anonymous_not_send_it_to_a_login_page(settings):
+    settings.ROOT_URLCONF = __name__
+    routes = {route_id(parts): (parts, view) for parts, _, view in walk(get_resolver().url_patterns)}
+    parts, view = routes["v1/projects/"]
+    assert is_api(parts)
+    assert_anonymous_refused(parts, concrete(parts, view, {}))
+    parts, view = routes["v1/hosts/"]
+    with pytest.raises(AssertionError, match="anonymous GET /v1/hosts/ : 302"):
+        assert_anonymous_refused(parts, concrete(parts, view, {}))
