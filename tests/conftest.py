@@ -70,14 +70,6 @@ def postgres():
 
 
 @pytest.fixture
-def fresh_host():
-    """The host a new user meets first: registered, its agent never reported."""
-    from tests.factories import make_host
-
-    return make_host()
-
-
-@pytest.fixture
 def reported_host():
     """A host whose agent has reported its capabilities; tests that need one ask for it by name."""
     from tests.factories import make_reported_host
