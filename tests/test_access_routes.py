@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db
 
 # Routes anonymous users may reach, by their full URL name, and why. Every view marked
 # login_not_required must be here and nothing else may be (test_public_routes_are_listed...).
+# Static files are no route: WhiteNoise serves them before URL resolution.
 PUBLIC = {
     "login": "the sign-in page itself",
     "admin:login": "the admin's sign-in page; the admin's other views send anonymous users there",
@@ -55,7 +56,7 @@ def walk(patterns=None, prefix=(), namespace=""):
             yield (*prefix, entry.pattern), name, entry.callback
 
 
-ROUTES = [(parts, name, view) for parts, name, view in walk()]
+ROUTES = list(walk())
 
 
 def route_id(parts) -> str:
