@@ -22,7 +22,7 @@ from tests.standin_agent import StandInAgent
 
 pytestmark = pytest.mark.django_db
 
-CALL_DEADLINE = 30.0  # one agent call may take this long: far more than the operation has
+CALL_DEADLINE = 12.0  # one agent call may take this long: twice what the operation has
 MARGIN_S = 2.0
 
 
