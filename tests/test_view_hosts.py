@@ -1,3 +1,4 @@
+import time
 from html import unescape
 from unittest import mock
 
@@ -7,7 +8,7 @@ from django.utils import timezone
 
 from ports.models import BlockState, PortBlock
 from tests.dashboard_helpers import PROCESS_CAPABILITIES, placed_project, process_host, register_template
-from tests.factories import make_host
+from tests.factories import make_host, make_reported_host
 
 pytestmark = pytest.mark.django_db
 
@@ -33,17 +34,14 @@ def test_it_shows_driver_versions_and_port_capacity(staff_client, tmp_path):
     assert reverse("dashboard:host_agent", args=[host.pk]) in html
 
 
-def test_live_check_reports_an_unreachable_agent_within_the_page_deadline(staff_client, settings):
-    host = process_host(name="east")
-    settings.BERTH_AGENT_PAGE_DEADLINE = 0.3
-
-    def refuse(host, *, deadline):
-        assert deadline == 0.3
-        host.last_error = "connection refused"
-        return False
-
-    with mock.patch("dashboard.views.hosts.refresh_host", side_effect=refuse):
-        response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true")
+def test_live_check_reports_a_silent_agent_within_the_page_deadline(staff_client, settings, silent_agent):
+    # A host that reported once and went silent; a never-reported one: test_pages_fresh_state.py.
+    host = make_reported_host(name="east", agent_url=silent_agent.url)
+    settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
+    started = time.monotonic()
+    response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true")
+    took = time.monotonic() - started
+    assert 0.5 <= took <= 0.5 + 2, took
     html = response.content.decode()
     assert "agent unreachable" in html and html.lstrip().startswith("<tr")
 
