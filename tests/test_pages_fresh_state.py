@@ -27,6 +27,7 @@ DASHBOARD = [
 ]
 WITHOUT_PARAMETERS = [p for p in DASHBOARD if "<" not in "".join(str(part) for part in p.values[0])]
 
+
 @pytest.mark.parametrize(("parts", "view"), WITHOUT_PARAMETERS)
 def test_every_page_answers_on_an_empty_database(staff_client, parts, view):
     path = concrete(parts, view, {})
