@@ -37,18 +37,35 @@ class FileWrite:
     policy: str  # managed: always written | seed: written only when absent
 
 
-def put_files(folder: Path, writes: list[FileWrite], user_globs: list[str], remove: list[str]) -> dict[str, str]:
-    """Apply one files request to a runtime folder; returns the digest of every listed file."""
+def put_files(
+    folder: Path,
+    writes: list[FileWrite],
+    user_globs: list[str],
+    remove: list[str],
+    backup: list[str] = (),
+    backup_suffix: str | None = None,
+) -> dict[str, str]:
+    """Apply one files request to a runtime folder; returns the digest of every listed file.
+
+    Each path in `backup` (it must be among the writes) that exists is first copied to
+    `<path>.<backup_suffix>`, staged with the rest, so the host's own version survives.
+    """
     _check_globs(user_globs)
     targets = [_target(folder, write.path, user_globs) for write in writes]
     removals = [_target(folder, path, user_globs) for path in remove]
     _check_policies(writes)
     _check_distinct([write.path for write in writes] + list(remove))
+    backups = _backups(folder, writes, backup, backup_suffix, user_globs)
     _ensure_folder(folder)
     _clear_stale_staging(folder)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
-        staged = [
+        copies = [
+            (_stage(staging, f"backup-{index}", source.read_bytes()), copy)
+            for index, (source, copy) in enumerate(backups)
+            if source.exists()
+        ]
+        staged = copies + [
             (_stage(staging, index, write.content), target)
             for index, (write, target) in enumerate(zip(writes, targets, strict=True))
             if not (write.policy == "seed" and target.exists())
@@ -62,6 +79,41 @@ def put_files(folder: Path, writes: list[FileWrite], user_globs: list[str], remo
         if target.exists():
             target.unlink()
     return {write.path: _digest(target) for write, target in zip(writes, targets, strict=True)}
+
+
+def _backups(folder, writes, backup, suffix, user_globs) -> list[tuple[Path, Path]]:
+    """(file, its backup copy) for each path to back up; the copy must not exist yet."""
+    if not backup:
+        return []
+    if not suffix:
+        raise Invalid("backup needs a backup_suffix")
+    written = {write.path for write in writes}
+    pairs = []
+    for path in backup:
+        if path not in written:
+            raise Invalid(f"backup path {path!r} is not among the files written")
+        copy = _target(folder, f"{path}.{suffix}", user_globs)
+        if copy.exists():
+            raise Invalid(f"backup {path}.{suffix} already exists")
+        pairs.append((_target(folder, path, user_globs), copy))
+    return pairs
+
+
+def contents(folder: Path, paths: list[str]) -> dict[str, bytes | None]:
+    """The content of each listed file, or None where it does not exist."""
+    targets = {path: _target(folder, path, []) for path in paths}
+    return {path: _read(target) for path, target in targets.items()}
+
+
+def _read(target: Path) -> bytes | None:
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Invalid(f"{target.name} cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 def digests(folder: Path, paths: list[str]) -> dict[str, str | None]:
@@ -146,7 +198,7 @@ def _clear_stale_staging(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _stage(staging: Path, index: int, content: bytes) -> Path:
+def _stage(staging: Path, index: int | str, content: bytes) -> Path:
     source = staging / str(index)
     with open(source, "wb") as handle:
         handle.write(content)

@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.commands import Deadline
 from agent.drivers import Driver
 from agent.errors import Invalid, NotFound
-from agent.files import FileWrite, digests, put_files
+from agent.files import FileWrite, contents, digests, put_files
 from agent.locks import RuntimeLocks
 
 REF_PATTERN = re.compile(r"^[a-z][a-z0-9]{5,39}$")
@@ -74,13 +74,24 @@ class Runtimes:
             raise Invalid("deadline_s must be a positive number of seconds")
         return Deadline(min(float(requested_s), self.default_deadline_s))
 
-    def put_files(self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str]) -> dict:
+    def put_files(
+        self,
+        ref: str,
+        writes: list[FileWrite],
+        user_globs: list[str],
+        remove: list[str],
+        backup: list[str] = (),
+        backup_suffix: str | None = None,
+    ) -> dict:
         runtime = self.get(ref)
         with self._locks.hold(ref):
-            return {"digests": put_files(runtime.folder, writes, user_globs, remove)}
+            return {"digests": put_files(runtime.folder, writes, user_globs, remove, backup, backup_suffix)}
 
     def digests(self, ref: str, paths: list[str]) -> dict:
         return {"digests": digests(self.get(ref).folder, paths)}
+
+    def contents(self, ref: str, paths: list[str]) -> dict:
+        return {"files": contents(self.get(ref).folder, paths)}
 
     def up(self, ref: str, deadline: Deadline) -> dict:
         runtime = self._existing(ref)

@@ -47,8 +47,16 @@ def claim(operation_id: int) -> Operation | None:
         operation = Operation.objects.select_related("project", "project__host", "project__template_version").get(
             pk=operation_id
         )
+        # Kept so an operation that leaves the runtime as it was (a re-sync conflict, or one told
+        # not to restart) can give the project back the status it had.
+        status_before = operation.project.status
         set_status(operation.project, STATUS_WHILE_RUNNING[operation.kind])
-        OperationEvent.objects.create(operation=operation, step="claimed", message="A worker started the operation")
+        OperationEvent.objects.create(
+            operation=operation,
+            step="claimed",
+            message="A worker started the operation",
+            data={"status_before": status_before},
+        )
     return operation
 
 

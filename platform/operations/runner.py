@@ -153,27 +153,49 @@ class OperationRun:
         return Status.REMOVED, ""
 
     def run_resync(self):
+        """Re-sync to `params.template_version` (else the latest), or with `params.resolve` resolve
+        its conflicts (operations.conflicts). `params.restart`: "changed" (default: restart a
+        running project whose files changed), "always", or "never" (files only)."""
+        from operations.conflicts import resolve_project
         from templating.actions import CONFLICTED, AgentRuntimeFiles, resync_project
         from templating.models import TemplateVersion
 
-        target_pk = self.operation.params.get("template_version")
+        params = self.operation.params
+        target_pk = params.get("template_version")
         if target_pk:
             target = TemplateVersion.objects.get(pk=target_pk)
         else:
             target = TemplateVersion.objects.latest_of(self.project.template)
-        files = AgentRuntimeFiles(deadline=self.call_budget())
-        result = resync_project(self.project, target, files, label=f"operation {self.operation.pk}")
-        if result.status == CONFLICTED:
-            # Nothing was written; the runtime runs as before, and the refresh re-reads its health.
-            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", Status.UNKNOWN)
-        self.event("resync", f"{self.project.template_version}: {result.message}", status=result.status)
+        label = f"operation {self.operation.pk}"
+        if params.get("resolve"):
+            how, budget = params["resolve"], self.call_budget()
+            resolution = resolve_project(self.project, target, how, deadline=budget, label=label)
+            message, changed, status = resolution.message, resolution.changed, "resolved"
+        else:
+            result = resync_project(self.project, target, AgentRuntimeFiles(deadline=self.call_budget()), label=label)
+            if result.status == CONFLICTED:
+                # Nothing was written; the runtime runs as before, so it keeps the status it had.
+                paths = [action.path for action in result.plan.conflicts]
+                self.event("conflict", result.message, level=OperationEvent.Level.WARNING, paths=paths)
+                raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", self.status_before())
+            message, status = result.message, result.status
+            changed = result.plan is not None and result.plan.changes_files
+        self.event("resync", f"{self.project.template_version}: {message}", status=status, changed=changed)
         if self.project.desired_state != DesiredState.RUNNING:
             return Status.INACTIVE, ""
-        if result.plan is not None and result.plan.changes_files:
+        restart = params.get("restart", "changed")
+        if restart == "never":
+            return self.status_before(), ""
+        if restart == "always" or changed:
             self.event("restart", "Restarting so the new files take effect")
             self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
         self.wait_healthy()
         return Status.ACTIVE_HEALTHY, ""
+
+    def status_before(self) -> str:
+        """The project's status when this operation was claimed (UNKNOWN if not recorded)."""
+        claimed = self.operation.events.filter(step="claimed").values_list("data", flat=True).first() or {}
+        return claimed.get("status_before") or Status.UNKNOWN
 
     # --- steps -------------------------------------------------------------------------
     def command_budget(self) -> float:

@@ -10,7 +10,22 @@ def run_operation(operation_id: int) -> bool:
     if operation is None:
         return False
     OperationRun(operation).run()
+    from operations.rollouts import on_operation_finished
+
+    on_operation_finished(operation)
     return True
+
+
+def drive_rollout(rollout_id: int) -> int:
+    from operations.rollouts import drive
+
+    return drive(rollout_id)
+
+
+def drive_rollouts() -> int:
+    from operations.rollouts import drive_all
+
+    return drive_all()
 
 
 def reap() -> int:
