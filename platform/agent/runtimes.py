@@ -91,7 +91,7 @@ class Runtimes:
         return {"digests": digests(self.get(ref).folder, paths)}
 
     def contents(self, ref: str, paths: list[str]) -> dict:
-        return {"files": contents(self.get(ref).folder, paths)}
+        return {"files_b64": contents(self.get(ref).folder, paths)}
 
     def up(self, ref: str, deadline: Deadline) -> dict:
         runtime = self._existing(ref)

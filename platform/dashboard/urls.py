@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard.views import hosts, operations, project, projects, runtime_templates
+from dashboard.views import hosts, operations, project, projects, rollouts, runtime_templates
 
 app_name = "dashboard"
 
@@ -19,7 +19,11 @@ urlpatterns = [
     path("hosts/<int:pk>/agent/", hosts.host_agent, name="host_agent"),
     path("templates/", runtime_templates.templates, name="templates"),
     path("templates/<str:name>/migrate/", runtime_templates.migrate, name="migrate_template"),
-    path("templates/<str:name>/progress/", runtime_templates.migration_progress, name="migration_progress"),
+    path("rollouts/", rollouts.rollout_list, name="rollouts"),
+    path("rollouts/<int:rollout_id>/", rollouts.rollout, name="rollout"),
+    path("rollouts/<int:rollout_id>/act/", rollouts.rollout_action, name="rollout_action"),
+    path("rollouts/<int:rollout_id>/projects/<str:ref>/resolve/", rollouts.rollout_resolve, name="rollout_resolve"),
+    path("rollouts/<int:rollout_id>/projects/<str:ref>/diff/", rollouts.rollout_diff, name="rollout_diff"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
 ]

@@ -250,7 +250,10 @@ def _cancel_pending(rollout: Rollout, now, *, actor, label) -> None:
         pk__in=rollout.projects.filter(outcome=Outcome.RUNNING).values("operation"), state=State.QUEUED
     )
     for operation in queued.select_related("project"):
-        cancel_operation(operation, actor=actor, label=label)
+        if cancel_operation(operation, actor=actor, label=label):
+            rollout.projects.filter(operation=operation, outcome=Outcome.RUNNING).update(
+                outcome=Outcome.SKIPPED, message="rollout cancelled before its re-sync started", finished_at=now
+            )
 
 
 def resolve(entry: RolloutProject, how: str, *, actor=None, label: str | None = None) -> Operation:

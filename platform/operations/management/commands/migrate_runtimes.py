@@ -24,7 +24,7 @@ from rich.table import Table
 
 from operations import rollouts
 from operations.models import Outcome, Rollout
-from templating.actions import CONFLICTED, FAILED, AgentRuntimeFiles, migrate_project
+from templating.actions import CONFLICTED, FAILED, AgentRuntimeFiles, plan_migration
 from templating.models import TemplateVersion
 
 LABEL = "manage.py migrate_runtimes"
@@ -222,7 +222,7 @@ class Command(BaseCommand):
         results = []
         for position, project in enumerate(behind):
             wave = rollouts.wave_of(position, options["canary"], options["wave_size"])
-            results.append((wave, migrate_project(project, target, files, dry_run=True, label=LABEL)))
+            results.append((wave, plan_migration(project, target, files, label=LABEL)))
         if self.json:
             projects = [
                 {
