@@ -223,8 +223,8 @@ def main():
             f"  Berth overhead/project    : {(worker_seconds / args.projects - agent_median) * 1000:6.1f} ms "
             f"(worker time per project in the rollout, less the agent's)"
         )
-        print(f"    of which queued, median : {statistics.median(waits) * 1000:6.1f} ms (request -> a worker claims it)")
-        print(f"    operation runs, median  : {statistics.median(runs) * 1000:6.1f} ms (claim -> settled, agent calls included)")
+        print(f"  re-sync queued, median    : {statistics.median(waits) * 1000:6.1f} ms (requested -> claimed)")
+        print(f"  re-sync ran, median       : {statistics.median(runs) * 1000:6.1f} ms (claimed -> settled, agent included)")
     finally:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGKILL)
