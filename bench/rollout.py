@@ -224,7 +224,7 @@ def main():
             f"(worker time per project in the rollout, less the agent's)"
         )
         print(f"  re-sync queued, median    : {statistics.median(waits) * 1000:6.1f} ms (requested -> claimed)")
-        print(f"  re-sync ran, median       : {statistics.median(runs) * 1000:6.1f} ms (claimed -> settled, agent included)")
+        print(f"  re-sync ran, median       : {statistics.median(runs) * 1000:6.1f} ms (claimed -> settled)")
     finally:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGKILL)
