@@ -237,3 +237,23 @@ def test_it_refuses_a_rollout_with_nothing_to_move(versions):
     old, tmp_path = versions
     with pytest.raises(rollouts.RolloutRefused, match="no postgres project to move"):
         rollouts.start_rollout(old)
+
+
+def test_rolling_back_a_halted_rollout_cancels_it_first(versions):
+    old, tmp_path = versions
+    canary, untouched = behind(old, 2)
+    target = register_template(tmp_path, readme="new\n")
+    rollout = rollouts.start_rollout(target, canary=1, wave_size=1)
+    rollouts.drive(rollout.pk)
+    finish(canary)
+    Project.objects.filter(pk=canary.pk).update(template_version=target, status=Status.ACTIVE_UNHEALTHY)
+    rollouts.drive(rollout.pk)
+    rollout.refresh_from_db()
+    assert rollout.state == Rollout.State.HALTED
+
+    back = rollouts.rollback(rollout)
+
+    rollout.refresh_from_db()
+    assert rollout.state == Rollout.State.CANCELLED
+    assert rollout.projects.get(project=untouched).outcome == Outcome.SKIPPED
+    assert list(back.projects.values_list("project", "target_version")) == [(canary.pk, old.pk)]

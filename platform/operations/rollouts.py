@@ -164,8 +164,11 @@ def rollback(
     rollout: Rollout, *, refs: list[str] | None = None, actor=None, label: str | None = None, **options
 ) -> Rollout:
     """A new rollout taking the projects `rollout` moved (or those of `refs`) back to the revision
-    each came from, through the same waves and gates. Projects it never moved are left alone."""
+    each came from, through the same waves and gates. Projects it never moved are left alone.
+    An unfinished rollout (typically halted by a bad canary) is cancelled first."""
     with transaction.atomic():
+        if rollout.state in UNFINISHED_ROLLOUT_STATES:
+            cancel(rollout, actor=actor, label=label)
         entries = rollout.projects.select_related("project", "from_version").filter(outcome__in=DONE_OUTCOMES)
         entries = entries.filter(project__template_version=F("target_version")).order_by("position")
         if refs:
