@@ -25,6 +25,8 @@ class OperationInProgress(OperationRefused):
         super().__init__(f"{project.ref}: an operation is already in progress")
 
 
+RETRYABLE_STATES = (State.FAILED, State.TIMED_OUT)
+
 # What each kind asks the project to become.
 DESIRED_AFTER = {
     Kind.PROVISION: DesiredState.RUNNING,
@@ -103,9 +105,11 @@ def request_operation(
 
 
 def retry_project(project: Project, *, actor=None, label: str | None = None) -> Operation:
-    """Run the project's last failed operation again from a clean state (every step from the start)."""
+    """Run the project's last failed operation again from a clean state (every step from the start).
+
+    Only a failure is retried: a cancelled operation was stopped on purpose."""
     last = project.operations.order_by("-created_at").first()
-    if last is None or last.state not in (State.FAILED, State.TIMED_OUT, State.CANCELLED):
+    if last is None or last.state not in RETRYABLE_STATES:
         raise OperationRefused(f"{project.ref}: nothing to retry (its last operation did not fail)")
     return request_operation(
         project,
