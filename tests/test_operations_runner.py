@@ -236,3 +236,19 @@ class TestHealthRefresh:
             assert refresh_all() == 3
         assert len(agent_script.called("health")) == 2
         assert set(Project.objects.values_list("status", flat=True)) == {Status.ACTIVE_HEALTHY}
+
+
+def test_a_resync_stopped_by_a_conflict_leaves_the_project_status_alone(agent_script, host):
+    from templating.actions import CONFLICTED, ResyncResult
+
+    project, _ = provision(host)
+    Project.objects.filter(pk=project.pk).update(status_reason="checked at noon")
+    operation = request_operation(project, Kind.RESYNC)
+    conflict = ResyncResult(project.ref, CONFLICTED, 1, 1, message="conflict: runtime.toml")
+    with mock.patch("templating.actions.resync_project", return_value=conflict):
+        tasks.run_operation(operation.pk)
+    operation.refresh_from_db()
+    project.refresh_from_db()
+    assert (operation.state, operation.error_code) == (State.FAILED, "conflict")
+    assert (project.status, project.status_reason) == (Status.ACTIVE_HEALTHY, "checked at noon")
+    assert not agent_script.called("restart")

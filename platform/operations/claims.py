@@ -47,8 +47,13 @@ def claim(operation_id: int) -> Operation | None:
         operation = Operation.objects.select_related("project", "project__host", "project__template_version").get(
             pk=operation_id
         )
-        set_status(operation.project, STATUS_WHILE_RUNNING[operation.kind])
-        OperationEvent.objects.create(operation=operation, step="claimed", message="A worker started the operation")
+        project = operation.project
+        # Kept so a step that changed nothing (a re-sync stopped by a conflict) can give it back.
+        before = {"status_before": project.status, "status_reason_before": project.status_reason}
+        set_status(project, STATUS_WHILE_RUNNING[operation.kind])
+        OperationEvent.objects.create(
+            operation=operation, step="claimed", message="A worker started the operation", data=before
+        )
     return operation
 
 

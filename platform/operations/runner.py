@@ -27,6 +27,8 @@ class StepFailed(Exception):
     code: str
     message: str
     status: str | None = None
+    # The project's status reason afterwards; by default the message.
+    reason: str | None = None
 
     def __str__(self):
         return f"{self.code}: {self.message}"
@@ -103,10 +105,15 @@ class OperationRun:
             self.operation,
             state,
             status=status,
-            reason=failure.message,
+            reason=failure.message if failure.reason is None else failure.reason,
             error_code=failure.code,
             error_message=failure.message,
         )
+
+    def status_before_claim(self) -> tuple[str, str]:
+        """The project's (status, reason) when this operation was claimed."""
+        claimed = self.operation.events.filter(step="claimed").values_list("data", flat=True).first() or {}
+        return claimed.get("status_before") or Status.UNKNOWN, claimed.get("status_reason_before", "")
 
     def status_after_failure(self) -> str:
         return claims.status_after_timeout(self.operation)
@@ -164,8 +171,9 @@ class OperationRun:
         files = AgentRuntimeFiles(deadline=self.call_budget())
         result = resync_project(self.project, target, files, label=f"operation {self.operation.pk}")
         if result.status == CONFLICTED:
-            # Nothing was written; the runtime runs as before, and the refresh re-reads its health.
-            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", Status.UNKNOWN)
+            # Nothing was written and nothing restarted: the project is as it was before the claim.
+            status, reason = self.status_before_claim()
+            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", status, reason)
         self.event("resync", f"{self.project.template_version}: {result.message}", status=result.status)
         if self.project.desired_state != DesiredState.RUNNING:
             return Status.INACTIVE, ""
