@@ -100,7 +100,7 @@ def test_a_wedged_agent_fails_the_operation_within_its_deadline(trickle, worker_
             block_size=20,
             capabilities={"driver": "process", "postgres_versions": [15]},
         )
-        deadline, call_deadline = 12, 4
+        deadline, call_deadline = 20, 4  # the shortest the startup check allows: a call plus the 15 s reserve
         worker_factory(BERTH_OPERATION_DEADLINE=deadline, BERTH_AGENT_CALL_DEADLINE=call_deadline)
         project = create_project(name="Wedged", postgres_major=15, template="postgres", host=host)
         operation = wait_for(
@@ -124,7 +124,7 @@ def test_a_wedged_agent_fails_the_operation_within_its_deadline(trickle, worker_
 
 def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succeeds(local_host, worker_factory):
     # The runtime's Postgres cannot come up on a port held here, so provisioning waits for health.
-    worker = worker_factory(BERTH_OPERATION_DEADLINE=15)
+    worker = worker_factory(BERTH_OPERATION_DEADLINE=20, BERTH_AGENT_CALL_DEADLINE=5)
     project = create_project(name="Killed", postgres_major=15, template="postgres")
     wait_for(
         lambda: Operation.objects.filter(project=project, state=State.RUNNING).exists(),
@@ -134,7 +134,7 @@ def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succ
     worker.kill()
     operation = last_operation(project)
     assert operation.state == State.RUNNING
-    wait_for(lambda: reap() and True, timeout=30, interval=1, what="the reaper to act after the deadline")
+    wait_for(lambda: reap() and True, timeout=40, interval=1, what="the reaper to act after the deadline")
     operation.refresh_from_db()
     assert operation.state == State.TIMED_OUT
     assert status_of(project) == Status.INIT_FAILED

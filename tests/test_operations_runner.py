@@ -252,3 +252,23 @@ def test_a_resync_stopped_by_a_conflict_leaves_the_project_status_alone(agent_sc
     assert (operation.state, operation.error_code) == (State.FAILED, "conflict")
     assert (project.status, project.status_reason) == (Status.ACTIVE_HEALTHY, "checked at noon")
     assert not agent_script.called("restart")
+
+
+def test_a_deadline_inside_the_cleanup_reserve_still_probes_once(agent_script, host, settings):
+    settings.BERTH_OPERATION_DEADLINE = 12  # less than the 15 s kept back for stopping the runtime
+    settings.BERTH_AGENT_CALL_DEADLINE = 5
+    project, operation = provision(host)
+    assert len(agent_script.called("health")) == 1
+    assert operation.state == State.SUCCEEDED
+    assert project.status == Status.ACTIVE_HEALTHY
+
+
+def test_an_unhealthy_runtime_with_a_short_deadline_is_judged_by_a_probe(agent_script, host, settings):
+    settings.BERTH_OPERATION_DEADLINE = 12
+    settings.BERTH_AGENT_CALL_DEADLINE = 5
+    agent_script.probe_status = "fail"
+    project, operation = provision(host)
+    assert agent_script.called("health"), "probed before being called unhealthy"
+    assert operation.error_code == "unhealthy"
+    assert project.status == Status.INIT_FAILED
+    assert agent_script.called("down")

@@ -35,9 +35,6 @@ class StepFailed(Exception):
 
 
 class OperationRun:
-    # Seconds kept back from the health wait so a failed provisioning can still stop its runtime.
-    CLEANUP_RESERVE = 15.0
-
     def __init__(self, operation: Operation):
         self.operation = operation
         self.project: Project = operation.project
@@ -239,13 +236,19 @@ class OperationRun:
         """Poll the template's probes through the agent until all pass, with backoff, within the deadline."""
         from operations.health import probe_project
 
+        reserve = settings.BERTH_OPERATION_CLEANUP_RESERVE
         delay = settings.BERTH_HEALTH_POLL_INITIAL
         attempt = 0
         while True:
             attempt += 1
-            budget = self.remaining() - self.CLEANUP_RESERVE
+            budget = self.remaining() - reserve
             if budget <= 0:
-                break
+                if attempt > 1:
+                    break
+                # Never judge a runtime unhealthy unprobed: the first probe may use half of what is left.
+                budget = self.remaining() / 2
+                if budget <= 0:
+                    raise StepFailed("deadline", "the operation ran out of time")
             if not self.still_owned():
                 raise StepFailed("deadline", "the reaper settled this operation")
             outcome = probe_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, budget))
@@ -257,7 +260,7 @@ class OperationRun:
                 return
             if attempt == 1 or attempt % 5 == 0:
                 self.event("health", f"Waiting for probes: {outcome.summary}", results=outcome.as_data())
-            time.sleep(max(0.0, min(delay, self.remaining() - self.CLEANUP_RESERVE)))
+            time.sleep(max(0.0, min(delay, self.remaining() - reserve)))
             delay = min(delay * 2, settings.BERTH_HEALTH_POLL_MAX)
         if on_timeout is not None:
             on_timeout()
