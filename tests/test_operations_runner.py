@@ -272,3 +272,17 @@ def test_an_unhealthy_runtime_with_a_short_deadline_is_judged_by_a_probe(agent_s
     assert operation.error_code == "unhealthy"
     assert project.status == Status.INIT_FAILED
     assert agent_script.called("down")
+
+
+def test_a_failed_agent_command_keeps_the_agents_output_on_the_event(agent_script, host):
+    from agent.client import AgentError
+
+    command = "/usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/berth/runtimes/" + "x" * 200 + "..."
+    tail = "waiting for server to start....\nFATAL:  could not create lock file: Permission denied\n"
+    failure = AgentError(f"POST /up: {command} exited with status 1", code="command_failed", output_tail=tail)
+    with mock.patch.object(ScriptedAgent, "up", side_effect=failure):
+        project, operation = provision(host)
+    assert operation.error_code == "agent_command_failed"
+    assert operation.error_message.endswith("FATAL:  could not create lock file: Permission denied")
+    finished = operation.events.get(step="finished")
+    assert finished.data["output_tail"] == tail

@@ -138,6 +138,18 @@ def test_cancel_of_the_queued_operation_is_offered(staff_client, project):
     assert reverse("dashboard:cancel_operation", args=[operation.pk]) in html
 
 
+def test_the_timeline_shows_the_agents_output_of_a_failed_command(staff_client, project):
+    operation = Operation.objects.create(
+        project=project, kind=Kind.START, state=State.FAILED, deadline=timezone.now(), error_code="agent_command_failed"
+    )
+    tail = "FATAL:  could not bind IPv4 address <0.0.0.0>: Address in use\n"
+    OperationEvent.objects.create(
+        operation=operation, step="finished", level="error", message="up failed", data={"output_tail": tail}
+    )
+    html = staff_client.get(url("project", project)).content.decode()
+    assert '<pre class="output-tail">FATAL:  could not bind IPv4 address &lt;0.0.0.0&gt;: Address in use' in html
+
+
 def test_resync_plan_says_when_on_the_latest_version(staff_client, project):
     response = staff_client.get(url("resync_plan", project), HTTP_HX_REQUEST="true")
     assert "is on the latest version" in response.content.decode()

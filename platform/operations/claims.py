@@ -65,6 +65,7 @@ def settle(
     reason: str = "",
     error_code: str = "",
     error_message: str = "",
+    data: dict | None = None,
 ) -> bool:
     """Finish a running operation and set its project's status, both or neither.
 
@@ -81,7 +82,11 @@ def settle(
             set_status(operation.project, status, reason)
         level = OperationEvent.Level.INFO if state == State.SUCCEEDED else OperationEvent.Level.ERROR
         OperationEvent.objects.create(
-            operation=operation, step="finished", level=level, message=error_message or f"Operation {state}"
+            operation=operation,
+            step="finished",
+            level=level,
+            message=error_message or f"Operation {state}",
+            data=data or {},
         )
     operation.state = state
     return True

@@ -19,6 +19,15 @@ from projects.models import DesiredState, Project, Status
 
 log = logging.getLogger(__name__)
 
+# Characters of an agent command's output kept on the failure event (the agent sends up to 8 KiB).
+OUTPUT_TAIL_KEPT = 4000
+
+
+def with_last_line(message: str, output_tail: str) -> str:
+    """The error message with the output's last non-blank line, where the cause usually is."""
+    lines = [line.strip() for line in output_tail.splitlines() if line.strip()]
+    return f"{message} — {lines[-1][:300]}" if lines else message
+
 
 @dataclass
 class StepFailed(Exception):
@@ -29,6 +38,8 @@ class StepFailed(Exception):
     status: str | None = None
     # The project's status reason afterwards; by default the message.
     reason: str | None = None
+    # What the agent's command printed last: the actual error behind a failed command.
+    output_tail: str = ""
 
     def __str__(self):
         return f"{self.code}: {self.message}"
@@ -85,7 +96,14 @@ class OperationRun:
         except StepFailed as failure:
             self.fail(failure)
         except AgentError as error:
-            self.fail(StepFailed(f"agent_{error.code}", str(error), self.status_after_failure()))
+            self.fail(
+                StepFailed(
+                    f"agent_{error.code}",
+                    with_last_line(str(error), error.output_tail),
+                    self.status_after_failure(),
+                    output_tail=error.output_tail[-OUTPUT_TAIL_KEPT:],
+                )
+            )
         except tuple(refusals) as error:
             code = next(code for kind, code in refusals.items() if isinstance(error, kind))
             self.fail(StepFailed(code, str(error), self.status_after_failure()))
@@ -105,6 +123,7 @@ class OperationRun:
             reason=failure.message if failure.reason is None else failure.reason,
             error_code=failure.code,
             error_message=failure.message,
+            data={"output_tail": failure.output_tail} if failure.output_tail else None,
         )
 
     def status_before_claim(self) -> tuple[str, str]:
