@@ -7,6 +7,8 @@ Invariants:
   and stay answerable while a long `up` runs.
 - Every command runs under a deadline: the agent's default, or shorter when asked.
 - Delete keeps the data unless asked: the folder is moved aside under `.deleted/`.
+- A runtime folder that is a symlink is refused by every call, before anything is read,
+  run or moved: following it would let status, down or delete act on another folder.
 """
 
 import math
@@ -64,7 +66,10 @@ class Runtimes:
         self._locks = RuntimeLocks()
 
     def get(self, ref: str) -> Runtime:
-        return Runtime(check_ref(ref), self.root / ref)
+        folder = self.root / check_ref(ref)
+        if folder.is_symlink():
+            raise Invalid(f"runtime folder {ref} is a symlink; the agent acts only on real folders under its root")
+        return Runtime(ref, folder)
 
     def deadline(self, requested_s: object = None) -> Deadline:
         """The default deadline, or the request's when it is shorter; never longer."""
