@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from agent import commands
-from agent.client import AgentBusy, AgentTimeout, FileSpec
+from agent.client import AgentBusy, AgentCancelled, AgentTimeout, FileSpec
 from agent.commands import Deadline, run
 from agent.errors import CommandTimeout
 
@@ -151,3 +151,68 @@ def test_output_that_never_stops_after_the_command_exits_does_not_outlive_the_de
     worker.start()
     worker.join(timeout=5)
     assert finished and finished[0].returncode == 0
+
+
+def test_cancelling_an_operation_kills_its_command_group_and_refuses_its_later_commands(docker_agent):
+    ref = "cancel01"
+    worker = docker_agent.client(deadline=30)
+    worker.operation = "42"
+    compose_runtime(worker, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    outcome = []
+
+    def up():
+        try:
+            worker.up(ref, deadline_s=25)
+        except AgentCancelled as error:
+            outcome.append(error)
+
+    running = threading.Thread(target=up)
+    running.start()
+    assert wait_until(lambda: (docker_agent.fake_docker / "child.pid").exists())
+    child = int((docker_agent.fake_docker / "child.pid").read_text())
+
+    started = time.monotonic()
+    reply = docker_agent.client(deadline=10).cancel(ref, "42", wait_s=5)
+    running.join(timeout=5)
+
+    assert (reply.cancelled, reply.running) == (True, False)
+    assert time.monotonic() - started < 3, "the command ends within a poll, not at its deadline"
+    assert wait_until(lambda: process_gone(child))
+    (cancelled,) = outcome
+    assert cancelled.status == 409 and "its operation was cancelled" in cancelled.message
+    assert "pulling images" in cancelled.output_tail
+    (docker_agent.fake_docker / "hang").unlink()
+    with pytest.raises(AgentCancelled, match="operation 42 was cancelled"):
+        worker.down(ref)
+    assert docker_agent.client().up(ref).state == "running", "commands of other operations still run"
+
+
+def test_cancelling_an_operation_leaves_another_operations_command_running(docker_agent):
+    ref = "cancel02"
+    other = docker_agent.client(deadline=30)
+    other.operation = "43"
+    compose_runtime(other, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    running = threading.Thread(target=lambda: pytest.raises(AgentCancelled, other.up, ref, deadline_s=25))
+    running.start()
+    assert wait_until(lambda: (docker_agent.fake_docker / "child.pid").exists())
+    child = int((docker_agent.fake_docker / "child.pid").read_text())
+
+    reply = docker_agent.client(deadline=10).cancel(ref, "42", wait_s=0.5)
+
+    assert (reply.cancelled, reply.running) == (False, False)
+    assert not process_gone(child), "another operation's command is not touched"
+    assert docker_agent.client(deadline=10).cancel(ref, "43", wait_s=5).cancelled
+    running.join(timeout=5)
+    assert wait_until(lambda: process_gone(child))
+
+
+def test_cancel_needs_an_operation(shared_agent):
+    response = httpx.post(
+        f"{shared_agent.base_url}/v1/runtimes/cancel03/cancel",
+        headers={"Authorization": f"Bearer {shared_agent.token}"},
+        json={"wait_s": 1},
+    )
+    assert response.status_code == 422
+    assert "operation" in response.json()["error"]["message"]

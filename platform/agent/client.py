@@ -52,6 +52,12 @@ class AgentBusy(AgentError):
     code = "busy"
 
 
+class AgentCancelled(AgentError):
+    """The command's operation was cancelled: the agent killed it, or refused to start it."""
+
+    code = "cancelled"
+
+
 class AgentUnauthorized(AgentError):
     code = "unauthorized"
 
@@ -81,6 +87,12 @@ class AgentInfo:
 class CommandReply:
     state: str
     output_tail: str
+
+
+@dataclass(frozen=True)
+class CancelReply:
+    cancelled: bool  # a command of that operation was running and was killed
+    running: bool  # one still held the runtime when the agent answered
 
 
 @dataclass(frozen=True)
@@ -137,13 +149,24 @@ _ERRORS_BY_STATUS = {401: AgentUnauthorized, 409: AgentBusy, 504: AgentTimeout}
 
 
 class AgentClient:
-    """One agent's API. `deadline` bounds every call, whatever a method's own deadline_s asks."""
+    """One agent's API. `deadline` bounds every call, whatever a method's own deadline_s asks.
+
+    With `operation` (the control plane's operation id), lifecycle commands name the operation
+    they belong to, so cancelling it on the agent stops them.
+    """
 
     def __init__(
-        self, base_url: str, token: str, deadline: float = DEFAULT_DEADLINE_S, max_reply_bytes: int = MAX_REPLY_BYTES
+        self,
+        base_url: str,
+        token: str,
+        deadline: float = DEFAULT_DEADLINE_S,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        *,
+        operation: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.deadline = deadline
+        self.operation = operation
         self.max_reply_bytes = max_reply_bytes
         self._headers = {"Authorization": f"Bearer {token}"}
 
@@ -183,8 +206,18 @@ class AgentClient:
     def delete(self, ref: str, purge_data: bool = False, deadline_s: float | None = None) -> str:
         command_s = self._command_deadline(deadline_s)
         params = {"purge_data": int(purge_data), "deadline_s": command_s}
+        if self.operation is not None:
+            params["operation"] = self.operation
         reply = self._call("DELETE", f"/v1/runtimes/{ref}", params=params, deadline_s=command_s + REPLY_MARGIN_S)
         return _value(reply, "state", str)
+
+    def cancel(self, ref: str, operation: str, wait_s: float = 5.0) -> CancelReply:
+        """Kill the command `operation` runs on the runtime, if any, and refuse its later ones;
+        waits up to wait_s (within this client's deadline) for the command to end."""
+        wait_s = max(0.0, min(wait_s, self.deadline - REPLY_MARGIN_S))
+        body = {"operation": operation, "wait_s": wait_s}
+        reply = self._call("POST", f"/v1/runtimes/{ref}/cancel", body=body, deadline_s=wait_s + REPLY_MARGIN_S)
+        return CancelReply(**_fields(CancelReply, reply))
 
     def check_ports(self, ports: Sequence[int]) -> PortCheck:
         return PortCheck(**_fields(PortCheck, self._call("POST", "/v1/ports/check", body={"ports": list(ports)})))
@@ -199,7 +232,10 @@ class AgentClient:
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
         path = f"/v1/runtimes/{ref}/{action}"
-        reply = self._call("POST", path, body={"deadline_s": command_s}, deadline_s=command_s + REPLY_MARGIN_S)
+        body = {"deadline_s": command_s}
+        if self.operation is not None:
+            body["operation"] = self.operation
+        reply = self._call("POST", path, body=body, deadline_s=command_s + REPLY_MARGIN_S)
         return CommandReply(**_fields(CommandReply, reply))
 
     def _command_deadline(self, requested_s: float | None) -> float:
@@ -261,7 +297,7 @@ def _decode(where: str, status: int, data: bytes) -> dict:
     if status == 200:
         return reply
     error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-    kind = _ERRORS_BY_STATUS.get(status, AgentError)
+    kind = AgentCancelled if error.get("code") == "cancelled" else _ERRORS_BY_STATUS.get(status, AgentError)
     raise kind(
         f"{where}: {error.get('message') or f'answered {status}'}",
         code=error.get("code"),

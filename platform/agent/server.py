@@ -11,6 +11,7 @@ import base64
 import binascii
 import hmac
 import json
+import math
 import re
 import signal
 import socket
@@ -34,11 +35,13 @@ HEALTH_DEFAULT_DEADLINE_S = 10.0
 # Per-read socket timeout for incoming requests, so a stalled client cannot hold a thread.
 REQUEST_READ_TIMEOUT_S = 30
 _REF = r"(?P<ref>[^/]+)"
+OPERATION_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ROUTES = [
     ("GET", re.compile(r"/v1/info"), "info"),
     ("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), "put_files"),
     ("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), "digests"),
     ("POST", re.compile(rf"/v1/runtimes/{_REF}/(?P<action>up|down|restart)"), "lifecycle"),
+    ("POST", re.compile(rf"/v1/runtimes/{_REF}/cancel"), "cancel"),
     ("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), "status"),
     ("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), "delete"),
     ("POST", re.compile(r"/v1/ports/check"), "check_ports"),
@@ -126,7 +129,17 @@ class AgentHandler(BaseHTTPRequestHandler):
 
     def _lifecycle(self, body: dict, query: dict, ref: str, action: str) -> dict:
         runtimes = self.server.runtimes
-        return getattr(runtimes, action)(ref, runtimes.deadline(body.get("deadline_s")))
+        deadline = runtimes.deadline(body.get("deadline_s"))
+        return getattr(runtimes, action)(ref, deadline, _operation(body.get("operation")))
+
+    def _cancel(self, body: dict, query: dict, ref: str) -> dict:
+        operation = _operation(body.get("operation"))
+        if operation is None:
+            raise Invalid("cancel needs the operation whose command to stop")
+        wait_s = body.get("wait_s", 0)
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not 0 <= wait_s < math.inf:
+            raise Invalid("wait_s must be a number of seconds, 0 or more")
+        return self.server.runtimes.cancel(ref, operation, float(wait_s))
 
     def _status(self, body: dict, query: dict, ref: str) -> dict:
         return self.server.runtimes.status(ref)
@@ -136,7 +149,8 @@ class AgentHandler(BaseHTTPRequestHandler):
         if purge not in (["0"], ["1"]):
             raise Invalid("purge_data must be 0 or 1")
         runtimes = self.server.runtimes
-        return runtimes.delete(ref, purge == ["1"], runtimes.deadline(_query_seconds(query, "deadline_s")))
+        deadline = runtimes.deadline(_query_seconds(query, "deadline_s"))
+        return runtimes.delete(ref, purge == ["1"], deadline, _operation(query.get("operation", [None])[-1]))
 
     def _check_ports(self, body: dict, query: dict) -> dict:
         free, taken = check_ports(parse_ports(body.get("ports")))
@@ -189,6 +203,15 @@ def _list(body: dict, key: str, item_type: type) -> list:
     value = body.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, item_type) for item in value):
         raise Invalid(f"{key} must be a list of {item_type.__name__} values")
+    return value
+
+
+def _operation(value: object) -> str | None:
+    """The control plane's operation id a command belongs to, if it names one."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not OPERATION_PATTERN.fullmatch(value):
+        raise Invalid(f"operation must match {OPERATION_PATTERN.pattern}")
     return value
 
 
