@@ -5,7 +5,7 @@ from unittest import mock
 
 import pytest
 
-from agent.client import AgentInfo, AgentUnreachable, CommandReply, PortCheck, ProbeResult
+from agent.client import AgentInfo, AgentUnreachable, CancelReply, CommandReply, PortCheck, ProbeResult, RuntimeStatus
 from operations import tasks
 from operations.actions import request_operation, retry_project
 from operations.health import refresh_all
@@ -23,9 +23,10 @@ class ScriptedAgent:
 
     def __init__(self, probe_status="pass", server_major=15, unreachable=False):
         self.probe_status, self.server_major, self.unreachable = probe_status, server_major, unreachable
+        self.runtime_state = "running"  # what status reports until a down or delete
         self.calls = []
 
-    def __call__(self, host, *, deadline):
+    def __call__(self, host, *, deadline, operation=None):
         return self
 
     def _record(self, name, *args):
@@ -47,11 +48,21 @@ class ScriptedAgent:
 
     def up(self, ref, deadline_s=None):
         self._record("up", ref)
+        self.runtime_state = "running"
         return CommandReply("running", "")
 
     def down(self, ref, deadline_s=None):
         self._record("down", ref)
+        self.runtime_state = "stopped"
         return CommandReply("stopped", "")
+
+    def cancel(self, ref, operation, wait_s=5.0):
+        self._record("cancel", ref, operation)
+        return CancelReply(cancelled=False, running=False)
+
+    def status(self, ref):
+        self._record("status", ref)
+        return RuntimeStatus(self.runtime_state, "scripted")
 
     def restart(self, ref, deadline_s=None):
         self._record("restart", ref)

@@ -132,8 +132,9 @@ def test_retry_reruns_the_failed_operation(staff_client, project):
     assert retry.kind == Kind.RESTART and retry.attempt == 2
 
 
-def test_cancel_of_the_queued_operation_is_offered(staff_client, project):
-    operation = Operation.objects.create(project=project, kind=Kind.START, deadline=timezone.now())
+@pytest.mark.parametrize("state", [State.QUEUED, State.RUNNING])
+def test_cancel_of_the_unfinished_operation_is_offered(staff_client, project, state):
+    operation = Operation.objects.create(project=project, kind=Kind.START, state=state, deadline=timezone.now())
     html = staff_client.get(url("project", project)).content.decode()
     assert reverse("dashboard:cancel_operation", args=[operation.pk]) in html
 

@@ -107,6 +107,17 @@ def release_project(operation: Operation, was: str, reason: str) -> None:
         set_status(project, status_after_timeout(operation), reason)
 
 
+def clean_up_on_commit(operation: Operation) -> None:
+    """After a running operation was cut off (reaped, marked failed, cancelled): once that is
+    committed, a task stops its agent command and what it started (operations.cleanup)."""
+    from django_q.tasks import async_task
+
+    def enqueue():
+        async_task("operations.tasks.clean_up", operation.pk, task_name=f"cleanup-{operation.pk}", group="operations")
+
+    transaction.on_commit(enqueue)
+
+
 def reap(now=None) -> int:
     """Fail every unfinished operation past its deadline as timed_out, and move any project
     that no operation will move out of a transitional status. Returns how many it changed.
@@ -130,6 +141,8 @@ def reap(now=None) -> int:
             if updated != 1:
                 continue
             release_project(operation, was, f"{operation.kind} timed out: {cause}")
+            if was == State.RUNNING:
+                clean_up_on_commit(operation)
             OperationEvent.objects.create(
                 operation=operation,
                 step="reaped",

@@ -71,10 +71,16 @@ class OperationRun:
         return budget
 
     def agent(self, longest: float | None = None):
-        """A client for the project's host whose calls end before the operation's deadline."""
+        """A client for the project's host whose calls end before the operation's deadline.
+
+        Only while this worker still owns the operation: once it was cancelled, marked failed
+        or reaped, no new agent command starts (and the agent refuses one that slips through
+        after a cancel, since every command names its operation)."""
         from operations.agents import client_for
 
-        return client_for(self.project.host, deadline=self.call_budget(longest))
+        if not self.still_owned():
+            raise StepFailed("lost", "the operation was ended elsewhere (cancelled, marked failed or timed out)")
+        return client_for(self.project.host, deadline=self.call_budget(longest), operation=self.operation)
 
     # --- entry -------------------------------------------------------------------------
     def run(self) -> None:
