@@ -42,8 +42,8 @@ class ScriptedAgent:
         self._record("check_ports")
         return PortCheck(free=list(ports), taken=[])
 
-    def put_files(self, ref, files, user_paths=(), remove=()):
-        self._record("put_files", ref)
+    def put_files(self, ref, files, user_paths=(), remove=(), private_paths=()):
+        self._record("put_files", ref, tuple(private_paths))
         return {f.path: hashlib.sha256(f.content).hexdigest() for f in files}
 
     def up(self, ref, deadline_s=None):
@@ -297,3 +297,8 @@ def test_a_failed_agent_command_keeps_the_agents_output_on_the_event(agent_scrip
     assert operation.error_message.endswith("FATAL:  could not create lock file: Permission denied")
     finished = operation.events.get(step="finished")
     assert finished.data["output_tail"] == tail
+
+
+def test_provisioning_names_the_secret_bearing_files_to_the_agent(agent_script, host):
+    project, _ = provision(host)
+    assert agent_script.called("put_files") == [("put_files", project.ref, ("runtime.toml",))]

@@ -179,12 +179,20 @@ class AgentClient:
         files: Sequence[FileSpec | Mapping],
         user_paths: Sequence[str] = (),
         remove: Sequence[str] = (),
+        private_paths: Sequence[str] = (),
     ) -> dict[str, str]:
         """Write a runtime's files; returns each listed file's sha256 as it now is on the host.
 
         A file is a FileSpec or already in the wire shape {path, content_b64, policy}.
+        `private_paths` names every secret-bearing file of the runtime, written now or not:
+        the agent keeps those 0600.
         """
-        body = {"files": [_wire(spec) for spec in files], "user_paths": list(user_paths), "remove": list(remove)}
+        body = {
+            "files": [_wire(spec) for spec in files],
+            "user_paths": list(user_paths),
+            "remove": list(remove),
+            "private_paths": list(private_paths),
+        }
         return _value(self._call("PUT", f"/v1/runtimes/{ref}/files", body=body), "digests", dict)
 
     def digests(self, ref: str, paths: Sequence[str]) -> dict[str, str | None]:

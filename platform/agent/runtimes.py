@@ -82,10 +82,14 @@ class Runtimes:
             raise Invalid("deadline_s must be a positive number of seconds")
         return Deadline(min(float(requested_s), self.default_deadline_s))
 
-    def put_files(self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str]) -> dict:
+    def put_files(
+        self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str], private: list[str]
+    ) -> dict:
         runtime = self.get(ref)
         with self._locks.hold(ref, self.deadline()):
-            return {"digests": put_files(runtime.folder, writes, user_globs, remove)}
+            group = self.driver.folder_group()
+            digests = put_files(runtime.folder, writes, user_globs, remove, private=private, folder_group=group)
+            return {"digests": digests}
 
     def digests(self, ref: str, paths: list[str]) -> dict:
         return {"digests": digests(self.get(ref).folder, paths)}

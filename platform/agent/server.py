@@ -122,7 +122,13 @@ class AgentHandler(BaseHTTPRequestHandler):
 
     def _put_files(self, body: dict, query: dict, ref: str) -> dict:
         writes = [_file_write(item) for item in _list(body, "files", dict)]
-        return self.server.runtimes.put_files(ref, writes, _list(body, "user_paths", str), _list(body, "remove", str))
+        return self.server.runtimes.put_files(
+            ref,
+            writes,
+            _list(body, "user_paths", str),
+            _list(body, "remove", str),
+            _list(body, "private_paths", str),
+        )
 
     def _digests(self, body: dict, query: dict, ref: str) -> dict:
         return self.server.runtimes.digests(ref, _list(body, "paths", str))
