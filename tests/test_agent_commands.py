@@ -153,6 +153,13 @@ def test_output_that_never_stops_after_the_command_exits_does_not_outlive_the_de
     assert finished and finished[0].returncode == 0
 
 
+def hanging_child(docker_agent) -> int:
+    """The pid of the fake `up`'s hanging child, once it has written it whole."""
+    pid_file = docker_agent.fake_docker / "child.pid"
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
+    return int(pid_file.read_text())
+
+
 def test_cancelling_an_operation_kills_its_command_group_and_refuses_its_later_commands(docker_agent):
     ref = "cancel01"
     worker = docker_agent.client(deadline=30)
@@ -169,8 +176,7 @@ def test_cancelling_an_operation_kills_its_command_group_and_refuses_its_later_c
 
     running = threading.Thread(target=up)
     running.start()
-    assert wait_until(lambda: (docker_agent.fake_docker / "child.pid").exists())
-    child = int((docker_agent.fake_docker / "child.pid").read_text())
+    child = hanging_child(docker_agent)
 
     started = time.monotonic()
     reply = docker_agent.client(deadline=10).cancel(ref, "42", wait_s=5)
@@ -194,10 +200,17 @@ def test_cancelling_an_operation_leaves_another_operations_command_running(docke
     other.operation = "43"
     compose_runtime(other, ref)
     (docker_agent.fake_docker / "hang").touch()
-    running = threading.Thread(target=lambda: pytest.raises(AgentCancelled, other.up, ref, deadline_s=25))
+    outcome = []
+
+    def up():
+        try:
+            other.up(ref, deadline_s=25)
+        except AgentCancelled as error:
+            outcome.append(error.code)
+
+    running = threading.Thread(target=up)
     running.start()
-    assert wait_until(lambda: (docker_agent.fake_docker / "child.pid").exists())
-    child = int((docker_agent.fake_docker / "child.pid").read_text())
+    child = hanging_child(docker_agent)
 
     reply = docker_agent.client(deadline=10).cancel(ref, "42", wait_s=0.5)
 
@@ -205,6 +218,7 @@ def test_cancelling_an_operation_leaves_another_operations_command_running(docke
     assert not process_gone(child), "another operation's command is not touched"
     assert docker_agent.client(deadline=10).cancel(ref, "43", wait_s=5).cancelled
     running.join(timeout=5)
+    assert outcome == ["cancelled"]
     assert wait_until(lambda: process_gone(child))
 
 

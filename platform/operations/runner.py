@@ -63,6 +63,12 @@ class OperationRun:
         """False once the reaper has settled this operation; the worker then stops working on it."""
         return Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).exists()
 
+    def ensure_owned(self) -> None:
+        """Stop working on an operation that was cancelled, marked failed or reaped: its verdict
+        would be dropped, and new work on the host would outlive the cleanup of it."""
+        if not self.still_owned():
+            raise StepFailed("lost", "the operation was ended elsewhere (cancelled, marked failed or timed out)")
+
     def call_budget(self, longest: float | None = None) -> float:
         """The deadline of one agent call: its own limit, never past the operation's deadline."""
         budget = min(longest or settings.BERTH_AGENT_CALL_DEADLINE, self.remaining())
@@ -78,8 +84,7 @@ class OperationRun:
         after a cancel, since every command names its operation)."""
         from operations.agents import client_for
 
-        if not self.still_owned():
-            raise StepFailed("lost", "the operation was ended elsewhere (cancelled, marked failed or timed out)")
+        self.ensure_owned()
         return client_for(self.project.host, deadline=self.call_budget(longest), operation=self.operation)
 
     # --- entry -------------------------------------------------------------------------
@@ -274,8 +279,7 @@ class OperationRun:
                 budget = self.remaining() / 2
                 if budget <= 0:
                     raise StepFailed("deadline", "the operation ran out of time")
-            if not self.still_owned():
-                raise StepFailed("deadline", "the reaper settled this operation")
+            self.ensure_owned()
             outcome = probe_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, budget))
             if outcome.misconfigured:
                 # A configuration error is not a sick stack: report it, tear nothing down.
