@@ -100,3 +100,19 @@ def test_cancel_cancels_a_running_operation_and_refuses_where_nothing_runs():
     running.refresh_from_db()
     assert running.state == State.CANCELLED
     assert AuditEntry.objects.get(action="operation.cancel").actor_label == "manage.py projects"
+
+
+def test_it_shows_a_refusal_as_its_message_not_a_list():
+    make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    with pytest.raises(CommandError) as refused:
+        run("create", "Orders", "--postgres", "12")
+    assert str(refused.value) == (
+        "postgres_major: Postgres 12 is not supported by template postgres r1; supported: 14, 15, 16, 17, 18"
+    )
+
+
+def test_it_refuses_a_name_with_control_characters():
+    make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    with pytest.raises(CommandError, match="name: A name cannot contain control characters"):
+        run("create", "Orders\x1b[2J", "--postgres", "15")
+    assert not Project.objects.exists()

@@ -1,3 +1,4 @@
+from html import unescape
 from unittest import mock
 
 import pytest
@@ -5,7 +6,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ports.models import BlockState, PortBlock
-from tests.dashboard_helpers import placed_project, process_host, register_template
+from tests.dashboard_helpers import PROCESS_CAPABILITIES, placed_project, process_host, register_template
+from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -51,3 +53,21 @@ def test_live_check_without_javascript_returns_to_the_hosts_page(staff_client):
     with mock.patch("dashboard.views.hosts.refresh_host", return_value=True):
         response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]))
     assert response.url == reverse("dashboard:hosts")
+
+
+def test_it_shows_a_host_whose_agent_never_reported(staff_client):
+    # The state right after `scripts/dev` or the README's "register the agent" step.
+    make_host(name="fresh")
+    response = staff_client.get(reverse("dashboard:hosts"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "fresh" in html and "never seen" in html
+
+
+def test_it_warns_when_the_range_overlaps_the_kernels_ephemeral_ports(staff_client):
+    capabilities = {**PROCESS_CAPABILITIES, "ephemeral_ports": [32768, 60999]}
+    make_host(name="low", capabilities=capabilities, port_range_start=20000, port_range_end=20099)
+    make_host(name="high", capabilities=capabilities, port_range_start=30000, port_range_end=39999)
+    html = unescape(staff_client.get(reverse("dashboard:hosts")).content.decode())
+    assert html.count("ephemeral port range") == 1
+    assert "ports 32768-39999 of the range lie in the kernel's ephemeral port range 32768-60999" in html

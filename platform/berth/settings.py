@@ -108,8 +108,16 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # The worker and the web process write concurrently; wait for the lock instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The web process, the workers and the periodic tasks write one file at once (see
+    # docs/architecture.md, "The embedded database"). A transaction takes the write lock
+    # when it begins (BEGIN IMMEDIATE), so a writer waits its turn for up to `timeout`
+    # seconds; one that read first and wrote later was refused "database is locked" at
+    # once. WAL lets readers run beside the writer; synchronous=NORMAL is safe with WAL.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE",
+        timeout=20,
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
