@@ -65,7 +65,15 @@ def resolve_project(project: Project, target: TemplateVersion, how: str, *, dead
     suffix = "backup-" + timezone.now().strftime("%Y%m%dT%H%M%SZ") if backup else None
     if pushes or plan.removals:
         specs = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in pushes]
-        pushed = client.put_files(project.ref, specs, list(rendered.user_paths), plan.removals, backup, suffix)
+        pushed = client.put_files(
+            project.ref,
+            specs,
+            user_paths=list(rendered.user_paths),
+            remove=plan.removals,
+            private_paths=sorted(rendered.private),
+            backup=backup,
+            backup_suffix=suffix,
+        )
         managed = [path for path in pushes if rendered.policies[path] == "managed"]
         wrong = sorted(path for path in managed if pushed.get(path) != rendered.digests[path])
         if wrong:

@@ -28,6 +28,12 @@ def drive_rollouts() -> int:
     return drive_all()
 
 
+def clean_up(operation_id: int) -> bool:
+    from operations.cleanup import stop_what_it_started
+
+    return stop_what_it_started(operation_id)
+
+
 def reap() -> int:
     return claims.reap()
 
