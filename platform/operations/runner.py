@@ -210,7 +210,7 @@ class OperationRun:
         else:
             result = resync_project(self.project, target, AgentRuntimeFiles(deadline=self.call_budget()), label=label)
             if result.status == CONFLICTED:
-                paths = [action.path for action in result.plan.conflicts]
+                paths = [action.path for action in result.plan.conflicts] if result.plan else []
                 self.event("conflict", result.message, level=OperationEvent.Level.WARNING, paths=paths)
                 # Nothing was written and nothing restarted: the project is as it was before the claim.
                 status, reason = self.status_before_claim()
