@@ -196,6 +196,14 @@ class AgentClient:
         reply = self._call("POST", "/v1/health", body=body, deadline_s=probe_s + REPLY_MARGIN_S)
         return [ProbeResult(**_fields(ProbeResult, item)) for item in _list(reply, "results")]
 
+    def query(self, ref: str, spec: Mapping, deadline_s: float | None = None) -> list[dict]:
+        """Run SQL on the runtime's database: spec is {sql, port, password, read_only?, user?, dbname?,
+        host?, max_rows?, max_bytes?}. Postgres refusing it raises AgentError with code `query_failed`."""
+        query_s = self._command_deadline(deadline_s)
+        body = {**spec, "deadline_s": query_s}
+        reply = self._call("POST", f"/v1/runtimes/{ref}/query", body=body, deadline_s=query_s + REPLY_MARGIN_S)
+        return _list(reply, "rows")
+
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
         path = f"/v1/runtimes/{ref}/{action}"

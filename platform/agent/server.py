@@ -27,7 +27,8 @@ from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
 from agent.portcheck import check_ports, parse_ports
 from agent.probes import ProbeHost, engine_shares_network, parse_probes, resolve_probe_host, run_probes
-from agent.runtimes import Runtimes
+from agent.query import QuerySpec, run_query
+from agent.runtimes import Runtimes, check_ref
 
 MAX_BODY_BYTES = 16 << 20
 HEALTH_DEFAULT_DEADLINE_S = 10.0
@@ -40,6 +41,7 @@ ROUTES = [
     ("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), "digests"),
     ("POST", re.compile(rf"/v1/runtimes/{_REF}/(?P<action>up|down|restart)"), "lifecycle"),
     ("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), "status"),
+    ("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), "query"),
     ("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), "delete"),
     ("POST", re.compile(r"/v1/ports/check"), "check_ports"),
     ("POST", re.compile(r"/v1/health"), "health"),
@@ -130,6 +132,11 @@ class AgentHandler(BaseHTTPRequestHandler):
 
     def _status(self, body: dict, query: dict, ref: str) -> dict:
         return self.server.runtimes.status(ref)
+
+    def _query(self, body: dict, query: dict, ref: str) -> dict:
+        check_ref(ref)
+        deadline = self.server.runtimes.deadline(body.get("deadline_s"))
+        return run_query(QuerySpec.from_body(body), self.server.probe_host.host, deadline.seconds)
 
     def _delete(self, body: dict, query: dict, ref: str) -> dict:
         purge = query.get("purge_data", ["0"])

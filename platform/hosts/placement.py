@@ -18,11 +18,10 @@ def candidates(project: Project) -> list[RuntimeHost]:
     from ports.report import host_report
 
     # A host whose agent never reported is a candidate too: placement asks it before use.
-    hosts = [
-        h
-        for h in RuntimeHost.objects.filter(accepts_projects=True)
-        if not h.capabilities or can_run(project.template_version, project.postgres_major, h)
-    ]
+    accepting = RuntimeHost.objects.filter(accepts_projects=True)
+    if project.region:
+        accepting = accepting.filter(region__in=["", project.region])
+    hosts = [h for h in accepting if not h.capabilities or can_run(project.template_version, project.postgres_major, h)]
     reports = {h.pk: host_report(h) for h in hosts}
     # Blocks not laid out yet are free too: the first lease on a host creates them.
     free = {pk: r.counts.free + r.unlaid for pk, r in reports.items()}

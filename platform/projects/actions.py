@@ -12,16 +12,32 @@ from projects.models import Project
 from templating.models import TemplateVersion
 
 
+class DuplicateProjectName(ValidationError):
+    """The organization already has a live project of that name."""
+
+
 def create_project(
-    *, name: str, postgres_major: int, template: str, host=None, actor=None, label: str | None = None
+    *,
+    name: str,
+    postgres_major: int,
+    template: str,
+    host=None,
+    organization=None,
+    region: str = "",
+    postgres_password: str | None = None,
+    actor=None,
+    label: str | None = None,
 ) -> Project:
     """Create a project and queue its provisioning, in one transaction.
 
     Everything that can be refused (unknown template, a Postgres major the template or the
-    chosen host cannot run) is refused here, before anything is leased or started, with a
-    ValidationError keyed by the form field it concerns.
+    chosen host cannot run, a region no host serves, a weak database password, a name the
+    organization already uses) is refused here, before anything is leased or started, with
+    a ValidationError keyed by the form field it concerns. `organization` defaults to the
+    default organization; `postgres_password` to a generated one.
     """
-    from templating.secrets import generate_project_secrets
+    from orgs.models import Organization, default_organization_id
+    from templating.secrets import generate_project_secrets, validate_database_password
     from templating.versions import UnsupportedPostgresVersion, check_postgres_major
 
     version = TemplateVersion.objects.latest_of(template)
@@ -35,18 +51,33 @@ def create_project(
         raise ValidationError({"postgres_major": str(error)}) from None
     if host is None:
         _check_some_host_can_run(version, postgres_major)
+    if region:
+        _check_region(region, host)
+    project_secrets = generate_project_secrets()
+    if postgres_password is not None:
+        validate_database_password(postgres_password)
+        project_secrets["postgres_password"] = postgres_password
 
     project = Project(
         name=name.strip(),
+        organization_id=organization.pk if organization else default_organization_id(),
+        region=region,
         postgres_major=postgres_major,
         template=template,
         template_version=version,
         host=host,
-        secrets=generate_project_secrets(),
+        secrets=project_secrets,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
-    project.full_clean(exclude=["template_version", "host", "created_by"])
+    project.full_clean(exclude=["template_version", "host", "created_by", "organization"])
     with transaction.atomic():
+        # The organization's row lock makes the name check and the insert one step for
+        # concurrent creations in that organization.
+        Organization.objects.select_for_update().filter(pk=project.organization_id).values_list("pk").first()
+        if Project.objects.live().filter(organization_id=project.organization_id, name=project.name).exists():
+            raise DuplicateProjectName(
+                {"name": f"The organization already has a project named {project.name!r}."}, code="duplicate"
+            )
         project.save()
         record(
             actor,
@@ -86,6 +117,21 @@ def record_drift(project: Project, host_digests: dict[str, str | None], *, actor
             )
     project.drifted_paths = drifted
     return drifted
+
+
+def _check_region(region: str, host) -> None:
+    """Refuse a region no host that accepts projects serves: hosts labelled with it, or unlabelled."""
+    from hosts.models import RuntimeHost
+
+    if host is not None:
+        if host.region not in ("", region):
+            raise ValidationError({"region": f"Host {host.name} is in region {host.region}, not {region}."})
+        return
+    hosts = RuntimeHost.objects.filter(accepts_projects=True)
+    if hosts.filter(region__in=["", region]).exists():
+        return
+    regions = sorted(set(hosts.values_list("region", flat=True)))
+    raise ValidationError({"region": f"No host serves region {region!r}; regions: {', '.join(regions) or 'none'}"})
 
 
 def _check_some_host_can_run(version, postgres_major: int) -> None:

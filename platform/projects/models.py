@@ -7,6 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from berth.crypto import EncryptedJSONField
+from orgs.models import default_organization_id
 
 # Refs name a runtime on its host (folder, compose project, database cluster), so they
 # are strictly shaped: lowercase letter first, then lowercase letters and digits.
@@ -59,6 +60,15 @@ class ProjectQuerySet(models.QuerySet):
 class Project(models.Model):
     ref = models.CharField(max_length=40, unique=True, default=new_ref, validators=[ref_validator])
     name = models.CharField(max_length=100)
+    # Tenancy: who may see and act on the project through the Management API.
+    organization = models.ForeignKey(
+        "orgs.Organization",
+        on_delete=models.PROTECT,
+        related_name="projects",
+        default=default_organization_id,
+    )
+    # The region asked for at creation; placement takes hosts labelled with it or unlabelled.
+    region = models.CharField(max_length=32, blank=True)
     postgres_major = models.PositiveSmallIntegerField("Postgres major version")
     template = models.CharField(max_length=63, help_text="Name of the runtime template under runtimes/")
     # The template version whose rendering the host was last given (or will be, before the
@@ -92,7 +102,11 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["host", "status"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["host", "status"]),
+            models.Index(fields=["organization", "-created_at"]),
+        ]
         constraints = [
             models.CheckConstraint(condition=models.Q(ref__regex=REF_PATTERN), name="project_ref_shape"),
         ]

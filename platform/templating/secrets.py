@@ -4,10 +4,12 @@ Rendering reads them and never generates any, so the same project renders byte-i
 files every time. Nothing here logs a value.
 """
 
+import re
 import secrets
 import time
 
 import jwt
+from django.core.exceptions import ValidationError
 
 # Supabase's API keys are long-lived HS256 JWTs; they are rotated by re-generating
 # the project's secrets, never by expiry in the middle of its life.
@@ -55,3 +57,25 @@ def redact(text: str, project_secrets: dict) -> str:
         if key not in PUBLIC_KEYS and isinstance(value, str) and len(value) >= 8:
             text = text.replace(value, f"<secret:{key}>")
     return text
+
+
+# A password set by a person (the Management API's db_pass) goes where generated ones go:
+# runtime.toml strings, env files, connection URLs. Characters that are safe unquoted in all
+# of them (URL-unreserved), and long enough not to be weak.
+DATABASE_PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
+
+
+def validate_database_password(password: str) -> None:
+    """Refuse a malformed or weak database password with a ValidationError keyed `db_pass`."""
+    from django.contrib.auth.password_validation import CommonPasswordValidator
+
+    if not DATABASE_PASSWORD_PATTERN.fullmatch(password or ""):
+        raise ValidationError(
+            {"db_pass": "The database password must be 12-128 characters of letters, digits and . _ ~ -"}
+        )
+    if len(set(password)) < 6 or password.isdigit():
+        raise ValidationError({"db_pass": "The database password is too weak: use more varied characters."})
+    try:
+        CommonPasswordValidator().validate(password)
+    except ValidationError:
+        raise ValidationError({"db_pass": "The database password is too common."}) from None
