@@ -9,3 +9,6 @@ class RateWindow(models.Model):
     token = models.OneToOneField("orgs.AccessToken", on_delete=models.CASCADE, primary_key=True)
     window_start = models.BigIntegerField()
     count = models.PositiveIntegerField()
+
+    def __str__(self):
+        return f"token {self.token_id}: {self.count} since {self.window_start}"

@@ -9,7 +9,8 @@ import tomllib
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from ninja import Query, Router, Status
+from ninja import Query, Router
+from ninja import Status as Reply
 
 from api.access import caller, organization_for_write, project_for, projects_of
 from api.audit import token_used
@@ -118,7 +119,7 @@ def create(request, body: ProjectCreate):
         raise ApiError(422, "; ".join(error.messages)) from None
     token_used(request, "project.create", project=project)
     project.organization = org
-    return Status(201, project_created(project))
+    return Reply(201, project_created(project))
 
 
 def _postgres_major(engine: str | None) -> int:
@@ -221,12 +222,11 @@ def storage_config(request, ref: str):
     project = project_for(request, ref)
     storage = _template_storage(project.template_version)
     enabled = bool(storage.get("enabled", False))
+    images = enabled and bool(storage.get("image_transformation", {}).get("enabled"))
     return {
         "fileSizeLimit": _bytes(storage.get("file_size_limit", "0")) if enabled else 0,
         "features": {
-            "imageTransformation": {
-                "enabled": enabled and bool(storage.get("image_transformation", {}).get("enabled"))
-            },
+            "imageTransformation": {"enabled": images},
             "s3Protocol": {"enabled": enabled and bool(storage.get("s3_protocol", {}).get("enabled"))},
         },
     }
