@@ -65,6 +65,7 @@ def test_the_pooler_config_is_what_the_cli_link_accepts(alice, org, postgres, se
         "db_port": 5432,
         "db_name": "postgres",
         "connection_string": f"postgresql://postgres.{project.ref}:[YOUR-PASSWORD]@{host}:5432/postgres",
+        "connectionString": f"postgresql://postgres.{project.ref}:[YOUR-PASSWORD]@{host}:5432/postgres",
         "pool_mode": "session",
         "default_pool_size": None,
         "max_client_conn": None,
@@ -76,11 +77,22 @@ def test_storage_config_follows_the_template(alice, org, postgres, supabase):
     plain = make_project(organization=org, template_version=postgres)
     full = make_project(organization=org, template_version=supabase)
     api = api_as(alice)
-    assert api.get(f"/v1/projects/{plain.ref}/config/storage").json() == {
-        "fileSizeLimit": 0,
-        "features": {"imageTransformation": {"enabled": False}, "s3Protocol": {"enabled": False}},
+    plain_config = api.get(f"/v1/projects/{plain.ref}/config/storage").json()
+    assert plain_config["fileSizeLimit"] == 0
+    assert plain_config["features"]["imageTransformation"] == {"enabled": False}
+    assert plain_config["capabilities"] == {"list_v2": False, "iceberg_catalog": False}
+    # Every field the Supabase CLI's schema requires, or its link drops the pooler settings.
+    assert set(plain_config) == {"fileSizeLimit", "features", "capabilities", "external", "migrationVersion"}
+    assert set(plain_config["features"]) == {
+        "imageTransformation",
+        "s3Protocol",
+        "purgeCache",
+        "icebergCatalog",
+        "vectorBuckets",
     }
-    assert api.get(f"/v1/projects/{full.ref}/config/storage").json()["fileSizeLimit"] == 50 * 1024 * 1024
+    full_config = api.get(f"/v1/projects/{full.ref}/config/storage").json()
+    assert full_config["fileSizeLimit"] == 50 * 1024 * 1024
+    assert full_config["capabilities"]["list_v2"] is True
 
 
 def test_config_of_another_organizations_project_is_404(alice, org, postgres):

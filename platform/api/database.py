@@ -90,6 +90,7 @@ def pooler_config(request, ref: str):
     project = project_for(request, ref)
     user = f"postgres.{project.ref}"
     host = database_host(project.ref)
+    url = f"postgresql://{user}:[YOUR-PASSWORD]@{host}:{DIRECT_PORT}/postgres"
     return [
         {
             "identifier": project.ref,
@@ -98,7 +99,8 @@ def pooler_config(request, ref: str):
             "db_host": host,
             "db_port": DIRECT_PORT,
             "db_name": "postgres",
-            "connection_string": f"postgresql://{user}:[YOUR-PASSWORD]@{host}:{DIRECT_PORT}/postgres",
+            "connection_string": url,
+            "connectionString": url,
             "pool_mode": "session",
             "default_pool_size": None,
             "max_client_conn": None,

@@ -140,7 +140,7 @@ def _postgres_major(engine: str | None) -> int:
 def delete(request, ref: str):
     project = project_for(request, ref, write=True)
     _operate(request, project, Kind.DELETE, params={"purge_data": True})
-    return {"id": project.ref, "ref": project.ref, "name": project.name}
+    return {"id": project.pk, "ref": project.ref, "name": project.name}
 
 
 @router.post("/{ref}/pause", response={200: Message, **WRITE_ERRORS}, summary="Stop the project's runtime")
@@ -223,12 +223,19 @@ def storage_config(request, ref: str):
     storage = _template_storage(project.template_version)
     enabled = bool(storage.get("enabled", False))
     images = enabled and bool(storage.get("image_transformation", {}).get("enabled"))
+    off = {"enabled": False}
     return {
         "fileSizeLimit": _bytes(storage.get("file_size_limit", "0")) if enabled else 0,
         "features": {
             "imageTransformation": {"enabled": images},
             "s3Protocol": {"enabled": enabled and bool(storage.get("s3_protocol", {}).get("enabled"))},
+            "purgeCache": off,
+            "icebergCatalog": {**off, "maxNamespaces": 0, "maxTables": 0, "maxCatalogs": 0},
+            "vectorBuckets": {**off, "maxBuckets": 0, "maxIndexes": 0},
         },
+        "capabilities": {"list_v2": enabled, "iceberg_catalog": False},
+        "external": {"upstreamTarget": "main"},
+        "migrationVersion": "",
     }
 
 

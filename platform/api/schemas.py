@@ -68,7 +68,7 @@ class ProjectCreated(Schema):
 
 
 class ProjectDeleted(Schema):
-    id: str
+    id: int = Field(description="The project's internal number (the CLI expects a number here)")
     ref: str
     name: str
 
@@ -98,14 +98,44 @@ class Enabled(Schema):
     enabled: bool
 
 
+class IcebergCatalog(Schema):
+    enabled: bool
+    maxNamespaces: int  # noqa: N815 (the API's field names)
+    maxTables: int  # noqa: N815
+    maxCatalogs: int  # noqa: N815
+
+
+class VectorBuckets(Schema):
+    enabled: bool
+    maxBuckets: int  # noqa: N815
+    maxIndexes: int  # noqa: N815
+
+
 class StorageFeatures(Schema):
-    imageTransformation: Enabled  # noqa: N815 (the API's field names)
+    imageTransformation: Enabled  # noqa: N815
     s3Protocol: Enabled  # noqa: N815
+    purgeCache: Enabled  # noqa: N815
+    icebergCatalog: IcebergCatalog  # noqa: N815
+    vectorBuckets: VectorBuckets  # noqa: N815
+
+
+class StorageCapabilities(Schema):
+    list_v2: bool
+    iceberg_catalog: bool
+
+
+class StorageExternal(Schema):
+    upstreamTarget: Literal["main", "canary"]  # noqa: N815
 
 
 class StorageConfigOut(Schema):
+    """Every field the Supabase CLI's schema requires; Berth's templates fill only some."""
+
     fileSizeLimit: int  # noqa: N815
     features: StorageFeatures
+    capabilities: StorageCapabilities
+    external: StorageExternal
+    migrationVersion: str  # noqa: N815
 
 
 class PoolerConfigOut(Schema):
@@ -116,7 +146,8 @@ class PoolerConfigOut(Schema):
     db_port: int
     db_name: str
     connection_string: str
-    pool_mode: str
+    connectionString: str = Field(description="Deprecated alias of connection_string; the CLI requires it")  # noqa: N815
+    pool_mode: Literal["transaction", "session"]
     default_pool_size: int | None
     max_client_conn: int | None
     is_using_scram_auth: bool
