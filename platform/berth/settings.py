@@ -204,10 +204,9 @@ BERTH_API_TEMPLATE = env_str("BERTH_API_TEMPLATE", "postgres")
 # string the CLI's `--linked` commands read). The Supabase CLI's profile names its registrable
 # domain as `pooler_host`. Names under `.localhost` resolve to loopback on most machines.
 BERTH_DATABASE_DOMAIN = env_str("BERTH_DATABASE_DOMAIN", "berth.localhost")
-# database/query: how long one statement may run, and how much it may return.
+# database/query: how long one statement may run (the agent enforces it, and never allows more
+# than its own BERTH_AGENT_DEADLINE), and how much it may return.
 BERTH_API_QUERY_DEADLINE = env_float("BERTH_API_QUERY_DEADLINE", 15.0, minimum=1.0)
 BERTH_API_QUERY_MAX_ROWS = env_int("BERTH_API_QUERY_MAX_ROWS", 10_000, minimum=1)
 # At most 3 MiB: the agent refuses more (its replies must fit the client's 4 MiB cap).
 BERTH_API_QUERY_MAX_BYTES = env_int("BERTH_API_QUERY_MAX_BYTES", 2 << 20, minimum=1024, maximum=3 << 20)
-if not BERTH_API_QUERY_DEADLINE < BERTH_AGENT_CALL_DEADLINE:
-    raise ImproperlyConfigured("BERTH_API_QUERY_DEADLINE must be shorter than BERTH_AGENT_CALL_DEADLINE")
