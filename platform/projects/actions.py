@@ -1,6 +1,7 @@
 """Verbs that create projects and record what their hosts hold. Acting on existing projects
 goes through operations.actions."""
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -37,7 +38,7 @@ def create_project(
     default organization; `postgres_password` to a generated one.
     """
     from orgs.models import Organization, default_organization_id
-    from templating.secrets import generate_project_secrets, validate_database_password
+    from templating.secrets import generate_project_secrets, generate_tls_secrets, validate_database_password
     from templating.versions import UnsupportedPostgresVersion, check_postgres_major
 
     version = TemplateVersion.objects.latest_of(template)
@@ -69,6 +70,7 @@ def create_project(
         secrets=project_secrets,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+    project.secrets.update(generate_tls_secrets(project.ref, settings.BERTH_DATABASE_DOMAIN))
     project.full_clean(exclude=["template_version", "host", "created_by", "organization"])
     with transaction.atomic():
         # The organization's row lock makes the name check and the insert one step for
