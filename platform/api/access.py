@@ -15,6 +15,35 @@ def caller(request):
     return request.auth.user
 
 
+# What a project's API description reads; listing loads nothing else (no secrets, no digests).
+LISTED_FIELDS = (
+    "ref",
+    "name",
+    "region",
+    "created_at",
+    "status",
+    "postgres_major",
+    "organization__slug",
+    "host__region",
+)
+
+
+def listed_projects(user):
+    """Live projects in the user's organizations, newest first, for listing.
+
+    The organizations are a subquery rather than a join, so PostgreSQL can walk the
+    (created_at, id) index newest first and stop at the page's end, however many projects
+    the organizations hold."""
+    orgs = Membership.objects.filter(user=user).values("organization_id")
+    return (
+        Project.objects.live()
+        .filter(organization_id__in=orgs)
+        .select_related("organization", "host")
+        .only(*LISTED_FIELDS)
+        .order_by("-created_at", "-pk")
+    )
+
+
 def projects_of(user):
     """Live projects in the user's organizations, each annotated with the user's role there."""
     # The annotation reuses the filter's join: the role is that of the user's own membership row.

@@ -12,7 +12,7 @@ from django.db import transaction
 from ninja import Query, Router
 from ninja import Status as Reply
 
-from api.access import caller, organization_for_write, project_for, projects_of
+from api.access import caller, listed_projects, organization_for_write, project_for
 from api.audit import token_used
 from api.errors import ApiError
 from api.schemas import (
@@ -84,7 +84,7 @@ def project_out(project: Project) -> dict:
 def list_projects(request, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0):
     if not 1 <= limit <= LIST_LIMIT_MAX or offset < 0:
         raise ApiError(400, f"limit must be 1-{LIST_LIMIT_MAX} and offset at least 0")
-    projects = projects_of(caller(request)).order_by("-created_at", "-pk")[offset : offset + limit]
+    projects = listed_projects(caller(request))[offset : offset + limit]
     return [project_out(project) for project in projects]
 
 

@@ -50,6 +50,10 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="project",
-            index=models.Index(fields=["organization", "-created_at"], name="projects_pr_organiz_7d8536_idx"),
+            index=models.Index(fields=["-created_at", "-id"], name="project_newest_first"),
+        ),
+        migrations.AddIndex(
+            model_name="project",
+            index=models.Index(fields=["organization", "-created_at"], name="project_org_newest_first"),
         ),
     ]
