@@ -73,3 +73,17 @@ def test_it_shows_missing_fields_inline(staff_client, template):
     assert response.status_code == 200
     assert 'id="name-error"' in response.content.decode()
     assert not Project.objects.exists()
+
+
+def test_staff_create_a_project_in_an_organization(staff_client, postgres):
+    from orgs.models import Organization
+    from tests.factories import make_host
+
+    make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    org = Organization.objects.create(name="Acme")
+    staff_client.post(
+        "/projects/new/", {"name": "Orders", "template": "postgres", "postgres_major": "15", "organization": org.slug}
+    )
+    assert Project.objects.get(name="Orders").organization == org
+    staff_client.post("/projects/new/", {"name": "Loose", "template": "postgres", "postgres_major": "15"})
+    assert Project.objects.get(name="Loose").organization.slug == "default"
