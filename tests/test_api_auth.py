@@ -95,3 +95,13 @@ def test_the_openapi_document_is_generated_from_the_schemas(client):
     document = response.json()
     assert {"/v1/projects", "/v1/projects/{ref}/database/query", "/v1/organizations"} <= set(document["paths"])
     assert "ProjectOut" in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize("path", ["/v1/", "/v1/nope", "/v1/projects/abc/branches"])
+def test_paths_no_endpoint_serves_answer_json_401_then_404(client, alice, path):
+    anonymous = client.get(path)
+    assert anonymous.status_code == 401
+    assert set(anonymous.json()) == {"message"}
+    known = ApiClient(create_token(alice, name="t")[1]).get(path)
+    assert known.status_code == 404
+    assert set(known.json()) == {"message"}
