@@ -18,7 +18,7 @@ class OrganizationForm(forms.Form):
 
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150, label="User name")
-    role = forms.ChoiceField(choices=Role.choices)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)
 
     def clean_username(self):
         user = get_user_model().objects.filter(username=self.cleaned_data["username"]).first()
