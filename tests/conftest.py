@@ -67,3 +67,21 @@ def postgres():
     from tests.factories import register_template
 
     return register_template(RUNTIMES / "postgres")
+
+
+@pytest.fixture
+def reported_host():
+    """A host whose agent has reported its capabilities; tests that need one ask for it by name."""
+    from tests.factories import make_reported_host
+
+    return make_reported_host()
+
+
+@pytest.fixture
+def silent_agent():
+    """An agent address that accepts connections and never answers."""
+    from tests.stack import SilentServer
+
+    server = SilentServer()
+    yield server
+    server.close()

@@ -35,6 +35,7 @@ def register_template(tmp_path: Path, name: str = "postgres", *, readme: str | N
 
 
 def process_host(**fields):
+    """A host whose agent has reported (process driver, Postgres 15 and 16); `make_host()` is one that never did."""
     return make_host(capabilities=PROCESS_CAPABILITIES, last_seen_at=timezone.now(), **fields)
 
 

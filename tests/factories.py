@@ -12,6 +12,7 @@ _counter = itertools.count(1)
 
 
 def make_host(**fields) -> RuntimeHost:
+    """A host as registered: its agent has never reported (no capabilities, never seen)."""
     n = next(_counter)
     values = {
         "name": f"host{n}",
@@ -23,6 +24,26 @@ def make_host(**fields) -> RuntimeHost:
     }
     values.update(fields)
     return RuntimeHost.objects.create(**values)
+
+
+REPORTED_CAPABILITIES = {
+    "agent_version": "0.1.0",
+    "api_version": 1,
+    "driver": "process",
+    "probe_host": "127.0.0.1",
+    "probe_host_source": "loopback",
+    "postgres_versions": [15, 16],
+    "compose": None,
+}
+
+
+def make_reported_host(**fields) -> RuntimeHost:
+    """A host whose agent has answered: only for tests that need one, and say so."""
+    from django.utils import timezone
+
+    fields.setdefault("capabilities", REPORTED_CAPABILITIES)
+    fields.setdefault("last_seen_at", timezone.now())
+    return make_host(**fields)
 
 
 def make_template_version(**fields) -> TemplateVersion:

@@ -1,6 +1,5 @@
 """The client's overall deadline holds whatever the server does (risk 2: calls that hang)."""
 
-import base64
 import hashlib
 import socket
 import threading
@@ -8,6 +7,7 @@ import time
 
 import pytest
 
+from agent.api import FileSpec, Probe
 from agent.client import AgentClient, AgentProtocolError, AgentTimeout, AgentUnreachable
 
 DEADLINE_S = 1.0
@@ -129,8 +129,26 @@ def test_a_reply_that_is_not_json_is_a_protocol_error(raw_server):
 
 
 def test_a_reply_missing_fields_is_a_protocol_error(raw_server):
-    with pytest.raises(AgentProtocolError, match="lacks"):
+    with pytest.raises(AgentProtocolError, match="missing required field `agent_version`"):
         AgentClient(raw_server(answer(b'{"driver": "process"}')).url, "token").info()
+
+
+def test_a_reply_with_a_field_of_the_wrong_type_is_a_protocol_error(raw_server):
+    reply = b'{"results": [{"name": "db", "status": "pass", "detail": "", "server_major": "15"}]}'
+    with pytest.raises(
+        AgentProtocolError, match=r"Expected `int \| null`, got `str` - at `\$.results\[0\].server_major`"
+    ):
+        AgentClient(raw_server(answer(reply)).url, "token").health([Probe("db", "tcp", 5432)])
+
+
+def test_an_error_reply_that_is_not_the_agents_names_its_status(raw_server):
+    def too_large(conn, stopped):
+        body = b"Request Entity Too Large"
+        conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    with pytest.raises(AgentProtocolError, match="answered 413: Request Entity Too Large") as refused:
+        AgentClient(raw_server(too_large).url, "token").status("shopdb01")
+    assert refused.value.status == 413
 
 
 def test_nothing_listening_is_unreachable():
@@ -148,12 +166,11 @@ def test_the_clients_deadline_caps_a_longer_command_deadline(raw_server):
     assert elapsed < DEADLINE_S + SLACK_S
 
 
-def test_wire_shaped_files_and_probes_are_accepted(shared_agent):
+def test_typed_files_and_probes_round_trip(shared_agent):
     client = shared_agent.client()
-    content_b64 = base64.b64encode(b"hello").decode()
-    digests = client.put_files("wire0001", [{"path": "a.txt", "content_b64": content_b64, "policy": "managed"}])
+    digests = client.put_files("wire0001", [FileSpec("a.txt", b"hello")])
     assert digests == {"a.txt": hashlib.sha256(b"hello").hexdigest()}
-    [result] = client.health([{"name": "nowhere", "kind": "tcp", "port": 9, "host": "no-such-host.invalid"}])
+    [result] = client.health([Probe("nowhere", "tcp", 9, host="no-such-host.invalid")])
     assert result.as_dict() == {
         "name": "nowhere",
         "status": "misconfigured",

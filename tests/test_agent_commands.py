@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from agent import commands
-from agent.client import AgentBusy, AgentTimeout, FileSpec
+from agent.api import FileSpec
+from agent.client import AgentBusy, AgentTimeout
 from agent.commands import Deadline, run
 from agent.errors import CommandTimeout
 

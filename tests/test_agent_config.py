@@ -1,6 +1,7 @@
 """The agent's settings: strict, and a bad value stops startup with a message naming it."""
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,28 @@ def test_defaults(tmp_path):
     assert (loaded.listen_host, loaded.listen_port) == ("127.0.0.1", 8470)
     assert (loaded.driver, loaded.deadline_s, loaded.probe_host_override) == ("auto", 60.0, None)
     assert loaded.root == (tmp_path / "runtimes").resolve() and loaded.root.is_dir()
+    assert (loaded.threads, loaded.connection_limit, loaded.max_body_bytes, loaded.idle_timeout_s) == (
+        16,
+        1000,
+        16 << 20,
+        30,
+    )
+
+
+def test_server_limits(tmp_path):
+    loaded = config(
+        tmp_path,
+        BERTH_AGENT_THREADS="4",
+        BERTH_AGENT_CONNECTION_LIMIT="50",
+        BERTH_AGENT_MAX_BODY_MB="2",
+        BERTH_AGENT_IDLE_TIMEOUT="5",
+    )
+    assert (loaded.threads, loaded.connection_limit, loaded.max_body_bytes, loaded.idle_timeout_s) == (
+        4,
+        50,
+        2 << 20,
+        5,
+    )
 
 
 def test_ipv6_listen_and_token_file(tmp_path):
@@ -49,6 +72,11 @@ def test_ipv6_listen_and_token_file(tmp_path):
         ({"BERTH_AGENT_DEADLINE": "soon"}, "BERTH_AGENT_DEADLINE"),
         ({"BERTH_AGENT_DEADLINE": "0"}, "BERTH_AGENT_DEADLINE"),
         ({"BERTH_AGENT_ROOT": "/proc/berth"}, "BERTH_AGENT_ROOT"),
+        ({"BERTH_AGENT_THREADS": "0"}, "BERTH_AGENT_THREADS"),
+        ({"BERTH_AGENT_THREADS": "many"}, "BERTH_AGENT_THREADS"),
+        ({"BERTH_AGENT_CONNECTION_LIMIT": "-5"}, "BERTH_AGENT_CONNECTION_LIMIT"),
+        ({"BERTH_AGENT_MAX_BODY_MB": "2048"}, "BERTH_AGENT_MAX_BODY_MB"),
+        ({"BERTH_AGENT_IDLE_TIMEOUT": "1.5"}, "BERTH_AGENT_IDLE_TIMEOUT"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, env, named):
@@ -56,16 +84,37 @@ def test_bad_values_name_the_variable(tmp_path, env, named):
         config(tmp_path, **env)
 
 
-def start(env: dict) -> subprocess.CompletedProcess:
+def start(env: dict, open_files: int | None = None) -> subprocess.CompletedProcess:
+    """Run the agent to its exit; `open_files` caps its open files (soft and hard)."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("BERTH_AGENT")}
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     return subprocess.run(
-        [sys.executable, "platform/agent"], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=30
+        [sys.executable, "platform/agent"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=cap if open_files else None,
     )
 
 
 def test_startup_refuses_a_missing_token():
     result = start({})
     assert result.returncode == 2 and "BERTH_AGENT_TOKEN" in result.stderr
+
+
+def test_startup_refuses_limits_the_open_files_limit_cannot_hold(tmp_path):
+    env = {"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path), "BERTH_AGENT_DRIVER": "docker"}
+    result = start({**env, "BERTH_AGENT_LISTEN": "127.0.0.1:0"}, open_files=256)
+    assert (
+        result.returncode == 2
+        and "BERTH_AGENT_CONNECTION_LIMIT=1000" in result.stderr
+        and "(ulimit -n)" in result.stderr
+    )
 
 
 def test_startup_refuses_a_probe_host_that_does_not_resolve(tmp_path):
@@ -89,7 +138,7 @@ def test_python_dash_m_agent_starts_too(tmp_path):
 def test_the_process_driver_runs_clusters_as_postgres_only_when_root(tmp_path, monkeypatch):
     tmp_path.chmod(0o755)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert ProcessDriver.for_root(tmp_path).run_as is None
+    assert ProcessDriver.for_root(tmp_path, ["127.0.0.1"]).run_as is None
 
 
 def test_as_root_a_runtime_root_the_postgres_user_cannot_reach_stops_startup(tmp_path):
@@ -98,4 +147,4 @@ def test_as_root_a_runtime_root_the_postgres_user_cannot_reach_stops_startup(tmp
     hidden = tmp_path / "hidden"
     hidden.mkdir(mode=0o700)
     with pytest.raises(ConfigError, match="not reachable by the 'postgres' user"):
-        ProcessDriver.for_root(hidden / "runtimes")
+        ProcessDriver.for_root(hidden / "runtimes", ["127.0.0.1"])

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from agent.client import AgentError, FileSpec
+from agent.api import FileSpec
+from agent.client import AgentError
 from agent.drivers.docker import summarise_ps
 from agent.errors import CommandFailed
 

@@ -6,7 +6,8 @@ import os
 import httpx
 import pytest
 
-from agent.client import AgentError, FileSpec
+from agent.api import FileSpec
+from agent.client import AgentError
 
 REF = "files001"
 

@@ -27,3 +27,20 @@ def test_ports_outside_the_range_are_invalid(shared_agent, ports):
         json={"ports": ports},
     )
     assert reply.status_code == 422
+
+
+def test_info_reports_the_kernels_ephemeral_port_range(shared_agent):
+    reported = shared_agent.client().info().ephemeral_ports
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        assert reported == [int(part) for part in f.read().split()]
+
+
+def test_an_unreadable_ephemeral_range_is_reported_as_unknown(tmp_path):
+    from agent.portcheck import ephemeral_ports
+
+    assert ephemeral_ports(str(tmp_path / "missing")) is None
+    garbled = tmp_path / "range"
+    garbled.write_text("32768\n")
+    assert ephemeral_ports(str(garbled)) is None
+    garbled.write_text("32768\t60999\n")
+    assert ephemeral_ports(str(garbled)) == [32768, 60999]

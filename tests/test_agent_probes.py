@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from agent import probes
-from agent.client import Probe
+from agent.api import Probe
 from agent.config import ConfigError
 from agent.probes import ProbeHost, resolve_probe_host
 
@@ -125,8 +125,8 @@ def test_probes_that_hang_never_keep_another_from_running():
         silent.listen(64)
         live.bind(("127.0.0.1", 0))
         live.listen()
-        hanging = [probes.ProbeSpec(f"stuck{i}", "http", silent.getsockname()[1]) for i in range(40)]
-        alive = probes.ProbeSpec("alive", "tcp", live.getsockname()[1])
+        hanging = [Probe(f"stuck{i}", "http", silent.getsockname()[1]) for i in range(40)]
+        alive = Probe("alive", "tcp", live.getsockname()[1])
         results = probes.run_probes([*hanging, alive], "127.0.0.1", 1.0)
-    assert results[-1]["status"] == "pass", results[-1]
-    assert {result["status"] for result in results[:-1]} == {"fail"}
+    assert results[-1].status == "pass", results[-1]
+    assert {result.status for result in results[:-1]} == {"fail"}

@@ -2,11 +2,15 @@
 
 import os
 import socket
+import time
 
 import psycopg
 import pytest
 
-from agent.client import AgentError, FileSpec, Probe
+from agent.api import FileSpec, Probe
+from agent.client import AgentError
+from agent.drivers.process import listen_addresses
+from tests.stack import free_port_range
 
 PASSWORD = "correct-horse-battery"
 
@@ -108,7 +112,7 @@ def test_up_of_an_unknown_runtime_is_not_found(agent):
 def test_it_serves_tls_with_the_certificate_from_runtime_toml(agent):
     from templating.secrets import generate_tls_secrets
 
-    client, ref, port = agent.client(), "tlsdb01", free_port()
+    client, ref, port = agent.client(), "tlsdb01", free_port_range(1)
     tls = generate_tls_secrets(ref, "db.example.test")
     text = (
         f'driver = "process"\n\n[postgres]\nmajor = 15\nport = {port}\npassword = "{PASSWORD}"\n'
@@ -126,8 +130,76 @@ def test_it_serves_tls_with_the_certificate_from_runtime_toml(agent):
 
 
 def test_it_refuses_half_a_tls_pair(agent):
-    client, ref, port = agent.client(), "tlsdb02", free_port()
+    client, ref, port = agent.client(), "tlsdb02", free_port_range(1)
     text = f'driver = "process"\n\n[postgres]\nmajor = 15\nport = {port}\npassword = "{PASSWORD}"\ntls_cert = "x"\n'
     client.put_files(ref, [FileSpec("runtime.toml", text.encode())])
     with pytest.raises(AgentError, match="go together"):
         client.up(ref)
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_a_cluster_listens_only_where_the_agent_serves_by_default_loopback(agent):
+    client, ref, port = agent.client(), "loopdb01", free_port_range(1)
+    client.put_files(ref, [runtime_toml(port)])
+    client.up(ref)
+    with connect(port) as conn:
+        assert conn.execute("show listen_addresses").fetchone() == ("127.0.0.1",)
+    client.delete(ref, purge_data=True)
+
+
+def test_a_start_whose_ipv4_address_is_taken_fails_at_once_with_postgres_own_message(agent):
+    client, ref, port = agent.client(), "bounddb1", free_port_range(1)
+    client.put_files(ref, [runtime_toml(port)])
+    # An outgoing connection holding the port on IPv4 looks like this to the server.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        started = time.monotonic()
+        with pytest.raises(AgentError) as failed:
+            client.up(ref)
+        took = time.monotonic() - started
+    assert took < 20, took
+    assert failed.value.code == "command_failed"
+    assert 'could not bind IPv4 address "127.0.0.1": Address already in use' in failed.value.message
+    assert client.status(ref).state == "stopped"
+
+    assert client.up(ref).state == "running"  # the port is free again: the same runtime starts
+    assert client.health([db_probe(port)])[0].status == "pass"
+    client.delete(ref, purge_data=True)
+
+
+def test_a_start_that_binds_only_some_of_its_addresses_is_stopped_and_failed(agent_factory):
+    if not ipv6_loopback():
+        pytest.skip("this host has no IPv6 loopback to bind beside 127.0.0.1")
+    # Probed on ::1, reached (the agent) on 127.0.0.1: the cluster must answer on both.
+    agent = agent_factory(env={"BERTH_AGENT_PROBE_HOST": "::1"})
+    client, ref, port = agent.client(), "halfdb01", free_port_range(1)
+    client.put_files(ref, [runtime_toml(port)])
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        with pytest.raises(AgentError) as failed:
+            client.up(ref)
+    # PostgreSQL itself went on with ::1 alone (a warning); the agent stopped it and failed the start.
+    assert 'could not bind IPv4 address "127.0.0.1"' in failed.value.message
+    assert "could not listen on every address it serves (::1, 127.0.0.1)" in failed.value.message
+    assert client.status(ref).state == "stopped"
+
+    client.up(ref)
+    for host in ("::1", "127.0.0.1"):
+        with psycopg.connect(host=host, port=port, user="postgres", password=PASSWORD, dbname="postgres") as conn:
+            assert conn.execute("show listen_addresses").fetchone() == ("::1,127.0.0.1",)
+    client.delete(ref, purge_data=True)
+
+
+def test_listen_addresses_resolve_names_and_let_a_wildcard_stand_for_its_family():
+    assert listen_addresses(["127.0.0.1", "127.0.0.1"]) == ("127.0.0.1",)
+    assert listen_addresses(["127.0.0.1", "0.0.0.0"]) == ("0.0.0.0",)
+    assert listen_addresses(["::1", "127.0.0.1", "::"]) == ("127.0.0.1", "::")
+    assert "127.0.0.1" in listen_addresses(["localhost"])

@@ -1,8 +1,10 @@
 """The agent's POST /v1/runtimes/{ref}/query, run by a real agent against the test PostgreSQL."""
 
+import httpx
 import pytest
 from django.conf import settings
 
+from agent.api import QueryRequest
 from agent.client import AgentError
 
 pytestmark = pytest.mark.postgres
@@ -22,7 +24,7 @@ def target() -> dict:
 
 
 def query(agent, sql: str, **extra):
-    return agent.client().query(REF, {**target(), "sql": sql, **extra}, deadline_s=10)
+    return agent.client().query(REF, QueryRequest(sql=sql, **{**target(), **extra}), deadline_s=10)
 
 
 def test_it_returns_rows_as_objects(shared_agent):
@@ -63,14 +65,31 @@ def test_it_caps_rows_and_bytes(shared_agent):
 
 def test_the_statement_is_cut_off_at_the_deadline(shared_agent):
     with pytest.raises(AgentError, match="statement timeout"):
-        shared_agent.client().query(REF, {**target(), "sql": "select pg_sleep(30)"}, deadline_s=1)
+        shared_agent.client().query(REF, QueryRequest(sql="select pg_sleep(30)", **target()), deadline_s=1)
 
 
-def test_it_refuses_malformed_requests(shared_agent):
-    for body in ({"sql": "select 1"}, {**target(), "sql": ""}, {**target(), "sql": "select 1", "max_rows": 0}):
-        with pytest.raises(AgentError) as error:
-            shared_agent.client().query(REF, body, deadline_s=5)
-        assert error.value.status == 422
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"port": None}, "`port`"),  # None: left out
+        ({"sql": "  "}, "$.sql"),
+        ({"max_rows": 0}, "$.max_rows"),
+        ({"max_bytes": 4 << 20}, "$.max_bytes"),
+        ({"timeout": 5}, "`timeout`"),
+    ],
+)
+def test_it_refuses_malformed_requests_naming_the_field(shared_agent, fields, named):
+    body = {key: value for key, value in {**target(), "sql": "select 1", **fields}.items() if value is not None}
+    reply = httpx.post(
+        f"{shared_agent.base_url}/v1/runtimes/{REF}/query",
+        headers={"Authorization": f"Bearer {shared_agent.token}"},
+        json=body,
+    )
+    assert reply.status_code == 422
+    assert reply.json()["error"]["code"] == "invalid" and named in reply.json()["error"]["message"]
+
+
+def test_it_refuses_a_malformed_ref(shared_agent):
     with pytest.raises(AgentError) as error:
-        shared_agent.client().query("Bad/Ref", {**target(), "sql": "select 1"}, deadline_s=5)
-    assert error.value.status in (404, 422)
+        shared_agent.client().query("Bad_Ref", QueryRequest(sql="select 1", **target()), deadline_s=5)
+    assert error.value.status == 422

@@ -105,3 +105,13 @@ def test_paths_no_endpoint_serves_answer_json_401_then_404(client, alice, path):
     known = ApiClient(create_token(alice, name="t")[1]).get(path)
     assert known.status_code == 404
     assert set(known.json()) == {"message"}
+
+
+@pytest.mark.parametrize(("method", "path"), [("put", "/v1/projects"), ("get", "/v1/projects/abc/pause")])
+def test_a_method_a_path_does_not_serve_answers_401_then_405(client, alice, method, path):
+    anonymous = getattr(client, method)(path)
+    assert anonymous.status_code == 401
+    assert set(anonymous.json()) == {"message"}
+    api = ApiClient(create_token(alice, name="t")[1])
+    known = getattr(api.client, method)(path, headers=api.headers)
+    assert known.status_code == 405

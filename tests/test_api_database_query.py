@@ -74,10 +74,10 @@ def test_it_runs_the_query_on_the_projects_database_and_answers_201_with_rows(al
     assert response.json() == [{"server_version_num": "150014"}]
     (ref, spec, deadline_s) = agent.calls[0]
     assert ref == running.ref
-    assert spec["port"] == 20010
-    assert spec["password"] == running.secrets["postgres_password"]
-    assert spec["read_only"] is False
-    assert spec["max_rows"] == settings.BERTH_API_QUERY_MAX_ROWS
+    assert spec.port == 20010
+    assert spec.password == running.secrets["postgres_password"]
+    assert spec.read_only is False
+    assert spec.max_rows == settings.BERTH_API_QUERY_MAX_ROWS
     assert deadline_s == settings.BERTH_API_QUERY_DEADLINE
 
 
@@ -118,7 +118,7 @@ def test_read_only_members_may_only_read(org, running, agent):
     assert not agent.calls
     ok = api.post(f"/v1/projects/{running.ref}/database/query", {"query": SQL, "read_only": True})
     assert ok.status_code == 201
-    assert agent.calls[0][1]["read_only"] is True
+    assert agent.calls[0][1].read_only is True
 
 
 def test_another_organizations_project_is_404_and_never_queried(running, agent):

@@ -1,15 +1,19 @@
 """GET/POST /v1/projects, GET/DELETE /v1/projects/{ref}: shapes, errors and tenancy."""
 
+from unittest import mock
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from agent.api import AgentInfo
+from agent.client import AgentUnreachable
 from audit.models import AuditEntry
 from operations.models import Kind, Operation
 from orgs.models import Role
 from projects.models import Project, Status
 from tests.api_helpers import ApiClient, api_as, join, make_org, make_user, token_for
-from tests.factories import make_host, make_project
+from tests.factories import REPORTED_CAPABILITIES, make_host, make_project, make_reported_host
 
 pytestmark = pytest.mark.django_db
 
@@ -229,3 +233,47 @@ def test_a_user_in_two_organizations_has_each_ones_role(alice, org):
     assert client.post(f"/v1/projects/{readable.ref}/pause").status_code == 403
     assert client.post(f"/v1/projects/{writable.ref}/pause").status_code == 400  # never provisioned
     assert len(client.get("/v1/projects").json()) == 2
+
+
+class Agent:
+    """client_for stand-in: an agent reporting `versions`, or one that does not answer (None)."""
+
+    def __init__(self, versions):
+        self.versions = versions
+        self.asked = []
+
+    def __call__(self, host, *, deadline):
+        self.asked.append(host.name)
+        return self
+
+    def info(self):
+        if self.versions is None:
+            raise AgentUnreachable("connection refused")
+        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", self.versions, None, [32768, 60999])
+
+
+def test_without_postgres_engine_it_asks_a_never_reported_host_and_takes_its_newest(api, org, postgres):
+    make_host(name="local")  # as registered: its agent never reported
+    agent = Agent([15, 16])
+    with mock.patch("operations.agents.client_for", agent):
+        response = api.post("/v1/projects", create_body(org, region=""))
+    assert response.status_code == 201, response.json()
+    assert agent.asked == ["local"]
+    assert Project.objects.get(ref=response.json()["ref"]).postgres_major == 16
+
+
+def test_without_postgres_engine_a_silent_never_reported_host_offers_nothing_and_is_named(api, org, postgres):
+    make_host(name="local")
+    with mock.patch("operations.agents.client_for", Agent(None)):
+        response = api.post("/v1/projects", create_body(org, region=""))
+    assert response.status_code == 422
+    assert "local" in response.json()["message"]
+    assert not Project.objects.exists()
+
+
+def test_without_postgres_engine_the_newest_major_of_the_regions_hosts_is_taken(api, org, postgres):
+    make_reported_host(region="eu-west-1", capabilities={**REPORTED_CAPABILITIES, "postgres_versions": [15]})
+    make_reported_host(region="us-east-1", capabilities={**REPORTED_CAPABILITIES, "postgres_versions": [15, 16]})
+    response = api.post("/v1/projects", create_body(org, region="eu-west-1"))
+    assert response.status_code == 201, response.json()
+    assert Project.objects.get(ref=response.json()["ref"]).postgres_major == 15

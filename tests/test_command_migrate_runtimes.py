@@ -15,7 +15,7 @@ from templating.actions import sync_templates
 from templating.management.commands.migrate_runtimes import Command
 from templating.models import TemplateVersion
 from templating.render import sha256
-from tests.factories import FakeRuntimeFiles, make_project, make_runtime_project
+from tests.factories import FakeRuntimeFiles, make_host, make_project, make_runtime_project
 
 RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
 
@@ -255,3 +255,23 @@ def test_it_records_a_version_whose_files_render_the_same_as_unchanged_without_a
     assert project.template_version.revision == 2 and files.puts == []
     assert not Operation.objects.exists()
     assert "0 updated, 1 unchanged, 0 conflicted, 0 failed" in out
+
+
+def test_it_fails_a_project_whose_host_cannot_run_what_the_target_needs(root, files):
+    host = make_host(capabilities={"driver": "process", "postgres_versions": [15]}, block_size=1)
+    project = provisioned(files, host=host)
+    # r2 runs major 15 from another local installation, one this host does not have.
+    change_template(
+        root,
+        "postgres",
+        "manifest.toml",
+        "[postgres.versions.15]\nlocal_major = 15\n",
+        "[postgres.versions.15]\nlocal_major = 16\n",
+    )
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("migrate_runtimes", "--template", "postgres", "--to", "latest", stdout=out)
+    assert f"Postgres 15 cannot run on host {host.name}" in out.getvalue()
+    project.refresh_from_db()
+    assert project.template_version.revision == 1
+    assert not files.puts

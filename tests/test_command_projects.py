@@ -85,3 +85,19 @@ def test_resync_is_refused_for_a_project_already_on_the_latest_version():
     with pytest.raises(CommandError, match="1 of 1 request\\(s\\) refused"):
         call_command("projects", "resync", project.ref, stdout=StringIO(), stderr=err)
     assert "already on the latest version of postgres" in err.getvalue()
+
+
+def test_it_shows_a_refusal_as_its_message_not_a_list():
+    make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    with pytest.raises(CommandError) as refused:
+        run("create", "Orders", "--postgres", "12")
+    assert str(refused.value) == (
+        "postgres_major: Postgres 12 is not supported by template postgres r1; supported: 14, 15, 16, 17, 18"
+    )
+
+
+def test_it_refuses_a_name_with_control_characters():
+    make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    with pytest.raises(CommandError, match="name: A name cannot contain control characters"):
+        run("create", "Orders\x1b[2J", "--postgres", "15")
+    assert not Project.objects.exists()

@@ -100,3 +100,25 @@ def test_it_diffs_two_revisions_of_a_template(root):
     assert templates("diff", "supabase", "2", "2") == "supabase r2 and r2 have the same content.\n"
     with pytest.raises(CommandError, match="template supabase has no r9"):
         templates("diff", "supabase", "1", "9")
+
+
+def test_it_trial_renders_every_template_and_registers_nothing_when_one_fails(root):
+    compose = root / "supabase" / "docker-compose.yml"
+    compose.write_text(compose.read_text() + "# {{ project.owner }}\n")
+    with pytest.raises(CommandError) as raised:
+        templates("sync", "--dir", str(root))
+    message = str(raised.value)
+    assert "supabase r1 docker-compose.yml: 'dict object' has no attribute 'owner'" in message
+    assert "Nothing was registered." in message
+    assert not TemplateVersion.objects.exists()
+    assert not AuditEntry.objects.filter(action="template.register").exists()
+
+
+def test_it_names_an_undefined_secret_in_a_process_template(root):
+    runtime = root / "postgres" / "runtime.toml"
+    runtime.write_text(runtime.read_text() + 'token = "{{ secrets.no_such_secret }}"\n')
+    with pytest.raises(
+        CommandError, match=r"postgres r1 runtime.toml: 'dict object' has no attribute 'no_such_secret'"
+    ):
+        templates("sync", "--dir", str(root))
+    assert not TemplateVersion.objects.exists()

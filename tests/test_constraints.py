@@ -1,9 +1,11 @@
 """Constraints the database itself enforces, proven on PostgreSQL with raw writes."""
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from hosts.models import RuntimeHost
 from operations.models import Kind, Operation, State
 from ports.models import BlockState, PortBlock
 from projects.models import Project
@@ -73,3 +75,17 @@ def test_a_project_ref_never_changes():
     project.ref = "otherref123"
     with pytest.raises(Exception, match="never changes"):
         project.save()
+
+
+def test_it_rejects_a_block_size_of_zero_in_the_database():
+    host = make_host(port_range_start=20000, port_range_end=20099, block_size=10)
+    with pytest.raises(IntegrityError, match="host_block_size_positive"), transaction.atomic():
+        RuntimeHost.objects.filter(pk=host.pk).update(block_size=0)
+
+
+def test_model_validation_refuses_a_block_size_of_zero():
+    host = make_host(port_range_start=20000, port_range_end=20099, block_size=10)
+    host.block_size = 0
+    with pytest.raises(ValidationError) as refused:
+        host.full_clean()
+    assert "block_size" in refused.value.message_dict

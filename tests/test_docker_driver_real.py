@@ -17,7 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agent.client import AgentTimeout, FileSpec
+from agent.api import FileSpec
+from agent.client import AgentTimeout
 from hosts.actions import refresh_host
 from operations.actions import request_operation
 from operations.health import probe_requests

@@ -1,16 +1,22 @@
 """Placement: a project goes only where its template's driver and Postgres major can run."""
 
+import shutil
+import time
 from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
 
-from agent.client import AgentInfo
-from hosts.placement import candidates, place_project
+from agent.api import AgentInfo
+from agent.client import AgentUnreachable
+from hosts.placement import candidates, place_project, unplace_if_unfit
 from operations.runner import StepFailed
 from projects.actions import create_project
+from projects.models import Status
 from templating.actions import sync_templates
-from tests.factories import make_host
+from templating.models import TemplateVersion
+from tests.dashboard_helpers import RUNTIMES
+from tests.factories import make_host, make_port_block, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +80,118 @@ def test_creation_refuses_when_no_host_accepts_projects():
         create_project(name="Orders", postgres_major=15, template="postgres")
 
 
-def test_creation_trusts_a_host_whose_agent_has_not_reported_yet():
-    make_host(name="fresh", capabilities={})
-    project = create_project(name="Orders", postgres_major=17, template="postgres")
-    assert project.operations.count() == 1
+def wide_template(tmp_path, slots: int) -> None:
+    """Register `postgres` again, now needing `slots` ports per project."""
+    folder = tmp_path / "runtimes" / "postgres"
+    shutil.copytree(RUNTIMES / "postgres", folder)
+    manifest = (folder / "manifest.toml").read_text().replace("db = 0", f"db = 0\nextra = {slots - 1}")
+    (folder / "manifest.toml").write_text(manifest)
+    sync_templates(tmp_path / "runtimes")
+
+
+def test_it_never_places_where_a_block_cannot_hold_the_templates_ports(tmp_path):
+    narrow = make_host(name="narrow", capabilities=PROCESS_15, block_size=10)
+    wide = make_host(name="wide", capabilities=PROCESS_15, port_range_start=21000, port_range_end=21999, block_size=40)
+    wide_template(tmp_path, 25)
+    project = create_project(name="Orders", postgres_major=15, template="postgres")
+    assert candidates(project) == [wide]
+    with mock.patch("operations.agents.client_for", InfoAgent(PROCESS_15)):
+        assert place_project(project, deadline=1) == wide
+    assert narrow not in candidates(project)
+
+
+def test_a_failed_provisioning_is_placed_again_when_its_host_cannot_hold_its_ports(tmp_path):
+    narrow = make_host(name="narrow", capabilities=PROCESS_15, block_size=10)
+    wide_template(tmp_path, 25)
+    version = TemplateVersion.objects.latest_of("postgres")
+    project = make_project(host=narrow, template_version=version, status=Status.INIT_FAILED)
+    assert unplace_if_unfit(project) and project.host is None
+    project.refresh_from_db()
+    assert project.host is None
+
+
+def test_it_keeps_the_host_of_a_project_that_holds_ports_there(tmp_path):
+    narrow = make_host(name="narrow", capabilities=PROCESS_15, block_size=10)
+    wide_template(tmp_path, 25)
+    project = make_project(host=narrow, template_version=TemplateVersion.objects.latest_of("postgres"))
+    make_port_block(project, first_port=20000)
+    assert not unplace_if_unfit(project)
+    project.refresh_from_db()
+    assert project.host == narrow
+
+
+class DeadAgent:
+    """An agent that never answers: each call uses up its whole deadline, then fails."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __call__(self, host, *, deadline):
+        self.asked.append((host.name, deadline))
+        self.deadline = deadline
+        return self
+
+    def info(self):
+        time.sleep(self.deadline)
+        raise AgentUnreachable("connection timed out")
+
+
+def test_placement_asks_all_candidates_within_its_deadline(settings):
+    settings.BERTH_AGENT_CALL_DEADLINE = 30
+    for n in range(8):
+        make_host(
+            name=f"dead{n}", capabilities=PROCESS_15, port_range_start=20000 + 100 * n, port_range_end=20099 + 100 * n
+        )
+    project = create_project(name="Orders", postgres_major=15, template="postgres")
+    dead = DeadAgent()
+    started = time.monotonic()
+    with mock.patch("operations.agents.client_for", dead), pytest.raises(StepFailed, match="no_host"):
+        place_project(project, deadline=0.8)
+    # Eight full per-call deadlines would be 6.4 s; the total is bounded by the 0.8 s budget.
+    assert time.monotonic() - started < 3
+    assert sum(deadline for _, deadline in dead.asked) <= 0.8 + 1e-6
+
+
+def test_placement_asks_a_host_whose_last_contact_failed_last(settings):
+    make_host(name="dead", capabilities=PROCESS_15, last_error="connection refused", port_range_end=29999)
+    live = make_host(name="live", capabilities=PROCESS_15, port_range_start=30000, port_range_end=30099)
+    project = create_project(name="Orders", postgres_major=15, template="postgres")
+    assert [h.name for h in candidates(project)] == ["live", "dead"]
+    agent = InfoAgent(PROCESS_15)
+    asked = []
+    with mock.patch("operations.agents.client_for", lambda host, *, deadline: asked.append(host.name) or agent):
+        assert place_project(project, deadline=1) == live
+    assert asked == ["live"]
+
+
+def test_a_retry_places_a_failed_provisioning_again_and_it_comes_up(tmp_path, settings):
+    """The state an earlier Berth left: placed where the template's ports do not fit, INIT_FAILED."""
+    from django.utils import timezone
+
+    from operations import tasks
+    from operations.actions import retry_project
+    from operations.models import Kind, Operation, State
+    from templating.secrets import generate_project_secrets
+    from tests.test_operations_runner import ScriptedAgent
+
+    settings.BERTH_HEALTH_POLL_INITIAL = 0.01
+    narrow = make_host(name="narrow", capabilities=PROCESS_15, block_size=4)
+    wide = make_host(name="wide", capabilities=PROCESS_15, port_range_start=21000, port_range_end=21999, block_size=10)
+    wide_template(tmp_path, 6)
+    version = TemplateVersion.objects.latest_of("postgres")
+    project = make_project(
+        host=narrow, template_version=version, status=Status.INIT_FAILED, secrets=generate_project_secrets()
+    )
+    Operation.objects.create(
+        project=project, kind=Kind.PROVISION, state=State.FAILED, error_code="ports", deadline=timezone.now()
+    )
+    agent = ScriptedAgent()
+    with mock.patch("operations.agents.client_for", agent), mock.patch("django_q.tasks.async_task"):
+        retry = retry_project(project)
+        tasks.run_operation(retry.pk)
+    project.refresh_from_db()
+    retry.refresh_from_db()
+    assert (retry.state, project.status, project.host) == (State.SUCCEEDED, Status.ACTIVE_HEALTHY, wide), list(
+        retry.events.values_list("message", flat=True)
+    )
+    assert project.port_block.host == wide

@@ -1,5 +1,7 @@
 """End to end: a real django-q2 cluster, a real agent and the process driver's real Postgres."""
 
+import socket
+
 import psycopg
 import pytest
 from django.conf import settings
@@ -7,7 +9,7 @@ from django.conf import settings
 from hosts.models import RuntimeHost
 from operations.actions import OperationInProgress, request_operation, retry_project
 from operations.claims import reap
-from operations.models import Kind, Operation, State
+from operations.models import Kind, Operation, OperationEvent, State
 from ports.models import BlockState, PortBlock
 from projects.actions import create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
@@ -145,3 +147,32 @@ def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succ
     wait_status(project, Status.ACTIVE_HEALTHY)
     assert PortBlock.objects.filter(project=project).count() == 1
     assert settings.BERTH_OPERATION_DEADLINE  # settings untouched in this process
+
+
+def test_a_start_whose_port_was_taken_meanwhile_fails_at_once_with_postgres_own_message(local_host, worker_factory):
+    # A deadline far longer than the wait below: failing only at the health deadline would not pass.
+    worker_factory(BERTH_OPERATION_DEADLINE=180)
+    project = create_project(name="Taken", postgres_major=15, template="postgres")
+    wait_status(project, Status.ACTIVE_HEALTHY)
+    request_operation(project, Kind.STOP)
+    wait_status(project, Status.INACTIVE)
+    port = PortBlock.objects.get(project=project).first_port
+
+    # While it was stopped, an outgoing connection took its port on IPv4.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        start = request_operation(project, Kind.START)
+        failed = wait_for(
+            lambda: Operation.objects.filter(pk=start.pk, state=State.FAILED).first(),
+            timeout=30,
+            what="the start to fail",
+        )
+    bind_message = 'could not bind IPv4 address "127.0.0.1": Address already in use'
+    assert bind_message in failed.error_message
+    finished = OperationEvent.objects.get(operation=failed, step="finished")
+    assert finished.level == OperationEvent.Level.ERROR and bind_message in finished.message
+    assert status_of(project) not in TRANSITIONAL_STATUSES
+
+    retry = request_operation(project, Kind.START)  # the port is free again
+    wait_status(project, Status.ACTIVE_HEALTHY)
+    assert Operation.objects.get(pk=retry.pk).state == State.SUCCEEDED

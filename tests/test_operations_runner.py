@@ -6,7 +6,8 @@ from unittest import mock
 
 import pytest
 
-from agent.client import AgentInfo, AgentUnreachable, CommandReply, PortCheck, ProbeResult
+from agent.api import AgentInfo, CommandReply, PortCheck, ProbeResult
+from agent.client import AgentUnreachable
 from operations import tasks
 from operations.actions import request_operation, retry_project
 from operations.health import refresh_all
@@ -65,7 +66,7 @@ class ScriptedAgent:
     def health(self, probes, deadline_s=None):
         self._record("health")
         major = self.server_major if self.probe_status == "pass" else None
-        return [ProbeResult(p["name"], self.probe_status, "scripted", major) for p in probes]
+        return [ProbeResult(p.name, self.probe_status, "scripted", major) for p in probes]
 
     def called(self, name):
         return [c for c in self.calls if c[0] == name]
@@ -237,7 +238,7 @@ class TestHealthRefresh:
         for _ in range(3):
             provision(host)
         agent_script.calls.clear()
-        with mock.patch("agent.probes.MAX_PROBES", 2):
+        with mock.patch("agent.api.MAX_PROBES", 2):
             assert refresh_all() == 3
         assert len(agent_script.called("health")) == 2
         assert set(Project.objects.values_list("status", flat=True)) == {Status.ACTIVE_HEALTHY}

@@ -40,6 +40,16 @@ def test_it_reports_each_host_by_state(settings):
     assert "No anomalies." in out
 
 
+def test_the_report_warns_of_a_range_in_the_kernels_ephemeral_ports():
+    ephemeral = {"driver": "process", "ephemeral_ports": [32768, 60999]}
+    make_host(name="alpha", capabilities=ephemeral, port_range_start=20000, port_range_end=20999)
+    make_host(name="beta", capabilities=ephemeral, port_range_start=30000, port_range_end=39999)
+    out, _ = run("report")
+    assert "warning: beta: ports 32768-39999 of the range lie in the kernel's ephemeral port range" in out
+    assert "warning: alpha" not in out
+    assert "No anomalies." in out
+
+
 def test_it_fails_the_report_on_a_lease_of_a_deleted_project():
     host = make_host(name="alpha")
     project = make_project(host=host)

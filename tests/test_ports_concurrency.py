@@ -1,6 +1,7 @@
 """Many workers leasing at once, each thread on its own PostgreSQL connection."""
 
 import threading
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -58,3 +59,39 @@ def test_it_gives_two_concurrent_leases_for_one_project_one_block():
     assert not [r for r in results if isinstance(r, Exception)], results
     assert results[0].pk == results[1].pk
     assert PortBlock.objects.filter(state=BlockState.LEASED).count() == 1
+
+
+def test_saving_a_host_outside_a_transaction_holds_its_row_lock_from_the_check_to_the_write():
+    """A lease share-locks the host row to read its range; the save must hold the row from the
+    stranded-lease check until the new range is written, so no lease lands in between."""
+    from django.db import OperationalError
+
+    import ports.signals
+
+    host = make_host(port_range_start=20000, port_range_end=20099, block_size=10)
+    check = ports.signals.check_range_keeps_leases
+    seen = []
+
+    def lease_meanwhile():
+        # What a lease does first, from another connection: share-lock the host row.
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT id FROM hosts_runtimehost WHERE id = %s FOR SHARE NOWAIT", [host.pk])
+            seen.append("lease got in")
+        except OperationalError:
+            seen.append("lease waited")
+        finally:
+            connection.close()
+
+    def checking(instance):
+        check(instance)
+        thread = threading.Thread(target=lease_meanwhile)
+        thread.start()
+        thread.join(timeout=30)
+
+    host.port_range_end = 20049
+    with mock.patch("ports.signals.check_range_keeps_leases", side_effect=checking):
+        host.save()
+    assert seen == ["lease waited"]
+    host.refresh_from_db()
+    assert host.port_range_end == 20049

@@ -56,11 +56,25 @@ def test_it_names_the_host_and_its_counts_when_exhausted(free, settings):
     for project in leased:
         lease_ports(project, 1, checker=FakePortChecker(busy={40000}))  # 40000-40009 ends up blocked
     release_ports(leased[0])
+    still_busy = FakePortChecker(busy={40000})
     with pytest.raises(PortsExhausted) as caught:
-        lease_ports(make_project(host=host), 1, checker=free)
+        lease_ports(make_project(host=host), 1, checker=still_busy)
     message = str(caught.value)
     assert "tiny" in message
     assert "2 leased, 1 cooling, 1 blocked, 0 free" in message
+    assert still_busy.asked == [list(range(40000, 40010))], "the blocked block was asked about again"
+
+
+def test_it_rechecks_blocked_blocks_before_declaring_the_host_full(free):
+    # A range filled by short-lived client sockets: every block was found busy once.
+    host = make_host(name="busy", port_range_start=20000, port_range_end=20019, block_size=10)
+    for first in (20000, 20010):
+        PortBlock.objects.create(
+            host=host, first_port=first, last_port=first + 9, state=BlockState.BLOCKED, checked_at=timezone.now()
+        )
+    block = lease_ports(make_project(host=host), 1, checker=free)
+    assert (block.first_port, block.state) == (20000, BlockState.LEASED)
+    assert PortBlock.objects.get(host=host, first_port=20010).state == BlockState.FREE
 
 
 def test_it_reuses_a_released_block_only_after_the_cooldown(free, settings):

@@ -2,6 +2,7 @@
 the host's digests (re-sync, the dashboard's plan) and by the periodic check against a real agent."""
 
 import socket
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -172,3 +173,23 @@ def test_it_gives_up_on_a_host_whose_agent_does_not_answer_after_one_call(r1):
     with mock.patch("operations.agents.AgentClient", wraps=AgentClient) as clients:
         assert check_all() == 0
     assert clients.call_count == 1
+
+
+def test_a_round_ends_within_its_budget_however_long_one_call_may_take(r1, settings, silent_agent):
+    settings.BERTH_OPERATION_DEADLINE = 2  # the round's budget
+    settings.BERTH_AGENT_CALL_DEADLINE = 10  # one call may take longer than the whole round
+    for n, first_port in enumerate((24100, 24120)):
+        host = RuntimeHost.objects.create(
+            name=f"silent{n}",
+            agent_url=silent_agent.url,
+            agent_token="t" * 20,
+            port_range_start=first_port,
+            port_range_end=first_port + 19,
+        )
+        make_runtime_project(r1, host=host, first_port=first_port, file_digests={"runtime.toml": "x"})
+    started = time.monotonic()
+    with mock.patch("operations.agents.AgentClient", wraps=AgentClient) as clients:
+        assert check_all() == 0
+    took = time.monotonic() - started
+    assert took <= 2 + 2, f"the round took {took:.1f}s"
+    assert clients.call_count == 1, "no call starts once the budget is spent"

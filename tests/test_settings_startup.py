@@ -78,3 +78,47 @@ def test_deploy_check_passes_with_production_settings(tmp_path):
 def test_models_and_migrations_agree(tmp_path):
     result = manage("makemigrations", "--check", "--dry-run", env_overrides={"DEBUG": "1"}, tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"BERTH_AGENT_CALL_DEADLINE": "600", "BERTH_OPERATION_DEADLINE": "600"},
+            "BERTH_AGENT_CALL_DEADLINE must be shorter than BERTH_OPERATION_DEADLINE",
+        ),
+        (
+            {"BERTH_AGENT_CALL_DEADLINE": "90", "BERTH_OPERATION_DEADLINE": "60"},
+            "BERTH_AGENT_CALL_DEADLINE must be shorter than BERTH_OPERATION_DEADLINE",
+        ),
+        (
+            {"BERTH_OPERATION_DEADLINE": "600", "Q_TIMEOUT": "600"},
+            "Q_TIMEOUT must be longer than BERTH_OPERATION_DEADLINE",
+        ),
+        ({"Q_TIMEOUT": "700", "Q_RETRY": "700"}, "Q_RETRY must be longer than Q_TIMEOUT"),
+        ({"Q_TIMEOUT": "700", "Q_RETRY": "650"}, "Q_RETRY must be longer than Q_TIMEOUT"),
+    ],
+    ids=[
+        "call-equals-operation",
+        "call-past-operation",
+        "timeout-equals-operation",
+        "retry-equals-timeout",
+        "retry-before-timeout",
+    ],
+)
+def test_it_refuses_each_broken_time_order_naming_the_variables(tmp_path, overrides, message):
+    result = manage("check", env_overrides={**PRODUCTION_ENV, **overrides}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_it_starts_with_the_time_order_kept_at_its_edges(tmp_path):
+    env = {
+        **PRODUCTION_ENV,
+        "BERTH_AGENT_CALL_DEADLINE": "59.9",
+        "BERTH_OPERATION_DEADLINE": "60",
+        "Q_TIMEOUT": "61",
+        "Q_RETRY": "62",
+    }
+    result = manage("check", env_overrides=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr

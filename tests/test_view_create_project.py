@@ -1,10 +1,14 @@
+from unittest import mock
+
 import pytest
 from django.urls import reverse
 
+from agent.client import AgentInfo, AgentUnreachable
 from audit.models import AuditEntry
 from operations.models import Kind
 from projects.models import Project
 from tests.dashboard_helpers import process_host, register_template
+from tests.factories import make_host, make_reported_host
 
 pytestmark = pytest.mark.django_db
 
@@ -77,9 +81,8 @@ def test_it_shows_missing_fields_inline(staff_client, template):
 
 def test_staff_create_a_project_in_an_organization(staff_client, postgres):
     from orgs.models import Organization
-    from tests.factories import make_host
 
-    make_host(capabilities={"driver": "process", "postgres_versions": [15]})
+    make_reported_host()
     org = Organization.objects.create(name="Acme")
     staff_client.post(
         "/projects/new/", {"name": "Orders", "template": "postgres", "postgres_major": "15", "organization": org.slug}
@@ -87,3 +90,62 @@ def test_staff_create_a_project_in_an_organization(staff_client, postgres):
     assert Project.objects.get(name="Orders").organization == org
     staff_client.post("/projects/new/", {"name": "Loose", "template": "postgres", "postgres_major": "15"})
     assert Project.objects.get(name="Loose").organization.slug == "default"
+
+
+class Agent:
+    """A process agent with local PostgreSQL 15, or one that does not answer."""
+
+    def __init__(self, answers=True):
+        self.answers = answers
+        self.asked = []
+
+    def __call__(self, host, *, deadline):
+        self.asked.append(host.name)
+        return self
+
+    def info(self):
+        if not self.answers:
+            raise AgentUnreachable("connection refused")
+        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", [15], None, [32768, 60999])
+
+
+def offered(html: str) -> list[str]:
+    return [m for m in ("14", "15", "16", "17", "18") if f'<option value="{m}"' in html]
+
+
+def test_it_asks_a_host_that_never_reported_and_offers_what_it_runs(staff_client, template):
+    make_host(name="local")  # as `scripts/dev` leaves it before the agent reported
+    agent = Agent()
+    with mock.patch("operations.agents.client_for", agent):
+        html = staff_client.get(reverse("dashboard:create_project")).content.decode()
+    assert agent.asked == ["local"]
+    assert offered(html) == ["15"]
+    assert '<option value="15" selected>' in html
+
+
+def test_it_offers_nothing_from_a_host_whose_agent_does_not_answer_and_says_so(staff_client, template):
+    make_host(name="local")
+    with mock.patch("operations.agents.client_for", Agent(answers=False)):
+        html = staff_client.get(reverse("dashboard:create_project")).content.decode()
+    assert offered(html) == []
+    assert "Hosts whose agents did not answer are not counted: local" in html
+
+
+def test_it_opens_on_a_template_the_hosts_can_run(staff_client, tmp_path):
+    register_template(tmp_path, "docker-test")  # sorts first; needs the docker driver
+    register_template(tmp_path, "postgres")
+    process_host(name="local")
+    html = staff_client.get(reverse("dashboard:create_project")).content.decode()
+    assert '<option value="postgres" selected>' in html
+    assert offered(html) == ["15", "16"]
+
+
+def test_it_refuses_a_name_with_a_line_break(staff_client, template):
+    process_host(name="east")
+    response = staff_client.post(
+        reverse("dashboard:create_project"),
+        {"name": "Orders\nDROP", "template": "postgres", "postgres_major": "15", "host": ""},
+    )
+    assert response.status_code == 200
+    assert 'id="name-error"' in response.content.decode()
+    assert not Project.objects.exists()

@@ -1,3 +1,5 @@
+import time
+from html import unescape
 from unittest import mock
 
 import pytest
@@ -5,7 +7,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ports.models import BlockState, PortBlock
-from tests.dashboard_helpers import placed_project, process_host, register_template
+from tests.dashboard_helpers import PROCESS_CAPABILITIES, placed_project, process_host, register_template
+from tests.factories import make_host, make_reported_host
 
 pytestmark = pytest.mark.django_db
 
@@ -31,17 +34,14 @@ def test_it_shows_driver_versions_and_port_capacity(staff_client, tmp_path):
     assert reverse("dashboard:host_agent", args=[host.pk]) in html
 
 
-def test_live_check_reports_an_unreachable_agent_within_the_page_deadline(staff_client, settings):
-    host = process_host(name="east")
-    settings.BERTH_AGENT_PAGE_DEADLINE = 0.3
-
-    def refuse(host, *, deadline):
-        assert deadline == 0.3
-        host.last_error = "connection refused"
-        return False
-
-    with mock.patch("dashboard.views.hosts.refresh_host", side_effect=refuse):
-        response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true")
+def test_live_check_reports_a_silent_agent_within_the_page_deadline(staff_client, settings, silent_agent):
+    # A host that reported once and went silent; a never-reported one: test_pages_fresh_state.py.
+    host = make_reported_host(name="east", agent_url=silent_agent.url)
+    settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
+    started = time.monotonic()
+    response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true")
+    took = time.monotonic() - started
+    assert 0.5 <= took <= 0.5 + 2, took
     html = response.content.decode()
     assert "agent unreachable" in html and html.lstrip().startswith("<tr")
 
@@ -51,3 +51,21 @@ def test_live_check_without_javascript_returns_to_the_hosts_page(staff_client):
     with mock.patch("dashboard.views.hosts.refresh_host", return_value=True):
         response = staff_client.get(reverse("dashboard:host_agent", args=[host.pk]))
     assert response.url == reverse("dashboard:hosts")
+
+
+def test_it_shows_a_host_whose_agent_never_reported(staff_client):
+    # The state right after `scripts/dev` or the README's "register the agent" step.
+    make_host(name="fresh")
+    response = staff_client.get(reverse("dashboard:hosts"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "fresh" in html and "never seen" in html
+
+
+def test_it_warns_when_the_range_overlaps_the_kernels_ephemeral_ports(staff_client):
+    capabilities = {**PROCESS_CAPABILITIES, "ephemeral_ports": [32768, 60999]}
+    make_host(name="low", capabilities=capabilities, port_range_start=20000, port_range_end=20099)
+    make_host(name="high", capabilities=capabilities, port_range_start=30000, port_range_end=39999)
+    html = unescape(staff_client.get(reverse("dashboard:hosts")).content.decode())
+    assert html.count("ephemeral port range") == 1
+    assert "ports 32768-39999 of the range lie in the kernel's ephemeral port range 32768-60999" in html

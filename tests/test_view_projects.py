@@ -1,3 +1,5 @@
+from html.parser import HTMLParser
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -150,3 +152,43 @@ def test_it_issues_the_same_number_of_queries_for_10_and_500_projects(staff_clie
         return len(captured)
 
     assert queries_for(10) == queries_for(500)
+
+
+class _Table(HTMLParser):
+    """The text of each header and each row's cells of the first table."""
+
+    def __init__(self):
+        super().__init__()
+        self.headers, self.rows, self._cell, self._in = [], [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("th", "td"):
+            self._cell, self._in = [], tag
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td") and self._cell is not None:
+            text = " ".join("".join(self._cell).split())
+            (self.headers if self._in == "th" else self._row).append(text)
+            self._cell = None
+        elif tag == "tr" and getattr(self, "_row", None):
+            self.rows.append(self._row)
+            self._row = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_each_column_shows_its_own_value(staff_client, tmp_path):
+    version = register_template(tmp_path)
+    project = make_project(name="Orders", template_version=version, postgres_major=16, host=process_host(name="east-1"))
+    table = _Table()
+    table.feed(staff_client.get(reverse("dashboard:projects")).content.decode())
+    (row,) = [dict(zip(table.headers, cells, strict=True)) for cells in table.rows]
+    assert row["Ref"] == project.ref
+    assert row["Name"] == "Orders"
+    assert row["Host"] == "east-1"
+    assert row["Postgres"] == "16"
+    assert row["Template"].startswith(str(version))

@@ -1,4 +1,7 @@
-"""Starts the agent: `python platform/agent` or, with platform/ on sys.path, `python -m agent`."""
+"""Starts the agent: `python platform/agent`, or `python -m agent` with platform/ on sys.path.
+
+Installed (`pip install .`), the `berth-agent` command runs the same `agent.server.main`.
+"""
 
 import sys
 from pathlib import Path

@@ -8,23 +8,30 @@ byte. The event loop is private to the call and closed without waiting for its r
 thread, so a stuck DNS lookup cannot hold the caller either. Call it from synchronous
 code (Django views, django-q tasks), not from inside a running event loop.
 
+Requests and replies are the types of agent.api, encoded and decoded with msgspec: a
+reply that does not match its type is an AgentProtocolError naming what is wrong.
+
 Commands carry a deadline the agent enforces (`deadline_s`), and the call allows that
 plus a margin for the reply, so a command that times out on the agent is reported as the
 agent's timeout, with the command's output tail, rather than as a lost call.
 """
 
 import asyncio
-import base64
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from collections.abc import Sequence
+from typing import TypeVar
 
 import httpx
+import msgspec
+
+from agent import api
+from agent.api import AgentInfo, CommandReply, FileSpec, PortCheck, Probe, ProbeResult, RuntimeStatus
+from agent.portcheck import check_ports
 
 DEFAULT_DEADLINE_S = 30.0
 REPLY_MARGIN_S = 2.0
-HEALTH_DEADLINE_S = 10.0
 MAX_REPLY_BYTES = 4 << 20
+
+ReplyT = TypeVar("ReplyT", bound=api.Reply)
 
 
 class AgentError(Exception):
@@ -62,75 +69,9 @@ class AgentProtocolError(AgentError):
     code = "protocol"
 
 
-@dataclass(frozen=True)
-class AgentInfo:
-    agent_version: str
-    api_version: int
-    driver: str
-    probe_host: str
-    probe_host_source: str
-    postgres_versions: list[int]
-    compose: str | None
-
-    def as_capabilities(self) -> dict:
-        """What a runtime host records of its agent."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class CommandReply:
-    state: str
-    output_tail: str
-
-
-@dataclass(frozen=True)
-class RuntimeStatus:
-    state: str  # running | stopped | absent
-    detail: str
-
-
-@dataclass(frozen=True)
-class PortCheck:
-    free: list[int]
-    taken: list[int]
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    name: str
-    status: str  # pass | fail | misconfigured
-    detail: str
-    server_major: int | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    path: str
-    content: bytes
-    policy: str = "managed"  # managed | seed
-
-    def to_json(self) -> dict:
-        return {"path": self.path, "content_b64": base64.b64encode(self.content).decode(), "policy": self.policy}
-
-
-@dataclass(frozen=True)
-class Probe:
-    name: str
-    kind: str  # tcp | http | postgres
-    port: int
-    host: str | None = None  # default: the agent's probe host
-    path: str | None = None
-    expect_status: int | None = None
-    user: str | None = None
-    password: str | None = None
-    dbname: str | None = None
-    expect_major: int | None = None
-
-    def to_json(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+def check_ports_here(ports: Sequence[int]) -> PortCheck:
+    """The agent's port check run in this process, for a host that is this machine."""
+    return check_ports(list(ports))
 
 
 _ERRORS_BY_STATUS = {401: AgentUnauthorized, 409: AgentBusy, 504: AgentTimeout}
@@ -145,28 +86,21 @@ class AgentClient:
         self.base_url = base_url.rstrip("/")
         self.deadline = deadline
         self.max_reply_bytes = max_reply_bytes
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def info(self) -> AgentInfo:
-        return AgentInfo(**_fields(AgentInfo, self._call("GET", "/v1/info")))
+        return self._call("GET", "/v1/info", AgentInfo)
 
     def put_files(
-        self,
-        ref: str,
-        files: Sequence[FileSpec | Mapping],
-        user_paths: Sequence[str] = (),
-        remove: Sequence[str] = (),
+        self, ref: str, files: Sequence[FileSpec], user_paths: Sequence[str] = (), remove: Sequence[str] = ()
     ) -> dict[str, str]:
-        """Write a runtime's files; returns each listed file's sha256 as it now is on the host.
-
-        A file is a FileSpec or already in the wire shape {path, content_b64, policy}.
-        """
-        body = {"files": [_wire(spec) for spec in files], "user_paths": list(user_paths), "remove": list(remove)}
-        return _value(self._call("PUT", f"/v1/runtimes/{ref}/files", body=body), "digests", dict)
+        """Write a runtime's files; returns each listed file's sha256 as it now is on the host."""
+        request = api.PutFilesRequest(list(files), list(user_paths), list(remove))
+        return self._call("PUT", f"/v1/runtimes/{ref}/files", api.FilesReply, request=request).digests
 
     def digests(self, ref: str, paths: Sequence[str]) -> dict[str, str | None]:
-        reply = self._call("POST", f"/v1/runtimes/{ref}/digests", body={"paths": list(paths)})
-        return _value(reply, "digests", dict)
+        request = api.DigestsRequest(list(paths))
+        return self._call("POST", f"/v1/runtimes/{ref}/digests", api.DigestsReply, request=request).digests
 
     def up(self, ref: str, deadline_s: float | None = None) -> CommandReply:
         return self._command(ref, "up", deadline_s)
@@ -178,37 +112,36 @@ class AgentClient:
         return self._command(ref, "restart", deadline_s)
 
     def status(self, ref: str) -> RuntimeStatus:
-        return RuntimeStatus(**_fields(RuntimeStatus, self._call("GET", f"/v1/runtimes/{ref}/status")))
+        return self._call("GET", f"/v1/runtimes/{ref}/status", RuntimeStatus)
 
     def delete(self, ref: str, purge_data: bool = False, deadline_s: float | None = None) -> str:
         command_s = self._command_deadline(deadline_s)
-        params = {"purge_data": int(purge_data), "deadline_s": command_s}
-        reply = self._call("DELETE", f"/v1/runtimes/{ref}", params=params, deadline_s=command_s + REPLY_MARGIN_S)
-        return _value(reply, "state", str)
+        query = api.DeleteQuery(purge_data, command_s)
+        path = f"/v1/runtimes/{ref}"
+        reply_s = command_s + REPLY_MARGIN_S
+        return self._call("DELETE", path, api.DeleteReply, params=query.as_params(), deadline_s=reply_s).state
 
     def check_ports(self, ports: Sequence[int]) -> PortCheck:
-        return PortCheck(**_fields(PortCheck, self._call("POST", "/v1/ports/check", body={"ports": list(ports)})))
+        return self._call("POST", "/v1/ports/check", PortCheck, request=api.PortsRequest(list(ports)))
 
-    def health(self, probes: Sequence[Probe | Mapping], deadline_s: float | None = None) -> list[ProbeResult]:
-        """Run probes on the agent's host; a Probe or the wire shape {name, kind, port, ...}."""
-        probe_s = deadline_s or min(HEALTH_DEADLINE_S, self._command_deadline(None))
-        body = {"probes": [_wire(probe) for probe in probes], "deadline_s": probe_s}
-        reply = self._call("POST", "/v1/health", body=body, deadline_s=probe_s + REPLY_MARGIN_S)
-        return [ProbeResult(**_fields(ProbeResult, item)) for item in _list(reply, "results")]
+    def health(self, probes: Sequence[Probe], deadline_s: float | None = None) -> list[ProbeResult]:
+        """Run probes on the agent's host."""
+        probe_s = deadline_s or min(api.HEALTH_DEADLINE_S, self._command_deadline(None))
+        request, reply_s = api.HealthRequest(list(probes), probe_s), probe_s + REPLY_MARGIN_S
+        return self._call("POST", "/v1/health", api.HealthReply, request=request, deadline_s=reply_s).results
 
-    def query(self, ref: str, spec: Mapping, deadline_s: float | None = None) -> list[dict]:
-        """Run SQL on the runtime's database: spec is {sql, port, password, read_only?, user?, dbname?,
-        host?, max_rows?, max_bytes?}. Postgres refusing it raises AgentError with code `query_failed`."""
+    def query(self, ref: str, request: api.QueryRequest, deadline_s: float | None = None) -> list[dict]:
+        """Run SQL on the runtime's database; the rows of its last statement that returned any.
+        Postgres refusing it raises AgentError with code `query_failed`."""
         query_s = self._command_deadline(deadline_s)
-        body = {**spec, "deadline_s": query_s}
-        reply = self._call("POST", f"/v1/runtimes/{ref}/query", body=body, deadline_s=query_s + REPLY_MARGIN_S)
-        return _list(reply, "rows")
+        request = msgspec.structs.replace(request, deadline_s=query_s)
+        path, reply_s = f"/v1/runtimes/{ref}/query", query_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.QueryReply, request=request, deadline_s=reply_s).rows
 
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
-        path = f"/v1/runtimes/{ref}/{action}"
-        reply = self._call("POST", path, body={"deadline_s": command_s}, deadline_s=command_s + REPLY_MARGIN_S)
-        return CommandReply(**_fields(CommandReply, reply))
+        path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s)
+        return self._call("POST", path, CommandReply, request=request, deadline_s=command_s + REPLY_MARGIN_S)
 
     def _command_deadline(self, requested_s: float | None) -> float:
         """The agent's deadline for a command: as asked, else what our own deadline leaves for it."""
@@ -217,21 +150,30 @@ class AgentClient:
         return max(self.deadline - REPLY_MARGIN_S, self.deadline / 2)
 
     def _call(
-        self, method: str, path: str, *, body: dict | None = None, params: dict | None = None, deadline_s=None
-    ) -> dict:
+        self,
+        method: str,
+        path: str,
+        reply_type: type[ReplyT],
+        *,
+        request: api.Request | None = None,
+        params: dict[str, str] | None = None,
+        deadline_s: float | None = None,
+    ) -> ReplyT:
         limit = self.deadline if deadline_s is None else min(deadline_s, self.deadline)
+        body = None if request is None else msgspec.json.encode(request)
         loop = asyncio.new_event_loop()
         try:
-            return loop.run_until_complete(self._call_within(method, path, body, params, limit))
+            status, data = loop.run_until_complete(self._call_within(method, path, body, params, limit))
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()  # unlike asyncio.run, does not wait for the resolver thread
+        return _decode(f"{method} {self.base_url}{path}", status, data, reply_type)
 
-    async def _call_within(self, method: str, path: str, body, params, deadline_s: float) -> dict:
+    async def _call_within(self, method: str, path: str, body, params, deadline_s: float) -> tuple[int, bytes]:
         where = f"{method} {self.base_url}{path}"
         try:
             async with asyncio.timeout(deadline_s):
-                status, data = await self._exchange(method, path, body, params, deadline_s)
+                return await self._exchange(method, path, body, params, deadline_s)
         except AgentProtocolError as exc:
             raise AgentProtocolError(f"{where}: {exc.message}") from None
         except (TimeoutError, httpx.TimeoutException):
@@ -240,14 +182,13 @@ class AgentClient:
             raise AgentProtocolError(f"{where}: malformed reply: {exc}") from None
         except httpx.TransportError as exc:
             raise AgentUnreachable(f"{where}: {exc or type(exc).__name__}") from None
-        return _decode(where, status, data)
 
     async def _exchange(self, method: str, path: str, body, params, deadline_s: float) -> tuple[int, bytes]:
         # trust_env=False: agent calls never go through a proxy from the environment.
         async with httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=deadline_s, trust_env=False
         ) as client:
-            async with client.stream(method, path, json=body, params=params) as response:
+            async with client.stream(method, path, content=body, params=params) as response:
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > self.max_reply_bytes:
                     raise AgentProtocolError(f"reply of {declared} bytes exceeds the {self.max_reply_bytes} byte cap")
@@ -259,46 +200,18 @@ class AgentClient:
                 return response.status_code, bytes(data)
 
 
-def _decode(where: str, status: int, data: bytes) -> dict:
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        raise AgentProtocolError(f"{where}: answered {status} with a body that is not a JSON object", status=status)
+def _decode(where: str, status: int, data: bytes, reply_type: type[ReplyT]) -> ReplyT:
+    """The reply as its type; an error reply as the AgentError for its status."""
     if status == 200:
-        return reply
-    error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+        try:
+            return msgspec.json.decode(data, type=reply_type)
+        except msgspec.DecodeError as exc:  # ValidationError included: valid JSON of the wrong shape
+            raise AgentProtocolError(f"{where}: malformed reply: {exc}", status=status) from None
+    try:
+        error = msgspec.json.decode(data, type=api.ErrorReply).error
+    except msgspec.DecodeError:
+        # Not the agent's own error body: waitress's (413: body over the limit), or a proxy's.
+        text = data[:200].decode("utf-8", errors="replace").strip()
+        raise AgentProtocolError(f"{where}: answered {status}: {text or 'no body'}", status=status) from None
     kind = _ERRORS_BY_STATUS.get(status, AgentError)
-    raise kind(
-        f"{where}: {error.get('message') or f'answered {status}'}",
-        code=error.get("code"),
-        status=status,
-        output_tail=error.get("output_tail") or "",
-    )
-
-
-def _fields(kind: type, reply: dict) -> dict:
-    """The reply's values for a dataclass; a missing field is the agent breaking the contract."""
-    required = [field.name for field in fields(kind) if field.default is MISSING]
-    if missing := [name for name in required if name not in reply]:
-        raise AgentProtocolError(f"reply lacks {', '.join(missing)}")
-    return {field.name: reply[field.name] for field in fields(kind) if field.name in reply}
-
-
-def _wire(item: FileSpec | Probe | Mapping) -> dict:
-    return item.to_json() if isinstance(item, FileSpec | Probe) else dict(item)
-
-
-def _value(reply: dict, key: str, kind: type):
-    value = reply.get(key)
-    if not isinstance(value, kind):
-        raise AgentProtocolError(f"reply's {key} is missing or not a {kind.__name__}")
-    return value
-
-
-def _list(reply: dict, key: str) -> list:
-    value = reply.get(key)
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise AgentProtocolError(f"reply's {key} is not a list of objects")
-    return value
+    raise kind(f"{where}: {error.message}", code=error.code, status=status, output_tail=error.output_tail or "")

@@ -15,6 +15,11 @@ DEFAULT_ROOT = "var/runtimes"
 DEFAULT_DEADLINE_S = 60.0
 MAX_DEADLINE_S = 3600.0
 MIN_TOKEN_LENGTH = 16
+# The HTTP server (waitress): see "Agent" in docs/architecture.md for why these bounds.
+DEFAULT_THREADS = 16  # requests handled at once; more wait in the server's queue
+DEFAULT_CONNECTION_LIMIT = 1000  # open connections; past it new ones wait in the listen backlog
+DEFAULT_MAX_BODY_MB = 16
+DEFAULT_IDLE_TIMEOUT_S = 30  # a connection with no request in progress and no traffic is closed
 
 
 class ConfigError(Exception):
@@ -30,6 +35,10 @@ class AgentConfig:
     driver: str  # process | docker | auto (auto is resolved at startup)
     deadline_s: float  # default command deadline; a request may only shorten it
     probe_host_override: str | None
+    threads: int
+    connection_limit: int
+    max_body_bytes: int
+    idle_timeout_s: int
 
 
 def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
@@ -42,6 +51,10 @@ def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
         driver=_driver(environ),
         deadline_s=_deadline(environ),
         probe_host_override=_get(environ, "BERTH_AGENT_PROBE_HOST"),
+        threads=_whole(environ, "BERTH_AGENT_THREADS", DEFAULT_THREADS, 1, 256),
+        connection_limit=_whole(environ, "BERTH_AGENT_CONNECTION_LIMIT", DEFAULT_CONNECTION_LIMIT, 1, 100_000),
+        max_body_bytes=_whole(environ, "BERTH_AGENT_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, 1, 1024) << 20,
+        idle_timeout_s=_whole(environ, "BERTH_AGENT_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S, 1, 3600),
     )
 
 
@@ -107,3 +120,12 @@ def _deadline(environ: Mapping[str, str]) -> float:
     if not 0 < seconds <= MAX_DEADLINE_S:
         raise ConfigError(f"BERTH_AGENT_DEADLINE={value!r} must be above 0 and at most {MAX_DEADLINE_S:g} seconds")
     return seconds
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _get(environ, name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise ConfigError(f"{name}={value!r} must be a whole number from {low} to {high}")
+    return int(value)

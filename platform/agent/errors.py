@@ -1,5 +1,7 @@
 """Errors the agent answers with; each maps to one HTTP status and error code of the API."""
 
+from agent.api import ErrorDetail, ErrorReply
+
 
 class ApiError(Exception):
     status = 500
@@ -10,11 +12,8 @@ class ApiError(Exception):
         self.message = message
         self.output_tail = output_tail
 
-    def body(self) -> dict:
-        error = {"code": self.code, "message": self.message}
-        if self.output_tail is not None:
-            error["output_tail"] = self.output_tail
-        return {"error": error}
+    def body(self) -> ErrorReply:
+        return ErrorReply(ErrorDetail(self.code, self.message, self.output_tail))
 
 
 class Invalid(ApiError):

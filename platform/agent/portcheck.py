@@ -1,34 +1,24 @@
 """Which ports are free to bind on this host.
 
 A port counts as taken when binding it on any address fails, on IPv4 or (where the host
-has it) IPv6: a runtime listens on every address, so one holder anywhere blocks it.
+has it) IPv6: the wildcards cover every address a runtime may listen on.
 SO_REUSEADDR is set as servers set it, so a port lingering in TIME_WAIT reads as free.
 """
 
 import errno
 import socket
 
-from agent.errors import Invalid
+from agent.api import PortCheck
 
-MIN_PORT, MAX_PORT = 1024, 65535
-MAX_PORTS = 4096
 _WILDCARDS = ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::"))
 
 
-def parse_ports(raw: object) -> list[int]:
-    if not isinstance(raw, list) or len(raw) > MAX_PORTS:
-        raise Invalid(f"ports must be a list of at most {MAX_PORTS} port numbers")
-    for port in raw:
-        if not isinstance(port, int) or isinstance(port, bool) or not MIN_PORT <= port <= MAX_PORT:
-            raise Invalid(f"port {port!r} is not a whole number in {MIN_PORT}-{MAX_PORT}")
-    return list(dict.fromkeys(raw))
-
-
-def check_ports(ports: list[int]) -> tuple[list[int], list[int]]:
+def check_ports(ports: list[int]) -> PortCheck:
+    """Each port once, in the order asked, as free or taken."""
     free, taken = [], []
-    for port in ports:
+    for port in dict.fromkeys(ports):
         (free if _bindable(port) else taken).append(port)
-    return free, taken
+    return PortCheck(free, taken)
 
 
 def _bindable(port: int) -> bool:
@@ -52,3 +42,16 @@ def _bindable(port: int) -> bool:
                     continue  # IPv6 exists but is disabled on every interface
                 raise
     return True
+
+
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_ports(path: str = EPHEMERAL_RANGE_FILE) -> list[int] | None:
+    """The kernel's ephemeral port range [low, high], or None where it cannot be read (not Linux)."""
+    try:
+        with open(path) as f:
+            low, high = (int(part) for part in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return [low, high]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psycopg
 
+from agent.api import Probe, ProbeResult
 from agent.config import ConfigError
-from agent.errors import Invalid
 
 LOOPBACK = "127.0.0.1"
 DOCKER_HOST_NAME = "host.docker.internal"
@@ -33,8 +33,6 @@ ROUTE_FILE = Path("/proc/net/route")
 CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 _CGROUP_HINTS = ("docker", "kubepods", "containerd", "libpod", "lxc")
 _RTF_GATEWAY = 0x2
-KINDS = ("tcp", "http", "postgres")
-MAX_PROBES = 64
 
 
 @dataclass(frozen=True)
@@ -126,67 +124,9 @@ def resolves(host: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class ProbeSpec:
-    name: str
-    kind: str
-    port: int
-    host: str | None = None
-    path: str = "/"
-    expect_status: int = 200
-    user: str = "postgres"
-    password: str = ""
-    dbname: str = "postgres"
-    expect_major: int | None = None
-
-
-def parse_probes(raw: object) -> list[ProbeSpec]:
-    if not isinstance(raw, list) or not raw or len(raw) > MAX_PROBES:
-        raise Invalid(f"probes must be a list of 1 to {MAX_PROBES} probes")
-    return [_parse_probe(item) for item in raw]
-
-
-def _parse_probe(item: object) -> ProbeSpec:
-    if not isinstance(item, dict):
-        raise Invalid("each probe must be an object")
-    known = set(ProbeSpec.__dataclass_fields__)
-    if unknown := set(item) - known:
-        raise Invalid(f"probe has unknown fields: {', '.join(sorted(unknown))}")
-    try:
-        spec = ProbeSpec(**item)
-    except TypeError:
-        raise Invalid("a probe needs name, kind and port") from None
-    _check_probe(spec)
-    return spec
-
-
-def _check_probe(spec: ProbeSpec) -> None:
-    label = f"probe {spec.name!r}"
-    if not isinstance(spec.name, str) or not spec.name:
-        raise Invalid("a probe's name must be a non-empty string")
-    if spec.kind not in KINDS:
-        raise Invalid(f"{label}: kind must be one of {', '.join(KINDS)}")
-    if not _is_int(spec.port) or not 1 <= spec.port <= 65535:
-        raise Invalid(f"{label}: port must be a whole number in 1-65535")
-    if spec.host is not None and (not isinstance(spec.host, str) or not spec.host):
-        raise Invalid(f"{label}: host must be a non-empty string")
-    if not isinstance(spec.path, str) or not spec.path.startswith("/"):
-        raise Invalid(f"{label}: path must start with '/'")
-    if not _is_int(spec.expect_status) or not 100 <= spec.expect_status <= 599:
-        raise Invalid(f"{label}: expect_status must be an HTTP status")
-    if spec.expect_major is not None and not _is_int(spec.expect_major):
-        raise Invalid(f"{label}: expect_major must be a whole number")
-    if not all(isinstance(value, str) for value in (spec.user, spec.password, spec.dbname)):
-        raise Invalid(f"{label}: user, password and dbname must be strings")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def run_probes(specs: list[ProbeSpec], default_host: str, deadline_s: float) -> list[dict]:
+def run_probes(specs: list[Probe], default_host: str, deadline_s: float) -> list[ProbeResult]:
     """Run every probe in parallel; one that has not answered by the deadline fails."""
-    # One thread per probe (at most MAX_PROBES): a probe that hangs until the deadline must
+    # One thread per probe (at most api.MAX_PROBES): a probe that hangs until the deadline must
     # never keep another from starting, or healthy runtimes would read as failed.
     executor = ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="probe")
     futures = [executor.submit(run_probe, spec, spec.host or default_host, deadline_s) for spec in specs]
@@ -199,7 +139,7 @@ def run_probes(specs: list[ProbeSpec], default_host: str, deadline_s: float) -> 
     ]
 
 
-def run_probe(spec: ProbeSpec, host: str, timeout_s: float) -> dict:
+def run_probe(spec: Probe, host: str, timeout_s: float) -> ProbeResult:
     try:
         socket.getaddrinfo(host, spec.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -211,12 +151,12 @@ def run_probe(spec: ProbeSpec, host: str, timeout_s: float) -> dict:
         return _result(spec, "fail", f"{spec.kind} {where}: {str(exc).strip() or type(exc).__name__}")
 
 
-def _tcp(spec: ProbeSpec, host: str, where: str, timeout_s: float) -> dict:
+def _tcp(spec: Probe, host: str, where: str, timeout_s: float) -> ProbeResult:
     with socket.create_connection((host, spec.port), timeout=timeout_s):
         return _result(spec, "pass", f"connected to {where}")
 
 
-def _http(spec: ProbeSpec, host: str, where: str, timeout_s: float) -> dict:
+def _http(spec: Probe, host: str, where: str, timeout_s: float) -> ProbeResult:
     connection = http.client.HTTPConnection(host, spec.port, timeout=timeout_s)
     try:
         connection.request("GET", spec.path)
@@ -228,7 +168,7 @@ def _http(spec: ProbeSpec, host: str, where: str, timeout_s: float) -> dict:
     return _result(spec, "pass", f"GET {where}{spec.path} answered {status}")
 
 
-def _postgres(spec: ProbeSpec, host: str, where: str, timeout_s: float) -> dict:
+def _postgres(spec: Probe, host: str, where: str, timeout_s: float) -> ProbeResult:
     with psycopg.connect(
         host=host,
         port=spec.port,
@@ -247,8 +187,5 @@ def _postgres(spec: ProbeSpec, host: str, where: str, timeout_s: float) -> dict:
 _PROBES = {"tcp": _tcp, "http": _http, "postgres": _postgres}
 
 
-def _result(spec: ProbeSpec, status: str, detail: str, server_major: int | None = None) -> dict:
-    result = {"name": spec.name, "status": status, "detail": detail}
-    if server_major is not None:
-        result["server_major"] = server_major
-    return result
+def _result(spec: Probe, status: str, detail: str, server_major: int | None = None) -> ProbeResult:
+    return ProbeResult(spec.name, status, detail, server_major)

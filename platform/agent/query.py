@@ -9,14 +9,11 @@ message comes back as a `query_failed` error; no SQL or data is ever logged.
 
 import datetime
 import json
-from dataclasses import dataclass
 
 import psycopg
 
-from agent.errors import ApiError, Invalid
-
-MAX_ROWS_LIMIT = 100_000
-MAX_BYTES_LIMIT = 3 << 20  # below the client's 4 MiB reply cap, with room for the envelope
+from agent.api import QueryReply, QueryRequest
+from agent.errors import ApiError
 
 
 class QueryFailed(ApiError):
@@ -26,45 +23,7 @@ class QueryFailed(ApiError):
     code = "query_failed"
 
 
-@dataclass(frozen=True)
-class QuerySpec:
-    sql: str
-    port: int
-    password: str
-    read_only: bool = False
-    user: str = "postgres"
-    dbname: str = "postgres"
-    host: str | None = None
-    max_rows: int = 10_000
-    max_bytes: int = 2 << 20
-
-    @classmethod
-    def from_body(cls, body: dict) -> "QuerySpec":
-        known = set(cls.__dataclass_fields__) | {"deadline_s"}
-        if unknown := set(body) - known:
-            raise Invalid(f"unknown query fields: {', '.join(sorted(unknown))}")
-        try:
-            spec = cls(**{key: value for key, value in body.items() if key != "deadline_s"})
-        except TypeError:
-            raise Invalid("a query needs sql, port and password") from None
-        if not isinstance(spec.sql, str) or not spec.sql.strip():
-            raise Invalid("sql must be a non-empty string")
-        if not _is_int(spec.port) or not 1 <= spec.port <= 65535:
-            raise Invalid("port must be a whole number in 1-65535")
-        if not all(isinstance(value, str) for value in (spec.password, spec.user, spec.dbname)):
-            raise Invalid("password, user and dbname must be strings")
-        if spec.host is not None and (not isinstance(spec.host, str) or not spec.host):
-            raise Invalid("host must be a non-empty string")
-        if not isinstance(spec.read_only, bool):
-            raise Invalid("read_only must be true or false")
-        if not _is_int(spec.max_rows) or not 1 <= spec.max_rows <= MAX_ROWS_LIMIT:
-            raise Invalid(f"max_rows must be 1-{MAX_ROWS_LIMIT}")
-        if not _is_int(spec.max_bytes) or not 1 <= spec.max_bytes <= MAX_BYTES_LIMIT:
-            raise Invalid(f"max_bytes must be 1-{MAX_BYTES_LIMIT}")
-        return spec
-
-
-def run_query(spec: QuerySpec, default_host: str, deadline_s: float) -> dict:
+def run_query(spec: QueryRequest, default_host: str, deadline_s: float) -> QueryReply:
     """The rows of the last statement that returned any, as a list of objects."""
     timeout_ms = max(1, int(deadline_s * 1000))
     try:
@@ -87,10 +46,10 @@ def run_query(spec: QuerySpec, default_host: str, deadline_s: float) -> dict:
         diag = getattr(exc, "diag", None)
         message = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
         raise QueryFailed(message or type(exc).__name__) from None
-    return {"rows": rows}
+    return QueryReply(rows)
 
 
-def _last_rows(cursor, spec: QuerySpec) -> list[dict]:
+def _last_rows(cursor, spec: QueryRequest) -> list[dict]:
     rows: list[dict] = []
     while True:
         if cursor.description is not None:
@@ -99,7 +58,7 @@ def _last_rows(cursor, spec: QuerySpec) -> list[dict]:
             return rows
 
 
-def _capped(cursor, spec: QuerySpec) -> list[dict]:
+def _capped(cursor, spec: QueryRequest) -> list[dict]:
     names = [column.name for column in cursor.description]
     rows, size = [], 2
     for values in cursor:
@@ -125,7 +84,3 @@ def _plain(value):
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return str(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,258 +1,310 @@
-"""The agent's HTTP API (v1, JSON, bearer token); see docs/architecture.md for the table.
+"""The agent's HTTP API (v1, JSON, bearer token) served by waitress; see docs/architecture.md.
 
 Invariants:
-- Every request is authenticated before anything else, routes included: a missing or
-  wrong token gets 401 with no detail. Tokens are compared in constant time.
-- Request bodies are capped; a reply is always JSON, errors as {"error": {code, message}}.
+- Every request is authenticated before anything else, routes included (`BearerAuth`): a
+  missing or wrong token gets 401 with no detail, and the app never reads its body.
+  Tokens are compared in constant time.
+- A body is decoded into its route's request type from agent.api, and a query string
+  into its query type; anything else is 422 `invalid`. Replies are the reply types of
+  agent.api, checked before they are sent; errors are api.ErrorReply.
 - Runtime refs are checked against the project ref pattern before any path is built.
+- What a flood can take is bounded: a fixed pool of request threads, at most
+  `connection_limit` open connections (a connection is not a thread: waitress reads and
+  buffers requests on one event loop), bodies of at most `max_body_bytes`, refused before
+  any thread sees them, and idle connections closed after `idle_timeout_s`.
 """
 
-import base64
-import binascii
 import hmac
-import json
+import logging
 import re
+import resource
 import signal
 import socket
 import sys
-import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import parse_qsl
 
-from agent import AGENT_VERSION, API_VERSION
+import msgspec
+import waitress
+
+from agent import AGENT_VERSION, API_VERSION, api
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
-from agent.portcheck import check_ports, parse_ports
-from agent.probes import ProbeHost, engine_shares_network, parse_probes, resolve_probe_host, run_probes
-from agent.query import QuerySpec, run_query
+from agent.portcheck import check_ports, ephemeral_ports
+from agent.probes import ProbeHost, engine_shares_network, resolve_probe_host, run_probes
+from agent.query import run_query
 from agent.runtimes import Runtimes, check_ref
 
-MAX_BODY_BYTES = 16 << 20
-HEALTH_DEFAULT_DEADLINE_S = 10.0
-# Per-read socket timeout for incoming requests, so a stalled client cannot hold a thread.
-REQUEST_READ_TIMEOUT_S = 30
+log = logging.getLogger("agent")
+
+UNAUTHORIZED = api.ErrorReply(api.ErrorDetail("unauthorized", "unauthorized"))
+INTERNAL = api.ErrorReply(api.ErrorDetail("internal", "internal error; see the agent's log"))
+# How often waitress looks for idle connections, so one closes at most this long after its timeout.
+IDLE_CHECK_S = 5
+# Open files beyond one per connection: per request thread, one health call's probe
+# sockets and a command's pipes; for the process, its log, the listening socket, the
+# server's wake-up pipe and what libraries open.
+FILES_PER_THREAD = api.MAX_PROBES + 8
+FILES_RESERVED = 64
+# Looking up installed Postgres majors runs commands (pg_ctl --version, docker image ls);
+# info reuses the answer this long, so a burst of info calls does not fork a process each.
+POSTGRES_VERSIONS_TTL_S = 30.0
 _REF = r"(?P<ref>[^/]+)"
-ROUTES = [
-    ("GET", re.compile(r"/v1/info"), "info"),
-    ("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), "put_files"),
-    ("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), "digests"),
-    ("POST", re.compile(rf"/v1/runtimes/{_REF}/(?P<action>up|down|restart)"), "lifecycle"),
-    ("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), "status"),
-    ("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), "query"),
-    ("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), "delete"),
-    ("POST", re.compile(r"/v1/ports/check"), "check_ports"),
-    ("POST", re.compile(r"/v1/health"), "health"),
-]
+_ACTION = r"(?P<action>up|down|restart)"
 
 
-class AgentServer(ThreadingHTTPServer):
-    daemon_threads = True
+class Agent:
+    """The API over this host's runtimes, as a WSGI application (behind BearerAuth)."""
 
     def __init__(self, config: AgentConfig, driver: Driver, probe_host: ProbeHost):
-        if ":" in config.listen_host:
-            self.address_family = socket.AF_INET6
-        self.token = config.token.encode()
         self.config = config
         self.driver = driver
         self.probe_host = probe_host
         self.runtimes = Runtimes(config.root, driver, config.deadline_s)
-        super().__init__((config.listen_host, config.listen_port), AgentHandler)
+        self._versions_lock = threading.Lock()
+        self._versions: tuple[float, list[int]] = (-POSTGRES_VERSIONS_TTL_S, [])
 
-
-class AgentHandler(BaseHTTPRequestHandler):
-    server: AgentServer
-    timeout = REQUEST_READ_TIMEOUT_S
-    server_version = f"berth-agent/{AGENT_VERSION}"
-    sys_version = ""  # no Python version in the Server header, even to callers without a token
-
-    def do_GET(self):
-        self._handle()
-
-    def do_PUT(self):
-        self._handle()
-
-    def do_POST(self):
-        self._handle()
-
-    def do_DELETE(self):
-        self._handle()
-
-    def _handle(self) -> None:
-        if not self._authorised():
-            self._discard_body()
-            self._reply(401, {"error": {"code": "unauthorized", "message": "unauthorized"}})
-            return
+    def __call__(self, environ: dict, start_response) -> list[bytes]:
         try:
-            status, body = 200, self._dispatch()
+            status, reply = 200, self._dispatch(environ)
         except ApiError as error:
-            status, body = error.status, error.body()
+            status, reply = error.status, error.body()
         except Exception:
-            traceback.print_exc()
-            status, body = 500, {"error": {"code": "internal", "message": "internal error; see the agent's log"}}
-        self._reply(status, body)
+            log.exception("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, reply = 500, INTERNAL
+        return respond(start_response, status, reply)
 
-    def _authorised(self) -> bool:
-        scheme, _, presented = self.headers.get("Authorization", "").partition(" ")
-        # compare_digest takes the same time wherever the first difference is.
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.server.token)
+    def _dispatch(self, environ: dict) -> api.Reply:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        for route in ROUTES:
+            match = route.path.fullmatch(path)
+            if match and route.method == method:
+                arguments = match.groupdict()
+                if route.body:
+                    arguments["body"] = decode_body(route.body, read_body(environ))
+                if route.query:
+                    arguments["query"] = decode_query(route.query, environ.get("QUERY_STRING", ""))
+                return route.handler(self, **arguments)
+        raise NotFound(f"no route for {method} {path}")
 
-    def _dispatch(self) -> dict:
-        url = urlsplit(self.path)
-        for method, pattern, name in ROUTES:
-            match = pattern.fullmatch(url.path)
-            if method == self.command and match:
-                return getattr(self, f"_{name}")(self._json_body(), parse_qs(url.query), **match.groupdict())
-        raise NotFound(f"no route for {self.command} {url.path}")
-
-    def _info(self, body: dict, query: dict) -> dict:
+    def info(self) -> api.AgentInfo:
         compose = compose_command()
-        return {
-            "agent_version": AGENT_VERSION,
-            "api_version": API_VERSION,
-            "driver": self.server.driver.name,
-            "probe_host": self.server.probe_host.host,
-            "probe_host_source": self.server.probe_host.source,
-            "postgres_versions": self.server.driver.postgres_versions(),
-            "compose": " ".join(compose) if compose else None,
-        }
+        return api.AgentInfo(
+            agent_version=AGENT_VERSION,
+            api_version=API_VERSION,
+            driver=self.driver.name,
+            probe_host=self.probe_host.host,
+            probe_host_source=self.probe_host.source,
+            postgres_versions=self.postgres_versions(),
+            compose=" ".join(compose) if compose else None,
+            ephemeral_ports=ephemeral_ports(),
+        )
 
-    def _put_files(self, body: dict, query: dict, ref: str) -> dict:
-        writes = [_file_write(item) for item in _list(body, "files", dict)]
-        return self.server.runtimes.put_files(ref, writes, _list(body, "user_paths", str), _list(body, "remove", str))
+    def postgres_versions(self) -> list[int]:
+        """The driver's Postgres majors, looked up at most every POSTGRES_VERSIONS_TTL_S."""
+        with self._versions_lock:  # one lookup at a time; callers meanwhile wait for its answer
+            looked_up_at, versions = self._versions
+            if time.monotonic() - looked_up_at >= POSTGRES_VERSIONS_TTL_S:
+                versions = self.driver.postgres_versions()
+                self._versions = (time.monotonic(), versions)
+            return versions
 
-    def _digests(self, body: dict, query: dict, ref: str) -> dict:
-        return self.server.runtimes.digests(ref, _list(body, "paths", str))
+    def put_files(self, ref: str, body: api.PutFilesRequest) -> api.FilesReply:
+        writes = [FileWrite(file.path, file.content, file.policy) for file in body.files]
+        return checked(api.FilesReply, self.runtimes.put_files(ref, writes, body.user_paths, body.remove))
 
-    def _lifecycle(self, body: dict, query: dict, ref: str, action: str) -> dict:
-        runtimes = self.server.runtimes
-        return getattr(runtimes, action)(ref, runtimes.deadline(body.get("deadline_s")))
+    def digests(self, ref: str, body: api.DigestsRequest) -> api.DigestsReply:
+        return checked(api.DigestsReply, self.runtimes.digests(ref, body.paths))
 
-    def _status(self, body: dict, query: dict, ref: str) -> dict:
-        return self.server.runtimes.status(ref)
+    def command(self, ref: str, action: str, body: api.CommandRequest) -> api.CommandReply:
+        run = getattr(self.runtimes, action)  # up | down | restart, as the route allows
+        return checked(api.CommandReply, run(ref, self.runtimes.deadline(body.deadline_s)))
 
-    def _query(self, body: dict, query: dict, ref: str) -> dict:
-        check_ref(ref)
-        deadline = self.server.runtimes.deadline(body.get("deadline_s"))
-        return run_query(QuerySpec.from_body(body), self.server.probe_host.host, deadline.seconds)
+    def status(self, ref: str) -> api.RuntimeStatus:
+        return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
-    def _delete(self, body: dict, query: dict, ref: str) -> dict:
-        purge = query.get("purge_data", ["0"])
-        if purge not in (["0"], ["1"]):
-            raise Invalid("purge_data must be 0 or 1")
-        runtimes = self.server.runtimes
-        return runtimes.delete(ref, purge == ["1"], runtimes.deadline(_query_seconds(query, "deadline_s")))
+    def query(self, ref: str, body: api.QueryRequest) -> api.QueryReply:
+        check_ref(ref)  # no path is built from it here, but a malformed ref is refused like on every route
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return run_query(body, self.probe_host.host, deadline.seconds)
 
-    def _check_ports(self, body: dict, query: dict) -> dict:
-        free, taken = check_ports(parse_ports(body.get("ports")))
-        return {"free": free, "taken": taken}
+    def delete(self, ref: str, query: api.DeleteQuery) -> api.DeleteReply:
+        deadline = self.runtimes.deadline(query.deadline_s)
+        return checked(api.DeleteReply, self.runtimes.delete(ref, query.purge_data, deadline))
 
-    def _health(self, body: dict, query: dict) -> dict:
-        probes = parse_probes(body.get("probes"))
-        deadline = self.server.runtimes.deadline(body.get("deadline_s", HEALTH_DEFAULT_DEADLINE_S))
-        return {"results": run_probes(probes, self.server.probe_host.host, deadline.seconds)}
+    def check_ports(self, body: api.PortsRequest) -> api.PortCheck:
+        return check_ports(body.ports)
 
-    def _json_body(self) -> dict:
-        length = self._content_length()
-        if not length:
-            return {}
-        try:
-            body = json.loads(self.rfile.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise Invalid("the request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise Invalid("the request body must be a JSON object")
-        return body
-
-    def _content_length(self) -> int:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise Invalid("send the body with a Content-Length, not chunked")
-        text = self.headers.get("Content-Length", "0")
-        if not text.isdigit():
-            raise Invalid("Content-Length is not a number")
-        if int(text) > MAX_BODY_BYTES:
-            raise Invalid(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-        return int(text)
-
-    def _discard_body(self) -> None:
-        # Read what the client sent, so closing the connection does not reset it before
-        # the client has read our answer.
-        text = self.headers.get("Content-Length", "0")
-        if text.isdigit() and int(text) <= MAX_BODY_BYTES:
-            self.rfile.read(int(text))
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def health(self, body: api.HealthRequest) -> api.HealthReply:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return api.HealthReply(run_probes(body.probes, self.probe_host.host, deadline.seconds))
 
 
-def _list(body: dict, key: str, item_type: type) -> list:
-    value = body.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, item_type) for item in value):
-        raise Invalid(f"{key} must be a list of {item_type.__name__} values")
-    return value
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: re.Pattern
+    handler: Callable[..., api.Reply]  # an Agent method; it gets the path's groups, and `body` or `query` when typed
+    body: type[api.Request] | None = None
+    query: type[api.Request] | None = None
 
 
-def _query_seconds(query: dict, key: str) -> float | None:
-    values = query.get(key)
-    if values is None:
-        return None
+ROUTES = (
+    Route("GET", re.compile(r"/v1/info"), Agent.info),
+    Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), Agent.put_files, body=api.PutFilesRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), Agent.digests, body=api.DigestsRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
+    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
+    Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
+    Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
+    Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
+)
+
+
+class BearerAuth:
+    """WSGI middleware: only a request bearing the token reaches the app.
+
+    Any other gets 401 with no detail, its body unread (waitress has buffered it, within
+    the body limit, before any thread sees the request).
+    """
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.token = token.encode()
+
+    def __call__(self, environ: dict, start_response) -> list[bytes]:
+        scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        # WSGI hands headers over as latin-1 text; encoding it back gives the bytes sent.
+        # compare_digest takes the same time wherever the first difference is.
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("latin-1"), self.token):
+            return self.app(environ, start_response)
+        return respond(start_response, 401, UNAUTHORIZED)
+
+
+def respond(start_response, status: int, reply: api.Reply) -> list[bytes]:
+    data = msgspec.json.encode(reply)
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+    return [data]
+
+
+def read_body(environ: dict) -> bytes:
+    # waitress has read the whole body (chunked or not) and set its length; it refused
+    # any body over the limit with 413 before the request reached a thread.
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return environ["wsgi.input"].read(int(length))
+
+
+def decode_body(kind: type[api.Request], data: bytes) -> api.Request:
     try:
-        return float(values[-1])
-    except ValueError:
-        raise Invalid(f"{key} must be a number of seconds") from None
+        return msgspec.json.decode(data or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"the request body is not JSON: {exc}") from None
 
 
-def _file_write(item: dict) -> FileWrite:
-    path, content, policy = item.get("path"), item.get("content_b64"), item.get("policy", "managed")
-    if not isinstance(path, str) or not isinstance(content, str) or not isinstance(policy, str):
-        raise Invalid("each file needs a path, content_b64 and a policy")
+def decode_query(kind: type[api.Request], query: str) -> api.Request:
     try:
-        return FileWrite(path, base64.b64decode(content, validate=True), policy)
-    except binascii.Error:
-        raise Invalid(f"file {path!r}: content_b64 is not base64") from None
+        return msgspec.convert(dict(parse_qsl(query, keep_blank_values=True)), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid query string: {exc}") from None
 
 
-def build_server(config: AgentConfig) -> AgentServer:
-    driver = select_driver(config.driver, config.root)
+def checked(kind: type[api.Reply], reply: dict) -> api.Reply:
+    """The agent's own result as its reply type; a mismatch is the agent's bug, a 500."""
+    return msgspec.convert(reply, kind)
+
+
+def listen_socket(config: AgentConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.listen_host, config.listen_port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"BERTH_AGENT_LISTEN: cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
+        ) from None
+    return sock
+
+
+def ensure_open_files(config: AgentConfig) -> None:
+    """Raise the soft open-files limit to what the limits can use, or refuse to start.
+
+    A server out of file descriptors fails every accept, so this is checked up front.
+    """
+    needed = config.connection_limit + config.threads * FILES_PER_THREAD + FILES_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"BERTH_AGENT_CONNECTION_LIMIT={config.connection_limit} with BERTH_AGENT_THREADS={config.threads} "
+            f"may need {needed} open files and this process may open {hard} (ulimit -n): lower them or raise it"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    driver = select_driver(config)
     probe_host = resolve_probe_host(
         config.probe_host_override,
         driver.name,
         engine_shares_network=driver.name == "docker" and engine_shares_network(),
     )
-    try:
-        return AgentServer(config, driver, probe_host)
-    except OSError as exc:
-        raise ConfigError(
-            f"BERTH_AGENT_LISTEN: cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
-        ) from None
+    return Agent(config, driver, probe_host)
+
+
+def build_server(agent: Agent):
+    """The agent behind its auth on waitress, bound and with its threads started; `.run()` serves."""
+    config = agent.config
+    ensure_open_files(config)
+    return waitress.create_server(
+        BearerAuth(agent, config.token),
+        sockets=[listen_socket(config)],
+        threads=config.threads,
+        connection_limit=config.connection_limit,
+        max_request_body_size=config.max_body_bytes,
+        channel_timeout=config.idle_timeout_s,
+        cleanup_interval=min(IDLE_CHECK_S, config.idle_timeout_s),
+        # poll(), not select(): select cannot watch descriptors numbered past 1023.
+        asyncore_use_poll=True,
+        ident="berth-agent",
+    )
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="berth-agent %(levelname)s %(name)s: %(message)s")
+    # waitress warns on every request that waits for a thread; waiting is the pool doing its job.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
-        server = build_server(load_config())
+        agent = build_agent(load_config())
+        server = build_server(agent)
     except ConfigError as exc:
         print(f"berth-agent: {exc}", file=sys.stderr)
         return 2
     # Honcho and service managers stop us with SIGTERM; runtimes keep running without us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
+    config = agent.config
     print(
-        f"berth-agent {AGENT_VERSION} listening on http://{host}:{port} "
-        f"(driver {server.driver.name}, probe host {server.probe_host.host} via {server.probe_host.source}, "
-        f"root {server.config.root})",
+        f"berth-agent {AGENT_VERSION} listening on http://{f'[{host}]' if ':' in host else host}:{port} "
+        f"(driver {agent.driver.name}, probe host {agent.probe_host.host} via {agent.probe_host.source}, "
+        f"root {config.root}, {config.threads} threads, at most {config.connection_limit} connections)",
         flush=True,
     )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:
-        server.server_close()
+        server.close()
     return 0

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from ninja import Router, Status
 
+from agent.api import QueryRequest
 from agent.client import AgentError, AgentTimeout
 from api.access import project_for
 from api.audit import token_used
@@ -53,13 +54,13 @@ def run_query(request, ref: str, body: QueryIn):
         raise forbidden("Your role is read_only: send read_only: true")
     if body.parameters:
         raise ApiError(400, "Query parameters are not supported; inline the values")
-    spec = {
+    spec = QueryRequest(
+        sql=body.query,
+        read_only=body.read_only,
+        max_rows=settings.BERTH_API_QUERY_MAX_ROWS,
+        max_bytes=settings.BERTH_API_QUERY_MAX_BYTES,
         **query_target(project),
-        "sql": body.query,
-        "read_only": body.read_only,
-        "max_rows": settings.BERTH_API_QUERY_MAX_ROWS,
-        "max_bytes": settings.BERTH_API_QUERY_MAX_BYTES,
-    }
+    )
     deadline = settings.BERTH_API_QUERY_DEADLINE
     client = client_for(project.host, deadline=deadline + 5)
     try:

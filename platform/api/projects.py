@@ -27,7 +27,7 @@ from api.schemas import (
 )
 from operations.actions import OperationRefused, request_operation
 from operations.models import Kind
-from projects.actions import DuplicateProjectName, create_project
+from projects.actions import DuplicateProjectName, check_region, create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 
 router = Router(tags=["projects"])
@@ -102,8 +102,8 @@ def create(request, body: ProjectCreate):
     if not slug:
         raise ApiError(400, "organization_slug is required")
     org = organization_for_write(request, slug)
-    major = _postgres_major(body.postgres_engine)
     try:
+        major = _postgres_major(body.postgres_engine, body.region or "")
         project = create_project(
             name=body.name,
             postgres_major=major,
@@ -122,14 +122,32 @@ def create(request, body: ProjectCreate):
     return Reply(201, project_created(project))
 
 
-def _postgres_major(engine: str | None) -> int:
-    """The requested major, or the newest one the API's template can run on some host."""
+def _postgres_major(engine: str | None, region: str) -> int:
+    """The requested major, or the newest one the API's template can run on some host that
+    would take the project (in the region, or unlabelled).
+
+    Only hosts whose agents answer count, as on the dashboard's form (dashboard.forms.
+    available_majors): a host never heard from is asked first, within the page deadline, and
+    offers nothing if it does not answer, so no version is promised that no host runs.
+    """
     from dashboard.forms import available_majors
+    from hosts.actions import refresh_unseen
+    from hosts.models import RuntimeHost
 
     if engine is None:
-        majors = available_majors(settings.BERTH_API_TEMPLATE, None)
+        accepting = RuntimeHost.objects.filter(accepts_projects=True).order_by("name")
+        if region:
+            check_region(region)  # a region no host serves is refused as such, not as "no version"
+            accepting = accepting.filter(region__in=["", region])
+        hosts = list(accepting)
+        refresh_unseen(hosts, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+        majors = sorted({m for host in hosts for m in available_majors(settings.BERTH_API_TEMPLATE, host)})
         if not majors:
-            raise ApiError(422, f"No Postgres version of template {settings.BERTH_API_TEMPLATE} can run on any host")
+            silent = [host.name for host in hosts if not host.has_reported or host.last_error]
+            detail = f"; hosts whose agents did not answer: {', '.join(silent)}" if silent else ""
+            raise ApiError(
+                422, f"No Postgres version of template {settings.BERTH_API_TEMPLATE} can run on any host{detail}"
+            )
         return majors[-1]
     if not engine.isdigit():
         raise ApiError(422, f"postgres_engine must be a major version such as '15', not {engine!r}")

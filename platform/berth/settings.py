@@ -110,8 +110,16 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # The worker and the web process write concurrently; wait for the lock instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The web process, the workers and the periodic tasks write one file at once (see
+    # docs/architecture.md, "The embedded database"). A transaction takes the write lock
+    # when it begins (BEGIN IMMEDIATE), so a writer waits its turn for up to `timeout`
+    # seconds; one that read first and wrote later was refused "database is locked" at
+    # once. WAL lets readers run beside the writer; synchronous=NORMAL is safe with WAL.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE",
+        timeout=20,
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -207,6 +215,7 @@ BERTH_DATABASE_DOMAIN = env_str("BERTH_DATABASE_DOMAIN", "berth.localhost")
 # database/query: how long one statement may run (the agent enforces it, and never allows more
 # than its own BERTH_AGENT_DEADLINE), and how much it may return.
 BERTH_API_QUERY_DEADLINE = env_float("BERTH_API_QUERY_DEADLINE", 15.0, minimum=1.0)
-BERTH_API_QUERY_MAX_ROWS = env_int("BERTH_API_QUERY_MAX_ROWS", 10_000, minimum=1)
-# At most 3 MiB: the agent refuses more (its replies must fit the client's 4 MiB cap).
+# At most 100,000 rows and 3 MiB: the agent refuses more (agent.api.QueryRequest; its replies
+# must fit the client's 4 MiB cap).
+BERTH_API_QUERY_MAX_ROWS = env_int("BERTH_API_QUERY_MAX_ROWS", 10_000, minimum=1, maximum=100_000)
 BERTH_API_QUERY_MAX_BYTES = env_int("BERTH_API_QUERY_MAX_BYTES", 2 << 20, minimum=1024, maximum=3 << 20)

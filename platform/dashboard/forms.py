@@ -106,8 +106,14 @@ class CreateProjectForm(forms.Form):
         super().__init__(*args, **kwargs)
         names = template_names()
         self.fields["template"].choices = [(n, n) for n in names]
-        template = self._chosen("template") or (names[0] if names else None)
         host = self.fields["host"].queryset.filter(name=self._chosen("host") or "").first()
+        # Hosts not judged: their agents have not answered (never, or not at their last contact).
+        self.unjudged = [h.name for h in ([host] if host else self.fields["host"].queryset) if not _reachable(h)]
+        template = self._chosen("template")
+        if template is None:
+            # The first template some reachable host can run, so the form opens on one that works.
+            template = next((n for n in names if available_majors(n, host)), names[0] if names else None)
+            self.initial["template"] = template
         self.majors = available_majors(template, host) if template else []
         self.fields["postgres_major"].choices = [(m, f"Postgres {m}") for m in self.majors]
         if not self.is_bound and str(self.initial.get("postgres_major")) not in {str(m) for m in self.majors}:
@@ -121,25 +127,31 @@ class CreateProjectForm(forms.Form):
         return self.initial.get(name)
 
 
-def available_majors(template: str, host: RuntimeHost | None) -> list[int]:
-    """Postgres majors the template's latest version supports, on the chosen host or, with
-    placement left automatic, on at least one host that accepts projects.
+def _reachable(host: RuntimeHost) -> bool:
+    """The host's agent answered at the last contact, so what it reported is current."""
+    return host.has_reported and not host.last_error
 
-    A host whose agent never reported its capabilities cannot be judged; it does not narrow.
+
+def available_majors(template: str, host: RuntimeHost | None) -> list[int]:
+    """Postgres majors the template's latest version supports on the chosen host or, with
+    placement left automatic, on at least one host that accepts projects; only hosts whose
+    agents answered count, and only those whose blocks hold the template's ports.
+
+    A host whose agent has not answered offers nothing: what it runs is unknown, and creation
+    asks it again before judging.
     """
+    from hosts.placement import holds_slots, slots_needed
     from templating.versions import supported_majors
 
     version = TemplateVersion.objects.latest_of(template)
     if version is None:
         return []
-    if host is not None:
-        return supported_majors(version, host) if host.capabilities else supported_majors(version)
-    hosts = list(RuntimeHost.objects.filter(accepts_projects=True))
-    if not hosts or any(not h.capabilities for h in hosts):
-        return supported_majors(version)
+    hosts = [host] if host is not None else RuntimeHost.objects.filter(accepts_projects=True)
+    slots = slots_needed(version)
     majors = set()
     for h in hosts:
-        majors.update(supported_majors(version, h))
+        if _reachable(h) and holds_slots(h, slots):
+            majors.update(supported_majors(version, h))
     return sorted(majors)
 
 

@@ -27,3 +27,47 @@ def refresh_host(host: RuntimeHost, *, deadline: float) -> bool:
         capabilities=host.capabilities, last_seen_at=host.last_seen_at, last_error=""
     )
     return True
+
+
+def save_host(host: RuntimeHost, *, actor=None, label: str | None = None) -> bool:
+    """Validate and save a host (new or changed), then ask its agent what it runs, within the
+    page deadline. Returns whether the agent answered; the host is saved either way.
+
+    full_clean applies every rule the admin form applies (range, block size, leases kept);
+    the save itself locks the host row (RuntimeHost.save) so no lease lands outside a new range.
+    """
+    from django.conf import settings
+    from django.db import transaction
+
+    from audit.actions import record
+
+    host.full_clean()
+    created = host.pk is None
+    with transaction.atomic():
+        host.save()
+        record(
+            actor,
+            "host.create" if created else "host.change",
+            detail={
+                "name": host.name,
+                "agent_url": host.agent_url,
+                "ports": f"{host.port_range_start}-{host.port_range_end}",
+                "block_size": host.block_size,
+            },
+            label=label,
+        )
+    return refresh_host(host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+
+
+def refresh_unseen(hosts, *, deadline: float) -> None:
+    """Ask the agents of hosts that never answered, all within `deadline` seconds in total."""
+    import time
+
+    ends = time.monotonic() + deadline
+    for host in hosts:
+        if host.has_reported:
+            continue
+        left = ends - time.monotonic()
+        if left <= 0:
+            return
+        refresh_host(host, deadline=left)

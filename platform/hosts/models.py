@@ -1,7 +1,10 @@
+import re
+
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
+from django.db import models, transaction
 from django.db.models import F, Q
+from django.utils.regex_helper import _lazy_re_compile
 
 from berth.crypto import EncryptedTextField
 
@@ -9,11 +12,31 @@ PORT_MIN = 1024
 PORT_MAX = 65535
 
 
+class AgentURLValidator(URLValidator):
+    """An http(s) URL whose host may be a single label too, such as a compose service (`http://agent:8470`)."""
+
+    schemes = ["http", "https"]
+    host_re = "(" + URLValidator.hostname_re + URLValidator.domain_re + "(?:" + URLValidator.tld_re + ")?)"
+    regex = _lazy_re_compile(
+        r"^(?:[a-z0-9.+-]*)://"
+        r"(?:[^\s:@/]+(?::[^\s:@/]*)?@)?"
+        r"(?:" + URLValidator.ipv4_re + "|" + URLValidator.ipv6_re + "|" + host_re + ")"
+        r"(?::[0-9]{1,5})?"
+        r"(?:[/?#][^\s]*)?"
+        r"\Z",
+        re.IGNORECASE,
+    )
+
+
 class RuntimeHost(models.Model):
     """A machine that runs project runtimes through its own agent, with its own port pool."""
 
     name = models.SlugField(max_length=63, unique=True)
-    agent_url = models.URLField(help_text="Base URL of the host's agent, e.g. http://127.0.0.1:8470")
+    agent_url = models.CharField(
+        max_length=200,
+        validators=[AgentURLValidator()],
+        help_text="Base URL of the host's agent, e.g. http://127.0.0.1:8470",
+    )
     agent_token = EncryptedTextField(help_text="Bearer token the agent requires; stored encrypted")
     port_range_start = models.PositiveIntegerField(
         validators=[MinValueValidator(PORT_MIN), MaxValueValidator(PORT_MAX)]
@@ -49,10 +72,22 @@ class RuntimeHost(models.Model):
                 name="host_port_range_valid",
                 violation_error_message="Port range must lie within 1024-65535 and hold at least one block.",
             ),
+            # A block of 0 ports lays out nothing and breaks every walk over the range (range() step 0).
+            models.CheckConstraint(
+                condition=Q(block_size__gte=1),
+                name="host_block_size_positive",
+                violation_error_message="A port block holds at least one port.",
+            ),
         ]
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        # One transaction around the save: the pre_save check that no lease is stranded
+        # (ports.signals) locks the host row, and that lock must last until the new range is written.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
 
     def clean(self):
         # Forms (the admin) hear of a range that strands leases as a field error, not a crash on save.
@@ -66,9 +101,46 @@ class RuntimeHost(models.Model):
                 raise ValidationError({"port_range_end": str(conflict)}) from None
 
     @property
+    def has_reported(self) -> bool:
+        """Its agent answered at least once, so what it runs is known (perhaps not current)."""
+        return bool(self.capabilities)
+
+    @property
     def driver(self) -> str:
         return self.capabilities.get("driver", "")
 
     @property
     def postgres_versions(self) -> list[int]:
         return sorted(int(v) for v in self.capabilities.get("postgres_versions", []))
+
+    @property
+    def probe_host(self) -> str:
+        """Where runtimes are probed: the override, else what the agent resolved, else empty."""
+        return self.probe_host_override or self.capabilities.get("probe_host", "")
+
+    @property
+    def ephemeral_ports(self) -> tuple[int, int] | None:
+        """The kernel's ephemeral port range on the host, as its agent last reported it."""
+        reported = self.capabilities.get("ephemeral_ports")
+        if not isinstance(reported, list) or len(reported) != 2:
+            return None
+        return int(reported[0]), int(reported[1])
+
+    @property
+    def ephemeral_overlap(self) -> str:
+        """A warning when the port range overlaps the kernel's ephemeral range, else empty.
+
+        Client sockets take ports there (and hold them in TIME_WAIT), so blocks in the
+        overlap turn up busy and get blocked.
+        """
+        ephemeral = self.ephemeral_ports
+        if ephemeral is None:
+            return ""
+        low, high = max(self.port_range_start, ephemeral[0]), min(self.port_range_end, ephemeral[1])
+        if low > high:
+            return ""
+        return (
+            f"ports {low}-{high} of the range lie in the kernel's ephemeral port range "
+            f"{ephemeral[0]}-{ephemeral[1]} (net.ipv4.ip_local_port_range), where client sockets take ports; "
+            "move the range below it"
+        )

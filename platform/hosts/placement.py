@@ -1,5 +1,15 @@
 """Choosing a host for a project: it must accept projects, run the requested Postgres major,
-have a free port block, and have an agent that answers now."""
+have blocks that hold the template's port slots with one not leased, and have an agent that
+answers now.
+
+Placement asks candidates one after another, so it is bounded twice: each agent call by
+the time left of the caller's budget, and hosts whose last contact failed are asked last,
+so a dead host never delays a placement on a live one.
+"""
+
+import time
+
+from django.conf import settings
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
@@ -13,28 +23,53 @@ def can_run(version, major: int, host: RuntimeHost) -> bool:
     return major in supported_majors(version, host)
 
 
+def slots_needed(version) -> int:
+    from templating.manifest import manifest_of
+
+    return manifest_of(version).slots_needed
+
+
+def holds_slots(host: RuntimeHost, slots: int) -> bool:
+    """A block on the host is large enough for the template's ports."""
+    return host.block_size >= slots
+
+
 def candidates(project: Project) -> list[RuntimeHost]:
-    """Hosts that could take the project and have a free port block, most free blocks first."""
+    """Hosts that could take the project and have a block that is not leased: hosts last heard
+    from first, then most free blocks first."""
     from ports.report import host_report
 
+    slots = slots_needed(project.template_version)
     # A host whose agent never reported is a candidate too: placement asks it before use.
     accepting = RuntimeHost.objects.filter(accepts_projects=True)
     if project.region:
         accepting = accepting.filter(region__in=["", project.region])
-    hosts = [h for h in accepting if not h.capabilities or can_run(project.template_version, project.postgres_major, h)]
+    version, major = project.template_version, project.postgres_major
+    hosts = [h for h in accepting if holds_slots(h, slots) and (not h.has_reported or can_run(version, major, h))]
     reports = {h.pk: host_report(h) for h in hosts}
-    # Blocks not laid out yet are free too: the first lease on a host creates them.
+    # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
+    # blocks count as possible: the lease re-checks them before declaring the host full.
     free = {pk: r.counts.free + r.unlaid for pk, r in reports.items()}
-    return sorted((h for h in hosts if free[h.pk] > 0), key=lambda h: (-free[h.pk], h.name))
+    blocked = {pk: r.counts.blocked for pk, r in reports.items()}
+    return sorted(
+        (h for h in hosts if free[h.pk] + blocked[h.pk] > 0),
+        key=lambda h: (bool(h.last_error), -free[h.pk], -blocked[h.pk], h.name),
+    )
 
 
 def place_project(project: Project, *, deadline: float) -> RuntimeHost:
-    """Put the project on the first candidate whose agent answers; idempotent once placed."""
+    """Put the project on the first candidate whose agent answers, asking all of them within
+    `deadline` seconds in total; idempotent once placed."""
     from operations.runner import StepFailed
 
+    ends = time.monotonic() + deadline
     reasons = []
     for host in candidates(project):
-        if not refresh_host(host, deadline=deadline):
+        left = ends - time.monotonic()
+        if left <= 0:
+            reasons.append(f"{host.name}: not asked, placement ran out of time")
+            continue
+        if not refresh_host(host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left)):
             reasons.append(f"{host.name}: agent unreachable ({host.last_error})")
             continue
         if not can_run(project.template_version, project.postgres_major, host):
@@ -47,8 +82,31 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
             project.refresh_from_db(fields=["host"])
             return project.host
         return host
+    where = f" in region {project.region!r} (or unlabelled)" if project.region else ""
     detail = "; ".join(reasons) or (
-        f"no host that accepts projects, runs {project.template} with Postgres {project.postgres_major} "
-        "and has a free port block"
+        f"no host{where} that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
+        f"has blocks of at least {slots_needed(project.template_version)} ports and one of them not leased"
     )
     raise StepFailed("no_host", f"No host can take {project.ref}: {detail}")
+
+
+def unplace_if_unfit(project: Project) -> bool:
+    """Take a placed project off a host whose blocks cannot hold its template's ports, as long
+    as it holds no port block there (so nothing was leased or started). Returns whether it did.
+
+    A provisioning that failed for that reason is then placed anew by its retry, instead of
+    failing the same way on the same host forever.
+    """
+    from ports.models import PortBlock
+
+    host = project.host
+    if host is None or holds_slots(host, slots_needed(project.template_version)):
+        return False
+    unplaced = (
+        Project.objects.filter(pk=project.pk, host=host)
+        .exclude(pk__in=PortBlock.objects.filter(project_id=project.pk).values("project_id"))
+        .update(host=None)
+    )
+    if unplaced:
+        project.host = None
+    return bool(unplaced)

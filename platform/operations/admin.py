@@ -36,6 +36,10 @@ class OperationAdmin(admin.ModelAdmin):
     inlines = [OperationEventInline]
     actions = ["mark_failed"]
 
+    def has_add_permission(self, request):
+        # Operations are requested through the verbs (dashboard, commands, the project admin's actions).
+        return False
+
     @admin.action(description="Mark the selected unfinished operations failed")
     def mark_failed(self, request, queryset):
         """For an operation staff know is dead (its worker gone) before the reaper's deadline."""

@@ -10,9 +10,12 @@ import random
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 from django.conf import settings
 from django.utils import timezone
 
+from agent import api
+from agent.client import AgentError
 from projects.models import DesiredState, Project, Status
 
 log = logging.getLogger(__name__)
@@ -41,8 +44,8 @@ class ProbeOutcome:
         return self.results
 
 
-def probe_requests(project: Project) -> list[dict]:
-    """The agent health request for one project's template probes, on its leased ports."""
+def probe_requests(project: Project) -> list[api.Probe]:
+    """The agent probes for one project's template probes, on its leased ports."""
     from templating.manifest import manifest_of
 
     manifest = manifest_of(project.template_version)
@@ -50,13 +53,12 @@ def probe_requests(project: Project) -> list[dict]:
     override = project.host.probe_host_override or None
     requests = []
     for probe in manifest.probes:
-        request = {"name": probe.name, "kind": probe.kind, "port": first_port + manifest.ports[probe.slot]}
-        if override:
-            request["host"] = override
+        request = api.Probe(probe.name, probe.kind, first_port + manifest.ports[probe.slot], host=override)
         if probe.kind == "http":
-            request.update(path=probe.path, expect_status=probe.expect_status)
+            request = msgspec.structs.replace(request, path=probe.path, expect_status=probe.expect_status)
         elif probe.kind == "postgres":
-            request.update(
+            request = msgspec.structs.replace(
+                request,
                 user="postgres",
                 password=project.secrets["postgres_password"],
                 dbname="postgres",
@@ -123,14 +125,12 @@ def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
             settled.update(probe_failures=failures, status_reason=outcome.summary, updated_at=now)
 
 
-def _batches(prepared: list[tuple[Project, list[dict]]]):
+def _batches(prepared: list[tuple[Project, list[api.Probe]]]):
     """Projects grouped so no agent call carries more probes than the agent takes at once
-    (agent.probes.MAX_PROBES); one project's probes always travel together."""
-    from agent.probes import MAX_PROBES
-
+    (api.MAX_PROBES); one project's probes always travel together."""
     batch, size = [], 0
     for project, requests in prepared:
-        if batch and size + len(requests) > MAX_PROBES:
+        if batch and size + len(requests) > api.MAX_PROBES:
             yield batch
             batch, size = [], 0
         batch.append((project, requests))
@@ -145,16 +145,15 @@ def refresh_host_projects(host, projects: list[Project]) -> None:
         _refresh_batch(host, batch)
 
 
-def _refresh_batch(host, batch: list[tuple[Project, list[dict]]]) -> None:
-    from agent.client import AgentError
+def _refresh_batch(host, batch: list[tuple[Project, list[api.Probe]]]) -> None:
     from operations.agents import client_for
 
     requests, owner = [], {}
     for project, project_requests in batch:
         for request in project_requests:
-            request["name"] = f"{project.ref}:{request['name']}"
-            owner[request["name"]] = project
-            requests.append(request)
+            named = msgspec.structs.replace(request, name=f"{project.ref}:{request.name}")
+            owner[named.name] = project
+            requests.append(named)
     deadline = settings.BERTH_AGENT_CALL_DEADLINE
     try:
         replies = client_for(host, deadline=deadline).health(requests, deadline_s=deadline * 0.8)

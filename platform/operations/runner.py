@@ -184,10 +184,13 @@ class OperationRun:
         return budget
 
     def place(self) -> None:
-        from hosts.placement import place_project
+        from hosts.placement import place_project, unplace_if_unfit
 
+        if unplace_if_unfit(self.project):
+            self.event("place", "The host's port blocks cannot hold this template's ports; placing again")
         if self.project.host_id is None:
-            host = place_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, self.remaining()))
+            # Placement bounds every agent call it makes by this budget in total.
+            host = place_project(self.project, deadline=self.remaining())
             self.project.host = host
             self.event("place", f"Placed on host {host.name}", host=host.name)
         else:

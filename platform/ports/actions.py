@@ -59,7 +59,7 @@ def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | N
     """
     if slots_needed < 1:
         raise ValueError("a project needs at least one port slot")
-    laid_out = False
+    laid_out = rechecked = False
     for _ in range(BUSY_TRIES):
         host, block = _claim(project, slots_needed)
         if block is None and not laid_out:
@@ -67,6 +67,12 @@ def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | N
             sync_port_blocks(host)
             laid_out = True
             host, block = _claim(project, slots_needed)
+        if block is None and not rechecked:
+            # Blocks found busy earlier may be free by now (a client socket left TIME_WAIT):
+            # a host is full only once its blocked blocks were asked about again.
+            rechecked = True
+            if _recheck_some_blocked(host, slots_needed, checker or checker_for(host)):
+                host, block = _claim(project, slots_needed)
         if block is None:
             raise PortsExhausted(
                 f"Host {host.name} has no port block to lease ({PortBlock.objects.inside_range(host).counts()}; "
@@ -82,7 +88,7 @@ def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | N
             _mark_busy(block, project, taken)
     raise PortsBusy(
         f"Host {host.name}: {BUSY_TRIES} port blocks in a row were in use by other processes and are now "
-        "marked blocked; `manage.py ports reconcile` re-checks them."
+        "marked blocked; they are re-checked when the host has no free block left, and by `manage.py ports reconcile`."
     )
 
 
@@ -143,6 +149,29 @@ def _share_locked_host(host_id: int) -> RuntimeHost:
         return RuntimeHost.objects.get(pk=host_id)
     table = RuntimeHost._meta.db_table
     return RuntimeHost.objects.raw(f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [host_id])[0]
+
+
+# A lease that finds no free block re-checks at most this many ports' worth of blocked
+# blocks (the ones checked longest ago), in one agent call.
+RECHECK_PORTS = 1024
+
+
+def _recheck_some_blocked(host: RuntimeHost, slots_needed: int, checker: PortChecker) -> int:
+    """Re-check the host's longest-unchecked blocked blocks; returns how many are free again."""
+    blocked = PortBlock.objects.inside_range(host).holding(slots_needed).filter(state=BlockState.BLOCKED)
+    chosen, ports = [], 0
+    for block in blocked.order_by("checked_at", "first_port")[: RECHECK_PORTS // max(1, slots_needed)]:
+        if chosen and ports + len(block.ports) > RECHECK_PORTS:
+            break
+        chosen.append(block)
+        ports += len(block.ports)
+    if not chosen:
+        return 0
+    try:
+        rechecks = recheck_blocks(chosen, checker=checker)
+    except PortCheckFailed:
+        return 0
+    return sum(1 for recheck in rechecks if not recheck.busy)
 
 
 def _mark_checked(block: PortBlock, project: Project) -> bool:

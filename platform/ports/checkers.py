@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from agent.client import AgentError, check_ports_here
 from ports.errors import PortCheckFailed
 
 
@@ -23,10 +24,7 @@ class LoopbackPortChecker:
     """For a host that is this machine: the same bind check the agent runs on its own host."""
 
     def taken(self, host, ports: Iterable[int]) -> set[int]:
-        from agent.portcheck import check_ports
-
-        _, taken = check_ports(list(ports))
-        return set(taken)
+        return set(check_ports_here(list(ports)).taken)
 
 
 class AgentPortChecker:
@@ -36,8 +34,6 @@ class AgentPortChecker:
         self.client_for = client_for
 
     def taken(self, host, ports: Iterable[int]) -> set[int]:
-        from agent.client import AgentError
-
         client_for = self.client_for or _agent_client_for
         try:
             reply = client_for(host, deadline=settings.BERTH_AGENT_CALL_DEADLINE).check_ports(list(ports))

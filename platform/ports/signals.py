@@ -1,6 +1,5 @@
 """A host's range may change only if every leased block stays inside it."""
 
-from django.db import connection
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
@@ -24,8 +23,8 @@ def check_range_keeps_leases(host: RuntimeHost) -> None:
 def refuse_stranding_leases(sender, instance: RuntimeHost, raw: bool, **kwargs):
     if raw or instance.pk is None:
         return
-    if connection.in_atomic_block:
-        # Lock the host row before looking: a lease reads the range under a share lock, so
-        # none can claim against the old range between this check and the save.
-        list(RuntimeHost.objects.select_for_update().filter(pk=instance.pk).values_list("pk"))
+    # Lock the host row before looking: a lease reads the range under a share lock, so none
+    # can claim against the old range between this check and the save. RuntimeHost.save
+    # runs in a transaction, so the lock lasts until the new range is written.
+    list(RuntimeHost.objects.select_for_update().filter(pk=instance.pk).values_list("pk"))
     check_range_keeps_leases(instance)

@@ -31,10 +31,12 @@ def create_project(
 ) -> Project:
     """Create a project and queue its provisioning, in one transaction.
 
-    Everything that can be refused (unknown template, a Postgres major the template or the
-    chosen host cannot run, a region no host serves, a weak database password, a name the
-    organization already uses) is refused here, before anything is leased or started, with
-    a ValidationError keyed by the form field it concerns. `organization` defaults to the
+    Everything that can be refused (unknown template, a Postgres major the template cannot
+    run, a region no host serves, a weak database password, a host that cannot run it or
+    whose blocks cannot hold the template's ports, a name the organization already uses) is
+    refused here, before anything is leased or started, with a ValidationError keyed by the
+    form field it concerns. A host whose agent never answered is asked first, within the
+    page deadline, so it is judged by what it really runs. `organization` defaults to the
     default organization; `postgres_password` to a generated one.
     """
     from orgs.models import Organization, default_organization_id
@@ -47,17 +49,20 @@ def create_project(
             {"template": f"Template {template!r} has no registered version; run `manage.py templates sync`."}
         )
     try:
-        check_postgres_major(version, postgres_major, host=host)
+        check_postgres_major(version, postgres_major)
     except UnsupportedPostgresVersion as error:
-        raise ValidationError({"postgres_major": str(error)}) from None
-    if host is None:
-        _check_some_host_can_run(version, postgres_major)
+        raise ValidationError({"postgres_major": error.message}) from None
     if region:
-        _check_region(region, host)
+        check_region(region, host)
     project_secrets = generate_project_secrets()
     if postgres_password is not None:
         validate_database_password(postgres_password)
         project_secrets["postgres_password"] = postgres_password
+    # Last: these may ask agents never heard from.
+    if host is None:
+        _check_some_host_can_take(version, postgres_major, region)
+    else:
+        _check_host_can_take(version, postgres_major, host)
 
     project = Project(
         name=name.strip(),
@@ -121,8 +126,9 @@ def record_drift(project: Project, host_digests: dict[str, str | None], *, actor
     return drifted
 
 
-def _check_region(region: str, host) -> None:
-    """Refuse a region no host that accepts projects serves: hosts labelled with it, or unlabelled."""
+def check_region(region: str, host=None) -> None:
+    """Refuse a region no host that accepts projects serves: hosts labelled with it, or unlabelled.
+    Also for callers that pick a default by region before creating (the API's Postgres version)."""
     from hosts.models import RuntimeHost
 
     if host is not None:
@@ -130,28 +136,78 @@ def _check_region(region: str, host) -> None:
             raise ValidationError({"region": f"Host {host.name} is in region {host.region}, not {region}."})
         return
     hosts = RuntimeHost.objects.filter(accepts_projects=True)
-    if hosts.filter(region__in=["", region]).exists():
-        return
+    if not hosts.exists() or hosts.filter(region__in=["", region]).exists():
+        return  # no host at all is the host check's refusal
     regions = sorted(set(hosts.values_list("region", flat=True)))
     raise ValidationError({"region": f"No host serves region {region!r}; regions: {', '.join(regions) or 'none'}"})
 
 
-def _check_some_host_can_run(version, postgres_major: int) -> None:
-    """Refuse now what placement could never place: every known host reported it cannot run it.
+def _unreachable(host) -> str:
+    return (
+        f"the agent of host {host.name} has never answered and could not be reached now ({host.last_error}), "
+        f"so what it can run is unknown; start it or check its URL and token, then try again "
+        f"(`manage.py hosts refresh {host.name}` asks it)"
+    )
 
-    Hosts whose agents have not reported yet count as possible; placement asks them.
+
+def _check_host_can_take(version, postgres_major: int, host) -> None:
+    from hosts.actions import refresh_host
+    from hosts.placement import holds_slots, slots_needed
+    from templating.versions import UnsupportedPostgresVersion, check_postgres_major
+
+    if not host.has_reported and not refresh_host(host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE):
+        raise ValidationError({"host": f"{_unreachable(host)}.".replace("the", "The", 1)})
+    slots = slots_needed(version)
+    if not holds_slots(host, slots):
+        raise ValidationError(
+            {
+                "host": f"Template {version.name} needs {slots} ports per project, but host {host.name} "
+                f"leases blocks of {host.block_size}."
+            }
+        )
+    try:
+        check_postgres_major(version, postgres_major, host=host)
+    except UnsupportedPostgresVersion as error:
+        raise ValidationError({"postgres_major": error.message}) from None
+
+
+def _check_some_host_can_take(version, postgres_major: int, region: str) -> None:
+    """Refuse now what placement could never place: no host that accepts projects (in the
+    region, or unlabelled, when one is asked for) has blocks large enough, or every one that
+    answered cannot run it. Hosts never heard from are asked first (within the page deadline);
+    one that still does not answer is named in the refusal.
     """
+    from hosts.actions import refresh_unseen
     from hosts.models import RuntimeHost
-    from hosts.placement import can_run
+    from hosts.placement import can_run, holds_slots, slots_needed
     from templating.versions import supported_majors
 
-    hosts = list(RuntimeHost.objects.filter(accepts_projects=True))
-    if any(not h.capabilities or can_run(version, postgres_major, h) for h in hosts):
-        return
+    accepting = RuntimeHost.objects.filter(accepts_projects=True)
+    if region:
+        accepting = accepting.filter(region__in=["", region])
+    hosts = list(accepting.order_by("name"))
     if not hosts:
         raise ValidationError({"host": "No runtime host accepts projects; register one in the admin first."})
-    supported = sorted({m for h in hosts for m in supported_majors(version, h)})
+    slots = slots_needed(version)
+    fitting = [h for h in hosts if holds_slots(h, slots)]
+    if not fitting:
+        largest = max(h.block_size for h in hosts)
+        raise ValidationError(
+            {
+                "template": f"Template {version.name} needs {slots} ports per project, but no host that accepts "
+                f"projects leases blocks that large (the largest are {largest})."
+            }
+        )
+    refresh_unseen(fitting, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+    known = [h for h in fitting if h.has_reported]
+    if any(can_run(version, postgres_major, h) for h in known):
+        return
+    unknown = [h for h in fitting if not h.has_reported]
+    if not known:
+        raise ValidationError({"host": "No host can be judged yet: " + "; ".join(_unreachable(h) for h in unknown)})
+    supported = sorted({m for h in known for m in supported_majors(version, h)})
     listed = ", ".join(str(m) for m in supported) or "none"
-    raise ValidationError(
-        {"postgres_major": f"No host can run {version.name} with Postgres {postgres_major}; supported: {listed}"}
-    )
+    message = f"No host can run {version.name} with Postgres {postgres_major}; supported: {listed}"
+    if unknown:
+        message += ". Not judged: " + "; ".join(_unreachable(h) for h in unknown)
+    raise ValidationError({"postgres_major": message})

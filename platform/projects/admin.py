@@ -77,7 +77,7 @@ class ProjectAdmin(admin.ModelAdmin):
                 queued += 1
         self.message_user(request, f"Re-sync queued for {queued} project(s); {current} already on the latest version.")
 
-    def get_readonly_fields(self, request, obj=None):
-        if obj is None:
-            return ["file_digests", "created_by", "created_at", "updated_at", "status_changed_at"]
-        return self.readonly_fields
+    def has_add_permission(self, request):
+        # A project is created through create_project (dashboard, `manage.py projects create`),
+        # which refuses what cannot run and queues the provisioning; a bare row here would not.
+        return False

@@ -15,6 +15,12 @@ REF_PATTERN = r"^[a-z][a-z0-9]{5,39}$"
 ref_validator = RegexValidator(REF_PATTERN, "A ref is 6-40 lowercase letters and digits, starting with a letter.")
 
 
+# Names show in tables, logs and rendered config files: no control characters (newlines, tabs, escapes).
+name_validator = RegexValidator(
+    r"[\x00-\x1f\x7f-\x9f]", "A name cannot contain control characters such as line breaks or tabs.", inverse_match=True
+)
+
+
 def new_ref() -> str:
     """A Supabase-style project ref: 20 random lowercase letters."""
     return "".join(secrets.choice(string.ascii_lowercase) for _ in range(20))
@@ -59,7 +65,7 @@ class ProjectQuerySet(models.QuerySet):
 
 class Project(models.Model):
     ref = models.CharField(max_length=40, unique=True, default=new_ref, validators=[ref_validator])
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[name_validator])
     # Tenancy: who may see and act on the project through the Management API.
     organization = models.ForeignKey(
         "orgs.Organization",

@@ -16,13 +16,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agent.client import FileSpec
+from agent.api import FileSpec
 from audit.actions import record
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
 from templating.models import TemplateVersion, encode_file
 from templating.registry import read_templates
-from templating.render import RenderedRuntime, render_project
+from templating.render import RenderedRuntime, render_project, trial_render
 from templating.resync import Plan, plan_resync
 from templating.secrets import redact
 from templating.versions import check_postgres_major
@@ -50,7 +50,8 @@ def sync_templates(root: Path | None = None, *, actor=None, label: str | None = 
     """Register a new revision of every template whose content differs from its latest.
 
     Every template is read and validated before anything is written, and all are
-    registered in one transaction: a malformed manifest registers nothing.
+    registered in one transaction: a malformed manifest, or a template that fails its
+    trial render for a sample project (templating.render.trial_render), registers nothing.
     """
     sources = read_templates(Path(root or settings.BERTH_RUNTIMES_DIR))
     results = []
@@ -72,6 +73,8 @@ def sync_templates(root: Path | None = None, *, actor=None, label: str | None = 
                     manifest=source.manifest_text,
                     files={path: encode_file(content) for path, content in source.files.items()},
                 )
+                # Raises RenderError, which rolls back every registration of this sync.
+                trial_render(version)
                 record(
                     actor,
                     "template.register",

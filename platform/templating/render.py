@@ -154,3 +154,25 @@ def project_context(project, version) -> dict:
 
 def render_project(project, version) -> RenderedRuntime:
     return render(version, project_context(project, version))
+
+
+# A sample project that every template must render for before it is registered.
+TRIAL_REF, TRIAL_NAME, TRIAL_PORT_BASE = "trialrender", "Trial render", 20000
+
+
+def trial_render(version) -> None:
+    """Render the version for a sample project with each Postgres major it supports; a
+    RenderError (an undefined variable, a key that cannot be set) names template, file and cause.
+
+    Run before a version is registered, so a template that cannot render never becomes the
+    latest one that new projects lease ports for.
+    """
+    from templating.secrets import generate_project_secrets
+
+    manifest = manifest_of(version)
+    secrets = generate_project_secrets(now=0)
+    for major in manifest.postgres_majors:
+        context = build_context(
+            manifest, ref=TRIAL_REF, name=TRIAL_NAME, postgres_major=major, port_base=TRIAL_PORT_BASE, secrets=secrets
+        )
+        render(version, context)

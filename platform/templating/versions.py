@@ -16,6 +16,10 @@ class UnsupportedPostgresVersion(ValidationError):
         self.supported = supported
         super().__init__(message, code="unsupported_postgres_version")
 
+    def __str__(self):
+        # The message itself, not ValidationError's list repr: it reaches people as it is.
+        return self.message
+
 
 def _listed(majors: list[int]) -> str:
     return ", ".join(str(m) for m in majors) or "none"

@@ -4,12 +4,13 @@
 runtime's compose file. Both read what to run from the runtime's runtime.toml.
 """
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agent.commands import Deadline
+from agent.config import AgentConfig
 from agent.drivers.docker import DockerDriver, engine_answers
 from agent.drivers.process import ProcessDriver
+from agent.probes import resolve_probe_host
 
 if TYPE_CHECKING:
     from agent.runtimes import Runtime
@@ -36,8 +37,14 @@ class Driver(Protocol):
         """Stop the runtime and release what the driver holds outside its folder."""
 
 
-def select_driver(choice: str, root: Path) -> Driver:
+def select_driver(config: AgentConfig) -> Driver:
     """The configured driver; `auto` takes docker when an engine answers, else process."""
+    choice = config.driver
     if choice == "auto":
         choice = "docker" if engine_answers(Deadline(ENGINE_CHECK_DEADLINE_S)) else "process"
-    return DockerDriver() if choice == "docker" else ProcessDriver.for_root(root)
+    if choice == "docker":
+        return DockerDriver()
+    # Process runtimes share the agent's network. They answer where the agent probes them
+    # and where callers reach the agent, whose URL's host is the runtime's published address.
+    probe_host = resolve_probe_host(config.probe_host_override, "process").host
+    return ProcessDriver.for_root(config.root, serve_hosts=(probe_host, config.listen_host))

@@ -1,15 +1,22 @@
 """The process driver: a project's Postgres run from locally installed PostgreSQL binaries.
 
 The cluster lives in the runtime folder under `.berth-pg/` (data and log), which the files
-API can never write. It listens on TCP only, on every address, with password
-authentication: everything that talks to it (probes, the project's users) comes over TCP,
-and a unix socket would bound the root folder's length by the 107 bytes a socket path
-may have. runtime.toml says what to run:
+API can never write. It listens on TCP only, with password authentication: everything
+that talks to it (probes, the project's users) comes over TCP, and a unix socket would
+bound the root folder's length by the 107 bytes a socket path may have.
+
+It listens on exactly the addresses it serves, fixed when the agent starts: where the
+agent probes it and where callers reach the agent (the control plane publishes the agent
+URL's host as the runtime's address); loopback alone by default. A start that could not
+bind one of them is a failed start, with PostgreSQL's own message: PostgreSQL carries on
+with the addresses it could bind and `pg_ctl` reports success, so a server listening on
+IPv6 alone would otherwise wait out the health deadline while probes to 127.0.0.1 fail.
+runtime.toml says what to run:
 
     driver = "process"
     [postgres]
     major = 15          # must be installed here; data made by another major is refused
-    port = 54000        # the leased db port; listened on every address
+    port = 54000        # the leased db port
     password = "..."    # the superuser's, set by initdb (scram-sha-256 everywhere)
     user = "postgres"   # optional
     tls_cert = "..."    # optional, with tls_key: PEM text; the cluster then serves TLS
@@ -19,10 +26,13 @@ initdb and postgres refuse to run as root, so an agent running as root runs them
 `postgres` system user, which owns `.berth-pg/`; a normal user's agent runs them itself.
 """
 
+import ipaddress
 import os
 import pwd
 import re
 import shutil
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
@@ -42,6 +52,9 @@ SYSTEM_USER = "postgres"
 PG_CTL_STOPPED = 3  # pg_ctl status: not running
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
 _DISCOVERY_DEADLINE_S = 5.0
+# What the server says about a start in its log ("LOG:  could not bind IPv4 address ...").
+_LOG_MESSAGE = re.compile(r"\b(LOG|WARNING|ERROR|FATAL|PANIC):\s+(.*)")
+_START_PROBLEMS = ("could not bind", "could not create listen socket", "could not create any")
 _HBA = """\
 # Managed by the Berth agent: password (scram-sha-256) authentication for every connection.
 local all all scram-sha-256
@@ -105,14 +118,19 @@ class ClusterPaths:
 class ProcessDriver:
     name = "process"
 
-    def __init__(self, run_as: RunAs | None):
+    def __init__(self, run_as: RunAs | None, listen_addresses: tuple[str, ...]):
         self.run_as = run_as
+        self.listen_addresses = listen_addresses
 
     @classmethod
-    def for_root(cls, root: Path) -> "ProcessDriver":
-        """Check at startup what would otherwise fail on the first `up`."""
+    def for_root(cls, root: Path, serve_hosts: Iterable[str]) -> "ProcessDriver":
+        """Check at startup what would otherwise fail on the first `up`.
+
+        `serve_hosts`: where runtimes must answer (see listen_addresses).
+        """
+        addresses = listen_addresses(serve_hosts)
         if os.geteuid() != 0:
-            return cls(run_as=None)
+            return cls(run_as=None, listen_addresses=addresses)
         try:
             entry = pwd.getpwnam(SYSTEM_USER)
         except KeyError:
@@ -120,7 +138,7 @@ class ProcessDriver:
                 f"the agent runs as root and PostgreSQL refuses to; create a {SYSTEM_USER!r} system user "
                 "for the process driver to run clusters as, or run the agent as a normal user"
             ) from None
-        driver = cls(RunAs(entry.pw_uid, entry.pw_gid))
+        driver = cls(RunAs(entry.pw_uid, entry.pw_gid), addresses)
         if run(["test", "-x", str(root)], Deadline(_DISCOVERY_DEADLINE_S), run_as=driver.run_as).returncode != 0:
             raise ConfigError(
                 f"BERTH_AGENT_ROOT={str(root)!r} is not reachable by the {SYSTEM_USER!r} user that runs "
@@ -159,17 +177,36 @@ class ProcessDriver:
             # refuses a key others can read, and the files API can never write there.
             self._write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
             self._write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
-        self._write_owned(paths.data / "berth.conf", _server_conf(settings.port, paths.state if tls else None))
+        conf = _server_conf(settings.port, self.listen_addresses, paths.state if tls else None)
+        self._write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             return output + "already running\n"
+        return output + self._start(bindir, paths, settings, deadline)
+
+    def _start(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline) -> str:
+        """pg_ctl start; a failed start, or a start that left an address unbound, raises with the server's words."""
+        log_start = _size(paths.log)  # the log is appended to; this start's messages follow
         seconds = str(max(1, int(deadline.remaining())))
         start = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log), "-w", "-t", seconds, "start"]
         try:
-            return output + self._run_checked(start, paths, deadline).output_tail
+            result = self._run_checked(start, paths, deadline)
         except CommandFailed as failure:
             # pg_ctl only says "examine the log"; the reason (a taken port, say) is there.
-            failure.output_tail = (failure.output_tail or "") + _log_tail(paths.log)
-            raise
+            said = _start_messages(paths.log, log_start, problems_only=False)
+            raise CommandFailed(
+                f"PostgreSQL {settings.major} did not start on port {settings.port}: {said or failure.message}",
+                output_tail=(failure.output_tail or "") + _log_tail(paths.log),
+            ) from None
+        unbound = _start_messages(paths.log, log_start, problems_only=True)
+        if unbound:
+            # Running on some addresses is not serving: stop it, so no half-reachable server stays up.
+            self._stop(bindir, paths, deadline)
+            raise CommandFailed(
+                f"PostgreSQL {settings.major} could not listen on every address it serves "
+                f"({', '.join(self.listen_addresses)}) on port {settings.port}, and was stopped: {unbound}",
+                output_tail=result.output_tail + _log_tail(paths.log),
+            )
+        return result.output_tail
 
     def down(self, runtime: "Runtime", deadline: Deadline) -> str:
         paths = ClusterPaths.of(runtime.folder)
@@ -179,9 +216,7 @@ class ProcessDriver:
         bindir = self._bindir(major)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode != 0:
             return "already stopped\n"
-        seconds = str(max(1, int(deadline.remaining())))
-        stop = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", seconds, "stop"]
-        return self._run_checked(stop, paths, deadline).output_tail
+        return self._stop(bindir, paths, deadline)
 
     def status(self, runtime: "Runtime", deadline: Deadline) -> tuple[str, str]:
         paths = ClusterPaths.of(runtime.folder)
@@ -243,6 +278,11 @@ class ProcessDriver:
             conf.write("include 'berth.conf'\n")
         return output
 
+    def _stop(self, bindir: Path, paths: ClusterPaths, deadline: Deadline) -> str:
+        seconds = str(max(1, int(deadline.remaining())))
+        stop = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", seconds, "stop"]
+        return self._run_checked(stop, paths, deadline).output_tail
+
     def _pg_ctl(self, bindir: Path, paths: ClusterPaths, deadline: Deadline, action: str) -> CommandResult:
         return run(
             [str(bindir / "pg_ctl"), "-D", str(paths.data), action], deadline, cwd=paths.state, run_as=self.run_as
@@ -272,6 +312,50 @@ def _major_of(bindir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def listen_addresses(hosts: Iterable[str]) -> tuple[str, ...]:
+    """The numeric addresses a server must bind to answer on every one of `hosts`.
+
+    Names become every address they resolve to. A wildcard of a family stands for every
+    address of it: PostgreSQL would fail binding a specific one beside it, so those drop.
+    """
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for host in hosts:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise ConfigError(f"runtimes must answer on {host!r}, which does not resolve") from None
+        found += [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    wildcard_versions = {address.version for address in found if address.is_unspecified}
+    kept = [address for address in found if address.is_unspecified or address.version not in wildcard_versions]
+    return tuple(dict.fromkeys(str(address) for address in kept))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _start_messages(log: Path, offset: int, *, problems_only: bool, limit: int = 1000) -> str:
+    """What the server logged since `offset` (the start of this start), as "SEVERITY: message" lines.
+
+    problems_only keeps the addresses it could not listen on; else every warning and error.
+    """
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read(64 * 1024).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    said = []
+    for match in _LOG_MESSAGE.finditer(text):
+        severity, message = match.groups()
+        if message.startswith(_START_PROBLEMS) or (not problems_only and severity != "LOG"):
+            said.append(f"{severity}: {message.strip()}")
+    return "; ".join(dict.fromkeys(said))[:limit]
+
+
 def _log_tail(log: Path, limit: int = 4096) -> str:
     try:
         with open(log, "rb") as handle:
@@ -281,11 +365,11 @@ def _log_tail(log: Path, limit: int = 4096) -> str:
         return ""
 
 
-def _server_conf(port: int, tls_dir: Path | None = None) -> str:
+def _server_conf(port: int, addresses: tuple[str, ...], tls_dir: Path | None = None) -> str:
     conf = (
-        "# Managed by the Berth agent from runtime.toml; rewritten on every start.\n"
+        "# Managed by the Berth agent from runtime.toml and where it serves; rewritten on every start.\n"
         f"port = {port}\n"
-        "listen_addresses = '*'\n"
+        f"listen_addresses = '{','.join(addresses)}'\n"
         "unix_socket_directories = ''\n"
     )
     if tls_dir is not None:

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -8,6 +9,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import queries
 from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
+from hosts.actions import refresh_unseen
+from hosts.models import RuntimeHost
 from operations.actions import OperationRefused, act_on_project
 from projects.actions import create_project
 from projects.models import Project
@@ -103,6 +106,11 @@ def create(request):
     else:
         # The template and host picked so far (htmx asks again on each change) narrow the
         # Postgres choices; nothing is judged before it is submitted.
+        if not request.htmx:
+            # A host never heard from is asked now (within the page deadline), so the form
+            # offers what it really runs; right after setup no agent has reported yet.
+            hosts = RuntimeHost.objects.filter(accepts_projects=True)
+            refresh_unseen(hosts, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
         form = CreateProjectForm(initial=request.GET.dict())
     template = "dashboard/project_new.html#form" if request.htmx else "dashboard/project_new.html"
     return render(request, template, {"form": form})

@@ -60,6 +60,9 @@ class Command(BaseCommand):
             "free counts blocks whose cool-down is over; unlaid blocks get their rows on first need;"
             " stale blocks lie outside the current layout and go once nothing holds them."
         )
+        for host in hosts:
+            if host.ephemeral_overlap:
+                self.stdout.write(self.style.WARNING(f"warning: {host.name}: {host.ephemeral_overlap}"))
         found = anomalies(hosts)
         if not found:
             self.stdout.write(self.style.SUCCESS("No anomalies."))

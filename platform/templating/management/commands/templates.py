@@ -8,6 +8,7 @@ from templating.management.table import format_table
 from templating.manifest import ManifestError
 from templating.models import TemplateVersion
 from templating.registry import diff_versions
+from templating.render import RenderError
 
 LABEL = "manage.py templates"
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
     def handle_sync(self, *, dir, **options):
         try:
             results = sync_templates(dir, label=LABEL)
-        except (ManifestError, SyncRace) as error:
+        except (ManifestError, RenderError, SyncRace) as error:
             raise CommandError(f"{error}\nNothing was registered.") from None
         for result in results:
             version = result.version

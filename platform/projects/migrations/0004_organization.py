@@ -17,9 +17,9 @@ def into_default_organization(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hosts", "0002_runtimehost_region"),
+        ("hosts", "0003_runtimehost_region"),
         ("orgs", "0001_initial"),
-        ("projects", "0002_drift"),
+        ("projects", "0003_alter_project_name"),
         ("templating", "0002_template_digest_may_recur"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('hosts', '0001_initial'),
+        ('hosts', '0002_block_size_positive_agent_url_single_label'),
     ]
 
     operations = [

@@ -1,0 +1,194 @@
+"""The agent's HTTP API, declared once: every request and reply body as a msgspec Struct.
+
+The agent decodes and validates requests with these types (`agent.server`) and the
+control plane's client encodes them (`agent.client`), so the two sides cannot drift. The
+client decodes replies with them too: a malformed agent reply is an AgentProtocolError
+at the call, never a KeyError deep in the control plane.
+
+Invariants:
+- Requests forbid unknown fields: a misspelt or newer option is refused (422), never
+  silently ignored. Replies accept unknown fields, so an agent may add to a reply without
+  breaking an older control plane.
+- Fields at their default are left off the wire; the wire names are the API table's in
+  docs/architecture.md (a file's content travels base64 as `content_b64`).
+- Only msgspec and the standard library: the agent (no Django) and the control plane
+  both import this module.
+"""
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+MAX_PROBES = 64  # probes per health call; the control plane batches to stay under it
+MAX_PORTS = 4096  # ports per port check
+MIN_PORT, MAX_PORT = 1024, 65535  # ports a runtime may lease, and so the ones a check accepts
+HEALTH_DEADLINE_S = 10.0
+MAX_QUERY_ROWS = 100_000  # rows a query may return
+MAX_QUERY_BYTES = 3 << 20  # below the client's 4 MiB reply cap, with room for the envelope
+
+Seconds = Annotated[float, Meta(gt=0)]
+RuntimePort = Annotated[int, Meta(ge=MIN_PORT, le=MAX_PORT)]
+Text = Annotated[str, Meta(min_length=1)]
+
+
+class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A request body; see the module docstring."""
+
+
+class Reply(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A reply body; see the module docstring."""
+
+
+# Requests
+
+
+class FileSpec(Request):
+    """One file of a files request; the agent checks the path (agent.files)."""
+
+    path: str
+    content: bytes = msgspec.field(name="content_b64")
+    policy: Literal["managed", "seed"] = "managed"  # seed: written only when absent
+
+
+class PutFilesRequest(Request):
+    files: list[FileSpec] = []
+    user_paths: list[str] = []  # globs of the user's files, never written or removed
+    remove: list[str] = []
+
+
+class DigestsRequest(Request):
+    paths: list[str] = []
+
+
+class CommandRequest(Request):
+    """up, down and restart: a deadline that may shorten the agent's default, never lengthen it."""
+
+    deadline_s: Seconds | None = None
+
+
+class DeleteQuery(Request):
+    """DELETE's query string (it has no body)."""
+
+    purge_data: bool = False
+    deadline_s: Seconds | None = None
+
+    def as_params(self) -> dict[str, str]:
+        params = {"purge_data": "1" if self.purge_data else "0"}
+        if self.deadline_s is not None:
+            params["deadline_s"] = repr(self.deadline_s)
+        return params
+
+
+class PortsRequest(Request):
+    ports: Annotated[list[RuntimePort], Meta(max_length=MAX_PORTS)]
+
+
+class Probe(Request):
+    name: Text
+    kind: Literal["tcp", "http", "postgres"]
+    port: Annotated[int, Meta(ge=1, le=65535)]
+    host: Text | None = None  # None: the agent's probe host
+    path: Annotated[str, Meta(pattern="^/")] = "/"  # http
+    expect_status: Annotated[int, Meta(ge=100, le=599)] = 200  # http
+    user: str = "postgres"  # postgres
+    password: str = ""  # postgres
+    dbname: str = "postgres"  # postgres
+    expect_major: int | None = None  # postgres
+
+
+class HealthRequest(Request):
+    probes: Annotated[list[Probe], Meta(min_length=1, max_length=MAX_PROBES)]
+    deadline_s: Seconds = HEALTH_DEADLINE_S
+
+
+class QueryRequest(Request):
+    """SQL on a runtime's own database (agent.query). The credentials travel with each call;
+    the agent stores nothing and logs neither the SQL nor the rows."""
+
+    sql: Annotated[str, Meta(pattern=r"\S")]  # not blank
+    port: Annotated[int, Meta(ge=1, le=65535)]
+    password: str
+    read_only: bool = False
+    user: str = "postgres"
+    dbname: str = "postgres"
+    host: Text | None = None  # None: the agent's probe host
+    max_rows: Annotated[int, Meta(ge=1, le=MAX_QUERY_ROWS)] = 10_000
+    max_bytes: Annotated[int, Meta(ge=1, le=MAX_QUERY_BYTES)] = 2 << 20
+    deadline_s: Seconds | None = None  # the statement's; may shorten the agent's default, never lengthen it
+
+
+# Replies
+
+
+class AgentInfo(Reply):
+    agent_version: str
+    api_version: int
+    driver: str
+    probe_host: str
+    probe_host_source: str
+    postgres_versions: list[int]
+    compose: str | None
+    # The kernel's ephemeral port range [low, high]; None when the agent cannot read it (or predates it).
+    ephemeral_ports: list[int] | None = None
+
+    def as_capabilities(self) -> dict:
+        """What a runtime host records of its agent."""
+        return msgspec.structs.asdict(self)
+
+
+class FilesReply(Reply):
+    digests: dict[str, str]  # sha256 of each listed file as it now is on the host
+
+
+class DigestsReply(Reply):
+    digests: dict[str, str | None]  # None: no such file
+
+
+class CommandReply(Reply):
+    state: Literal["running", "stopped"]
+    output_tail: str
+
+
+class RuntimeStatus(Reply):
+    state: Literal["running", "stopped", "absent"]
+    detail: str
+
+
+class DeleteReply(Reply):
+    state: Literal["absent"]
+
+
+class PortCheck(Reply):
+    free: list[int]
+    taken: list[int]
+
+
+class ProbeResult(Reply):
+    name: str
+    status: Literal["pass", "fail", "misconfigured"]  # misconfigured: never a reason to tear down
+    detail: str
+    server_major: int | None = None
+
+    def as_dict(self) -> dict:
+        return msgspec.structs.asdict(self)
+
+
+class HealthReply(Reply):
+    results: list[ProbeResult]
+
+
+class QueryReply(Reply):
+    rows: list[dict[str, Any]]  # of the last statement that returned rows, as JSON values
+
+
+class ErrorDetail(Reply):
+    code: str
+    message: str
+    output_tail: str | None = None  # a command's last output, when one ran
+
+
+class ErrorReply(Reply):
+    """Every non-200 reply: 401 (no detail), 404, 409 busy, 422 invalid, 504 timeout, 500."""
+
+    error: ErrorDetail
