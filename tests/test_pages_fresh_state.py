@@ -48,7 +48,14 @@ def fresh_state(tmp_path, silent_agent, settings):
     newer = register_template(tmp_path, readme="a newer revision\n")
     operation = project.operations.get()
     rollout = start_rollout(newer)
-    return {"ref": project.ref, "pk": host.pk, "name": first.name, "operation": operation.pk, "rollout_id": rollout.pk}
+    return {
+        "ref": project.ref,
+        "pk": host.pk,
+        "name": first.name,
+        "operation": operation.pk,
+        "slug": project.organization.slug,
+        "rollout_id": rollout.pk,
+    }
 
 
 @pytest.mark.parametrize(("parts", "view"), DASHBOARD)

@@ -1,6 +1,15 @@
 from django.urls import path
 
-from dashboard.views import hosts, operations, project, projects, rollouts, runtime_templates
+from dashboard.views import (
+    hosts,
+    operations,
+    organizations,
+    project,
+    projects,
+    rollouts,
+    runtime_templates,
+    tokens,
+)
 
 app_name = "dashboard"
 
@@ -26,4 +35,9 @@ urlpatterns = [
     path("rollouts/<int:rollout_id>/projects/<str:ref>/diff/", rollouts.rollout_diff, name="rollout_diff"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
+    path("organizations/", organizations.organizations, name="organizations"),
+    path("organizations/<str:slug>/", organizations.organization, name="organization"),
+    path("organizations/<str:slug>/members/<int:pk>/remove/", organizations.remove_member, name="remove_member"),
+    path("tokens/", tokens.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.revoke, name="revoke_token"),
 ]
