@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from hosts.actions import refresh_host
 from operations import rollouts
 from operations.conflicts import three_way
 from operations.models import Kind, Operation, Outcome, Rollout
@@ -31,8 +30,6 @@ def stack(agent_factory, tmp_path):
     """An agent with room for 8 projects and a worker that runs 3 tasks at once."""
     agent = agent_factory()
     host = agent_host(agent, blocks=8)
-    # First contact before anything is created, with time to spare on a loaded machine.
-    assert refresh_host(host, deadline=20)
     worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=DEADLINE, BERTH_AGENT_CALL_DEADLINE=10, Q_WORKERS=3)
     yield agent, host
     worker.stop()
