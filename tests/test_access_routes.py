@@ -233,3 +233,19 @@ def test_a_future_api_route_must_answer_401_to_anonymous_not_send_it_to_a_login_
     parts, view = routes["v1/hosts/"]
     with pytest.raises(AssertionError, match="anonymous GET /v1/hosts/ : 302"):
         assert_anonymous_refused(parts, concrete(parts, view, {}))
+
+
+def test_an_htmx_poll_after_the_session_ended_sends_the_browser_to_the_login_page():
+    # A 302 would be followed inside the XMLHttpRequest and swap the login form into the card.
+    response = Client().get(
+        reverse("dashboard:project_statuses"), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/?q=x"
+    )
+    assert response.status_code == 204
+    assert response["HX-Redirect"] == f"{reverse(settings.LOGIN_URL)}?next=/%3Fq%3Dx"
+
+
+def test_an_htmx_redirect_never_points_next_off_site():
+    response = Client().get(
+        reverse("dashboard:project_statuses"), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="https://evil.example/"
+    )
+    assert response["HX-Redirect"] == f"{reverse(settings.LOGIN_URL)}?next=/projects/live/"

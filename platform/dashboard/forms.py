@@ -192,7 +192,10 @@ class AuditFilterForm(forms.Form):
         self.fields["action"].choices = [("", "Any action"), *((a, a) for a in actions)]
 
     def filter(self, entries):
+        if not self.is_bound:
+            return entries
         if not self.is_valid():
+            # A filter that cannot be read shows nothing (and says why), never everything.
             return entries.none()
         data = self.cleaned_data
         if data["actor"]:

@@ -1,3 +1,5 @@
+from urllib.parse import urlsplit
+
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -18,7 +20,10 @@ class LoginRequiredOrHtmxRedirectMiddleware(LoginRequiredMiddleware):
         if request.headers.get("HX-Request") != "true":
             return super().handle_no_permission(request, view_func)
         current = request.headers.get("HX-Current-URL", "")
-        if not url_has_allowed_host_and_scheme(current, allowed_hosts={request.get_host()}):
+        if url_has_allowed_host_and_scheme(current, allowed_hosts={request.get_host()}):
+            parts = urlsplit(current)
+            current = parts.path + (f"?{parts.query}" if parts.query else "")
+        else:
             current = request.get_full_path()
         login = redirect_to_login(current, self.get_login_url(view_func), self.get_redirect_field_name(view_func))
         response = HttpResponse(status=204)
