@@ -13,7 +13,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hosts.models import RuntimeHost
 
-
 DEFAULT_AGENT_URL = "http://127.0.0.1:8470"
 DEFAULT_RUNTIME_PORTS = (20000, 21999)
 
@@ -79,9 +78,8 @@ class Command(BaseCommand):
                 changes.append(f"agent URL {host.agent_url} -> {agent_url}")
                 host.agent_url = agent_url
             if runtime_ports and (host.port_range_start, host.port_range_end) != runtime_ports:
-                changes.append(
-                    f"runtime ports {host.port_range_start}-{host.port_range_end} -> {runtime_ports[0]}-{runtime_ports[1]}"
-                )
+                was, now = f"{host.port_range_start}-{host.port_range_end}", "-".join(map(str, runtime_ports))
+                changes.append(f"runtime ports {was} -> {now}")
                 host.port_range_start, host.port_range_end = runtime_ports
             if host.agent_token != token:
                 changes.append("agent token (from var/agent-token)")
