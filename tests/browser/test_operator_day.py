@@ -206,7 +206,8 @@ def test_the_projects_list_reads_well_at_both_widths(signed_in, live_server, hos
     row = page.locator("#projects-table tbody tr").first
     expect(row.locator("td").nth(1)).to_contain_text("Queued")  # the name first
     expect(row.locator("td").nth(2).locator("code")).to_be_visible()  # the ref second
-    expect(page.locator("#projects-table .cell-lastop", has_text="provision").first).to_contain_text(re.compile(r"\bnow\b|seconds? ago"))
+    last_op = page.locator("#projects-table .cell-lastop", has_text="provision").first
+    expect(last_op).to_contain_text(re.compile(r"\bnow\b|seconds? ago"))
     both_widths(page, screenshot, "projects")
     page.set_viewport_size(PHONE)
     expect(page.locator("nav a:has-text('Projects')")).to_be_visible()
