@@ -116,8 +116,31 @@ def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int 
         port_range_end=first + block_size * blocks - 1,
         block_size=block_size,
     )
-    assert refresh_host(host, deadline=30), f"the agent at {agent.base_url} did not report"
+    assert outside_event_loop(refresh_host, host, deadline=30), f"the agent at {agent.base_url} did not report"
     return host
+
+
+def outside_event_loop(function, *args, **kwargs):
+    """`function` called here, or in a thread of its own when this thread runs an event loop
+    (pytest-playwright's, in browser tests), since the agent client runs a loop of its own.
+    Browser tests are transactional, so that thread's own connection sees their rows."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return function(*args, **kwargs)
+    from django.db import connections
+
+    def call():
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()  # this thread's own, so none outlives it
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
 
 
 class SilentServer:
