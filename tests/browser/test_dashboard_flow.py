@@ -133,6 +133,8 @@ def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
     expect(progress).to_contain_text("1 of 2 project(s) on r2")
     expect(progress).to_contain_text("1 project(s) refused")
     expect(progress).not_to_have_attribute("hx-trigger", re.compile("."))
+    # The settled reply brought the revision counts up to date too, without a reload.
+    expect(page.locator("#versions-postgres tbody tr").first.locator("td").nth(3)).to_have_text("1")
     screenshot("templates")
     project.refresh_from_db()
     assert project.template_version.revision == 2 and project.drifted_paths == ["runtime.toml"]

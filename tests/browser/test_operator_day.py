@@ -280,6 +280,9 @@ def test_a_drained_host_takes_no_new_project(signed_in, live_server, host, versi
     expect(row.locator(".reach-bad")).to_be_visible()
     expect(row.locator("[class*=status-]")).to_have_count(0)  # not a project status pill
     both_widths(page, screenshot, "hosts")
+    with page.expect_response(re.compile(rf"/hosts/{host.pk}/agent/")):
+        row.locator("text=refresh now").click()
+    expect(row.locator(".reach-bad")).to_be_visible()
     row.locator("button:has-text('Drain')").click()
     expect(page.locator(".messages")).to_contain_text("east is drained")
     expect(row).to_contain_text("drained: no new projects")
@@ -325,6 +328,12 @@ def test_every_other_page_at_both_widths(signed_in, live_server, host, version, 
     expect(page.locator("#secret-postgres_password button[data-copy]")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == project.secrets["postgres_password"]
     both_widths(page, screenshot, "project-secret-revealed")
+    # Dark mode follows the system setting.
+    page.emulate_media(color_scheme="dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(18, 22, 29)", background
+    screenshot("project-dark")
+    page.emulate_media(color_scheme="light")
     page.click("text=Sign out")
     expect(page.locator("#id_username")).to_be_visible()
     both_widths(page, screenshot, "login")
