@@ -1,9 +1,13 @@
-"""`manage.py devsetup`: the local admin and the `local` host; what was set by hand is never put back silently."""
+"""`manage.py devsetup`: the local admin, owner of the default organization, and the `local`
+host; what was set by hand is never put back silently."""
+
+from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from hosts.models import RuntimeHost
+from orgs.models import DEFAULT_ORGANIZATION_SLUG, Membership, Role
 
 pytestmark = pytest.mark.django_db
 
@@ -49,3 +53,12 @@ def test_a_bad_range_argument_is_refused(settings, tmp_path):
     settings.VAR_DIR = tmp_path
     with pytest.raises(CommandError, match="is not FIRST-LAST"):
         call_command("devsetup", "--runtime-ports", "30200")
+
+
+def test_it_makes_the_local_admin_owner_of_the_default_organization_idempotently():
+    for _ in range(2):
+        call_command("devsetup", stdout=StringIO())
+    membership = Membership.objects.select_related("user", "organization").get()
+    assert membership.user.username == "admin"
+    assert membership.organization.slug == DEFAULT_ORGANIZATION_SLUG
+    assert membership.role == Role.OWNER

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard.views import audit, hosts, operations, project, projects, runtime_templates
+from dashboard.views import audit, hosts, operations, organizations, project, projects, runtime_templates, tokens
 
 app_name = "dashboard"
 
@@ -26,4 +26,9 @@ urlpatterns = [
     path("audit/", audit.audit, name="audit"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
+    path("organizations/", organizations.organizations, name="organizations"),
+    path("organizations/<str:slug>/", organizations.organization, name="organization"),
+    path("organizations/<str:slug>/members/<int:pk>/remove/", organizations.remove_member, name="remove_member"),
+    path("tokens/", tokens.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.revoke, name="revoke_token"),
 ]
