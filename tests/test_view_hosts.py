@@ -114,13 +114,14 @@ def test_edit_saves_with_the_admin_rules_and_keeps_the_token(staff_client):
         "block_size": 10,
         "probe_host_override": "",
         "accepts_projects": "on",
+        "region": "eu-west-1",
     }
     with mock.patch("dashboard.views.hosts.save_host", wraps=__import__("hosts.actions").actions.save_host) as save:
         with mock.patch("hosts.actions.refresh_host", return_value=True):
             response = staff_client.post(reverse("dashboard:edit_host", args=[host.pk]), data)
     assert response.status_code == 302 and save.called
     host.refresh_from_db()
-    assert host.port_range_end == 20199 and host.agent_token == token
+    assert host.port_range_end == 20199 and host.agent_token == token and host.region == "eu-west-1"
     bad = staff_client.post(reverse("dashboard:edit_host", args=[host.pk]), {**data, "port_range_end": 19000})
     assert bad.status_code == 200 and b"error" in bad.content
     host.refresh_from_db()

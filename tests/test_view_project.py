@@ -53,9 +53,11 @@ def test_it_hides_secrets_until_revealed(staff_client, project):
 
 
 def test_it_lists_only_the_secrets_its_template_uses(staff_client, project):
-    # The test template's runtime.toml reads secrets.postgres_password and nothing else.
-    assert project.template_version.secret_names() == ["postgres_password"]
+    # The postgres template reads the password and its TLS pair, none of Supabase's keys.
+    used = project.template_version.secret_names()
+    assert "postgres_password" in used and "jwt_secret" not in used
     html = staff_client.get(url("project", project)).content.decode()
+    assert html.count('<tr id="secret-') == len(set(used) & set(project.secrets))
     assert 'id="secret-postgres_password"' in html
     assert "jwt_secret" not in html and "anon_key" not in html
 

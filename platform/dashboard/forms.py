@@ -218,3 +218,14 @@ class AuditFilterForm(forms.Form):
         if data["until"]:
             entries = entries.filter(at__lte=data["until"])
         return entries
+
+
+def host_edit_form(*args, **kwargs):
+    """The admin's host form (same rules, token write-only), with the host's region too."""
+    from hosts.admin import RuntimeHostForm
+
+    class HostEditForm(RuntimeHostForm):
+        class Meta(RuntimeHostForm.Meta):
+            fields = [*RuntimeHostForm.Meta.fields, "region"]
+
+    return HostEditForm(*args, **kwargs)

@@ -299,9 +299,11 @@ def test_a_drained_host_takes_no_new_project(signed_in, live_server, host, versi
     row.locator("text=Edit").click()
     both_widths(page, screenshot, "host-edit")
     page.fill("#id_port_range_end", "20399")
+    page.fill("#id_region", "eu-west-1")
     page.click("button:has-text('Save')")
     expect(page.locator(".messages")).to_contain_text("Saved east")
     expect(row).to_contain_text("ports 20000–20399")
+    expect(row).to_contain_text("region: eu-west-1")
 
 
 def test_every_other_page_at_both_widths(signed_in, live_server, host, version, screenshot):
