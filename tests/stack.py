@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from django.conf import settings
@@ -102,7 +103,6 @@ def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int 
 
     The agent's first info looks up its Postgres installations; on a loaded machine that can
     outlast the page deadline creation allows, which is not what these tests are about."""
-    from hosts.actions import refresh_host
     from hosts.models import RuntimeHost
     from templating.actions import sync_templates
 
@@ -116,31 +116,22 @@ def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int 
         port_range_end=first + block_size * blocks - 1,
         block_size=block_size,
     )
-    assert outside_event_loop(refresh_host, host, deadline=30), f"the agent at {agent.base_url} did not report"
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running in this
+    # one, where the agent client cannot start its own.
+    with ThreadPoolExecutor(1) as pool:
+        reported = pool.submit(_refresh_and_close, host).result()
+    assert reported, f"the agent at {agent.base_url} did not report"
+    host.refresh_from_db()
     return host
 
 
-def outside_event_loop(function, *args, **kwargs):
-    """`function` called here, or in a thread of its own when this thread runs an event loop
-    (pytest-playwright's, in browser tests), since the agent client runs a loop of its own.
-    Browser tests are transactional, so that thread's own connection sees their rows."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
+def _refresh_and_close(host) -> bool:
+    from hosts.actions import refresh_host
 
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return function(*args, **kwargs)
-    from django.db import connections
-
-    def call():
-        try:
-            return function(*args, **kwargs)
-        finally:
-            connections.close_all()  # this thread's own, so none outlives it
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
+        return refresh_host(host, deadline=30)
+    finally:
+        connection.close()
 
 
 class SilentServer:
