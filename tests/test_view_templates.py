@@ -68,3 +68,27 @@ def test_migrate_says_why_when_a_rollout_is_refused(staff_client, tmp_path, enqu
 
 def test_migrate_answers_404_for_an_unknown_template(staff_client):
     assert staff_client.post(reverse("dashboard:migrate_template", args=["nope"])).status_code == 404
+
+
+def test_it_shows_what_each_template_is(staff_client, tmp_path):
+    register_template(tmp_path)
+    html = staff_client.get(reverse("dashboard:templates")).content.decode()
+    assert "<dt>Driver</dt><dd>process</dd>" in html
+    assert "<code>db</code>+0" in html
+    assert "<code>runtime.toml</code>" in html
+
+
+def test_diff_shows_what_changed_between_two_revisions(staff_client, tmp_path):
+    register_template(tmp_path)
+    register_template(tmp_path, readme="a newer readme\n")
+    html = staff_client.get(reverse("dashboard:template_diff", args=["postgres"]), {"a": 1, "b": 2}).content.decode()
+    assert "r1/README.md" in html and "+a newer readme" in html
+    assert "<code>runtime.toml</code>" not in html and html.count('class="diff"') == 1
+    same = staff_client.get(reverse("dashboard:template_diff", args=["postgres"]), {"a": 2, "b": 2}).content.decode()
+    assert "r2 and r2 are the same" in same
+    missing = staff_client.get(reverse("dashboard:template_diff", args=["postgres"]), {"a": 9, "b": 2})
+    assert b"has no revision r9" in missing.content
+
+
+def test_diff_answers_404_for_an_unknown_template(staff_client):
+    assert staff_client.get(reverse("dashboard:template_diff", args=["nothing"])).status_code == 404

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from dashboard.views import (
+    audit,
     hosts,
     operations,
     organizations,
@@ -26,13 +27,17 @@ urlpatterns = [
     path("projects/<str:ref>/resync-plan/", project.resync_plan, name="resync_plan"),
     path("hosts/", hosts.hosts, name="hosts"),
     path("hosts/<int:pk>/agent/", hosts.host_agent, name="host_agent"),
+    path("hosts/<int:pk>/edit/", hosts.edit, name="edit_host"),
+    path("hosts/<int:pk>/drain/", hosts.drain, name="drain_host"),
     path("templates/", runtime_templates.templates, name="templates"),
+    path("templates/<str:name>/diff/", runtime_templates.diff, name="template_diff"),
     path("templates/<str:name>/migrate/", runtime_templates.migrate, name="migrate_template"),
     path("rollouts/", rollouts.rollout_list, name="rollouts"),
     path("rollouts/<int:rollout_id>/", rollouts.rollout, name="rollout"),
     path("rollouts/<int:rollout_id>/act/", rollouts.rollout_action, name="rollout_action"),
     path("rollouts/<int:rollout_id>/projects/<str:ref>/resolve/", rollouts.rollout_resolve, name="rollout_resolve"),
     path("rollouts/<int:rollout_id>/projects/<str:ref>/diff/", rollouts.rollout_diff, name="rollout_diff"),
+    path("audit/", audit.audit, name="audit"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
     path("organizations/", organizations.organizations, name="organizations"),

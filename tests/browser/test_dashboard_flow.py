@@ -71,7 +71,7 @@ def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
     # Settled: both polls ended (286), and the connection section swapped in with the port.
     expect(page.locator("[hx-trigger]")).to_have_count(0)
     expect(page.locator("#connection")).to_contain_text(str(project.port_block.first_port))
-    page.click("text=Reveal secrets")
+    page.click("#secret-postgres_password button:has-text('Reveal')")
     expect(page.locator("#connection code.secret").first).to_be_visible()
     screenshot("project")
 
@@ -134,6 +134,8 @@ def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
     expect(progress).to_contain_text("2 of 2 project(s) settled")
     expect(progress).not_to_have_attribute("hx-trigger", re.compile("."))
     screenshot("rollout")
+    page.click("nav >> text=Templates")
+    expect(page.locator("#progress-postgres")).to_contain_text("2 of 2 project(s) on r2")
     project.refresh_from_db()
     assert project.template_version.revision == 2 and project.drifted_paths == ["runtime.toml"]
 

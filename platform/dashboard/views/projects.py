@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import F
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -18,11 +19,35 @@ from projects.models import Project
 # The status partial answers for at most one page of refs.
 MAX_LIVE_REFS = PAGE_SIZE
 
+# Sortable columns: ?sort=KEY (ascending) or ?sort=-KEY; newest first otherwise.
+SORTS = {
+    "name": "name",
+    "ref": "ref",
+    "host": "host__name",
+    "postgres": "postgres_major",
+    "template": "template",
+    "status": "status",
+    "lastop": "last_op_at",
+    "created": "created_at",
+}
+
+
+def sort_order(value: str) -> tuple[str, list[str]]:
+    """The validated sort key as asked (or "" for the default) and its ORDER BY."""
+    key = value.lstrip("-")
+    if key not in SORTS:
+        return "", ["-created_at", "-pk"]
+    field = SORTS[key]
+    if value.startswith("-"):
+        return value, [F(field).desc(nulls_last=True), "-pk"]
+    return value, [F(field).asc(nulls_last=True), "pk"]
+
 
 @require_GET
 def projects(request):
     filters = ProjectFilterForm(request.GET or None)
-    table = filters.filter(queries.project_table())
+    sort, order = sort_order(request.GET.get("sort", ""))
+    table = filters.filter(queries.project_table()).order_by(*order)
     page = Paginator(table, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = list(page.object_list)
     context = {
@@ -32,6 +57,16 @@ def projects(request):
         "live_refs": [p.ref for p in rows if p.in_flight],
         "any_projects": bool(rows) or Project.objects.live().exists(),
         "bulk_actions": BULK_ACTIONS,
+        "sort": sort,
+        "columns": [
+            ("name", "Name"),
+            ("ref", "Ref"),
+            ("host", "Host"),
+            ("postgres", "Postgres"),
+            ("template", "Template"),
+            ("status", "Status"),
+            ("lastop", "Last operation"),
+        ],
     }
     return render(request, "dashboard/projects.html", context)
 
@@ -72,14 +107,15 @@ def bulk_action(request):
                 raise OperationRefused(f"{ref}: no such project")
             act_on_project(project, action, actor=request.user)
         except OperationRefused as refusal:
-            refused.append(str(refusal))
+            refused.append(f"{project.name} ({refusal})" if project else str(refusal))
         else:
-            queued.append(ref)
+            queued.append(f"{project.name} ({ref})")
     label = dict(BULK_ACTIONS)[action]
     if queued:
         messages.success(request, f"{label} queued for {len(queued)} project(s): {', '.join(queued)}")
-    for reason in refused:
-        messages.error(request, f"{label} refused: {reason}")
+    if refused:
+        # One summary, so a long selection does not bury the page in messages.
+        messages.error(request, f"{label} refused for {len(refused)} project(s): {'; '.join(refused)}")
     return redirect(back)
 
 

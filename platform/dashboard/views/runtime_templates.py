@@ -11,11 +11,13 @@ from templating.models import TemplateVersion
 
 
 def template_summaries() -> list[dict]:
-    """One entry per template name: its versions newest first, and how many projects are on the latest."""
+    """One entry per template name: its versions newest first, and what the latest one is."""
+    from templating.manifest import manifest_of
+
     summaries = []
-    for name, versions in groupby(queries.template_versions(), key=lambda v: v.name):
-        versions = list(versions)
-        summaries.append({"name": name, "versions": versions, "latest": versions[0]})
+    for template, group in groupby(queries.template_versions(), key=lambda v: v.name):
+        group = list(group)
+        summaries.append({"name": template, "versions": group, "latest": group[0], "manifest": manifest_of(group[0])})
     return summaries
 
 
@@ -54,3 +56,52 @@ def migrate(request, name):
         return redirect("dashboard:templates")
     messages.success(request, f"Rollout #{rollout.pk} of {name} to r{latest.revision} started.")
     return redirect("dashboard:rollout", rollout.pk)
+
+
+@require_GET
+def diff(request, name):
+    """What changed in a template between two of its revisions (?a=N&b=M), file by file."""
+    versions = {v.revision: v for v in TemplateVersion.objects.filter(name=name)}
+    if not versions:
+        raise Http404("No such template")
+    newest = max(versions)
+    try:
+        a = int(request.GET.get("a", newest - 1 if newest > 1 else newest))
+        b = int(request.GET.get("b", newest))
+    except ValueError:
+        a, b = newest - 1, newest
+    old, new = versions.get(a), versions.get(b)
+    files = file_diffs(old, new) if old and new else []
+    context = {
+        "name": name,
+        "revisions": sorted(versions, reverse=True),
+        "a": a,
+        "b": b,
+        "old": old,
+        "new": new,
+        "files": files,
+    }
+    return render(request, "dashboard/template_diff.html", context)
+
+
+def file_diffs(old: TemplateVersion, new: TemplateVersion) -> list[dict]:
+    """Each path that differs between two versions (the manifest included), with a unified diff."""
+    import difflib
+
+    def texts(version):
+        return {"manifest.toml": version.manifest, **version.files}
+
+    before, after = texts(old), texts(new)
+    changed = []
+    for path in sorted(set(before) | set(after)):
+        if before.get(path) == after.get(path):
+            continue
+        lines = difflib.unified_diff(
+            (before.get(path) or "").splitlines(keepends=True),
+            (after.get(path) or "").splitlines(keepends=True),
+            fromfile=f"r{old.revision}/{path}",
+            tofile=f"r{new.revision}/{path}",
+        )
+        state = "added" if path not in before else "removed" if path not in after else "changed"
+        changed.append({"path": path, "state": state, "diff": "".join(lines)})
+    return changed
