@@ -43,3 +43,21 @@ def test_mark_failed_settles_a_running_operation_and_frees_the_project(admin_cli
     assert finished.state == State.SUCCEEDED
     assert project.status == Status.UNKNOWN
     assert AuditEntry.objects.get(action="operation.mark_failed").actor == superuser
+
+
+def test_cancel_stops_a_running_operation_through_the_cancel_verb(
+    admin_client_logged_in, superuser, project, django_capture_on_commit_callbacks
+):
+    from unittest import mock
+
+    operation = Operation.objects.create(
+        project=project, kind=Kind.RESTART, state=State.RUNNING, deadline=timezone.now()
+    )
+    with mock.patch("django_q.tasks.async_task") as enqueued, django_capture_on_commit_callbacks(execute=True):
+        admin_client_logged_in.post(
+            reverse("admin:operations_operation_changelist"), {"action": "cancel", "_selected_action": [operation.pk]}
+        )
+    operation.refresh_from_db()
+    assert operation.state == State.CANCELLED
+    assert enqueued.call_args.args == ("operations.tasks.clean_up", operation.pk)
+    assert AuditEntry.objects.get(action="operation.cancel").detail["state_before"] == "running"

@@ -10,7 +10,7 @@ import pytest
 
 from agent import commands
 from agent.api import FileSpec
-from agent.client import AgentBusy, AgentTimeout
+from agent.client import AgentBusy, AgentCancelled, AgentTimeout
 from agent.commands import Deadline, run
 from agent.errors import CommandTimeout
 
@@ -152,3 +152,82 @@ def test_output_that_never_stops_after_the_command_exits_does_not_outlive_the_de
     worker.start()
     worker.join(timeout=5)
     assert finished and finished[0].returncode == 0
+
+
+def hanging_child(docker_agent) -> int:
+    """The pid of the fake `up`'s hanging child, once it has written it whole."""
+    pid_file = docker_agent.fake_docker / "child.pid"
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
+    return int(pid_file.read_text())
+
+
+def test_cancelling_an_operation_kills_its_command_group_and_refuses_its_later_commands(docker_agent):
+    ref = "cancel01"
+    worker = docker_agent.client(deadline=30)
+    worker.operation = "42"
+    compose_runtime(worker, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    outcome = []
+
+    def up():
+        try:
+            worker.up(ref, deadline_s=25)
+        except AgentCancelled as error:
+            outcome.append(error)
+
+    running = threading.Thread(target=up)
+    running.start()
+    child = hanging_child(docker_agent)
+
+    started = time.monotonic()
+    reply = docker_agent.client(deadline=10).cancel(ref, "42", wait_s=5)
+    running.join(timeout=5)
+
+    assert (reply.cancelled, reply.running) == (True, False)
+    assert time.monotonic() - started < 3, "the command ends within a poll, not at its deadline"
+    assert wait_until(lambda: process_gone(child))
+    (cancelled,) = outcome
+    assert cancelled.status == 409 and "its operation was cancelled" in cancelled.message
+    assert "pulling images" in cancelled.output_tail
+    (docker_agent.fake_docker / "hang").unlink()
+    with pytest.raises(AgentCancelled, match="operation 42 was cancelled"):
+        worker.down(ref)
+    assert docker_agent.client().up(ref).state == "running", "commands of other operations still run"
+
+
+def test_cancelling_an_operation_leaves_another_operations_command_running(docker_agent):
+    ref = "cancel02"
+    other = docker_agent.client(deadline=30)
+    other.operation = "43"
+    compose_runtime(other, ref)
+    (docker_agent.fake_docker / "hang").touch()
+    outcome = []
+
+    def up():
+        try:
+            other.up(ref, deadline_s=25)
+        except AgentCancelled as error:
+            outcome.append(error.code)
+
+    running = threading.Thread(target=up)
+    running.start()
+    child = hanging_child(docker_agent)
+
+    reply = docker_agent.client(deadline=10).cancel(ref, "42", wait_s=0.5)
+
+    assert (reply.cancelled, reply.running) == (False, False)
+    assert not process_gone(child), "another operation's command is not touched"
+    assert docker_agent.client(deadline=10).cancel(ref, "43", wait_s=5).cancelled
+    running.join(timeout=5)
+    assert outcome == ["cancelled"]
+    assert wait_until(lambda: process_gone(child))
+
+
+def test_cancel_needs_an_operation(shared_agent):
+    response = httpx.post(
+        f"{shared_agent.base_url}/v1/runtimes/cancel03/cancel",
+        headers={"Authorization": f"Bearer {shared_agent.token}"},
+        json={"wait_s": 1},
+    )
+    assert response.status_code == 422
+    assert "operation" in response.json()["error"]["message"]

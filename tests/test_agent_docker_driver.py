@@ -87,3 +87,31 @@ def test_summarise_ps_reads_both_compose_formats(output, expected):
 def test_summarise_ps_refuses_what_is_not_container_json():
     with pytest.raises(CommandFailed):
         summarise_ps("Error response from daemon")
+
+
+def test_every_call_refuses_a_runtime_folder_that_is_a_symlink(docker_agent, tmp_path):
+    client, ref = docker_agent.client(), "stack009"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "runtime.toml").write_text('driver = "docker"\ncompose_file = "stack.yml"\n')
+    (elsewhere / "stack.yml").write_text("services: {}\n")
+    (docker_agent.root / ref).symlink_to(elsewhere)
+    attempts = {
+        "files": lambda: client.put_files(ref, [FileSpec("stack.yml", b"services: {x: {}}\n")]),
+        "digests": lambda: client.digests(ref, ["stack.yml"]),
+        "status": lambda: client.status(ref),
+        "up": lambda: client.up(ref),
+        "down": lambda: client.down(ref),
+        "restart": lambda: client.restart(ref),
+        "delete": lambda: client.delete(ref, purge_data=True),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(AgentError) as refused:
+            attempt()
+        assert refused.value.status == 422, name
+        assert "is a symlink" in refused.value.message, name
+    ran = calls(docker_agent) if (docker_agent.fake_docker / "calls").exists() else []
+    assert not [call for call in ran if call.startswith("compose -p")], "no compose command ran"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["runtime.toml", "stack.yml"]
+    assert (elsewhere / "stack.yml").read_text() == "services: {}\n"
+    assert (docker_agent.root / ref).is_symlink()

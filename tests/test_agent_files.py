@@ -93,3 +93,43 @@ def test_malformed_bodies_are_invalid(agent):
     for body in (b"not json", b"[]", b'{"files": [{"path": "a", "content_b64": "%%%"}]}'):
         reply = httpx.put(url, headers=headers, content=body)
         assert reply.status_code == 422 and reply.json()["error"]["code"] == "invalid", body
+
+
+def mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_secret_bearing_files_are_private_and_the_runtime_folder_closed(docker_agent):
+    client, folder = docker_agent.client(), docker_agent.root / REF
+    files = [FileSpec(".env", b"POSTGRES_PASSWORD=s3cret\n"), FileSpec("volumes/api/kong.yml", b"services: []\n")]
+    client.put_files(REF, files, private_paths=[".env"])
+    assert mode(folder) == 0o700
+    assert mode(folder / ".env") == 0o600
+    # Bind-mounted into containers that run as other users: readable, behind the closed folder.
+    assert mode(folder / "volumes/api/kong.yml") == 0o644
+    assert mode(folder / "volumes") == mode(folder / "volumes/api") == 0o755
+
+
+def test_a_push_tightens_a_runtime_written_before_the_rules(docker_agent):
+    client, folder = docker_agent.client(), docker_agent.root / REF
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    (folder / ".env").write_text("POSTGRES_PASSWORD=s3cret\n")
+    (folder / ".env").chmod(0o644)
+    client.put_files(REF, [FileSpec("docker-compose.yml", b"services: {}\n")], private_paths=[".env"])
+    assert mode(folder) == 0o700
+    assert mode(folder / ".env") == 0o600
+    assert (folder / ".env").read_text() == "POSTGRES_PASSWORD=s3cret\n", "only its mode changed"
+
+
+def test_the_process_driver_user_may_traverse_the_runtime_folder_and_no_one_else(agent):
+    import pwd
+
+    client, folder = agent.client(), agent.root / REF
+    client.put_files(REF, [FileSpec("runtime.toml", b'password = "x"\n')], private_paths=["runtime.toml"])
+    assert mode(folder / "runtime.toml") == 0o600
+    if os.geteuid() == 0:  # PostgreSQL runs as `postgres`, which reaches .berth-pg/ through the folder
+        assert mode(folder) == 0o710
+        assert folder.stat().st_gid == pwd.getpwnam("postgres").pw_gid
+    else:
+        assert mode(folder) == 0o700

@@ -87,6 +87,21 @@ def test_resync_is_refused_for_a_project_already_on_the_latest_version():
     assert "already on the latest version of postgres" in err.getvalue()
 
 
+def test_cancel_cancels_a_running_operation_and_refuses_where_nothing_runs():
+    from django.utils import timezone
+
+    from operations.models import Kind
+    from tests.factories import make_project
+
+    busy, idle = make_project(host=make_host()), make_project(host=make_host(name="other"))
+    running = Operation.objects.create(project=busy, kind=Kind.START, state=State.RUNNING, deadline=timezone.now())
+    with pytest.raises(CommandError, match="1 of 2 cancel"):
+        run("cancel", busy.ref, idle.ref)
+    running.refresh_from_db()
+    assert running.state == State.CANCELLED
+    assert AuditEntry.objects.get(action="operation.cancel").actor_label == "manage.py projects"
+
+
 def test_it_shows_a_refusal_as_its_message_not_a_list():
     make_host(capabilities={"driver": "process", "postgres_versions": [15]})
     with pytest.raises(CommandError) as refused:

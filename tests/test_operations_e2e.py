@@ -102,7 +102,7 @@ def test_a_wedged_agent_fails_the_operation_within_its_deadline(trickle, worker_
             block_size=20,
             capabilities={"driver": "process", "postgres_versions": [15]},
         )
-        deadline, call_deadline = 12, 4
+        deadline, call_deadline = 20, 4  # the shortest the startup check allows: a call plus the 15 s reserve
         worker_factory(BERTH_OPERATION_DEADLINE=deadline, BERTH_AGENT_CALL_DEADLINE=call_deadline)
         project = create_project(name="Wedged", postgres_major=15, template="postgres", host=host)
         operation = wait_for(
@@ -126,7 +126,7 @@ def test_a_wedged_agent_fails_the_operation_within_its_deadline(trickle, worker_
 
 def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succeeds(local_host, worker_factory):
     # The runtime's Postgres cannot come up on a port held here, so provisioning waits for health.
-    worker = worker_factory(BERTH_OPERATION_DEADLINE=15)
+    worker = worker_factory(BERTH_OPERATION_DEADLINE=20, BERTH_AGENT_CALL_DEADLINE=5)
     project = create_project(name="Killed", postgres_major=15, template="postgres")
     wait_for(
         lambda: Operation.objects.filter(project=project, state=State.RUNNING).exists(),
@@ -136,7 +136,7 @@ def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succ
     worker.kill()
     operation = last_operation(project)
     assert operation.state == State.RUNNING
-    wait_for(lambda: reap() and True, timeout=30, interval=1, what="the reaper to act after the deadline")
+    wait_for(lambda: reap() and True, timeout=40, interval=1, what="the reaper to act after the deadline")
     operation.refresh_from_db()
     assert operation.state == State.TIMED_OUT
     assert status_of(project) == Status.INIT_FAILED
@@ -147,6 +147,47 @@ def test_a_worker_killed_mid_provision_is_recovered_by_the_reaper_and_retry_succ
     wait_status(project, Status.ACTIVE_HEALTHY)
     assert PortBlock.objects.filter(project=project).count() == 1
     assert settings.BERTH_OPERATION_DEADLINE  # settings untouched in this process
+
+
+def test_cancelling_a_provisioning_kills_its_work_and_stops_its_postgres(local_host, worker_factory, tmp_path):
+    import shutil
+
+    from agent.client import AgentClient
+    from operations.actions import cancel_operation
+    from tests.conftest import RUNTIMES
+    from tests.factories import register_template
+
+    # The postgres template plus a probe of a port nothing listens on: Postgres runs, health never comes.
+    folder = tmp_path / "pgsick"
+    shutil.copytree(RUNTIMES / "postgres", folder)
+    manifest = (folder / "manifest.toml").read_text().replace("db = 0\n", "db = 0\nnever = 1\n")
+    (folder / "manifest.toml").write_text(manifest + '\n[[probes]]\nname = "never"\nkind = "tcp"\nslot = "never"\n')
+    register_template(folder)
+    worker_factory(Q_WORKERS=2)  # one waits for health, the other runs the cleanup
+    project = create_project(name="Cancelled", postgres_major=15, template="pgsick")
+    operation = wait_for(
+        lambda: Operation.objects.filter(project=project, events__message="Runtime is running").first(),
+        timeout=30,
+        what="the runtime to come up",
+    )
+    agent = AgentClient(local_host.agent_url, local_host.agent_token, deadline=10)
+    assert agent.status(project.ref).state == "running"
+
+    assert cancel_operation(operation) is True
+
+    wait_for(
+        lambda: Project.objects.get(pk=project.pk).status_reason.endswith("its runtime is stopped"),
+        timeout=30,
+        what="the cleanup to stop the runtime",
+    )
+    assert agent.status(project.ref).state == "stopped"
+    assert status_of(project) == Status.INIT_FAILED
+    from django_q.models import Task
+
+    operation.refresh_from_db()
+    wait_for(lambda: Task.objects.filter(id=operation.task_id).exists(), timeout=30, what="the worker to finish")
+    operation.refresh_from_db()
+    assert operation.state == State.CANCELLED, "the worker's late verdict did not overwrite the cancel"
 
 
 def test_a_start_whose_port_was_taken_meanwhile_fails_at_once_with_postgres_own_message(local_host, worker_factory):

@@ -105,3 +105,19 @@ def test_cancel_gives_the_project_back_its_desired_state(enqueued, kind):
     assert project.desired_state == DesiredState.RUNNING
     # A cancelled delete no longer refuses other actions as "being deleted".
     assert request_operation(project, Kind.RESTART).kind == Kind.RESTART
+
+
+def test_retry_refuses_a_cancelled_operation(enqueued):
+    project = make_project(host=make_host())
+    operation = request_operation(project, Kind.STOP)
+    cancel_operation(operation)
+    with pytest.raises(OperationRefused, match="nothing to retry"):
+        retry_project(project)
+
+
+@pytest.mark.parametrize("state", [State.FAILED, State.TIMED_OUT])
+def test_retry_accepts_failed_and_timed_out_operations(enqueued, state):
+    project = make_project(host=make_host())
+    operation = request_operation(project, Kind.STOP)
+    Operation.objects.filter(pk=operation.pk).update(state=state)
+    assert retry_project(project).kind == Kind.STOP

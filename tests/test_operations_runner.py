@@ -5,7 +5,7 @@ from unittest import mock
 
 import pytest
 
-from agent.api import AgentInfo, CommandReply, PortCheck, ProbeResult
+from agent.api import AgentInfo, CancelReply, CommandReply, PortCheck, ProbeResult, RuntimeStatus
 from agent.client import AgentUnreachable
 from operations import tasks
 from operations.actions import request_operation, retry_project
@@ -24,9 +24,10 @@ class ScriptedAgent:
 
     def __init__(self, probe_status="pass", server_major=15, unreachable=False):
         self.probe_status, self.server_major, self.unreachable = probe_status, server_major, unreachable
+        self.runtime_state = "running"  # what status reports until a down or delete
         self.calls = []
 
-    def __call__(self, host, *, deadline):
+    def __call__(self, host, *, deadline, operation=None):
         return self
 
     def _record(self, name, *args):
@@ -42,17 +43,27 @@ class ScriptedAgent:
         self._record("check_ports")
         return PortCheck(free=list(ports), taken=[])
 
-    def put_files(self, ref, files, user_paths=(), remove=()):
-        self._record("put_files", ref)
+    def put_files(self, ref, files, user_paths=(), remove=(), private_paths=()):
+        self._record("put_files", ref, tuple(private_paths))
         return {f.path: hashlib.sha256(f.content).hexdigest() for f in files}
 
     def up(self, ref, deadline_s=None):
         self._record("up", ref)
+        self.runtime_state = "running"
         return CommandReply("running", "")
 
     def down(self, ref, deadline_s=None):
         self._record("down", ref)
+        self.runtime_state = "stopped"
         return CommandReply("stopped", "")
+
+    def cancel(self, ref, operation, wait_s=5.0):
+        self._record("cancel", ref, operation)
+        return CancelReply(cancelled=False, running=False)
+
+    def status(self, ref):
+        self._record("status", ref)
+        return RuntimeStatus(self.runtime_state, "scripted")
 
     def restart(self, ref, deadline_s=None):
         self._record("restart", ref)
@@ -237,3 +248,58 @@ class TestHealthRefresh:
             assert refresh_all() == 3
         assert len(agent_script.called("health")) == 2
         assert set(Project.objects.values_list("status", flat=True)) == {Status.ACTIVE_HEALTHY}
+
+
+def test_a_resync_stopped_by_a_conflict_leaves_the_project_status_alone(agent_script, host):
+    from templating.actions import CONFLICTED, ResyncResult
+
+    project, _ = provision(host)
+    Project.objects.filter(pk=project.pk).update(status_reason="checked at noon")
+    operation = request_operation(project, Kind.RESYNC)
+    conflict = ResyncResult(project.ref, CONFLICTED, 1, 1, message="conflict: runtime.toml")
+    with mock.patch("templating.actions.resync_project", return_value=conflict):
+        tasks.run_operation(operation.pk)
+    operation.refresh_from_db()
+    project.refresh_from_db()
+    assert (operation.state, operation.error_code) == (State.FAILED, "conflict")
+    assert (project.status, project.status_reason) == (Status.ACTIVE_HEALTHY, "checked at noon")
+    assert not agent_script.called("restart")
+
+
+def test_a_deadline_inside_the_cleanup_reserve_still_probes_once(agent_script, host, settings):
+    settings.BERTH_OPERATION_DEADLINE = 12  # less than the 15 s kept back for stopping the runtime
+    settings.BERTH_AGENT_CALL_DEADLINE = 5
+    project, operation = provision(host)
+    assert len(agent_script.called("health")) == 1
+    assert operation.state == State.SUCCEEDED
+    assert project.status == Status.ACTIVE_HEALTHY
+
+
+def test_an_unhealthy_runtime_with_a_short_deadline_is_judged_by_a_probe(agent_script, host, settings):
+    settings.BERTH_OPERATION_DEADLINE = 12
+    settings.BERTH_AGENT_CALL_DEADLINE = 5
+    agent_script.probe_status = "fail"
+    project, operation = provision(host)
+    assert agent_script.called("health"), "probed before being called unhealthy"
+    assert operation.error_code == "unhealthy"
+    assert project.status == Status.INIT_FAILED
+    assert agent_script.called("down")
+
+
+def test_a_failed_agent_command_keeps_the_agents_output_on_the_event(agent_script, host):
+    from agent.client import AgentError
+
+    command = "/usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/berth/runtimes/" + "x" * 200 + "..."
+    tail = "waiting for server to start....\nFATAL:  could not create lock file: Permission denied\n"
+    failure = AgentError(f"POST /up: {command} exited with status 1", code="command_failed", output_tail=tail)
+    with mock.patch.object(ScriptedAgent, "up", side_effect=failure):
+        project, operation = provision(host)
+    assert operation.error_code == "agent_command_failed"
+    assert operation.error_message.endswith("FATAL:  could not create lock file: Permission denied")
+    finished = operation.events.get(step="finished")
+    assert finished.data["output_tail"] == tail
+
+
+def test_provisioning_names_the_secret_bearing_files_to_the_agent(agent_script, host):
+    project, _ = provision(host)
+    assert agent_script.called("put_files") == [("put_files", project.ref, ("runtime.toml",))]

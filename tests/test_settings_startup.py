@@ -46,6 +46,14 @@ def test_it_names_the_variable_with_a_bad_value(tmp_path):
     assert "DEBUG='perhaps' is not a boolean" in result.stderr
 
 
+def test_it_refuses_an_operation_deadline_shorter_than_a_call_and_the_cleanup_reserve(tmp_path):
+    env = {**PRODUCTION_ENV, "BERTH_OPERATION_DEADLINE": "12", "BERTH_AGENT_CALL_DEADLINE": "5"}
+    result = manage("check", env_overrides=env, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "BERTH_OPERATION_DEADLINE=12 leaves no time to work" in result.stderr
+    assert "BERTH_AGENT_CALL_DEADLINE (5)" in result.stderr
+
+
 def test_it_refuses_a_task_timeout_shorter_than_the_operation_deadline(tmp_path):
     env = {**PRODUCTION_ENV, "BERTH_OPERATION_DEADLINE": "600", "Q_TIMEOUT": "300"}
     result = manage("check", env_overrides=env, tmp_path=tmp_path)

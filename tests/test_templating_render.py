@@ -114,3 +114,12 @@ def test_it_stores_project_secrets_encrypted_at_rest(supabase):
         cursor.execute("SELECT secrets FROM projects_project WHERE id = %s", [project.pk])
         (stored,) = cursor.fetchone()
     assert project.secrets["jwt_secret"] not in stored and project.secrets["postgres_password"] not in stored
+
+
+def test_files_that_read_secrets_are_private_and_bind_mounted_ones_are_not(supabase, postgres):
+    def private(version):
+        return render_project(make_runtime_project(version, postgres_major=15), version).private
+
+    assert private(postgres) == {"runtime.toml"}
+    assert ".env" in private(supabase)
+    assert not {"volumes/api/kong.yml", "volumes/logs/vector.yml", "docker-compose.yml"} & private(supabase)

@@ -61,9 +61,22 @@ def test_cancel_cancels_a_queued_operation_and_audits(staff_client, staff_user):
     assert "Cancelled" in response.content.decode()
 
 
-def test_cancel_refuses_a_running_operation(staff_client):
-    op = operation(state=State.RUNNING)
-    response = staff_client.post(reverse("dashboard:cancel_operation", args=[op.pk]), follow=True)
-    assert "already started or ended" in response.content.decode()
+def test_cancel_cancels_a_running_operation_and_queues_the_cleanup(staff_client, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    op = operation(state=State.RUNNING, host=process_host())
+    assert f"/operations/{op.pk}/cancel/" in staff_client.get(reverse("dashboard:operations")).content.decode()
+    with mock.patch("django_q.tasks.async_task") as enqueued, django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(reverse("dashboard:cancel_operation", args=[op.pk]), follow=True)
+    assert "its agent command and what it started are being stopped" in response.content.decode()
     op.refresh_from_db()
-    assert op.state == State.RUNNING
+    assert op.state == State.CANCELLED
+    assert enqueued.call_args.args == ("operations.tasks.clean_up", op.pk), "no agent call from the request"
+
+
+def test_cancel_refuses_a_finished_operation(staff_client):
+    op = operation(state=State.SUCCEEDED)
+    response = staff_client.post(reverse("dashboard:cancel_operation", args=[op.pk]), follow=True)
+    assert "already ended" in response.content.decode()
+    op.refresh_from_db()
+    assert op.state == State.SUCCEEDED

@@ -133,10 +133,23 @@ def test_retry_reruns_the_failed_operation(staff_client, project):
     assert retry.kind == Kind.RESTART and retry.attempt == 2
 
 
-def test_cancel_of_the_queued_operation_is_offered(staff_client, project):
-    operation = Operation.objects.create(project=project, kind=Kind.START, deadline=timezone.now())
+@pytest.mark.parametrize("state", [State.QUEUED, State.RUNNING])
+def test_cancel_of_the_unfinished_operation_is_offered(staff_client, project, state):
+    operation = Operation.objects.create(project=project, kind=Kind.START, state=state, deadline=timezone.now())
     html = staff_client.get(url("project", project)).content.decode()
     assert reverse("dashboard:cancel_operation", args=[operation.pk]) in html
+
+
+def test_the_timeline_shows_the_agents_output_of_a_failed_command(staff_client, project):
+    operation = Operation.objects.create(
+        project=project, kind=Kind.START, state=State.FAILED, deadline=timezone.now(), error_code="agent_command_failed"
+    )
+    tail = "FATAL:  could not bind IPv4 address <0.0.0.0>: Address in use\n"
+    OperationEvent.objects.create(
+        operation=operation, step="finished", level="error", message="up failed", data={"output_tail": tail}
+    )
+    html = staff_client.get(url("project", project)).content.decode()
+    assert '<pre class="output-tail">FATAL:  could not bind IPv4 address &lt;0.0.0.0&gt;: Address in use' in html
 
 
 def test_resync_plan_says_when_on_the_latest_version(staff_client, project):

@@ -28,6 +28,8 @@ HEALTH_DEADLINE_S = 10.0
 Seconds = Annotated[float, Meta(gt=0)]
 RuntimePort = Annotated[int, Meta(ge=MIN_PORT, le=MAX_PORT)]
 Text = Annotated[str, Meta(min_length=1)]
+# The control plane's operation id a command belongs to (see agent.locks).
+OperationId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
 class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -53,6 +55,7 @@ class PutFilesRequest(Request):
     files: list[FileSpec] = []
     user_paths: list[str] = []  # globs of the user's files, never written or removed
     remove: list[str] = []
+    private_paths: list[str] = []  # the runtime's secret-bearing files, written now or not: kept 0600
 
 
 class DigestsRequest(Request):
@@ -60,9 +63,11 @@ class DigestsRequest(Request):
 
 
 class CommandRequest(Request):
-    """up, down and restart: a deadline that may shorten the agent's default, never lengthen it."""
+    """up, down and restart: a deadline that may shorten the agent's default, never lengthen it,
+    and the operation the command belongs to, so cancelling that operation stops it."""
 
     deadline_s: Seconds | None = None
+    operation: OperationId | None = None
 
 
 class DeleteQuery(Request):
@@ -70,12 +75,23 @@ class DeleteQuery(Request):
 
     purge_data: bool = False
     deadline_s: Seconds | None = None
+    operation: OperationId | None = None
 
     def as_params(self) -> dict[str, str]:
         params = {"purge_data": "1" if self.purge_data else "0"}
         if self.deadline_s is not None:
             params["deadline_s"] = repr(self.deadline_s)
+        if self.operation is not None:
+            params["operation"] = self.operation
         return params
+
+
+class CancelRequest(Request):
+    """Kill the command `operation` runs on the runtime and refuse its later ones; wait up
+    to wait_s (the agent caps it) for the command to end."""
+
+    operation: OperationId
+    wait_s: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class PortsRequest(Request):
@@ -132,6 +148,11 @@ class CommandReply(Reply):
     output_tail: str
 
 
+class CancelReply(Reply):
+    cancelled: bool  # a command of that operation was running and was killed
+    running: bool  # one still held the runtime when the agent answered
+
+
 class RuntimeStatus(Reply):
     state: Literal["running", "stopped", "absent"]
     detail: str
@@ -167,6 +188,6 @@ class ErrorDetail(Reply):
 
 
 class ErrorReply(Reply):
-    """Every non-200 reply: 401 (no detail), 404, 409 busy, 422 invalid, 504 timeout, 500."""
+    """Every non-200 reply: 401 (no detail), 404, 409 busy or cancelled, 422 invalid, 504 timeout, 500."""
 
     error: ErrorDetail

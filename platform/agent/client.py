@@ -24,7 +24,7 @@ import httpx
 import msgspec
 
 from agent import api
-from agent.api import AgentInfo, CommandReply, FileSpec, PortCheck, Probe, ProbeResult, RuntimeStatus
+from agent.api import AgentInfo, CancelReply, CommandReply, FileSpec, PortCheck, Probe, ProbeResult, RuntimeStatus
 from agent.portcheck import check_ports
 
 DEFAULT_DEADLINE_S = 30.0
@@ -59,6 +59,12 @@ class AgentBusy(AgentError):
     code = "busy"
 
 
+class AgentCancelled(AgentError):
+    """The command's operation was cancelled: the agent killed it, or refused to start it."""
+
+    code = "cancelled"
+
+
 class AgentUnauthorized(AgentError):
     code = "unauthorized"
 
@@ -78,13 +84,24 @@ _ERRORS_BY_STATUS = {401: AgentUnauthorized, 409: AgentBusy, 504: AgentTimeout}
 
 
 class AgentClient:
-    """One agent's API. `deadline` bounds every call, whatever a method's own deadline_s asks."""
+    """One agent's API. `deadline` bounds every call, whatever a method's own deadline_s asks.
+
+    With `operation` (the control plane's operation id), lifecycle commands name the operation
+    they belong to, so cancelling it on the agent stops them.
+    """
 
     def __init__(
-        self, base_url: str, token: str, deadline: float = DEFAULT_DEADLINE_S, max_reply_bytes: int = MAX_REPLY_BYTES
+        self,
+        base_url: str,
+        token: str,
+        deadline: float = DEFAULT_DEADLINE_S,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        *,
+        operation: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.deadline = deadline
+        self.operation = operation
         self.max_reply_bytes = max_reply_bytes
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
@@ -92,10 +109,19 @@ class AgentClient:
         return self._call("GET", "/v1/info", AgentInfo)
 
     def put_files(
-        self, ref: str, files: Sequence[FileSpec], user_paths: Sequence[str] = (), remove: Sequence[str] = ()
+        self,
+        ref: str,
+        files: Sequence[FileSpec],
+        user_paths: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        private_paths: Sequence[str] = (),
     ) -> dict[str, str]:
-        """Write a runtime's files; returns each listed file's sha256 as it now is on the host."""
-        request = api.PutFilesRequest(list(files), list(user_paths), list(remove))
+        """Write a runtime's files; returns each listed file's sha256 as it now is on the host.
+
+        `private_paths` names every secret-bearing file of the runtime, written now or not:
+        the agent keeps those 0600.
+        """
+        request = api.PutFilesRequest(list(files), list(user_paths), list(remove), list(private_paths))
         return self._call("PUT", f"/v1/runtimes/{ref}/files", api.FilesReply, request=request).digests
 
     def digests(self, ref: str, paths: Sequence[str]) -> dict[str, str | None]:
@@ -116,10 +142,17 @@ class AgentClient:
 
     def delete(self, ref: str, purge_data: bool = False, deadline_s: float | None = None) -> str:
         command_s = self._command_deadline(deadline_s)
-        query = api.DeleteQuery(purge_data, command_s)
+        query = api.DeleteQuery(purge_data, command_s, self.operation)
         path = f"/v1/runtimes/{ref}"
         reply_s = command_s + REPLY_MARGIN_S
         return self._call("DELETE", path, api.DeleteReply, params=query.as_params(), deadline_s=reply_s).state
+
+    def cancel(self, ref: str, operation: str, wait_s: float = 5.0) -> CancelReply:
+        """Kill the command `operation` runs on the runtime, if any, and refuse its later ones;
+        waits up to wait_s (within this client's deadline) for the command to end."""
+        wait_s = max(0.0, min(wait_s, self.deadline - REPLY_MARGIN_S))
+        request, reply_s = api.CancelRequest(operation, wait_s), wait_s + REPLY_MARGIN_S
+        return self._call("POST", f"/v1/runtimes/{ref}/cancel", CancelReply, request=request, deadline_s=reply_s)
 
     def check_ports(self, ports: Sequence[int]) -> PortCheck:
         return self._call("POST", "/v1/ports/check", PortCheck, request=api.PortsRequest(list(ports)))
@@ -132,7 +165,7 @@ class AgentClient:
 
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
-        path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s)
+        path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s, self.operation)
         return self._call("POST", path, CommandReply, request=request, deadline_s=command_s + REPLY_MARGIN_S)
 
     def _command_deadline(self, requested_s: float | None) -> float:
@@ -205,5 +238,5 @@ def _decode(where: str, status: int, data: bytes, reply_type: type[ReplyT]) -> R
         # Not the agent's own error body: waitress's (413: body over the limit), or a proxy's.
         text = data[:200].decode("utf-8", errors="replace").strip()
         raise AgentProtocolError(f"{where}: answered {status}: {text or 'no body'}", status=status) from None
-    kind = _ERRORS_BY_STATUS.get(status, AgentError)
+    kind = AgentCancelled if error.code == "cancelled" else _ERRORS_BY_STATUS.get(status, AgentError)
     raise kind(f"{where}: {error.message}", code=error.code, status=status, output_tail=error.output_tail or "")

@@ -2,7 +2,8 @@
 
 Invariant: no command outlives its deadline. Each one starts in its own session (so its
 own process group); past the deadline the whole group gets SIGKILL and the caller gets
-CommandTimeout with the tail of the output. Children that start their own session on
+CommandTimeout with the tail of the output; a deadline cancelled on purpose (the command's
+operation was cancelled) ends it the same way, within one poll, as Cancelled. Children that start their own session on
 purpose (pg_ctl's postmaster) are daemons by design and are not the command.
 """
 
@@ -14,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from agent.errors import CommandFailed, CommandTimeout
+from agent.errors import Cancelled, CommandFailed, CommandTimeout
 
 OUTPUT_TAIL_BYTES = 8192
 _POLL_S = 0.05
@@ -23,17 +24,37 @@ _SCRUBBED_ENV = ("BERTH_AGENT_TOKEN", "BERTH_AGENT_TOKEN_FILE")
 
 
 class Deadline:
-    """A point in monotonic time that several commands of one request share."""
+    """A point in monotonic time that several commands of one request share.
+
+    Cancelling it ends it at once, for every command of the request, running or still to come.
+    """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self._at = time.monotonic() + seconds
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     def remaining(self) -> float:
+        if self.cancelled:
+            return 0.0
         return max(0.0, self._at - time.monotonic())
 
     def expired(self) -> bool:
         return self.remaining() <= 0
+
+    def stopped(self, command: str, *, started: bool, output_tail: str = "") -> CommandTimeout:
+        """The error for a command this deadline cut short (killed when started, else never run)."""
+        if self.cancelled:
+            what = "was killed" if started else "was not run"
+            return Cancelled(f"{command} {what}: its operation was cancelled", output_tail=output_tail)
+        if started:
+            return CommandTimeout(
+                f"{command} outlived its {self.seconds:g}s deadline and was killed", output_tail=output_tail
+            )
+        return CommandTimeout(f"no time left to run {command}", output_tail=output_tail)
 
 
 @dataclass(frozen=True)
@@ -67,7 +88,7 @@ def run(
     Only the last `output_limit` bytes of the output are kept.
     """
     if deadline.expired():
-        raise CommandTimeout(f"no time left to run {argv[0]}", output_tail="")
+        raise deadline.stopped(argv[0], started=False)
     ids = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
     try:
         # Popen's user/group switch happens in the child without a preexec_fn, which is
@@ -88,10 +109,7 @@ def run(
     with proc:
         if not _collect(proc, tail, deadline):
             _kill_group(proc)
-            raise CommandTimeout(
-                f"{describe(argv)} outlived its {deadline.seconds:g}s deadline and was killed",
-                output_tail=tail.text(),
-            )
+            raise deadline.stopped(describe(argv), started=True, output_tail=tail.text())
     return CommandResult(proc.returncode, tail.text())
 
 

@@ -45,3 +45,13 @@ class CommandFailed(ApiError):
 
     status = 500
     code = "command_failed"
+
+
+class Cancelled(CommandTimeout):
+    """The operation the command belonged to was cancelled; its whole process group was killed.
+
+    A kind of timeout (the command was cut short, whatever it left half done is cleaned up
+    the same way), answered apart so the caller knows it was asked for."""
+
+    status = 409
+    code = "cancelled"

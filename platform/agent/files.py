@@ -10,6 +10,12 @@ Invariants:
   file is written only when absent; only paths listed in `remove` are removed.
 - Names starting with `.berth` belong to the agent itself (staging, driver state) and are
   refused.
+- Modes: the runtime folder is 0700 (0710 with the group of the user a driver runs services
+  as, who must reach its state inside); files the request names private (they hold
+  secrets: passwords, JWT secret, keys) are 0600, other files 0644 and subfolders 0755, so
+  containers can read what is bind-mounted into them (a bind mount is opened from the
+  mount point, not through the runtime folder). Every push tightens the folder and every
+  private file already there, so runtimes written before these rules are fixed by it.
 """
 
 import fnmatch
@@ -28,6 +34,10 @@ AGENT_PREFIX = ".berth"
 STAGING_PREFIX = ".berth-staging-"
 MAX_PATH_LENGTH = 1024
 FILE_MODE = 0o644
+PRIVATE_FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+SHARED_FOLDER_MODE = 0o710  # the driver's service user may traverse it, nothing more
+SUBFOLDER_MODE = 0o755
 
 
 @dataclass(frozen=True)
@@ -37,19 +47,31 @@ class FileWrite:
     policy: str  # managed: always written | seed: written only when absent
 
 
-def put_files(folder: Path, writes: list[FileWrite], user_globs: list[str], remove: list[str]) -> dict[str, str]:
-    """Apply one files request to a runtime folder; returns the digest of every listed file."""
+def put_files(
+    folder: Path,
+    writes: list[FileWrite],
+    user_globs: list[str],
+    remove: list[str],
+    *,
+    private: list[str] = (),
+    folder_group: int | None = None,
+) -> dict[str, str]:
+    """Apply one files request to a runtime folder; returns the digest of every listed file.
+
+    `private` names the runtime's secret-bearing files, written or not by this request.
+    """
     _check_globs(user_globs)
     targets = [_target(folder, write.path, user_globs) for write in writes]
     removals = [_target(folder, path, user_globs) for path in remove]
+    private_targets = {path: _target(folder, path, user_globs) for path in private}
     _check_policies(writes)
     _check_distinct([write.path for write in writes] + list(remove))
-    _ensure_folder(folder)
+    _ensure_folder(folder, folder_group)
     _clear_stale_staging(folder)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
         staged = [
-            (_stage(staging, index, write.content), target)
+            (_stage(staging, index, write.content, write.path in private_targets), target)
             for index, (write, target) in enumerate(zip(writes, targets, strict=True))
             if not (write.policy == "seed" and target.exists())
         ]
@@ -61,6 +83,8 @@ def put_files(folder: Path, writes: list[FileWrite], user_globs: list[str], remo
     for target in removals:
         if target.exists():
             target.unlink()
+    for target in private_targets.values():
+        _make_private(target)
     return {write.path: _digest(target) for write, target in zip(writes, targets, strict=True)}
 
 
@@ -134,10 +158,23 @@ def _check_distinct(paths: list[str]) -> None:
                 raise Invalid(f"path {path!r} needs {parent!r} to be a folder, and it is listed as a file")
 
 
-def _ensure_folder(folder: Path) -> None:
+def _ensure_folder(folder: Path, group: int | None) -> None:
     if folder.is_symlink():
         raise Invalid(f"runtime folder {folder.name} is a symlink")
-    folder.mkdir(mode=0o755, exist_ok=True)
+    folder.mkdir(mode=FOLDER_MODE, exist_ok=True)
+    if group is not None:
+        os.chown(folder, -1, group)
+    folder.chmod(FOLDER_MODE if group is None else SHARED_FOLDER_MODE)
+
+
+def _make_private(target: Path) -> None:
+    """0600 for a secret-bearing file already there (a seed kept, or one this push did not rewrite)."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd) as handle:
+        os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
 
 
 def _clear_stale_staging(folder: Path) -> None:
@@ -146,13 +183,16 @@ def _clear_stale_staging(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _stage(staging: Path, index: int, content: bytes) -> Path:
+def _stage(staging: Path, index: int, content: bytes, private: bool) -> Path:
     source = staging / str(index)
-    with open(source, "wb") as handle:
+    # Created with its final mode: a secret is never readable by others, not even for a moment.
+    mode = PRIVATE_FILE_MODE if private else FILE_MODE
+    fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)
         handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())
-    source.chmod(FILE_MODE)
     return source
 
 
@@ -162,7 +202,8 @@ def _make_parents(folder: Path, target: Path) -> None:
     for part in target.relative_to(folder).parts[:-1]:
         current = current / part
         if not current.exists():
-            current.mkdir(mode=0o755)
+            current.mkdir(mode=SUBFOLDER_MODE)
+            current.chmod(SUBFOLDER_MODE)  # whatever the umask
 
 
 def _digest(target: Path) -> str | None:

@@ -5,8 +5,11 @@ Invariants:
 - Commands that change a runtime (files, up, down, restart, delete) hold its lock, so one
   runs at a time and a second caller gets `busy` at once. Status and digests only read,
   and stay answerable while a long `up` runs.
-- Every command runs under a deadline: the agent's default, or shorter when asked.
+- Every command runs under a deadline: the agent's default, or shorter when asked. A
+  command may name its operation; cancelling that operation ends it (see agent.locks).
 - Delete keeps the data unless asked: the folder is moved aside under `.deleted/`.
+- A runtime folder that is a symlink is refused by every call, before anything is read,
+  run or moved: following it would let status, down or delete act on another folder.
 """
 
 import math
@@ -27,6 +30,8 @@ REF_PATTERN = re.compile(r"^[a-z][a-z0-9]{5,39}$")
 RUNTIME_FILE = "runtime.toml"
 DELETED_FOLDER = ".deleted"
 STATUS_DEADLINE_S = 15.0
+# Longest a cancel waits for the cancelled command to end (killing it takes one poll).
+CANCEL_WAIT_MAX_S = 10.0
 
 
 def check_ref(ref: str) -> str:
@@ -64,7 +69,10 @@ class Runtimes:
         self._locks = RuntimeLocks()
 
     def get(self, ref: str) -> Runtime:
-        return Runtime(check_ref(ref), self.root / ref)
+        folder = self.root / check_ref(ref)
+        if folder.is_symlink():
+            raise Invalid(f"runtime folder {ref} is a symlink; the agent acts only on real folders under its root")
+        return Runtime(ref, folder)
 
     def deadline(self, requested_s: object = None) -> Deadline:
         """The default deadline, or the request's when it is shorter; never longer."""
@@ -74,29 +82,33 @@ class Runtimes:
             raise Invalid("deadline_s must be a positive number of seconds")
         return Deadline(min(float(requested_s), self.default_deadline_s))
 
-    def put_files(self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str]) -> dict:
+    def put_files(
+        self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str], private: list[str]
+    ) -> dict:
         runtime = self.get(ref)
-        with self._locks.hold(ref):
-            return {"digests": put_files(runtime.folder, writes, user_globs, remove)}
+        with self._locks.hold(ref, self.deadline()):
+            group = self.driver.folder_group()
+            digests = put_files(runtime.folder, writes, user_globs, remove, private=private, folder_group=group)
+            return {"digests": digests}
 
     def digests(self, ref: str, paths: list[str]) -> dict:
         return {"digests": digests(self.get(ref).folder, paths)}
 
-    def up(self, ref: str, deadline: Deadline) -> dict:
+    def up(self, ref: str, deadline: Deadline, operation: str | None = None) -> dict:
         runtime = self._existing(ref)
         self._check_driver(runtime)
-        with self._locks.hold(ref):
+        with self._locks.hold(ref, deadline, operation):
             return {"state": "running", "output_tail": self.driver.up(runtime, deadline)}
 
-    def down(self, ref: str, deadline: Deadline) -> dict:
+    def down(self, ref: str, deadline: Deadline, operation: str | None = None) -> dict:
         runtime = self._existing(ref)
-        with self._locks.hold(ref):
+        with self._locks.hold(ref, deadline, operation):
             return {"state": "stopped", "output_tail": self.driver.down(runtime, deadline)}
 
-    def restart(self, ref: str, deadline: Deadline) -> dict:
+    def restart(self, ref: str, deadline: Deadline, operation: str | None = None) -> dict:
         runtime = self._existing(ref)
         self._check_driver(runtime)
-        with self._locks.hold(ref):
+        with self._locks.hold(ref, deadline, operation):
             # Stop and start share the one deadline, so a restart is no longer than an up.
             tail = self.driver.down(runtime, deadline) + self.driver.up(runtime, deadline)
             return {"state": "running", "output_tail": tail}
@@ -108,13 +120,18 @@ class Runtimes:
         state, detail = self.driver.status(runtime, Deadline(min(STATUS_DEADLINE_S, self.default_deadline_s)))
         return {"state": state, "detail": detail}
 
-    def delete(self, ref: str, purge_data: bool, deadline: Deadline) -> dict:
+    def delete(self, ref: str, purge_data: bool, deadline: Deadline, operation: str | None = None) -> dict:
         runtime = self.get(ref)
-        with self._locks.hold(ref):
+        with self._locks.hold(ref, deadline, operation):
             if runtime.exists():
                 self.driver.remove(runtime, purge_data, deadline)
                 self._discard_folder(runtime, purge_data)
         return {"state": "absent"}
+
+    def cancel(self, ref: str, operation: str, wait_s: float) -> dict:
+        """Kill the command `operation` runs on `ref` (its process group), and refuse its later ones."""
+        self.get(ref)
+        return self._locks.cancel(ref, operation, min(wait_s, CANCEL_WAIT_MAX_S))
 
     def _existing(self, ref: str) -> Runtime:
         runtime = self.get(ref)

@@ -117,21 +117,25 @@ class Agent:
 
     def put_files(self, ref: str, body: api.PutFilesRequest) -> api.FilesReply:
         writes = [FileWrite(file.path, file.content, file.policy) for file in body.files]
-        return checked(api.FilesReply, self.runtimes.put_files(ref, writes, body.user_paths, body.remove))
+        reply = self.runtimes.put_files(ref, writes, body.user_paths, body.remove, body.private_paths)
+        return checked(api.FilesReply, reply)
 
     def digests(self, ref: str, body: api.DigestsRequest) -> api.DigestsReply:
         return checked(api.DigestsReply, self.runtimes.digests(ref, body.paths))
 
     def command(self, ref: str, action: str, body: api.CommandRequest) -> api.CommandReply:
         run = getattr(self.runtimes, action)  # up | down | restart, as the route allows
-        return checked(api.CommandReply, run(ref, self.runtimes.deadline(body.deadline_s)))
+        return checked(api.CommandReply, run(ref, self.runtimes.deadline(body.deadline_s), body.operation))
+
+    def cancel(self, ref: str, body: api.CancelRequest) -> api.CancelReply:
+        return checked(api.CancelReply, self.runtimes.cancel(ref, body.operation, body.wait_s))
 
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
     def delete(self, ref: str, query: api.DeleteQuery) -> api.DeleteReply:
         deadline = self.runtimes.deadline(query.deadline_s)
-        return checked(api.DeleteReply, self.runtimes.delete(ref, query.purge_data, deadline))
+        return checked(api.DeleteReply, self.runtimes.delete(ref, query.purge_data, deadline, query.operation))
 
     def check_ports(self, body: api.PortsRequest) -> api.PortCheck:
         return check_ports(body.ports)
@@ -155,6 +159,7 @@ ROUTES = (
     Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), Agent.put_files, body=api.PutFilesRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), Agent.digests, body=api.DigestsRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/cancel"), Agent.cancel, body=api.CancelRequest),
     Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),

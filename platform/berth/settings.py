@@ -164,6 +164,9 @@ BERTH_AGENT_CALL_DEADLINE = env_float("BERTH_AGENT_CALL_DEADLINE", 30.0, minimum
 # Web pages that show live agent data wait at most this long, then say "agent unreachable".
 BERTH_AGENT_PAGE_DEADLINE = env_float("BERTH_AGENT_PAGE_DEADLINE", 2.0, minimum=0.1)
 BERTH_OPERATION_DEADLINE = env_int("BERTH_OPERATION_DEADLINE", 600, minimum=1)
+# Seconds an operation keeps back from waiting for health, so a provisioning that never
+# became healthy can still stop its runtime (one agent call) before its deadline.
+BERTH_OPERATION_CLEANUP_RESERVE = 15
 # A queued operation that no worker claimed within this long is failed by the reaper.
 BERTH_QUEUE_DEADLINE = env_int("BERTH_QUEUE_DEADLINE", 900, minimum=1)
 # django-q2 schedules run at minute granularity.
@@ -183,6 +186,12 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", BERTH_OPERATION_DEADLINE + 60, minimum=1)
 Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 60, minimum=1)
 if not BERTH_AGENT_CALL_DEADLINE < BERTH_OPERATION_DEADLINE:
     raise ImproperlyConfigured("BERTH_AGENT_CALL_DEADLINE must be shorter than BERTH_OPERATION_DEADLINE")
+if BERTH_OPERATION_DEADLINE < BERTH_OPERATION_CLEANUP_RESERVE + BERTH_AGENT_CALL_DEADLINE:
+    raise ImproperlyConfigured(
+        f"BERTH_OPERATION_DEADLINE={BERTH_OPERATION_DEADLINE} leaves no time to work: it must be at least "
+        f"BERTH_AGENT_CALL_DEADLINE ({BERTH_AGENT_CALL_DEADLINE:g}) plus the {BERTH_OPERATION_CLEANUP_RESERVE} s "
+        "an operation keeps back to stop a runtime that never became healthy"
+    )
 if not BERTH_OPERATION_DEADLINE < Q_TIMEOUT:
     raise ImproperlyConfigured("Q_TIMEOUT must be longer than BERTH_OPERATION_DEADLINE")
 if not Q_TIMEOUT < Q_RETRY:

@@ -25,6 +25,8 @@ class OperationInProgress(OperationRefused):
         super().__init__(f"{project.ref}: an operation is already in progress")
 
 
+RETRYABLE_STATES = (State.FAILED, State.TIMED_OUT)
+
 # What each kind asks the project to become.
 DESIRED_AFTER = {
     Kind.PROVISION: DesiredState.RUNNING,
@@ -103,9 +105,11 @@ def request_operation(
 
 
 def retry_project(project: Project, *, actor=None, label: str | None = None) -> Operation:
-    """Run the project's last failed operation again from a clean state (every step from the start)."""
+    """Run the project's last failed operation again from a clean state (every step from the start).
+
+    Only a failure is retried: a cancelled operation was stopped on purpose."""
     last = project.operations.order_by("-created_at").first()
-    if last is None or last.state not in (State.FAILED, State.TIMED_OUT, State.CANCELLED):
+    if last is None or last.state not in RETRYABLE_STATES:
         raise OperationRefused(f"{project.ref}: nothing to retry (its last operation did not fail)")
     return request_operation(
         project,
@@ -118,27 +122,56 @@ def retry_project(project: Project, *, actor=None, label: str | None = None) -> 
 
 
 def cancel_operation(operation: Operation, *, actor=None, label: str | None = None) -> bool:
-    """Cancel a queued operation. Returns False when a worker already claimed or it finished.
+    """Cancel an unfinished operation. Returns False when it had already finished.
 
-    The request never ran, so the desired state it set goes back to what it was: a cancelled
-    delete must not leave the project refusing every other action as "being deleted".
+    Queued: it never ran, and ends here. Running: the row moves to `cancelled` at once (the
+    worker's late verdict is dropped, settling needs `running`), the project leaves its
+    transitional status as after a timeout, and on commit a task asks the agent to kill the
+    operation's command, stops what it started and records what really runs
+    (operations.cleanup); no agent is called from this request.
+
+    Either way the desired state the request set goes back to what it was: a cancelled delete
+    must not leave the project refusing every other action as "being deleted".
     """
     with transaction.atomic():
         # The project row first, in the order request_operation takes its locks.
         Project.objects.select_for_update().filter(pk=operation.project_id).values_list("pk").first()
-        cancelled = Operation.objects.filter(pk=operation.pk, state=State.QUEUED).update(
+        was = (
+            Operation.objects.select_for_update()
+            .filter(pk=operation.pk, state__in=UNFINISHED_STATES)
+            .values_list("state", flat=True)
+            .first()
+        )
+        if was is None:
+            return False
+        Operation.objects.filter(pk=operation.pk, state=was).update(
             state=State.CANCELLED,
             finished_at=timezone.now(),
             error_code="cancelled",
             error_message="cancelled by staff",
         )
-        if cancelled:
-            _restore_desired_state(operation)
+        _restore_desired_state(operation)
+        if was == State.QUEUED:
             OperationEvent.objects.create(operation=operation, step="cancelled", message="Cancelled before it started")
-            record(
-                actor, "operation.cancel", project=operation.project, detail={"operation": operation.pk}, label=label
+        else:
+            operation.project.refresh_from_db(fields=["status"])
+            claims.release_project(operation, was, f"{operation.kind} cancelled by staff")
+            OperationEvent.objects.create(
+                operation=operation,
+                step="cancelled",
+                level=OperationEvent.Level.WARNING,
+                message="Cancelled while running; its agent command is being stopped",
             )
-    return bool(cancelled)
+            claims.clean_up_on_commit(operation)
+        record(
+            actor,
+            "operation.cancel",
+            project=operation.project,
+            detail={"operation": operation.pk, "state_before": was},
+            label=label,
+        )
+    operation.state = State.CANCELLED
+    return True
 
 
 def _restore_desired_state(operation: Operation) -> None:
@@ -157,7 +190,8 @@ def fail_operation(operation: Operation, *, actor, label: str | None = None, rea
 
     The row is locked and must still be queued or running, so a verdict that landed first
     stands, and a worker's later verdict is dropped (settling needs `running`). The project
-    leaves any transitional status, as after a timeout.
+    leaves any transitional status, as after a timeout, and a running operation's work is
+    stopped after commit (operations.cleanup).
     """
     with transaction.atomic():
         was = (
@@ -173,6 +207,8 @@ def fail_operation(operation: Operation, *, actor, label: str | None = None, rea
         )
         operation.project.refresh_from_db(fields=["status"])
         claims.release_project(operation, was, f"{operation.kind} marked failed: {reason}")
+        if was == State.RUNNING:
+            claims.clean_up_on_commit(operation)
         OperationEvent.objects.create(
             operation=operation, step="marked_failed", level=OperationEvent.Level.ERROR, message=f"Failed: {reason}"
         )

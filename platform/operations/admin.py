@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from operations.actions import fail_operation
+from operations.actions import cancel_operation, fail_operation
 from operations.models import Operation, OperationEvent
 
 
@@ -34,7 +34,14 @@ class OperationAdmin(admin.ModelAdmin):
         "finished_at",
     ]
     inlines = [OperationEventInline]
-    actions = ["mark_failed"]
+    actions = ["cancel", "mark_failed"]
+
+    @admin.action(description="Cancel the selected unfinished operations (stops a running one's agent command)")
+    def cancel(self, request, queryset):
+        cancelled = sum(
+            cancel_operation(operation, actor=request.user) for operation in queryset.select_related("project")
+        )
+        self.message_user(request, f"Cancelled {cancelled} operation(s); finished ones were left as they were.")
 
     def has_add_permission(self, request):
         # Operations are requested through the verbs (dashboard, commands, the project admin's actions).

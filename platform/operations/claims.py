@@ -47,8 +47,13 @@ def claim(operation_id: int) -> Operation | None:
         operation = Operation.objects.select_related("project", "project__host", "project__template_version").get(
             pk=operation_id
         )
-        set_status(operation.project, STATUS_WHILE_RUNNING[operation.kind])
-        OperationEvent.objects.create(operation=operation, step="claimed", message="A worker started the operation")
+        project = operation.project
+        # Kept so a step that changed nothing (a re-sync stopped by a conflict) can give it back.
+        before = {"status_before": project.status, "status_reason_before": project.status_reason}
+        set_status(project, STATUS_WHILE_RUNNING[operation.kind])
+        OperationEvent.objects.create(
+            operation=operation, step="claimed", message="A worker started the operation", data=before
+        )
     return operation
 
 
@@ -60,6 +65,7 @@ def settle(
     reason: str = "",
     error_code: str = "",
     error_message: str = "",
+    data: dict | None = None,
 ) -> bool:
     """Finish a running operation and set its project's status, both or neither.
 
@@ -76,7 +82,11 @@ def settle(
             set_status(operation.project, status, reason)
         level = OperationEvent.Level.INFO if state == State.SUCCEEDED else OperationEvent.Level.ERROR
         OperationEvent.objects.create(
-            operation=operation, step="finished", level=level, message=error_message or f"Operation {state}"
+            operation=operation,
+            step="finished",
+            level=level,
+            message=error_message or f"Operation {state}",
+            data=data or {},
         )
     operation.state = state
     return True
@@ -95,6 +105,17 @@ def release_project(operation: Operation, was: str, reason: str) -> None:
     project = operation.project
     if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
         set_status(project, status_after_timeout(operation), reason)
+
+
+def clean_up_on_commit(operation: Operation) -> None:
+    """After a running operation was cut off (reaped, marked failed, cancelled): once that is
+    committed, a task stops its agent command and what it started (operations.cleanup)."""
+    from django_q.tasks import async_task
+
+    def enqueue():
+        async_task("operations.tasks.clean_up", operation.pk, task_name=f"cleanup-{operation.pk}", group="operations")
+
+    transaction.on_commit(enqueue)
 
 
 def reap(now=None) -> int:
@@ -120,6 +141,8 @@ def reap(now=None) -> int:
             if updated != 1:
                 continue
             release_project(operation, was, f"{operation.kind} timed out: {cause}")
+            if was == State.RUNNING:
+                clean_up_on_commit(operation)
             OperationEvent.objects.create(
                 operation=operation,
                 step="reaped",

@@ -19,6 +19,15 @@ from projects.models import DesiredState, Project, Status
 
 log = logging.getLogger(__name__)
 
+# Characters of an agent command's output kept on the failure event (the agent sends up to 8 KiB).
+OUTPUT_TAIL_KEPT = 4000
+
+
+def with_last_line(message: str, output_tail: str) -> str:
+    """The error message with the output's last non-blank line, where the cause usually is."""
+    lines = [line.strip() for line in output_tail.splitlines() if line.strip()]
+    return f"{message} — {lines[-1][:300]}" if lines else message
+
 
 @dataclass
 class StepFailed(Exception):
@@ -27,15 +36,16 @@ class StepFailed(Exception):
     code: str
     message: str
     status: str | None = None
+    # The project's status reason afterwards; by default the message.
+    reason: str | None = None
+    # What the agent's command printed last: the actual error behind a failed command.
+    output_tail: str = ""
 
     def __str__(self):
         return f"{self.code}: {self.message}"
 
 
 class OperationRun:
-    # Seconds kept back from the health wait so a failed provisioning can still stop its runtime.
-    CLEANUP_RESERVE = 15.0
-
     def __init__(self, operation: Operation):
         self.operation = operation
         self.project: Project = operation.project
@@ -53,6 +63,12 @@ class OperationRun:
         """False once the reaper has settled this operation; the worker then stops working on it."""
         return Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).exists()
 
+    def ensure_owned(self) -> None:
+        """Stop working on an operation that was cancelled, marked failed or reaped: its verdict
+        would be dropped, and new work on the host would outlive the cleanup of it."""
+        if not self.still_owned():
+            raise StepFailed("lost", "the operation was ended elsewhere (cancelled, marked failed or timed out)")
+
     def call_budget(self, longest: float | None = None) -> float:
         """The deadline of one agent call: its own limit, never past the operation's deadline."""
         budget = min(longest or settings.BERTH_AGENT_CALL_DEADLINE, self.remaining())
@@ -61,10 +77,15 @@ class OperationRun:
         return budget
 
     def agent(self, longest: float | None = None):
-        """A client for the project's host whose calls end before the operation's deadline."""
+        """A client for the project's host whose calls end before the operation's deadline.
+
+        Only while this worker still owns the operation: once it was cancelled, marked failed
+        or reaped, no new agent command starts (and the agent refuses one that slips through
+        after a cancel, since every command names its operation)."""
         from operations.agents import client_for
 
-        return client_for(self.project.host, deadline=self.call_budget(longest))
+        self.ensure_owned()
+        return client_for(self.project.host, deadline=self.call_budget(longest), operation=self.operation)
 
     # --- entry -------------------------------------------------------------------------
     def run(self) -> None:
@@ -86,7 +107,14 @@ class OperationRun:
         except StepFailed as failure:
             self.fail(failure)
         except AgentError as error:
-            self.fail(StepFailed(f"agent_{error.code}", str(error), self.status_after_failure()))
+            self.fail(
+                StepFailed(
+                    f"agent_{error.code}",
+                    with_last_line(str(error), error.output_tail),
+                    self.status_after_failure(),
+                    output_tail=error.output_tail[-OUTPUT_TAIL_KEPT:],
+                )
+            )
         except tuple(refusals) as error:
             code = next(code for kind, code in refusals.items() if isinstance(error, kind))
             self.fail(StepFailed(code, str(error), self.status_after_failure()))
@@ -103,10 +131,16 @@ class OperationRun:
             self.operation,
             state,
             status=status,
-            reason=failure.message,
+            reason=failure.message if failure.reason is None else failure.reason,
             error_code=failure.code,
             error_message=failure.message,
+            data={"output_tail": failure.output_tail} if failure.output_tail else None,
         )
+
+    def status_before_claim(self) -> tuple[str, str]:
+        """The project's (status, reason) when this operation was claimed."""
+        claimed = self.operation.events.filter(step="claimed").values_list("data", flat=True).first() or {}
+        return claimed.get("status_before") or Status.UNKNOWN, claimed.get("status_reason_before", "")
 
     def status_after_failure(self) -> str:
         return claims.status_after_timeout(self.operation)
@@ -164,8 +198,9 @@ class OperationRun:
         files = AgentRuntimeFiles(deadline=self.call_budget())
         result = resync_project(self.project, target, files, label=f"operation {self.operation.pk}")
         if result.status == CONFLICTED:
-            # Nothing was written; the runtime runs as before, and the refresh re-reads its health.
-            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", Status.UNKNOWN)
+            # Nothing was written and nothing restarted: the project is as it was before the claim.
+            status, reason = self.status_before_claim()
+            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", status, reason)
         self.event("resync", f"{self.project.template_version}: {result.message}", status=result.status)
         if self.project.desired_state != DesiredState.RUNNING:
             return Status.INACTIVE, ""
@@ -234,15 +269,20 @@ class OperationRun:
         """Poll the template's probes through the agent until all pass, with backoff, within the deadline."""
         from operations.health import probe_project
 
+        reserve = settings.BERTH_OPERATION_CLEANUP_RESERVE
         delay = settings.BERTH_HEALTH_POLL_INITIAL
         attempt = 0
         while True:
             attempt += 1
-            budget = self.remaining() - self.CLEANUP_RESERVE
+            budget = self.remaining() - reserve
             if budget <= 0:
-                break
-            if not self.still_owned():
-                raise StepFailed("deadline", "the reaper settled this operation")
+                if attempt > 1:
+                    break
+                # Never judge a runtime unhealthy unprobed: the first probe may use half of what is left.
+                budget = self.remaining() / 2
+                if budget <= 0:
+                    raise StepFailed("deadline", "the operation ran out of time")
+            self.ensure_owned()
             outcome = probe_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, budget))
             if outcome.misconfigured:
                 # A configuration error is not a sick stack: report it, tear nothing down.
@@ -252,7 +292,7 @@ class OperationRun:
                 return
             if attempt == 1 or attempt % 5 == 0:
                 self.event("health", f"Waiting for probes: {outcome.summary}", results=outcome.as_data())
-            time.sleep(max(0.0, min(delay, self.remaining() - self.CLEANUP_RESERVE)))
+            time.sleep(max(0.0, min(delay, self.remaining() - reserve)))
             delay = min(delay * 2, settings.BERTH_HEALTH_POLL_MAX)
         if on_timeout is not None:
             on_timeout()

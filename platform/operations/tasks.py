@@ -13,6 +13,12 @@ def run_operation(operation_id: int) -> bool:
     return True
 
 
+def clean_up(operation_id: int) -> bool:
+    from operations.cleanup import stop_what_it_started
+
+    return stop_what_it_started(operation_id)
+
+
 def reap() -> int:
     return claims.reap()
 

@@ -118,8 +118,13 @@ class AgentRuntimeFiles:
 
     def put_files(self, project, rendered, paths, remove):
         files = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in paths]
+        # Every secret-bearing file is named, pushed now or not, so the agent tightens old ones too.
         return self._client(project).put_files(
-            project.ref, files=files, user_paths=list(rendered.user_paths), remove=remove
+            project.ref,
+            files=files,
+            user_paths=list(rendered.user_paths),
+            remove=remove,
+            private_paths=sorted(rendered.private),
         )
 
 

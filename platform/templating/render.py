@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import jinja2
+import jinja2.meta
 import tomlkit
 from tomlkit.items import Item
 
@@ -31,6 +32,8 @@ class RenderedRuntime:
     user_paths: tuple[str, ...]
     # sha256 hex of every file above, as the agent reports digests.
     digests: dict[str, str]
+    # Files whose rendering reads the project's secrets: the agent keeps them 0600.
+    private: frozenset[str] = frozenset()
 
     @property
     def managed_digests(self) -> dict[str, str]:
@@ -119,6 +122,16 @@ def _render_file(spec, source: bytes, context: dict, where: str) -> bytes:
         raise RenderError(f"{where}: {error.message}") from None
 
 
+def uses_secrets(spec, source: bytes) -> bool:
+    """Whether a file's rendering reads `secrets`: its Jinja text (render = jinja) or a `set`
+    expression (render = toml) names the variable. Copied files hold no project secrets."""
+    if spec.render == "copy":
+        return False
+    environment = jinja_environment()
+    texts = [source.decode("utf-8")] if spec.render == "jinja" else list(spec.set.values())
+    return any("secrets" in jinja2.meta.find_undeclared_variables(environment.parse(text)) for text in texts)
+
+
 def render(version, context: dict) -> RenderedRuntime:
     manifest = manifest_of(version)
     sources = version.file_bytes()
@@ -130,6 +143,7 @@ def render(version, context: dict) -> RenderedRuntime:
         policies={path: manifest.files[path].policy for path in files},
         user_paths=manifest.user_paths,
         digests={path: sha256(content) for path, content in files.items()},
+        private=frozenset(path for path in files if uses_secrets(manifest.files[path], sources[path])),
     )
 
 

@@ -24,6 +24,10 @@ class Driver(Protocol):
     def postgres_versions(self) -> list[int]:
         """The Postgres majors this host can run."""
 
+    def folder_group(self) -> int | None:
+        """The group whose members must traverse a runtime folder (the user services run as
+        when it is not the agent's), or None: the folder is then the agent's alone."""
+
     def up(self, runtime: "Runtime", deadline: Deadline) -> str:
         """Start the runtime (idempotent); returns the commands' output tail."""
 

@@ -65,6 +65,10 @@ def compose_command() -> tuple[str, ...] | None:
 class DockerDriver:
     name = "docker"
 
+    def folder_group(self) -> None:
+        # Compose runs as the agent; containers open bind mounts from the mount point.
+        return None
+
     def postgres_versions(self) -> list[int]:
         """Majors of the local supabase/postgres images; others are pulled on `up`."""
         listing = ["docker", "image", "ls", "--filter", f"reference={POSTGRES_IMAGE}", "--format", "{{.Tag}}"]

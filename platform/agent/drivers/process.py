@@ -146,6 +146,10 @@ class ProcessDriver:
     def postgres_versions(self) -> list[int]:
         return sorted(self.installations())
 
+    def folder_group(self) -> int | None:
+        # PostgreSQL runs as this user and reaches its cluster through the runtime folder.
+        return self.run_as.gid if self.run_as else None
+
     def up(self, runtime: "Runtime", deadline: Deadline) -> str:
         settings = PostgresSettings.from_manifest(runtime.manifest())
         bindir = self._bindir(settings.major)

@@ -8,7 +8,7 @@ from dashboard import queries
 from dashboard.forms import OperationFilterForm
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
 from operations.actions import cancel_operation
-from operations.models import Operation
+from operations.models import Operation, State
 
 
 @require_GET
@@ -27,8 +27,10 @@ def operations(request):
 @require_POST
 def cancel(request, pk):
     operation = get_object_or_404(Operation.objects.select_related("project"), pk=pk)
+    was_running = operation.state == State.RUNNING
     if cancel_operation(operation, actor=request.user):
-        messages.success(request, f"Cancelled {operation.kind} of {operation.project.ref}.")
+        stopping = "; its agent command and what it started are being stopped" if was_running else ""
+        messages.success(request, f"Cancelled {operation.kind} of {operation.project.ref}{stopping}.")
     else:
-        messages.error(request, f"Not cancelled: {operation.kind} of {operation.project.ref} already started or ended.")
+        messages.error(request, f"Not cancelled: {operation.kind} of {operation.project.ref} already ended.")
     return redirect(safe_next(request, reverse("dashboard:operations")))

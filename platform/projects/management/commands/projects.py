@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from hosts.models import RuntimeHost
-from operations.actions import OperationRefused, act_on_project
+from operations.actions import OperationRefused, act_on_project, cancel_operation
 from projects.actions import create_project
 from projects.models import Project
 
@@ -29,12 +29,16 @@ class Command(BaseCommand):
             act.add_argument("refs", nargs="+")
             if action == "delete":
                 act.add_argument("--purge-data", action="store_true", help="also remove the runtime's data")
+        cancel = sub.add_parser("cancel", help="cancel each project's queued or running operation")
+        cancel.add_argument("refs", nargs="+")
 
     def handle(self, *args, action, **options):
         if action == "create":
             return self.create(**options)
         if action == "list":
             return self.list(options["status"])
+        if action == "cancel":
+            return self.cancel(options["refs"])
         return self.act(action, options["refs"], purge_data=options.get("purge_data", False))
 
     def create(self, *, name, postgres, template, host, **_):
@@ -58,6 +62,21 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{p.ref}  {p.status:<17} pg{p.postgres_major}  {host:<12} {p.template_version}  {p.name}"
             )
+
+    def cancel(self, refs):
+        """A running operation's agent command and what it started are stopped by a worker task."""
+        projects = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
+        refused = 0
+        for ref in refs:
+            project = projects.get(ref)
+            operation = project and project.operations.unfinished().select_related("project").first()
+            if operation and cancel_operation(operation, label=LABEL):
+                self.stdout.write(f"cancelled {ref}: {operation.kind} (operation {operation.pk})")
+            else:
+                refused += 1
+                self.stderr.write(f"refused  {ref}: " + ("no such project" if project is None else "nothing to cancel"))
+        if refused:
+            raise CommandError(f"{refused} of {len(refs)} cancel(s) refused.")
 
     def act(self, action, refs, *, purge_data):
         projects = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
