@@ -2,9 +2,11 @@ from django import forms
 from django.db.models import Q
 
 from hosts.models import RuntimeHost
-from operations.models import Kind, State
+from operations.models import UNFINISHED_STATES, Kind, State
 from projects.models import Status
+from templating.manifest import manifest_of
 from templating.models import TemplateVersion
+from templating.versions import supported_majors
 
 # What the bulk form and the project page may ask for, in the order buttons show them.
 BULK_ACTIONS = [
@@ -132,17 +134,14 @@ def available_majors(template: str, host: RuntimeHost | None) -> list[int]:
     A host whose agent has not answered offers nothing: what it runs is unknown, and creation
     asks it again before judging.
     """
-    from hosts.placement import holds_slots, slots_needed
-    from templating.versions import supported_majors
-
     version = TemplateVersion.objects.latest_of(template)
     if version is None:
         return []
     hosts = [host] if host is not None else RuntimeHost.objects.filter(accepts_projects=True)
-    slots = slots_needed(version)
+    slots = manifest_of(version).slots_needed
     majors = set()
     for h in hosts:
-        if _reachable(h) and holds_slots(h, slots):
+        if _reachable(h) and h.holds_slots(slots):
             majors.update(supported_majors(version, h))
     return sorted(majors)
 
@@ -155,8 +154,6 @@ class OperationFilterForm(forms.Form):
     )
 
     def filter(self, operations):
-        from operations.models import UNFINISHED_STATES
-
         if not self.is_valid():
             return operations
         data = self.cleaned_data

@@ -1,66 +1,11 @@
-"""Verbs that create projects and record what their hosts hold. Acting on existing projects
-goes through operations.actions."""
+"""Verbs about what a project's host holds. Creating a project queues its provisioning, and
+acting on a project runs work, so both go through operations (creation, actions)."""
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from audit.actions import record
-from operations.actions import request_operation
-from operations.models import Kind
 from projects.models import Project
-from templating.models import TemplateVersion
-
-
-def create_project(
-    *, name: str, postgres_major: int, template: str, host=None, actor=None, label: str | None = None
-) -> Project:
-    """Create a project and queue its provisioning, in one transaction.
-
-    Everything that can be refused (unknown template, a Postgres major the template cannot
-    run, a host that cannot run it or whose blocks cannot hold the template's ports) is
-    refused here, before anything is leased or started, with a ValidationError keyed by the
-    form field it concerns. A host whose agent never answered is asked first, within the
-    page deadline, so it is judged by what it really runs.
-    """
-    from templating.secrets import generate_project_secrets
-    from templating.versions import UnsupportedPostgresVersion, check_postgres_major
-
-    version = TemplateVersion.objects.latest_of(template)
-    if version is None:
-        raise ValidationError(
-            {"template": f"Template {template!r} has no registered version; run `manage.py templates sync`."}
-        )
-    try:
-        check_postgres_major(version, postgres_major)
-    except UnsupportedPostgresVersion as error:
-        raise ValidationError({"postgres_major": error.message}) from None
-    if host is None:
-        _check_some_host_can_take(version, postgres_major)
-    else:
-        _check_host_can_take(version, postgres_major, host)
-
-    project = Project(
-        name=name.strip(),
-        postgres_major=postgres_major,
-        template=template,
-        template_version=version,
-        host=host,
-        secrets=generate_project_secrets(),
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
-    )
-    project.full_clean(exclude=["template_version", "host", "created_by"])
-    with transaction.atomic():
-        project.save()
-        record(
-            actor,
-            "project.create",
-            project=project,
-            detail={"name": project.name, "template": str(version)},
-            label=label,
-        )
-        request_operation(project, Kind.PROVISION, actor=actor, label=label)
-    return project
 
 
 def record_drift(project: Project, host_digests: dict[str, str | None], *, actor=None, label: str | None = None):
@@ -90,74 +35,3 @@ def record_drift(project: Project, host_digests: dict[str, str | None], *, actor
             )
     project.drifted_paths = drifted
     return drifted
-
-
-def _unreachable(host) -> str:
-    return (
-        f"the agent of host {host.name} has never answered and could not be reached now ({host.last_error}), "
-        f"so what it can run is unknown; start it or check its URL and token, then try again "
-        f"(`manage.py hosts refresh {host.name}` asks it)"
-    )
-
-
-def _check_host_can_take(version, postgres_major: int, host) -> None:
-    from django.conf import settings
-
-    from hosts.actions import refresh_host
-    from hosts.placement import holds_slots, slots_needed
-    from templating.versions import UnsupportedPostgresVersion, check_postgres_major
-
-    if not host.has_reported and not refresh_host(host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE):
-        raise ValidationError({"host": f"{_unreachable(host)}.".replace("the", "The", 1)})
-    slots = slots_needed(version)
-    if not holds_slots(host, slots):
-        raise ValidationError(
-            {
-                "host": f"Template {version.name} needs {slots} ports per project, but host {host.name} "
-                f"leases blocks of {host.block_size}."
-            }
-        )
-    try:
-        check_postgres_major(version, postgres_major, host=host)
-    except UnsupportedPostgresVersion as error:
-        raise ValidationError({"postgres_major": error.message}) from None
-
-
-def _check_some_host_can_take(version, postgres_major: int) -> None:
-    """Refuse now what placement could never place: no host that accepts projects has blocks
-    large enough, or every one that answered cannot run it. Hosts never heard from are asked
-    first (within the page deadline); one that still does not answer is named in the refusal.
-    """
-    from django.conf import settings
-
-    from hosts.actions import refresh_unseen
-    from hosts.models import RuntimeHost
-    from hosts.placement import can_run, holds_slots, slots_needed
-    from templating.versions import supported_majors
-
-    hosts = list(RuntimeHost.objects.filter(accepts_projects=True).order_by("name"))
-    if not hosts:
-        raise ValidationError({"host": "No runtime host accepts projects; register one in the admin first."})
-    slots = slots_needed(version)
-    fitting = [h for h in hosts if holds_slots(h, slots)]
-    if not fitting:
-        largest = max(h.block_size for h in hosts)
-        raise ValidationError(
-            {
-                "template": f"Template {version.name} needs {slots} ports per project, but no host that accepts "
-                f"projects leases blocks that large (the largest are {largest})."
-            }
-        )
-    refresh_unseen(fitting, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
-    known = [h for h in fitting if h.has_reported]
-    if any(can_run(version, postgres_major, h) for h in known):
-        return
-    unknown = [h for h in fitting if not h.has_reported]
-    if not known:
-        raise ValidationError({"host": "No host can be judged yet: " + "; ".join(_unreachable(h) for h in unknown)})
-    supported = sorted({m for h in known for m in supported_majors(version, h)})
-    listed = ", ".join(str(m) for m in supported) or "none"
-    message = f"No host can run {version.name} with Postgres {postgres_major}; supported: {listed}"
-    if unknown:
-        message += ". Not judged: " + "; ".join(_unreachable(h) for h in unknown)
-    raise ValidationError({"postgres_major": message})

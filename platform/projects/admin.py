@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from operations.actions import OperationRefused, request_resync_to_latest, retry_project
 from projects.models import Project
 
 
@@ -43,8 +44,6 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the last failed operation")
     def retry(self, request, queryset):
-        from operations.actions import OperationRefused, retry_project
-
         queued = 0
         for project in queryset:
             try:
@@ -58,9 +57,6 @@ class ProjectAdmin(admin.ModelAdmin):
     @admin.action(description="Re-sync to the latest template version")
     def resync_to_latest(self, request, queryset):
         # Queues one re-sync operation per project; the worker does the three-way merge.
-        from operations.actions import OperationRefused
-        from templating.actions import request_resync_to_latest
-
         queued = current = 0
         for project in queryset:
             try:

@@ -7,12 +7,20 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from agent.client import AgentError
 from audit.actions import record
 from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
+from hosts import agents
 from operations.actions import OperationRefused, act_on_project
 from operations.models import UNFINISHED_STATES
+from projects.actions import record_drift
+from templating.manifest import manifest_of
+from templating.models import TemplateVersion
+from templating.render import RenderError
+from templating.resync import paths_to_check, plan_project_resync
+from templating.secrets import PUBLIC_KEYS
 
 AUDIT_ROWS = 20
 
@@ -34,8 +42,6 @@ def status_context(project) -> dict:
 
 def connection_details(project) -> dict:
     """Where to reach the runtime: the host's address and the port of each template slot."""
-    from templating.manifest import manifest_of
-
     block = getattr(project, "port_block", None)
     slots = manifest_of(project.template_version).ports
     address = urlsplit(project.host.agent_url).hostname if project.host else None
@@ -48,8 +54,6 @@ def connection_details(project) -> dict:
 
 def secret_rows(project, *, revealed: bool) -> list[tuple[str, str | None]]:
     """(name, value) of each project secret; the value is None while it stays hidden."""
-    from templating.secrets import PUBLIC_KEYS
-
     return [
         (name, str(value) if revealed or name in PUBLIC_KEYS else None)
         for name, value in sorted(project.secrets.items())
@@ -66,8 +70,6 @@ def connection_context(project, *, revealed: bool) -> dict:
 
 
 def page_context(project, *, revealed: bool = False) -> dict:
-    from templating.models import TemplateVersion
-
     return {
         **status_context(project),
         "latest": TemplateVersion.objects.latest_of(project.template),
@@ -149,20 +151,13 @@ def resync_plan(request, ref):
 
 def plan_context(project, *, actor) -> dict:
     """The plan to the latest version; the host's digests it reads also record the project's drift."""
-    from agent.client import AgentError
-    from operations.agents import client_for
-    from projects.actions import record_drift
-    from templating.actions import paths_to_check, plan_project_resync
-    from templating.models import TemplateVersion
-    from templating.render import RenderError
-
     target = TemplateVersion.objects.latest_of(project.template)
     if target is None or target.pk == project.template_version_id:
         return {"note": f"{project.ref} is on the latest version of {project.template}."}
     if project.host is None:
         return {"target": target, "note": "Not provisioned yet: provisioning will render the latest version."}
     try:
-        client = client_for(project.host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+        client = agents.client_for(project.host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
         host_digests = client.digests(project.ref, paths_to_check(project, target))
     except AgentError as error:
         return {"target": target, "error": f"agent unreachable: {error}"}

@@ -12,7 +12,7 @@ from dashboard.views.common import PAGE_SIZE, render_live, safe_next
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
 from operations.actions import OperationRefused, act_on_project
-from projects.actions import create_project
+from operations.creation import create_project
 from projects.models import Project
 
 # The status partial answers for at most one page of refs.

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import queries
 from dashboard.views.common import render_live
+from operations.resync import start_template_migration
 from templating.models import TemplateVersion
 
 
@@ -41,8 +42,6 @@ def migration_progress(request, name):
 @require_POST
 def migrate(request, name):
     """Start the bulk migration of a template's projects to its latest version, in a worker."""
-    from templating.actions import start_template_migration
-
     latest = TemplateVersion.objects.latest_of(name)
     if latest is None:
         raise Http404("No such template")

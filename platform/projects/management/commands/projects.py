@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hosts.models import RuntimeHost
 from operations.actions import OperationRefused, act_on_project, cancel_operation
-from projects.actions import create_project
+from operations.creation import create_project
 from projects.models import Project
 
 LABEL = "manage.py projects"
