@@ -4,6 +4,7 @@ Each verb runs in one transaction, writes an audit row, and enqueues work only o
 commit, so a task never sees a row its request did not commit.
 """
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,10 +20,25 @@ from templating.models import TemplateVersion
 class OperationRefused(Exception):
     """A request that cannot become an operation; the message says why, for staff."""
 
+    code = "refused"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
 
 class OperationInProgress(OperationRefused):
+    code = "in_progress"
+
     def __init__(self, project: Project):
         super().__init__(f"{project.ref}: an operation is already in progress")
+
+
+@dataclass
+class BulkOutcome:
+    queued: list[Operation] = field(default_factory=list)
+    refused: list[OperationRefused] = field(default_factory=list)
 
 
 RETRYABLE_STATES = (State.FAILED, State.TIMED_OUT)
@@ -224,6 +240,26 @@ def act_on_project(project: Project, action: str, *, actor=None, label: str | No
     if action == Kind.RESYNC:
         operation = request_resync_to_latest(project, actor=actor, label=label)
         if operation is None:
-            raise OperationRefused(f"{project.ref} is already on the latest version of {project.template}")
+            raise OperationRefused(
+                f"{project.ref} is already on the latest version of {project.template}", code="current"
+            )
         return operation
     return request_operation(project, Kind(action), actor=actor, label=label, params=params)
+
+
+def act_on_projects(
+    refs: list[str], action: str, *, actor=None, label: str | None = None, params: dict | None = None
+) -> BulkOutcome:
+    """`act_on_project` for each named project, each requested on its own: a refusal for one
+    project (an unknown ref included) never holds back the others, and each is kept with its reason."""
+    found = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
+    outcome = BulkOutcome()
+    for ref in refs:
+        project = found.get(ref)
+        try:
+            if project is None:
+                raise OperationRefused(f"{ref}: no such project", code="not_found")
+            outcome.queued.append(act_on_project(project, action, actor=actor, label=label, params=params))
+        except OperationRefused as refusal:
+            outcome.refused.append(refusal)
+    return outcome

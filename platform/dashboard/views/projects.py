@@ -11,7 +11,7 @@ from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, Pro
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
-from operations.actions import OperationRefused, act_on_project
+from operations.actions import act_on_projects
 from operations.creation import create_project
 from projects.models import Project
 
@@ -63,23 +63,13 @@ def bulk_action(request):
                 messages.error(request, error)
         return redirect(back)
     action, refs = form.cleaned_data["action"], form.cleaned_data["refs"]
-    found = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
-    queued, refused = [], []
-    for ref in refs:
-        project = found.get(ref)
-        try:
-            if project is None:
-                raise OperationRefused(f"{ref}: no such project")
-            act_on_project(project, action, actor=request.user)
-        except OperationRefused as refusal:
-            refused.append(str(refusal))
-        else:
-            queued.append(ref)
+    outcome = act_on_projects(refs, action, actor=request.user)
     label = dict(BULK_ACTIONS)[action]
-    if queued:
+    if outcome.queued:
+        queued = [operation.project.ref for operation in outcome.queued]
         messages.success(request, f"{label} queued for {len(queued)} project(s): {', '.join(queued)}")
-    for reason in refused:
-        messages.error(request, f"{label} refused: {reason}")
+    for refusal in outcome.refused:
+        messages.error(request, f"{label} refused: {refusal}")
     return redirect(back)
 
 

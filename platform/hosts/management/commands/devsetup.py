@@ -10,15 +10,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from berth.env import kept_secret
 from hosts.models import RuntimeHost
-
-
-def _kept(path, generate) -> str:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate())
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 class Command(BaseCommand):
@@ -29,13 +22,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, agent_url, **options):
         var = settings.VAR_DIR
-        password = _kept(var / "admin-password", lambda: secrets.token_urlsafe(12))
+        password = kept_secret(var / "admin-password", lambda: secrets.token_urlsafe(12))
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
             users.objects.create_superuser("admin", email="", password=password)
             self.stdout.write(self.style.SUCCESS("Created the local admin user."))
 
-        token = _kept(var / "agent-token", lambda: secrets.token_urlsafe(32))
+        token = kept_secret(var / "agent-token", lambda: secrets.token_urlsafe(32))
         host, created = RuntimeHost.objects.get_or_create(
             name="local",
             defaults={
