@@ -23,6 +23,8 @@ from templating.secrets import generate_project_secrets
 class RenderError(Exception):
     """A version that cannot be rendered for a project; the message names the file (never a value)."""
 
+    code = "render"
+
 
 @dataclass(frozen=True)
 class RenderedRuntime:
