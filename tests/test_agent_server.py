@@ -108,6 +108,10 @@ def test_past_the_connection_limit_new_connections_wait_until_one_closes(agent_f
         ("/v1/health", b'{"probes": [{"name": "db", "kind": "ftp", "port": 21}]}', "$.probes[0].kind"),
         ("/v1/health", b"{}", "`probes`"),
         ("/v1/runtimes/abcdef01/up", b'{"deadline_s": "soon"}', "$.deadline_s"),
+        ("/v1/runtimes/abcdef01/up", b'{"operation": "42/../x"}', "$.operation"),
+        ("/v1/runtimes/abcdef01/cancel", b'{"operation": "42", "wait_s": -1}', "$.wait_s"),
+        ("/v1/runtimes/abcdef01/cancel", b'{"operation": "", "wait_s": 1}', "$.operation"),
+        ("/v1/runtimes/abcdef01/cancel", b'{"operation": "42", "force": true}', "`force`"),
         ("/v1/ports/check", b'{"ports": [80]}', "$.ports[0]"),
         ("/v1/ports/check", b"ports=80", "not JSON"),
     ],
@@ -120,7 +124,7 @@ def test_a_malformed_body_is_invalid_and_says_where(shared_agent, path, body, na
     assert reply.json()["error"]["code"] == "invalid" and named in reply.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("query", ["purge_data=2", "purge_data=1&deadline_s=-1", "purge=1"])
+@pytest.mark.parametrize("query", ["purge_data=2", "purge_data=1&deadline_s=-1", "purge=1", "operation=a%20b"])
 def test_a_malformed_delete_query_is_invalid(shared_agent, query):
     reply = httpx.delete(
         f"{shared_agent.base_url}/v1/runtimes/abcdef01?{query}",

@@ -36,6 +36,8 @@ REFUSALS = (PortError, RenderError, ResyncRefused, UnsupportedPostgresVersion, N
 
 # Characters of an agent command's output kept on the failure event (the agent sends up to 8 KiB).
 OUTPUT_TAIL_KEPT = 4000
+# The shortest health round worth starting once the runtime has been probed at least once.
+MIN_PROBE_BUDGET_S = 0.5
 
 
 def with_last_line(message: str, output_tail: str) -> str:
@@ -258,7 +260,9 @@ class OperationRun:
         while True:
             attempt += 1
             budget = self.remaining() - reserve
-            if budget <= 0:
+            # A sliver of time left after the backoff sleep would end the wait in an agent
+            # timeout instead of the cleanup that follows an unhealthy runtime.
+            if budget < MIN_PROBE_BUDGET_S:
                 if attempt > 1:
                     break
                 # Never judge a runtime unhealthy unprobed: the first probe may use half of what is left.
