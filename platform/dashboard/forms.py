@@ -2,11 +2,11 @@ from django import forms
 from django.db.models import Q
 
 from hosts.models import RuntimeHost
+from operations.creation import available_majors
 from operations.models import UNFINISHED_STATES, Kind, State
+from orgs.models import Organization
 from projects.models import Status
-from templating.manifest import manifest_of
 from templating.models import TemplateVersion
-from templating.versions import supported_majors
 
 # What the bulk form and the project page may ask for, in the order buttons show them.
 BULK_ACTIONS = [
@@ -87,6 +87,13 @@ class ProjectActionForm(forms.Form):
 
 class CreateProjectForm(forms.Form):
     name = forms.CharField(max_length=100)
+    organization = forms.ModelChoiceField(
+        required=False,
+        queryset=Organization.objects.order_by("name", "slug"),
+        to_field_name="slug",
+        empty_label="Default organization",
+        help_text="Members of the organization reach the project through the Management API.",
+    )
     template = forms.ChoiceField()
     postgres_major = forms.TypedChoiceField(coerce=int, label="Postgres version")
     host = forms.ModelChoiceField(
@@ -102,7 +109,7 @@ class CreateProjectForm(forms.Form):
         self.fields["template"].choices = [(n, n) for n in names]
         host = self.fields["host"].queryset.filter(name=self._chosen("host") or "").first()
         # Hosts not judged: their agents have not answered (never, or not at their last contact).
-        self.unjudged = [h.name for h in ([host] if host else self.fields["host"].queryset) if not _reachable(h)]
+        self.unjudged = [h.name for h in ([host] if host else self.fields["host"].queryset) if not h.reachable]
         template = self._chosen("template")
         if template is None:
             # The first template some reachable host can run, so the form opens on one that works.
@@ -119,31 +126,6 @@ class CreateProjectForm(forms.Form):
         if self.is_bound:
             return self.data.get(name) or None
         return self.initial.get(name)
-
-
-def _reachable(host: RuntimeHost) -> bool:
-    """The host's agent answered at the last contact, so what it reported is current."""
-    return host.has_reported and not host.last_error
-
-
-def available_majors(template: str, host: RuntimeHost | None) -> list[int]:
-    """Postgres majors the template's latest version supports on the chosen host or, with
-    placement left automatic, on at least one host that accepts projects; only hosts whose
-    agents answered count, and only those whose blocks hold the template's ports.
-
-    A host whose agent has not answered offers nothing: what it runs is unknown, and creation
-    asks it again before judging.
-    """
-    version = TemplateVersion.objects.latest_of(template)
-    if version is None:
-        return []
-    hosts = [host] if host is not None else RuntimeHost.objects.filter(accepts_projects=True)
-    slots = manifest_of(version).slots_needed
-    majors = set()
-    for h in hosts:
-        if _reachable(h) and h.holds_slots(slots):
-            majors.update(supported_majors(version, h))
-    return sorted(majors)
 
 
 class OperationFilterForm(forms.Form):

@@ -30,11 +30,11 @@ def candidates(project: Project) -> list[RuntimeHost]:
     from first, then most free blocks first."""
     slots = manifest_of(project.template_version).slots_needed
     # A host whose agent never reported is a candidate too: placement asks it before use.
-    hosts = [
-        h
-        for h in RuntimeHost.objects.filter(accepts_projects=True)
-        if h.holds_slots(slots) and (not h.has_reported or h.can_run(project.template_version, project.postgres_major))
-    ]
+    accepting = RuntimeHost.objects.filter(accepts_projects=True)
+    if project.region:
+        accepting = accepting.filter(region__in=["", project.region])
+    version, major = project.template_version, project.postgres_major
+    hosts = [h for h in accepting if h.holds_slots(slots) and (not h.has_reported or h.can_run(version, major))]
     reports = {h.pk: host_report(h) for h in hosts}
     # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
     # blocks count as possible: the lease re-checks them before declaring the host full.
@@ -69,8 +69,9 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
             project.refresh_from_db(fields=["host"])
             return project.host
         return host
+    where = f" in region {project.region!r} (or unlabelled)" if project.region else ""
     detail = "; ".join(reasons) or (
-        f"no host that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
+        f"no host{where} that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
         f"has blocks of at least {manifest_of(project.template_version).slots_needed} ports and one of them not leased"
     )
     raise NoHost(f"No host can take {project.ref}: {detail}")
