@@ -3,6 +3,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from berth.table import format_table
 from hosts.models import RuntimeHost
 from operations.actions import act_on_projects, cancel_operation
 from operations.creation import create_project
@@ -57,11 +58,11 @@ class Command(BaseCommand):
         projects = Project.objects.select_related("host", "template_version")
         if status:
             projects = projects.filter(status=status.upper())
-        for p in projects:
-            host = p.host.name if p.host else "-"
-            self.stdout.write(
-                f"{p.ref}  {p.status:<17} pg{p.postgres_major}  {host:<12} {p.template_version}  {p.name}"
-            )
+        rows = [
+            (p.ref, p.status, f"pg{p.postgres_major}", p.host.name if p.host else "-", str(p.template_version), p.name)
+            for p in projects
+        ]
+        self.stdout.write(format_table(("ref", "status", "postgres", "host", "template", "name"), rows))
 
     def cancel(self, refs):
         """A running operation's agent command and what it started are stopped by a worker task."""
