@@ -113,7 +113,7 @@ def main():
 
     from hosts.models import RuntimeHost
     from operations.actions import request_operation
-    from projects.actions import create_project
+    from operations.creation import create_project
     from templating.actions import sync_templates
 
     sync_templates()

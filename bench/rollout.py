@@ -77,10 +77,10 @@ def start_worker(workers: int) -> subprocess.Popen:
 
 def stopped_projects(host, version, count: int):
     """Placed, leased, files pushed through the agent, never started: what a stopped project is."""
-    from operations.agents import client_for
+    from hosts.agents import client_for
+    from operations.resync import AgentRuntimeFiles
     from ports.models import BlockState, PortBlock
     from projects.models import DesiredState, Project, Status
-    from templating.actions import AgentRuntimeFiles
     from templating.render import render_project
     from templating.secrets import generate_project_secrets
 
@@ -119,9 +119,10 @@ def new_revision(folder: Path):
 
 def agent_seconds(projects, target) -> list[float]:
     """The agent's own time per project: the digests and files calls a re-sync makes, made directly."""
+    from operations.resync import AgentRuntimeFiles
     from projects.models import Project
-    from templating.actions import AgentRuntimeFiles, paths_to_check
     from templating.render import render_project
+    from templating.resync import paths_to_check
 
     files = AgentRuntimeFiles(deadline=30)
     took = []

@@ -20,13 +20,13 @@ from django.utils import timezone
 
 from agent.api import FileSpec
 from audit.actions import record
-from operations.agents import client_for
+from hosts.agents import client_for
+from operations.resync import ResyncRefused, _record
 from projects.actions import record_drift
 from projects.models import Project
-from templating.actions import ResyncRefused, _record, paths_to_check, plan_project_resync
 from templating.models import TemplateVersion
 from templating.render import render_project
-from templating.resync import unified_diff
+from templating.resync import paths_to_check, plan_project_resync, unified_diff
 from templating.secrets import redact
 from templating.versions import check_postgres_major
 

@@ -11,6 +11,8 @@ import time
 from django.conf import settings
 from django.db.models import F
 
+from agent.client import AgentError, AgentTimeout, AgentUnreachable
+from hosts import agents
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
 
@@ -40,9 +42,6 @@ def check_all() -> int:
     call starts past BERTH_OPERATION_DEADLINE, so the round ends before django-q2's timeout.
     Returns how many projects were checked.
     """
-    from agent.client import AgentError, AgentTimeout, AgentUnreachable
-    from operations.agents import client_for
-
     budget_ends = time.monotonic() + settings.BERTH_OPERATION_DEADLINE
     given_up: set[int] = set()
     checked = 0
@@ -53,7 +52,7 @@ def check_all() -> int:
             break
         if project.host_id in given_up:
             continue
-        client = client_for(project.host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left))
+        client = agents.client_for(project.host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left))
         try:
             host_digests = client.digests(project.ref, sorted(project.file_digests))
         except (AgentUnreachable, AgentTimeout) as error:

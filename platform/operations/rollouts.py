@@ -423,7 +423,7 @@ def _check_deadline(rollout: Rollout) -> bool:
 
 def _start_next(rollout: Rollout) -> bool:
     from operations.actions import OperationInProgress, OperationRefused, request_operation
-    from templating.actions import AgentRuntimeFiles, resync_project
+    from operations.resync import AgentRuntimeFiles, resync_project
 
     wave = _wave(rollout)
     if wave.filter(outcome=Outcome.RUNNING).count() >= rollout.concurrency:

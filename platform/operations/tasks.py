@@ -1,12 +1,13 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from operations import claims
+from operations import cleanup, drift, health, reaper
+from operations.models import Operation
 from operations.runner import OperationRun
 
 
 def run_operation(operation_id: int) -> bool:
     """Claim and run one operation. Returns whether this call did the work."""
-    operation = claims.claim(operation_id)
+    operation = Operation.objects.claim(operation_id)
     if operation is None:
         return False
     OperationRun(operation).run()
@@ -29,22 +30,16 @@ def drive_rollouts() -> int:
 
 
 def clean_up(operation_id: int) -> bool:
-    from operations.cleanup import stop_what_it_started
-
-    return stop_what_it_started(operation_id)
+    return cleanup.stop_what_it_started(operation_id)
 
 
 def reap() -> int:
-    return claims.reap()
+    return reaper.reap()
 
 
 def refresh_health() -> int:
-    from operations.health import refresh_all
-
-    return refresh_all()
+    return health.refresh_all()
 
 
 def check_drift() -> int:
-    from operations.drift import check_all
-
-    return check_all()
+    return drift.check_all()

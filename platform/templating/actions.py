@@ -1,43 +1,26 @@
-"""Verbs over template versions and the runtimes rendered from them.
+"""Registering template versions: `sync_templates` records what runtimes/ holds.
 
-`sync_templates` registers what runtimes/ holds; `resync_project` takes one project's
-runtime files to another version by a three-way merge (see resync.py), through a
-`RuntimeFiles` gateway so the agent can be replaced by a fake in tests.
+Taking projects to a version (re-sync, migrations) runs work on hosts, so it lives in
+operations.resync; this app stays pure template logic plus its own table.
 """
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from agent.api import FileSpec
 from audit.actions import record
-from projects.actions import record_drift
-from projects.models import Project
 from templating.models import TemplateVersion, encode_file
 from templating.registry import read_templates
-from templating.render import RenderedRuntime, render_project, trial_render
-from templating.resync import Plan, plan_resync
-from templating.secrets import redact
-from templating.versions import check_postgres_major
+from templating.render import trial_render
 
 log = logging.getLogger(__name__)
-
-UPDATED, UNCHANGED, CONFLICTED, FAILED = "updated", "unchanged", "conflicted", "failed"
 
 
 class SyncRace(Exception):
     """Another sync registered a revision of the same template at the same moment."""
-
-
-class ResyncRefused(Exception):
-    """A project that cannot be re-synced now; the message says why (never a secret)."""
 
 
 @dataclass(frozen=True)
@@ -86,185 +69,3 @@ def sync_templates(root: Path | None = None, *, actor=None, label: str | None = 
     except IntegrityError:
         raise SyncRace("another sync registered a template revision at the same time; run sync again") from None
     return results
-
-
-# --- re-sync of one project --------------------------------------------------------------
-
-
-class RuntimeFiles(Protocol):
-    """What re-sync needs from a host: read digests, write and remove files."""
-
-    def digests(self, project: Project, paths: list[str]) -> dict[str, str | None]: ...
-
-    def put_files(
-        self, project: Project, rendered: RenderedRuntime, paths: list[str], remove: list[str]
-    ) -> dict[str, str]: ...
-
-
-class AgentRuntimeFiles:
-    """RuntimeFiles through the project's host agent; every call carries a deadline
-    (the agent call deadline, or a shorter one given by an operation with less time left)."""
-
-    def __init__(self, deadline: float | None = None):
-        self.deadline = deadline or settings.BERTH_AGENT_CALL_DEADLINE
-
-    def _client(self, project: Project):
-        from operations.agents import client_for
-
-        return client_for(project.host, deadline=self.deadline)
-
-    def digests(self, project, paths):
-        return self._client(project).digests(project.ref, paths)
-
-    def put_files(self, project, rendered, paths, remove):
-        files = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in paths]
-        # Every secret-bearing file is named, pushed now or not, so the agent tightens old ones too.
-        return self._client(project).put_files(
-            project.ref,
-            files=files,
-            user_paths=list(rendered.user_paths),
-            remove=remove,
-            private_paths=sorted(rendered.private),
-        )
-
-
-@dataclass
-class ResyncResult:
-    ref: str
-    status: str
-    from_revision: int
-    to_revision: int
-    message: str = ""
-    plan: Plan | None = None
-
-
-def _redacted(plan: Plan, project: Project) -> Plan:
-    """The plan with secret values in its diffs replaced by their names (.env files hold them)."""
-    actions = [dataclasses.replace(a, diff=redact(a.diff, project.secrets)) if a.diff else a for a in plan.actions]
-    return Plan(actions=actions, new_digests=plan.new_digests)
-
-
-def plan_project_resync(
-    project: Project, target: TemplateVersion, host: dict[str, str | None]
-) -> tuple[Plan, RenderedRuntime]:
-    """The three-way plan from the project's current version to `target`, given the host's digests."""
-    current = project.template_version
-    old = render_project(project, current)
-    new = render_project(project, target)
-    plan = plan_resync(old, project.file_digests, host, new, old_label=str(current), new_label=str(target))
-    return _redacted(plan, project), new
-
-
-def paths_to_check(project: Project, target: TemplateVersion) -> list[str]:
-    """Every path whose host digest the merge needs: old and new rendered files and recorded ones."""
-    from templating.manifest import manifest_of
-
-    new = manifest_of(target)
-    old = manifest_of(project.template_version)
-    paths = set(new.files) | set(old.files) | set(project.file_digests)
-    return sorted(p for p in paths if not new.is_user_path(p))
-
-
-def resync_project(
-    project: Project,
-    target: TemplateVersion,
-    files: RuntimeFiles,
-    *,
-    dry_run: bool = False,
-    actor=None,
-    label: str | None = None,
-) -> ResyncResult:
-    """Take one project's runtime files to `target`; on success record the version and digests.
-
-    Returns updated (files written or removed), unchanged (nothing to write; the new
-    version is still recorded), or conflicted (nothing changed). Raises ResyncRefused,
-    UnsupportedPostgresVersion, RenderError or agent errors, which callers report as failed.
-    A dry run computes the same plan from the host's real digests and changes nothing.
-    """
-    current = project.template_version
-    result = ResyncResult(project.ref, UNCHANGED, current.revision, target.revision)
-    if target.name != project.template:
-        raise ResyncRefused(f"{project.ref} runs template {project.template}, not {target.name}")
-    if current.pk == target.pk:
-        result.message = f"already on r{target.revision}"
-        return result
-    check_postgres_major(target, project.postgres_major, host=project.host)
-
-    if project.host_id is None:
-        # Never provisioned: nothing on any host yet; provisioning will render the target.
-        result.status, result.message = UPDATED, "not provisioned yet: version recorded, no files pushed"
-        if not dry_run:
-            _record(project, current, target, {}, plan=None, actor=actor, label=label)
-        return result
-
-    host = files.digests(project, paths_to_check(project, target))
-    plan, rendered = plan_project_resync(project, target, host)
-    result.plan = plan
-    if plan.conflicts:
-        result.status = CONFLICTED
-        result.message = "conflict: " + ", ".join(a.path for a in plan.conflicts)
-        if not dry_run:
-            record_drift(project, host, actor=actor, label=label)
-        return result
-    result.status = UPDATED if plan.changes_files else UNCHANGED
-    result.message = f"{len(plan.pushes)} written, {len(plan.removals)} removed"
-    if dry_run:
-        return result
-
-    if plan.changes_files:
-        pushed = files.put_files(project, rendered, plan.pushes, plan.removals)
-        # Seed files are written only where absent, so the host may rightly hold other content there.
-        managed = [p for p in plan.pushes if rendered.policies[p] == "managed"]
-        wrong = sorted(p for p in managed if pushed.get(p) != rendered.digests[p])
-        if wrong:
-            raise ResyncRefused(f"the agent reports other content than was sent for: {', '.join(wrong)}")
-        host = {**host, **pushed, **dict.fromkeys(plan.removals)}
-    _record(project, current, target, plan.new_digests, plan=plan, actor=actor, label=label)
-    # Judged against the new base: kept local edits stay drifted, replaced files no longer are.
-    record_drift(project, host, actor=actor, label=label)
-    return result
-
-
-def _record(project, current, target, digests, *, plan: Plan | None, actor, label) -> None:
-    with transaction.atomic():
-        # Conditional on the version we planned from: a concurrent re-sync makes this one fail, not overwrite.
-        moved = Project.objects.filter(pk=project.pk, template_version=current).update(
-            template_version=target, file_digests=digests, updated_at=timezone.now()
-        )
-        if not moved:
-            raise ResyncRefused(f"{project.ref} changed version while re-syncing; run again")
-        detail = {"from": current.revision, "to": target.revision, "template": target.name}
-        if plan is not None:
-            detail.update(written=plan.pushes, removed=plan.removals)
-        record(actor, "project.resync", project=project, detail=detail, label=label)
-    project.template_version, project.file_digests = target, digests
-
-
-def plan_migration(project: Project, target: TemplateVersion, files: RuntimeFiles, *, label: str) -> ResyncResult:
-    """The dry-run plan of moving one project to `target`, for a rollout's preview.
-
-    Every failure is returned as a failed result, so one project never stops the preview.
-    """
-    try:
-        if project.operations.unfinished().exists():
-            raise ResyncRefused(f"{project.ref} has an operation in progress; run again once it finishes")
-        return resync_project(project, target, files, dry_run=True, label=label)
-    except Exception as error:  # each project's failure is reported in its row, never stops the batch
-        # The type only: messages are for the operator's table, and logs never risk holding file content.
-        log.warning("re-sync plan of %s to %s failed: %s", project.ref, target, type(error).__name__)
-        message = "; ".join(error.messages) if isinstance(error, ValidationError) else str(error)
-        return ResyncResult(project.ref, FAILED, project.template_version.revision, target.revision, message)
-
-
-def request_resync_to_latest(project: Project, *, actor=None, label: str | None = None):
-    """Queue a re-sync operation to the latest version of the project's template.
-
-    Returns the operation, or None when the project is already on the latest version.
-    Raises OperationRefused (from operations) when the project cannot take an operation now.
-    """
-    from operations.actions import request_operation
-
-    latest = TemplateVersion.objects.latest_of(project.template)
-    if latest is None or latest.pk == project.template_version_id:
-        return None
-    return request_operation(project, "resync", actor=actor, label=label, params={"template_version": latest.pk})

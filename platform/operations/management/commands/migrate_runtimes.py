@@ -24,7 +24,7 @@ from rich.table import Table
 
 from operations import rollouts
 from operations.models import Outcome, Rollout
-from templating.actions import CONFLICTED, FAILED, AgentRuntimeFiles, plan_migration
+from operations.resync import CONFLICTED, FAILED, AgentRuntimeFiles, plan_migration
 from templating.models import TemplateVersion
 
 LABEL = "manage.py migrate_runtimes"

@@ -1,4 +1,4 @@
-"""resync_project, the verb each rollout's re-sync operation runs, against runtime folders kept in memory."""
+"""operations.resync.resync_project, the verb each rollout re-sync runs, on runtime folders kept in memory."""
 
 import logging
 import shutil
@@ -8,8 +8,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from audit.models import AuditEntry
+from operations.resync import CONFLICTED, UNCHANGED, UPDATED, ResyncRefused, resync_project
 from projects.models import Project
-from templating.actions import CONFLICTED, UNCHANGED, UPDATED, ResyncRefused, resync_project, sync_templates
+from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import sha256
 from tests.factories import FakeRuntimeFiles, make_host, make_project, make_runtime_project

@@ -13,39 +13,28 @@ from django.conf import settings
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
+from ports.models import PortBlock
+from ports.report import host_report
 from projects.models import Project
+from templating.manifest import manifest_of
 
 
-def can_run(version, major: int, host: RuntimeHost) -> bool:
-    """The host's driver runs the template version with that Postgres major (the rule creation checks)."""
-    from templating.versions import supported_majors
+class NoHost(Exception):
+    """No host can take the project now; the message says why for each host asked."""
 
-    return major in supported_majors(version, host)
-
-
-def slots_needed(version) -> int:
-    from templating.manifest import manifest_of
-
-    return manifest_of(version).slots_needed
-
-
-def holds_slots(host: RuntimeHost, slots: int) -> bool:
-    """A block on the host is large enough for the template's ports."""
-    return host.block_size >= slots
+    code = "no_host"
 
 
 def candidates(project: Project) -> list[RuntimeHost]:
     """Hosts that could take the project and have a block that is not leased: hosts last heard
     from first, then most free blocks first."""
-    from ports.report import host_report
-
-    slots = slots_needed(project.template_version)
+    slots = manifest_of(project.template_version).slots_needed
     # A host whose agent never reported is a candidate too: placement asks it before use.
     accepting = RuntimeHost.objects.filter(accepts_projects=True)
     if project.region:
         accepting = accepting.filter(region__in=["", project.region])
     version, major = project.template_version, project.postgres_major
-    hosts = [h for h in accepting if holds_slots(h, slots) and (not h.has_reported or can_run(version, major, h))]
+    hosts = [h for h in accepting if h.holds_slots(slots) and (not h.has_reported or h.can_run(version, major))]
     reports = {h.pk: host_report(h) for h in hosts}
     # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
     # blocks count as possible: the lease re-checks them before declaring the host full.
@@ -60,8 +49,6 @@ def candidates(project: Project) -> list[RuntimeHost]:
 def place_project(project: Project, *, deadline: float) -> RuntimeHost:
     """Put the project on the first candidate whose agent answers, asking all of them within
     `deadline` seconds in total; idempotent once placed."""
-    from operations.runner import StepFailed
-
     ends = time.monotonic() + deadline
     reasons = []
     for host in candidates(project):
@@ -72,7 +59,7 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
         if not refresh_host(host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left)):
             reasons.append(f"{host.name}: agent unreachable ({host.last_error})")
             continue
-        if not can_run(project.template_version, project.postgres_major, host):
+        if not host.can_run(project.template_version, project.postgres_major):
             reasons.append(
                 f"{host.name}: its {host.driver} driver cannot run Postgres {project.postgres_major} of this template"
             )
@@ -85,9 +72,9 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
     where = f" in region {project.region!r} (or unlabelled)" if project.region else ""
     detail = "; ".join(reasons) or (
         f"no host{where} that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
-        f"has blocks of at least {slots_needed(project.template_version)} ports and one of them not leased"
+        f"has blocks of at least {manifest_of(project.template_version).slots_needed} ports and one of them not leased"
     )
-    raise StepFailed("no_host", f"No host can take {project.ref}: {detail}")
+    raise NoHost(f"No host can take {project.ref}: {detail}")
 
 
 def unplace_if_unfit(project: Project) -> bool:
@@ -97,10 +84,8 @@ def unplace_if_unfit(project: Project) -> bool:
     A provisioning that failed for that reason is then placed anew by its retry, instead of
     failing the same way on the same host forever.
     """
-    from ports.models import PortBlock
-
     host = project.host
-    if host is None or holds_slots(host, slots_needed(project.template_version)):
+    if host is None or host.holds_slots(manifest_of(project.template_version).slots_needed):
         return False
     unplaced = (
         Project.objects.filter(pk=project.pk, host=host)
