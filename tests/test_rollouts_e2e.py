@@ -11,8 +11,8 @@ from django.core.management import CommandError, call_command
 
 from operations import rollouts
 from operations.conflicts import three_way
+from operations.creation import create_project
 from operations.models import Kind, Operation, Outcome, Rollout
-from projects.actions import create_project
 from projects.models import Project, Status
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
