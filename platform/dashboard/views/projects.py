@@ -101,7 +101,7 @@ def bulk_action(request):
     outcome = act_on_projects(refs, action, actor=request.user)
     label = dict(BULK_ACTIONS)[action]
     if outcome.queued:
-        queued = [operation.project.ref for operation in outcome.queued]
+        queued = [f"{operation.project.name} ({operation.project.ref})" for operation in outcome.queued]
         messages.success(request, f"{label} queued for {len(queued)} project(s): {', '.join(queued)}")
     if outcome.refused:
         # One summary, so a long selection does not bury the page in messages.
