@@ -67,6 +67,8 @@ def scratch_copy() -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination, follow_symlinks=False)
     (target / ".venv").symlink_to((ROOT / ".venv").resolve())
+    # A checkout of its own: `./manage.py` treats a git checkout as development, and tests run it.
+    subprocess.run(["git", "init", "-q", str(target)], check=True)
     return target
 
 
