@@ -179,6 +179,9 @@ BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
 # Health polling while an operation waits for a runtime: first delay, doubling up to the max.
 BERTH_HEALTH_POLL_INITIAL = env_float("BERTH_HEALTH_POLL_INITIAL", 1.0, minimum=0.05)
 BERTH_HEALTH_POLL_MAX = env_float("BERTH_HEALTH_POLL_MAX", 5.0, minimum=0.05)
+# Placement trusts what a host's agent reported (driver, Postgres majors) for this long
+# after its last answer, instead of asking it on every placement.
+BERTH_HOST_INFO_MAX_AGE = env_int("BERTH_HOST_INFO_MAX_AGE", 60, minimum=0)
 BERTH_PORT_COOLDOWN = env_int("BERTH_PORT_COOLDOWN", 300, minimum=0)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 
