@@ -219,9 +219,7 @@ def placement_queries(django_assert_num_queries, expected):
 
 
 @pytest.mark.parametrize("hosts, leased_each", [(2, 1), (10, 3)])
-def test_placement_costs_the_same_queries_whatever_the_number_of_hosts(
-    hosts, leased_each, django_assert_num_queries
-):
+def test_placement_costs_the_same_queries_whatever_the_number_of_hosts(hosts, leased_each, django_assert_num_queries):
     hosts_with_leases(hosts, leased_each)
     # The candidates with their blocks counted (one aggregate), then the conditional placing UPDATE.
     placement_queries(django_assert_num_queries, 2)

@@ -98,7 +98,17 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["host", "status"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["host", "status"]),
+            # The projects list is keyset-paged newest first (id breaking ties), alone or
+            # filtered by host, status or template: each is one index range scan.
+            models.Index(fields=["created_at", "id"], name="project_created_idx"),
+            models.Index(fields=["host", "created_at", "id"], name="project_host_created_idx"),
+            models.Index(fields=["status", "created_at", "id"], name="project_status_created_idx"),
+            models.Index(fields=["template", "created_at", "id"], name="project_template_created_idx"),
+            # Search by name is a trigram index on PostgreSQL (migration 0005_search).
+        ]
         constraints = [
             models.CheckConstraint(condition=models.Q(ref__regex=REF_PATTERN), name="project_ref_shape"),
         ]

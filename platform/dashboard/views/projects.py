@@ -1,13 +1,13 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import queries
 from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
+from dashboard.keyset import paginate
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
@@ -23,8 +23,8 @@ MAX_LIVE_REFS = PAGE_SIZE
 def projects(request):
     filters = ProjectFilterForm(request.GET or None)
     table = filters.filter(queries.project_table())
-    page = Paginator(table, PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = list(page.object_list)
+    page = paginate(table, queries.PROJECT_ORDERING, request.GET.get("cursor"), PAGE_SIZE)
+    rows = page.rows
     context = {
         "filters": filters,
         "page": page,
