@@ -109,6 +109,8 @@ def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
     if outcome.misconfigured:
         settled.update(status_reason=f"probe misconfigured: {outcome.summary}", updated_at=now)
     elif outcome.healthy:
+        if project.status == Status.ACTIVE_HEALTHY and not project.probe_failures and not project.status_reason:
+            return  # nothing to record: a healthy fleet's refresh writes nothing
         changed = {"status_changed_at": now} if project.status != Status.ACTIVE_HEALTHY else {}
         settled.update(status=Status.ACTIVE_HEALTHY, status_reason="", probe_failures=0, updated_at=now, **changed)
     else:
@@ -175,25 +177,27 @@ def _refresh_batch(host, batch: list[tuple[Project, list[api.Probe]]]) -> None:
 
 
 def refresh_all() -> int:
-    """Refresh every refreshable project, batched per host. Returns how many were probed.
+    """Refresh every refreshable project, batched per host, BERTH_HOST_THREADS hosts at once.
+    Returns how many were probed.
 
-    Hosts go in random order and no call starts past BERTH_OPERATION_DEADLINE, so the task
-    ends inside django-q2's timeout however many agents are unreachable, and no host is
-    always the one left out.
+    No agent call starts past BERTH_OPERATION_DEADLINE less one call deadline, so the task
+    ends inside django-q2's timeout however many agents are unreachable; hosts start in
+    random order, so when time runs out no host is always the one left out.
     """
+    from operations.fanout import for_each_host
+
     by_host: dict[int, list[Project]] = {}
-    hosts = {}
     for project in refreshable_projects():
         by_host.setdefault(project.host_id, []).append(project)
-        hosts[project.host_id] = project.host
     order = list(by_host)
     random.shuffle(order)
     stop_at = time.monotonic() + settings.BERTH_OPERATION_DEADLINE - settings.BERTH_AGENT_CALL_DEADLINE
-    probed = 0
-    for position, host_id in enumerate(order):
+
+    def refresh(projects: list[Project]) -> int:
         if time.monotonic() > stop_at:
-            log.warning("health refresh out of time; %d host(s) wait for the next run", len(order) - position)
-            break
-        refresh_host_projects(hosts[host_id], by_host[host_id])
-        probed += len(by_host[host_id])
-    return probed
+            log.warning("health refresh out of time; host %s waits for the next run", projects[0].host.name)
+            return 0
+        refresh_host_projects(projects[0].host, projects)
+        return len(projects)
+
+    return for_each_host({host_id: by_host[host_id] for host_id in order}, refresh)
