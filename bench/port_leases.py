@@ -193,9 +193,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for workers in worker_counts:
                 rates[workers].append(leases_per_second(throughput_host, workers, args.per_worker, version))
-        print(
-            f"leases per second on one host (target: >= 500 at 1 worker), median (IQR) of {args.rounds} rounds:"
-        )
+        print(f"leases per second on one host (target: >= 500 at 1 worker), median (IQR) of {args.rounds} rounds:")
         for workers in worker_counts:
             print(f"  {workers} worker{'s' if workers > 1 else ' '}: {spread(rates[workers])}")
         assert_sound()
