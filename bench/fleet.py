@@ -271,7 +271,6 @@ def main() -> int:
                 agent.wait(timeout=10)
             if not args.keep:
                 import psycopg
-
                 from django.db import connections
 
                 connections.close_all()
@@ -314,10 +313,11 @@ def report(args, names, fleets) -> None:
         s: statistics.median(timings[s]["health refresh pass"]) / n
         for s, n in (("large", args.large), ("small", args.small))
     }
+    large_s = statistics.median(timings["large"]["health refresh pass"]) / 1000
+    ratio = per_project["large"] / per_project["small"]
     print(
-        f"health refresh: {per_project['large']:.3f} ms per project on the large fleet, {per_project['small']:.3f} on the "
-        f"small one (ratio {per_project['large'] / per_project['small']:.2f}); the large pass takes "
-        f"{statistics.median(timings['large']['health refresh pass']) / 1000:.1f} s of its 60 s interval"
+        f"health refresh per project: {per_project['large']:.3f} ms (large), {per_project['small']:.3f} ms (small), "
+        f"ratio {ratio:.2f}; the large pass takes {large_s:.1f} s of its 60 s interval"
     )
 
 
