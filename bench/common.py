@@ -68,6 +68,37 @@ def scratch(database: str, *, keep: bool = False, settings: dict | None = None):
         shutil.rmtree(var, ignore_errors=True)
 
 
+def use(database: str) -> None:
+    """Point the default connection at `database` (the next query reconnects): how a bench
+    switches between the databases of its compared cases."""
+    from django.db import connections
+
+    connections["default"].close()
+    connections["default"].settings_dict["NAME"] = database
+
+
+def create_database(name: str) -> None:
+    """Create (anew) and migrate a further throwaway database, and switch to it."""
+    import psycopg
+    from django.core.management import call_command
+
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    use(name)
+    call_command("migrate", verbosity=0, skip_checks=True)
+
+
+def drop_databases(names) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def spread(values) -> str:
     """Median with the interquartile spread, e.g. `2.31 (2.20-2.52)`."""
     values = sorted(values)

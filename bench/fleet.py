@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, SERVER_URL, analyze, parser, scratch, spread  # noqa: E402
+from common import ROOT, analyze, create_database, drop_databases, parser, scratch, spread, use  # noqa: E402
 
 TARGET_RATIO = 1.5
 PORT_START, BLOCK = 20000, 10
@@ -53,25 +53,6 @@ def start_standin() -> tuple[subprocess.Popen, str]:
     )
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, env=os.environ)
     return process, process.stdout.readline().decode().strip()
-
-
-def use(database: str) -> None:
-    """Point the default connection at `database` (the next query reconnects)."""
-    from django.db import connections
-
-    connections["default"].close()
-    connections["default"].settings_dict["NAME"] = database
-
-
-def create_database(name: str) -> None:
-    import psycopg
-    from django.core.management import call_command
-
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    use(name)
-    call_command("migrate", verbosity=0, skip_checks=True)
 
 
 def seed(projects: int, hosts: int, agent_url: str) -> dict:
@@ -270,13 +251,7 @@ def main() -> int:
                 agent.terminate()
                 agent.wait(timeout=10)
             if not args.keep:
-                import psycopg
-                from django.db import connections
-
-                connections.close_all()
-                with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
-                    for name in names.values():
-                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                drop_databases(names.values())
     return 0
 
 
