@@ -97,13 +97,18 @@ def free_port_range(size: int, start: int = PORT_BASE) -> int:
 
 
 def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int = 2, start: int = PORT_BASE):
-    """Templates registered, and a runtime host on `agent` whose port range is free right now."""
+    """Templates registered, and a runtime host on `agent` whose port range is free right now,
+    which has reported to Berth (as after `manage.py hosts refresh`).
+
+    The agent's first info looks up its Postgres installations; on a loaded machine that can
+    outlast the page deadline creation allows, which is not what these tests are about."""
+    from hosts.actions import refresh_host
     from hosts.models import RuntimeHost
     from templating.actions import sync_templates
 
     sync_templates()
     first = free_port_range(block_size * blocks, start)
-    return RuntimeHost.objects.create(
+    host = RuntimeHost.objects.create(
         name=name,
         agent_url=agent.base_url,
         agent_token=agent.token,
@@ -111,6 +116,8 @@ def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int 
         port_range_end=first + block_size * blocks - 1,
         block_size=block_size,
     )
+    assert refresh_host(host, deadline=30), f"the agent at {agent.base_url} did not report"
+    return host
 
 
 class SilentServer:

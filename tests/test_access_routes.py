@@ -5,10 +5,12 @@ tomorrow is covered by these tests without anyone writing one for it:
 
 - anonymous requests, plain or htmx, GET or POST, go to the login page (API routes under
   `/v1/` answer 401 instead);
-- a signed-in user who is not staff gets 403, htmx requests too;
+- a signed-in user who is not staff gets 403, htmx requests too (API routes: 401, as the
+  session authenticates nothing there);
 - every route refuses a POST that carries no valid CSRF token, even from staff.
 
-A route open to anonymous users must be listed in PUBLIC with the reason.
+A route open to anonymous users, or to signed-in users who are not staff, must be listed
+in OPEN with the reason; nothing else may be.
 """
 
 import re
@@ -29,16 +31,24 @@ from tests.factories import make_host, make_project
 
 pytestmark = pytest.mark.django_db
 
-# Routes anonymous users may reach, by their full URL name, and why. Every view marked
-# login_not_required must be here and nothing else may be (test_public_routes_are_listed...).
+ANYONE = "anyone"  # anonymous users too
+SIGNED_IN = "signed in"  # every signed-in user, staff or not
+
+# The exceptions, by full URL name: who may reach the route besides staff, and why. Every
+# view marked login_not_required (outside the API, whose routes authenticate by token) or
+# staff_not_required must be here and nothing else may be (test_open_routes_are_listed...).
 # Static files are no route: WhiteNoise serves them before URL resolution.
-PUBLIC = {
-    "login": "the sign-in page itself",
-    "admin:login": "the admin's sign-in page; the admin's other views send anonymous users there",
+OPEN = {
+    "login": (ANYONE, "the sign-in page itself"),
+    "admin:login": (ANYONE, "the admin's sign-in page; the admin's other views send anonymous users there"),
+    "api:openapi-json": (ANYONE, "the Management API's OpenAPI document: the published API's shape, no data"),
+    "dashboard:tokens": (SIGNED_IN, "each user's own access tokens for the Management API (staff or not)"),
+    "dashboard:revoke_token": (SIGNED_IN, "revoking one's own access token; another user's is 404"),
 }
 
-# API routes (none yet) are for programs: no login page, a plain 401.
-API_PREFIX = "v1/"
+# API routes are for programs: no login page, a plain 401. The segment `v1` (the API's
+# catch-all for unknown paths, `^v1(?:/.*)?$`, included).
+API_SEGMENT = re.compile(r"v1(?![\w-])")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -97,6 +107,7 @@ def sample_values(django_user_model):
         "name": project.template,
         "object_id": project.pk,
         "id": user.pk,
+        "slug": project.organization.slug,
         "content_type_id": ContentType.objects.get_for_model(project).pk,
         "app_label": "projects",
         "url": "no-such-admin-page/",
@@ -106,7 +117,10 @@ def sample_values(django_user_model):
 def concrete(parts, view, values) -> str:
     path = "/" + "".join(fill(part, values) for part in parts)
     # The filled path must lead to this very route, or the test would check another one.
-    assert resolve(path).func is view, f"{path} does not resolve to the route it was built from"
+    # (ninja names one route per operation; operations on one path share the first route's
+    # view, which serves all their methods.)
+    match = resolve(path)
+    assert match.func is view or match.route == route_id(parts), f"{path} does not resolve to its route"
     return path
 
 
@@ -115,12 +129,12 @@ def login_pages() -> set[str]:
     return {reverse(settings.LOGIN_URL), reverse("admin:login")}
 
 
-def is_public(name) -> bool:
-    return name in PUBLIC
+def open_to(name) -> str | None:
+    return OPEN[name][0] if name in OPEN else None
 
 
 def is_api(parts) -> bool:
-    return route_id(parts).lstrip("^").startswith(API_PREFIX)
+    return bool(API_SEGMENT.match(route_id(parts).lstrip("^")))
 
 
 def test_the_walk_finds_the_dashboard_and_admin_routes():
@@ -131,12 +145,23 @@ def test_the_walk_finds_the_dashboard_and_admin_routes():
     assert len(ROUTES) > 40
 
 
-def test_public_routes_are_listed_with_a_reason_and_are_the_only_open_ones():
-    # API routes authenticate each request themselves (they answer 401, checked below).
-    open_views = {
-        name for parts, name, view in ROUTES if not getattr(view, "login_required", True) and not is_api(parts)
-    }
-    assert open_views == set(PUBLIC), "a route open to anonymous users must be listed in PUBLIC, with why"
+def test_open_routes_are_listed_with_a_reason_and_are_the_only_open_ones():
+    # API routes are all login_not_required: they authenticate each request themselves (they
+    # answer 401, checked below), so OPEN lists the API routes that answer anyone.
+    anyone = {name for parts, name, view in ROUTES if not getattr(view, "login_required", True) and not is_api(parts)}
+    signed_in = {name for _, name, view in ROUTES if not getattr(view, "staff_required", True)}
+    listed = {level: {name for name, (at, _) in OPEN.items() if at == level} for level in (ANYONE, SIGNED_IN)}
+    api_listed = {name for parts, name, _ in ROUTES if is_api(parts) and name in listed[ANYONE]}
+    assert anyone == listed[ANYONE] - api_listed, "a route open to anonymous users must be listed in OPEN, with why"
+    assert signed_in == listed[SIGNED_IN], "a route open to non-staff users must be listed in OPEN, with why"
+    assert {name for _, name, _ in ROUTES} >= set(OPEN), "OPEN names a route that does not exist"
+
+
+def test_the_api_routes_are_found_and_all_answer_401_but_the_listed_ones():
+    api = [name for parts, name, _ in ROUTES if is_api(parts)]
+    assert "api:list_projects" in api and "api:run_query" in api
+    assert None in api  # the catch-all for paths no endpoint serves
+    assert [name for name in api if open_to(name)] == ["api:openapi-json"]
 
 
 def assert_anonymous_refused(parts, path) -> None:
@@ -181,19 +206,32 @@ def assert_post_without_csrf_token_refused(parts, path, user, values) -> None:
     assert wrong.status_code == 401 or b"CSRF" in wrong.content, f"htmx POST {path} refused, not for CSRF"
 
 
+def assert_non_staff_admitted(path, user) -> None:
+    client = Client()
+    client.force_login(user)
+    for method in ("get", "post"):
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(path, **headers)
+            assert response.status_code != 403, f"non-staff {method.upper()} {path} {headers}: 403"
+
+
 @pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
 def test_anonymous_requests_go_to_the_login_page(parts, name, view, sample_values):
-    if is_public(name):
-        pytest.skip(f"public: {PUBLIC[name]}")
+    if open_to(name) == ANYONE:
+        pytest.skip(f"open to anyone: {OPEN[name][1]}")
     assert_anonymous_refused(parts, concrete(parts, view, sample_values))
 
 
 @pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)
 def test_signed_in_users_who_are_not_staff_get_403(parts, name, view, sample_values, django_user_model):
-    if is_public(name):
-        pytest.skip(f"public: {PUBLIC[name]}")
+    if open_to(name) == ANYONE:
+        pytest.skip(f"open to anyone: {OPEN[name][1]}")
     visitor = django_user_model.objects.create_user("visitor", password="visitor-password")
-    assert_non_staff_refused(parts, concrete(parts, view, sample_values), visitor)
+    path = concrete(parts, view, sample_values)
+    if open_to(name) == SIGNED_IN:
+        assert_non_staff_admitted(path, visitor)
+        return
+    assert_non_staff_refused(parts, path, visitor)
 
 
 @pytest.mark.parametrize(("parts", "name", "view"), ROUTE_PARAMS)

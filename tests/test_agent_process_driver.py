@@ -109,6 +109,34 @@ def test_up_of_an_unknown_runtime_is_not_found(agent):
     assert missing.value.status == 404
 
 
+def test_it_serves_tls_with_the_certificate_from_runtime_toml(agent):
+    from templating.secrets import generate_tls_secrets
+
+    client, ref, port = agent.client(), "tlsdb01", free_port_range(1)
+    tls = generate_tls_secrets(ref, "db.example.test")
+    text = (
+        f'driver = "process"\n\n[postgres]\nmajor = 15\nport = {port}\npassword = "{PASSWORD}"\n'
+        f'tls_cert = """\n{tls["tls_cert"]}"""\ntls_key = """\n{tls["tls_key"]}"""\n'
+    )
+    client.put_files(ref, [FileSpec("runtime.toml", text.encode())])
+    assert client.up(ref).state == "running"
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", password=PASSWORD, dbname="postgres", sslmode="require"
+    ) as conn:
+        assert conn.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone() == (True,)
+    key = agent.root / ref / ".berth-pg" / "server.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    client.delete(ref, purge_data=True)
+
+
+def test_it_refuses_half_a_tls_pair(agent):
+    client, ref, port = agent.client(), "tlsdb02", free_port_range(1)
+    text = f'driver = "process"\n\n[postgres]\nmajor = 15\nport = {port}\npassword = "{PASSWORD}"\ntls_cert = "x"\n'
+    client.put_files(ref, [FileSpec("runtime.toml", text.encode())])
+    with pytest.raises(AgentError, match="go together"):
+        client.up(ref)
+
+
 def ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as sock:

@@ -1,6 +1,7 @@
 """The operation runner's failure policy, with a scripted agent in place of a real one."""
 
 import hashlib
+import itertools
 from unittest import mock
 
 import pytest
@@ -105,8 +106,12 @@ def host():
     )
 
 
+_names = itertools.count(1)
+
+
 def provision(host, **kwargs):
-    project = create_project(name="Runner", postgres_major=15, template="postgres", **kwargs)
+    # Names are unique within an organization; these all land in the default one.
+    project = create_project(name=f"Runner {next(_names)}", postgres_major=15, template="postgres", **kwargs)
     operation = project.operations.get()
     assert tasks.run_operation(operation.pk) is True
     operation.refresh_from_db()

@@ -46,7 +46,13 @@ def fresh_state(tmp_path, silent_agent, settings):
     project = placed_project(first, host)
     register_template(tmp_path, readme="a newer revision\n")
     operation = project.operations.get()
-    return {"ref": project.ref, "pk": host.pk, "name": first.name, "operation": operation.pk}
+    return {
+        "ref": project.ref,
+        "pk": host.pk,
+        "name": first.name,
+        "operation": operation.pk,
+        "slug": project.organization.slug,
+    }
 
 
 @pytest.mark.parametrize(("parts", "view"), DASHBOARD)

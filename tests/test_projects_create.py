@@ -149,3 +149,21 @@ def test_it_refuses_a_chosen_host_whose_blocks_cannot_hold_the_templates_ports(t
     wide_template(tmp_path, 25)
     errors = refusal(postgres_major=15, host=east)
     assert errors == {"host": ["Template postgres needs 25 ports per project, but host east leases blocks of 10."]}
+
+
+def test_with_a_region_it_judges_only_the_hosts_that_serve_it():
+    make_host(name="eu", region="eu-west-1")
+    make_host(name="us", region="us-east-1")
+    agent = ProcessAgent([15])
+    with mock.patch("operations.agents.client_for", agent):
+        errors = refusal(postgres_major=15, region="ap-south-1")
+    assert errors == {"region": ["No host serves region 'ap-south-1'; regions: eu-west-1, us-east-1"]}
+    assert agent.asked == []  # the region is refused before any agent is asked
+
+    RuntimeHost.objects.filter(name="us").update(
+        capabilities={**RuntimeHost.objects.get(name="us").capabilities, "postgres_versions": [16]}
+    )
+    with mock.patch("operations.agents.client_for", ProcessAgent([15])) as asked:
+        errors = refusal(postgres_major=16, region="eu-west-1")
+    assert errors == {"postgres_major": ["No host can run postgres with Postgres 16; supported: 15"]}
+    assert [name for name, _ in asked.asked] == ["eu"]

@@ -123,7 +123,7 @@ def test_it_refuses_each_broken_time_order_naming_the_variables(tmp_path, overri
 def test_it_starts_with_the_time_order_kept_at_its_edges(tmp_path):
     env = {
         **PRODUCTION_ENV,
-        "BERTH_AGENT_CALL_DEADLINE": "59.9",
+        "BERTH_AGENT_CALL_DEADLINE": "44.9",
         "BERTH_OPERATION_DEADLINE": "60",
         "Q_TIMEOUT": "61",
         "Q_RETRY": "62",

@@ -50,6 +50,16 @@ def test_it_renders_postgres_for_the_process_driver_with_the_requested_major(pos
     assert rendered.policies == {"runtime.toml": "managed", "README.md": "seed"}
 
 
+def test_postgres_serves_tls_with_the_projects_certificate_when_it_has_one(postgres):
+    from templating.secrets import generate_tls_secrets
+
+    project = make_runtime_project(postgres, postgres_major=15, first_port=22000)
+    project.secrets.update(generate_tls_secrets(project.ref, "db.example.test"))
+    runtime = tomllib.loads(render_project(project, postgres).files["runtime.toml"].decode())
+    assert runtime["postgres"]["tls_cert"] == project.secrets["tls_cert"] + ""
+    assert runtime["postgres"]["tls_key"].startswith("-----BEGIN PRIVATE KEY-----")
+
+
 def test_it_keeps_the_config_toml_comments_and_layout(supabase):
     project = make_runtime_project(supabase, postgres_major=15)
     rendered = render_project(project, supabase).files["supabase/config.toml"].decode()

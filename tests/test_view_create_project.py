@@ -8,7 +8,7 @@ from audit.models import AuditEntry
 from operations.models import Kind
 from projects.models import Project
 from tests.dashboard_helpers import process_host, register_template
-from tests.factories import make_host
+from tests.factories import make_host, make_reported_host
 
 pytestmark = pytest.mark.django_db
 
@@ -77,6 +77,19 @@ def test_it_shows_missing_fields_inline(staff_client, template):
     assert response.status_code == 200
     assert 'id="name-error"' in response.content.decode()
     assert not Project.objects.exists()
+
+
+def test_staff_create_a_project_in_an_organization(staff_client, postgres):
+    from orgs.models import Organization
+
+    make_reported_host()
+    org = Organization.objects.create(name="Acme")
+    staff_client.post(
+        "/projects/new/", {"name": "Orders", "template": "postgres", "postgres_major": "15", "organization": org.slug}
+    )
+    assert Project.objects.get(name="Orders").organization == org
+    staff_client.post("/projects/new/", {"name": "Loose", "template": "postgres", "postgres_major": "15"})
+    assert Project.objects.get(name="Loose").organization.slug == "default"
 
 
 class Agent:

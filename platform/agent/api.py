@@ -15,7 +15,7 @@ Invariants:
   both import this module.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -24,6 +24,8 @@ MAX_PROBES = 64  # probes per health call; the control plane batches to stay und
 MAX_PORTS = 4096  # ports per port check
 MIN_PORT, MAX_PORT = 1024, 65535  # ports a runtime may lease, and so the ones a check accepts
 HEALTH_DEADLINE_S = 10.0
+MAX_QUERY_ROWS = 100_000  # rows a query may return
+MAX_QUERY_BYTES = 3 << 20  # below the client's 4 MiB reply cap, with room for the envelope
 
 Seconds = Annotated[float, Meta(gt=0)]
 RuntimePort = Annotated[int, Meta(ge=MIN_PORT, le=MAX_PORT)]
@@ -116,6 +118,22 @@ class HealthRequest(Request):
     deadline_s: Seconds = HEALTH_DEADLINE_S
 
 
+class QueryRequest(Request):
+    """SQL on a runtime's own database (agent.query). The credentials travel with each call;
+    the agent stores nothing and logs neither the SQL nor the rows."""
+
+    sql: Annotated[str, Meta(pattern=r"\S")]  # not blank
+    port: Annotated[int, Meta(ge=1, le=65535)]
+    password: str
+    read_only: bool = False
+    user: str = "postgres"
+    dbname: str = "postgres"
+    host: Text | None = None  # None: the agent's probe host
+    max_rows: Annotated[int, Meta(ge=1, le=MAX_QUERY_ROWS)] = 10_000
+    max_bytes: Annotated[int, Meta(ge=1, le=MAX_QUERY_BYTES)] = 2 << 20
+    deadline_s: Seconds | None = None  # the statement's; may shorten the agent's default, never lengthen it
+
+
 # Replies
 
 
@@ -179,6 +197,10 @@ class ProbeResult(Reply):
 
 class HealthReply(Reply):
     results: list[ProbeResult]
+
+
+class QueryReply(Reply):
+    rows: list[dict[str, Any]]  # of the last statement that returned rows, as JSON values
 
 
 class ErrorDetail(Reply):

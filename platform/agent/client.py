@@ -165,6 +165,14 @@ class AgentClient:
         request, reply_s = api.HealthRequest(list(probes), probe_s), probe_s + REPLY_MARGIN_S
         return self._call("POST", "/v1/health", api.HealthReply, request=request, deadline_s=reply_s).results
 
+    def query(self, ref: str, request: api.QueryRequest, deadline_s: float | None = None) -> list[dict]:
+        """Run SQL on the runtime's database; the rows of its last statement that returned any.
+        Postgres refusing it raises AgentError with code `query_failed`."""
+        query_s = self._command_deadline(deadline_s)
+        request = msgspec.structs.replace(request, deadline_s=query_s)
+        path, reply_s = f"/v1/runtimes/{ref}/query", query_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.QueryReply, request=request, deadline_s=reply_s).rows
+
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
         path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s, self.operation)

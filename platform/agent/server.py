@@ -39,7 +39,8 @@ from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
 from agent.portcheck import check_ports, ephemeral_ports
 from agent.probes import ProbeHost, engine_shares_network, resolve_probe_host, run_probes
-from agent.runtimes import Runtimes
+from agent.query import run_query
+from agent.runtimes import Runtimes, check_ref
 
 log = logging.getLogger("agent")
 
@@ -133,6 +134,11 @@ class Agent:
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
+    def query(self, ref: str, body: api.QueryRequest) -> api.QueryReply:
+        check_ref(ref)  # no path is built from it here, but a malformed ref is refused like on every route
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return run_query(body, self.probe_host.host, deadline.seconds)
+
     def delete(self, ref: str, query: api.DeleteQuery) -> api.DeleteReply:
         deadline = self.runtimes.deadline(query.deadline_s)
         return checked(api.DeleteReply, self.runtimes.delete(ref, query.purge_data, deadline, query.operation))
@@ -161,6 +167,7 @@ ROUTES = (
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/cancel"), Agent.cancel, body=api.CancelRequest),
     Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),

@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "operations",
     "audit",
     "dashboard",
+    "orgs",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -223,3 +225,20 @@ REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
     del Q_CLUSTER["orm"]
     Q_CLUSTER["redis"] = REDIS_URL
+
+# --- Berth: the Management API (/v1/) ----------------------------------------
+# Requests per minute per access token; counted in the database, so it holds across web workers.
+BERTH_API_RATE_LIMIT = env_int("BERTH_API_RATE_LIMIT", 120, minimum=1)
+# The template POST /v1/projects creates projects from (the Management API has no template field).
+BERTH_API_TEMPLATE = env_str("BERTH_API_TEMPLATE", "postgres")
+# The DNS domain under which Berth publishes database endpoints (`db.<ref>.<domain>`, the pooler
+# string the CLI's `--linked` commands read). The Supabase CLI's profile names its registrable
+# domain as `pooler_host`. Names under `.localhost` resolve to loopback on most machines.
+BERTH_DATABASE_DOMAIN = env_str("BERTH_DATABASE_DOMAIN", "berth.localhost")
+# database/query: how long one statement may run (the agent enforces it, and never allows more
+# than its own BERTH_AGENT_DEADLINE), and how much it may return.
+BERTH_API_QUERY_DEADLINE = env_float("BERTH_API_QUERY_DEADLINE", 15.0, minimum=1.0)
+# At most 100,000 rows and 3 MiB: the agent refuses more (agent.api.QueryRequest; its replies
+# must fit the client's 4 MiB cap).
+BERTH_API_QUERY_MAX_ROWS = env_int("BERTH_API_QUERY_MAX_ROWS", 10_000, minimum=1, maximum=100_000)
+BERTH_API_QUERY_MAX_BYTES = env_int("BERTH_API_QUERY_MAX_BYTES", 2 << 20, minimum=1024, maximum=3 << 20)

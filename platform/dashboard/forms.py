@@ -3,6 +3,7 @@ from django.db.models import Q
 
 from hosts.models import RuntimeHost
 from operations.models import Kind, State
+from orgs.models import Organization
 from projects.models import Status
 from templating.models import TemplateVersion
 
@@ -85,6 +86,13 @@ class ProjectActionForm(forms.Form):
 
 class CreateProjectForm(forms.Form):
     name = forms.CharField(max_length=100)
+    organization = forms.ModelChoiceField(
+        required=False,
+        queryset=Organization.objects.order_by("name", "slug"),
+        to_field_name="slug",
+        empty_label="Default organization",
+        help_text="Members of the organization reach the project through the Management API.",
+    )
     template = forms.ChoiceField()
     postgres_major = forms.TypedChoiceField(coerce=int, label="Postgres version")
     host = forms.ModelChoiceField(

@@ -54,6 +54,13 @@ def paginate(queryset, ordering: list[str], cursor: str | None, size: int) -> Pa
     return Page(rows, following, previous)
 
 
+def after_row(ordering: list[str], row) -> Q:
+    """The condition for rows that come after `row` in `ordering` (for a caller that names
+    the last row it saw instead of a cursor)."""
+    keys = [(name.lstrip("-"), name.startswith("-")) for name in ordering]
+    return _beyond(keys, [_value(row, field) for field, _ in keys], backwards=False)
+
+
 def _beyond(keys, values, backwards: bool) -> Q:
     """Rows strictly past `values` in the ordering (before them when `backwards`).
 

@@ -69,9 +69,9 @@ def project_table():
 
 
 def project_page(ref: str):
-    """One project with its host, template version and port block."""
+    """One project with its organization, host, template version and port block."""
     return (
-        Project.objects.select_related("host", "template_version", "port_block")
+        Project.objects.select_related("organization", "host", "template_version", "port_block")
         .annotate(in_flight=in_flight_expression())
         .filter(ref=ref)
     )

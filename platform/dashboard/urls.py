@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard.views import hosts, operations, project, projects, runtime_templates
+from dashboard.views import hosts, operations, organizations, project, projects, runtime_templates, tokens
 
 app_name = "dashboard"
 
@@ -22,4 +22,9 @@ urlpatterns = [
     path("templates/<str:name>/progress/", runtime_templates.migration_progress, name="migration_progress"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
+    path("organizations/", organizations.organizations, name="organizations"),
+    path("organizations/<str:slug>/", organizations.organization, name="organization"),
+    path("organizations/<str:slug>/members/<int:pk>/remove/", organizations.remove_member, name="remove_member"),
+    path("tokens/", tokens.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.revoke, name="revoke_token"),
 ]

@@ -48,10 +48,11 @@ class RuntimeHostAdmin(admin.ModelAdmin):
         "port_range_start",
         "port_range_end",
         "block_size",
+        "region",
         "accepts_projects",
         "last_seen_at",
     ]
-    list_filter = ["accepts_projects"]
+    list_filter = ["accepts_projects", "region"]
     search_fields = ["name", "agent_url"]
     readonly_fields = ["capabilities", "last_seen_at", "last_error", "created_at"]
 

@@ -50,6 +50,11 @@ class RuntimeHost(models.Model):
     probe_host_override = models.CharField(
         max_length=255, blank=True, help_text="Host the agent probes runtimes on; empty: the agent resolves it"
     )
+    region = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Region label (e.g. us-east-1); a project asking for a region goes to hosts with that label or none",
+    )
     accepts_projects = models.BooleanField(default=True, help_text="Placement may put new projects here")
     # What the agent reported in its last info reply: driver, Postgres majors, probe host, compose.
     capabilities = models.JSONField(default=dict, blank=True)

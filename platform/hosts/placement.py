@@ -52,15 +52,15 @@ def candidates(project: Project) -> list[RuntimeHost]:
     slots = slots_needed(project.template_version)
     inside = Q(port_blocks__first_port__gte=F("port_range_start"), port_blocks__last_port__lte=F("port_range_end"))
     rested = Q(port_blocks__state=BlockState.COOLING, port_blocks__released_at__lte=cooldown_cutoff())
-    hosts = (
-        RuntimeHost.objects.filter(accepts_projects=True, block_size__gte=slots)
-        .annotate(
-            block_rows=Count("port_blocks", filter=inside),
-            free_rows=Count("port_blocks", filter=inside & (Q(port_blocks__state=BlockState.FREE) | rested)),
-            blocked_rows=Count("port_blocks", filter=inside & Q(port_blocks__state=BlockState.BLOCKED)),
-        )
-        .order_by()
-    )
+    accepting = RuntimeHost.objects.filter(accepts_projects=True, block_size__gte=slots)
+    if project.region:
+        # Hosts labelled with the project's region, or with none.
+        accepting = accepting.filter(region__in=["", project.region])
+    hosts = accepting.annotate(
+        block_rows=Count("port_blocks", filter=inside),
+        free_rows=Count("port_blocks", filter=inside & (Q(port_blocks__state=BlockState.FREE) | rested)),
+        blocked_rows=Count("port_blocks", filter=inside & Q(port_blocks__state=BlockState.BLOCKED)),
+    ).order_by()
     free, blocked, fit = {}, {}, []
     for host in hosts:
         # A host whose agent never reported is a candidate too: placement asks it before use.
@@ -115,8 +115,9 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
             project.refresh_from_db(fields=["host"])
             return project.host
         return host
+    where = f" in region {project.region!r} (or unlabelled)" if project.region else ""
     detail = "; ".join(reasons) or (
-        f"no host that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
+        f"no host{where} that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
         f"has blocks of at least {slots_needed(project.template_version)} ports and one of them not leased"
     )
     raise StepFailed("no_host", f"No host can take {project.ref}: {detail}")

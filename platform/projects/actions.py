@@ -1,6 +1,7 @@
 """Verbs that create projects and record what their hosts hold. Acting on existing projects
 goes through operations.actions."""
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -12,18 +13,34 @@ from projects.models import Project
 from templating.models import TemplateVersion
 
 
+class DuplicateProjectName(ValidationError):
+    """The organization already has a live project of that name."""
+
+
 def create_project(
-    *, name: str, postgres_major: int, template: str, host=None, actor=None, label: str | None = None
+    *,
+    name: str,
+    postgres_major: int,
+    template: str,
+    host=None,
+    organization=None,
+    region: str = "",
+    postgres_password: str | None = None,
+    actor=None,
+    label: str | None = None,
 ) -> Project:
     """Create a project and queue its provisioning, in one transaction.
 
     Everything that can be refused (unknown template, a Postgres major the template cannot
-    run, a host that cannot run it or whose blocks cannot hold the template's ports) is
+    run, a region no host serves, a weak database password, a host that cannot run it or
+    whose blocks cannot hold the template's ports, a name the organization already uses) is
     refused here, before anything is leased or started, with a ValidationError keyed by the
     form field it concerns. A host whose agent never answered is asked first, within the
-    page deadline, so it is judged by what it really runs.
+    page deadline, so it is judged by what it really runs. `organization` defaults to the
+    default organization; `postgres_password` to a generated one.
     """
-    from templating.secrets import generate_project_secrets
+    from orgs.models import Organization, default_organization_id
+    from templating.secrets import generate_project_secrets, generate_tls_secrets, validate_database_password
     from templating.versions import UnsupportedPostgresVersion, check_postgres_major
 
     version = TemplateVersion.objects.latest_of(template)
@@ -35,22 +52,39 @@ def create_project(
         check_postgres_major(version, postgres_major)
     except UnsupportedPostgresVersion as error:
         raise ValidationError({"postgres_major": error.message}) from None
+    if region:
+        check_region(region, host)
+    project_secrets = generate_project_secrets()
+    if postgres_password is not None:
+        validate_database_password(postgres_password)
+        project_secrets["postgres_password"] = postgres_password
+    # Last: these may ask agents never heard from.
     if host is None:
-        _check_some_host_can_take(version, postgres_major)
+        _check_some_host_can_take(version, postgres_major, region)
     else:
         _check_host_can_take(version, postgres_major, host)
 
     project = Project(
         name=name.strip(),
+        organization_id=organization.pk if organization else default_organization_id(),
+        region=region,
         postgres_major=postgres_major,
         template=template,
         template_version=version,
         host=host,
-        secrets=generate_project_secrets(),
+        secrets=project_secrets,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
-    project.full_clean(exclude=["template_version", "host", "created_by"])
+    project.secrets.update(generate_tls_secrets(project.ref, settings.BERTH_DATABASE_DOMAIN))
+    project.full_clean(exclude=["template_version", "host", "created_by", "organization"])
     with transaction.atomic():
+        # The organization's row lock makes the name check and the insert one step for
+        # concurrent creations in that organization.
+        Organization.objects.select_for_update().filter(pk=project.organization_id).values_list("pk").first()
+        if Project.objects.live().filter(organization_id=project.organization_id, name=project.name).exists():
+            raise DuplicateProjectName(
+                {"name": f"The organization already has a project named {project.name!r}."}, code="duplicate"
+            )
         project.save()
         record(
             actor,
@@ -92,6 +126,22 @@ def record_drift(project: Project, host_digests: dict[str, str | None], *, actor
     return drifted
 
 
+def check_region(region: str, host=None) -> None:
+    """Refuse a region no host that accepts projects serves: hosts labelled with it, or unlabelled.
+    Also for callers that pick a default by region before creating (the API's Postgres version)."""
+    from hosts.models import RuntimeHost
+
+    if host is not None:
+        if host.region not in ("", region):
+            raise ValidationError({"region": f"Host {host.name} is in region {host.region}, not {region}."})
+        return
+    hosts = RuntimeHost.objects.filter(accepts_projects=True)
+    if not hosts.exists() or hosts.filter(region__in=["", region]).exists():
+        return  # no host at all is the host check's refusal
+    regions = sorted(set(hosts.values_list("region", flat=True)))
+    raise ValidationError({"region": f"No host serves region {region!r}; regions: {', '.join(regions) or 'none'}"})
+
+
 def _unreachable(host) -> str:
     return (
         f"the agent of host {host.name} has never answered and could not be reached now ({host.last_error}), "
@@ -101,8 +151,6 @@ def _unreachable(host) -> str:
 
 
 def _check_host_can_take(version, postgres_major: int, host) -> None:
-    from django.conf import settings
-
     from hosts.actions import refresh_host
     from hosts.placement import holds_slots, slots_needed
     from templating.versions import UnsupportedPostgresVersion, check_postgres_major
@@ -123,19 +171,21 @@ def _check_host_can_take(version, postgres_major: int, host) -> None:
         raise ValidationError({"postgres_major": error.message}) from None
 
 
-def _check_some_host_can_take(version, postgres_major: int) -> None:
-    """Refuse now what placement could never place: no host that accepts projects has blocks
-    large enough, or every one that answered cannot run it. Hosts never heard from are asked
-    first (within the page deadline); one that still does not answer is named in the refusal.
+def _check_some_host_can_take(version, postgres_major: int, region: str) -> None:
+    """Refuse now what placement could never place: no host that accepts projects (in the
+    region, or unlabelled, when one is asked for) has blocks large enough, or every one that
+    answered cannot run it. Hosts never heard from are asked first (within the page deadline);
+    one that still does not answer is named in the refusal.
     """
-    from django.conf import settings
-
     from hosts.actions import refresh_unseen
     from hosts.models import RuntimeHost
     from hosts.placement import can_run, holds_slots, slots_needed
     from templating.versions import supported_majors
 
-    hosts = list(RuntimeHost.objects.filter(accepts_projects=True).order_by("name"))
+    accepting = RuntimeHost.objects.filter(accepts_projects=True)
+    if region:
+        accepting = accepting.filter(region__in=["", region])
+    hosts = list(accepting.order_by("name"))
     if not hosts:
         raise ValidationError({"host": "No runtime host accepts projects; register one in the admin first."})
     slots = slots_needed(version)

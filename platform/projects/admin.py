@@ -8,6 +8,7 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = [
         "ref",
         "name",
+        "organization",
         "host",
         "postgres_major",
         "template_version",
@@ -15,13 +16,15 @@ class ProjectAdmin(admin.ModelAdmin):
         "status",
         "updated_at",
     ]
-    list_filter = ["status", "desired_state", "template", "host", "postgres_major"]
+    list_filter = ["status", "desired_state", "template", "host", "postgres_major", "organization"]
     search_fields = ["ref", "name"]
-    list_select_related = ["host", "template_version"]
+    list_select_related = ["host", "template_version", "organization"]
     # Everything the operations own is read-only here: a host or major changed by hand would
     # leave leases and runtimes behind; status moves through the verbs (retry, mark failed).
     readonly_fields = [
         "ref",
+        "organization",
+        "region",
         "template",
         "template_version",
         "host",

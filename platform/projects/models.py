@@ -7,6 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from berth.crypto import EncryptedJSONField
+from orgs.models import default_organization_id
 
 # Refs name a runtime on its host (folder, compose project, database cluster), so they
 # are strictly shaped: lowercase letter first, then lowercase letters and digits.
@@ -65,6 +66,15 @@ class ProjectQuerySet(models.QuerySet):
 class Project(models.Model):
     ref = models.CharField(max_length=40, unique=True, default=new_ref, validators=[ref_validator])
     name = models.CharField(max_length=100, validators=[name_validator])
+    # Tenancy: who may see and act on the project through the Management API.
+    organization = models.ForeignKey(
+        "orgs.Organization",
+        on_delete=models.PROTECT,
+        related_name="projects",
+        default=default_organization_id,
+    )
+    # The region asked for at creation; placement takes hosts labelled with it or unlabelled.
+    region = models.CharField(max_length=32, blank=True)
     postgres_major = models.PositiveSmallIntegerField("Postgres major version")
     template = models.CharField(max_length=63, help_text="Name of the runtime template under runtimes/")
     # The template version whose rendering the host was last given (or will be, before the
@@ -101,13 +111,17 @@ class Project(models.Model):
         indexes = [
             models.Index(fields=["status"]),
             models.Index(fields=["host", "status"]),
-            # The projects list is keyset-paged newest first (id breaking ties), alone or
-            # filtered by host, status or template: each is one index range scan.
-            models.Index(fields=["created_at", "id"], name="project_created_idx"),
-            models.Index(fields=["host", "created_at", "id"], name="project_host_created_idx"),
-            models.Index(fields=["status", "created_at", "id"], name="project_status_created_idx"),
-            models.Index(fields=["template", "created_at", "id"], name="project_template_created_idx"),
-            # Search by name is a trigram index on PostgreSQL (migration 0005_search).
+            # Newest first, for the Management API's listing (and the dashboard's default order):
+            # the planner walks the first for callers whose organizations hold most projects, and
+            # the second for callers whose organizations hold few of many.
+            models.Index(fields=["-created_at", "-id"], name="project_newest_first"),
+            models.Index(fields=["organization", "-created_at"], name="project_org_newest_first"),
+            # The projects list is keyset-paged newest first (id breaking ties; the index
+            # above), alone or filtered by host, status or template: each one index range scan.
+            models.Index(fields=["host", "-created_at", "-id"], name="project_host_newest_first"),
+            models.Index(fields=["status", "-created_at", "-id"], name="project_status_newest_first"),
+            models.Index(fields=["template", "-created_at", "-id"], name="project_template_newest_first"),
+            # Search by name and ref: trigram indexes on PostgreSQL (migration 0005_search).
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(ref__regex=REF_PATTERN), name="project_ref_shape"),

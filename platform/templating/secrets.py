@@ -4,10 +4,12 @@ Rendering reads them and never generates any, so the same project renders byte-i
 files every time. Nothing here logs a value.
 """
 
+import re
 import secrets
 import time
 
 import jwt
+from django.core.exceptions import ValidationError
 
 # Supabase's API keys are long-lived HS256 JWTs; they are rotated by re-generating
 # the project's secrets, never by expiry in the middle of its life.
@@ -15,7 +17,8 @@ API_KEY_LIFETIME_S = 10 * 365 * 24 * 3600
 JWT_ISSUER = "supabase"
 
 # Keys whose values are not secret (they may appear in output and diffs).
-PUBLIC_KEYS = frozenset({"dashboard_username", "jwt_iat", "jwt_exp"})
+PUBLIC_KEYS = frozenset({"dashboard_username", "jwt_iat", "jwt_exp", "tls_cert"})
+TLS_LIFETIME_DAYS = 3650
 
 
 def _api_key(role: str, secret: str, iat: int, exp: int) -> str:
@@ -54,4 +57,67 @@ def redact(text: str, project_secrets: dict) -> str:
     for key, value in sorted(project_secrets.items(), key=lambda kv: -len(str(kv[1]))):
         if key not in PUBLIC_KEYS and isinstance(value, str) and len(value) >= 8:
             text = text.replace(value, f"<secret:{key}>")
+            # A multi-line secret (a PEM key) shows up in diffs line by line.
+            for line in value.splitlines():
+                if len(line) >= 16 and not line.startswith("-----"):
+                    text = text.replace(line, f"<secret:{key}>")
     return text
+
+
+# A password set by a person (the Management API's db_pass) goes where generated ones go:
+# runtime.toml strings, env files, connection URLs. Characters that are safe unquoted in all
+# of them (URL-unreserved), and long enough not to be weak.
+DATABASE_PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
+
+
+def validate_database_password(password: str) -> None:
+    """Refuse a malformed or weak database password with a ValidationError keyed `db_pass`."""
+    from django.contrib.auth.password_validation import CommonPasswordValidator
+
+    if not DATABASE_PASSWORD_PATTERN.fullmatch(password or ""):
+        raise ValidationError(
+            {"db_pass": "The database password must be 12-128 characters of letters, digits and . _ ~ -"}
+        )
+    if len(set(password)) < 6 or password.isdigit():
+        raise ValidationError({"db_pass": "The database password is too weak: use more varied characters."})
+    try:
+        CommonPasswordValidator().validate(password)
+    except ValidationError:
+        raise ValidationError({"db_pass": "The database password is too common."}) from None
+
+
+def generate_tls_secrets(ref: str, database_domain: str) -> dict:
+    """A self-signed certificate and its key for the project's database (`tls_cert`, `tls_key`, PEM).
+
+    Clients that require TLS without verifying it (the Supabase CLI, sslmode=require) connect
+    to the connection string Berth shows as it is; the names are the ones Berth publishes.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"db.{ref}.{database_domain}")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=TLS_LIFETIME_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"db.{ref}.{database_domain}")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return {
+        "tls_cert": cert.public_bytes(serialization.Encoding.PEM).decode().strip(),
+        "tls_key": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+        .strip(),
+    }

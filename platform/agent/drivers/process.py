@@ -19,6 +19,8 @@ runtime.toml says what to run:
     port = 54000        # the leased db port
     password = "..."    # the superuser's, set by initdb (scram-sha-256 everywhere)
     user = "postgres"   # optional
+    tls_cert = "..."    # optional, with tls_key: PEM text; the cluster then serves TLS
+    tls_key = "..."
 
 initdb and postgres refuse to run as root, so an agent running as root runs them as the
 `postgres` system user, which owns `.berth-pg/`; a normal user's agent runs them itself.
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from agent.runtimes import Runtime
 
 STATE_DIR = ".berth-pg"
+TLS_CERT, TLS_KEY = "server.crt", "server.key"
 BINDIR_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin")
 SYSTEM_USER = "postgres"
 PG_CTL_STOPPED = 3  # pg_ctl status: not running
@@ -66,6 +69,8 @@ class PostgresSettings:
     port: int
     password: str
     user: str
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "PostgresSettings":
@@ -82,7 +87,14 @@ class PostgresSettings:
             raise Invalid("runtime.toml: postgres.password must be a non-empty single-line string")
         if not isinstance(user, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", user):
             raise Invalid("runtime.toml: postgres.user must be a plain lowercase role name")
-        return cls(major, port, password, user)
+        cert, key = section.get("tls_cert"), section.get("tls_key")
+        if (cert is None) != (key is None):
+            raise Invalid("runtime.toml: postgres.tls_cert and postgres.tls_key go together")
+        if cert is not None and not (
+            isinstance(cert, str) and "BEGIN CERTIFICATE" in cert and isinstance(key, str) and "PRIVATE KEY" in key
+        ):
+            raise Invalid("runtime.toml: postgres.tls_cert and tls_key must be PEM text")
+        return cls(major, port, password, user, cert, key)
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,14 @@ class ProcessDriver:
                 f"runtime {runtime.ref}: its data was made by PostgreSQL {data_major}, "
                 f"and runtime.toml asks for {settings.major}"
             )
-        self._write_owned(paths.data / "berth.conf", _server_conf(settings.port, self.listen_addresses))
+        tls = settings.tls_cert is not None
+        if tls:
+            # In the agent's own folder, owned by the server's user with mode 600: PostgreSQL
+            # refuses a key others can read, and the files API can never write there.
+            self._write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
+            self._write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
+        conf = _server_conf(settings.port, self.listen_addresses, paths.state if tls else None)
+        self._write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             return output + "already running\n"
         return output + self._start(bindir, paths, settings, deadline)
@@ -350,10 +369,13 @@ def _log_tail(log: Path, limit: int = 4096) -> str:
         return ""
 
 
-def _server_conf(port: int, addresses: tuple[str, ...]) -> str:
-    return (
+def _server_conf(port: int, addresses: tuple[str, ...], tls_dir: Path | None = None) -> str:
+    conf = (
         "# Managed by the Berth agent from runtime.toml and where it serves; rewritten on every start.\n"
         f"port = {port}\n"
         f"listen_addresses = '{','.join(addresses)}'\n"
         "unix_socket_directories = ''\n"
     )
+    if tls_dir is not None:
+        conf += f"ssl = on\nssl_cert_file = '{tls_dir / TLS_CERT}'\nssl_key_file = '{tls_dir / TLS_KEY}'\n"
+    return conf

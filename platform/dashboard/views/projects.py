@@ -95,6 +95,7 @@ def create(request):
                     postgres_major=data["postgres_major"],
                     template=data["template"],
                     host=data["host"],
+                    organization=data["organization"],
                     actor=request.user,
                 )
             except ValidationError as error:

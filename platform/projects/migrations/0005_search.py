@@ -41,6 +41,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("projects", "0004_list_indexes")]
+    dependencies = [("projects", "0004_organization")]
 
     operations = [migrations.RunPython(create, drop)]

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from hosts.models import RuntimeHost
+from orgs.models import Membership, Role, default_organization_id
 
 
 def _kept(path, generate) -> str:
@@ -22,7 +23,10 @@ def _kept(path, generate) -> str:
 
 
 class Command(BaseCommand):
-    help = "Ensure the local admin user, the local agent token and the 'local' runtime host exist."
+    help = (
+        "Ensure the local admin user (owner of the default organization), the local agent token and the "
+        "'local' runtime host exist."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--agent-url", default="http://127.0.0.1:8470")
@@ -31,9 +35,14 @@ class Command(BaseCommand):
         var = settings.VAR_DIR
         password = _kept(var / "admin-password", lambda: secrets.token_urlsafe(12))
         users = get_user_model()
-        if not users.objects.filter(username="admin").exists():
-            users.objects.create_superuser("admin", email="", password=password)
+        admin = users.objects.filter(username="admin").first()
+        if admin is None:
+            admin = users.objects.create_superuser("admin", email="", password=password)
             self.stdout.write(self.style.SUCCESS("Created the local admin user."))
+        # The admin owns the default organization, so its Management API tokens see those projects.
+        Membership.objects.update_or_create(
+            organization_id=default_organization_id(), user=admin, defaults={"role": Role.OWNER}
+        )
 
         token = _kept(var / "agent-token", lambda: secrets.token_urlsafe(32))
         host, created = RuntimeHost.objects.get_or_create(

@@ -1,0 +1,261 @@
+"""Management API cost: GET /v1/projects with 100 vs 10,000 projects in the caller's organizations,
+and requests per second of GET /v1/projects/{ref} on one web worker.
+
+    .venv/bin/python bench/api.py [--runs 30] [--seconds 10] [--clients 4]
+
+Runs against a scratch PostgreSQL database (BENCH_DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432/berth_bench_api), created for the run and dropped after.
+
+1. Listing. Two callers share one database: one belongs to an organization with 100 projects,
+   the other to organizations holding 10,000. Requests go through Django's test client in
+   process (server time: routing, middleware, token and rate-limit queries, serialisation),
+   the two cases interleaved round-robin so drift on a busy machine hits both alike. Target:
+   ratio of medians (10,000 / 100) at most 1.5, and the same number of queries.
+2. Throughput. One gunicorn worker (sync) on a free loopback port serves GET /v1/projects/{ref}
+   for --seconds to --clients threads; every request is authenticated and rate-counted (the
+   limit is raised for the run so none is refused). The worker keeps its database connection
+   (DATABASE_CONN_MAX_AGE=60 unless set), as a production deployment should.
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT))
+
+BENCH_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/berth_bench_api")
+os.environ.setdefault("DEBUG", "1")
+os.environ["DATABASE_URL"] = BENCH_URL
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "berth.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ["BERTH_API_RATE_LIMIT"] = "100000000"
+TARGET_RATIO = 1.5
+SIZES = (100, 10_000)
+
+
+def admin_connection():
+    import dj_database_url
+    import psycopg
+
+    config = dj_database_url.parse(BENCH_URL)
+    connection = psycopg.connect(
+        host=config["HOST"], port=config["PORT"] or None, user=config["USER"], dbname="postgres", autocommit=True
+    )
+    return connection, config["NAME"]
+
+
+def recreate_database() -> None:
+    connection, name = admin_connection()
+    with connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database() -> None:
+    from django.db import connections
+
+    connections.close_all()
+    connection, name = admin_connection()
+    with connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed_projects(orgs, count: int, version, host) -> None:
+    from projects.models import Project, Status
+
+    Project.objects.bulk_create(
+        (
+            Project(
+                name=f"Project {n}",
+                organization=orgs[n % len(orgs)],
+                postgres_major=15,
+                template=version.name,
+                template_version=version,
+                host=host,
+                status=Status.ACTIVE_HEALTHY,
+            )
+            for n in range(count)
+        ),
+        batch_size=2000,
+    )
+
+
+def timed(api, url: str) -> float:
+    start = time.perf_counter()
+    response = api.get(url)
+    elapsed = (time.perf_counter() - start) * 1000
+    assert response.status_code == 200, (url, response.status_code)
+    return elapsed
+
+
+def query_count(api, url: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        api.get(url)
+    return len(captured)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def throughput(token: str, ref: str, seconds: float, clients: int) -> tuple[float, int, int]:
+    """(requests per second, requests, errors) of one gunicorn worker for GET /v1/projects/{ref}."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(ROOT / "platform"),
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "berth.wsgi",
+        ],
+        # Persistent database connections, as a production deployment runs (DATABASE_CONN_MAX_AGE).
+        env={
+            **os.environ,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_CONN_MAX_AGE": os.environ.get("DATABASE_CONN_MAX_AGE", "60"),
+        },
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1/projects/{ref}"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not answer within 30s")
+            time.sleep(0.2)
+        counts, errors = [0] * clients, [0] * clients
+        stop_at = time.monotonic() + seconds
+
+        def run(i: int) -> None:
+            with httpx.Client(headers=headers, timeout=10) as client:
+                while time.monotonic() < stop_at:
+                    if client.get(url).status_code == 200:
+                        counts[i] += 1
+                    else:
+                        errors[i] += 1
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        return sum(counts) / elapsed, sum(counts), sum(errors)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="requests per listing case (default 30)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run (default 10)")
+    parser.add_argument("--clients", type=int, default=4, help="client threads for the throughput run (default 4)")
+    args = parser.parse_args()
+
+    recreate_database()
+    try:
+        return run(args)
+    finally:
+        drop_database()
+
+
+def run(args) -> int:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    from hosts.models import RuntimeHost
+    from orgs.actions import create_token
+    from orgs.models import Membership, Organization, Role
+    from projects.models import Project
+    from templating.actions import sync_templates
+    from templating.models import TemplateVersion
+    from tests.api_helpers import ApiClient, make_user
+
+    setup_test_environment()
+    settings.ALLOWED_HOSTS = ["testserver"]
+    call_command("migrate", verbosity=0)
+    sync_templates(ROOT / "runtimes")
+    version = TemplateVersion.objects.latest_of("postgres")
+    host = RuntimeHost.objects.create(
+        name="bench", agent_url="http://127.0.0.1:9", agent_token="x", port_range_start=20000, port_range_end=60000
+    )
+    clients, refs = {}, {}
+    for size in SIZES:
+        user = make_user(f"caller{size}")
+        orgs = [Organization.objects.create(name=f"Org {size}.{i}") for i in range(5 if size > 1000 else 1)]
+        for org in orgs:
+            Membership.objects.create(organization=org, user=user, role=Role.OWNER)
+        seed_projects(orgs, size, version, host)
+        token = create_token(user, name="bench")[1]
+        clients[size] = (ApiClient(token), token)
+        refs[size] = Project.objects.filter(organization__in=orgs).values_list("ref", flat=True).first()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    for size in SIZES:  # warm: connection, first compilation of everything
+        clients[size][0].get("/v1/projects")
+    times = {size: [] for size in SIZES}
+    for _ in range(args.runs):
+        for size in SIZES:  # round-robin: both cases see the same machine
+            times[size].append(timed(clients[size][0], "/v1/projects"))
+    queries = {size: query_count(clients[size][0], "/v1/projects") for size in SIZES}
+    medians = {size: statistics.median(times[size]) for size in SIZES}
+    small, large = SIZES
+    ratio = medians[large] / medians[small]
+    print(f"GET /v1/projects: median server time over {args.runs} interleaved requests per case")
+    for size in SIZES:
+        print(f"  {size:>6,} projects in the caller's organizations: {medians[size]:7.2f} ms, {queries[size]} queries")
+    constant = len(set(queries.values())) == 1
+    print(f"  ratio {ratio:.2f} (target <= {TARGET_RATIO}); queries {'constant' if constant else 'GROW'}")
+
+    rate, done, errors = throughput(clients[large][1], refs[large], args.seconds, args.clients)
+    print(
+        f"GET /v1/projects/{{ref}} on one gunicorn worker: {rate:.0f} req/s "
+        f"({done} requests, {errors} errors, {args.clients} clients, {args.seconds:g}s)"
+    )
+    ok = ratio <= TARGET_RATIO and constant and errors == 0
+    print("OK" if ok else "OVER TARGET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""/v1/projects: list, read, create, delete, pause, restore, API keys, health, storage config.
+
+Every route resolves the project through api.access, so tenancy is decided in one place.
+Writes call the same verbs as the dashboard (projects.actions.create_project,
+operations.actions.request_operation) and so pass the same checks and audit."""
+
+import tomllib
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from ninja import Query, Router
+from ninja import Status as Reply
+
+from api.access import LISTED_ORDER, caller, listed_projects, organization_for_write, project_for
+from api.audit import token_used
+from api.errors import ApiError
+from api.schemas import (
+    ApiKeyOut,
+    Message,
+    ProjectCreate,
+    ProjectCreated,
+    ProjectDeleted,
+    ProjectOut,
+    ServiceHealth,
+    StorageConfigOut,
+)
+from dashboard.keyset import after_row
+from operations.actions import OperationRefused, request_operation
+from operations.models import Kind
+from projects.actions import DuplicateProjectName, check_region, create_project
+from projects.models import TRANSITIONAL_STATUSES, Project, Status
+
+router = Router(tags=["projects"])
+
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 1000
+# Supabase's service names -> the template probe that answers for each (the API gateway
+# fronts auth, rest, realtime and storage).
+SERVICE_PROBES = {
+    "db": "db",
+    "db_postgres_user": "db",
+    "pooler": "pooler",
+    "pg_bouncer": "pooler",
+    "auth": "api",
+    "rest": "api",
+    "realtime": "api",
+    "storage": "api",
+}
+WRITE_ERRORS = {404: Message, 403: Message, 400: Message}
+
+
+def database_host(ref: str) -> str:
+    return f"db.{ref}.{settings.BERTH_DATABASE_DOMAIN}"
+
+
+def project_created(project: Project) -> dict:
+    org = project.organization
+    return {
+        "id": project.ref,
+        "ref": project.ref,
+        "organization_id": org.slug,
+        "organization_slug": org.slug,
+        "name": project.name,
+        "region": project.region or (project.host.region if project.host else "") or "local",
+        "created_at": project.created_at,
+        "status": project.status,
+    }
+
+
+def project_out(project: Project) -> dict:
+    major = str(project.postgres_major)
+    return {
+        **project_created(project),
+        "database": {
+            "host": database_host(project.ref),
+            "version": major,
+            "postgres_engine": major,
+            "release_channel": "ga",
+        },
+    }
+
+
+@router.get("", response=list[ProjectOut], summary="List projects in the caller's organizations, newest first")
+def list_projects(request, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0, after: str = ""):
+    """`after=<ref>` (Berth's addition) gives the projects listed after that one: a keyset
+    page, as cheap deep in the list as at its start. `offset` reads and skips the rows before
+    the page, so its cost grows with it."""
+    if not 1 <= limit <= LIST_LIMIT_MAX or offset < 0:
+        raise ApiError(400, f"limit must be 1-{LIST_LIMIT_MAX} and offset at least 0")
+    listed = listed_projects(caller(request))
+    if after:
+        if offset:
+            raise ApiError(400, "give either after or offset, not both")
+        last = listed.filter(ref=after).first()
+        if last is None:
+            raise ApiError(400, f"after: no project {after!r} in your list")
+        listed = listed.filter(after_row(LISTED_ORDER, last))
+    projects = listed[offset : offset + limit]
+    return [project_out(project) for project in projects]
+
+
+@router.get("/{ref}", response={200: ProjectOut, 404: Message}, summary="One project")
+def get_project(request, ref: str):
+    return project_out(project_for(request, ref))
+
+
+@router.post(
+    "", response={201: ProjectCreated, 400: Message, 403: Message, 409: Message, 422: Message}, summary="Create"
+)
+def create(request, body: ProjectCreate):
+    user = caller(request)
+    slug = body.organization_slug or body.organization_id
+    if not slug:
+        raise ApiError(400, "organization_slug is required")
+    org = organization_for_write(request, slug)
+    try:
+        major = _postgres_major(body.postgres_engine, body.region or "")
+        project = create_project(
+            name=body.name,
+            postgres_major=major,
+            template=settings.BERTH_API_TEMPLATE,
+            organization=org,
+            region=body.region or "",
+            postgres_password=body.db_pass,
+            actor=user,
+        )
+    except DuplicateProjectName as error:
+        raise ApiError(409, "; ".join(error.messages)) from None
+    except ValidationError as error:
+        raise ApiError(422, "; ".join(error.messages)) from None
+    token_used(request, "project.create", project=project)
+    project.organization = org
+    return Reply(201, project_created(project))
+
+
+def _postgres_major(engine: str | None, region: str) -> int:
+    """The requested major, or the newest one the API's template can run on some host that
+    would take the project (in the region, or unlabelled).
+
+    Only hosts whose agents answer count, as on the dashboard's form (dashboard.forms.
+    available_majors): a host never heard from is asked first, within the page deadline, and
+    offers nothing if it does not answer, so no version is promised that no host runs.
+    """
+    from dashboard.forms import available_majors
+    from hosts.actions import refresh_unseen
+    from hosts.models import RuntimeHost
+
+    if engine is None:
+        accepting = RuntimeHost.objects.filter(accepts_projects=True).order_by("name")
+        if region:
+            check_region(region)  # a region no host serves is refused as such, not as "no version"
+            accepting = accepting.filter(region__in=["", region])
+        hosts = list(accepting)
+        refresh_unseen(hosts, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+        majors = sorted({m for host in hosts for m in available_majors(settings.BERTH_API_TEMPLATE, host)})
+        if not majors:
+            silent = [host.name for host in hosts if not host.has_reported or host.last_error]
+            detail = f"; hosts whose agents did not answer: {', '.join(silent)}" if silent else ""
+            raise ApiError(
+                422, f"No Postgres version of template {settings.BERTH_API_TEMPLATE} can run on any host{detail}"
+            )
+        return majors[-1]
+    if not engine.isdigit():
+        raise ApiError(422, f"postgres_engine must be a major version such as '15', not {engine!r}")
+    return int(engine)
+
+
+@router.delete("/{ref}", response={200: ProjectDeleted, **WRITE_ERRORS}, summary="Delete a project and its data")
+def delete(request, ref: str):
+    project = project_for(request, ref, write=True)
+    _operate(request, project, Kind.DELETE, params={"purge_data": True})
+    return {"id": project.pk, "ref": project.ref, "name": project.name}
+
+
+@router.post("/{ref}/pause", response={200: Message, **WRITE_ERRORS}, summary="Stop the project's runtime")
+def pause(request, ref: str):
+    _operate(request, project_for(request, ref, write=True), Kind.STOP)
+    return {"message": "Pausing"}
+
+
+@router.post("/{ref}/restore", response={200: Message, **WRITE_ERRORS}, summary="Start a paused project again")
+def restore(request, ref: str):
+    _operate(request, project_for(request, ref, write=True), Kind.START)
+    return {"message": "Restoring"}
+
+
+def _operate(request, project: Project, kind: str, params: dict | None = None) -> None:
+    user = caller(request)
+    try:
+        with transaction.atomic():
+            request_operation(project, kind, actor=user, params=params)
+            token_used(request, f"operation.{kind}", project=project)
+    except OperationRefused as refusal:
+        raise ApiError(400, str(refusal)) from None
+
+
+@router.get("/{ref}/api-keys", response={200: list[ApiKeyOut], 404: Message}, summary="The anon and service_role keys")
+def api_keys(request, ref: str, reveal: bool = False):
+    project = project_for(request, ref)
+    with transaction.atomic():
+        token_used(request, "project.reveal_api_keys", project=project)
+    keys = project.secrets
+    return [
+        {
+            "name": "anon",
+            "api_key": keys["anon_key"],
+            "id": "anon",
+            "type": "legacy",
+            "description": "Legacy anon API key: a JWT signed with the project's JWT secret",
+        },
+        {
+            "name": "service_role",
+            "api_key": keys["service_role_key"],
+            "id": "service_role",
+            "type": "legacy",
+            "description": "Legacy service_role API key: bypasses Row Level Security",
+        },
+    ]
+
+
+@router.get("/{ref}/health", response={200: list[ServiceHealth], 404: Message}, summary="Health of services")
+def health(request, ref: str, services: list[str] = Query(...)):  # noqa: B008 (ninja's declaration)
+    """From the last health refresh (the project's observed status); never waits on an agent."""
+    from templating.manifest import manifest_of
+
+    project = project_for(request, ref)
+    names = [name for item in services for name in item.split(",") if name]
+    if unknown := [name for name in names if name not in SERVICE_PROBES]:
+        raise ApiError(400, f"Unknown services: {', '.join(unknown)}; known: {', '.join(SERVICE_PROBES)}")
+    probes = {probe.name for probe in manifest_of(project.template_version).probes}
+    if project.status == Status.ACTIVE_HEALTHY:
+        status = "ACTIVE_HEALTHY"
+    elif project.status in TRANSITIONAL_STATUSES:
+        status = "COMING_UP"
+    else:
+        status = "UNHEALTHY"
+    replies = []
+    for name in names:
+        if SERVICE_PROBES[name] not in probes:
+            replies.append(
+                {"name": name, "healthy": False, "status": "UNHEALTHY", "error": "not run by this project's template"}
+            )
+        else:
+            replies.append({"name": name, "healthy": status == "ACTIVE_HEALTHY", "status": status})
+    return replies
+
+
+@router.get("/{ref}/config/storage", response={200: StorageConfigOut, 404: Message}, summary="Storage config")
+def storage_config(request, ref: str):
+    """What the project's template provides: its supabase/config.toml [storage] section, if any."""
+    project = project_for(request, ref)
+    storage = _template_storage(project.template_version)
+    enabled = bool(storage.get("enabled", False))
+    images = enabled and bool(storage.get("image_transformation", {}).get("enabled"))
+    off = {"enabled": False}
+    return {
+        "fileSizeLimit": _bytes(storage.get("file_size_limit", "0")) if enabled else 0,
+        "features": {
+            "imageTransformation": {"enabled": images},
+            "s3Protocol": {"enabled": enabled and bool(storage.get("s3_protocol", {}).get("enabled"))},
+            "purgeCache": off,
+            "icebergCatalog": {**off, "maxNamespaces": 0, "maxTables": 0, "maxCatalogs": 0},
+            "vectorBuckets": {**off, "maxBuckets": 0, "maxIndexes": 0},
+        },
+        "capabilities": {"list_v2": enabled, "iceberg_catalog": False},
+        "external": {"upstreamTarget": "main"},
+        "migrationVersion": "",
+    }
+
+
+def _template_storage(version) -> dict:
+    text = version.files.get("supabase/config.toml")
+    if not isinstance(text, str):
+        return {}
+    try:
+        return tomllib.loads(text).get("storage", {})
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def _bytes(text) -> int:
+    """'50MiB' -> 52428800, as the CLI's config.toml writes sizes."""
+    text = str(text).strip().upper()
+    digits = text.rstrip("KMGIB")
+    unit = text[len(digits) :]
+    return int(digits) * _UNITS[unit] if digits.isdigit() and unit in _UNITS else 0

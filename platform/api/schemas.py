@@ -1,0 +1,153 @@
+"""Request and response shapes, named and typed as the Supabase Management API documents them.
+
+The OpenAPI document at /v1/openapi.json is generated from these."""
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Schema
+from pydantic import Field
+
+
+class Message(Schema):
+    message: str
+
+
+class OrganizationOut(Schema):
+    id: str = Field(description="The organization's slug (Supabase uses the slug as its id)")
+    slug: str
+    name: str
+
+
+class OrganizationCreate(Schema):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class DatabaseOut(Schema):
+    host: str
+    version: str
+    postgres_engine: str
+    release_channel: str
+
+
+class ProjectOut(Schema):
+    id: str = Field(description="The project's ref")
+    ref: str
+    organization_id: str = Field(description="The organization's slug")
+    organization_slug: str
+    name: str
+    region: str
+    created_at: datetime
+    status: str
+    database: DatabaseOut
+
+
+class ProjectCreate(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    organization_slug: str | None = None
+    organization_id: str | None = Field(None, description="Deprecated alias of organization_slug")
+    db_pass: str
+    region: str | None = None
+    desired_instance_size: str | None = None
+    postgres_engine: str | None = Field(None, description="Postgres major version, e.g. '15'")
+    release_channel: str | None = None
+    plan: str | None = None
+    kps_enabled: bool | None = None
+    template_url: str | None = None
+
+
+class ProjectCreated(Schema):
+    id: str
+    ref: str
+    organization_id: str
+    organization_slug: str
+    name: str
+    region: str
+    created_at: datetime
+    status: str
+
+
+class ProjectDeleted(Schema):
+    id: int = Field(description="The project's internal number (the CLI expects a number here)")
+    ref: str
+    name: str
+
+
+class ApiKeyOut(Schema):
+    name: str
+    api_key: str
+    id: str
+    type: Literal["legacy"]
+    description: str
+
+
+class ServiceHealth(Schema):
+    name: str
+    healthy: bool
+    status: Literal["COMING_UP", "ACTIVE_HEALTHY", "UNHEALTHY"]
+    error: str | None = None
+
+
+class QueryIn(Schema):
+    query: str = Field(min_length=1)
+    read_only: bool = False
+    parameters: list | None = None
+
+
+class Enabled(Schema):
+    enabled: bool
+
+
+class IcebergCatalog(Schema):
+    enabled: bool
+    maxNamespaces: int  # noqa: N815 (the API's field names)
+    maxTables: int  # noqa: N815
+    maxCatalogs: int  # noqa: N815
+
+
+class VectorBuckets(Schema):
+    enabled: bool
+    maxBuckets: int  # noqa: N815
+    maxIndexes: int  # noqa: N815
+
+
+class StorageFeatures(Schema):
+    imageTransformation: Enabled  # noqa: N815
+    s3Protocol: Enabled  # noqa: N815
+    purgeCache: Enabled  # noqa: N815
+    icebergCatalog: IcebergCatalog  # noqa: N815
+    vectorBuckets: VectorBuckets  # noqa: N815
+
+
+class StorageCapabilities(Schema):
+    list_v2: bool
+    iceberg_catalog: bool
+
+
+class StorageExternal(Schema):
+    upstreamTarget: Literal["main", "canary"]  # noqa: N815
+
+
+class StorageConfigOut(Schema):
+    """Every field the Supabase CLI's schema requires; Berth's templates fill only some."""
+
+    fileSizeLimit: int  # noqa: N815
+    features: StorageFeatures
+    capabilities: StorageCapabilities
+    external: StorageExternal
+    migrationVersion: str  # noqa: N815
+
+
+class PoolerConfigOut(Schema):
+    identifier: str
+    database_type: Literal["PRIMARY"]
+    db_user: str
+    db_host: str
+    db_port: int
+    db_name: str
+    connection_string: str
+    connectionString: str = Field(description="Deprecated alias of connection_string; the CLI requires it")  # noqa: N815
+    pool_mode: Literal["transaction", "session"]
+    default_pool_size: int | None
+    max_client_conn: int | None
+    is_using_scram_auth: bool
