@@ -55,7 +55,7 @@ def start_standin() -> tuple[subprocess.Popen, str]:
     return process, process.stdout.readline().decode().strip()
 
 
-def seed(projects: int, hosts: int, agent_url: str) -> dict:
+def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict:
     """The fleet, and what the measures need from it (a client, cursors, spare projects)."""
     from django.contrib.auth import get_user_model
     from django.test import Client
@@ -73,8 +73,7 @@ def seed(projects: int, hosts: int, agent_url: str) -> dict:
 
     sync_templates(ROOT / "runtimes")
     version = TemplateVersion.objects.latest_of("postgres")
-    per_host = -(-projects // hosts)
-    port_end = PORT_START + (per_host + 200) * BLOCK - 1
+    port_end = PORT_START + per_host_range * BLOCK - 1
     now = timezone.now()
     fleet = RuntimeHost.objects.bulk_create(
         RuntimeHost(
@@ -141,21 +140,33 @@ def seed(projects: int, hosts: int, agent_url: str) -> dict:
     user = get_user_model().objects.create_user("bench", password="bench-password-1", is_staff=True)
     client = Client()
     client.force_login(user)
+    # The Management API: the user owns the organization every seeded project landed in.
+    from orgs.actions import create_token
+    from orgs.models import Membership, Role, default_organization_id
+
+    Membership.objects.create(organization_id=default_organization_id(), user=user, role=Role.OWNER)
+    token = create_token(user, name="bench")[1]
     analyze()
     from dashboard.keyset import AFTER, _encode
 
     near_oldest = Project.objects.order_by("created_at", "pk")[25]
     return {
         "client": client,
+        # The newest project's name: no other name contains it, in either fleet.
+        "search": f"Project {projects - 1}",
         "last_cursor": _encode(AFTER, near_oldest, [("created_at", True), ("pk", True)]),
         "spare": [p.pk for p in spare],
+        "api": Client(),
+        "api_headers": {"Authorization": f"Bearer {token}"},
+        # The page after this one is the list's last (it holds the 50 oldest projects).
+        "last_ref": Project.objects.order_by("created_at", "pk")[50].ref,
         "placed": [],
     }
 
 
 def measures(fleet: dict) -> dict:
     """Each measure: a function doing one call (on the current database)."""
-    from django.urls import NoReverseMatch, reverse
+    from django.urls import reverse
 
     from hosts.placement import place_project
     from operations.claims import reap
@@ -184,7 +195,7 @@ def measures(fleet: dict) -> dict:
     result = {
         "projects page, first": get(reverse("dashboard:projects")),
         "projects page, last": get(reverse("dashboard:projects"), {"cursor": fleet["last_cursor"]}),
-        "projects search": get(reverse("dashboard:projects"), {"q": "Project 77"}),
+        "projects search": get(reverse("dashboard:projects"), {"q": fleet["search"]}),
         "projects, one host": get(reverse("dashboard:projects"), {"host": "host042"}),
         "templates page": get(reverse("dashboard:templates")),
         "operations page": get(reverse("dashboard:operations")),
@@ -192,10 +203,17 @@ def measures(fleet: dict) -> dict:
         "lease": lease,
         "reaper pass": reap,
     }
-    try:
-        result["API project list"] = get(reverse("api-1:list_projects"))
-    except NoReverseMatch:  # the Management API is not on this branch
-        pass
+    api = fleet["api"]
+
+    def api_list(params):
+        def call():
+            response = api.get("/v1/projects", params, headers=fleet["api_headers"])
+            assert response.status_code == 200, response.content
+
+        return call
+
+    result["API list, first"] = api_list({"limit": 100})
+    result["API list, last"] = api_list({"limit": 100, "after": fleet["last_ref"]})
     result["health refresh pass"] = refresh_all
     return result
 
@@ -227,7 +245,7 @@ def main() -> int:
         p.error("placement and lease take spare projects: at most 400 / 2 calls per measure and fleet")
     names = {"large": args.database + "_large", "small": args.database + "_small"}
     agent = None
-    with scratch(args.database, keep=args.keep, settings={"BERTH_AGENT_CALL_DEADLINE": "30"}):
+    with scratch(args.database, keep=args.keep, settings={"BERTH_API_RATE_LIMIT": "1000000"}):
         from django.conf import settings
         from django.test.utils import setup_test_environment
 
@@ -239,7 +257,8 @@ def main() -> int:
             for size_name, size in (("large", args.large), ("small", args.small)):
                 started = time.monotonic()
                 create_database(names[size_name])
-                fleets[size_name] = seed(size, args.hosts, url)
+                # Both fleets' hosts have the same ranges (the large fleet's, with room to spare).
+                fleets[size_name] = seed(size, args.hosts, url, -(-args.large // args.hosts) + 200)
                 fleets[size_name]["measures"] = measures(fleets[size_name])
                 print(
                     f"seeded {size:,} projects on {args.hosts} hosts in {time.monotonic() - started:.0f} s", flush=True
