@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from django.conf import settings
@@ -102,7 +103,6 @@ def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int 
 
     The agent's first info looks up its Postgres installations; on a loaded machine that can
     outlast the page deadline creation allows, which is not what these tests are about."""
-    from hosts.actions import refresh_host
     from hosts.models import RuntimeHost
     from templating.actions import sync_templates
 
@@ -116,8 +116,22 @@ def agent_host(agent, *, name: str = "local", block_size: int = 20, blocks: int 
         port_range_end=first + block_size * blocks - 1,
         block_size=block_size,
     )
-    assert refresh_host(host, deadline=30), f"the agent at {agent.base_url} did not report"
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running in this
+    # one, where the agent client cannot start its own.
+    with ThreadPoolExecutor(1) as pool:
+        reported = pool.submit(_refresh_and_close, host).result()
+    assert reported, f"the agent at {agent.base_url} did not report"
+    host.refresh_from_db()
     return host
+
+
+def _refresh_and_close(host) -> bool:
+    from hosts.actions import refresh_host
+
+    try:
+        return refresh_host(host, deadline=30)
+    finally:
+        connection.close()
 
 
 class SilentServer:

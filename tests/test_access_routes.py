@@ -3,7 +3,7 @@
 The routes are found by walking the resolver (the admin's included), so a route added
 tomorrow is covered by these tests without anyone writing one for it:
 
-- anonymous requests, plain or htmx, GET or POST, go to the login page (API routes under
+- anonymous requests, plain or htmx (by HX-Redirect), GET or POST, go to the login page (API routes under
   `/v1/` answer 401 instead);
 - a signed-in user who is not staff gets 403, htmx requests too (API routes: 401, as the
   session authenticates nothing there);
@@ -173,8 +173,13 @@ def assert_anonymous_refused(parts, path) -> None:
             if is_api(parts):
                 assert response.status_code == 401, f"{what}: {response.status_code}"
                 continue
-            assert response.status_code == 302, f"{what}: {response.status_code}"
-            target = response.url
+            if headers and "HX-Redirect" in response:
+                # An htmx request is sent on with HX-Redirect: a 302 would swap the login form in.
+                assert response.status_code == 204, f"{what}: {response.status_code}"
+                target = response["HX-Redirect"]
+            else:
+                assert response.status_code == 302, f"{what}: {response.status_code}"
+                target = response.url
             assert target.split("?")[0] in login_pages(), f"{what} went to {target}"
             assert f"next={path}" in target.replace("%2F", "/"), target
 
@@ -266,3 +271,19 @@ def test_a_future_api_route_must_answer_401_to_anonymous_not_send_it_to_a_login_
     parts, view = routes["v1/hosts/"]
     with pytest.raises(AssertionError, match="anonymous GET /v1/hosts/ : 302"):
         assert_anonymous_refused(parts, concrete(parts, view, {}))
+
+
+def test_an_htmx_poll_after_the_session_ended_sends_the_browser_to_the_login_page():
+    # A 302 would be followed inside the XMLHttpRequest and swap the login form into the card.
+    response = Client().get(
+        reverse("dashboard:project_statuses"), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/?q=x"
+    )
+    assert response.status_code == 204
+    assert response["HX-Redirect"] == f"{reverse(settings.LOGIN_URL)}?next=/%3Fq%3Dx"
+
+
+def test_an_htmx_redirect_never_points_next_off_site():
+    response = Client().get(
+        reverse("dashboard:project_statuses"), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="https://evil.example/"
+    )
+    assert response["HX-Redirect"] == f"{reverse(settings.LOGIN_URL)}?next=/projects/live/"

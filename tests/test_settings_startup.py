@@ -130,3 +130,19 @@ def test_it_starts_with_the_time_order_kept_at_its_edges(tmp_path):
     }
     result = manage("check", env_overrides=env, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_manage_py_as_written_in_the_docs_runs_outside_the_venv_and_without_debug(tmp_path):
+    # `./manage.py templates sync`, as the pages say, from a shell that has not activated .venv:
+    # the checkout's .venv is found and, with no SECRET_KEY set, the checkout is development.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "BERTH_", "Q_", "VIRTUAL_ENV"))}
+    for name in ("DEBUG", "SECRET_KEY", "BERTH_ENCRYPTION_KEY", "DATABASE_URL"):
+        env.pop(name, None)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    env["BERTH_VAR_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        ["./manage.py", "templates", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sync" in result.stdout
+    assert (tmp_path / "secret-key").exists()  # development secrets, kept under var/

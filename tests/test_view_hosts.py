@@ -69,3 +69,69 @@ def test_it_warns_when_the_range_overlaps_the_kernels_ephemeral_ports(staff_clie
     html = unescape(staff_client.get(reverse("dashboard:hosts")).content.decode())
     assert html.count("ephemeral port range") == 1
     assert "ports 32768-39999 of the range lie in the kernel's ephemeral port range 32768-60999" in html
+
+
+def test_drain_closes_the_host_to_placement_and_is_audited(staff_client, staff_user, tmp_path):
+    from audit.models import AuditEntry
+    from hosts.placement import candidates
+    from tests.factories import make_project
+
+    host = process_host(name="east")
+    project = make_project(template_version=register_template(tmp_path))
+    assert host in candidates(project)
+    response = staff_client.post(reverse("dashboard:drain_host", args=[host.pk]), {"accepts": "0"}, follow=True)
+    assert "east is drained" in response.content.decode()
+    host.refresh_from_db()
+    assert host.accepts_projects is False
+    assert AuditEntry.objects.get(action="host.drain").actor == staff_user
+    html = staff_client.get(reverse("dashboard:hosts")).content.decode()
+    assert "drained: no new projects" in html and "Accept new projects" in html
+    assert host not in candidates(project)
+    staff_client.post(reverse("dashboard:drain_host", args=[host.pk]), {"accepts": "1"})
+    host.refresh_from_db()
+    assert host.accepts_projects is True and AuditEntry.objects.filter(action="host.open").count() == 1
+    assert host in candidates(project)
+
+
+def test_drain_rejects_get(staff_client):
+    host = process_host(name="east")
+    assert staff_client.get(reverse("dashboard:drain_host", args=[host.pk])).status_code == 405
+
+
+def test_edit_saves_with_the_admin_rules_and_keeps_the_token(staff_client):
+    host = process_host(
+        name="east", port_range_start=20000, port_range_end=20099, block_size=10, agent_token="t0ken-of-the-east-agent"
+    )
+    token = host.agent_token
+    page = staff_client.get(reverse("dashboard:edit_host", args=[host.pk])).content.decode()
+    assert token not in page
+    data = {
+        "name": "east",
+        "agent_url": host.agent_url,
+        "agent_token": "",
+        "port_range_start": 20000,
+        "port_range_end": 20199,
+        "block_size": 10,
+        "probe_host_override": "",
+        "accepts_projects": "on",
+        "region": "eu-west-1",
+    }
+    with mock.patch("dashboard.views.hosts.save_host", wraps=__import__("hosts.actions").actions.save_host) as save:
+        with mock.patch("hosts.actions.refresh_host", return_value=True):
+            response = staff_client.post(reverse("dashboard:edit_host", args=[host.pk]), data)
+    assert response.status_code == 302 and save.called
+    host.refresh_from_db()
+    assert host.port_range_end == 20199 and host.agent_token == token and host.region == "eu-west-1"
+    bad = staff_client.post(reverse("dashboard:edit_host", args=[host.pk]), {**data, "port_range_end": 19000})
+    assert bad.status_code == 200 and b"error" in bad.content
+    host.refresh_from_db()
+    assert host.port_range_end == 20199
+
+
+def test_reachability_does_not_wear_project_status_colours(staff_client):
+    host = process_host(name="east")
+    with mock.patch("dashboard.views.hosts.refresh_host", return_value=True):
+        html = staff_client.get(
+            reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true"
+        ).content.decode()
+    assert "reach-ok" in html and "status-active_healthy" not in html

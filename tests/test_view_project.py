@@ -1,6 +1,8 @@
 """The project page and its live partials, actions, secrets and re-sync plan."""
 
+import re
 import time
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -47,31 +49,119 @@ def test_it_shows_status_desired_state_ports_and_timeline(staff_client, project)
 def test_it_hides_secrets_until_revealed(staff_client, project):
     html = staff_client.get(url("project", project)).content.decode()
     assert project.secrets["postgres_password"] not in html
-    assert "Reveal secrets" in html
+    assert 'name="name" value="postgres_password"' in html
 
 
-def test_it_reveals_secrets_and_audits_it(staff_client, staff_user, project):
-    response = staff_client.post(url("reveal_secrets", project))
+def test_it_lists_only_the_secrets_its_template_uses(staff_client, project):
+    # The postgres template reads the password and its TLS pair, none of Supabase's keys.
+    used = project.template_version.secret_names()
+    assert "postgres_password" in used and "jwt_secret" not in used
+    html = staff_client.get(url("project", project)).content.decode()
+    assert html.count('<tr id="secret-') == len(set(used) & set(project.secrets))
+    assert 'id="secret-postgres_password"' in html
+    assert "jwt_secret" not in html and "anon_key" not in html
+
+
+def test_it_reveals_one_secret_and_audits_it(staff_client, staff_user, project):
+    response = staff_client.post(url("reveal_secrets", project), {"name": "postgres_password"})
     assert project.secrets["postgres_password"] in response.content.decode()
-    entry = AuditEntry.objects.get(action="project.reveal_secrets")
+    entry = AuditEntry.objects.get(action="project.reveal_secret")
     assert entry.actor == staff_user and entry.project == project
-    assert "postgres_password" in entry.detail["secrets"]
+    assert entry.detail == {"secret": "postgres_password"}
     audit = staff_client.get(url("project", project)).content.decode()
-    assert "project.reveal_secrets" in audit
+    assert "project.reveal_secret" in audit
 
 
-def test_it_reveals_secrets_as_a_partial_for_htmx(staff_client, project):
-    response = staff_client.post(url("reveal_secrets", project), HTTP_HX_REQUEST="true")
+def test_it_refuses_to_reveal_a_secret_the_template_does_not_use(staff_client, project):
+    response = staff_client.post(url("reveal_secrets", project), {"name": "jwt_secret"})
+    assert response.status_code == 400
+    assert project.secrets["jwt_secret"] not in response.content.decode()
+    assert not AuditEntry.objects.filter(action="project.reveal_secret").exists()
+
+
+def test_it_reveals_a_secret_as_its_row_and_the_audit_card_for_htmx(staff_client, project):
+    response = staff_client.post(url("reveal_secrets", project), {"name": "postgres_password"}, HTTP_HX_REQUEST="true")
     html = response.content.decode()
-    assert html.lstrip().startswith('<section id="connection"') and "<html" not in html
+    assert html.lstrip().startswith('<tr id="secret-postgres_password"') and "<html" not in html
+    assert f'data-copy="{project.secrets["postgres_password"]}"' in html
+    assert '<section class="card" id="project-audit" hx-swap-oob="true">' in html
+    assert "project.reveal_secret" in html
 
 
 def test_reveal_rejects_get_and_needs_csrf(staff_user, project):
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(staff_user)
     assert csrf_client.get(url("reveal_secrets", project)).status_code == 405
-    assert csrf_client.post(url("reveal_secrets", project), HTTP_HX_REQUEST="true").status_code == 403
-    assert not AuditEntry.objects.filter(action="project.reveal_secrets").exists()
+    response = csrf_client.post(url("reveal_secrets", project), {"name": "postgres_password"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 403
+    assert not AuditEntry.objects.filter(action="project.reveal_secret").exists()
+
+
+def actions_offered(html: str) -> set[str]:
+    offered = set(re.findall(r'name="action" value="(\w+)"', html))
+    return offered
+
+
+def test_a_running_project_is_offered_only_what_applies(staff_client, project):
+    html = staff_client.get(url("project", project)).content.decode()
+    assert actions_offered(html) == {"stop", "restart", "delete"}
+    assert "Start (already running)" in html and "Retry (nothing failed)" in html
+    assert "Re-sync (on the latest template version)" in html
+
+
+def test_a_stopped_project_is_offered_start_not_stop(staff_client, project):
+    project.status, project.desired_state = Status.INACTIVE, DesiredState.STOPPED
+    project.save()
+    html = staff_client.get(url("project", project)).content.decode()
+    assert actions_offered(html) == {"start", "delete"}
+    assert "Restart (stopped: start it instead)" in html
+
+
+def test_a_failed_operation_offers_retry_and_explains_itself_at_the_top(staff_client, project):
+    operation = Operation.objects.create(
+        project=project,
+        kind=Kind.START,
+        state=State.FAILED,
+        error_code="agent_error",
+        error_message="pg_ctl: could not start server",
+        deadline=timezone.now(),
+    )
+    OperationEvent.objects.create(
+        operation=operation, step="start", message="failed", data={"output_tail": "FATAL:  data directory is missing"}
+    )
+    project.status, project.status_reason = Status.INIT_FAILED, "the start failed"
+    project.save()
+    html = staff_client.get(url("project", project)).content.decode()
+    assert "retry" in actions_offered(html)
+    status_card = html[html.index('id="project-status"') : html.index("</section>", html.index('id="project-status"'))]
+    assert "the start failed" in status_card
+    assert "agent_error: pg_ctl: could not start server" in status_card
+    assert "FATAL:  data directory is missing" in status_card
+
+
+def test_an_operation_in_progress_leaves_only_cancel_and_says_why(staff_client, project):
+    Operation.objects.create(project=project, kind=Kind.STOP, deadline=timezone.now() + timedelta(minutes=5))
+    html = staff_client.get(url("project", project)).content.decode()
+    assert actions_offered(html) == set()
+    assert "an operation is in progress" in html
+    assert "Cancel" in html
+
+
+def test_unknown_is_shown_with_its_reason(staff_client, tmp_path):
+    queued = make_project(template_version=register_template(tmp_path))
+    Operation.objects.create(project=queued, kind=Kind.PROVISION, deadline=timezone.now() + timedelta(minutes=5))
+    html = staff_client.get(url("project", queued)).content.decode()
+    assert 'data-status="UNKNOWN"' in html and "Provision queued, waiting for a worker." in html
+    Operation.objects.filter(project=queued).update(deadline=timezone.now() - timedelta(seconds=1))
+    html = staff_client.get(url("project", queued)).content.decode()
+    assert "its queue deadline passed" in html
+
+
+def test_confirmations_are_kept_across_polls(staff_client, project):
+    project.status = Status.RESTARTING
+    project.save()
+    html = staff_client.get(url("project_status", project)).content.decode()
+    assert 'id="confirm-stop" hx-preserve="true"' in html and 'id="confirm-delete" hx-preserve="true"' in html
 
 
 def test_status_partial_polls_while_in_flight_then_answers_286(staff_client, project):

@@ -247,3 +247,63 @@ def test_each_column_shows_its_own_value(staff_client, tmp_path):
     assert row["Host"] == "east-1"
     assert row["Postgres"] == "16"
     assert row["Template"].startswith(str(version))
+
+
+def names_in_order(html: str) -> list[str]:
+    body = html[html.index('id="projects-table"') :]
+    return [row.split("</a>")[0].rsplit(">", 1)[1] for row in body.split('<td class="col-name">')[1:]]
+
+
+def test_it_shows_the_name_first_and_the_ref_second(staff_client):
+    project = make_project(name="Orders")
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    row = html[html.index(f'value="{project.ref}"') :]
+    assert row.index("Orders") < row.index(f"<code>{project.ref}</code>")
+
+
+def test_it_sorts_by_a_column_either_way_and_keeps_the_sort_in_the_filters(staff_client):
+    for name in ("Bravo", "Alpha", "Charlie"):
+        make_project(name=name)
+    default = names_in_order(staff_client.get(reverse("dashboard:projects")).content.decode())
+    assert default == ["Charlie", "Alpha", "Bravo"]  # newest first
+    up = staff_client.get(reverse("dashboard:projects"), {"sort": "name"}).content.decode()
+    assert names_in_order(up) == ["Alpha", "Bravo", "Charlie"]
+    assert 'href="?sort=-name"' in up and '<input type="hidden" name="sort" value="name">' in up
+    down = staff_client.get(reverse("dashboard:projects"), {"sort": "-name"}).content.decode()
+    assert names_in_order(down) == list(reversed(names_in_order(up)))
+    ignored = staff_client.get(reverse("dashboard:projects"), {"sort": "secrets"}).content.decode()
+    assert names_in_order(ignored) == default
+
+
+def test_it_shows_times_as_people_read_them(staff_client):
+    project = make_project()
+    Operation.objects.create(project=project, kind=Kind.PROVISION, state=State.SUCCEEDED, deadline=timezone.now())
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert "now" in html[html.index(f'id="lastop-{project.ref}"') :][:400]
+
+
+def test_it_offers_select_all(staff_client):
+    make_project()
+    html = staff_client.get(reverse("dashboard:projects")).content.decode()
+    assert 'data-select-all="refs"' in html
+
+
+@pytest.mark.parametrize("sort", ["name", "-name", "host", "-host", "lastop"])
+def test_it_pages_a_sorted_list_with_cursors_through_every_project_once(staff_client, sort):
+    version = make_project().template_version
+    east, west = process_host(name="east"), process_host(name="west")
+    for n in range(56):
+        # Repeated names and hosts (and no host at all) make ties and empty values to page across.
+        make_project(name=f"P{n % 7}", template_version=version, host=[east, west, None][n % 3])
+    first = staff_client.get(reverse("dashboard:projects"), {"sort": sort}).content.decode()
+    cursor = _cursor(first, "Next →")
+    second = staff_client.get(reverse("dashboard:projects"), {"sort": sort, "cursor": cursor}).content.decode()
+    shown = _refs_shown(first) + _refs_shown(second)
+    assert sorted(shown) == sorted(Project.objects.values_list("ref", flat=True))
+    if sort.lstrip("-") == "name":
+        names = dict(Project.objects.values_list("ref", "name"))
+        ordered = [names[ref] for ref in shown]
+        assert ordered == sorted(ordered, reverse=sort.startswith("-"))
+    if sort.lstrip("-") == "host":
+        hosts = dict(Project.objects.values_list("ref", "host__name"))
+        assert [hosts[ref] for ref in shown][-19:] == [None] * 19, "projects without a host come last"

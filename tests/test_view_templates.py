@@ -118,3 +118,48 @@ def test_progress_answers_404_for_an_unknown_template(staff_client):
 
 def test_migrate_answers_404_for_an_unknown_template(staff_client):
     assert staff_client.post(reverse("dashboard:migrate_template", args=["nope"])).status_code == 404
+
+
+def test_the_settled_progress_brings_the_revision_counts_up_to_date(staff_client, tmp_path):
+    old = register_template(tmp_path)
+    project = placed_project(old, process_host())
+    latest = register_template(tmp_path, readme="new\n")
+    in_flight = Operation.objects.create(
+        project=project, kind=Kind.RESYNC, params={"template_version": latest.pk}, deadline=timezone.now()
+    )
+    polling = staff_client.get(reverse("dashboard:migration_progress", args=["postgres"])).content.decode()
+    assert "hx-swap-oob" not in polling
+    Project.objects.filter(pk=project.pk).update(template_version=latest)
+    Operation.objects.filter(pk=in_flight.pk).update(state=State.SUCCEEDED)
+    settled = staff_client.get(reverse("dashboard:migration_progress", args=["postgres"]))
+    html = settled.content.decode()
+    assert settled.status_code == 286
+    table = html[html.index('id="versions-postgres"') :]
+    assert 'hx-swap-oob="true"' in table[:60]
+    # r2 (first row) now counts the project, r1 none.
+    r2, r1 = table.split("<tr><td>r")[1:3]
+    assert ">1</a>" in r2 and "<td>0</td>" in r1
+
+
+def test_it_shows_what_each_template_is(staff_client, tmp_path):
+    register_template(tmp_path)
+    html = staff_client.get(reverse("dashboard:templates")).content.decode()
+    assert "<dt>Driver</dt><dd>process</dd>" in html
+    assert "<code>db</code>+0" in html
+    assert "<code>runtime.toml</code>" in html
+
+
+def test_diff_shows_what_changed_between_two_revisions(staff_client, tmp_path):
+    register_template(tmp_path)
+    register_template(tmp_path, readme="a newer readme\n")
+    html = staff_client.get(reverse("dashboard:template_diff", args=["postgres"]), {"a": 1, "b": 2}).content.decode()
+    assert "r1/README.md" in html and "+a newer readme" in html
+    assert "<code>runtime.toml</code>" not in html and html.count('class="diff"') == 1
+    same = staff_client.get(reverse("dashboard:template_diff", args=["postgres"]), {"a": 2, "b": 2}).content.decode()
+    assert "r2 and r2 are the same" in same
+    missing = staff_client.get(reverse("dashboard:template_diff", args=["postgres"]), {"a": 9, "b": 2})
+    assert b"has no revision r9" in missing.content
+
+
+def test_diff_answers_404_for_an_unknown_template(staff_client):
+    assert staff_client.get(reverse("dashboard:template_diff", args=["nothing"])).status_code == 404

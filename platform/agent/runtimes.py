@@ -22,13 +22,15 @@ from pathlib import Path
 
 from agent.commands import Deadline
 from agent.drivers import Driver
-from agent.errors import Invalid, NotFound
+from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite, digests, put_files
 from agent.locks import RuntimeLocks
 
 REF_PATTERN = re.compile(r"^[a-z][a-z0-9]{5,39}$")
 RUNTIME_FILE = "runtime.toml"
 DELETED_FOLDER = ".deleted"
+# Refs stop_running() stopped, for start_noted() to start again (scripts/dev, around its run).
+STOPPED_NOTE = ".stopped-by-dev"
 STATUS_DEADLINE_S = 15.0
 # Longest a cancel waits for the cancelled command to end (killing it takes one poll).
 CANCEL_WAIT_MAX_S = 10.0
@@ -127,6 +129,42 @@ class Runtimes:
                 self.driver.remove(runtime, purge_data, deadline)
                 self._discard_folder(runtime, purge_data)
         return {"state": "absent"}
+
+    def stop_running(self) -> tuple[list[str], list[str]]:
+        """Stop every runtime under the root that runs, noting which for start_noted().
+
+        Returns (stopped, problems). For development only: in production runtimes outlive the agent.
+        """
+        stopped, problems = [], []
+        for folder in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            if not folder.is_dir() or not REF_PATTERN.fullmatch(folder.name):
+                continue
+            try:
+                if self.status(folder.name)["state"] == "running":
+                    self.down(folder.name, self.deadline())
+                    stopped.append(folder.name)
+            except ApiError as error:
+                problems.append(f"{folder.name}: {error}")
+        note = self.root / STOPPED_NOTE
+        known = note.read_text().split() if note.exists() else []
+        if stopped or known:
+            note.write_text("".join(f"{ref}\n" for ref in sorted({*known, *stopped})))
+        return stopped, problems
+
+    def start_noted(self) -> tuple[list[str], list[str]]:
+        """Start again the runtimes stop_running() stopped; returns (started, problems)."""
+        note = self.root / STOPPED_NOTE
+        if not note.exists():
+            return [], []
+        started, problems = [], []
+        for ref in note.read_text().split():
+            try:
+                self.up(ref, self.deadline())
+                started.append(ref)
+            except ApiError as error:
+                problems.append(f"{ref}: {error}")
+        note.unlink()
+        return started, problems
 
     def cancel(self, ref: str, operation: str, wait_s: float) -> dict:
         """Kill the command `operation` runs on `ref` (its process group), and refuse its later ones."""

@@ -177,3 +177,55 @@ class OperationFilterForm(forms.Form):
         if data["host"]:
             operations = operations.filter(project__host=data["host"])
         return operations
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters (GET): who, what, which project, and a time window."""
+
+    actor = forms.CharField(required=False, label="Who", max_length=150)
+    action = forms.ChoiceField(required=False, label="What")
+    project = forms.CharField(required=False, label="Project", max_length=100)
+    since = forms.DateTimeField(
+        required=False, label="From", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    until = forms.DateTimeField(
+        required=False, label="Until", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+
+    def __init__(self, *args, **kwargs):
+        from audit.models import AuditEntry
+
+        super().__init__(*args, **kwargs)
+        actions = AuditEntry.objects.order_by("action").values_list("action", flat=True).distinct()
+        self.fields["action"].choices = [("", "Any action"), *((a, a) for a in actions)]
+
+    def filter(self, entries):
+        if not self.is_bound:
+            return entries
+        if not self.is_valid():
+            # A filter that cannot be read shows nothing (and says why), never everything.
+            return entries.none()
+        data = self.cleaned_data
+        if data["actor"]:
+            entries = entries.filter(actor_label__icontains=data["actor"].strip())
+        if data["action"]:
+            entries = entries.filter(action=data["action"])
+        if data["project"]:
+            q = data["project"].strip()
+            entries = entries.filter(Q(project__ref=q) | Q(project__name__icontains=q))
+        if data["since"]:
+            entries = entries.filter(at__gte=data["since"])
+        if data["until"]:
+            entries = entries.filter(at__lte=data["until"])
+        return entries
+
+
+def host_edit_form(*args, **kwargs):
+    """The admin's host form (same rules, token write-only), with the host's region too."""
+    from hosts.admin import RuntimeHostForm
+
+    class HostEditForm(RuntimeHostForm):
+        class Meta(RuntimeHostForm.Meta):
+            fields = [*RuntimeHostForm.Meta.fields, "region"]
+
+    return HostEditForm(*args, **kwargs)

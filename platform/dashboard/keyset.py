@@ -2,8 +2,9 @@
 an ordering that ends with a unique tiebreaker, so the last page costs what the first one
 does: no OFFSET to walk, no COUNT over the table.
 
-An ordering is a list of model field paths, each optionally prefixed with `-`, ending with
-`pk` (or another unique field), e.g. ["-created_at", "-pk"]. Its fields must not be null.
+An ordering is a list of model field paths or annotation names, each optionally prefixed
+with `-`, ending with `pk` (or another unique field), e.g. ["-created_at", "-pk"]. Its
+values must not be null (coalesce a nullable column into an annotation first).
 The cursor names the direction and the sort values of the row it starts from; a cursor
 that does not parse (hand-edited, or from an ordering since changed) gives the first page.
 """
@@ -34,7 +35,7 @@ def paginate(queryset, ordering: list[str], cursor: str | None, size: int) -> Pa
     """One page of `queryset` in `ordering`: `size` rows after/before the cursor's row (the
     first page without one), in one query of at most `size + 1` rows."""
     keys = [(name.lstrip("-"), name.startswith("-")) for name in ordering]
-    direction, values = _decode(cursor, queryset.model, keys)
+    direction, values = _decode(cursor, queryset, keys)
     if direction is None:
         rows = list(queryset.order_by(*ordering)[: size + 1])
         more, rows = len(rows) > size, rows[:size]
@@ -100,14 +101,14 @@ def _exact(value):
     raise TypeError(f"a cursor cannot hold {type(value).__name__}")
 
 
-def _decode(cursor: str | None, model, keys):
+def _decode(cursor: str | None, queryset, keys):
     if not cursor:
         return None, None
     try:
         direction, raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if direction not in (AFTER, BEFORE) or not isinstance(raw, list) or len(raw) != len(keys):
             return None, None
-        values = [_field(model, field).to_python(value) for (field, _), value in zip(keys, raw, strict=True)]
+        values = [_field(queryset, field).to_python(value) for (field, _), value in zip(keys, raw, strict=True)]
     except (ValueError, TypeError, ValidationError):
         return None, None
     if any(value is None for value in values):
@@ -115,8 +116,11 @@ def _decode(cursor: str | None, model, keys):
     return direction, values
 
 
-def _field(model, path: str):
-    """The model field a path like `host__name` or `pk` ends at."""
+def _field(queryset, path: str):
+    """The field a path like `host__name`, `pk` or an annotation's name ends at."""
+    if path in queryset.query.annotations:
+        return queryset.query.annotations[path].output_field
+    model = queryset.model
     *relations, last = path.split("__")
     for name in relations:
         model = model._meta.get_field(name).related_model

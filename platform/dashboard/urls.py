@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard.views import hosts, operations, organizations, project, projects, runtime_templates, tokens
+from dashboard.views import audit, hosts, operations, organizations, project, projects, runtime_templates, tokens
 
 app_name = "dashboard"
 
@@ -17,9 +17,13 @@ urlpatterns = [
     path("projects/<str:ref>/resync-plan/", project.resync_plan, name="resync_plan"),
     path("hosts/", hosts.hosts, name="hosts"),
     path("hosts/<int:pk>/agent/", hosts.host_agent, name="host_agent"),
+    path("hosts/<int:pk>/edit/", hosts.edit, name="edit_host"),
+    path("hosts/<int:pk>/drain/", hosts.drain, name="drain_host"),
     path("templates/", runtime_templates.templates, name="templates"),
+    path("templates/<str:name>/diff/", runtime_templates.diff, name="template_diff"),
     path("templates/<str:name>/migrate/", runtime_templates.migrate, name="migrate_template"),
     path("templates/<str:name>/progress/", runtime_templates.migration_progress, name="migration_progress"),
+    path("audit/", audit.audit, name="audit"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),
     path("organizations/", organizations.organizations, name="organizations"),

@@ -71,3 +71,20 @@ def refresh_unseen(hosts, *, deadline: float) -> None:
         if left <= 0:
             return
         refresh_host(host, deadline=left)
+
+
+def set_accepts_projects(host: RuntimeHost, accepts: bool, *, actor=None, label: str | None = None) -> bool:
+    """Open a host to new projects or drain it (placement then skips it; its projects stay and
+    keep working). Returns whether anything changed; a change is audited."""
+    from django.db import transaction
+
+    from audit.actions import record
+
+    with transaction.atomic():
+        changed = (
+            RuntimeHost.objects.filter(pk=host.pk).exclude(accepts_projects=accepts).update(accepts_projects=accepts)
+        )
+        host.accepts_projects = accepts
+        if changed:
+            record(actor, "host.open" if accepts else "host.drain", detail={"name": host.name}, label=label)
+    return bool(changed)

@@ -137,6 +137,33 @@ class Project(models.Model):
         super().save(*args, **kwargs)
         self._loaded_ref = self.ref
 
+    def unavailable_actions(self, *, last_op_state: str | None, in_progress: bool, update_available: bool) -> dict:
+        """Why each staff action does not apply to the project now, keyed by action; an action
+        absent from the result applies. The same reasons the verbs refuse with, known before
+        asking, so pages offer only what can apply (the verbs stay the judge)."""
+        every = ("start", "stop", "restart", "retry", "resync", "delete")
+        if self.status == Status.REMOVED:
+            return dict.fromkeys(every, "removed")
+        if self.desired_state == DesiredState.DELETED:
+            return dict.fromkeys(every, "being deleted")
+        if in_progress:
+            return dict.fromkeys(every, "an operation is in progress: cancel it or wait for it to end")
+        why = {}
+        if self.host_id is None:
+            for action in ("start", "stop", "restart", "resync"):
+                why[action] = "never provisioned (retry its provisioning)"
+        else:
+            if self.desired_state == DesiredState.RUNNING and self.status == Status.ACTIVE_HEALTHY:
+                why["start"] = "already running"
+            if self.desired_state == DesiredState.STOPPED and self.status == Status.INACTIVE:
+                why["stop"] = "already stopped"
+                why["restart"] = "stopped: start it instead"
+            if not update_available:
+                why["resync"] = "on the latest template version"
+        if last_op_state not in ("failed", "timed_out"):
+            why["retry"] = "nothing failed"
+        return why
+
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)

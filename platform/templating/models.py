@@ -1,4 +1,5 @@
 import base64
+import re
 
 from django.db import models
 
@@ -21,6 +22,10 @@ def decode_file(stored: str) -> bytes:
     if stored.startswith(BINARY_PREFIX):
         return base64.b64decode(stored[len(BINARY_PREFIX) :])
     return stored.encode("utf-8")
+
+
+# How a template's files read a project secret in Jinja.
+SECRET_USE = re.compile(r"""secrets\.(\w+)|secrets\[["'](\w+)["']\]""")
 
 
 class TemplateVersionQuerySet(models.QuerySet):
@@ -54,6 +59,13 @@ class TemplateVersion(models.Model):
 
     def __str__(self):
         return f"{self.name} r{self.revision}"
+
+    def secret_names(self) -> list[str]:
+        """The project secrets this version's files read (`secrets.NAME` or `secrets["NAME"]`)."""
+        names = set()
+        for stored in [self.manifest, *self.files.values()]:
+            names.update(match.group(1) or match.group(2) for match in SECRET_USE.finditer(stored))
+        return sorted(names)
 
     def file_bytes(self) -> dict[str, bytes]:
         return {path: decode_file(stored) for path, stored in self.files.items()}

@@ -71,7 +71,7 @@ def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
     # Settled: both polls ended (286), and the connection section swapped in with the port.
     expect(page.locator("[hx-trigger]")).to_have_count(0)
     expect(page.locator("#connection")).to_contain_text(str(project.port_block.first_port))
-    page.click("text=Reveal secrets")
+    page.click("#secret-postgres_password button:has-text('Reveal')")
     expect(page.locator("#connection code.secret").first).to_be_visible()
     screenshot("project")
 
@@ -133,6 +133,8 @@ def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
     expect(progress).to_contain_text("1 of 2 project(s) on r2")
     expect(progress).to_contain_text("1 project(s) refused")
     expect(progress).not_to_have_attribute("hx-trigger", re.compile("."))
+    # The settled reply brought the revision counts up to date too, without a reload.
+    expect(page.locator("#versions-postgres tbody tr").first.locator("td").nth(3)).to_have_text("1")
     screenshot("templates")
     project.refresh_from_db()
     assert project.template_version.revision == 2 and project.drifted_paths == ["runtime.toml"]

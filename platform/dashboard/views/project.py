@@ -3,8 +3,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from audit.actions import record
@@ -12,7 +13,8 @@ from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
 from operations.actions import OperationRefused, act_on_project
-from operations.models import UNFINISHED_STATES
+from operations.models import State
+from projects.models import Status
 
 AUDIT_ROWS = 20
 
@@ -25,11 +27,59 @@ def get_project(ref: str):
 
 
 def status_context(project) -> dict:
+    """The status card: status with its reason, what failed and why, and the actions that apply."""
+    from templating.models import TemplateVersion
+
+    recent = list(project.operations.order_by("-created_at", "-pk")[:2])
+    current = recent[0] if recent and not recent[0].is_finished else None
+    last = recent[0] if recent else None
+    # The operation that failed, when it is the latest finished one (a retry in flight still shows it).
+    finished = [op for op in recent if op.is_finished][:1]
+    failed = finished[0] if finished and finished[0].state in (State.FAILED, State.TIMED_OUT) else None
+    latest = TemplateVersion.objects.latest_of(project.template)
+    why_not = project.unavailable_actions(
+        last_op_state=last.state if last else None,
+        in_progress=current is not None,
+        update_available=latest is not None and latest.revision > project.template_version.revision,
+    )
     return {
         "project": project,
-        "current": project.operations.filter(state__in=UNFINISHED_STATES).first(),
-        "actions": PROJECT_ACTIONS,
+        "current": current,
+        "failed": failed,
+        "output_tail": output_tail(failed),
+        "status_reason": status_reason(project, current, failed),
+        "actions": [(value, label) for value, label in PROJECT_ACTIONS if value not in why_not],
+        "why_not": [(label, why_not[value]) for value, label in PROJECT_ACTIONS if value in why_not],
     }
+
+
+def output_tail(operation) -> str:
+    """The agent's output kept on the failed operation's last event that has one."""
+    if operation is None:
+        return ""
+    for event in operation.events.order_by("-at", "-pk"):
+        if (event.data or {}).get("output_tail"):
+            return event.data["output_tail"]
+    return ""
+
+
+def status_reason(project, current, failed) -> str:
+    """Why the project shows its status; for UNKNOWN never blank, since grey alone says nothing."""
+    if project.status_reason:
+        return project.status_reason
+    if project.status != Status.UNKNOWN:
+        return ""
+    if current is not None and current.state == State.QUEUED:
+        if current.deadline < timezone.now():
+            return f"{current.get_kind_display()} queued, and its queue deadline passed: no worker picked it up."
+        return f"{current.get_kind_display()} queued, waiting for a worker."
+    if current is not None:
+        return f"{current.get_kind_display()} running; the status follows once it reports."
+    if failed is not None:
+        return f"Its last {failed.get_kind_display().lower()} failed, so nothing is known to run."
+    if project.host_id is None:
+        return "Never provisioned."
+    return "No health report yet: the next refresh asks the host."
 
 
 def connection_details(project) -> dict:
@@ -46,33 +96,35 @@ def connection_details(project) -> dict:
     }
 
 
-def secret_rows(project, *, revealed: bool) -> list[tuple[str, str | None]]:
-    """(name, value) of each project secret; the value is None while it stays hidden."""
+def secret_rows(project, *, revealed: str | None = None) -> list[tuple[str, str | None]]:
+    """(name, value) of each secret the project's template uses; the value is None while it
+    stays hidden. Only `revealed` (one name) is shown, besides keys that are not secret."""
     from templating.secrets import PUBLIC_KEYS
 
+    used = project.template_version.secret_names()
     return [
-        (name, str(value) if revealed or name in PUBLIC_KEYS else None)
-        for name, value in sorted(project.secrets.items())
+        (name, str(project.secrets[name]) if name == revealed or name in PUBLIC_KEYS else None)
+        for name in used
+        if name in project.secrets
     ]
 
 
-def connection_context(project, *, revealed: bool) -> dict:
-    return {
-        "connection": connection_details(project),
-        "secrets": secret_rows(project, revealed=revealed),
-        "revealed": revealed,
-        "postgres_password": project.secrets.get("postgres_password") if revealed else None,
-    }
+def connection_context(project, *, revealed: str | None = None) -> dict:
+    return {"connection": connection_details(project), "secrets": secret_rows(project, revealed=revealed)}
 
 
-def page_context(project, *, revealed: bool = False) -> dict:
+def audit_rows(project) -> list:
+    return list(project.audit_entries.order_by("-at", "-pk")[:AUDIT_ROWS])
+
+
+def page_context(project, *, revealed: str | None = None) -> dict:
     from templating.models import TemplateVersion
 
     return {
         **status_context(project),
         "latest": TemplateVersion.objects.latest_of(project.template),
         "operations": queries.recent_operations(project),
-        "audit": list(project.audit_entries.order_by("-at", "-pk")[:AUDIT_ROWS]),
+        "audit": audit_rows(project),
         **connection_context(project, revealed=revealed),
     }
 
@@ -88,7 +140,7 @@ def project_status(request, ref):
     context = status_context(project)
     if not project.in_flight:
         # The last poll: what the finished operation changed (host, ports) shows at once.
-        context.update(connection_context(project, revealed=False), connection_oob=True)
+        context.update(connection_context(project), connection_oob=True)
     return render_live(request, "dashboard/project.html#status", context, in_flight=project.in_flight)
 
 
@@ -125,13 +177,19 @@ def project_action(request, ref):
 
 @require_POST
 def reveal_secrets(request, ref):
-    """Show the project's secrets to this staff member, and record that they were shown."""
+    """Show one of the project's secrets to this staff member, and record that it was shown.
+
+    htmx gets that secret's row, and the audit card again (out of band) with the reveal in it.
+    """
     project = get_project(ref)
-    record(request.user, "project.reveal_secrets", project=project, detail={"secrets": sorted(project.secrets)})
+    name = request.POST.get("name", "")
+    if name not in dict(secret_rows(project)):
+        return HttpResponseBadRequest("No such secret for this project's template.")
+    record(request.user, "project.reveal_secret", project=project, detail={"secret": name})
     if request.htmx:
-        context = {"project": project, **connection_context(project, revealed=True)}
-        return render(request, "dashboard/project.html#connection", context)
-    return render(request, "dashboard/project.html", page_context(project, revealed=True))
+        context = {"project": project, "name": name, "value": str(project.secrets[name]), "audit": audit_rows(project)}
+        return render(request, "dashboard/project.html#revealed_secret", context)
+    return render(request, "dashboard/project.html", page_context(project, revealed=name))
 
 
 @require_GET

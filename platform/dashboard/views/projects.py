@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -18,12 +20,54 @@ from projects.models import Project
 # The status partial answers for at most one page of refs.
 MAX_LIVE_REFS = PAGE_SIZE
 
+# Sortable columns: ?sort=KEY (ascending) or ?sort=-KEY; newest first otherwise.
+SORTS = {
+    "name": "name",
+    "ref": "ref",
+    "host": "host__name",
+    "postgres": "postgres_major",
+    "template": "template",
+    "status": "status",
+    "lastop": "last_op_at",
+    "created": "created_at",
+}
+
+
+def sort_order(value: str, table) -> tuple[str, object, list[str]]:
+    """The validated sort key as asked (or "" for the default), the table annotated with a
+    non-null `sort_key` for it, and the keyset ordering (the id breaking ties).
+
+    Rows without a value (an unplaced project's host, a project without operations) come
+    last in either direction: the key is their value, else a sentinel past every value.
+    """
+    key = value.lstrip("-")
+    if key not in SORTS:
+        return "", table, queries.PROJECT_ORDERING
+    field, descending = SORTS[key], value.startswith("-")
+    output = table.query.resolve_ref(field, allow_joins=True).output_field
+    last = _sentinel(output, low=descending)
+    table = table.annotate(sort_key=Coalesce(F(field), Value(last, output_field=output), output_field=output))
+    return value, table, ["-sort_key", "-pk"] if descending else ["sort_key", "pk"]
+
+
+def _sentinel(output, *, low: bool):
+    """A value below (`low`) or above every value of the field's type."""
+    from datetime import UTC, datetime
+
+    from django.db.models import CharField, DateTimeField, TextField
+
+    if isinstance(output, DateTimeField):
+        return datetime(1, 1, 2, tzinfo=UTC) if low else datetime(9999, 12, 30, tzinfo=UTC)
+    if isinstance(output, CharField | TextField):
+        return "" if low else "\uffff"
+    return -1 if low else 2**31 - 1
+
 
 @require_GET
 def projects(request):
     filters = ProjectFilterForm(request.GET or None)
-    table = filters.filter(queries.project_table())
-    page = paginate(table, queries.PROJECT_ORDERING, request.GET.get("cursor"), PAGE_SIZE)
+    sort, table, order = sort_order(request.GET.get("sort", ""), filters.filter(queries.project_table()))
+    page = paginate(table, order, request.GET.get("cursor"), PAGE_SIZE)
     rows = page.rows
     context = {
         "filters": filters,
@@ -32,6 +76,16 @@ def projects(request):
         "live_refs": [p.ref for p in rows if p.in_flight],
         "any_projects": bool(rows) or Project.objects.live().exists(),
         "bulk_actions": BULK_ACTIONS,
+        "sort": sort,
+        "columns": [
+            ("name", "Name"),
+            ("ref", "Ref"),
+            ("host", "Host"),
+            ("postgres", "Postgres"),
+            ("template", "Template"),
+            ("status", "Status"),
+            ("lastop", "Last operation"),
+        ],
     }
     return render(request, "dashboard/projects.html", context)
 
@@ -72,14 +126,15 @@ def bulk_action(request):
                 raise OperationRefused(f"{ref}: no such project")
             act_on_project(project, action, actor=request.user)
         except OperationRefused as refusal:
-            refused.append(str(refusal))
+            refused.append(f"{project.name} ({refusal})" if project else str(refusal))
         else:
-            queued.append(ref)
+            queued.append(f"{project.name} ({ref})")
     label = dict(BULK_ACTIONS)[action]
     if queued:
         messages.success(request, f"{label} queued for {len(queued)} project(s): {', '.join(queued)}")
-    for reason in refused:
-        messages.error(request, f"{label} refused: {reason}")
+    if refused:
+        # One summary, so a long selection does not bury the page in messages.
+        messages.error(request, f"{label} refused for {len(refused)} project(s): {'; '.join(refused)}")
     return redirect(back)
 
 
