@@ -11,6 +11,7 @@ import time
 from django.conf import settings
 from django.db.models import F
 
+from hosts.models import RuntimeHost
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
 
@@ -25,7 +26,6 @@ def checkable_projects():
         .idle()
         .filter(desired_state=DesiredState.RUNNING, host__isnull=False)
         .exclude(file_digests={})
-        .select_related("host")
         .defer("secrets")
         .order_by(F("drift_checked_at").asc(nulls_first=True), "pk")
     )
@@ -47,6 +47,11 @@ def check_all() -> int:
     by_host: dict[int, list[Project]] = {}
     for project in checkable_projects():
         by_host.setdefault(project.host_id, []).append(project)
+    # Hosts are few: each is loaded (and its token decrypted) once, not joined into every row.
+    hosts = RuntimeHost.objects.in_bulk(by_host)
+    for host_id, projects in by_host.items():
+        for project in projects:
+            project.host = hosts[host_id]
     return for_each_host(by_host, lambda projects: _check_host(projects, budget_ends))
 
 

@@ -89,8 +89,17 @@ def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
 
 
 def refreshable_projects():
-    """Running projects with settled status and no operation in flight, grouped by host by the caller."""
-    return (
+    """Running projects with settled status and no operation in flight, with their port
+    blocks, hosts and template versions.
+
+    Hosts and template versions are few: each is loaded once and shared by its projects,
+    rather than joined into every row (a version's files, and a host's token decrypted,
+    once per project, were most of a large fleet's refresh).
+    """
+    from hosts.models import RuntimeHost
+    from templating.models import TemplateVersion
+
+    projects = list(
         Project.objects.idle()
         .filter(
             desired_state=DesiredState.RUNNING,
@@ -98,8 +107,13 @@ def refreshable_projects():
             host__isnull=False,
             port_block__isnull=False,
         )
-        .select_related("host", "template_version", "port_block")
+        .select_related("port_block")
     )
+    hosts = RuntimeHost.objects.in_bulk({p.host_id for p in projects})
+    versions = TemplateVersion.objects.in_bulk({p.template_version_id for p in projects})
+    for project in projects:
+        project.host, project.template_version = hosts[project.host_id], versions[project.template_version_id]
+    return projects
 
 
 def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
