@@ -10,6 +10,7 @@ id unless --database says otherwise) and drops it at the end; nothing shared is 
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -37,6 +38,8 @@ def scratch(database: str, *, keep: bool = False, settings: dict | None = None):
     """Create `database`, point Django at it, set it up and migrate; drop it and the temp folder after."""
     import psycopg
 
+    # `kill PID` ends a bench like Ctrl-C does: through the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     var = tempfile.mkdtemp(prefix="berth-bench-var-")
     os.environ.update(
         DEBUG="1",

@@ -146,7 +146,7 @@ def test_it_checks_a_lease_left_unchecked_before_handing_it_out(free):
     assert PortBlock.objects.get(pk=unchecked.pk).checked_at is not None
 
 
-def test_it_does_not_lay_out_a_full_host_again_on_each_refusal(free, django_assert_max_num_queries):
+def test_it_does_not_lay_out_a_full_host_again_on_each_refusal(free):
     host = make_host(port_range_start=40000, port_range_end=40019, block_size=10)
     for _ in range(2):
         lease_ports(make_project(host=host), 1, checker=free)
