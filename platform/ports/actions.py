@@ -18,7 +18,7 @@ workers take different blocks instead of queueing behind one.
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, Subquery
 from django.utils import timezone
 
 from audit.actions import record
@@ -134,18 +134,20 @@ def _existing_or_host(project: Project, slots_needed: int) -> tuple[RuntimeHost,
     status, host_id = Project.objects.select_for_update().values_list("status", "host_id").get(pk=project.pk)
     if status == Status.REMOVED:
         raise NotLeasable(f"Project {project.ref} is deleted; it gets no ports.")
-    # Read after the lock (a new snapshot): a lease that held the lock before us is seen.
-    existing = PortBlock.objects.select_related("host").filter(project_id=project.pk).first()
-    if existing is not None:
+    # Both read after the lock (a statement of their own, so a new snapshot): a lease that
+    # held the lock before us is seen.
+    host = _share_locked_host(host_id, holder=project.pk) if host_id is not None else None
+    held = PortBlock.objects.filter(project_id=project.pk) if host is None else None
+    if (host is not None and host.held_block is not None) or (held is not None and held.exists()):
+        existing = PortBlock.objects.select_related("host").get(project_id=project.pk)
         if len(existing.ports) < slots_needed:
             raise TooManySlots(
                 f"Project {project.ref} holds ports {existing.first_port}-{existing.last_port} but its "
                 f"template now needs {slots_needed} port slots."
             )
         return existing.host, existing
-    if host_id is None:
+    if host is None:
         raise NotLeasable(f"Project {project.ref} is not placed on a host yet.")
-    host = _share_locked_host(host_id)
     if slots_needed > host.block_size:
         raise TooManySlots(
             f"The template of {project.ref} needs {slots_needed} port slots but a block on host {host.name} "
@@ -197,15 +199,22 @@ def _lease(block: PortBlock, project: Project) -> PortBlock:
     return block
 
 
-def _share_locked_host(host_id: int) -> RuntimeHost:
+def _share_locked_host(host_id: int, *, holder: int | None = None) -> RuntimeHost:
     """The host as stored now; on PostgreSQL share-locked, so its range cannot change until we commit.
+    With `holder` (a project id), `held_block` is the id of the block that project holds, or None,
+    read in the same statement.
 
     Share locks do not conflict with each other: concurrent leases on one host still run side by side.
     """
+    blocks = PortBlock._meta.db_table
     if not connection.features.has_select_for_update:
-        return RuntimeHost.objects.get(pk=host_id)
+        held = PortBlock.objects.filter(project_id=holder).values("pk")[:1]
+        return RuntimeHost.objects.annotate(held_block=Subquery(held)).get(pk=host_id)
     table = RuntimeHost._meta.db_table
-    return RuntimeHost.objects.raw(f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [host_id])[0]
+    sql = (
+        f"SELECT *, (SELECT id FROM {blocks} WHERE project_id = %s) AS held_block FROM {table} WHERE id = %s FOR SHARE"
+    )
+    return RuntimeHost.objects.raw(sql, [holder, host_id])[0]
 
 
 # A lease that finds no free block re-checks at most this many ports' worth of blocked
