@@ -28,7 +28,7 @@ def seed(count: int) -> dict:
     from django.urls import reverse
     from django.utils import timezone
 
-    from dashboard.keyset import AFTER, _encode
+    from berth.keyset import AFTER, _encode
     from hosts.models import RuntimeHost
     from operations.models import Kind, Operation, State
     from projects.models import Project, Status

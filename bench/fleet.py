@@ -147,7 +147,7 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
     Membership.objects.create(organization_id=default_organization_id(), user=user, role=Role.OWNER)
     token = create_token(user, name="bench")[1]
     analyze()
-    from dashboard.keyset import AFTER, _encode
+    from berth.keyset import AFTER, _encode
 
     near_oldest = Project.objects.order_by("created_at", "pk")[25]
     return {
@@ -168,7 +168,7 @@ def measures(fleet: dict) -> dict:
     """Each measure: a function doing one call (on the current database)."""
     from django.urls import reverse
 
-    from hosts.placement import place_project
+    from operations.placement import place_project
     from operations.claims import reap
     from operations.health import refresh_all
     from ports.actions import lease_ports

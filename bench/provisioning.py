@@ -116,7 +116,7 @@ def main() -> int:
         from django.conf import settings
 
         from hosts.models import RuntimeHost
-        from projects.actions import create_project
+        from operations.creation import create_project
         from templating.actions import sync_templates
 
         sync_templates()

@@ -32,6 +32,7 @@ def main(role: str, folder: str) -> None:
 def setup(folder: Path) -> None:
     from django.core.management import call_command
 
+    from hosts.actions import refresh_host
     from hosts.models import RuntimeHost
 
     call_command("devsetup", agent_url=os.environ["AGENT_URL"])
@@ -40,6 +41,9 @@ def setup(folder: Path) -> None:
     RuntimeHost.objects.filter(name="local").update(
         agent_token=os.environ["AGENT_TOKEN"], port_range_start=first, port_range_end=first + 8 * 20 - 1
     )
+    # First contact with a generous deadline: the agent's first info looks its Postgres
+    # installations up, which on a loaded machine can outlast the page deadline creation allows.
+    assert refresh_host(RuntimeHost.objects.get(name="local"), deadline=30), "the agent did not report"
 
 
 def periodic(folder: Path) -> None:

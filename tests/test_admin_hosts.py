@@ -55,7 +55,7 @@ def test_the_host_form_never_shows_the_agent_token(admin_client_logged_in):
 
 def test_a_blank_token_keeps_the_stored_one(admin_client_logged_in):
     host = make_host(name="east", agent_token=TOKEN)
-    with mock.patch("operations.agents.client_for", Agent()):
+    with mock.patch("hosts.agents.client_for", Agent()):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_change", args=[host.pk]), form_data(block_size="10")
         )
@@ -66,7 +66,7 @@ def test_a_blank_token_keeps_the_stored_one(admin_client_logged_in):
 
 def test_a_new_token_replaces_the_stored_one(admin_client_logged_in):
     host = make_host(name="east", agent_token=TOKEN)
-    with mock.patch("operations.agents.client_for", Agent()):
+    with mock.patch("hosts.agents.client_for", Agent()):
         admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_change", args=[host.pk]), form_data(agent_token="a-new-token-9876543210")
         )
@@ -86,7 +86,7 @@ def test_adding_a_host_needs_a_token(admin_client_logged_in):
 def test_adding_a_host_asks_its_agent_once_saved(admin_client_logged_in, settings):
     settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
     agent = Agent()
-    with mock.patch("operations.agents.client_for", agent):
+    with mock.patch("hosts.agents.client_for", agent):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_add"), form_data(agent_token=TOKEN), follow=True
         )
@@ -98,7 +98,7 @@ def test_adding_a_host_asks_its_agent_once_saved(admin_client_logged_in, setting
 
 @pytest.mark.django_db(transaction=True)
 def test_adding_a_host_whose_agent_is_down_says_so_and_keeps_the_host(admin_client_logged_in):
-    with mock.patch("operations.agents.client_for", Agent(answers=False)):
+    with mock.patch("hosts.agents.client_for", Agent(answers=False)):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_add"), form_data(agent_token=TOKEN), follow=True
         )
@@ -124,7 +124,7 @@ def test_projects_and_operations_are_not_added_in_the_admin(admin_client_logged_
 
 def test_the_admin_accepts_a_compose_service_name_as_agent_host(admin_client_logged_in):
     # The README's docker-compose deployment registers `http://agent:8470`.
-    with mock.patch("operations.agents.client_for", Agent()):
+    with mock.patch("hosts.agents.client_for", Agent()):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_add"), form_data(agent_url="http://agent:8470", agent_token=TOKEN)
         )

@@ -203,3 +203,26 @@ def test_listen_addresses_resolve_names_and_let_a_wildcard_stand_for_its_family(
     assert listen_addresses(["127.0.0.1", "0.0.0.0"]) == ("0.0.0.0",)
     assert listen_addresses(["::1", "127.0.0.1", "::"]) == ("127.0.0.1", "::")
     assert "127.0.0.1" in listen_addresses(["localhost"])
+
+
+def fake_installation(folder, pg_ctl: str):
+    """A bin folder with the three tools discovery looks for; pg_ctl runs the given shell."""
+    folder.mkdir(parents=True)
+    for tool, body in (("initdb", "exit 0"), ("postgres", "exit 0"), ("pg_ctl", pg_ctl)):
+        (folder / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / tool).chmod(0o755)
+    return folder
+
+
+def test_a_version_lookup_that_times_out_is_an_error_not_a_missing_installation(tmp_path, monkeypatch):
+    from agent.drivers import process
+    from agent.errors import CommandTimeout
+
+    monkeypatch.setattr(process, "_DISCOVERY_DEADLINE_S", 0.5)
+    slow = fake_installation(tmp_path / "slow", "sleep 5")
+    with pytest.raises(CommandTimeout):
+        process._major_of(slow)
+    broken = fake_installation(tmp_path / "broken", "exit 1")
+    assert process._major_of(broken) is None
+    working = fake_installation(tmp_path / "working", 'echo "pg_ctl (PostgreSQL) 16.4"')
+    assert process._major_of(working) == 16

@@ -180,3 +180,25 @@ def test_info_looks_the_postgres_majors_up_at_most_once_a_ttl(tmp_path, monkeypa
     later = time.monotonic() + server.POSTGRES_VERSIONS_TTL_S
     monkeypatch.setattr(server.time, "monotonic", lambda: later)
     assert agent.info().postgres_versions == [15] and driver.lookups == 2
+
+
+class FlakyDriver(CountingDriver):
+    """Its first lookup times out, as `pg_ctl --version` can on a loaded host."""
+
+    def postgres_versions(self) -> list[int]:
+        from agent.errors import CommandTimeout
+
+        if self.lookups == 0:
+            self.lookups += 1
+            raise CommandTimeout("pg_ctl --version outlived its deadline")
+        return super().postgres_versions()
+
+
+def test_info_keeps_no_answer_from_a_lookup_that_timed_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "compose_command", lambda: None)
+    driver = FlakyDriver()
+    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    with pytest.raises(server.ApiError) as raised:
+        agent.info()
+    assert raised.value.status == 504
+    assert agent.info().postgres_versions == [15] and driver.lookups == 2

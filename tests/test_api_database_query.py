@@ -30,10 +30,10 @@ class FakeAgent:
 
 @pytest.fixture
 def agent(monkeypatch):
-    import operations.agents
+    import hosts.agents
 
     fake = FakeAgent(reply=[{"server_version_num": "150014"}])
-    monkeypatch.setattr(operations.agents, "client_for", fake)
+    monkeypatch.setattr(hosts.agents, "client_for", fake)
     return fake
 
 

@@ -91,7 +91,7 @@ def test_health_refuses_unknown_services_and_needs_some(alice, running):
 
 
 def test_health_never_calls_an_agent(alice, running, monkeypatch):
-    import operations.agents
+    import hosts.agents
 
-    monkeypatch.setattr(operations.agents, "client_for", lambda *a, **k: pytest.fail("an agent was called"))
+    monkeypatch.setattr(hosts.agents, "client_for", lambda *a, **k: pytest.fail("an agent was called"))
     assert api_as(alice).get(f"/v1/projects/{running.ref}/health", services="db").status_code == 200

@@ -255,7 +255,7 @@ class Agent:
 def test_without_postgres_engine_it_asks_a_never_reported_host_and_takes_its_newest(api, org, postgres):
     make_host(name="local")  # as registered: its agent never reported
     agent = Agent([15, 16])
-    with mock.patch("operations.agents.client_for", agent):
+    with mock.patch("hosts.agents.client_for", agent):
         response = api.post("/v1/projects", create_body(org, region=""))
     assert response.status_code == 201, response.json()
     assert agent.asked == ["local"]
@@ -264,7 +264,7 @@ def test_without_postgres_engine_it_asks_a_never_reported_host_and_takes_its_new
 
 def test_without_postgres_engine_a_silent_never_reported_host_offers_nothing_and_is_named(api, org, postgres):
     make_host(name="local")
-    with mock.patch("operations.agents.client_for", Agent(None)):
+    with mock.patch("hosts.agents.client_for", Agent(None)):
         response = api.post("/v1/projects", create_body(org, region=""))
     assert response.status_code == 422
     assert "local" in response.json()["message"]

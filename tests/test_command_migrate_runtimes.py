@@ -9,10 +9,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from operations.management.commands.migrate_runtimes import Command
 from operations.models import Kind, Operation
 from projects.models import DesiredState, Project
 from templating.actions import sync_templates
-from templating.management.commands.migrate_runtimes import Command
 from templating.models import TemplateVersion
 from templating.render import sha256
 from tests.factories import FakeRuntimeFiles, make_host, make_project, make_runtime_project

@@ -21,9 +21,9 @@ from agent.api import FileSpec
 from agent.client import AgentTimeout
 from hosts.actions import refresh_host
 from operations.actions import request_operation
+from operations.creation import create_project
 from operations.health import probe_requests
 from operations.models import Kind, Operation, State
-from projects.actions import create_project
 from projects.models import Project, Status
 from tests.factories import register_template
 from tests.stack import PORT_BASE, SilentServer, Worker, agent_host, wait_for

@@ -9,9 +9,8 @@ from django.core.exceptions import ValidationError
 
 from agent.api import AgentInfo
 from agent.client import AgentUnreachable
-from hosts.placement import candidates, place_project, unplace_if_unfit
-from operations.runner import StepFailed
-from projects.actions import create_project
+from operations.creation import create_project
+from operations.placement import NoHost, candidates, place_project, unplace_if_unfit
 from projects.models import Status
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
@@ -54,7 +53,7 @@ def test_it_places_on_the_host_with_most_free_blocks_whose_agent_answers():
     make_host(name="small", capabilities=PROCESS_15, port_range_start=20000, port_range_end=20019, block_size=10)
     big = make_host(name="big", capabilities=PROCESS_15, port_range_start=21000, port_range_end=21999, block_size=10)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
-    with mock.patch("operations.agents.client_for", InfoAgent(PROCESS_15)):
+    with mock.patch("hosts.agents.client_for", InfoAgent(PROCESS_15)):
         assert place_project(project, deadline=1) == big
     project.refresh_from_db()
     assert project.host == big
@@ -63,8 +62,8 @@ def test_it_places_on_the_host_with_most_free_blocks_whose_agent_answers():
 def test_it_names_why_no_host_could_take_the_project():
     make_host(name="proc", capabilities=PROCESS_15)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
-    with mock.patch("operations.agents.client_for", InfoAgent({"driver": "docker"})):
-        with pytest.raises(StepFailed, match="proc: its docker driver cannot run Postgres 15"):
+    with mock.patch("hosts.agents.client_for", InfoAgent({"driver": "docker"})):
+        with pytest.raises(NoHost, match="proc: its docker driver cannot run Postgres 15"):
             place_project(project, deadline=1)
 
 
@@ -95,7 +94,7 @@ def test_it_never_places_where_a_block_cannot_hold_the_templates_ports(tmp_path)
     wide_template(tmp_path, 25)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
     assert candidates(project) == [wide]
-    with mock.patch("operations.agents.client_for", InfoAgent(PROCESS_15)):
+    with mock.patch("hosts.agents.client_for", InfoAgent(PROCESS_15)):
         assert place_project(project, deadline=1) == wide
     assert narrow not in candidates(project)
 
@@ -145,7 +144,7 @@ def test_placement_asks_all_candidates_within_its_deadline(settings):
     project = create_project(name="Orders", postgres_major=15, template="postgres")
     dead = DeadAgent()
     started = time.monotonic()
-    with mock.patch("operations.agents.client_for", dead), pytest.raises(StepFailed, match="no_host"):
+    with mock.patch("hosts.agents.client_for", dead), pytest.raises(NoHost, match="No host can take"):
         place_project(project, deadline=0.8)
     # Eight full per-call deadlines would be 6.4 s; the total is bounded by the 0.8 s budget.
     assert time.monotonic() - started < 3
@@ -159,7 +158,7 @@ def test_placement_asks_a_host_whose_last_contact_failed_last(settings):
     assert [h.name for h in candidates(project)] == ["live", "dead"]
     agent = InfoAgent(PROCESS_15)
     asked = []
-    with mock.patch("operations.agents.client_for", lambda host, *, deadline: asked.append(host.name) or agent):
+    with mock.patch("hosts.agents.client_for", lambda host, *, deadline: asked.append(host.name) or agent):
         assert place_project(project, deadline=1) == live
     assert asked == ["live"]
 
@@ -186,7 +185,7 @@ def test_a_retry_places_a_failed_provisioning_again_and_it_comes_up(tmp_path, se
         project=project, kind=Kind.PROVISION, state=State.FAILED, error_code="ports", deadline=timezone.now()
     )
     agent = ScriptedAgent()
-    with mock.patch("operations.agents.client_for", agent), mock.patch("django_q.tasks.async_task"):
+    with mock.patch("hosts.agents.client_for", agent), mock.patch("django_q.tasks.async_task"):
         retry = retry_project(project)
         tasks.run_operation(retry.pk)
     project.refresh_from_db()
@@ -213,7 +212,7 @@ def hosts_with_leases(count: int, leased_each: int):
 
 def placement_queries(django_assert_num_queries, expected):
     project = create_project(name="Orders", postgres_major=15, template="postgres")
-    with django_assert_num_queries(expected), mock.patch("operations.agents.client_for") as asked:
+    with django_assert_num_queries(expected), mock.patch("hosts.agents.client_for") as asked:
         place_project(project, deadline=1)
     assert not asked.called, "hosts heard from just now were asked again"
 
@@ -234,7 +233,7 @@ def test_placement_asks_a_host_only_when_its_last_answer_is_older_than_the_max_a
     host = make_host(name="proc", capabilities=PROCESS_15, last_seen_at=timezone.now() - timedelta(seconds=5))
     agent = InfoAgent(PROCESS_15)
     asked = []
-    with mock.patch("operations.agents.client_for", lambda h, *, deadline: asked.append(h.name) or agent):
+    with mock.patch("hosts.agents.client_for", lambda h, *, deadline: asked.append(h.name) or agent):
         assert place_project(create_project(name="A", postgres_major=15, template="postgres"), deadline=1) == host
         assert asked == []
         host.last_seen_at = timezone.now() - timedelta(seconds=61)

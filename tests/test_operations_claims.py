@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from operations import claims
+from operations import reaper
 from operations.models import Kind, Operation, State
 from projects.models import Status
 from tests.factories import make_host, make_project
@@ -21,7 +21,7 @@ def queued(project, kind=Kind.PROVISION, deadline_in=60):
 
 def test_claim_moves_queued_to_running_and_sets_a_transitional_status():
     project = make_project()
-    operation = claims.claim(queued(project).pk)
+    operation = Operation.objects.claim(queued(project).pk)
     assert operation.state == State.RUNNING
     project.refresh_from_db()
     assert project.status == Status.COMING_UP
@@ -30,20 +30,20 @@ def test_claim_moves_queued_to_running_and_sets_a_transitional_status():
 def test_a_second_claim_of_the_same_operation_does_nothing():
     project = make_project()
     operation = queued(project)
-    assert claims.claim(operation.pk) is not None
-    assert claims.claim(operation.pk) is None
+    assert Operation.objects.claim(operation.pk) is not None
+    assert Operation.objects.claim(operation.pk) is None
 
 
 def test_a_queued_operation_past_its_deadline_cannot_be_claimed():
     operation = queued(make_project(), deadline_in=-1)
-    assert claims.claim(operation.pk) is None
+    assert Operation.objects.claim(operation.pk) is None
 
 
 def test_reaper_times_out_a_running_operation_past_its_deadline():
     project = make_project()
-    operation = claims.claim(queued(project).pk)
+    operation = Operation.objects.claim(queued(project).pk)
     Operation.objects.filter(pk=operation.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-    assert claims.reap() == 1
+    assert reaper.reap() == 1
     operation.refresh_from_db()
     project.refresh_from_db()
     assert operation.state == State.TIMED_OUT
@@ -55,26 +55,26 @@ def test_reaper_times_out_a_running_operation_past_its_deadline():
 
 def test_reaper_moves_a_stopping_project_to_unknown_not_a_transitional_status():
     project = make_project(host=make_host())
-    operation = claims.claim(queued(project, kind=Kind.STOP).pk)
+    operation = Operation.objects.claim(queued(project, kind=Kind.STOP).pk)
     Operation.objects.filter(pk=operation.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-    claims.reap()
+    reaper.reap()
     project.refresh_from_db()
     assert project.status == Status.UNKNOWN
 
 
 def test_reaper_leaves_operations_within_their_deadline_alone():
-    operation = claims.claim(queued(make_project()).pk)
-    assert claims.reap() == 0
+    operation = Operation.objects.claim(queued(make_project()).pk)
+    assert reaper.reap() == 0
     operation.refresh_from_db()
     assert operation.state == State.RUNNING
 
 
 def test_a_worker_finishing_after_the_reaper_does_not_overwrite_the_verdict():
     project = make_project()
-    operation = claims.claim(queued(project).pk)
+    operation = Operation.objects.claim(queued(project).pk)
     Operation.objects.filter(pk=operation.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-    claims.reap()
-    assert claims.settle(operation, State.SUCCEEDED, status=Status.ACTIVE_HEALTHY) is False
+    reaper.reap()
+    assert operation.settle(State.SUCCEEDED, status=Status.ACTIVE_HEALTHY) is False
     operation.refresh_from_db()
     project.refresh_from_db()
     assert operation.state == State.TIMED_OUT
@@ -83,7 +83,7 @@ def test_a_worker_finishing_after_the_reaper_does_not_overwrite_the_verdict():
 
 def test_reaper_frees_a_project_left_transitional_with_no_operation():
     project = make_project(status=Status.GOING_DOWN)
-    claims.reap()
+    reaper.reap()
     project.refresh_from_db()
     assert project.status == Status.UNKNOWN
 
@@ -95,6 +95,6 @@ def test_reaper_leaves_a_transitional_project_alone_while_an_operation_runs_for_
     Operation.objects.create(
         project=project, kind=Kind.STOP, state=State.RUNNING, deadline=timezone.now() + timedelta(seconds=60)
     )
-    assert claims.reap() == 0
+    assert reaper.reap() == 0
     project.refresh_from_db()
     assert project.status == Status.GOING_DOWN

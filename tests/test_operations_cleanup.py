@@ -7,11 +7,11 @@ from unittest import mock
 import pytest
 from django.utils import module_loading, timezone
 
-from operations import claims, tasks
+from operations import reaper, tasks
 from operations.actions import cancel_operation, fail_operation, request_operation
+from operations.creation import create_project
 from operations.models import Kind, Operation, State
 from operations.runner import OperationRun
-from projects.actions import create_project
 from projects.models import DesiredState, Project, Status
 from tests.factories import make_host
 from tests.test_operations_runner import ScriptedAgent, provision
@@ -32,7 +32,7 @@ def agent_script(settings):
         if func != "operations.tasks.run_operation":
             module_loading.import_string(func)(*args)
 
-    with mock.patch("operations.agents.client_for", script), mock.patch("django_q.tasks.async_task", run_now):
+    with mock.patch("hosts.agents.client_for", script), mock.patch("django_q.tasks.async_task", run_now):
         script.enqueued = enqueued
         yield script
 
@@ -53,14 +53,14 @@ def host():
 
 def claimed(project, kind):
     operation = request_operation(project, kind)
-    return claims.claim(operation.pk)
+    return Operation.objects.claim(operation.pk)
 
 
 def test_cancelling_a_running_provisioning_stops_its_command_and_its_runtime(
     agent_script, host, staff_user, django_capture_on_commit_callbacks
 ):
     project = create_project(name="Cancelled", postgres_major=15, template="postgres")
-    operation = claims.claim(project.operations.get().pk)
+    operation = Operation.objects.claim(project.operations.get().pk)
     run = OperationRun(operation)
     run.place()
     run.lease()
@@ -85,7 +85,7 @@ def test_the_worker_starts_nothing_after_the_cancel_and_its_late_verdict_is_drop
     agent_script, host, django_capture_on_commit_callbacks
 ):
     project = create_project(name="Late", postgres_major=15, template="postgres")
-    operation = claims.claim(project.operations.get().pk)
+    operation = Operation.objects.claim(project.operations.get().pk)
     with django_capture_on_commit_callbacks(execute=True):
         cancel_operation(operation)
     agent_script.calls.clear()
@@ -95,12 +95,12 @@ def test_the_worker_starts_nothing_after_the_cancel_and_its_late_verdict_is_drop
     operation.refresh_from_db()
     assert operation.state == State.CANCELLED and operation.error_code == "cancelled"
     assert not agent_script.called("up"), "no command after the cancel"
-    assert not claims.settle(operation, State.SUCCEEDED, status=Status.ACTIVE_HEALTHY)
+    assert not operation.settle(State.SUCCEEDED, status=Status.ACTIVE_HEALTHY)
     assert Project.objects.get(pk=project.pk).status == Status.INIT_FAILED
 
 
 def test_the_agent_command_names_its_operation(host):
-    from operations.agents import client_for
+    from hosts.agents import client_for
 
     project = create_project(name="Named", postgres_major=15, template="postgres")
     operation = project.operations.get()
@@ -126,14 +126,14 @@ def test_a_reaped_provisioning_is_stopped_and_its_status_says_so(
     agent_script, host, django_capture_on_commit_callbacks
 ):
     project = create_project(name="Reaped", postgres_major=15, template="postgres")
-    operation = claims.claim(project.operations.get().pk)
+    operation = Operation.objects.claim(project.operations.get().pk)
     run = OperationRun(operation)
     run.place()
     run.lease()
     run.bring_up()
     agent_script.calls.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        assert claims.reap(now=timezone.now() + timedelta(hours=1)) >= 1
+        assert reaper.reap(now=timezone.now() + timedelta(hours=1)) >= 1
     project.refresh_from_db()
     assert Operation.objects.get(pk=operation.pk).state == State.TIMED_OUT
     assert agent_script.called("down")
@@ -147,7 +147,7 @@ def test_a_runtime_the_agent_could_not_stop_is_recorded_as_running(
     from agent.client import AgentTimeout
 
     project = create_project(name="Stubborn", postgres_major=15, template="postgres")
-    operation = claims.claim(project.operations.get().pk)
+    operation = Operation.objects.claim(project.operations.get().pk)
     run = OperationRun(operation)
     run.place()
     run.lease()
@@ -180,5 +180,5 @@ def test_a_queued_operation_cancelled_or_reaped_needs_no_cleanup(
     with django_capture_on_commit_callbacks(execute=True):
         cancel_operation(request_operation(project, Kind.STOP))
         request_operation(project, Kind.RESTART)
-        claims.reap(now=timezone.now() + timedelta(days=1))
+        reaper.reap(now=timezone.now() + timedelta(days=1))
     assert "operations.tasks.clean_up" not in agent_script.enqueued

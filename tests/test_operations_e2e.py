@@ -8,10 +8,10 @@ from django.conf import settings
 
 from hosts.models import RuntimeHost
 from operations.actions import OperationInProgress, request_operation, retry_project
-from operations.claims import reap
+from operations.creation import create_project
 from operations.models import Kind, Operation, OperationEvent, State
+from operations.reaper import reap
 from ports.models import BlockState, PortBlock
-from projects.actions import create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.actions import sync_templates
 from tests.stack import SilentServer, Worker, agent_host, wait_for

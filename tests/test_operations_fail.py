@@ -4,7 +4,6 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEntry
-from operations import claims
 from operations.actions import fail_operation
 from operations.models import Kind, Operation, State
 from projects.models import Status
@@ -59,7 +58,7 @@ def test_it_leaves_a_finished_operation_as_it_was(staff_user):
 def test_it_drops_the_late_verdict_of_the_worker_it_replaced(staff_user):
     operation = operation_of(Kind.START, State.RUNNING, status=Status.COMING_UP)
     fail_operation(operation, actor=staff_user, reason="worker gone")
-    assert not claims.settle(operation, State.SUCCEEDED, status=Status.ACTIVE_HEALTHY)
+    assert not operation.settle(State.SUCCEEDED, status=Status.ACTIVE_HEALTHY)
     operation.refresh_from_db()
     operation.project.refresh_from_db()
     assert operation.state == State.FAILED and operation.project.status == Status.UNKNOWN

@@ -11,8 +11,8 @@ import pytest
 from django.utils import timezone
 
 from operations import tasks
+from operations.creation import create_project
 from operations.models import State
-from projects.actions import create_project
 from projects.models import TRANSITIONAL_STATUSES, Project
 from templating.actions import sync_templates
 from tests.factories import make_host

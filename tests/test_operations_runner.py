@@ -10,10 +10,10 @@ from agent.api import AgentInfo, CancelReply, CommandReply, PortCheck, ProbeResu
 from agent.client import AgentUnreachable
 from operations import tasks
 from operations.actions import request_operation, retry_project
+from operations.creation import create_project
 from operations.health import refresh_all
 from operations.models import Kind, State
 from ports.models import PortBlock
-from projects.actions import create_project
 from projects.models import Project, Status
 from tests.factories import make_host
 
@@ -88,7 +88,7 @@ def agent_script(settings):
     settings.BERTH_HEALTH_POLL_INITIAL = 0.01
     settings.BERTH_HEALTH_POLL_MAX = 0.02
     script = ScriptedAgent()
-    with mock.patch("operations.agents.client_for", script), mock.patch("django_q.tasks.async_task"):
+    with mock.patch("hosts.agents.client_for", script), mock.patch("django_q.tasks.async_task"):
         yield script
 
 
@@ -256,13 +256,13 @@ class TestHealthRefresh:
 
 
 def test_a_resync_stopped_by_a_conflict_leaves_the_project_status_alone(agent_script, host):
-    from templating.actions import CONFLICTED, ResyncResult
+    from operations.resync import CONFLICTED, ResyncResult
 
     project, _ = provision(host)
     Project.objects.filter(pk=project.pk).update(status_reason="checked at noon")
     operation = request_operation(project, Kind.RESYNC)
     conflict = ResyncResult(project.ref, CONFLICTED, 1, 1, message="conflict: runtime.toml")
-    with mock.patch("templating.actions.resync_project", return_value=conflict):
+    with mock.patch("operations.runner.resync_project", return_value=conflict):
         tasks.run_operation(operation.pk)
     operation.refresh_from_db()
     project.refresh_from_db()

@@ -66,10 +66,10 @@ def test_saving_a_host_outside_a_transaction_holds_its_row_lock_from_the_check_t
     stranded-lease check until the new range is written, so no lease lands in between."""
     from django.db import OperationalError
 
-    import ports.signals
+    from hosts.models import RuntimeHost
 
     host = make_host(port_range_start=20000, port_range_end=20099, block_size=10)
-    check = ports.signals.check_range_keeps_leases
+    check = RuntimeHost.check_range_keeps_leases
     seen = []
 
     def lease_meanwhile():
@@ -90,7 +90,7 @@ def test_saving_a_host_outside_a_transaction_holds_its_row_lock_from_the_check_t
         thread.join(timeout=30)
 
     host.port_range_end = 20049
-    with mock.patch("ports.signals.check_range_keeps_leases", side_effect=checking):
+    with mock.patch.object(RuntimeHost, "check_range_keeps_leases", autospec=True, side_effect=checking):
         host.save()
     assert seen == ["lease waited"]
     host.refresh_from_db()

@@ -7,8 +7,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from hosts.models import RangeConflict
 from ports.actions import lease_ports, release_ports, sync_port_blocks
-from ports.errors import NotLeasable, PortsBusy, PortsExhausted, RangeConflict, TooManySlots
+from ports.errors import NotLeasable, PortsBusy, PortsExhausted, TooManySlots
 from ports.models import BlockState, PortBlock
 from projects.models import Project, Status
 from tests.factories import FakePortChecker, make_host, make_port_block, make_project, make_template_version

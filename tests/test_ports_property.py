@@ -9,9 +9,9 @@ from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hosts.models import PORT_MAX, PORT_MIN
+from hosts.models import PORT_MAX, PORT_MIN, RangeConflict
 from ports.actions import lease_ports, release_ports, sync_port_blocks
-from ports.errors import PortsBusy, PortsExhausted, RangeConflict, TooManySlots
+from ports.errors import PortsBusy, PortsExhausted, TooManySlots
 from ports.models import BlockState, PortBlock
 from projects.models import Status
 from tests.factories import FakePortChecker, make_host, make_project, make_template_version

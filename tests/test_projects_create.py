@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from agent.client import AgentInfo, AgentUnreachable
 from hosts.models import RuntimeHost
-from projects.actions import create_project
+from operations.creation import create_project
 from projects.models import Project
 from templating.actions import sync_templates
 from tests.dashboard_helpers import RUNTIMES, process_host
@@ -59,7 +59,7 @@ def test_it_asks_a_chosen_host_that_never_reported_and_refuses_with_its_real_lis
     settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
     fresh = make_host(name="fresh")  # as registered: no capabilities yet
     agent = ProcessAgent([15])
-    with mock.patch("operations.agents.client_for", agent):
+    with mock.patch("hosts.agents.client_for", agent):
         errors = refusal(postgres_major=17, host=fresh)
     assert errors == {
         "postgres_major": ["Postgres 17 cannot run on host fresh (local PostgreSQL: 15); supported there: 15"]
@@ -71,14 +71,14 @@ def test_it_asks_a_chosen_host_that_never_reported_and_refuses_with_its_real_lis
 
 def test_it_creates_on_a_chosen_host_once_it_answered():
     fresh = make_host(name="fresh")
-    with mock.patch("operations.agents.client_for", ProcessAgent([15])):
+    with mock.patch("hosts.agents.client_for", ProcessAgent([15])):
         project = create_project(name="Orders", postgres_major=15, template="postgres", host=fresh)
     assert project.host == fresh and project.operations.count() == 1
 
 
 def test_it_refuses_without_a_host_what_no_host_runs_once_asked(settings):
     make_host(name="fresh")
-    with mock.patch("operations.agents.client_for", ProcessAgent([15])):
+    with mock.patch("hosts.agents.client_for", ProcessAgent([15])):
         errors = refusal(postgres_major=17)
     assert errors == {"postgres_major": ["No host can run postgres with Postgres 17; supported: 15"]}
     assert RuntimeHost.objects.get(name="fresh").postgres_versions == [15]
@@ -86,7 +86,7 @@ def test_it_refuses_without_a_host_what_no_host_runs_once_asked(settings):
 
 def test_it_says_plainly_when_a_chosen_hosts_agent_cannot_be_reached():
     fresh = make_host(name="fresh")
-    with mock.patch("operations.agents.client_for", DownAgent()):
+    with mock.patch("hosts.agents.client_for", DownAgent()):
         errors = refusal(postgres_major=15, host=fresh)
     [message] = errors["host"]
     assert message.startswith("The agent of host fresh has never answered and could not be reached now")
@@ -96,7 +96,7 @@ def test_it_says_plainly_when_a_chosen_hosts_agent_cannot_be_reached():
 
 def test_it_says_plainly_when_no_hosts_agent_can_be_reached():
     make_host(name="fresh")
-    with mock.patch("operations.agents.client_for", DownAgent()):
+    with mock.patch("hosts.agents.client_for", DownAgent()):
         errors = refusal(postgres_major=15)
     assert "the agent of host fresh has never answered and could not be reached now" in errors["host"][0]
 
@@ -155,7 +155,7 @@ def test_with_a_region_it_judges_only_the_hosts_that_serve_it():
     make_host(name="eu", region="eu-west-1")
     make_host(name="us", region="us-east-1")
     agent = ProcessAgent([15])
-    with mock.patch("operations.agents.client_for", agent):
+    with mock.patch("hosts.agents.client_for", agent):
         errors = refusal(postgres_major=15, region="ap-south-1")
     assert errors == {"region": ["No host serves region 'ap-south-1'; regions: eu-west-1, us-east-1"]}
     assert agent.asked == []  # the region is refused before any agent is asked
@@ -163,7 +163,7 @@ def test_with_a_region_it_judges_only_the_hosts_that_serve_it():
     RuntimeHost.objects.filter(name="us").update(
         capabilities={**RuntimeHost.objects.get(name="us").capabilities, "postgres_versions": [16]}
     )
-    with mock.patch("operations.agents.client_for", ProcessAgent([15])) as asked:
+    with mock.patch("hosts.agents.client_for", ProcessAgent([15])) as asked:
         errors = refusal(postgres_major=16, region="eu-west-1")
     assert errors == {"postgres_major": ["No host can run postgres with Postgres 16; supported: 15"]}
     assert [name for name, _ in asked.asked] == ["eu"]

@@ -3,7 +3,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from projects.actions import create_project
+from operations.creation import create_project
 from projects.models import Project
 from tests.dashboard_helpers import register_template
 from tests.factories import make_reported_host

@@ -15,9 +15,10 @@ from audit.models import AuditEntry
 from hosts.models import RuntimeHost
 from operations.drift import check_all
 from operations.models import Kind, Operation
+from operations.resync import AgentRuntimeFiles, resync_project
 from projects.actions import record_drift
 from projects.models import DesiredState
-from templating.actions import AgentRuntimeFiles, resync_project, sync_templates
+from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import render_project, sha256
 from tests.factories import FakeRuntimeFiles, make_project, make_runtime_project
@@ -170,7 +171,7 @@ def test_it_gives_up_on_a_host_whose_agent_does_not_answer_after_one_call(r1):
     )
     for first_port in (44000, 44010):
         make_runtime_project(r1, host=host, first_port=first_port, file_digests={"runtime.toml": "x"})
-    with mock.patch("operations.agents.AgentClient", wraps=AgentClient) as clients:
+    with mock.patch("hosts.agents.AgentClient", wraps=AgentClient) as clients:
         assert check_all() == 0
     assert clients.call_count == 1
 
@@ -189,7 +190,7 @@ def test_a_round_ends_within_its_budget_however_long_one_call_may_take(r1, setti
         )
         make_runtime_project(r1, host=host, first_port=first_port, file_digests={"runtime.toml": "x"})
     started = time.monotonic()
-    with mock.patch("operations.agents.AgentClient", wraps=AgentClient) as clients:
+    with mock.patch("hosts.agents.AgentClient", wraps=AgentClient) as clients:
         assert check_all() == 0
     took = time.monotonic() - started
     assert took <= 2 + 2, f"the round took {took:.1f}s"

@@ -32,7 +32,7 @@ class Agent:
 
 def run(code: str) -> None:
     with mock.patch.dict(os.environ, {"AGENT_TOKEN": "a-token-of-sixteen-plus"}):
-        with mock.patch("operations.agents.client_for", Agent()):
+        with mock.patch("hosts.agents.client_for", Agent()):
             exec(compile(code, "README.md", "exec"), {})
 
 

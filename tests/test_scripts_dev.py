@@ -131,7 +131,9 @@ def test_dev_on_moved_ports_stops_everything_it_started_on_ctrl_c_and_starts_the
     # Under /tmp, searchable by all: run as root, the process driver runs PostgreSQL as `postgres`.
     var = make_root()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "DJANGO_", "Q_"))}
-    for name in ("DEBUG", "DATABASE_URL", "SECRET_KEY", "PYTHONPATH"):
+    # A new user's shell: no Docker engine named either (scripts/test exports the private
+    # engine's DOCKER_HOST), so the local agent's `auto` takes the process driver.
+    for name in ("DEBUG", "DATABASE_URL", "SECRET_KEY", "PYTHONPATH", "DOCKER_HOST"):
         env.pop(name, None)
     env.update(
         BERTH_VAR_DIR=str(var),
@@ -162,7 +164,8 @@ def test_dev_on_moved_ports_stops_everything_it_started_on_ctrl_c_and_starts_the
             timeout=120,
             what="the project to come up",
         )
-        ref = listing.split()[0]
+        [row] = [line for line in listing.splitlines() if line.rstrip().endswith("devtest")]
+        ref = row.split()[0]
         [server] = postmasters(var)
         first.note(var)
         assert len(first.started) >= 5, first.started  # honcho, web (and its reloader), worker, agent, Postgres

@@ -9,8 +9,9 @@ import pytest
 from operations import tasks
 from operations.actions import request_operation
 from operations.models import Kind, State
+from operations.resync import CONFLICTED, AgentRuntimeFiles, resync_project
 from projects.models import Project
-from templating.actions import CONFLICTED, AgentRuntimeFiles, resync_project, sync_templates
+from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import render_project
 from templating.resync import CONFLICT, WRITE

@@ -116,7 +116,7 @@ def offered(html: str) -> list[str]:
 def test_it_asks_a_host_that_never_reported_and_offers_what_it_runs(staff_client, template):
     make_host(name="local")  # as `scripts/dev` leaves it before the agent reported
     agent = Agent()
-    with mock.patch("operations.agents.client_for", agent):
+    with mock.patch("hosts.agents.client_for", agent):
         html = staff_client.get(reverse("dashboard:create_project")).content.decode()
     assert agent.asked == ["local"]
     assert offered(html) == ["15"]
@@ -125,7 +125,7 @@ def test_it_asks_a_host_that_never_reported_and_offers_what_it_runs(staff_client
 
 def test_it_offers_nothing_from_a_host_whose_agent_does_not_answer_and_says_so(staff_client, template):
     make_host(name="local")
-    with mock.patch("operations.agents.client_for", Agent(answers=False)):
+    with mock.patch("hosts.agents.client_for", Agent(answers=False)):
         html = staff_client.get(reverse("dashboard:create_project")).content.decode()
     assert offered(html) == []
     assert "Hosts whose agents did not answer are not counted: local" in html

@@ -73,7 +73,7 @@ def test_it_warns_when_the_range_overlaps_the_kernels_ephemeral_ports(staff_clie
 
 def test_drain_closes_the_host_to_placement_and_is_audited(staff_client, staff_user, tmp_path):
     from audit.models import AuditEntry
-    from hosts.placement import candidates
+    from operations.placement import candidates
     from tests.factories import make_project
 
     host = process_host(name="east")

@@ -86,7 +86,7 @@ def test_its_first_and_last_page_cost_the_same_queries_for_5_and_500_operations(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from dashboard.keyset import AFTER, _encode
+    from berth.keyset import AFTER, _encode
     from projects.models import Project
 
     staff_client.get(reverse("dashboard:operations"))  # session and user lookups warm up alike

@@ -249,7 +249,7 @@ def test_resync_plan_says_when_on_the_latest_version(staff_client, project):
 
 def test_resync_plan_shows_the_per_file_plan(staff_client, project, tmp_path):
     register_template(tmp_path, readme="changed readme\n")
-    with mock.patch("operations.agents.AgentClient") as client_class:
+    with mock.patch("hosts.agents.AgentClient") as client_class:
         client_class.return_value.digests.return_value = {}
         response = staff_client.get(url("resync_plan", project), HTTP_HX_REQUEST="true")
     assert client_class.return_value.digests.called
@@ -261,7 +261,7 @@ def test_resync_plan_records_the_files_edited_on_the_host(staff_client, staff_us
     project.file_digests = {"runtime.toml": "pushed"}
     project.save()
     register_template(tmp_path, readme="changed readme\n")
-    with mock.patch("operations.agents.AgentClient") as client_class:
+    with mock.patch("hosts.agents.AgentClient") as client_class:
         client_class.return_value.digests.return_value = {"runtime.toml": "edited", "README.md": None}
         staff_client.get(url("resync_plan", project), HTTP_HX_REQUEST="true")
     project.refresh_from_db()

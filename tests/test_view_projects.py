@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard.keyset import AFTER, _encode
+from berth.keyset import AFTER, _encode
 from operations.models import Kind, Operation, State
 from projects.models import Project, Status
 from tests.dashboard_helpers import process_host, register_template

@@ -6,8 +6,8 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from operations.models import Kind, Operation, State
+from operations.tasks import request_migration
 from projects.models import Project
-from templating.tasks import request_migration
 from tests.dashboard_helpers import placed_project, process_host, register_template
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +52,7 @@ def test_migrate_queues_one_task_on_commit_and_audits_it(
         response = staff_client.post(reverse("dashboard:migrate_template", args=["postgres"]), follow=True)
     assert "Migration of postgres to r2 started" in response.content.decode()
     enqueued.assert_called_once()
-    assert enqueued.call_args.args == ("templating.tasks.request_migration", latest.pk, staff_user.pk, None)
+    assert enqueued.call_args.args == ("operations.tasks.request_migration", latest.pk, staff_user.pk, None)
     assert not Operation.objects.filter(kind=Kind.RESYNC).exists()  # the worker requests them, not the web request
     entry = AuditEntry.objects.get(action="template.migrate")
     assert entry.actor == staff_user and entry.detail["version"] == latest.pk

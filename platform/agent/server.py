@@ -108,7 +108,9 @@ class Agent:
         )
 
     def postgres_versions(self) -> list[int]:
-        """The driver's Postgres majors, looked up at most every POSTGRES_VERSIONS_TTL_S."""
+        """The driver's Postgres majors, looked up at most every POSTGRES_VERSIONS_TTL_S.
+
+        A lookup that raises (it timed out) is not kept: the next call looks again."""
         with self._versions_lock:  # one lookup at a time; callers meanwhile wait for its answer
             looked_up_at, versions = self._versions
             if time.monotonic() - looked_up_at >= POSTGRES_VERSIONS_TTL_S:

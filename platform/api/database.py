@@ -15,8 +15,10 @@ from api.audit import token_used
 from api.errors import ApiError, forbidden
 from api.projects import database_host
 from api.schemas import Message, PoolerConfigOut, QueryIn
+from hosts import agents
 from orgs.models import Role
 from projects.models import Project
+from templating.manifest import manifest_of
 
 router = Router(tags=["database"])
 DIRECT_PORT = 5432  # the CLI connects to the pooler host on 5432 whatever the string says
@@ -24,8 +26,6 @@ DIRECT_PORT = 5432  # the CLI connects to the pooler host on 5432 whatever the s
 
 def query_target(project: Project) -> dict:
     """Where the agent finds the project's database: its leased db port and the superuser."""
-    from templating.manifest import manifest_of
-
     block = getattr(project, "port_block", None)
     slots = manifest_of(project.template_version).ports
     if project.host is None or block is None or "db" not in slots:
@@ -47,8 +47,6 @@ def query_target(project: Project) -> dict:
     summary="Run SQL on the project's database",
 )
 def run_query(request, ref: str, body: QueryIn):
-    from operations.agents import client_for
-
     project = project_for(request, ref)
     if project.caller_role == Role.READ_ONLY and not body.read_only:
         raise forbidden("Your role is read_only: send read_only: true")
@@ -62,7 +60,7 @@ def run_query(request, ref: str, body: QueryIn):
         **query_target(project),
     )
     deadline = settings.BERTH_API_QUERY_DEADLINE
-    client = client_for(project.host, deadline=deadline + 5)
+    client = agents.client_for(project.host, deadline=deadline + 5)
     try:
         rows = client.query(project.ref, spec, deadline_s=deadline)
     except AgentTimeout:

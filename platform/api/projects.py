@@ -1,7 +1,7 @@
 """/v1/projects: list, read, create, delete, pause, restore, API keys, health, storage config.
 
 Every route resolves the project through api.access, so tenancy is decided in one place.
-Writes call the same verbs as the dashboard (projects.actions.create_project,
+Writes call the same verbs as the dashboard (operations.creation.create_project,
 operations.actions.request_operation) and so pass the same checks and audit."""
 
 import tomllib
@@ -25,11 +25,14 @@ from api.schemas import (
     ServiceHealth,
     StorageConfigOut,
 )
-from dashboard.keyset import after_row
+from berth.keyset import after_row
+from hosts.actions import refresh_unseen
+from hosts.models import RuntimeHost
 from operations.actions import OperationRefused, request_operation
+from operations.creation import DuplicateProjectName, available_majors, check_region, create_project
 from operations.models import Kind
-from projects.actions import DuplicateProjectName, check_region, create_project
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from templating.manifest import manifest_of
 
 router = Router(tags=["projects"])
 
@@ -138,14 +141,10 @@ def _postgres_major(engine: str | None, region: str) -> int:
     """The requested major, or the newest one the API's template can run on some host that
     would take the project (in the region, or unlabelled).
 
-    Only hosts whose agents answer count, as on the dashboard's form (dashboard.forms.
+    Only hosts whose agents answer count, as on the dashboard's form (operations.creation.
     available_majors): a host never heard from is asked first, within the page deadline, and
     offers nothing if it does not answer, so no version is promised that no host runs.
     """
-    from dashboard.forms import available_majors
-    from hosts.actions import refresh_unseen
-    from hosts.models import RuntimeHost
-
     if engine is None:
         accepting = RuntimeHost.objects.filter(accepts_projects=True).order_by("name")
         if region:
@@ -155,7 +154,7 @@ def _postgres_major(engine: str | None, region: str) -> int:
         refresh_unseen(hosts, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
         majors = sorted({m for host in hosts for m in available_majors(settings.BERTH_API_TEMPLATE, host)})
         if not majors:
-            silent = [host.name for host in hosts if not host.has_reported or host.last_error]
+            silent = [host.name for host in hosts if not host.reachable]
             detail = f"; hosts whose agents did not answer: {', '.join(silent)}" if silent else ""
             raise ApiError(
                 422, f"No Postgres version of template {settings.BERTH_API_TEMPLATE} can run on any host{detail}"
@@ -222,8 +221,6 @@ def api_keys(request, ref: str, reveal: bool = False):
 @router.get("/{ref}/health", response={200: list[ServiceHealth], 404: Message}, summary="Health of services")
 def health(request, ref: str, services: list[str] = Query(...)):  # noqa: B008 (ninja's declaration)
     """From the last health refresh (the project's observed status); never waits on an agent."""
-    from templating.manifest import manifest_of
-
     project = project_for(request, ref)
     names = [name for item in services for name in item.split(",") if name]
     if unknown := [name for name in names if name not in SERVICE_PROBES]:

@@ -5,6 +5,8 @@ message an operator can act on instead of a misbehaving process later.
 """
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -69,3 +71,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if any(not item for item in items):
         raise ImproperlyConfigured(f"{name}={value!r} has an empty item; separate values with single commas")
     return items
+
+
+def kept_secret(path: Path, generate: Callable[[], str]) -> str:
+    """A secret generated once and kept in `path` (mode 600), read back on every later call:
+    development's secrets under var/ (settings, `manage.py devsetup`)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate())
+        path.chmod(0o600)
+    return path.read_text().strip()

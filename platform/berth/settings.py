@@ -11,7 +11,7 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from berth.env import env_bool, env_float, env_int, env_list, env_str
+from berth.env import env_bool, env_float, env_int, env_list, env_str, kept_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("BERTH_VAR_DIR", str(BASE_DIR / "var")))
@@ -26,12 +26,7 @@ def _kept_secret(env_name: str, filename: str, generate) -> str:
         return value
     if not DEBUG:
         raise ImproperlyConfigured(f"{env_name} is required when DEBUG is off (set DEBUG=1 for development)")
-    path = VAR_DIR / filename
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate())
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return kept_secret(VAR_DIR / filename, generate)
 
 
 SECRET_KEY = _kept_secret("SECRET_KEY", "secret-key", lambda: secrets.token_urlsafe(50))

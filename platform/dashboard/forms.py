@@ -1,8 +1,11 @@
 from django import forms
 from django.db.models import Q
 
+from audit.models import AuditEntry
+from hosts.admin import RuntimeHostForm
 from hosts.models import RuntimeHost
-from operations.models import Kind, State
+from operations.creation import available_majors
+from operations.models import UNFINISHED_STATES, Kind, State
 from orgs.models import Organization
 from projects.models import Status
 from templating.models import TemplateVersion
@@ -108,7 +111,7 @@ class CreateProjectForm(forms.Form):
         self.fields["template"].choices = [(n, n) for n in names]
         host = self.fields["host"].queryset.filter(name=self._chosen("host") or "").first()
         # Hosts not judged: their agents have not answered (never, or not at their last contact).
-        self.unjudged = [h.name for h in ([host] if host else self.fields["host"].queryset) if not _reachable(h)]
+        self.unjudged = [h.name for h in ([host] if host else self.fields["host"].queryset) if not h.reachable]
         template = self._chosen("template")
         if template is None:
             # The first template some reachable host can run, so the form opens on one that works.
@@ -127,34 +130,6 @@ class CreateProjectForm(forms.Form):
         return self.initial.get(name)
 
 
-def _reachable(host: RuntimeHost) -> bool:
-    """The host's agent answered at the last contact, so what it reported is current."""
-    return host.has_reported and not host.last_error
-
-
-def available_majors(template: str, host: RuntimeHost | None) -> list[int]:
-    """Postgres majors the template's latest version supports on the chosen host or, with
-    placement left automatic, on at least one host that accepts projects; only hosts whose
-    agents answered count, and only those whose blocks hold the template's ports.
-
-    A host whose agent has not answered offers nothing: what it runs is unknown, and creation
-    asks it again before judging.
-    """
-    from hosts.placement import holds_slots, slots_needed
-    from templating.versions import supported_majors
-
-    version = TemplateVersion.objects.latest_of(template)
-    if version is None:
-        return []
-    hosts = [host] if host is not None else RuntimeHost.objects.filter(accepts_projects=True)
-    slots = slots_needed(version)
-    majors = set()
-    for h in hosts:
-        if _reachable(h) and holds_slots(h, slots):
-            majors.update(supported_majors(version, h))
-    return sorted(majors)
-
-
 class OperationFilterForm(forms.Form):
     state = forms.ChoiceField(required=False, choices=[("", "Any state"), ("unfinished", "Queue"), *State.choices])
     kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *Kind.choices])
@@ -163,8 +138,6 @@ class OperationFilterForm(forms.Form):
     )
 
     def filter(self, operations):
-        from operations.models import UNFINISHED_STATES
-
         if not self.is_valid():
             return operations
         data = self.cleaned_data
@@ -193,8 +166,6 @@ class AuditFilterForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs):
-        from audit.models import AuditEntry
-
         super().__init__(*args, **kwargs)
         actions = AuditEntry.objects.order_by("action").values_list("action", flat=True).distinct()
         self.fields["action"].choices = [("", "Any action"), *((a, a) for a in actions)]
@@ -220,12 +191,8 @@ class AuditFilterForm(forms.Form):
         return entries
 
 
-def host_edit_form(*args, **kwargs):
+class HostEditForm(RuntimeHostForm):
     """The admin's host form (same rules, token write-only), with the host's region too."""
-    from hosts.admin import RuntimeHostForm
 
-    class HostEditForm(RuntimeHostForm):
-        class Meta(RuntimeHostForm.Meta):
-            fields = [*RuntimeHostForm.Meta.fields, "region"]
-
-    return HostEditForm(*args, **kwargs)
+    class Meta(RuntimeHostForm.Meta):
+        fields = [*RuntimeHostForm.Meta.fields, "region"]

@@ -27,6 +27,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from hosts.models import RuntimeHost
 from operations.models import UNFINISHED_STATES, Kind, Operation, OperationEvent, State
+from operations.resync import MIGRATION_QUEUED, MIGRATION_REQUESTED
 from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.models import TemplateVersion
@@ -129,8 +130,6 @@ def migration_progress(name: str, target: TemplateVersion) -> dict:
     re-syncs of the latest dashboard migration, it is `starting`; past the queue deadline with
     no worker, `stalled`. The refusals are those of the latest migration's requests.
     """
-    from templating.actions import MIGRATION_QUEUED, MIGRATION_REQUESTED
-
     progress = (
         Project.objects.live()
         .filter(template=name)

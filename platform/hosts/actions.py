@@ -1,9 +1,15 @@
 """Verbs about runtime hosts that talk to their agents."""
 
 import logging
+import time
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
+from agent.client import AgentError
+from audit.actions import record
+from hosts import agents
 from hosts.models import RuntimeHost
 
 log = logging.getLogger(__name__)
@@ -11,11 +17,8 @@ log = logging.getLogger(__name__)
 
 def refresh_host(host: RuntimeHost, *, deadline: float) -> bool:
     """Ask the host's agent for its info and keep what it reports. Returns whether it answered."""
-    from agent.client import AgentError
-    from operations.agents import client_for
-
     try:
-        info = client_for(host, deadline=deadline).info()
+        info = agents.client_for(host, deadline=deadline).info()
     except AgentError as error:
         host.last_error = str(error)
         RuntimeHost.objects.filter(pk=host.pk).update(last_error=host.last_error)
@@ -36,11 +39,6 @@ def save_host(host: RuntimeHost, *, actor=None, label: str | None = None) -> boo
     full_clean applies every rule the admin form applies (range, block size, leases kept);
     the save itself locks the host row (RuntimeHost.save) so no lease lands outside a new range.
     """
-    from django.conf import settings
-    from django.db import transaction
-
-    from audit.actions import record
-
     host.full_clean()
     created = host.pk is None
     with transaction.atomic():
@@ -61,8 +59,6 @@ def save_host(host: RuntimeHost, *, actor=None, label: str | None = None) -> boo
 
 def refresh_unseen(hosts, *, deadline: float) -> None:
     """Ask the agents of hosts that never answered, all within `deadline` seconds in total."""
-    import time
-
     ends = time.monotonic() + deadline
     for host in hosts:
         if host.has_reported:
@@ -76,10 +72,6 @@ def refresh_unseen(hosts, *, deadline: float) -> None:
 def set_accepts_projects(host: RuntimeHost, accepts: bool, *, actor=None, label: str | None = None) -> bool:
     """Open a host to new projects or drain it (placement then skips it; its projects stay and
     keep working). Returns whether anything changed; a change is audited."""
-    from django.db import transaction
-
-    from audit.actions import record
-
     with transaction.atomic():
         changed = (
             RuntimeHost.objects.filter(pk=host.pk).exclude(accepts_projects=accepts).update(accepts_projects=accepts)

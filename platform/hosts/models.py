@@ -7,6 +7,7 @@ from django.db.models import F, Q
 from django.utils.regex_helper import _lazy_re_compile
 
 from berth.crypto import EncryptedTextField
+from templating.versions import supported_majors
 
 PORT_MIN = 1024
 PORT_MAX = 65535
@@ -26,6 +27,12 @@ class AgentURLValidator(URLValidator):
         r"\Z",
         re.IGNORECASE,
     )
+
+
+class RangeConflict(Exception):
+    """A range change would leave leased port blocks outside the host's range."""
+
+    code = "range_conflict"
 
 
 class RuntimeHost(models.Model):
@@ -84,26 +91,59 @@ class RuntimeHost(models.Model):
         return self.name
 
     def save(self, *args, **kwargs):
-        # One transaction around the save: the pre_save check that no lease is stranded
-        # (ports.signals) locks the host row, and that lock must last until the new range is written.
+        # One transaction around the check and the write: the check locks the host row, and
+        # that lock must last until the new range is written.
         with transaction.atomic():
+            if self.pk is not None:
+                # Lock the host row before looking: a lease reads the range under a share lock,
+                # so none can claim against the old range between this check and the save.
+                list(RuntimeHost.objects.select_for_update().filter(pk=self.pk).values_list("pk"))
+                self.check_range_keeps_leases()
             super().save(*args, **kwargs)
 
     def clean(self):
         # Forms (the admin) hear of a range that strands leases as a field error, not a crash on save.
-        from ports.errors import RangeConflict
-        from ports.signals import check_range_keeps_leases
-
         if self.pk is not None:
             try:
-                check_range_keeps_leases(self)
+                self.check_range_keeps_leases()
             except RangeConflict as conflict:
                 raise ValidationError({"port_range_end": str(conflict)}) from None
+
+    def check_range_keeps_leases(self) -> None:
+        """Raise RangeConflict when this (unsaved) range would leave a leased block outside it."""
+        stranded = self.stranded_blocks().values_list("first_port", "last_port", "project__ref").first()
+        if stranded is not None:
+            first, last, ref = stranded
+            raise RangeConflict(
+                f"Host {self.name}: the range {self.port_range_start}-{self.port_range_end} would leave "
+                f"ports {first}-{last} of project {ref} outside it; release such leases first."
+            )
+
+    def stranded_blocks(self):
+        """Port blocks leased outside this host's (perhaps unsaved) range: a range change must
+        never produce one. A block is leased exactly when it names a project (a constraint of
+        ports.PortBlock), so the reverse relation answers without the ports app above."""
+        return self.port_blocks.filter(project__isnull=False).exclude(
+            first_port__gte=self.port_range_start, last_port__lte=self.port_range_end
+        )
+
+    def holds_slots(self, slots: int) -> bool:
+        """A block on this host is large enough for a template's `slots` ports."""
+        return self.block_size >= slots
+
+    def can_run(self, version, major: int) -> bool:
+        """This host's driver runs the template version with that Postgres major."""
+        return major in supported_majors(version, self)
 
     @property
     def has_reported(self) -> bool:
         """Its agent answered at least once, so what it runs is known (perhaps not current)."""
         return bool(self.capabilities)
+
+    @property
+    def reachable(self) -> bool:
+        """Its agent answered at the last contact, so what it reported is current."""
+        return self.has_reported and not self.last_error
 
     @property
     def driver(self) -> str:

@@ -4,6 +4,7 @@ Each verb runs in one transaction, writes an audit row, and enqueues work only o
 commit, so a task never sees a row its request did not commit.
 """
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,18 +12,35 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from operations import claims
-from operations.models import UNFINISHED_STATES, Kind, Operation, OperationEvent, State
+from operations.models import Kind, Operation, OperationEvent, State
 from projects.models import DesiredState, Project, Status
+from templating.models import TemplateVersion
 
 
 class OperationRefused(Exception):
     """A request that cannot become an operation; the message says why, for staff."""
 
+    code = "refused"
+    # Set by act_on_projects, so a bulk caller can name the project (None for an unknown ref).
+    project = None
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
 
 class OperationInProgress(OperationRefused):
+    code = "in_progress"
+
     def __init__(self, project: Project):
         super().__init__(f"{project.ref}: an operation is already in progress")
+
+
+@dataclass
+class BulkOutcome:
+    queued: list[Operation] = field(default_factory=list)
+    refused: list[OperationRefused] = field(default_factory=list)
 
 
 RETRYABLE_STATES = (State.FAILED, State.TIMED_OUT)
@@ -134,35 +152,24 @@ def cancel_operation(operation: Operation, *, actor=None, label: str | None = No
     must not leave the project refusing every other action as "being deleted".
     """
     with transaction.atomic():
-        # The project row first, in the order request_operation takes its locks.
-        Project.objects.select_for_update().filter(pk=operation.project_id).values_list("pk").first()
-        was = (
-            Operation.objects.select_for_update()
-            .filter(pk=operation.pk, state__in=UNFINISHED_STATES)
-            .values_list("state", flat=True)
-            .first()
+        was = operation.cut_off(
+            State.CANCELLED,
+            error_code="cancelled",
+            error_message="cancelled by staff",
+            reason=f"{operation.kind} cancelled by staff",
         )
         if was is None:
             return False
-        Operation.objects.filter(pk=operation.pk, state=was).update(
-            state=State.CANCELLED,
-            finished_at=timezone.now(),
-            error_code="cancelled",
-            error_message="cancelled by staff",
-        )
         _restore_desired_state(operation)
         if was == State.QUEUED:
             OperationEvent.objects.create(operation=operation, step="cancelled", message="Cancelled before it started")
         else:
-            operation.project.refresh_from_db(fields=["status"])
-            claims.release_project(operation, was, f"{operation.kind} cancelled by staff")
             OperationEvent.objects.create(
                 operation=operation,
                 step="cancelled",
                 level=OperationEvent.Level.WARNING,
                 message="Cancelled while running; its agent command is being stopped",
             )
-            claims.clean_up_on_commit(operation)
         record(
             actor,
             "operation.cancel",
@@ -170,7 +177,6 @@ def cancel_operation(operation: Operation, *, actor=None, label: str | None = No
             detail={"operation": operation.pk, "state_before": was},
             label=label,
         )
-    operation.state = State.CANCELLED
     return True
 
 
@@ -194,21 +200,14 @@ def fail_operation(operation: Operation, *, actor, label: str | None = None, rea
     stopped after commit (operations.cleanup).
     """
     with transaction.atomic():
-        was = (
-            Operation.objects.select_for_update()
-            .filter(pk=operation.pk, state__in=UNFINISHED_STATES)
-            .values_list("state", flat=True)
-            .first()
+        was = operation.cut_off(
+            State.FAILED,
+            error_code="marked_failed",
+            error_message=reason,
+            reason=f"{operation.kind} marked failed: {reason}",
         )
         if was is None:
             return False
-        Operation.objects.filter(pk=operation.pk).update(
-            state=State.FAILED, finished_at=timezone.now(), error_code="marked_failed", error_message=reason
-        )
-        operation.project.refresh_from_db(fields=["status"])
-        claims.release_project(operation, was, f"{operation.kind} marked failed: {reason}")
-        if was == State.RUNNING:
-            claims.clean_up_on_commit(operation)
         OperationEvent.objects.create(
             operation=operation, step="marked_failed", level=OperationEvent.Level.ERROR, message=f"Failed: {reason}"
         )
@@ -219,8 +218,19 @@ def fail_operation(operation: Operation, *, actor, label: str | None = None, rea
             detail={"operation": operation.pk, "state_before": was, "reason": reason},
             label=label,
         )
-    operation.state = State.FAILED
     return True
+
+
+def request_resync_to_latest(project: Project, *, actor=None, label: str | None = None):
+    """Queue a re-sync operation to the latest version of the project's template.
+
+    Returns the operation, or None when the project is already on the latest version.
+    Raises OperationRefused when the project cannot take an operation now.
+    """
+    latest = TemplateVersion.objects.latest_of(project.template)
+    if latest is None or latest.pk == project.template_version_id:
+        return None
+    return request_operation(project, "resync", actor=actor, label=label, params={"template_version": latest.pk})
 
 
 def act_on_project(project: Project, action: str, *, actor=None, label: str | None = None, params: dict | None = None):
@@ -230,10 +240,29 @@ def act_on_project(project: Project, action: str, *, actor=None, label: str | No
     if action == "retry":
         return retry_project(project, actor=actor, label=label)
     if action == Kind.RESYNC:
-        from templating.actions import request_resync_to_latest
-
         operation = request_resync_to_latest(project, actor=actor, label=label)
         if operation is None:
-            raise OperationRefused(f"{project.ref} is already on the latest version of {project.template}")
+            raise OperationRefused(
+                f"{project.ref} is already on the latest version of {project.template}", code="current"
+            )
         return operation
     return request_operation(project, Kind(action), actor=actor, label=label, params=params)
+
+
+def act_on_projects(
+    refs: list[str], action: str, *, actor=None, label: str | None = None, params: dict | None = None
+) -> BulkOutcome:
+    """`act_on_project` for each named project, each requested on its own: a refusal for one
+    project (an unknown ref included) never holds back the others, and each is kept with its reason."""
+    found = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
+    outcome = BulkOutcome()
+    for ref in refs:
+        project = found.get(ref)
+        try:
+            if project is None:
+                raise OperationRefused(f"{ref}: no such project", code="not_found")
+            outcome.queued.append(act_on_project(project, action, actor=actor, label=label, params=params))
+        except OperationRefused as refusal:
+            refusal.project = project
+            outcome.refused.append(refusal)
+    return outcome

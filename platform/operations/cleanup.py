@@ -24,6 +24,8 @@ import logging
 from django.conf import settings
 from django.utils import timezone
 
+from agent.client import AgentError
+from hosts import agents
 from operations.models import Kind, Operation, OperationEvent
 from projects.models import Project, Status
 
@@ -37,9 +39,6 @@ CANCEL_WAIT_S = 5.0
 
 def stop_what_it_started(operation_id: int) -> bool:
     """Returns whether the runtime's state was read and recorded."""
-    from agent.client import AgentError
-    from operations.agents import client_for
-
     operation = Operation.objects.select_related("project", "project__host").get(pk=operation_id)
     project = operation.project
     if project.host is None:
@@ -48,7 +47,7 @@ def stop_what_it_started(operation_id: int) -> bool:
     if superseded(operation):
         note(operation, "A later operation owns the runtime now; left as it is")
         return False
-    client = client_for(project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+    client = agents.client_for(project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
     try:
         cancel = client.cancel(project.ref, str(operation.pk), wait_s=CANCEL_WAIT_S)
         if cancel.cancelled:

@@ -11,6 +11,8 @@ import time
 from django.conf import settings
 from django.db.models import F
 
+from agent.client import AgentError, AgentTimeout, AgentUnreachable
+from hosts import agents
 from hosts.models import RuntimeHost
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
@@ -56,16 +58,13 @@ def check_all() -> int:
 
 
 def _check_host(projects: list[Project], budget_ends: float) -> int:
-    from agent.client import AgentError, AgentTimeout, AgentUnreachable
-    from operations.agents import client_for
-
     checked = 0
     for project in projects:
         left = budget_ends - time.monotonic()
         if left <= 0:
             log.warning("drift check ran out of time on host %s; the rest wait for the next round", project.host.name)
             break
-        client = client_for(project.host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left))
+        client = agents.client_for(project.host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left))
         try:
             host_digests = client.digests(project.ref, sorted(project.file_digests))
         except (AgentUnreachable, AgentTimeout) as error:

@@ -16,7 +16,9 @@ from django.utils import timezone
 
 from agent import api
 from agent.client import AgentError
+from hosts import agents
 from projects.models import DesiredState, Project, Status
+from templating.manifest import manifest_of
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ class ProbeOutcome:
 
 def probe_requests(project: Project) -> list[api.Probe]:
     """The agent probes for one project's template probes, on its leased ports."""
-    from templating.manifest import manifest_of
-
     manifest = manifest_of(project.template_version)
     first_port = project.port_block.first_port
     override = project.host.probe_host_override or None
@@ -82,9 +82,9 @@ def _judge(project: Project, replies: list[dict]) -> list[dict]:
 
 
 def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
-    from operations.agents import client_for
-
-    reply = client_for(project.host, deadline=deadline).health(probe_requests(project), deadline_s=deadline * 0.8)
+    reply = agents.client_for(project.host, deadline=deadline).health(
+        probe_requests(project), deadline_s=deadline * 0.8
+    )
     return ProbeOutcome(_judge(project, [r.as_dict() for r in reply]))
 
 
@@ -162,8 +162,6 @@ def refresh_host_projects(host, projects: list[Project]) -> None:
 
 
 def _refresh_batch(host, batch: list[tuple[Project, list[api.Probe]]]) -> None:
-    from operations.agents import client_for
-
     requests, owner = [], {}
     for project, project_requests in batch:
         for request in project_requests:
@@ -172,7 +170,7 @@ def _refresh_batch(host, batch: list[tuple[Project, list[api.Probe]]]) -> None:
             requests.append(named)
     deadline = settings.BERTH_AGENT_CALL_DEADLINE
     try:
-        replies = client_for(host, deadline=deadline).health(requests, deadline_s=deadline * 0.8)
+        replies = agents.client_for(host, deadline=deadline).health(requests, deadline_s=deadline * 0.8)
     except AgentError as error:
         # No answer says nothing about the projects: their status stays as it is.
         log.warning("health refresh of host %s failed: %s", host.name, error)

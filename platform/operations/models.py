@@ -1,6 +1,23 @@
+"""The operation state machine, kept on its model (as NetBox keeps a job's on `Job`).
+
+    queued --claim--> running --settle--> succeeded | failed | timed_out
+    queued | running --cut_off--> timed_out (the reaper) | failed (staff) | cancelled (staff)
+
+A worker owns an operation only while its row says `running`. Every transition is one
+conditional UPDATE on the state the writer believes the row is in, which must touch exactly
+one row: a late worker never overwrites the reaper's or staff's verdict, and two workers
+never both claim. Each transition moves the project's observed status with it, in the same
+transaction, so the two never disagree.
+"""
+
+from datetime import timedelta
+
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.utils import timezone
+
+from projects.models import TRANSITIONAL_STATUSES, Status
 
 
 class Kind(models.TextChoices):
@@ -24,9 +41,44 @@ class State(models.TextChoices):
 UNFINISHED_STATES = (State.QUEUED, State.RUNNING)
 
 
+# Observed status while an operation of each kind runs.
+STATUS_WHILE_RUNNING = {
+    Kind.PROVISION: Status.COMING_UP,
+    Kind.START: Status.COMING_UP,
+    Kind.RESTART: Status.RESTARTING,
+    Kind.RESYNC: Status.UPGRADING,
+    Kind.STOP: Status.GOING_DOWN,
+    Kind.DELETE: Status.GOING_DOWN,
+}
+
+
 class OperationQuerySet(models.QuerySet):
     def unfinished(self):
         return self.filter(state__in=UNFINISHED_STATES)
+
+    def claim(self, operation_id: int) -> "Operation | None":
+        """Move a queued operation to running; None when another worker (or the reaper) got there first."""
+        now = timezone.now()
+        with transaction.atomic():
+            claimed = self.filter(pk=operation_id, state=State.QUEUED, deadline__gt=now).update(
+                state=State.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                deadline=now + timedelta(seconds=settings.BERTH_OPERATION_DEADLINE),
+            )
+            if claimed != 1:
+                return None
+            operation = self.select_related("project", "project__host", "project__template_version").get(
+                pk=operation_id
+            )
+            project = operation.project
+            # Kept so a step that changed nothing (a re-sync stopped by a conflict) can give it back.
+            before = {"status_before": project.status, "status_reason_before": project.status_reason}
+            project.set_status(STATUS_WHILE_RUNNING[operation.kind])
+            OperationEvent.objects.create(
+                operation=operation, step="claimed", message="A worker started the operation", data=before
+            )
+        return operation
 
 
 class Operation(models.Model):
@@ -77,6 +129,86 @@ class Operation(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state not in UNFINISHED_STATES
+
+    def settle(
+        self,
+        state: str,
+        *,
+        status: str | None,
+        reason: str = "",
+        error_code: str = "",
+        error_message: str = "",
+        data: dict | None = None,
+    ) -> bool:
+        """Finish this running operation and set its project's status, both or neither.
+
+        Returns False when the operation was no longer running (the reaper or staff ended it).
+        """
+        now = timezone.now()
+        with transaction.atomic():
+            settled = Operation.objects.filter(pk=self.pk, state=State.RUNNING).update(
+                state=state, finished_at=now, heartbeat_at=now, error_code=error_code, error_message=error_message
+            )
+            if settled != 1:
+                return False
+            if status is not None:
+                self.project.set_status(status, reason)
+            level = OperationEvent.Level.INFO if state == State.SUCCEEDED else OperationEvent.Level.ERROR
+            OperationEvent.objects.create(
+                operation=self,
+                step="finished",
+                level=level,
+                message=error_message or f"Operation {state}",
+                data=data or {},
+            )
+        self.state = state
+        return True
+
+    def cut_off(
+        self, state: str, *, error_code: str, error_message: str, reason: str, condition: Q | None = None
+    ) -> str | None:
+        """End this operation now from outside its worker, if it is unfinished (and matches
+        `condition`): the reaper at its deadline, staff marking it failed or cancelling it.
+        Returns the state it was in (queued or running), or None when it had already ended.
+
+        Its project leaves any transitional status (with `reason`), since no worker will move
+        it now; a running operation's work on the host is stopped by a task queued on commit
+        (operations.cleanup). Call it inside the transaction that records why.
+        """
+        with transaction.atomic():
+            # The project row first, in the order request_operation takes its locks.
+            project = self.project
+            project.__class__.objects.select_for_update().filter(pk=project.pk).values_list("pk").first()
+            was = (
+                Operation.objects.select_for_update()
+                .filter(condition or Q(), pk=self.pk, state__in=UNFINISHED_STATES)
+                .values_list("state", flat=True)
+                .first()
+            )
+            if was is None:
+                return None
+            Operation.objects.filter(pk=self.pk, state=was).update(
+                state=state, finished_at=timezone.now(), error_code=error_code, error_message=error_message
+            )
+            project.refresh_from_db(fields=["status", "status_reason"])
+            if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
+                project.set_status(self.status_after_cut_off(), reason)
+            if was == State.RUNNING:
+                transaction.on_commit(self._enqueue_cleanup)
+        self.state = state
+        return was
+
+    def status_after_cut_off(self) -> str:
+        """Where the project goes when this operation ends without success: never a transitional status."""
+        if self.kind == Kind.PROVISION:
+            return Status.INIT_FAILED
+        return Status.UNKNOWN
+
+    def _enqueue_cleanup(self) -> None:
+        # django_q.tasks imports django_q's models, which cannot load while apps load.
+        from django_q.tasks import async_task
+
+        async_task("operations.tasks.clean_up", self.pk, task_name=f"cleanup-{self.pk}", group="operations")
 
 
 class OperationEvent(models.Model):

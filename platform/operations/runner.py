@@ -13,11 +13,26 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from operations import claims
-from operations.models import Operation, OperationEvent, State
+from agent.client import AgentError
+from hosts import agents
+from operations import health
+from operations.models import Kind, Operation, OperationEvent, State
+from operations.placement import NoHost, place_project, unplace_if_unfit
+from operations.resync import CONFLICTED, AgentRuntimeFiles, ResyncRefused, resync_project
+from ports.actions import lease_ports, release_ports
+from ports.checkers import checker_for
+from ports.errors import PortError
 from projects.models import DesiredState, Project, Status
+from templating.manifest import manifest_of
+from templating.models import TemplateVersion
+from templating.render import RenderError, render_project
+from templating.versions import UnsupportedPostgresVersion
 
 log = logging.getLogger(__name__)
+
+# Errors a step raises on purpose, each from its own domain, each with the `code` the
+# operation fails with (ports, render, resync, version, no_host).
+REFUSALS = (PortError, RenderError, ResyncRefused, UnsupportedPostgresVersion, NoHost)
 
 # Characters of an agent command's output kept on the failure event (the agent sends up to 8 KiB).
 OUTPUT_TAIL_KEPT = 4000
@@ -84,28 +99,14 @@ class OperationRun:
         Only while this worker still owns the operation: once it was cancelled, marked failed
         or reaped, no new agent command starts (and the agent refuses one that slips through
         after a cancel, since every command names its operation)."""
-        from operations.agents import client_for
-
         self.ensure_owned()
-        return client_for(self.project.host, deadline=self.call_budget(longest), operation=self.operation)
+        return agents.client_for(self.project.host, deadline=self.call_budget(longest), operation=self.operation)
 
     # --- entry -------------------------------------------------------------------------
     def run(self) -> None:
-        from agent.client import AgentError
-        from ports.errors import PortError
-        from templating.actions import ResyncRefused
-        from templating.render import RenderError
-        from templating.versions import UnsupportedPostgresVersion
-
-        refusals = {
-            PortError: "ports",
-            RenderError: "render",
-            ResyncRefused: "resync",
-            UnsupportedPostgresVersion: "version",
-        }
-        steps = getattr(self, f"run_{self.operation.kind}")
+        steps = STEPS[self.operation.kind]
         try:
-            status, reason = steps()
+            status, reason = steps(self)
         except StepFailed as failure:
             self.fail(failure)
         except AgentError as error:
@@ -117,20 +118,18 @@ class OperationRun:
                     output_tail=error.output_tail[-OUTPUT_TAIL_KEPT:],
                 )
             )
-        except tuple(refusals) as error:
-            code = next(code for kind, code in refusals.items() if isinstance(error, kind))
-            self.fail(StepFailed(code, str(error), self.status_after_failure()))
+        except REFUSALS as error:
+            self.fail(StepFailed(error.code, str(error), self.status_after_failure()))
         except Exception as error:  # a bug must still end the operation, not leave it running
             log.exception("operation %s crashed", self.operation.pk)
             self.fail(StepFailed("internal", f"{type(error).__name__}: {error}", self.status_after_failure()))
         else:
-            claims.settle(self.operation, State.SUCCEEDED, status=status, reason=reason)
+            self.operation.settle(State.SUCCEEDED, status=status, reason=reason)
 
     def fail(self, failure: StepFailed) -> None:
         state = State.TIMED_OUT if failure.code == "deadline" else State.FAILED
         status = failure.status or self.status_after_failure()
-        claims.settle(
-            self.operation,
+        self.operation.settle(
             state,
             status=status,
             reason=failure.message if failure.reason is None else failure.reason,
@@ -145,7 +144,7 @@ class OperationRun:
         return claimed.get("status_before") or Status.UNKNOWN, claimed.get("status_reason_before", "")
 
     def status_after_failure(self) -> str:
-        return claims.status_after_timeout(self.operation)
+        return self.operation.status_after_cut_off()
 
     # --- kinds -------------------------------------------------------------------------
     def run_provision(self):
@@ -177,8 +176,6 @@ class OperationRun:
         return Status.INACTIVE, ""
 
     def run_delete(self):
-        from ports.actions import release_ports
-
         if self.project.host_id is not None:
             purge = bool(self.operation.params.get("purge_data"))
             self.event("delete", "Stopping and removing the runtime" + (" and its data" if purge else ""))
@@ -189,9 +186,6 @@ class OperationRun:
         return Status.REMOVED, ""
 
     def run_resync(self):
-        from templating.actions import CONFLICTED, AgentRuntimeFiles, resync_project
-        from templating.models import TemplateVersion
-
         target_pk = self.operation.params.get("template_version")
         if target_pk:
             target = TemplateVersion.objects.get(pk=target_pk)
@@ -221,8 +215,6 @@ class OperationRun:
         return budget
 
     def place(self) -> None:
-        from hosts.placement import place_project, unplace_if_unfit
-
         if unplace_if_unfit(self.project):
             self.event("place", "The host's port blocks cannot hold this template's ports; placing again")
         if self.project.host_id is None:
@@ -234,18 +226,11 @@ class OperationRun:
             self.event("place", f"On host {self.project.host.name}", host=self.project.host.name)
 
     def lease(self) -> None:
-        from ports.actions import lease_ports
-        from ports.checkers import checker_for
-        from templating.manifest import manifest_of
-
         manifest = manifest_of(self.project.template_version)
         block = lease_ports(self.project, manifest.slots_needed, checker=checker_for(self.project.host))
         self.event("lease", f"Ports {block.first_port}-{block.last_port}", first=block.first_port, last=block.last_port)
 
     def push_files(self) -> None:
-        from templating.actions import AgentRuntimeFiles
-        from templating.render import render_project
-
         rendered = render_project(self.project, self.project.template_version)
         pushed = AgentRuntimeFiles(deadline=self.call_budget()).put_files(
             self.project, rendered, sorted(rendered.files), remove=[]
@@ -269,8 +254,6 @@ class OperationRun:
 
     def wait_healthy(self, on_timeout=None) -> None:
         """Poll the template's probes through the agent until all pass, with backoff, within the deadline."""
-        from operations.health import probe_project
-
         reserve = settings.BERTH_OPERATION_CLEANUP_RESERVE
         delay = settings.BERTH_HEALTH_POLL_INITIAL
         attempt = 0
@@ -287,7 +270,7 @@ class OperationRun:
                 if budget <= 0:
                     raise StepFailed("deadline", "the operation ran out of time")
             self.ensure_owned()
-            outcome = probe_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, budget))
+            outcome = health.probe_project(self.project, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, budget))
             if outcome.misconfigured:
                 # A configuration error is not a sick stack: report it, tear nothing down.
                 raise StepFailed("probe_misconfigured", outcome.summary, Status.UNKNOWN)
@@ -302,3 +285,14 @@ class OperationRun:
             on_timeout()
             raise StepFailed("unhealthy", "the runtime never became healthy before the deadline", Status.INIT_FAILED)
         raise StepFailed("unhealthy", "the runtime did not become healthy before the deadline", Status.ACTIVE_UNHEALTHY)
+
+
+# What a worker runs for each kind of operation.
+STEPS = {
+    Kind.PROVISION: OperationRun.run_provision,
+    Kind.START: OperationRun.run_start,
+    Kind.RESTART: OperationRun.run_restart,
+    Kind.STOP: OperationRun.run_stop,
+    Kind.DELETE: OperationRun.run_delete,
+    Kind.RESYNC: OperationRun.run_resync,
+}

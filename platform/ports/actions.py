@@ -6,7 +6,7 @@ Invariants:
 - a leased block names its project, and a project holds at most one block (database);
 - a block is handed out only while it lies inside its host's current range and holds the
   slots asked for: the claim reads the range under a share lock on the host row, and a
-  range change that would leave a lease outside is refused (ports.signals);
+  range change that would leave a lease outside is refused (RuntimeHost.save);
 - a released block rests BERTH_PORT_COOLDOWN seconds before it is handed out again;
 - lease_ports returns a block only once its ports were found free on the host.
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from agent.client import AgentError, check_ports_here
+from hosts import agents
 from ports.errors import PortCheckFailed
 
 
@@ -34,18 +35,12 @@ class AgentPortChecker:
         self.client_for = client_for
 
     def taken(self, host, ports: Iterable[int]) -> set[int]:
-        client_for = self.client_for or _agent_client_for
+        client_for = self.client_for or agents.client_for
         try:
             reply = client_for(host, deadline=settings.BERTH_AGENT_CALL_DEADLINE).check_ports(list(ports))
         except AgentError as error:
             raise PortCheckFailed(f"could not check ports on {host.name}: {error}") from error
         return set(reply.taken)
-
-
-def _agent_client_for(host, *, deadline: float):
-    from operations.agents import client_for
-
-    return client_for(host, deadline=deadline)
 
 
 def is_this_machine(host) -> bool:

@@ -4,6 +4,8 @@
 class PortError(Exception):
     """Base of every error the port verbs raise on purpose."""
 
+    code = "ports"
+
 
 class TooManySlots(PortError):
     """The template declares more port slots than one block of the host holds."""
@@ -23,7 +25,3 @@ class PortsBusy(PortError):
 
 class PortCheckFailed(PortError):
     """The host could not be asked whether ports are free; nothing was marked."""
-
-
-class RangeConflict(PortError):
-    """A host range change would leave leased blocks outside the range."""

@@ -51,12 +51,6 @@ class PortBlockQuerySet(models.QuerySet):
             )
         )
 
-    def stranded(self, host):
-        """Leased blocks outside the host's range: a range change must never produce one."""
-        return self.filter(host=host, state=BlockState.LEASED).exclude(
-            first_port__gte=host.port_range_start, last_port__lte=host.port_range_end
-        )
-
     def cooled(self):
         return self.filter(state=BlockState.COOLING, released_at__lte=cooldown_cutoff())
 

@@ -37,7 +37,7 @@ def anomalies(hosts) -> list[str]:
     for block in leased.filter(Q(project__host__isnull=True) | ~Q(project__host=F("host"))):
         found.append(f"{_where(block)} is leased to {block.project.ref}, which is placed on another host")
     for host in hosts:
-        for block in PortBlock.objects.stranded(host).select_related("host", "project"):
+        for block in host.stranded_blocks().select_related("host", "project"):
             found.append(f"{_where(block)} is leased to {block.project.ref} but lies outside the host's range")
         found.extend(_overlaps(host))
     return found

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from operations.actions import act_on_projects
 from projects.models import Project
 
 
@@ -46,36 +47,23 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the last failed operation")
     def retry(self, request, queryset):
-        from operations.actions import OperationRefused, retry_project
-
-        queued = 0
-        for project in queryset:
-            try:
-                retry_project(project, actor=request.user)
-            except OperationRefused as refusal:
-                self.message_user(request, str(refusal), messages.WARNING)
-            else:
-                queued += 1
-        self.message_user(request, f"Retry queued for {queued} project(s).")
+        outcome = act_on_projects(list(queryset.values_list("ref", flat=True)), "retry", actor=request.user)
+        for refusal in outcome.refused:
+            self.message_user(request, str(refusal), messages.WARNING)
+        self.message_user(request, f"Retry queued for {len(outcome.queued)} project(s).")
 
     @admin.action(description="Re-sync to the latest template version")
     def resync_to_latest(self, request, queryset):
         # Queues one re-sync operation per project; the worker does the three-way merge.
-        from operations.actions import OperationRefused
-        from templating.actions import request_resync_to_latest
-
-        queued = current = 0
-        for project in queryset:
-            try:
-                operation = request_resync_to_latest(project, actor=request.user)
-            except OperationRefused as refusal:
-                self.message_user(request, f"{project.ref}: {refusal}", messages.WARNING)
-                continue
-            if operation is None:
-                current += 1
-            else:
-                queued += 1
-        self.message_user(request, f"Re-sync queued for {queued} project(s); {current} already on the latest version.")
+        outcome = act_on_projects(list(queryset.values_list("ref", flat=True)), "resync", actor=request.user)
+        current = [r for r in outcome.refused if r.code == "current"]
+        for refusal in outcome.refused:
+            if refusal.code != "current":
+                self.message_user(request, str(refusal), messages.WARNING)
+        self.message_user(
+            request,
+            f"Re-sync queued for {len(outcome.queued)} project(s); {len(current)} already on the latest version.",
+        )
 
     def has_add_permission(self, request):
         # A project is created through create_project (dashboard, `manage.py projects create`),

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from berth.crypto import EncryptedJSONField
 from orgs.models import default_organization_id
@@ -57,10 +58,9 @@ class ProjectQuerySet(models.QuerySet):
     def idle(self):
         """Projects no queued or running operation is about to change. As a condition of an
         UPDATE it also holds against an operation that started after the rows were read."""
-        from operations.models import UNFINISHED_STATES, Operation
-
-        in_flight = Operation.objects.filter(project=models.OuterRef("pk"), state__in=UNFINISHED_STATES)
-        return self.exclude(models.Exists(in_flight))
+        # The operations app sits above projects: reach its model through the reverse relation.
+        operation = self.model._meta.get_field("operations").related_model
+        return self.exclude(models.Exists(operation.objects.unfinished().filter(project=models.OuterRef("pk"))))
 
 
 class Project(models.Model):
@@ -163,6 +163,14 @@ class Project(models.Model):
         if last_op_state not in ("failed", "timed_out"):
             why["retry"] = "nothing failed"
         return why
+
+    def set_status(self, status: str, reason: str = "") -> None:
+        """Write the observed status now, whatever the row holds (callers hold the claim)."""
+        now = timezone.now()
+        Project.objects.filter(pk=self.pk).update(
+            status=status, status_reason=reason, status_changed_at=now, updated_at=now
+        )
+        self.status, self.status_reason = status, reason
 
     @classmethod
     def from_db(cls, db, field_names, values):

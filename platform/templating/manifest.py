@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePosixPath
 
-import jinja2
-
 MANIFEST_NAME = "manifest.toml"
 # The file every template renders so the agent's driver knows how to run it.
 RUNTIME_FILE = "runtime.toml"
@@ -235,46 +233,6 @@ def parse_manifest(text: str, *, source: str) -> Manifest:
         if manifest.is_user_path(path):
             raise ManifestError(source, f'files."{path}"', "is also covered by a user path; a path has one policy")
     return manifest
-
-
-def check_files(manifest: Manifest, files: dict[str, bytes], *, source: str, folder: str) -> None:
-    """Check the manifest against the template's files: listed == present, and each renders."""
-    from templating.render import jinja_environment, toml_key
-
-    for path in sorted(files):
-        if path not in manifest.files:
-            if manifest.is_user_path(path):
-                raise ManifestError(source, f'files."{path}"', "user paths are never written; do not ship a file there")
-            raise ManifestError(f"{folder}/{path}", None, f"not listed in {MANIFEST_NAME} (every file needs a policy)")
-    for path, spec in sorted(manifest.files.items()):
-        key = f'files."{path}"'
-        if path not in files:
-            raise ManifestError(source, key, f"listed, but {folder}/{path} does not exist")
-        if spec.render == "copy":
-            continue
-        try:
-            text = files[path].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ManifestError(source, f"{key}.render", f'{path} is not UTF-8 text; use render = "copy"') from None
-        if spec.render == "jinja":
-            try:
-                jinja_environment().parse(text)
-            except jinja2.TemplateSyntaxError as error:
-                raise ManifestError(f"{folder}/{path}", f"line {error.lineno}", error.message) from None
-        else:
-            import tomlkit
-
-            try:
-                document = tomlkit.parse(text)
-            except tomlkit.exceptions.ParseError as error:
-                raise ManifestError(f"{folder}/{path}", None, f"not valid TOML ({error})") from None
-            for dotted, expression in spec.set.items():
-                if toml_key(document, dotted) is None:
-                    raise ManifestError(source, f'{key}.set."{dotted}"', f"{path} has no key {dotted} to set")
-                try:
-                    jinja_environment().parse(expression)
-                except jinja2.TemplateSyntaxError as error:
-                    raise ManifestError(source, f'{key}.set."{dotted}"', error.message) from None
 
 
 @lru_cache(maxsize=64)

@@ -17,10 +17,13 @@ import tomlkit
 from tomlkit.items import Item
 
 from templating.manifest import Manifest, manifest_of
+from templating.secrets import generate_project_secrets
 
 
 class RenderError(Exception):
     """A version that cannot be rendered for a project; the message names the file (never a value)."""
+
+    code = "render"
 
 
 @dataclass(frozen=True)
@@ -181,8 +184,6 @@ def trial_render(version) -> None:
     Run before a version is registered, so a template that cannot render never becomes the
     latest one that new projects lease ports for.
     """
-    from templating.secrets import generate_project_secrets
-
     manifest = manifest_of(version)
     secrets = generate_project_secrets(now=0)
     for major in manifest.postgres_majors:

@@ -21,11 +21,14 @@ Any conflict makes the whole plan unappliable: a runtime is never left half on o
 version and half on another.
 """
 
+import dataclasses
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
 
-from templating.render import RenderedRuntime
+from templating.manifest import manifest_of
+from templating.render import RenderedRuntime, render_project
+from templating.secrets import redact
 
 UNCHANGED = "unchanged"
 WRITE = "write"
@@ -158,3 +161,27 @@ def plan_resync(
             where = "deleted" if on_host is None else "edited"
             add(path, CONFLICT, f"{where} on the host and changed in the template", diff)
     return plan
+
+
+def _redacted(plan: Plan, project) -> Plan:
+    """The plan with secret values in its diffs replaced by their names (.env files hold them)."""
+    actions = [dataclasses.replace(a, diff=redact(a.diff, project.secrets)) if a.diff else a for a in plan.actions]
+    return Plan(actions=actions, new_digests=plan.new_digests)
+
+
+def plan_project_resync(project, target, host: dict[str, str | None]) -> tuple[Plan, RenderedRuntime]:
+    """The three-way plan from the project's current version to `target` (a TemplateVersion),
+    given the host's digests."""
+    current = project.template_version
+    old = render_project(project, current)
+    new = render_project(project, target)
+    plan = plan_resync(old, project.file_digests, host, new, old_label=str(current), new_label=str(target))
+    return _redacted(plan, project), new
+
+
+def paths_to_check(project, target) -> list[str]:
+    """Every path whose host digest the merge needs: old and new rendered files and recorded ones."""
+    new = manifest_of(target)
+    old = manifest_of(project.template_version)
+    paths = set(new.files) | set(old.files) | set(project.file_digests)
+    return sorted(p for p in paths if not new.is_user_path(p))

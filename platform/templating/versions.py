@@ -14,7 +14,7 @@ class UnsupportedPostgresVersion(ValidationError):
 
     def __init__(self, message: str, supported: list[int]):
         self.supported = supported
-        super().__init__(message, code="unsupported_postgres_version")
+        super().__init__(message, code="version")
 
     def __str__(self):
         # The message itself, not ValidationError's list repr: it reaches people as it is.

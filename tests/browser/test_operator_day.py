@@ -270,7 +270,7 @@ def test_template_details_and_the_diff_between_two_revisions(signed_in, live_ser
 
 def test_a_drained_host_takes_no_new_project(signed_in, live_server, host, version, screenshot):
     page = signed_in
-    from hosts.placement import candidates
+    from operations.placement import candidates
 
     waiting = make_project(name="Waiting", template_version=version)
     assert host in candidates(waiting)

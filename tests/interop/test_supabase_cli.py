@@ -95,7 +95,7 @@ def test_the_cli_drives_a_project_through_its_whole_life(stack):
 
 
 def test_the_cli_is_refused_a_bad_token_a_revoked_one_and_other_organizations(stack):
-    from projects.actions import create_project
+    from operations.creation import create_project
 
     alice, bob = make_user("alice"), make_user("bob")
     theirs = make_org("Bob's")

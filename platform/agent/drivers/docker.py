@@ -70,11 +70,13 @@ class DockerDriver:
         return None
 
     def postgres_versions(self) -> list[int]:
-        """Majors of the local supabase/postgres images; others are pulled on `up`."""
+        """Majors of the local supabase/postgres images; others are pulled on `up`.
+
+        A listing that outlives its deadline raises CommandTimeout rather than reporting none."""
         listing = ["docker", "image", "ls", "--filter", f"reference={POSTGRES_IMAGE}", "--format", "{{.Tag}}"]
         try:
             result = run(listing, Deadline(_DETECT_DEADLINE_S))
-        except (CommandFailed, CommandTimeout):
+        except CommandFailed:
             return []
         if result.returncode != 0:
             return []

@@ -306,11 +306,15 @@ class ProcessDriver:
 
 
 def _major_of(bindir: Path) -> int | None:
+    """The major of a complete installation, None for an incomplete or broken one.
+
+    A `pg_ctl --version` that outlives its deadline (a loaded host) raises CommandTimeout:
+    "unknown" must never read as "not installed", or the host would report no versions."""
     if not all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
         return None
     try:
         result = run([str(bindir / "pg_ctl"), "--version"], Deadline(_DISCOVERY_DEADLINE_S))
-    except (CommandFailed, CommandTimeout):
+    except CommandFailed:
         return None
     match = _VERSION.search(result.output_tail)
     return int(match.group(1)) if match else None

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import queries
-from dashboard.forms import host_edit_form
+from dashboard.forms import HostEditForm
 from hosts.actions import refresh_host, save_host, set_accepts_projects
 from hosts.models import RuntimeHost
 
@@ -46,7 +46,7 @@ def drain(request, pk):
 def edit(request, pk):
     """The host's settings, with the admin's rules (the agent token stays write-only)."""
     host = get_object_or_404(RuntimeHost, pk=pk)
-    form = host_edit_form(request.POST or None, instance=host)
+    form = HostEditForm(request.POST or None, instance=host)
     if request.method == "POST" and form.is_valid():
         answered = save_host(form.save(commit=False), actor=request.user)
         if answered:

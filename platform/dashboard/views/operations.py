@@ -3,9 +3,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from berth.keyset import paginate
 from dashboard import queries
 from dashboard.forms import OperationFilterForm
-from dashboard.keyset import paginate
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
 from operations.actions import cancel_operation
 from operations.models import Operation, State

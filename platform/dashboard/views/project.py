@@ -8,13 +8,21 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from agent.client import AgentError
 from audit.actions import record
 from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
+from hosts import agents
 from operations.actions import OperationRefused, act_on_project
 from operations.models import State
+from projects.actions import record_drift
 from projects.models import Status
+from templating.manifest import manifest_of
+from templating.models import TemplateVersion
+from templating.render import RenderError
+from templating.resync import paths_to_check, plan_project_resync
+from templating.secrets import PUBLIC_KEYS
 
 AUDIT_ROWS = 20
 
@@ -28,8 +36,6 @@ def get_project(ref: str):
 
 def status_context(project) -> dict:
     """The status card: status with its reason, what failed and why, and the actions that apply."""
-    from templating.models import TemplateVersion
-
     recent = list(project.operations.order_by("-created_at", "-pk")[:2])
     current = recent[0] if recent and not recent[0].is_finished else None
     last = recent[0] if recent else None
@@ -84,8 +90,6 @@ def status_reason(project, current, failed) -> str:
 
 def connection_details(project) -> dict:
     """Where to reach the runtime: the host's address and the port of each template slot."""
-    from templating.manifest import manifest_of
-
     block = getattr(project, "port_block", None)
     slots = manifest_of(project.template_version).ports
     address = urlsplit(project.host.agent_url).hostname if project.host else None
@@ -99,8 +103,6 @@ def connection_details(project) -> dict:
 def secret_rows(project, *, revealed: str | None = None) -> list[tuple[str, str | None]]:
     """(name, value) of each secret the project's template uses; the value is None while it
     stays hidden. Only `revealed` (one name) is shown, besides keys that are not secret."""
-    from templating.secrets import PUBLIC_KEYS
-
     used = project.template_version.secret_names()
     return [
         (name, str(project.secrets[name]) if name == revealed or name in PUBLIC_KEYS else None)
@@ -118,8 +120,6 @@ def audit_rows(project) -> list:
 
 
 def page_context(project, *, revealed: str | None = None) -> dict:
-    from templating.models import TemplateVersion
-
     return {
         **status_context(project),
         "latest": TemplateVersion.objects.latest_of(project.template),
@@ -207,20 +207,13 @@ def resync_plan(request, ref):
 
 def plan_context(project, *, actor) -> dict:
     """The plan to the latest version; the host's digests it reads also record the project's drift."""
-    from agent.client import AgentError
-    from operations.agents import client_for
-    from projects.actions import record_drift
-    from templating.actions import paths_to_check, plan_project_resync
-    from templating.models import TemplateVersion
-    from templating.render import RenderError
-
     target = TemplateVersion.objects.latest_of(project.template)
     if target is None or target.pk == project.template_version_id:
         return {"note": f"{project.ref} is on the latest version of {project.template}."}
     if project.host is None:
         return {"target": target, "note": "Not provisioned yet: provisioning will render the latest version."}
     try:
-        client = client_for(project.host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+        client = agents.client_for(project.host, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
         host_digests = client.digests(project.ref, paths_to_check(project, target))
     except AgentError as error:
         return {"target": target, "error": f"agent unreachable: {error}"}

@@ -7,14 +7,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from berth.keyset import paginate
 from dashboard import queries
 from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
-from dashboard.keyset import paginate
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
-from operations.actions import OperationRefused, act_on_project
-from projects.actions import create_project
+from operations.actions import act_on_projects
+from operations.creation import create_project
 from projects.models import Project
 
 # The status partial answers for at most one page of refs.
@@ -117,24 +117,15 @@ def bulk_action(request):
                 messages.error(request, error)
         return redirect(back)
     action, refs = form.cleaned_data["action"], form.cleaned_data["refs"]
-    found = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
-    queued, refused = [], []
-    for ref in refs:
-        project = found.get(ref)
-        try:
-            if project is None:
-                raise OperationRefused(f"{ref}: no such project")
-            act_on_project(project, action, actor=request.user)
-        except OperationRefused as refusal:
-            refused.append(f"{project.name} ({refusal})" if project else str(refusal))
-        else:
-            queued.append(f"{project.name} ({ref})")
+    outcome = act_on_projects(refs, action, actor=request.user)
     label = dict(BULK_ACTIONS)[action]
-    if queued:
+    if outcome.queued:
+        queued = [f"{operation.project.name} ({operation.project.ref})" for operation in outcome.queued]
         messages.success(request, f"{label} queued for {len(queued)} project(s): {', '.join(queued)}")
-    if refused:
+    if outcome.refused:
         # One summary, so a long selection does not bury the page in messages.
-        messages.error(request, f"{label} refused for {len(refused)} project(s): {'; '.join(refused)}")
+        named = [f"{r.project.name} ({r})" if r.project else str(r) for r in outcome.refused]
+        messages.error(request, f"{label} refused for {len(named)} project(s): {'; '.join(named)}")
     return redirect(back)
 
 

@@ -7,13 +7,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import queries
 from dashboard.views.common import render_live
+from operations.resync import start_template_migration
+from templating.manifest import manifest_of
 from templating.models import TemplateVersion
 
 
 def template_summaries(name: str | None = None) -> list[dict]:
     """One entry per template name: its versions newest first, and what the latest one is."""
-    from templating.manifest import manifest_of
-
     versions = queries.template_versions()
     if name is not None:
         versions = versions.filter(name=name)
@@ -48,8 +48,6 @@ def migration_progress(request, name):
 @require_POST
 def migrate(request, name):
     """Start the bulk migration of a template's projects to its latest version, in a worker."""
-    from templating.actions import start_template_migration
-
     latest = TemplateVersion.objects.latest_of(name)
     if latest is None:
         raise Http404("No such template")

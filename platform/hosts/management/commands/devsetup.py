@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from berth.env import kept_secret
 from hosts.models import RuntimeHost
 from orgs.models import Membership, Role, default_organization_id
 
@@ -25,14 +26,6 @@ def port_range(value: str) -> tuple[int, int]:
     if not sep or not first.isdigit() or not last.isdigit() or int(first) >= int(last):
         raise argparse.ArgumentTypeError(f"{value!r} is not FIRST-LAST, e.g. 20000-21999")
     return int(first), int(last)
-
-
-def _kept(path, generate) -> str:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate())
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 class Command(BaseCommand):
@@ -53,7 +46,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, agent_url, runtime_ports, **options):
         var = settings.VAR_DIR
-        password = _kept(var / "admin-password", lambda: secrets.token_urlsafe(12))
+        password = kept_secret(var / "admin-password", lambda: secrets.token_urlsafe(12))
         users = get_user_model()
         admin = users.objects.filter(username="admin").first()
         if admin is None:
@@ -64,7 +57,7 @@ class Command(BaseCommand):
             organization_id=default_organization_id(), user=admin, defaults={"role": Role.OWNER}
         )
 
-        token = _kept(var / "agent-token", lambda: secrets.token_urlsafe(32))
+        token = kept_secret(var / "agent-token", lambda: secrets.token_urlsafe(32))
         host = RuntimeHost.objects.filter(name="local").first()
         if host is None:
             first, last = runtime_ports or DEFAULT_RUNTIME_PORTS

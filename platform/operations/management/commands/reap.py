@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from operations.claims import reap
+from operations.reaper import reap
 
 
 class Command(BaseCommand):

@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from berth.table import format_table
 from orgs.actions import create_token, revoke_token
 from orgs.models import AccessToken
 
@@ -43,11 +44,18 @@ class Command(BaseCommand):
         tokens = AccessToken.objects.select_related("user").order_by("pk")
         if user:
             tokens = tokens.filter(user__username=user)
-        for token in tokens:
-            last = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
-            self.stdout.write(
-                f"{token.pk}\t{token.user.get_username()}\t{token.name}\t{token.hint}…\t{token.state}\tlast used {last}"
+        rows = [
+            (
+                str(token.pk),
+                token.user.get_username(),
+                token.name,
+                f"{token.hint}…",
+                token.state,
+                f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never",
             )
+            for token in tokens
+        ]
+        self.stdout.write(format_table(("id", "user", "name", "token", "state", "last used"), rows))
 
     def _revoke(self, *, ids, **options):
         tokens = {token.pk: token for token in AccessToken.objects.select_related("user").filter(pk__in=ids)}

@@ -6,6 +6,7 @@ either can run from cron or a monitor and fail loudly.
 
 from django.core.management.base import BaseCommand, CommandError
 
+from berth.table import format_table
 from hosts.models import RuntimeHost
 from ports.actions import reconcile_ports
 from ports.report import anomalies, host_report
@@ -38,7 +39,7 @@ class Command(BaseCommand):
         getattr(self, subcommand)(list(selected))
 
     def report(self, hosts):
-        rows = [COLUMNS]
+        rows = []
         for host in hosts:
             r = host_report(host)
             rows.append(
@@ -51,11 +52,8 @@ class Command(BaseCommand):
                     str(r.stale),
                 ]
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-        for row in rows:
-            # Names and ranges align left, counts right.
-            cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-            self.stdout.write("  ".join(cells).rstrip())
+        # Names and ranges align left, counts right.
+        self.stdout.write(format_table(COLUMNS, rows, right=range(2, len(COLUMNS))))
         self.stdout.write(
             "free counts blocks whose cool-down is over; unlaid blocks get their rows on first need;"
             " stale blocks lie outside the current layout and go once nothing holds them."

@@ -3,9 +3,10 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from berth.table import format_table
 from hosts.models import RuntimeHost
-from operations.actions import OperationRefused, act_on_project, cancel_operation
-from projects.actions import create_project
+from operations.actions import act_on_projects, cancel_operation
+from operations.creation import create_project
 from projects.models import Project
 
 LABEL = "manage.py projects"
@@ -57,11 +58,11 @@ class Command(BaseCommand):
         projects = Project.objects.select_related("host", "template_version")
         if status:
             projects = projects.filter(status=status.upper())
-        for p in projects:
-            host = p.host.name if p.host else "-"
-            self.stdout.write(
-                f"{p.ref}  {p.status:<17} pg{p.postgres_major}  {host:<12} {p.template_version}  {p.name}"
-            )
+        rows = [
+            (p.ref, p.status, f"pg{p.postgres_major}", p.host.name if p.host else "-", str(p.template_version), p.name)
+            for p in projects
+        ]
+        self.stdout.write(format_table(("ref", "status", "postgres", "host", "template", "name"), rows))
 
     def cancel(self, refs):
         """A running operation's agent command and what it started are stopped by a worker task."""
@@ -79,19 +80,11 @@ class Command(BaseCommand):
             raise CommandError(f"{refused} of {len(refs)} cancel(s) refused.")
 
     def act(self, action, refs, *, purge_data):
-        projects = {p.ref: p for p in Project.objects.filter(ref__in=refs)}
-        refused = 0
-        for ref in refs:
-            project = projects.get(ref)
-            try:
-                if project is None:
-                    raise OperationRefused(f"{ref}: no such project")
-                params = {"purge_data": True} if purge_data else {}
-                operation = act_on_project(project, action, label=LABEL, params=params)
-            except OperationRefused as error:
-                refused += 1
-                self.stderr.write(f"refused  {error}")
-            else:
-                self.stdout.write(f"queued   {ref}: {operation.kind} (operation {operation.pk})")
-        if refused:
-            raise CommandError(f"{refused} of {len(refs)} request(s) refused.")
+        params = {"purge_data": True} if purge_data else {}
+        outcome = act_on_projects(refs, action, label=LABEL, params=params)
+        for operation in outcome.queued:
+            self.stdout.write(f"queued   {operation.project.ref}: {operation.kind} (operation {operation.pk})")
+        for refusal in outcome.refused:
+            self.stderr.write(f"refused  {refusal}")
+        if outcome.refused:
+            raise CommandError(f"{len(outcome.refused)} of {len(refs)} request(s) refused.")

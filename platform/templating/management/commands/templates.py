@@ -3,8 +3,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
+from berth.table import format_table
 from templating.actions import SyncRace, sync_templates
-from templating.management.table import format_table
 from templating.manifest import ManifestError
 from templating.models import TemplateVersion
 from templating.registry import diff_versions

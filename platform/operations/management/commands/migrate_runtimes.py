@@ -6,9 +6,9 @@ already on the target are skipped, so running it again resumes where a run stopp
 
 from django.core.management.base import BaseCommand, CommandError
 
+from berth.table import format_table
+from operations.resync import CONFLICTED, FAILED, UNCHANGED, UPDATED, AgentRuntimeFiles, migrate_project
 from projects.models import DesiredState, Project
-from templating.actions import CONFLICTED, FAILED, UNCHANGED, UPDATED, AgentRuntimeFiles, migrate_project
-from templating.management.table import format_table
 from templating.models import TemplateVersion
 
 LABEL = "manage.py migrate_runtimes"

@@ -18,25 +18,15 @@ from django.utils import timezone
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
+from ports.models import BlockState, PortBlock, cooldown_cutoff
 from projects.models import Project
+from templating.manifest import manifest_of
 
 
-def can_run(version, major: int, host: RuntimeHost) -> bool:
-    """The host's driver runs the template version with that Postgres major (the rule creation checks)."""
-    from templating.versions import supported_majors
+class NoHost(Exception):
+    """No host can take the project now; the message says why for each host asked."""
 
-    return major in supported_majors(version, host)
-
-
-def slots_needed(version) -> int:
-    from templating.manifest import manifest_of
-
-    return manifest_of(version).slots_needed
-
-
-def holds_slots(host: RuntimeHost, slots: int) -> bool:
-    """A block on the host is large enough for the template's ports."""
-    return host.block_size >= slots
+    code = "no_host"
 
 
 def candidates(project: Project) -> list[RuntimeHost]:
@@ -47,9 +37,7 @@ def candidates(project: Project) -> list[RuntimeHost]:
     one aggregate. Its cost follows the blocks that exist, which a host's port range bounds,
     not the number of projects ever placed.
     """
-    from ports.models import BlockState, cooldown_cutoff
-
-    slots = slots_needed(project.template_version)
+    slots = manifest_of(project.template_version).slots_needed
     inside = Q(port_blocks__first_port__gte=F("port_range_start"), port_blocks__last_port__lte=F("port_range_end"))
     rested = Q(port_blocks__state=BlockState.COOLING, port_blocks__released_at__lte=cooldown_cutoff())
     accepting = RuntimeHost.objects.filter(accepts_projects=True, block_size__gte=slots)
@@ -61,10 +49,11 @@ def candidates(project: Project) -> list[RuntimeHost]:
         free_rows=Count("port_blocks", filter=inside & (Q(port_blocks__state=BlockState.FREE) | rested)),
         blocked_rows=Count("port_blocks", filter=inside & Q(port_blocks__state=BlockState.BLOCKED)),
     ).order_by()
+    version, major = project.template_version, project.postgres_major
     free, blocked, fit = {}, {}, []
     for host in hosts:
         # A host whose agent never reported is a candidate too: placement asks it before use.
-        if host.has_reported and not can_run(project.template_version, project.postgres_major, host):
+        if host.has_reported and not host.can_run(version, major):
             continue
         # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
         # blocks count as possible: the lease re-checks them before declaring the host full.
@@ -91,8 +80,6 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
     A host heard from within BERTH_HOST_INFO_MAX_AGE is not asked again: its capabilities
     are that fresh, and the provisioning's next step calls its agent anyway.
     """
-    from operations.runner import StepFailed
-
     ends = time.monotonic() + deadline
     reasons = []
     for host in candidates(project):
@@ -105,7 +92,7 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
         ):
             reasons.append(f"{host.name}: agent unreachable ({host.last_error})")
             continue
-        if not can_run(project.template_version, project.postgres_major, host):
+        if not host.can_run(project.template_version, project.postgres_major):
             reasons.append(
                 f"{host.name}: its {host.driver} driver cannot run Postgres {project.postgres_major} of this template"
             )
@@ -118,9 +105,9 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
     where = f" in region {project.region!r} (or unlabelled)" if project.region else ""
     detail = "; ".join(reasons) or (
         f"no host{where} that accepts projects, runs {project.template} with Postgres {project.postgres_major}, "
-        f"has blocks of at least {slots_needed(project.template_version)} ports and one of them not leased"
+        f"has blocks of at least {manifest_of(project.template_version).slots_needed} ports and one of them not leased"
     )
-    raise StepFailed("no_host", f"No host can take {project.ref}: {detail}")
+    raise NoHost(f"No host can take {project.ref}: {detail}")
 
 
 def unplace_if_unfit(project: Project) -> bool:
@@ -130,10 +117,8 @@ def unplace_if_unfit(project: Project) -> bool:
     A provisioning that failed for that reason is then placed anew by its retry, instead of
     failing the same way on the same host forever.
     """
-    from ports.models import PortBlock
-
     host = project.host
-    if host is None or holds_slots(host, slots_needed(project.template_version)):
+    if host is None or host.holds_slots(manifest_of(project.template_version).slots_needed):
         return False
     unplaced = (
         Project.objects.filter(pk=project.pk, host=host)

@@ -1,0 +1,250 @@
+"""Taking projects to another template version: one project's re-sync (a three-way merge
+planned by templating.resync, pushed through a `RuntimeFiles` gateway so tests can replace
+the agent), the bulk migration of `manage.py migrate_runtimes`, and the dashboard's
+migration, which queues one re-sync operation per project.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agent.api import FileSpec
+from audit.actions import record
+from hosts import agents
+from operations.actions import OperationRefused, request_operation
+from projects.actions import record_drift
+from projects.models import DesiredState, Project
+from templating.models import TemplateVersion
+from templating.render import RenderedRuntime
+from templating.resync import Plan, paths_to_check, plan_project_resync
+from templating.versions import check_postgres_major
+
+log = logging.getLogger(__name__)
+
+UPDATED, UNCHANGED, CONFLICTED, FAILED = "updated", "unchanged", "conflicted", "failed"
+
+
+class ResyncRefused(Exception):
+    """A project that cannot be re-synced now; the message says why (never a secret)."""
+
+    code = "resync"
+
+
+# --- re-sync of one project --------------------------------------------------------------
+
+
+class RuntimeFiles(Protocol):
+    """What re-sync needs from a host: read digests, write and remove files."""
+
+    def digests(self, project: Project, paths: list[str]) -> dict[str, str | None]: ...
+
+    def put_files(
+        self, project: Project, rendered: RenderedRuntime, paths: list[str], remove: list[str]
+    ) -> dict[str, str]: ...
+
+
+class AgentRuntimeFiles:
+    """RuntimeFiles through the project's host agent; every call carries a deadline
+    (the agent call deadline, or a shorter one given by an operation with less time left)."""
+
+    def __init__(self, deadline: float | None = None):
+        self.deadline = deadline or settings.BERTH_AGENT_CALL_DEADLINE
+
+    def _client(self, project: Project):
+        return agents.client_for(project.host, deadline=self.deadline)
+
+    def digests(self, project, paths):
+        return self._client(project).digests(project.ref, paths)
+
+    def put_files(self, project, rendered, paths, remove):
+        files = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in paths]
+        # Every secret-bearing file is named, pushed now or not, so the agent tightens old ones too.
+        return self._client(project).put_files(
+            project.ref,
+            files=files,
+            user_paths=list(rendered.user_paths),
+            remove=remove,
+            private_paths=sorted(rendered.private),
+        )
+
+
+@dataclass
+class ResyncResult:
+    ref: str
+    status: str
+    from_revision: int
+    to_revision: int
+    message: str = ""
+    plan: Plan | None = None
+
+
+def resync_project(
+    project: Project,
+    target: TemplateVersion,
+    files: RuntimeFiles,
+    *,
+    dry_run: bool = False,
+    actor=None,
+    label: str | None = None,
+) -> ResyncResult:
+    """Take one project's runtime files to `target`; on success record the version and digests.
+
+    Returns updated (files written or removed), unchanged (nothing to write; the new
+    version is still recorded), or conflicted (nothing changed). Raises ResyncRefused,
+    UnsupportedPostgresVersion, RenderError or agent errors, which callers report as failed.
+    A dry run computes the same plan from the host's real digests and changes nothing.
+    """
+    current = project.template_version
+    result = ResyncResult(project.ref, UNCHANGED, current.revision, target.revision)
+    if target.name != project.template:
+        raise ResyncRefused(f"{project.ref} runs template {project.template}, not {target.name}")
+    if current.pk == target.pk:
+        result.message = f"already on r{target.revision}"
+        return result
+    check_postgres_major(target, project.postgres_major, host=project.host)
+
+    if project.host_id is None:
+        # Never provisioned: nothing on any host yet; provisioning will render the target.
+        result.status, result.message = UPDATED, "not provisioned yet: version recorded, no files pushed"
+        if not dry_run:
+            _record(project, current, target, {}, plan=None, actor=actor, label=label)
+        return result
+
+    host = files.digests(project, paths_to_check(project, target))
+    plan, rendered = plan_project_resync(project, target, host)
+    result.plan = plan
+    if plan.conflicts:
+        result.status = CONFLICTED
+        result.message = "conflict: " + ", ".join(a.path for a in plan.conflicts)
+        if not dry_run:
+            record_drift(project, host, actor=actor, label=label)
+        return result
+    result.status = UPDATED if plan.changes_files else UNCHANGED
+    result.message = f"{len(plan.pushes)} written, {len(plan.removals)} removed"
+    if dry_run:
+        return result
+
+    if plan.changes_files:
+        pushed = files.put_files(project, rendered, plan.pushes, plan.removals)
+        # Seed files are written only where absent, so the host may rightly hold other content there.
+        managed = [p for p in plan.pushes if rendered.policies[p] == "managed"]
+        wrong = sorted(p for p in managed if pushed.get(p) != rendered.digests[p])
+        if wrong:
+            raise ResyncRefused(f"the agent reports other content than was sent for: {', '.join(wrong)}")
+        host = {**host, **pushed, **dict.fromkeys(plan.removals)}
+    _record(project, current, target, plan.new_digests, plan=plan, actor=actor, label=label)
+    # Judged against the new base: kept local edits stay drifted, replaced files no longer are.
+    record_drift(project, host, actor=actor, label=label)
+    return result
+
+
+def _record(project, current, target, digests, *, plan: Plan | None, actor, label) -> None:
+    with transaction.atomic():
+        # Conditional on the version we planned from: a concurrent re-sync makes this one fail, not overwrite.
+        moved = Project.objects.filter(pk=project.pk, template_version=current).update(
+            template_version=target, file_digests=digests, updated_at=timezone.now()
+        )
+        if not moved:
+            raise ResyncRefused(f"{project.ref} changed version while re-syncing; run again")
+        detail = {"from": current.revision, "to": target.revision, "template": target.name}
+        if plan is not None:
+            detail.update(written=plan.pushes, removed=plan.removals)
+        record(actor, "project.resync", project=project, detail=detail, label=label)
+    project.template_version, project.file_digests = target, digests
+
+
+def migrate_project(
+    project: Project, target: TemplateVersion, files: RuntimeFiles, *, dry_run: bool, label: str
+) -> ResyncResult:
+    """Re-sync one project for a bulk migration and restart it when its files changed and it should run.
+
+    Every failure is returned as a failed result, so one project never stops the batch.
+    """
+    try:
+        if project.operations.unfinished().exists():
+            raise ResyncRefused(f"{project.ref} has an operation in progress; run again once it finishes")
+        result = resync_project(project, target, files, dry_run=dry_run, label=label)
+    except Exception as error:  # each project's failure is reported in its row, never stops the batch
+        # The type only: messages are for the operator's table, and logs never risk holding file content.
+        log.warning("re-sync of %s to %s failed: %s", project.ref, target, type(error).__name__)
+        message = "; ".join(error.messages) if isinstance(error, ValidationError) else str(error)
+        return ResyncResult(project.ref, FAILED, project.template_version.revision, target.revision, message)
+    changed = result.plan is not None and result.plan.changes_files
+    if result.status == UPDATED and changed and not dry_run and project.desired_state == DesiredState.RUNNING:
+        try:
+            request_operation(project, "restart", actor=None, label=label)
+            result.message += "; restart queued"
+        except OperationRefused as refusal:
+            # The files and version are recorded, so a rerun skips this project: say so loudly.
+            result.status = FAILED
+            result.message += f"; files synced but restart not queued ({refusal}): restart it"
+    return result
+
+
+# --- bulk migration from the dashboard ----------------------------------------------------
+
+# Audit actions of a dashboard migration: staff asked for it; a worker queued its re-syncs.
+MIGRATION_REQUESTED, MIGRATION_QUEUED = "template.migrate", "template.migrate.queued"
+
+
+def _migration_detail(target: TemplateVersion) -> dict:
+    return {"template": target.name, "revision": target.revision, "version": target.pk}
+
+
+def start_template_migration(target: TemplateVersion, *, actor=None, label: str | None = None) -> None:
+    """Start moving every project of `target`'s template to `target`: one django-q2 task,
+    queued on commit, requests a re-sync operation per project (`request_migration_resyncs`),
+    so a web request never loops over thousands of projects.
+
+    `manage.py migrate_runtimes` is the synchronous operator path; both end in resync_project.
+    """
+    user_id = actor.pk if getattr(actor, "is_authenticated", False) else None
+    with transaction.atomic():
+        record(actor, MIGRATION_REQUESTED, detail=_migration_detail(target), label=label)
+        transaction.on_commit(lambda: _enqueue_migration(target, user_id, label))
+
+
+def _enqueue_migration(target: TemplateVersion, user_id: int | None, label: str | None) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "operations.tasks.request_migration",
+        target.pk,
+        user_id,
+        label,
+        task_name=f"migrate-{target.name}-r{target.revision}",
+        group="template-migrations",
+    )
+
+
+def request_migration_resyncs(target: TemplateVersion, *, actor=None, label: str | None = None) -> dict:
+    """Request a re-sync operation to `target` for every live project of its template on another version.
+
+    Each request stands alone, so a project that refuses (busy, never provisioned) never holds
+    back the rest; running the migration again picks it up. What was queued and refused goes
+    to the audit trail, where the templates page reads the refusals; it is also returned.
+    """
+    queued, refused = 0, {}
+    behind = (
+        Project.objects.live()
+        .filter(template=target.name)
+        .exclude(template_version=target)
+        .exclude(desired_state=DesiredState.DELETED)
+        .defer("secrets")
+        .order_by("ref")
+    )
+    for project in behind:
+        try:
+            request_operation(project, "resync", actor=actor, label=label, params={"template_version": target.pk})
+        except OperationRefused as refusal:
+            refused[project.ref] = str(refusal)
+        else:
+            queued += 1
+    detail = {**_migration_detail(target), "queued": queued, "refused": refused}
+    record(actor, MIGRATION_QUEUED, detail=detail, label=label)
+    return detail
