@@ -26,7 +26,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, include, path, re
 from django.utils import timezone
 from django.utils.regex_helper import normalize
 
-from operations.models import Kind, Operation
+from operations.models import Kind, Operation, Rollout, RolloutProject
 from tests.factories import make_host, make_project
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +101,17 @@ def sample_values(django_user_model):
     project = make_project(host=host)
     operation = Operation.objects.create(project=project, kind=Kind.START, deadline=timezone.now())
     user = django_user_model.objects.create_user("someone", password="someone-password")
+    rollout = Rollout.objects.create(template=project.template, target=project.template_version)
+    RolloutProject.objects.create(
+        rollout=rollout,
+        project=project,
+        position=0,
+        wave=0,
+        from_version=project.template_version,
+        target_version=project.template_version,
+    )
     return {
+        "rollout_id": rollout.pk,
         "ref": project.ref,
         "pk": operation.pk,
         "name": project.template,

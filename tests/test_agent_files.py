@@ -133,3 +133,57 @@ def test_the_process_driver_user_may_traverse_the_runtime_folder_and_no_one_else
         assert folder.stat().st_gid == pwd.getpwnam("postgres").pw_gid
     else:
         assert mode(folder) == 0o700
+
+
+SUFFIX = "backup-20261130T014400Z"
+
+
+def test_a_backup_keeps_the_host_s_version_beside_the_new_file_in_the_same_request(agent):
+    client, folder = agent.client(), agent.root / REF
+    client.put_files(REF, [FileSpec("conf/runtime.toml", b"pushed")])
+    (folder / "conf" / "runtime.toml").write_bytes(b"edited on the host")
+
+    digests = client.put_files(
+        REF,
+        [FileSpec("conf/runtime.toml", b"template"), FileSpec("new.txt", b"new")],
+        backup=["conf/runtime.toml", "new.txt"],
+        backup_suffix=SUFFIX,
+    )
+
+    assert digests == {"conf/runtime.toml": sha(b"template"), "new.txt": sha(b"new")}
+    assert (folder / "conf" / f"runtime.toml.{SUFFIX}").read_bytes() == b"edited on the host"
+    assert not (folder / f"new.txt.{SUFFIX}").exists()  # nothing was there to keep
+    assert client.contents(REF, ["conf/runtime.toml", f"conf/runtime.toml.{SUFFIX}", "absent"]) == {
+        "conf/runtime.toml": b"template",
+        f"conf/runtime.toml.{SUFFIX}": b"edited on the host",
+        "absent": None,
+    }
+
+
+def test_a_backup_never_overwrites_an_earlier_one_and_nothing_is_written_then(agent):
+    client, folder = agent.client(), agent.root / REF
+    client.put_files(REF, [FileSpec("a.toml", b"one")])
+    client.put_files(REF, [FileSpec("a.toml", b"two")], backup=["a.toml"], backup_suffix=SUFFIX)
+    error = refused(client, [FileSpec("a.toml", b"three")], backup=["a.toml"], backup_suffix=SUFFIX)
+    assert "already exists" in str(error)
+    assert (folder / "a.toml").read_bytes() == b"two" and (folder / f"a.toml.{SUFFIX}").read_bytes() == b"one"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"backup": ["a.toml"]}, "backup needs a backup_suffix"),
+        ({"backup": ["other.toml"], "backup_suffix": SUFFIX}, "is not among the files written"),
+        ({"backup": ["a.toml"], "backup_suffix": "../x"}, "backup_suffix"),
+    ],
+)
+def test_a_malformed_backup_is_refused(agent, kwargs, message):
+    error = refused(agent.client(), [FileSpec("a.toml", b"x")], **kwargs)
+    assert message in str(error)
+    assert not (agent.root / REF / "a.toml").exists()
+
+
+def test_contents_refuses_paths_outside_the_folder(agent):
+    with pytest.raises(AgentError) as error:
+        agent.client().contents(REF, ["../etc/passwd"])
+    assert error.value.status == 422

@@ -1,25 +1,31 @@
-import logging
+"""manage.py migrate_runtimes and resolve_conflicts without a worker: dry runs, controls, --json, exit codes.
+The watched rollouts on real runtimes are in test_rollouts_e2e.py."""
+
+import json
 import shutil
-from datetime import timedelta
 from io import StringIO
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.utils import timezone
 
-from audit.models import AuditEntry
+from operations import rollouts
 from operations.management.commands.migrate_runtimes import Command
-from operations.models import Kind, Operation
-from projects.models import DesiredState, Project
+from operations.models import Outcome, Rollout
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
-from templating.render import sha256
-from tests.factories import FakeRuntimeFiles, make_host, make_project, make_runtime_project
+from tests.factories import FakeRuntimeFiles, make_runtime_project
 
 RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def enqueued():
+    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
+        yield async_task
 
 
 @pytest.fixture
@@ -31,247 +37,118 @@ def files(monkeypatch):
 
 @pytest.fixture
 def root(tmp_path):
-    for name in ("supabase", "postgres"):
-        shutil.copytree(RUNTIMES / name, tmp_path / name)
+    shutil.copytree(RUNTIMES / "postgres", tmp_path / "postgres")
     sync_templates(tmp_path)
     return tmp_path
 
 
-def change_template(root: Path, name: str, path: str, old: str, new: str) -> TemplateVersion:
-    target = root / name / path
-    target.write_text(target.read_text().replace(old, new, 1))
+def r2(root) -> TemplateVersion:
+    path = root / "postgres" / "runtime.toml"
+    path.write_text(path.read_text().replace('driver = "process"', 'driver = "process"\n# r2', 1))
     sync_templates(root)
-    return TemplateVersion.objects.latest_of(name)
+    return TemplateVersion.objects.latest_of("postgres")
 
 
-def migrate(*args) -> str:
+def provisioned(files, count=1):
+    version = TemplateVersion.objects.get(name="postgres", revision=1)
+    projects = []
+    for _ in range(count):
+        project = make_runtime_project(version, first_port=20000)
+        files.provision(project)
+        projects.append(project)
+    return sorted(projects, key=lambda p: p.ref)
+
+
+def run(*args) -> tuple[int, str]:
     out = StringIO()
-    call_command("migrate_runtimes", *args, stdout=out)
-    return out.getvalue()
+    try:
+        call_command("migrate_runtimes", *args, stdout=out, stderr=StringIO())
+    except CommandError as error:
+        return error.returncode, out.getvalue()
+    return 0, out.getvalue()
 
 
-def provisioned(files, name="postgres", **fields) -> Project:
-    version = TemplateVersion.objects.get(name=name, revision=1)
-    project = make_runtime_project(version, first_port=20000, **fields)
-    files.provision(project)
-    return project
+def test_a_dry_run_plans_every_project_by_wave_and_changes_nothing(root, files):
+    projects = provisioned(files, 3)
+    r2(root)
+
+    status, out = run("--template", "postgres", "--to", "latest", "--dry-run", "--json", "--wave-size", "2")
+
+    assert status == 0
+    record = json.loads(out)
+    assert [(p["ref"], p["wave"], p["outcome"]) for p in record["projects"]] == [
+        (projects[0].ref, 0, "updated"),
+        (projects[1].ref, 1, "updated"),
+        (projects[2].ref, 1, "updated"),
+    ]
+    assert files.puts == [] and not Rollout.objects.exists()
 
 
-def r2_of_postgres(root):
-    return change_template(root, "postgres", "runtime.toml", 'driver = "process"', 'driver = "process"\n# r2')
-
-
-def test_it_updates_every_project_records_the_version_and_restarts_running_ones(root, files):
-    running = provisioned(files)
-    stopped = provisioned(files, desired_state=DesiredState.STOPPED)
-    target = r2_of_postgres(root)
-
-    out = migrate("--template", "postgres", "--to", "latest")
-
-    for project in (running, stopped):
-        project.refresh_from_db()
-        assert project.template_version == target
-        assert b"# r2" in files.folders[project.ref]["runtime.toml"]
-        assert project.file_digests == {"runtime.toml": sha256(files.folders[project.ref]["runtime.toml"])}
-    assert [(ref, paths) for ref, paths, _ in files.puts] == sorted(
-        [(running.ref, ["runtime.toml"]), (stopped.ref, ["runtime.toml"])]
-    )
-    assert Operation.objects.filter(project=running, kind=Kind.RESTART).count() == 1
-    assert not Operation.objects.filter(project=stopped).exists()
-    assert AuditEntry.objects.filter(action="project.resync").count() == 2
-    assert "2 updated, 0 unchanged, 0 conflicted, 0 failed, 0 already on r2 (skipped)" in out
-    assert "restart queued" in out
-
-
-def test_it_changes_nothing_on_a_dry_run(root, files):
-    project = provisioned(files)
-    before = dict(files.folders[project.ref])
-    r2_of_postgres(root)
-    audit_before = AuditEntry.objects.count()
-
-    out = migrate("--template", "postgres", "--to", "latest", "--dry-run")
-
-    project.refresh_from_db()
-    assert project.template_version.revision == 1
-    assert files.puts == [] and files.folders[project.ref] == before
-    assert not Operation.objects.exists() and AuditEntry.objects.count() == audit_before
-    assert "dry run: nothing will change" in out and f"{project.ref}  r1    r2  updated" in out
-
-
-def test_it_changes_nothing_on_a_second_run(root, files):
-    provisioned(files)
-    provisioned(files)
-    r2_of_postgres(root)
-    migrate("--template", "postgres", "--to", "latest")
-    puts, operations = len(files.puts), Operation.objects.count()
-
-    out = migrate("--template", "postgres", "--to", "latest")
-
-    assert len(files.puts) == puts and Operation.objects.count() == operations
-    assert "Migrating 0 postgres project(s) to r2" in out
-    assert "0 updated, 0 unchanged, 0 conflicted, 0 failed, 2 already on r2 (skipped)" in out
-
-
-def test_it_reports_a_conflict_with_a_diff_and_leaves_that_project_alone(root, files):
-    project = provisioned(files)
-    files.folders[project.ref]["runtime.toml"] += b"# tuned by hand\n"
-    r2_of_postgres(root)
-
-    out = migrate("--template", "postgres", "--to", "latest")
-
-    project.refresh_from_db()
-    assert project.template_version.revision == 1 and files.puts == []
-    assert b"# tuned by hand" in files.folders[project.ref]["runtime.toml"]
-    assert f"Conflicts in {project.ref} (nothing was changed):" in out
-    assert "runtime.toml: edited on the host and changed in the template" in out
-    assert "+++ runtime.toml (postgres r2)\n" in out and "+# r2\n" in out
-    assert "0 updated, 0 unchanged, 1 conflicted, 0 failed" in out
-
-
-def test_it_leaves_seed_files_and_kept_edits_alone_and_adds_new_files(root, files):
-    project = provisioned(files)
-    files.folders[project.ref]["README.md"] = b"my notes\n"
-    manifest = root / "postgres" / "manifest.toml"
-    manifest.write_text(
-        manifest.read_text() + '\n[files."postgresql.berth.conf"]\npolicy = "managed"\nrender = "copy"\n'
-    )
-    (root / "postgres" / "postgresql.berth.conf").write_text("# tuning\n")
-    sync_templates(root)
-
-    migrate("--template", "postgres", "--to", "latest")
-
-    assert files.folders[project.ref]["README.md"] == b"my notes\n"
-    assert files.folders[project.ref]["postgresql.berth.conf"] == b"# tuning\n"
-    assert files.puts == [(project.ref, ["postgresql.berth.conf"], [])]
-
-
-def test_it_exits_non_zero_when_a_project_fails_after_finishing_the_others(root, files):
-    healthy = provisioned(files)
-    broken = provisioned(files)
+def test_a_dry_run_exits_3_on_conflicts_and_4_when_planning_fails(root, files):
+    conflicted, broken = provisioned(files, 2)
+    files.folders[conflicted.ref]["runtime.toml"] += b"# by hand\n"
+    r2(root)
+    status, out = run("--template", "postgres", "--to", "latest", "--dry-run", "--project", conflicted.ref)
+    assert status == 3 and "runtime.toml: edited on the host and changed in the template" in out
     files.broken.add(broken.ref)
-    r2_of_postgres(root)
-
-    out = StringIO()
-    with pytest.raises(CommandError, match="1 project\\(s\\) failed"):
-        call_command("migrate_runtimes", "--template", "postgres", "--to", "latest", "--batch-size", "1", stdout=out)
-
-    healthy.refresh_from_db()
-    broken.refresh_from_db()
-    assert healthy.template_version.revision == 2 and broken.template_version.revision == 1
-    assert "Batch 1/2" in out.getvalue() and "Batch 2/2" in out.getvalue()
-    assert "unreachable" in out.getvalue() and "1 updated, 0 unchanged, 0 conflicted, 1 failed" in out.getvalue()
+    status, out = run("--template", "postgres", "--to", "latest", "--dry-run")
+    assert status == 4 and "unreachable" in out
 
 
-def test_it_fails_a_project_whose_major_the_target_no_longer_supports(root, files):
-    project = provisioned(files, postgres_major=14)
-    change_template(root, "postgres", "manifest.toml", "[postgres.versions.14]\nlocal_major = 14\n", "")
-
-    with pytest.raises(CommandError):
-        out = StringIO()
-        call_command("migrate_runtimes", "--template", "postgres", "--to", "latest", stdout=out)
-    assert "Postgres 14 is not supported by template postgres r2; supported: 15, 16, 17, 18" in out.getvalue()
-    project.refresh_from_db()
-    assert project.template_version.revision == 1
-
-
-def test_it_records_the_target_for_a_project_never_provisioned(root, files):
-    r1 = TemplateVersion.objects.get(name="postgres", revision=1)
-    project = make_project(template_version=r1)
-    r2_of_postgres(root)
-
-    migrate("--template", "postgres", "--to", "2")
-
-    project.refresh_from_db()
-    assert project.template_version.revision == 2 and files.puts == []
+def test_it_starts_a_rollout_that_the_worker_drives(root, files, enqueued, django_capture_on_commit_callbacks):
+    provisioned(files, 2)
+    target = r2(root)
+    with mock.patch.object(Command, "_watch") as watch:
+        status, out = run("--template", "postgres", "--to", "2", "--canary", "0", "--wave-size", "2", "--json")
+    rollout = Rollout.objects.get()
+    watch.assert_called_once()
+    assert (rollout.target, rollout.canary, rollout.wave_size, rollout.restart) == (target, 0, 2, True)
+    assert status == 0  # running, nothing failed yet
+    assert json.loads(out)["rollout"] == rollout.pk
 
 
-def test_it_migrates_only_the_named_projects_and_refuses_unknown_refs_and_revisions(root, files):
-    chosen = provisioned(files)
-    other = provisioned(files)
-    r2_of_postgres(root)
+def test_pause_resume_and_cancel_move_the_rollout_and_say_so_in_the_exit_status(root, files):
+    provisioned(files, 2)
+    rollout = rollouts.start_rollout(r2(root))
 
-    migrate("--template", "postgres", "--to", "latest", "--project", chosen.ref)
-
-    chosen.refresh_from_db()
-    other.refresh_from_db()
-    assert (chosen.template_version.revision, other.template_version.revision) == (2, 1)
-    with pytest.raises(CommandError, match="no live postgres project with ref: nosuchproject"):
-        migrate("--template", "postgres", "--to", "latest", "--project", "nosuchproject")
-    with pytest.raises(CommandError, match="template postgres has no version 7"):
-        migrate("--template", "postgres", "--to", "7")
+    status, out = run("--pause", str(rollout.pk), "--json")
+    assert status == 5 and json.loads(out)["state"] == "paused"
+    status, _ = run("--pause", str(rollout.pk))
+    assert status == 1  # a paused rollout cannot be paused
+    status, out = run("--cancel", str(rollout.pk), "--json")
+    assert status == 5 and {p["outcome"] for p in json.loads(out)["projects"]} == {Outcome.SKIPPED}
+    status, _ = run("--resume", str(rollout.pk))
+    assert status == 1
 
 
-def test_it_never_logs_or_prints_a_secret(root, files, caplog):
-    caplog.set_level(logging.DEBUG)
-    project = provisioned(files, name="supabase")
-    # A conflict in the env file, whose diff context holds secrets.
-    files.folders[project.ref][".env"] += b"EXTRA=1\n"
-    change_template(root, "supabase", ".env", "# Symmetric encryption key", "# Symmetric (HS256) encryption key")
-    stdout = StringIO()
-
-    call_command("migrate_runtimes", "--template", "supabase", "--to", "latest", stdout=stdout)
-
-    out = stdout.getvalue()
-    assert "Conflicts in" in out and "+# Symmetric (HS256) encryption key" in out
-    assert " POSTGRES_PASSWORD=<secret:postgres_password>\n" in out and " JWT_SECRET=<secret:jwt_secret>\n" in out
-    logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert logged  # sync and the command did log
-    for key, value in project.secrets.items():
-        if isinstance(value, str) and key != "dashboard_username":
-            assert value not in out, key
-            assert value not in logged, key
+def test_show_prints_a_table_of_every_project(root, files):
+    projects = provisioned(files, 2)
+    rollout = rollouts.start_rollout(r2(root))
+    status, out = run("--show", str(rollout.pk))
+    assert status == 0  # running, nothing failed
+    assert all(p.ref in out for p in projects) and "pending" in out
 
 
-def test_it_fails_a_project_when_the_agent_reports_other_content_than_was_sent(root, files):
-    project = provisioned(files)
-    files.corrupting = True
-    r2_of_postgres(root)
-    out = StringIO()
-    with pytest.raises(CommandError):
-        call_command("migrate_runtimes", "--template", "postgres", "--to", "latest", stdout=out)
-    assert "the agent reports other content than was sent for: runtime.toml" in out.getvalue()
-    project.refresh_from_db()
-    assert project.template_version.revision == 1
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--template", "postgres"], "--template needs --to"),
+        (["--template", "postgres", "--to", "7"], "template postgres has no version 7"),
+        (["--template", "postgres", "--to", "newest"], "--to takes 'latest' or a revision number"),
+        (["--template", "postgres", "--to", "1"], "no postgres project to move"),
+        (["--template", "postgres", "--to", "1", "--project", "nosuchproject"], "no live postgres project"),
+        (["--resume", "999"], "no rollout #999"),
+    ],
+)
+def test_it_refuses_bad_requests_with_a_clear_message(root, args, message):
+    with pytest.raises(CommandError, match=message) as refused:
+        call_command("migrate_runtimes", *args, stdout=StringIO())
+    assert refused.value.returncode == 1
 
 
-def test_it_refuses_a_project_with_an_operation_in_progress(root, files):
-    project = provisioned(files)
-    Operation.objects.create(project=project, kind=Kind.START, deadline=timezone.now() + timedelta(minutes=5))
-    r2_of_postgres(root)
-    out = StringIO()
-    with pytest.raises(CommandError):
-        call_command("migrate_runtimes", "--template", "postgres", "--to", "latest", stdout=out)
-    assert "has an operation in progress; run again once it finishes" in out.getvalue()
-    assert files.puts == []
-
-
-def test_it_records_a_version_whose_files_render_the_same_as_unchanged_without_a_restart(root, files):
-    project = provisioned(files)
-    change_template(root, "postgres", "manifest.toml", "# Postgres alone", "# Postgres, alone")
-
-    out = migrate("--template", "postgres", "--to", "latest")
-
-    project.refresh_from_db()
-    assert project.template_version.revision == 2 and files.puts == []
-    assert not Operation.objects.exists()
-    assert "0 updated, 1 unchanged, 0 conflicted, 0 failed" in out
-
-
-def test_it_fails_a_project_whose_host_cannot_run_what_the_target_needs(root, files):
-    host = make_host(capabilities={"driver": "process", "postgres_versions": [15]}, block_size=1)
-    project = provisioned(files, host=host)
-    # r2 runs major 15 from another local installation, one this host does not have.
-    change_template(
-        root,
-        "postgres",
-        "manifest.toml",
-        "[postgres.versions.15]\nlocal_major = 15\n",
-        "[postgres.versions.15]\nlocal_major = 16\n",
-    )
-    out = StringIO()
-    with pytest.raises(CommandError):
-        call_command("migrate_runtimes", "--template", "postgres", "--to", "latest", stdout=out)
-    assert f"Postgres 15 cannot run on host {host.name}" in out.getvalue()
-    project.refresh_from_db()
-    assert project.template_version.revision == 1
-    assert not files.puts
+def test_resolve_conflicts_refuses_a_project_with_no_conflict(root, files):
+    (project,) = provisioned(files)
+    with pytest.raises(CommandError, match=f"{project.ref} has no conflicted rollout to resolve"):
+        call_command("resolve_conflicts", "--project", project.ref, "--keep-local", stdout=StringIO())
+    with pytest.raises(CommandError, match="no project nosuchproject"):
+        call_command("resolve_conflicts", "--project", "nosuchproject", "--keep-local", stdout=StringIO())

@@ -53,11 +53,22 @@ class FileSpec(Request):
     policy: Literal["managed", "seed"] = "managed"  # seed: written only when absent
 
 
+BackupSuffix = Annotated[str, Meta(pattern=r"^backup-[0-9]{8}T[0-9]{6}Z$")]
+
+
 class PutFilesRequest(Request):
     files: list[FileSpec] = []
     user_paths: list[str] = []  # globs of the user's files, never written or removed
     remove: list[str] = []
     private_paths: list[str] = []  # the runtime's secret-bearing files, written now or not: kept 0600
+    # Paths among `files` whose present content is first copied to `<path>.<backup_suffix>`
+    # beside it, in the same locked request (a conflict resolved by taking the template's file).
+    backup: list[str] = []
+    backup_suffix: BackupSuffix | None = None
+
+
+class ContentsRequest(Request):
+    paths: list[str] = []
 
 
 class DigestsRequest(Request):
@@ -159,6 +170,10 @@ class FilesReply(Reply):
 
 class DigestsReply(Reply):
     digests: dict[str, str | None]  # None: no such file
+
+
+class ContentsReply(Reply):
+    files: dict[str, bytes | None] = msgspec.field(name="files_b64")  # None: no such file
 
 
 class CommandReply(Reply):

@@ -117,14 +117,24 @@ class AgentClient:
         user_paths: Sequence[str] = (),
         remove: Sequence[str] = (),
         private_paths: Sequence[str] = (),
+        backup: Sequence[str] = (),
+        backup_suffix: str | None = None,
     ) -> dict[str, str]:
         """Write a runtime's files; returns each listed file's sha256 as it now is on the host.
 
         `private_paths` names every secret-bearing file of the runtime, written now or not:
-        the agent keeps those 0600.
+        the agent keeps those 0600. Files in `backup` that exist are first copied to
+        `<path>.<backup_suffix>` beside them.
         """
-        request = api.PutFilesRequest(list(files), list(user_paths), list(remove), list(private_paths))
+        request = api.PutFilesRequest(
+            list(files), list(user_paths), list(remove), list(private_paths), list(backup), backup_suffix
+        )
         return self._call("PUT", f"/v1/runtimes/{ref}/files", api.FilesReply, request=request).digests
+
+    def contents(self, ref: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """The present content of a runtime's files (None: absent)."""
+        request = api.ContentsRequest(list(paths))
+        return self._call("POST", f"/v1/runtimes/{ref}/contents", api.ContentsReply, request=request).files
 
     def digests(self, ref: str, paths: Sequence[str]) -> dict[str, str | None]:
         request = api.DigestsRequest(list(paths))

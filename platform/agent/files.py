@@ -55,10 +55,15 @@ def put_files(
     *,
     private: list[str] = (),
     folder_group: int | None = None,
+    backup: list[str] = (),
+    backup_suffix: str | None = None,
 ) -> dict[str, str]:
     """Apply one files request to a runtime folder; returns the digest of every listed file.
 
     `private` names the runtime's secret-bearing files, written or not by this request.
+    Each path in `backup` (it must be among the writes) that exists is first copied to
+    `<path>.<backup_suffix>`, staged with the rest (private when its file is), so the
+    host's own version survives.
     """
     _check_globs(user_globs)
     targets = [_target(folder, write.path, user_globs) for write in writes]
@@ -66,11 +71,17 @@ def put_files(
     private_targets = {path: _target(folder, path, user_globs) for path in private}
     _check_policies(writes)
     _check_distinct([write.path for write in writes] + list(remove))
+    backups = _backups(folder, writes, backup, backup_suffix, user_globs)
     _ensure_folder(folder, folder_group)
     _clear_stale_staging(folder)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
-        staged = [
+        copies = [
+            (_stage(staging, f"backup-{index}", source.read_bytes(), path in private_targets), copy)
+            for index, (path, source, copy) in enumerate(backups)
+            if source.exists()
+        ]
+        staged = copies + [
             (_stage(staging, index, write.content, write.path in private_targets), target)
             for index, (write, target) in enumerate(zip(writes, targets, strict=True))
             if not (write.policy == "seed" and target.exists())
@@ -86,6 +97,41 @@ def put_files(
     for target in private_targets.values():
         _make_private(target)
     return {write.path: _digest(target) for write, target in zip(writes, targets, strict=True)}
+
+
+def _backups(folder, writes, backup, suffix, user_globs) -> list[tuple[str, Path, Path]]:
+    """(path, its file, its backup copy) for each path to back up; the copy must not exist yet."""
+    if not backup:
+        return []
+    if not suffix:
+        raise Invalid("backup needs a backup_suffix")
+    written = {write.path for write in writes}
+    pairs = []
+    for path in backup:
+        if path not in written:
+            raise Invalid(f"backup path {path!r} is not among the files written")
+        copy = _target(folder, f"{path}.{suffix}", user_globs)
+        if copy.exists():
+            raise Invalid(f"backup {path}.{suffix} already exists")
+        pairs.append((path, _target(folder, path, user_globs), copy))
+    return pairs
+
+
+def contents(folder: Path, paths: list[str]) -> dict[str, bytes | None]:
+    """The content of each listed file, or None where it does not exist."""
+    targets = {path: _target(folder, path, []) for path in paths}
+    return {path: _read(target) for path, target in targets.items()}
+
+
+def _read(target: Path) -> bytes | None:
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Invalid(f"{target.name} cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 def digests(folder: Path, paths: list[str]) -> dict[str, str | None]:
@@ -183,7 +229,7 @@ def _clear_stale_staging(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _stage(staging: Path, index: int, content: bytes, private: bool) -> Path:
+def _stage(staging: Path, index: int | str, content: bytes, private: bool) -> Path:
     source = staging / str(index)
     # Created with its final mode: a secret is never readable by others, not even for a moment.
     mode = PRIVATE_FILE_MODE if private else FILE_MODE

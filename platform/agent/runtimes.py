@@ -23,7 +23,7 @@ from pathlib import Path
 from agent.commands import Deadline
 from agent.drivers import Driver
 from agent.errors import ApiError, Invalid, NotFound
-from agent.files import FileWrite, digests, put_files
+from agent.files import FileWrite, contents, digests, put_files
 from agent.locks import RuntimeLocks
 
 REF_PATTERN = re.compile(r"^[a-z][a-z0-9]{5,39}$")
@@ -85,16 +85,35 @@ class Runtimes:
         return Deadline(min(float(requested_s), self.default_deadline_s))
 
     def put_files(
-        self, ref: str, writes: list[FileWrite], user_globs: list[str], remove: list[str], private: list[str]
+        self,
+        ref: str,
+        writes: list[FileWrite],
+        user_globs: list[str],
+        remove: list[str],
+        private: list[str],
+        backup: list[str] = (),
+        backup_suffix: str | None = None,
     ) -> dict:
         runtime = self.get(ref)
         with self._locks.hold(ref, self.deadline()):
             group = self.driver.folder_group()
-            digests = put_files(runtime.folder, writes, user_globs, remove, private=private, folder_group=group)
+            digests = put_files(
+                runtime.folder,
+                writes,
+                user_globs,
+                remove,
+                private=private,
+                folder_group=group,
+                backup=backup,
+                backup_suffix=backup_suffix,
+            )
             return {"digests": digests}
 
     def digests(self, ref: str, paths: list[str]) -> dict:
         return {"digests": digests(self.get(ref).folder, paths)}
+
+    def contents(self, ref: str, paths: list[str]) -> dict:
+        return {"files_b64": contents(self.get(ref).folder, paths)}
 
     def up(self, ref: str, deadline: Deadline, operation: str | None = None) -> dict:
         runtime = self._existing(ref)

@@ -120,8 +120,13 @@ class Agent:
 
     def put_files(self, ref: str, body: api.PutFilesRequest) -> api.FilesReply:
         writes = [FileWrite(file.path, file.content, file.policy) for file in body.files]
-        reply = self.runtimes.put_files(ref, writes, body.user_paths, body.remove, body.private_paths)
+        reply = self.runtimes.put_files(
+            ref, writes, body.user_paths, body.remove, body.private_paths, body.backup, body.backup_suffix
+        )
         return checked(api.FilesReply, reply)
+
+    def contents(self, ref: str, body: api.ContentsRequest) -> api.ContentsReply:
+        return checked(api.ContentsReply, self.runtimes.contents(ref, body.paths))
 
     def digests(self, ref: str, body: api.DigestsRequest) -> api.DigestsReply:
         return checked(api.DigestsReply, self.runtimes.digests(ref, body.paths))
@@ -166,6 +171,7 @@ ROUTES = (
     Route("GET", re.compile(r"/v1/info"), Agent.info),
     Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/files"), Agent.put_files, body=api.PutFilesRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/digests"), Agent.digests, body=api.DigestsRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/contents"), Agent.contents, body=api.ContentsRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/cancel"), Agent.cancel, body=api.CancelRequest),
     Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),

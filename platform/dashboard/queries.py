@@ -6,9 +6,6 @@ template revision, counts, whether work is in flight) are correlated subqueries,
 evaluated only for the rows of the page shown.
 """
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.db.models import (
     BooleanField,
     Count,
@@ -22,12 +19,9 @@ from django.db.models import (
     Q,
     Subquery,
 )
-from django.utils import timezone
 
-from audit.models import AuditEntry
 from hosts.models import RuntimeHost
-from operations.models import UNFINISHED_STATES, Kind, Operation, OperationEvent, State
-from operations.resync import MIGRATION_QUEUED, MIGRATION_REQUESTED
+from operations.models import UNFINISHED_STATES, Operation, OperationEvent
 from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.models import TemplateVersion
@@ -123,45 +117,15 @@ def template_versions():
 
 
 def migration_progress(name: str, target: TemplateVersion) -> dict:
-    """How far the projects of template `name` are on the way to `target`, in a fixed number of queries.
+    """How many live projects of template `name` are on `target`, and the template's latest rollout."""
+    from operations.models import Rollout
 
-    Re-sync operations to `target` are counted by state, the latest one of each project only
-    (a rerun after a conflict replaces the earlier verdict). Until a worker has queued the
-    re-syncs of the latest dashboard migration, it is `starting`; past the queue deadline with
-    no worker, `stalled`. The refusals are those of the latest migration's requests.
-    """
     progress = (
         Project.objects.live()
         .filter(template=name)
         .aggregate(total=Count("pk"), on_latest=Count("pk", filter=Q(template_version=target)))
     )
-    to_target = Operation.objects.filter(kind=Kind.RESYNC, params__template_version=target.pk)
-    latest_of_project = to_target.filter(project=OuterRef("project")).order_by("-created_at", "-pk").values("pk")[:1]
-    conflict = Q(state=State.FAILED, error_code="conflict")
-    progress.update(
-        to_target.filter(pk=Subquery(latest_of_project)).aggregate(
-            queued=Count("pk", filter=Q(state=State.QUEUED)),
-            running=Count("pk", filter=Q(state=State.RUNNING)),
-            succeeded=Count("pk", filter=Q(state=State.SUCCEEDED)),
-            conflict=Count("pk", filter=conflict),
-            failed=Count("pk", filter=Q(state__in=[State.FAILED, State.TIMED_OUT, State.CANCELLED]) & ~conflict),
-        )
-    )
-    last = (
-        AuditEntry.objects.filter(action__in=[MIGRATION_REQUESTED, MIGRATION_QUEUED], detail__version=target.pk)
-        .order_by("-at", "-pk")
-        .first()
-    )
-    waiting = last is not None and last.action == MIGRATION_REQUESTED
-    fresh = waiting and last.at > timezone.now() - timedelta(seconds=settings.BERTH_QUEUE_DEADLINE)
-    refused = last.detail.get("refused", {}) if last is not None and not waiting else {}
-    progress.update(
-        starting=fresh,
-        stalled=waiting and not fresh,
-        refused=sorted(refused.values()),
-        requested=sum(progress[k] for k in ("queued", "running", "succeeded", "conflict", "failed")),
-    )
-    progress["in_flight"] = bool(progress["starting"] or progress["queued"] or progress["running"])
+    progress["rollout"] = Rollout.objects.filter(template=name).select_related("target").first()
     return progress
 
 

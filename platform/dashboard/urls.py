@@ -1,6 +1,16 @@
 from django.urls import path
 
-from dashboard.views import audit, hosts, operations, organizations, project, projects, runtime_templates, tokens
+from dashboard.views import (
+    audit,
+    hosts,
+    operations,
+    organizations,
+    project,
+    projects,
+    rollouts,
+    runtime_templates,
+    tokens,
+)
 
 app_name = "dashboard"
 
@@ -22,7 +32,11 @@ urlpatterns = [
     path("templates/", runtime_templates.templates, name="templates"),
     path("templates/<str:name>/diff/", runtime_templates.diff, name="template_diff"),
     path("templates/<str:name>/migrate/", runtime_templates.migrate, name="migrate_template"),
-    path("templates/<str:name>/progress/", runtime_templates.migration_progress, name="migration_progress"),
+    path("rollouts/", rollouts.rollout_list, name="rollouts"),
+    path("rollouts/<int:rollout_id>/", rollouts.rollout, name="rollout"),
+    path("rollouts/<int:rollout_id>/act/", rollouts.rollout_action, name="rollout_action"),
+    path("rollouts/<int:rollout_id>/projects/<str:ref>/resolve/", rollouts.rollout_resolve, name="rollout_resolve"),
+    path("rollouts/<int:rollout_id>/projects/<str:ref>/diff/", rollouts.rollout_diff, name="rollout_diff"),
     path("audit/", audit.audit, name="audit"),
     path("operations/", operations.operations, name="operations"),
     path("operations/<int:pk>/cancel/", operations.cancel, name="cancel_operation"),

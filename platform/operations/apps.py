@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
-    """The reaper, the health refresh and the drift check run as django-q2 schedules; keep them
+    """The reaper, the health refresh, the drift check and the rollout sweep run as django-q2 schedules; keep them
     present and current."""
     from django.conf import settings
     from django_q.models import Schedule
@@ -12,6 +12,9 @@ def ensure_schedules(sender, **kwargs):
         "berth-reaper": ("operations.tasks.reap", settings.BERTH_REAPER_MINUTES),
         "berth-health-refresh": ("operations.tasks.refresh_health", settings.BERTH_HEALTH_REFRESH_MINUTES),
         "berth-drift-check": ("operations.tasks.check_drift", settings.BERTH_DRIFT_CHECK_MINUTES),
+        # Rollouts are driven when their operations end; this sweep catches what that misses
+        # (an operation the reaper settled, a wave past its deadline).
+        "berth-rollouts": ("operations.tasks.drive_rollouts", settings.BERTH_REAPER_MINUTES),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -229,3 +229,108 @@ class OperationEvent(models.Model):
 
     def __str__(self):
         return f"{self.step}: {self.message}"
+
+
+class Rollout(models.Model):
+    """Moving projects of one template to a revision, wave by wave, with a health gate between waves.
+
+    The driver (operations.rollouts.advance) moves it one small step at a time; each
+    project's re-sync is a normal `resync` Operation, so single-flight per project holds.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        PAUSED = "paused"
+        HALTED = "halted"
+        FINISHED = "finished"
+        CANCELLED = "cancelled"
+
+    template = models.CharField(max_length=63)
+    # The revision projects move to; a rollback moves each project to its own `target_version`.
+    target = models.ForeignKey("templating.TemplateVersion", on_delete=models.PROTECT, related_name="rollouts")
+    rollback_of = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="rollbacks")
+    state = models.CharField(max_length=16, choices=State, default=State.RUNNING)
+    canary = models.PositiveIntegerField(default=1)
+    wave_size = models.PositiveIntegerField(default=5)
+    # Failed projects (since the last resume) that halt the rollout.
+    max_failures = models.PositiveIntegerField(default=1)
+    concurrency = models.PositiveIntegerField(default=2)
+    restart = models.BooleanField(default=True, help_text="Restart running projects whose files changed")
+    fail_on_conflict = models.BooleanField(default=False, help_text="Count conflicts against the failure budget")
+    wave = models.PositiveIntegerField(default=0, help_text="The wave being rolled out (0: the canary)")
+    wave_started_at = models.DateTimeField(null=True, blank=True)
+    # Failures finished since this moment count against the budget (the start, or the last resume).
+    budget_from = models.DateTimeField(null=True, blank=True)
+    # Bumped by every step: a step is claimed by a conditional UPDATE on it, so two drivers never both act.
+    step = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True, help_text="Why it halted, paused or was cancelled")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(wave_size__gte=1), name="rollout_wave_size_positive"),
+            models.CheckConstraint(condition=Q(concurrency__gte=1), name="rollout_concurrency_positive"),
+            models.CheckConstraint(condition=Q(max_failures__gte=1), name="rollout_max_failures_positive"),
+        ]
+
+    def __str__(self):
+        kind = "rollback" if self.rollback_of_id else "rollout"
+        return f"{kind} #{self.pk} of {self.template} to r{self.target.revision} ({self.state})"
+
+    @property
+    def is_running(self) -> bool:
+        return self.state == self.State.RUNNING
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    CONFLICTED = "conflicted"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# Outcomes that leave a project where the rollout wanted it.
+DONE_OUTCOMES = (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.RESOLVED)
+SETTLED_OUTCOMES = (*DONE_OUTCOMES, Outcome.CONFLICTED, Outcome.FAILED, Outcome.SKIPPED)
+
+
+class RolloutProject(models.Model):
+    """One project of a rollout: its place, the revision it came from and goes to, and what happened."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="projects")
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="rollouts")
+    position = models.PositiveIntegerField()
+    wave = models.PositiveIntegerField()
+    from_version = models.ForeignKey("templating.TemplateVersion", on_delete=models.PROTECT, related_name="+")
+    target_version = models.ForeignKey("templating.TemplateVersion", on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=16, choices=Outcome, default=Outcome.PENDING)
+    # The project's latest operation for this rollout (its re-sync, or a conflict resolution).
+    operation = models.ForeignKey(Operation, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # Whether the project's operation restarted it; only those are held to the wave's health gate.
+    restarted = models.BooleanField(default=False)
+    # Set when a resume tries a failed project again: it is restarted even if its files are in place.
+    retry = models.BooleanField(default=False)
+    message = models.TextField(blank=True)
+    conflicts = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "project"], name="one_entry_per_project_per_rollout"),
+            models.UniqueConstraint(fields=["rollout", "position"], name="one_project_per_rollout_position"),
+        ]
+        indexes = [models.Index(fields=["rollout", "wave", "outcome"])]
+
+    def __str__(self):
+        return f"{self.project.ref} in rollout #{self.rollout_id}: {self.outcome}"

@@ -1,7 +1,7 @@
 """Taking projects to another template version: one project's re-sync (a three-way merge
 planned by templating.resync, pushed through a `RuntimeFiles` gateway so tests can replace
-the agent), the bulk migration of `manage.py migrate_runtimes`, and the dashboard's
-migration, which queues one re-sync operation per project.
+the agent), and the dry-run plan of a rollout's preview. Moving many projects is a
+rollout (operations.rollouts), one re-sync operation per project.
 """
 
 import logging
@@ -16,9 +16,8 @@ from django.utils import timezone
 from agent.api import FileSpec
 from audit.actions import record
 from hosts import agents
-from operations.actions import OperationRefused, request_operation
 from projects.actions import record_drift
-from projects.models import DesiredState, Project
+from projects.models import Project
 from templating.models import TemplateVersion
 from templating.render import RenderedRuntime
 from templating.resync import Plan, paths_to_check, plan_project_resync
@@ -158,93 +157,17 @@ def _record(project, current, target, digests, *, plan: Plan | None, actor, labe
     project.template_version, project.file_digests = target, digests
 
 
-def migrate_project(
-    project: Project, target: TemplateVersion, files: RuntimeFiles, *, dry_run: bool, label: str
-) -> ResyncResult:
-    """Re-sync one project for a bulk migration and restart it when its files changed and it should run.
+def plan_migration(project: Project, target: TemplateVersion, files: RuntimeFiles, *, label: str) -> ResyncResult:
+    """The dry-run plan of moving one project to `target`, for a rollout's preview.
 
-    Every failure is returned as a failed result, so one project never stops the batch.
+    Every failure is returned as a failed result, so one project never stops the preview.
     """
     try:
         if project.operations.unfinished().exists():
             raise ResyncRefused(f"{project.ref} has an operation in progress; run again once it finishes")
-        result = resync_project(project, target, files, dry_run=dry_run, label=label)
+        return resync_project(project, target, files, dry_run=True, label=label)
     except Exception as error:  # each project's failure is reported in its row, never stops the batch
         # The type only: messages are for the operator's table, and logs never risk holding file content.
-        log.warning("re-sync of %s to %s failed: %s", project.ref, target, type(error).__name__)
+        log.warning("re-sync plan of %s to %s failed: %s", project.ref, target, type(error).__name__)
         message = "; ".join(error.messages) if isinstance(error, ValidationError) else str(error)
         return ResyncResult(project.ref, FAILED, project.template_version.revision, target.revision, message)
-    changed = result.plan is not None and result.plan.changes_files
-    if result.status == UPDATED and changed and not dry_run and project.desired_state == DesiredState.RUNNING:
-        try:
-            request_operation(project, "restart", actor=None, label=label)
-            result.message += "; restart queued"
-        except OperationRefused as refusal:
-            # The files and version are recorded, so a rerun skips this project: say so loudly.
-            result.status = FAILED
-            result.message += f"; files synced but restart not queued ({refusal}): restart it"
-    return result
-
-
-# --- bulk migration from the dashboard ----------------------------------------------------
-
-# Audit actions of a dashboard migration: staff asked for it; a worker queued its re-syncs.
-MIGRATION_REQUESTED, MIGRATION_QUEUED = "template.migrate", "template.migrate.queued"
-
-
-def _migration_detail(target: TemplateVersion) -> dict:
-    return {"template": target.name, "revision": target.revision, "version": target.pk}
-
-
-def start_template_migration(target: TemplateVersion, *, actor=None, label: str | None = None) -> None:
-    """Start moving every project of `target`'s template to `target`: one django-q2 task,
-    queued on commit, requests a re-sync operation per project (`request_migration_resyncs`),
-    so a web request never loops over thousands of projects.
-
-    `manage.py migrate_runtimes` is the synchronous operator path; both end in resync_project.
-    """
-    user_id = actor.pk if getattr(actor, "is_authenticated", False) else None
-    with transaction.atomic():
-        record(actor, MIGRATION_REQUESTED, detail=_migration_detail(target), label=label)
-        transaction.on_commit(lambda: _enqueue_migration(target, user_id, label))
-
-
-def _enqueue_migration(target: TemplateVersion, user_id: int | None, label: str | None) -> None:
-    from django_q.tasks import async_task
-
-    async_task(
-        "operations.tasks.request_migration",
-        target.pk,
-        user_id,
-        label,
-        task_name=f"migrate-{target.name}-r{target.revision}",
-        group="template-migrations",
-    )
-
-
-def request_migration_resyncs(target: TemplateVersion, *, actor=None, label: str | None = None) -> dict:
-    """Request a re-sync operation to `target` for every live project of its template on another version.
-
-    Each request stands alone, so a project that refuses (busy, never provisioned) never holds
-    back the rest; running the migration again picks it up. What was queued and refused goes
-    to the audit trail, where the templates page reads the refusals; it is also returned.
-    """
-    queued, refused = 0, {}
-    behind = (
-        Project.objects.live()
-        .filter(template=target.name)
-        .exclude(template_version=target)
-        .exclude(desired_state=DesiredState.DELETED)
-        .defer("secrets")
-        .order_by("ref")
-    )
-    for project in behind:
-        try:
-            request_operation(project, "resync", actor=actor, label=label, params={"template_version": target.pk})
-        except OperationRefused as refusal:
-            refused[project.ref] = str(refusal)
-        else:
-            queued += 1
-    detail = {**_migration_detail(target), "queued": queued, "refused": refused}
-    record(actor, MIGRATION_QUEUED, detail=detail, label=label)
-    return detail

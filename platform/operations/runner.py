@@ -16,6 +16,7 @@ from django.utils import timezone
 from agent.client import AgentError
 from hosts import agents
 from operations import health
+from operations.conflicts import resolve_project
 from operations.models import Kind, Operation, OperationEvent, State
 from operations.placement import NoHost, place_project, unplace_if_unfit
 from operations.resync import CONFLICTED, AgentRuntimeFiles, ResyncRefused, resync_project
@@ -186,21 +187,37 @@ class OperationRun:
         return Status.REMOVED, ""
 
     def run_resync(self):
-        target_pk = self.operation.params.get("template_version")
+        """Re-sync to `params.template_version` (else the latest), or with `params.resolve` resolve
+        its conflicts (operations.conflicts). `params.restart`: "changed" (default: restart a
+        running project whose files changed), "always", or "never" (files only)."""
+        params = self.operation.params
+        target_pk = params.get("template_version")
         if target_pk:
             target = TemplateVersion.objects.get(pk=target_pk)
         else:
             target = TemplateVersion.objects.latest_of(self.project.template)
-        files = AgentRuntimeFiles(deadline=self.call_budget())
-        result = resync_project(self.project, target, files, label=f"operation {self.operation.pk}")
-        if result.status == CONFLICTED:
-            # Nothing was written and nothing restarted: the project is as it was before the claim.
-            status, reason = self.status_before_claim()
-            raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", status, reason)
-        self.event("resync", f"{self.project.template_version}: {result.message}", status=result.status)
+        label = f"operation {self.operation.pk}"
+        if params.get("resolve"):
+            how, budget = params["resolve"], self.call_budget()
+            resolution = resolve_project(self.project, target, how, deadline=budget, label=label)
+            message, changed, status = resolution.message, resolution.changed, "resolved"
+        else:
+            result = resync_project(self.project, target, AgentRuntimeFiles(deadline=self.call_budget()), label=label)
+            if result.status == CONFLICTED:
+                paths = [action.path for action in result.plan.conflicts] if result.plan else []
+                self.event("conflict", result.message, level=OperationEvent.Level.WARNING, paths=paths)
+                # Nothing was written and nothing restarted: the project is as it was before the claim.
+                status, reason = self.status_before_claim()
+                raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", status, reason)
+            message, status = result.message, result.status
+            changed = result.plan is not None and result.plan.changes_files
+        self.event("resync", f"{self.project.template_version}: {message}", status=status, changed=changed)
         if self.project.desired_state != DesiredState.RUNNING:
             return Status.INACTIVE, ""
-        if result.plan is not None and result.plan.changes_files:
+        restart = params.get("restart", "changed")
+        if restart == "never":
+            return self.status_before_claim()
+        if restart == "always" or changed:
             self.event("restart", "Restarting so the new files take effect")
             self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
         self.wait_healthy()

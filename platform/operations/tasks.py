@@ -1,12 +1,8 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from django.contrib.auth import get_user_model
-
 from operations import cleanup, drift, health, reaper
 from operations.models import Operation
-from operations.resync import request_migration_resyncs
 from operations.runner import OperationRun
-from templating.models import TemplateVersion
 
 
 def run_operation(operation_id: int) -> bool:
@@ -15,7 +11,22 @@ def run_operation(operation_id: int) -> bool:
     if operation is None:
         return False
     OperationRun(operation).run()
+    from operations.rollouts import on_operation_finished
+
+    on_operation_finished(operation)
     return True
+
+
+def drive_rollout(rollout_id: int) -> int:
+    from operations.rollouts import drive
+
+    return drive(rollout_id)
+
+
+def drive_rollouts() -> int:
+    from operations.rollouts import drive_all
+
+    return drive_all()
 
 
 def clean_up(operation_id: int) -> bool:
@@ -32,9 +43,3 @@ def refresh_health() -> int:
 
 def check_drift() -> int:
     return drift.check_all()
-
-
-def request_migration(version_id: int, user_id: int | None, label: str | None = None) -> dict:
-    """Queue the re-syncs of a migration started from the dashboard, on behalf of who started it."""
-    actor = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-    return request_migration_resyncs(TemplateVersion.objects.get(pk=version_id), actor=actor, label=label)

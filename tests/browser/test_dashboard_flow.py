@@ -124,18 +124,18 @@ def test_staff_create_watch_stop_read_the_timeline_act_in_bulk_and_migrate(
     assert page.evaluate("window.__notReloaded") is True
     screenshot("projects")
 
-    # Migrate the template's projects to r2: a worker queues the re-syncs, the page shows them settle.
+    # Migrate the template's projects to r2: a rollout the worker drives, its page shows the waves settle.
     page.click("nav >> text=Templates")
-    page.click("button:has-text('Migrate to r2')")
-    expect(messages).to_contain_text("Migration of postgres to r2 started")
-    progress = page.locator("#progress-postgres")
-    expect(progress).to_contain_text("1 succeeded", timeout=SETTLES)
-    expect(progress).to_contain_text("1 of 2 project(s) on r2")
-    expect(progress).to_contain_text("1 project(s) refused")
-    expect(progress).not_to_have_attribute("hx-trigger", re.compile("."))
-    # The settled reply brought the revision counts up to date too, without a reload.
-    expect(page.locator("#versions-postgres tbody tr").first.locator("td").nth(3)).to_have_text("1")
     screenshot("templates")
+    page.click("button:has-text('Migrate to r2')")
+    expect(messages).to_contain_text("of postgres to r2 started")
+    progress = page.locator("#rollout-progress")
+    expect(progress).to_contain_text("Finished", timeout=SETTLES)
+    expect(progress).to_contain_text("2 of 2 project(s) settled")
+    expect(progress).not_to_have_attribute("hx-trigger", re.compile("."))
+    screenshot("rollout")
+    page.click("nav >> text=Templates")
+    expect(page.locator("#progress-postgres")).to_contain_text("2 of 2 project(s) on r2")
     project.refresh_from_db()
     assert project.template_version.revision == 2 and project.drifted_paths == ["runtime.toml"]
 

@@ -6,19 +6,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import queries
-from dashboard.views.common import render_live
-from operations.resync import start_template_migration
-from templating.manifest import manifest_of
+from operations import rollouts
 from templating.models import TemplateVersion
 
 
-def template_summaries(name: str | None = None) -> list[dict]:
+def template_summaries() -> list[dict]:
     """One entry per template name: its versions newest first, and what the latest one is."""
-    versions = queries.template_versions()
-    if name is not None:
-        versions = versions.filter(name=name)
+    from templating.manifest import manifest_of
+
     summaries = []
-    for template, group in groupby(versions, key=lambda v: v.name):
+    for template, group in groupby(queries.template_versions(), key=lambda v: v.name):
         group = list(group)
         summaries.append({"name": template, "versions": group, "latest": group[0], "manifest": manifest_of(group[0])})
     return summaries
@@ -32,30 +29,33 @@ def templates(request):
     return render(request, "dashboard/templates.html", {"templates": summaries})
 
 
-@require_GET
-def migration_progress(request, name):
-    """The progress partial; polled while the migration is starting or any re-sync is unfinished."""
-    latest = TemplateVersion.objects.latest_of(name)
-    if latest is None:
-        raise Http404("No such template")
-    progress = queries.migration_progress(name, latest)
-    [summary] = template_summaries(name)
-    # The settled reply also brings the revision table's project counts up to date (out of band).
-    context = {"summary": {**summary, "progress": progress}, "versions_oob": not progress["in_flight"]}
-    return render_live(request, "dashboard/templates.html#progress", context, in_flight=progress["in_flight"])
+def _count(request, name: str, default: int, minimum: int) -> int:
+    try:
+        value = int(request.POST.get(name, default))
+    except ValueError:
+        return default
+    return max(minimum, value)
 
 
 @require_POST
 def migrate(request, name):
-    """Start the bulk migration of a template's projects to its latest version, in a worker."""
+    """Start a rollout of the template's projects to its latest revision; the worker drives it."""
     latest = TemplateVersion.objects.latest_of(name)
     if latest is None:
         raise Http404("No such template")
-    start_template_migration(latest, actor=request.user)
-    messages.success(
-        request, f"Migration of {name} to r{latest.revision} started: a worker queues one re-sync per project behind."
-    )
-    return redirect("dashboard:templates")
+    try:
+        rollout = rollouts.start_rollout(
+            latest,
+            canary=_count(request, "canary", 1, 0),
+            wave_size=_count(request, "wave_size", 5, 1),
+            concurrency=_count(request, "concurrency", 2, 1),
+            actor=request.user,
+        )
+    except rollouts.RolloutRefused as refusal:
+        messages.error(request, str(refusal))
+        return redirect("dashboard:templates")
+    messages.success(request, f"Rollout #{rollout.pk} of {name} to r{latest.revision} started.")
+    return redirect("dashboard:rollout", rollout.pk)
 
 
 @require_GET
