@@ -1,61 +1,33 @@
-"""Benchmark port leases on PostgreSQL: cost per lease must not grow with existing leases.
+"""Benchmark port leases on PostgreSQL: the cost of one lease must not grow with the
+leases that exist, and one worker must reach 500 leases per second.
 
-    .venv/bin/python bench/port_leases.py
+    .venv/bin/python bench/port_leases.py [--few 100] [--many 50000] [--rounds 7]
 
-Creates (and drops first) the throwaway database berth_bench_ports on
-BENCH_DATABASE_URL's server (default postgres://postgres@127.0.0.1:5432), then prints:
-- the median time of one lease_ports call with 100 and with 50,000 existing leases on
-  the host (target: ratio at most 1.5);
-- leases per second with 1 and with 4 concurrent worker processes on one host.
+Prints, with the two hosts measured round-robin in one run:
+- the median time of one lease_ports call on a host with --few and with --many existing
+  leases (target: ratio at most 1.5);
+- leases per second with 1 and with 4 concurrent worker processes on one host (target:
+  at least 500 at 1 worker), one round of each worker count after the other.
 
-Hosts span the whole valid range (1024-65535) in blocks of one port, so 50,000 leases
-fit on one host. Existing leases sit at random blocks, as churn leaves them. The port
-check is a checker that finds every port free: the figures measure the lease itself.
+Hosts span the whole valid range (1024-65535) in blocks of one port, so 50,000 leases fit
+on one host. Existing leases sit at random blocks, as churn leaves them. The port check is
+a checker that finds every port free: the figures measure the lease itself.
 """
 
 import multiprocessing
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
-DATABASE = "berth_bench_ports"
-TIMED_LEASES = 300
-LEASES_PER_WORKER = 600
-
-os.environ.update(
-    DEBUG="1",
-    DATABASE_URL=f"{SERVER_URL}/{DATABASE}",
-    BERTH_VAR_DIR=tempfile.mkdtemp(prefix="berth-bench-"),
-    DJANGO_SETTINGS_MODULE="berth.settings",
-)
-sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import analyze, parser, scratch, spread  # noqa: E402
 
 
 class AllFree:
     def taken(self, host, ports):
         return set()
-
-
-def recreate_database():
-    import psycopg
-
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def setup_django():
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, skip_checks=True)
 
 
 def make_host(name):
@@ -74,7 +46,7 @@ def make_host(name):
 def make_projects(host, count, template_version):
     from projects.models import Project
 
-    made = Project.objects.bulk_create(
+    return Project.objects.bulk_create(
         (
             Project(
                 name=f"{host.name} {n}",
@@ -87,12 +59,10 @@ def make_projects(host, count, template_version):
         ),
         batch_size=5000,
     )
-    return made
 
 
 def host_with_leases(name, existing, template_version):
     """A host whose blocks are laid out, `existing` of them leased at random positions."""
-    from django.db import connection
     from django.utils import timezone
 
     from ports.actions import sync_port_blocks
@@ -118,21 +88,18 @@ def host_with_leases(name, existing, template_version):
         batch_size=5000,
     )
     sync_port_blocks(host)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")  # as autovacuum would by now: plans for a table of this size
     return host
 
 
-def median_lease_ms(host, template_version) -> float:
+def time_leases(projects) -> list[float]:
     from ports.actions import lease_ports
 
-    projects = make_projects(host, TIMED_LEASES, template_version)
     timings = []
     for project in projects:
         started = time.perf_counter()
         lease_ports(project, 1, checker=AllFree())
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings) * 1000
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
 
 
 def lease_all(project_ids, start_at):
@@ -153,13 +120,12 @@ def lease_all(project_ids, start_at):
     return began, ended
 
 
-def leases_per_second(workers, template_version) -> float:
+def leases_per_second(host, workers, per_worker, template_version) -> float:
     from django.db import connections
 
-    host = host_with_leases(f"throughput{workers}", 100, template_version)
-    ids = [p.pk for p in make_projects(host, workers * LEASES_PER_WORKER, template_version)]
+    ids = [p.pk for p in make_projects(host, workers * per_worker, template_version)]
     connections.close_all()  # forked workers must not share the parent's connection
-    start_at = time.time() + 1.0
+    start_at = time.time() + 0.5
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         spans = pool.starmap(lease_all, [(ids[i::workers], start_at) for i in range(workers)])
     elapsed = max(end for _, end in spans) - min(begin for begin, _ in spans)
@@ -184,23 +150,56 @@ def assert_sound():
         assert cursor.fetchone()[0] == 0, "a project holds two blocks"
 
 
-def main():
-    recreate_database()
-    setup_django()
-    from templating.models import TemplateVersion
+def main() -> int:
+    p = parser(__doc__, "leases")
+    p.add_argument("--few", type=int, default=100, help="existing leases on the small host (default %(default)s)")
+    p.add_argument("--many", type=int, default=50_000, help="existing leases on the large host (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--per-round", type=int, default=50, help="timed leases per host and round (default %(default)s)")
+    p.add_argument("--workers", default="1,4", help="worker counts for the throughput (default %(default)s)")
+    p.add_argument("--per-worker", type=int, default=400, help="leases per worker and round (default %(default)s)")
+    args = p.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    if args.few + args.per_round * args.rounds > 64512 or args.many + args.per_round * args.rounds > 64512:
+        p.error("the leases do not fit one host's 64,512 ports")
 
-    template_version = TemplateVersion.objects.create(name="postgres", revision=1, digest="0" * 64, manifest="")
-    few = median_lease_ms(host_with_leases("few", 100, template_version), template_version)
-    many = median_lease_ms(host_with_leases("many", 50_000, template_version), template_version)
-    print(f"median lease with    100 existing leases: {few:.2f} ms")
-    print(f"median lease with 50,000 existing leases: {many:.2f} ms")
-    print(f"ratio: {many / few:.2f} (target <= 1.5)")
-    for workers in (1, 4):
-        rate = leases_per_second(workers, template_version)
-        print(f"{workers} worker{'s' if workers > 1 else ' '}: {rate:.0f} leases/s")
-    assert_sound()
-    print("checked: no overlapping or out-of-range blocks")
+    with scratch(args.database, keep=args.keep):
+        from templating.models import TemplateVersion
+
+        version = TemplateVersion.objects.create(name="postgres", revision=1, digest="0" * 64, manifest="")
+        hosts = {
+            "few": host_with_leases("few", args.few, version),
+            "many": host_with_leases("many", args.many, version),
+        }
+        queued = {name: make_projects(host, args.per_round * args.rounds, version) for name, host in hosts.items()}
+        analyze()
+        timings = {name: [] for name in hosts}
+        for r in range(args.rounds):
+            for name in hosts:  # round-robin: each round times both hosts
+                batch = queued[name][r * args.per_round : (r + 1) * args.per_round]
+                timings[name].extend(time_leases(batch))
+        few, many = (statistics.median(timings[n]) for n in ("few", "many"))
+        print(f"one lease, ms, median (interquartile), {args.rounds} interleaved rounds of {args.per_round}:")
+        print(f"  {args.few:>7,} existing leases: {spread(timings['few'])}")
+        print(f"  {args.many:>7,} existing leases: {spread(timings['many'])}")
+        print(f"  ratio: {many / few:.2f} (target <= 1.5)")
+
+        rates = {w: [] for w in worker_counts}
+        throughput_host = host_with_leases("throughput", 100, version)
+        needed = sum(worker_counts) * args.per_worker * args.rounds + 100
+        if needed > 64512:
+            p.error(f"throughput rounds need {needed} blocks; lower --per-worker or --rounds")
+        analyze()
+        for _ in range(args.rounds):
+            for workers in worker_counts:
+                rates[workers].append(leases_per_second(throughput_host, workers, args.per_worker, version))
+        print(f"leases per second on one host (target: >= 500 at 1 worker), median (IQR) of {args.rounds} rounds:")
+        for workers in worker_counts:
+            print(f"  {workers} worker{'s' if workers > 1 else ' '}: {spread(rates[workers])}")
+        assert_sound()
+        print("checked: no overlapping or out-of-range blocks, no project with two blocks")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

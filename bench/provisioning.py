@@ -1,23 +1,28 @@
-"""Benchmark provisioning end to end: Berth's own overhead, and throughput with 2 workers.
+"""Benchmark provisioning end to end with default settings: Berth's own overhead per
+provisioning, and what 2 workers gain over running provisionings one after another.
 
-    .venv/bin/python bench/provisioning.py [--projects 50]
+    .venv/bin/python bench/provisioning.py [--projects 20] [--rounds 2] [--redis-url URL]
 
-Runs the real thing: a django-q2 cluster with 2 workers, a local agent with the process
-driver, and real Postgres clusters. Uses (and drops first) the throwaway database
-berth_bench_provisioning on BENCH_DATABASE_URL's server (default
-postgres://postgres@127.0.0.1:5432). Prints:
-- per provisioning, one at a time: total time from request to ACTIVE_HEALTHY, the
-  runtime's own start (the agent's `up`: initdb and pg_ctl start), and Berth's overhead,
-  the difference (queueing, claim, placement, lease and port check, render and push,
-  health probes, bookkeeping);
-- N projects requested at once with 2 workers: the wall time until all are healthy,
-  against the sum of their runtime start times.
-Everything it started is deleted (data purged) and stopped at the end.
+Runs the real thing: a django-q2 cluster (`manage.py qcluster`, default settings: 2
+workers, the ORM broker unless --redis-url), a local agent with the process driver, and
+real Postgres clusters on ports 21000-21990. Each round provisions --projects/--rounds
+projects one at a time, then as many at once, so both see the same machine load; every
+project is deleted (data purged) before the next phase. Printed:
+- one at a time: request -> ACTIVE_HEALTHY, the runtime's own start (the agent's `up`:
+  initdb and pg_ctl start) and Berth's overhead, the difference (queueing, claim,
+  placement, lease and port check, render and push, health probes, bookkeeping), as
+  medians with their interquartile range (target: overhead <= 0.25 s);
+- all at once on the workers: the wall time against the sum of the one-at-a-time totals
+  (target: <= 0.6).
+It stops what it started by pid (the worker's process group, the agent, and any cluster
+left running under its own runtime folder, from its postmaster.pid), and removes its
+database and folders.
 """
 
-import argparse
 import os
 import secrets
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,29 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
-DATABASE = "berth_bench_provisioning"
-VAR = tempfile.mkdtemp(prefix="berth-bench-var-")
-
-os.environ.update(
-    DEBUG="1",
-    DATABASE_URL=f"{SERVER_URL}/{DATABASE}",
-    BERTH_VAR_DIR=VAR,
-    DJANGO_SETTINGS_MODULE="berth.settings",
-    BERTH_HEALTH_POLL_INITIAL="0.2",
-    Q_POLL="0.1",
-    LOG_LEVEL="WARNING",
-)
-sys.path.insert(0, str(ROOT / "platform"))
-
-
-def recreate_database():
-    import psycopg
-
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, parser, scratch, spread  # noqa: E402
 
 
 def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
@@ -61,19 +45,19 @@ def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
 
 
 def start_worker() -> subprocess.Popen:
-    env = {**os.environ, "Q_WORKERS": "2"}
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
         cwd=ROOT,
-        env=env,
+        env=os.environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
 
-def runtime_start_seconds(operation) -> float:
+def runtime_start_seconds(project) -> float:
     """The agent's `up`: from the event before the call to the event after it."""
+    operation = project.operations.get(kind="provision")
     ups = list(operation.events.filter(step="up").order_by("at", "pk").values_list("at", flat=True))
     return (ups[-1] - ups[0]).total_seconds()
 
@@ -87,92 +71,113 @@ def wait_healthy(projects, timeout: float) -> None:
         statuses = dict(Project.objects.filter(ref__in=refs).values_list("ref", "status"))
         if all(s == Status.ACTIVE_HEALTHY for s in statuses.values()):
             return
-        if any(s == Status.INIT_FAILED for s in statuses.values()):
-            failed = [r for r, s in statuses.items() if s == Status.INIT_FAILED]
+        failed = [r for r, s in statuses.items() if s == Status.INIT_FAILED]
+        if failed:
             raise SystemExit(f"provisioning failed for {failed}")
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise SystemExit(f"not all of {len(refs)} projects became healthy within {timeout}s")
 
 
-def provision_operation(project):
-    return project.operations.get(kind="provision")
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--projects", type=int, default=50)
-    parser.add_argument("--single", type=int, default=5, help="provisionings timed one at a time")
-    args = parser.parse_args()
-
-    recreate_database()
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, skip_checks=True)
-
-    from hosts.models import RuntimeHost
+def delete_all(projects) -> None:
+    """Delete (purging data) and wait until every delete finished: untimed, between phases."""
     from operations.actions import request_operation
-    from operations.creation import create_project
-    from templating.actions import sync_templates
+    from operations.models import Operation
 
-    sync_templates()
-    root = Path(tempfile.mkdtemp(prefix="bbp-", dir="/tmp"))
-    root.chmod(0o755)
-    token = secrets.token_urlsafe(24)
-    agent, url = start_agent(root, token)
-    worker = start_worker()
-    RuntimeHost.objects.create(
-        name="bench", agent_url=url, agent_token=token, port_range_start=24000, port_range_end=24999, block_size=4
-    )
-    created = []
-    try:
-        singles = []
-        for i in range(args.single):
-            requested = time.monotonic()
-            project = create_project(name=f"single {i}", postgres_major=15, template="postgres")
-            wait_healthy([project], timeout=120)
-            total = time.monotonic() - requested
-            created.append(project)
-            singles.append((total, runtime_start_seconds(provision_operation(project))))
-
-        started = time.monotonic()
-        batch = [
-            create_project(name=f"batch {i}", postgres_major=15, template="postgres") for i in range(args.projects)
-        ]
-        created += batch
-        wait_healthy(batch, timeout=60 + 10 * args.projects)
-        wall = time.monotonic() - started
-        starts = sum(runtime_start_seconds(provision_operation(p)) for p in batch)
-
-        totals = [t for t, _ in singles]
-        runtime = [r for _, r in singles]
-        overhead = [t - r for t, r in singles]
-        print(f"one at a time ({args.single} provisionings, medians):")
-        print(f"  request -> ACTIVE_HEALTHY : {statistics.median(totals):6.2f} s")
-        print(f"  runtime's own start (up)  : {statistics.median(runtime):6.2f} s")
-        print(f"  Berth's overhead          : {statistics.median(overhead):6.2f} s")
-        print(f"{args.projects} projects at once, 2 workers:")
-        print(f"  wall time until all healthy   : {wall:6.1f} s")
-        print(f"  sum of runtime start times    : {starts:6.1f} s")
-        print(f"  wall / sum of runtime starts  : {wall / starts:6.2f}")
-    finally:
-        for project in created:
-            project.refresh_from_db()
-            if project.operations.unfinished().exists():
-                continue
+    for project in projects:
+        project.refresh_from_db()
+        if not project.operations.unfinished().exists():
             request_operation(project, "delete", params={"purge_data": True})
-        time.sleep(1)
-        from operations.models import Operation
+    deadline = time.monotonic() + 120
+    while Operation.objects.unfinished().exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
-        deadline = time.monotonic() + 120
-        while Operation.objects.unfinished().exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        os.killpg(worker.pid, 9)
-        agent.terminate()
-        agent.wait(timeout=10)
-        subprocess.run(["pkill", "-f", "--", f"-D {root}"], check=False)
+
+def stop_clusters(root: Path) -> None:
+    """Stop any Postgres cluster still running under `root`, by the pid in its postmaster.pid."""
+    for pidfile in root.glob("**/postmaster.pid"):
+        try:
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            pass
+
+
+def main() -> int:
+    p = parser(__doc__, "provisioning")
+    p.add_argument("--projects", type=int, default=20, help="provisionings per phase in all (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--redis-url", default="", help="run the workers on Redis (REDIS_URL) instead of the ORM broker")
+    args = p.parse_args()
+    per_round = max(1, args.projects // args.rounds)
+    extra = {"REDIS_URL": args.redis_url} if args.redis_url else {}
+    root = Path(tempfile.mkdtemp(prefix="berth-bench-runtimes-", dir="/tmp"))
+    root.chmod(0o755)
+    agent = worker = None
+    with scratch(args.database, keep=args.keep, settings=extra):
+        from django.conf import settings
+
+        from hosts.models import RuntimeHost
+        from operations.creation import create_project
+        from templating.actions import sync_templates
+
+        sync_templates()
+        token = secrets.token_urlsafe(24)
+        try:
+            agent, url = start_agent(root, token)
+            worker = start_worker()
+            RuntimeHost.objects.create(
+                name="bench",
+                agent_url=url,
+                agent_token=token,
+                port_range_start=21000,
+                port_range_end=21990,
+                block_size=4,
+            )
+            singles, walls, made = [], [], 0
+            for _ in range(args.rounds):
+                batch = []
+                for _ in range(per_round):
+                    requested = time.monotonic()
+                    project = create_project(name=f"single {made}", postgres_major=15, template="postgres")
+                    made += 1
+                    wait_healthy([project], timeout=120)
+                    total = time.monotonic() - requested
+                    singles.append((total, runtime_start_seconds(project)))
+                    batch.append(project)
+                delete_all(batch)
+                started = time.monotonic()
+                batch = []
+                for _ in range(per_round):
+                    batch.append(create_project(name=f"batch {made}", postgres_major=15, template="postgres"))
+                    made += 1
+                wait_healthy(batch, timeout=60 + 10 * per_round)
+                walls.append(time.monotonic() - started)
+                delete_all(batch)
+            totals = [t for t, _ in singles]
+            broker = "Redis" if args.redis_url else f"ORM, poll {settings.Q_CLUSTER['poll']:g} s"
+            print(f"one at a time, {len(singles)} provisionings, s, median (interquartile) [{broker}]:")
+            print(f"  request -> ACTIVE_HEALTHY : {spread(totals)}")
+            print(f"  runtime's own start (up)  : {spread([r for _, r in singles])}")
+            print(f"  Berth's overhead          : {spread([t - r for t, r in singles])} (target <= 0.25)")
+            print(f"{per_round} at once on {settings.Q_CLUSTER['workers']} workers, {args.rounds} rounds:")
+            print(f"  wall times                : {', '.join(f'{w:.1f}' for w in walls)} s")
+            print(f"  one after another (sum)   : {sum(totals):.1f} s")
+            print(f"  wall / one after another  : {sum(walls) / sum(totals):.2f} (target <= 0.6)")
+            print(f"  median per project, s     : {statistics.median(totals):.2f} alone")
+        finally:
+            if worker is not None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
+            if agent is not None:
+                agent.terminate()
+                agent.wait(timeout=10)
+            stop_clusters(root)
+            time.sleep(1)
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -277,3 +277,23 @@ def test_without_postgres_engine_the_newest_major_of_the_regions_hosts_is_taken(
     response = api.post("/v1/projects", create_body(org, region="eu-west-1"))
     assert response.status_code == 201, response.json()
     assert Project.objects.get(ref=response.json()["ref"]).postgres_major == 15
+
+
+def test_it_lists_the_projects_after_a_ref_even_when_created_at_ties(api, org):
+    from django.utils import timezone
+
+    from projects.models import Project
+
+    refs = [make_project(organization=org).ref for _ in range(5)]
+    Project.objects.update(created_at=timezone.now())  # only the id orders them now
+    first = [p["ref"] for p in api.get("/v1/projects", limit=2).json()]
+    rest = [p["ref"] for p in api.get("/v1/projects", limit=10, after=first[-1]).json()]
+    assert first + rest == refs[::-1]
+    assert api.get("/v1/projects", after=rest[-1]).json() == []
+
+
+def test_it_refuses_an_after_ref_outside_the_callers_list_and_after_with_offset(api, org):
+    mine = make_project(organization=org)
+    theirs = make_project()
+    assert api.get("/v1/projects", after=theirs.ref).status_code == 400
+    assert api.get("/v1/projects", after=mine.ref, offset=1).status_code == 400

@@ -194,3 +194,49 @@ def test_a_retry_places_a_failed_provisioning_again_and_it_comes_up(tmp_path, se
         retry.events.values_list("message", flat=True)
     )
     assert project.port_block.host == wide
+
+
+def hosts_with_leases(count: int, leased_each: int):
+    """`count` reported hosts, each with `leased_each` projects holding blocks and a few free blocks."""
+    from ports.actions import lease_ports
+    from tests.factories import FakePortChecker, make_reported_host
+
+    version = TemplateVersion.objects.latest_of("postgres")
+    for n in range(count):
+        host = make_reported_host(
+            name=f"fleet{n}", port_range_start=20000 + 200 * n, port_range_end=20199 + 200 * n, block_size=10
+        )
+        for _ in range(leased_each):
+            lease_ports(make_project(host=host, template_version=version), 1, checker=FakePortChecker())
+
+
+def placement_queries(django_assert_num_queries, expected):
+    project = create_project(name="Orders", postgres_major=15, template="postgres")
+    with django_assert_num_queries(expected), mock.patch("hosts.agents.client_for") as asked:
+        place_project(project, deadline=1)
+    assert not asked.called, "hosts heard from just now were asked again"
+
+
+@pytest.mark.parametrize("hosts, leased_each", [(2, 1), (10, 3)])
+def test_placement_costs_the_same_queries_whatever_the_number_of_hosts(hosts, leased_each, django_assert_num_queries):
+    hosts_with_leases(hosts, leased_each)
+    # The candidates with their blocks counted (one aggregate), then the conditional placing UPDATE.
+    placement_queries(django_assert_num_queries, 2)
+
+
+def test_placement_asks_a_host_only_when_its_last_answer_is_older_than_the_max_age(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.BERTH_HOST_INFO_MAX_AGE = 60
+    host = make_host(name="proc", capabilities=PROCESS_15, last_seen_at=timezone.now() - timedelta(seconds=5))
+    agent = InfoAgent(PROCESS_15)
+    asked = []
+    with mock.patch("hosts.agents.client_for", lambda h, *, deadline: asked.append(h.name) or agent):
+        assert place_project(create_project(name="A", postgres_major=15, template="postgres"), deadline=1) == host
+        assert asked == []
+        host.last_seen_at = timezone.now() - timedelta(seconds=61)
+        host.save()
+        assert place_project(create_project(name="B", postgres_major=15, template="postgres"), deadline=1) == host
+        assert asked == ["proc"]

@@ -1,6 +1,7 @@
 """lease_ports, release_ports and the block layout, on PostgreSQL."""
 
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -11,7 +12,7 @@ from ports.actions import lease_ports, release_ports, sync_port_blocks
 from ports.errors import NotLeasable, PortsBusy, PortsExhausted, TooManySlots
 from ports.models import BlockState, PortBlock
 from projects.models import Project, Status
-from tests.factories import FakePortChecker, make_host, make_project, make_template_version
+from tests.factories import FakePortChecker, make_host, make_port_block, make_project, make_template_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -123,7 +124,7 @@ def test_it_gives_up_after_a_bounded_number_of_busy_blocks():
     assert PortBlock.objects.filter(state=BlockState.BLOCKED).count() == 8
 
 
-def test_it_checks_a_claimed_block_again_when_the_check_never_finished(free):
+def test_it_leases_nothing_when_the_check_never_finished_and_checks_again_next_time(free):
     class Unreachable:
         def taken(self, host, ports):
             raise ConnectionError("agent down")
@@ -131,10 +132,34 @@ def test_it_checks_a_claimed_block_again_when_the_check_never_finished(free):
     project = make_project(host=make_host())
     with pytest.raises(ConnectionError):
         lease_ports(project, 1, checker=Unreachable())
-    claimed = PortBlock.objects.get(project=project)
-    assert claimed.checked_at is None
-    assert lease_ports(project, 1, checker=free).pk == claimed.pk
+    assert not PortBlock.objects.filter(project=project).exists(), "an unchecked claim was left behind"
+    block = lease_ports(project, 1, checker=free)
+    assert block.checked_at is not None
     assert len(free.asked) == 1
+
+
+def test_it_checks_a_lease_left_unchecked_before_handing_it_out(free):
+    project = make_project(host=make_host())
+    unchecked = make_port_block(project)
+    PortBlock.objects.filter(pk=unchecked.pk).update(checked_at=None)
+    assert lease_ports(project, 1, checker=free).pk == unchecked.pk
+    assert free.asked == [list(unchecked.ports)]
+    assert PortBlock.objects.get(pk=unchecked.pk).checked_at is not None
+
+
+def test_it_does_not_lay_out_a_full_host_again_on_each_refusal(free):
+    host = make_host(port_range_start=40000, port_range_end=40019, block_size=10)
+    for _ in range(2):
+        lease_ports(make_project(host=host), 1, checker=free)
+    refused = make_project(host=host)
+    with mock.patch("ports.actions.sync_port_blocks") as sync, pytest.raises(PortsExhausted):
+        lease_ports(refused, 1, checker=free)
+    assert not sync.called
+    widened = make_host(port_range_start=41000, port_range_end=41009, block_size=10)
+    lease_ports(make_project(host=widened), 1, checker=free)
+    widened.port_range_end = 41019
+    widened.save()
+    assert lease_ports(make_project(host=widened), 1, checker=free).first_port == 41010
 
 
 def test_it_lays_out_blocks_aligned_to_the_range_without_passing_its_end():

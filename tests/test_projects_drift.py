@@ -179,6 +179,7 @@ def test_it_gives_up_on_a_host_whose_agent_does_not_answer_after_one_call(r1):
 def test_a_round_ends_within_its_budget_however_long_one_call_may_take(r1, settings, silent_agent):
     settings.BERTH_OPERATION_DEADLINE = 2  # the round's budget
     settings.BERTH_AGENT_CALL_DEADLINE = 10  # one call may take longer than the whole round
+    settings.BERTH_HOST_THREADS = 1  # hosts one after another: the second one's turn comes after the budget
     for n, first_port in enumerate((24100, 24120)):
         host = RuntimeHost.objects.create(
             name=f"silent{n}",

@@ -80,3 +80,36 @@ def test_cancel_refuses_a_finished_operation(staff_client):
     assert "already ended" in response.content.decode()
     op.refresh_from_db()
     assert op.state == State.SUCCEEDED
+
+
+def test_its_first_and_last_page_cost_the_same_queries_for_5_and_500_operations(staff_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from berth.keyset import AFTER, _encode
+    from projects.models import Project
+
+    staff_client.get(reverse("dashboard:operations"))  # session and user lookups warm up alike
+
+    def queries(params):
+        with CaptureQueriesContext(connection) as captured:
+            assert staff_client.get(reverse("dashboard:operations"), params).status_code == 200
+        return len(captured)
+
+    def queries_for(count):
+        Operation.objects.all().delete()
+        version = make_project().template_version
+        host = process_host()
+        projects = Project.objects.bulk_create(
+            Project(name=f"P{n}", postgres_major=15, template=version.name, template_version=version, host=host)
+            for n in range(count)
+        )
+        Operation.objects.bulk_create(
+            Operation(project=p, kind=Kind.START, state=State.SUCCEEDED, deadline=timezone.now()) for p in projects
+        )
+        second_oldest = Operation.objects.order_by("created_at", "pk")[1]
+        last = {"cursor": _encode(AFTER, second_oldest, [("created_at", True), ("pk", True)])}
+        assert staff_client.get(reverse("dashboard:operations"), last).content.decode().count("opstate-succeeded") == 1
+        return queries({}), queries(last), queries({"state": "succeeded", **last})
+
+    assert queries_for(5) == queries_for(500)

@@ -1,4 +1,7 @@
+import re
+from html import unescape
 from html.parser import HTMLParser
+from urllib.parse import parse_qs
 
 import pytest
 from django.db import connection
@@ -6,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from berth.keyset import AFTER, _encode
 from operations.models import Kind, Operation, State
 from projects.models import Project, Status
 from tests.dashboard_helpers import process_host, register_template
@@ -108,14 +112,52 @@ def test_it_filters_by_status_host_template_and_search(staff_client):
     assert refs(status="NOT-A-STATUS") == {healthy.ref, stopped.ref}
 
 
-def test_it_paginates(staff_client):
+def _cursor(html: str, label: str) -> str | None:
+    """The cursor of the pagination link labelled `label`, or None when there is none."""
+    match = re.search(r'href="\?([^"]*)">' + re.escape(label), html)
+    if match is None:
+        return None
+    return parse_qs(unescape(match.group(1)))["cursor"][0]
+
+
+def _refs_shown(html: str) -> list[str]:
+    return re.findall(r'name="refs" value="([a-z0-9]+)"', html)
+
+
+def test_it_pages_with_cursors_through_every_project_once_even_when_created_at_ties(staff_client):
     version = make_project().template_version
     for n in range(55):
         make_project(name=f"P{n}", template_version=version)
+    # Rows created in one instant: only the id tells them apart, and no row may be skipped or repeated.
+    Project.objects.update(created_at=timezone.now())
     first = staff_client.get(reverse("dashboard:projects")).content.decode()
-    assert "Page 1 of 2" in first and "56 in all" in first
-    second = staff_client.get(reverse("dashboard:projects"), {"page": 2}).content.decode()
-    assert second.count('name="refs"') == 6
+    assert len(_refs_shown(first)) == 50
+    assert _cursor(first, "← Previous") is None
+    second = staff_client.get(reverse("dashboard:projects"), {"cursor": _cursor(first, "Next →")}).content.decode()
+    assert len(_refs_shown(second)) == 6 and _cursor(second, "Next →") is None
+    assert sorted(_refs_shown(first) + _refs_shown(second)) == sorted(Project.objects.values_list("ref", flat=True))
+    back = staff_client.get(reverse("dashboard:projects"), {"cursor": _cursor(second, "← Previous")}).content.decode()
+    assert _refs_shown(back) == _refs_shown(first)
+    assert _cursor(back, "← Previous") is None
+
+
+def test_it_shows_the_first_page_for_a_cursor_it_cannot_read(staff_client):
+    project = make_project()
+    for cursor in ("garbage", "WyJhIiwxXQ", "WyJhIixbbnVsbCxudWxsXV0"):
+        html = staff_client.get(reverse("dashboard:projects"), {"cursor": cursor}).content.decode()
+        assert _refs_shown(html) == [project.ref]
+
+
+def test_it_keeps_the_filters_on_the_next_page(staff_client):
+    version = make_project(status=Status.INACTIVE).template_version
+    for n in range(51):
+        make_project(name=f"P{n}", template_version=version, status=Status.ACTIVE_HEALTHY)
+    first = staff_client.get(reverse("dashboard:projects"), {"status": "ACTIVE_HEALTHY"}).content.decode()
+    link = re.search(r'href="\?([^"]*)">Next', first).group(1)
+    params = parse_qs(unescape(link))
+    assert params["status"] == ["ACTIVE_HEALTHY"]
+    second = staff_client.get(reverse("dashboard:projects"), params).content.decode()
+    assert len(_refs_shown(second)) == 1
 
 
 def test_it_polls_only_while_a_project_is_in_flight(staff_client):
@@ -140,18 +182,31 @@ def _seed(count: int) -> None:
     )
 
 
-@pytest.mark.parametrize("path", ["dashboard:projects"])
-def test_it_issues_the_same_number_of_queries_for_10_and_500_projects(staff_client, path):
-    staff_client.get(reverse(path))  # session and user lookups warm up alike for both counts
+def _page_queries(staff_client, params) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert staff_client.get(reverse("dashboard:projects"), params).status_code == 200
+    return len(captured)
+
+
+def test_its_first_page_last_page_and_search_cost_the_same_queries_for_5_and_500_projects(staff_client):
+    staff_client.get(reverse("dashboard:projects"))  # session and user lookups warm up alike for every count
 
     def queries_for(count):
+        Operation.objects.all().delete()
         Project.objects.all().delete()
         _seed(count)
-        with CaptureQueriesContext(connection) as captured:
-            assert staff_client.get(reverse(path)).status_code == 200
-        return len(captured)
+        # The last page: the one after the second-oldest row, reached with a cursor.
+        second_oldest = Project.objects.order_by("created_at", "pk")[1]
+        last = {"cursor": _encode(AFTER, second_oldest, [("created_at", True), ("pk", True)])}
+        html = staff_client.get(reverse("dashboard:projects"), last).content.decode()
+        assert len(_refs_shown(html)) == 1
+        return (
+            _page_queries(staff_client, {}),
+            _page_queries(staff_client, last),
+            _page_queries(staff_client, {"q": "P1"}),
+        )
 
-    assert queries_for(10) == queries_for(500)
+    assert queries_for(5) == queries_for(500)
 
 
 class _Table(HTMLParser):
@@ -231,3 +286,24 @@ def test_it_offers_select_all(staff_client):
     make_project()
     html = staff_client.get(reverse("dashboard:projects")).content.decode()
     assert 'data-select-all="refs"' in html
+
+
+@pytest.mark.parametrize("sort", ["name", "-name", "host", "-host", "lastop"])
+def test_it_pages_a_sorted_list_with_cursors_through_every_project_once(staff_client, sort):
+    version = make_project().template_version
+    east, west = process_host(name="east"), process_host(name="west")
+    for n in range(56):
+        # Repeated names and hosts (and no host at all) make ties and empty values to page across.
+        make_project(name=f"P{n % 7}", template_version=version, host=[east, west, None][n % 3])
+    first = staff_client.get(reverse("dashboard:projects"), {"sort": sort}).content.decode()
+    cursor = _cursor(first, "Next →")
+    second = staff_client.get(reverse("dashboard:projects"), {"sort": sort, "cursor": cursor}).content.decode()
+    shown = _refs_shown(first) + _refs_shown(second)
+    assert sorted(shown) == sorted(Project.objects.values_list("ref", flat=True))
+    if sort.lstrip("-") == "name":
+        names = dict(Project.objects.values_list("ref", "name"))
+        ordered = [names[ref] for ref in shown]
+        assert ordered == sorted(ordered, reverse=sort.startswith("-"))
+    if sort.lstrip("-") == "host":
+        hosts = dict(Project.objects.values_list("ref", "host__name"))
+        assert [hosts[ref] for ref in shown][-19:] == [None] * 19, "projects without a host come last"

@@ -28,6 +28,9 @@ LISTED_FIELDS = (
 )
 
 
+LISTED_ORDER = ["-created_at", "-pk"]
+
+
 def listed_projects(user):
     """Live projects in the user's organizations, newest first, for listing.
 
@@ -40,7 +43,7 @@ def listed_projects(user):
         .filter(organization_id__in=orgs)
         .select_related("organization", "host")
         .only(*LISTED_FIELDS)
-        .order_by("-created_at", "-pk")
+        .order_by(*LISTED_ORDER)
     )
 
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from ninja import Query, Router
 from ninja import Status as Reply
 
-from api.access import caller, listed_projects, organization_for_write, project_for
+from api.access import LISTED_ORDER, caller, listed_projects, organization_for_write, project_for
 from api.audit import token_used
 from api.errors import ApiError
 from api.schemas import (
@@ -25,6 +25,7 @@ from api.schemas import (
     ServiceHealth,
     StorageConfigOut,
 )
+from berth.keyset import after_row
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
 from operations.actions import OperationRefused, request_operation
@@ -84,10 +85,21 @@ def project_out(project: Project) -> dict:
 
 
 @router.get("", response=list[ProjectOut], summary="List projects in the caller's organizations, newest first")
-def list_projects(request, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0):
+def list_projects(request, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0, after: str = ""):
+    """`after=<ref>` (Berth's addition) gives the projects listed after that one: a keyset
+    page, as cheap deep in the list as at its start. `offset` reads and skips the rows before
+    the page, so its cost grows with it."""
     if not 1 <= limit <= LIST_LIMIT_MAX or offset < 0:
         raise ApiError(400, f"limit must be 1-{LIST_LIMIT_MAX} and offset at least 0")
-    projects = listed_projects(caller(request))[offset : offset + limit]
+    listed = listed_projects(caller(request))
+    if after:
+        if offset:
+            raise ApiError(400, "give either after or offset, not both")
+        last = listed.filter(ref=after).first()
+        if last is None:
+            raise ApiError(400, f"after: no project {after!r} in your list")
+        listed = listed.filter(after_row(LISTED_ORDER, last))
+    projects = listed[offset : offset + limit]
     return [project_out(project) for project in projects]
 
 

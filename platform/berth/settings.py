@@ -177,6 +177,11 @@ BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
 # Health polling while an operation waits for a runtime: first delay, doubling up to the max.
 BERTH_HEALTH_POLL_INITIAL = env_float("BERTH_HEALTH_POLL_INITIAL", 1.0, minimum=0.05)
 BERTH_HEALTH_POLL_MAX = env_float("BERTH_HEALTH_POLL_MAX", 5.0, minimum=0.05)
+# Placement trusts what a host's agent reported (driver, Postgres majors) for this long
+# after its last answer, instead of asking it on every placement.
+BERTH_HOST_INFO_MAX_AGE = env_int("BERTH_HOST_INFO_MAX_AGE", 60, minimum=0)
+# Health refresh and drift check ask this many hosts' agents at once (one thread each).
+BERTH_HOST_THREADS = env_int("BERTH_HOST_THREADS", 8, minimum=1, maximum=256)
 BERTH_PORT_COOLDOWN = env_int("BERTH_PORT_COOLDOWN", 300, minimum=0)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 
@@ -205,8 +210,17 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "save_limit": 1000,
     "catch_up": False,
-    "poll": env_float("Q_POLL", 0.5, minimum=0.05),
+    # The ORM broker looks for new tasks this often while its queue is empty: one indexed
+    # query per cluster per poll, and on average half of it added to each task's pickup.
+    "poll": env_float("Q_POLL", 0.1, minimum=0.05),
 }
+# With REDIS_URL, tasks travel through Redis instead (a blocking pop: a worker takes a task
+# the moment it is queued). The trade-off is in docs/architecture.md ("Task broker"):
+# a task Redis loses is an operation left queued until the reaper fails it.
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL:
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER["redis"] = REDIS_URL
 
 # --- Berth: the Management API (/v1/) ----------------------------------------
 # Requests per minute per access token; counted in the database, so it holds across web workers.

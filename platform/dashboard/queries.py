@@ -129,5 +129,10 @@ def migration_progress(name: str, target: TemplateVersion) -> dict:
     return progress
 
 
+# Newest first, the id breaking ties; each list has an index on these columns (keyset pages).
+PROJECT_ORDERING = ["-created_at", "-pk"]
+OPERATION_ORDERING = ["-created_at", "-pk"]
+
+
 def operation_table():
-    return Operation.objects.select_related("project", "project__host", "requested_by").order_by("-created_at", "-pk")
+    return Operation.objects.select_related("project", "project__host", "requested_by")

@@ -13,6 +13,7 @@ from django.db.models import F
 
 from agent.client import AgentError, AgentTimeout, AgentUnreachable
 from hosts import agents
+from hosts.models import RuntimeHost
 from projects.actions import record_drift
 from projects.models import DesiredState, Project
 
@@ -27,7 +28,6 @@ def checkable_projects():
         .idle()
         .filter(desired_state=DesiredState.RUNNING, host__isnull=False)
         .exclude(file_digests={})
-        .select_related("host")
         .defer("secrets")
         .order_by(F("drift_checked_at").asc(nulls_first=True), "pk")
     )
@@ -37,28 +37,39 @@ def check_all() -> int:
     """Ask each host's agent for the digests of its projects' managed files and record drift.
 
     One call per project (the agent reads one runtime per call), each within
-    BERTH_AGENT_CALL_DEADLINE. A host whose agent does not answer is left for the next round
-    after its first failure, so a dead host costs one deadline, not one per project; and no
-    call starts past BERTH_OPERATION_DEADLINE, so the round ends before django-q2's timeout.
-    Returns how many projects were checked.
+    BERTH_AGENT_CALL_DEADLINE; BERTH_HOST_THREADS hosts are asked at once, each host's
+    projects one after another. A host whose agent does not answer is left for the next
+    round after its first failure, so a dead host costs one deadline, not one per project;
+    and no call starts past BERTH_OPERATION_DEADLINE, so the round ends before django-q2's
+    timeout. Returns how many projects were checked.
     """
+    from operations.fanout import for_each_host
+
     budget_ends = time.monotonic() + settings.BERTH_OPERATION_DEADLINE
-    given_up: set[int] = set()
+    by_host: dict[int, list[Project]] = {}
+    for project in checkable_projects():
+        by_host.setdefault(project.host_id, []).append(project)
+    # Hosts are few: each is loaded (and its token decrypted) once, not joined into every row.
+    hosts = RuntimeHost.objects.in_bulk(by_host)
+    for host_id, projects in by_host.items():
+        for project in projects:
+            project.host = hosts[host_id]
+    return for_each_host(by_host, lambda projects: _check_host(projects, budget_ends))
+
+
+def _check_host(projects: list[Project], budget_ends: float) -> int:
     checked = 0
-    for project in list(checkable_projects()):
+    for project in projects:
         left = budget_ends - time.monotonic()
         if left <= 0:
-            log.warning("drift check ran out of time; the rest wait for the next round")
+            log.warning("drift check ran out of time on host %s; the rest wait for the next round", project.host.name)
             break
-        if project.host_id in given_up:
-            continue
         client = agents.client_for(project.host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left))
         try:
             host_digests = client.digests(project.ref, sorted(project.file_digests))
         except (AgentUnreachable, AgentTimeout) as error:
             log.warning("drift check: host %s did not answer (%s); skipped this round", project.host.name, error)
-            given_up.add(project.host_id)
-            continue
+            break
         except AgentError as error:
             log.warning("drift check of %s failed: %s", project.ref, error)
             continue

@@ -89,8 +89,17 @@ def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
 
 
 def refreshable_projects():
-    """Running projects with settled status and no operation in flight, grouped by host by the caller."""
-    return (
+    """Running projects with settled status and no operation in flight, with their port
+    blocks, hosts and template versions.
+
+    Hosts and template versions are few: each is loaded once and shared by its projects,
+    rather than joined into every row (a version's files, and a host's token decrypted,
+    once per project, were most of a large fleet's refresh).
+    """
+    from hosts.models import RuntimeHost
+    from templating.models import TemplateVersion
+
+    projects = list(
         Project.objects.idle()
         .filter(
             desired_state=DesiredState.RUNNING,
@@ -98,8 +107,13 @@ def refreshable_projects():
             host__isnull=False,
             port_block__isnull=False,
         )
-        .select_related("host", "template_version", "port_block")
+        .select_related("port_block")
     )
+    hosts = RuntimeHost.objects.in_bulk({p.host_id for p in projects})
+    versions = TemplateVersion.objects.in_bulk({p.template_version_id for p in projects})
+    for project in projects:
+        project.host, project.template_version = hosts[project.host_id], versions[project.template_version_id]
+    return projects
 
 
 def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
@@ -109,6 +123,8 @@ def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
     if outcome.misconfigured:
         settled.update(status_reason=f"probe misconfigured: {outcome.summary}", updated_at=now)
     elif outcome.healthy:
+        if project.status == Status.ACTIVE_HEALTHY and not project.probe_failures and not project.status_reason:
+            return  # nothing to record: a healthy fleet's refresh writes nothing
         changed = {"status_changed_at": now} if project.status != Status.ACTIVE_HEALTHY else {}
         settled.update(status=Status.ACTIVE_HEALTHY, status_reason="", probe_failures=0, updated_at=now, **changed)
     else:
@@ -173,25 +189,27 @@ def _refresh_batch(host, batch: list[tuple[Project, list[api.Probe]]]) -> None:
 
 
 def refresh_all() -> int:
-    """Refresh every refreshable project, batched per host. Returns how many were probed.
+    """Refresh every refreshable project, batched per host, BERTH_HOST_THREADS hosts at once.
+    Returns how many were probed.
 
-    Hosts go in random order and no call starts past BERTH_OPERATION_DEADLINE, so the task
-    ends inside django-q2's timeout however many agents are unreachable, and no host is
-    always the one left out.
+    No agent call starts past BERTH_OPERATION_DEADLINE less one call deadline, so the task
+    ends inside django-q2's timeout however many agents are unreachable; hosts start in
+    random order, so when time runs out no host is always the one left out.
     """
+    from operations.fanout import for_each_host
+
     by_host: dict[int, list[Project]] = {}
-    hosts = {}
     for project in refreshable_projects():
         by_host.setdefault(project.host_id, []).append(project)
-        hosts[project.host_id] = project.host
     order = list(by_host)
     random.shuffle(order)
     stop_at = time.monotonic() + settings.BERTH_OPERATION_DEADLINE - settings.BERTH_AGENT_CALL_DEADLINE
-    probed = 0
-    for position, host_id in enumerate(order):
+
+    def refresh(projects: list[Project]) -> int:
         if time.monotonic() > stop_at:
-            log.warning("health refresh out of time; %d host(s) wait for the next run", len(order) - position)
-            break
-        refresh_host_projects(hosts[host_id], by_host[host_id])
-        probed += len(by_host[host_id])
-    return probed
+            log.warning("health refresh out of time; host %s waits for the next run", projects[0].host.name)
+            return 0
+        refresh_host_projects(projects[0].host, projects)
+        return len(projects)
+
+    return for_each_host({host_id: by_host[host_id] for host_id in order}, refresh)

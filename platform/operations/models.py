@@ -114,7 +114,14 @@ class Operation(models.Model):
                 violation_error_message="This project already has an operation in progress.",
             ),
         ]
-        indexes = [models.Index(fields=["state", "deadline"])]
+        indexes = [
+            models.Index(fields=["state", "deadline"]),
+            # The operations list is keyset-paged newest first (id breaking ties), alone or
+            # filtered by state or kind: each is one index range scan.
+            models.Index(fields=["created_at", "id"], name="operation_created_idx"),
+            models.Index(fields=["state", "created_at", "id"], name="operation_state_created_idx"),
+            models.Index(fields=["kind", "created_at", "id"], name="operation_kind_created_idx"),
+        ]
 
     def __str__(self):
         return f"{self.kind} #{self.pk} ({self.state})"

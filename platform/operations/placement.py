@@ -4,17 +4,21 @@ answers now.
 
 Placement asks candidates one after another, so it is bounded twice: each agent call by
 the time left of the caller's budget, and hosts whose last contact failed are asked last,
-so a dead host never delays a placement on a live one.
+so a dead host never delays a placement on a live one. A host heard from recently is not
+asked at all (BERTH_HOST_INFO_MAX_AGE). Choosing the candidates is one query whatever the
+number of hosts.
 """
 
 import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Count, F, Q
+from django.utils import timezone
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
-from ports.models import PortBlock
-from ports.report import host_report
+from ports.models import BlockState, PortBlock, cooldown_cutoff
 from projects.models import Project
 from templating.manifest import manifest_of
 
@@ -27,28 +31,55 @@ class NoHost(Exception):
 
 def candidates(project: Project) -> list[RuntimeHost]:
     """Hosts that could take the project and have a block that is not leased: hosts last heard
-    from first, then most free blocks first."""
+    from first, then most free blocks first.
+
+    One query whatever the number of hosts: the hosts with their blocks counted by state in
+    one aggregate. Its cost follows the blocks that exist, which a host's port range bounds,
+    not the number of projects ever placed.
+    """
     slots = manifest_of(project.template_version).slots_needed
-    # A host whose agent never reported is a candidate too: placement asks it before use.
-    accepting = RuntimeHost.objects.filter(accepts_projects=True)
+    inside = Q(port_blocks__first_port__gte=F("port_range_start"), port_blocks__last_port__lte=F("port_range_end"))
+    rested = Q(port_blocks__state=BlockState.COOLING, port_blocks__released_at__lte=cooldown_cutoff())
+    accepting = RuntimeHost.objects.filter(accepts_projects=True, block_size__gte=slots)
     if project.region:
+        # Hosts labelled with the project's region, or with none.
         accepting = accepting.filter(region__in=["", project.region])
+    hosts = accepting.annotate(
+        block_rows=Count("port_blocks", filter=inside),
+        free_rows=Count("port_blocks", filter=inside & (Q(port_blocks__state=BlockState.FREE) | rested)),
+        blocked_rows=Count("port_blocks", filter=inside & Q(port_blocks__state=BlockState.BLOCKED)),
+    ).order_by()
     version, major = project.template_version, project.postgres_major
-    hosts = [h for h in accepting if h.holds_slots(slots) and (not h.has_reported or h.can_run(version, major))]
-    reports = {h.pk: host_report(h) for h in hosts}
-    # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
-    # blocks count as possible: the lease re-checks them before declaring the host full.
-    free = {pk: r.counts.free + r.unlaid for pk, r in reports.items()}
-    blocked = {pk: r.counts.blocked for pk, r in reports.items()}
-    return sorted(
-        (h for h in hosts if free[h.pk] + blocked[h.pk] > 0),
-        key=lambda h: (bool(h.last_error), -free[h.pk], -blocked[h.pk], h.name),
-    )
+    free, blocked, fit = {}, {}, []
+    for host in hosts:
+        # A host whose agent never reported is a candidate too: placement asks it before use.
+        if host.has_reported and not host.can_run(version, major):
+            continue
+        # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
+        # blocks count as possible: the lease re-checks them before declaring the host full.
+        capacity = (host.port_range_end - host.port_range_start + 1) // host.block_size
+        free[host.pk] = host.free_rows + max(0, capacity - host.block_rows)
+        blocked[host.pk] = host.blocked_rows
+        if free[host.pk] + blocked[host.pk] > 0:
+            fit.append(host)
+    return sorted(fit, key=lambda h: (bool(h.last_error), -free[h.pk], -blocked[h.pk], h.name))
+
+
+def knows_it_answers(host: RuntimeHost) -> bool:
+    """Its agent answered within BERTH_HOST_INFO_MAX_AGE and has not failed since: what it
+    reported then is used as it is, without asking again."""
+    if host.last_error or host.last_seen_at is None:
+        return False
+    return timezone.now() - host.last_seen_at <= timedelta(seconds=settings.BERTH_HOST_INFO_MAX_AGE)
 
 
 def place_project(project: Project, *, deadline: float) -> RuntimeHost:
     """Put the project on the first candidate whose agent answers, asking all of them within
-    `deadline` seconds in total; idempotent once placed."""
+    `deadline` seconds in total; idempotent once placed.
+
+    A host heard from within BERTH_HOST_INFO_MAX_AGE is not asked again: its capabilities
+    are that fresh, and the provisioning's next step calls its agent anyway.
+    """
     ends = time.monotonic() + deadline
     reasons = []
     for host in candidates(project):
@@ -56,7 +87,9 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
         if left <= 0:
             reasons.append(f"{host.name}: not asked, placement ran out of time")
             continue
-        if not refresh_host(host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left)):
+        if not knows_it_answers(host) and not refresh_host(
+            host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left)
+        ):
             reasons.append(f"{host.name}: agent unreachable ({host.last_error})")
             continue
         if not host.can_run(project.template_version, project.postgres_major):

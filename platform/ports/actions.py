@@ -18,6 +18,7 @@ workers take different blocks instead of queueing behind one.
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models import Count, F, Q, Subquery
 from django.utils import timezone
 
 from audit.actions import record
@@ -51,104 +52,169 @@ class Reconciliation:
 
 
 def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | None = None) -> PortBlock:
-    """The project's block on its host, claimed if it has none; idempotent and race-free.
+    """The project's block on its host, claimed and checked if it has none; idempotent and race-free.
 
-    The ports are checked outside the claiming transaction: the claimed block is already
-    the project's, so no lock is held while the host is asked. A block found busy is
-    marked blocked and the next one claimed, at most BUSY_TRIES times.
+    One transaction: lock the project row, share-lock the host, take the lowest free block
+    (else the longest-cooled one) with SKIP LOCKED, ask the host whether its ports are free
+    while that row lock is held, and write the lease as checked. A block found busy is
+    marked blocked and the next one taken, at most BUSY_TRIES times. A check that fails
+    (agent unreachable) rolls the claim back: nothing is leased unchecked.
+
+    Holding the rows during the check costs no concurrency: other leases skip the locked
+    block, the host row is only share-locked (a range change waits for at most one agent
+    call), and the project row is written by nobody else while its operation leases.
     """
     if slots_needed < 1:
         raise ValueError("a project needs at least one port slot")
     laid_out = rechecked = False
-    for _ in range(BUSY_TRIES):
-        host, block = _claim(project, slots_needed)
-        if block is None and not laid_out:
-            # Blocks are laid out lazily: a new host, or a widened range, gets its rows here.
-            sync_port_blocks(host)
+    while True:
+        host, block, busy = _lease_once(project, slots_needed, checker)
+        if block is not None:
+            return block
+        if busy >= BUSY_TRIES:
+            raise PortsBusy(
+                f"Host {host.name}: {BUSY_TRIES} port blocks in a row were in use by other processes and are now "
+                "marked blocked; they are re-checked when the host has no free block left, and by "
+                "`manage.py ports reconcile`."
+            )
+        if not laid_out:
+            # Blocks are laid out lazily: a new host, or a changed range, gets its rows here;
+            # a full host whose layout is complete is not laid out again on each refusal.
+            # Either way the claim is tried once more: a concurrent lease may have just laid
+            # the blocks out after our claim looked.
             laid_out = True
-            host, block = _claim(project, slots_needed)
-        if block is None and not rechecked:
+            if not _laid_out(host):
+                sync_port_blocks(host)
+            continue
+        if not rechecked:
             # Blocks found busy earlier may be free by now (a client socket left TIME_WAIT):
             # a host is full only once its blocked blocks were asked about again.
             rechecked = True
             if _recheck_some_blocked(host, slots_needed, checker or checker_for(host)):
-                host, block = _claim(project, slots_needed)
-        if block is None:
-            raise PortsExhausted(
-                f"Host {host.name} has no port block to lease ({PortBlock.objects.inside_range(host).counts()}; "
-                f"range {host.port_range_start}-{host.port_range_end} in blocks of {host.block_size}). "
-                "Run `manage.py ports reconcile` to release leases of deleted projects, or widen the range."
-            )
-        if block.checked_at is not None:
-            return block
-        taken = (checker or checker_for(block.host)).taken(block.host, block.ports)
-        if not taken and _mark_checked(block, project):
-            return block
-        if taken:
-            _mark_busy(block, project, taken)
-    raise PortsBusy(
-        f"Host {host.name}: {BUSY_TRIES} port blocks in a row were in use by other processes and are now "
-        "marked blocked; they are re-checked when the host has no free block left, and by `manage.py ports reconcile`."
-    )
+                continue
+        raise PortsExhausted(
+            f"Host {host.name} has no port block to lease ({PortBlock.objects.inside_range(host).counts()}; "
+            f"range {host.port_range_start}-{host.port_range_end} in blocks of {host.block_size}). "
+            "Run `manage.py ports reconcile` to release leases of deleted projects, or widen the range."
+        )
 
 
-def _claim(project: Project, slots_needed: int) -> tuple[RuntimeHost, PortBlock | None]:
-    """In one transaction: the project's existing block, else the first claimable block leased to it."""
+def _lease_once(
+    project: Project, slots_needed: int, checker: PortChecker | None
+) -> tuple[RuntimeHost, PortBlock | None, int]:
+    """The one transaction of a lease: (host, checked block or None, blocks found busy)."""
     with transaction.atomic():
-        # The project row lock serialises claims for one project, so it never claims two
-        # blocks; the unique project column would refuse a second one anyway.
-        status, host_id = Project.objects.select_for_update().values_list("status", "host_id").get(pk=project.pk)
-        if status == Status.REMOVED:
-            raise NotLeasable(f"Project {project.ref} is deleted; it gets no ports.")
-        existing = PortBlock.objects.select_related("host").filter(project_id=project.pk).first()
-        if existing is not None:
-            if len(existing.ports) < slots_needed:
-                raise TooManySlots(
-                    f"Project {project.ref} holds ports {existing.first_port}-{existing.last_port} but its "
-                    f"template now needs {slots_needed} port slots."
-                )
-            return existing.host, existing
-        if host_id is None:
-            raise NotLeasable(f"Project {project.ref} is not placed on a host yet.")
-        host = _share_locked_host(host_id)
-        if slots_needed > host.block_size:
+        host, block = _existing_or_host(project, slots_needed)
+        checker = checker or checker_for(host)
+        if block is not None:
+            if block.checked_at is not None:
+                return host, block, 0
+            # Leased by an earlier version that checked outside its claim: check it now.
+            taken = checker.taken(host, block.ports)
+            if not taken:
+                return host, _mark_checked(block), 0
+            _mark_busy(block, taken)
+        for busy in range(BUSY_TRIES):
+            block = _claimable(host, slots_needed)
+            if block is None:
+                return host, None, busy
+            taken = checker.taken(host, block.ports)
+            if not taken:
+                return host, _lease(block, project), busy
+            _block(block, taken)
+        return host, None, BUSY_TRIES
+
+
+def _existing_or_host(project: Project, slots_needed: int) -> tuple[RuntimeHost, PortBlock | None]:
+    """Under the project row lock: its block if it holds one, and its (share-locked) host.
+
+    The project row lock serialises leases of one project, so it never claims two blocks;
+    the unique project column would refuse a second one anyway.
+    """
+    status, host_id = Project.objects.select_for_update().values_list("status", "host_id").get(pk=project.pk)
+    if status == Status.REMOVED:
+        raise NotLeasable(f"Project {project.ref} is deleted; it gets no ports.")
+    # Both read after the lock (a statement of their own, so a new snapshot): a lease that
+    # held the lock before us is seen.
+    host = _share_locked_host(host_id, holder=project.pk) if host_id is not None else None
+    held = PortBlock.objects.filter(project_id=project.pk) if host is None else None
+    if (host is not None and host.held_block is not None) or (held is not None and held.exists()):
+        existing = PortBlock.objects.select_related("host").get(project_id=project.pk)
+        if len(existing.ports) < slots_needed:
             raise TooManySlots(
-                f"The template of {project.ref} needs {slots_needed} port slots but a block on host {host.name} "
-                f"holds {host.block_size} ports; raise the host's block size or trim the template's [ports]."
+                f"Project {project.ref} holds ports {existing.first_port}-{existing.last_port} but its "
+                f"template now needs {slots_needed} port slots."
             )
-        candidates = PortBlock.objects.inside_range(host).holding(slots_needed).select_for_update(skip_locked=True)
-        block = (
-            candidates.filter(state=BlockState.FREE).order_by("first_port").first()
-            or candidates.cooled().order_by("released_at").first()
+        return existing.host, existing
+    if host is None:
+        raise NotLeasable(f"Project {project.ref} is not placed on a host yet.")
+    if slots_needed > host.block_size:
+        raise TooManySlots(
+            f"The template of {project.ref} needs {slots_needed} port slots but a block on host {host.name} "
+            f"holds {host.block_size} ports; raise the host's block size or trim the template's [ports]."
         )
-        if block is None:
-            return host, None
-        block.state, block.project, block.last_project_ref = BlockState.LEASED, project, project.ref
-        block.leased_at, block.released_at, block.checked_at, block.blocked_reason = timezone.now(), None, None, ""
-        block.save(
-            update_fields=[
-                "state",
-                "project",
-                "last_project_ref",
-                "leased_at",
-                "released_at",
-                "checked_at",
-                "blocked_reason",
-            ]
-        )
+    return host, None
+
+
+def _claimable(host: RuntimeHost, slots_needed: int) -> PortBlock | None:
+    """The lowest free block inside the host's range, else the longest-cooled one; row-locked, skipping locked ones."""
+    candidates = PortBlock.objects.inside_range(host).holding(slots_needed).select_for_update(skip_locked=True)
+    block = (
+        candidates.filter(state=BlockState.FREE).order_by("first_port").first()
+        or candidates.cooled().order_by("released_at").first()
+    )
+    if block is not None:
         block.host = host
-        return host, block
+    return block
 
 
-def _share_locked_host(host_id: int) -> RuntimeHost:
+def _laid_out(host: RuntimeHost) -> bool:
+    """The host has the first and the last block of its current layout and no block beyond
+    them: a sync created them (it creates all missing blocks at once and removes the ones a
+    shrunk range left behind), so the current range and block size are laid out. One query
+    on the (host, first_port) index, however many blocks the host has."""
+    start, size = host.port_range_start, host.block_size
+    last_first = start + ((host.port_range_end - start + 1) // size - 1) * size
+    ends = Q(first_port__in={start, last_first}, last_port=F("first_port") + size - 1)
+    beyond = Q(first_port__lt=start) | Q(first_port__gt=last_first)
+    found = PortBlock.objects.filter(ends | beyond, host=host).aggregate(
+        ends=Count("pk", filter=ends), beyond=Count("pk", filter=beyond)
+    )
+    return found["ends"] == len({start, last_first}) and not found["beyond"]
+
+
+def _lease(block: PortBlock, project: Project) -> PortBlock:
+    now = timezone.now()
+    block.state, block.project, block.last_project_ref = BlockState.LEASED, project, project.ref
+    block.leased_at, block.released_at, block.checked_at, block.blocked_reason = now, None, now, ""
+    PortBlock.objects.filter(pk=block.pk).update(
+        state=block.state,
+        project=project,
+        last_project_ref=project.ref,
+        leased_at=now,
+        released_at=None,
+        checked_at=now,
+        blocked_reason="",
+    )
+    return block
+
+
+def _share_locked_host(host_id: int, *, holder: int | None = None) -> RuntimeHost:
     """The host as stored now; on PostgreSQL share-locked, so its range cannot change until we commit.
+    With `holder` (a project id), `held_block` is the id of the block that project holds, or None,
+    read in the same statement.
 
     Share locks do not conflict with each other: concurrent leases on one host still run side by side.
     """
+    blocks = PortBlock._meta.db_table
     if not connection.features.has_select_for_update:
-        return RuntimeHost.objects.get(pk=host_id)
+        held = PortBlock.objects.filter(project_id=holder).values("pk")[:1]
+        return RuntimeHost.objects.annotate(held_block=Subquery(held)).get(pk=host_id)
     table = RuntimeHost._meta.db_table
-    return RuntimeHost.objects.raw(f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [host_id])[0]
+    sql = (
+        f"SELECT *, (SELECT id FROM {blocks} WHERE project_id = %s) AS held_block FROM {table} WHERE id = %s FOR SHARE"
+    )
+    return RuntimeHost.objects.raw(sql, [holder, host_id])[0]
 
 
 # A lease that finds no free block re-checks at most this many ports' worth of blocked
@@ -174,23 +240,24 @@ def _recheck_some_blocked(host: RuntimeHost, slots_needed: int, checker: PortChe
     return sum(1 for recheck in rechecks if not recheck.busy)
 
 
-def _mark_checked(block: PortBlock, project: Project) -> bool:
-    """Record that the lease's ports were found free; False if the lease changed meanwhile."""
+def _mark_checked(block: PortBlock) -> PortBlock:
     block.checked_at = timezone.now()
-    return bool(
-        PortBlock.objects.filter(
-            pk=block.pk, project_id=project.pk, state=BlockState.LEASED, checked_at__isnull=True
-        ).update(checked_at=block.checked_at)
-    )
+    PortBlock.objects.filter(pk=block.pk).update(checked_at=block.checked_at)
+    return block
 
 
-def _mark_busy(block: PortBlock, project: Project, taken: set[int]) -> None:
-    # Only an unchecked lease is taken back: a verified one may be busy with the project's own stack.
-    unchecked = PortBlock.objects.filter(
-        pk=block.pk, project_id=project.pk, state=BlockState.LEASED, checked_at__isnull=True
-    )
-    unchecked.update(
+def _mark_busy(block: PortBlock, taken: set[int]) -> None:
+    """Take back an unchecked lease whose ports turned out busy (a verified one may be busy
+    with the project's own stack, so only an unchecked one is taken back)."""
+    block.project = None
+    PortBlock.objects.filter(pk=block.pk, state=BlockState.LEASED, checked_at__isnull=True).update(
         state=BlockState.BLOCKED, project=None, leased_at=None, checked_at=timezone.now(), blocked_reason=_busy(taken)
+    )
+
+
+def _block(block: PortBlock, taken: set[int]) -> None:
+    PortBlock.objects.filter(pk=block.pk).update(
+        state=BlockState.BLOCKED, checked_at=timezone.now(), blocked_reason=_busy(taken)
     )
 
 

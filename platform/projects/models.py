@@ -116,6 +116,12 @@ class Project(models.Model):
             # the second for callers whose organizations hold few of many.
             models.Index(fields=["-created_at", "-id"], name="project_newest_first"),
             models.Index(fields=["organization", "-created_at"], name="project_org_newest_first"),
+            # The projects list is keyset-paged newest first (id breaking ties; the index
+            # above), alone or filtered by host, status or template: each one index range scan.
+            models.Index(fields=["host", "-created_at", "-id"], name="project_host_newest_first"),
+            models.Index(fields=["status", "-created_at", "-id"], name="project_status_newest_first"),
+            models.Index(fields=["template", "-created_at", "-id"], name="project_template_newest_first"),
+            # Search by name and ref: trigram indexes on PostgreSQL (migration 0005_search).
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(ref__regex=REF_PATTERN), name="project_ref_shape"),

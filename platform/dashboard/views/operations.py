@@ -1,9 +1,9 @@
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from berth.keyset import paginate
 from dashboard import queries
 from dashboard.forms import OperationFilterForm
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
@@ -15,8 +15,9 @@ from operations.models import Operation, State
 def operations(request):
     """The queue and the history. The table re-polls itself while any row on it is unfinished."""
     filters = OperationFilterForm(request.GET or None)
-    page = Paginator(filters.filter(queries.operation_table()), PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = list(page.object_list)
+    table = filters.filter(queries.operation_table())
+    page = paginate(table, queries.OPERATION_ORDERING, request.GET.get("cursor"), PAGE_SIZE)
+    rows = page.rows
     in_flight = any(not op.is_finished for op in rows)
     context = {"filters": filters, "page": page, "rows": rows, "in_flight": in_flight}
     if request.htmx and request.htmx.target == "operations-table":

@@ -1,12 +1,13 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from berth.keyset import paginate
 from dashboard import queries
 from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
 from dashboard.views.common import PAGE_SIZE, render_live, safe_next
@@ -32,24 +33,42 @@ SORTS = {
 }
 
 
-def sort_order(value: str) -> tuple[str, list[str]]:
-    """The validated sort key as asked (or "" for the default) and its ORDER BY."""
+def sort_order(value: str, table) -> tuple[str, object, list[str]]:
+    """The validated sort key as asked (or "" for the default), the table annotated with a
+    non-null `sort_key` for it, and the keyset ordering (the id breaking ties).
+
+    Rows without a value (an unplaced project's host, a project without operations) come
+    last in either direction: the key is their value, else a sentinel past every value.
+    """
     key = value.lstrip("-")
     if key not in SORTS:
-        return "", ["-created_at", "-pk"]
-    field = SORTS[key]
-    if value.startswith("-"):
-        return value, [F(field).desc(nulls_last=True), "-pk"]
-    return value, [F(field).asc(nulls_last=True), "pk"]
+        return "", table, queries.PROJECT_ORDERING
+    field, descending = SORTS[key], value.startswith("-")
+    output = table.query.resolve_ref(field, allow_joins=True).output_field
+    last = _sentinel(output, low=descending)
+    table = table.annotate(sort_key=Coalesce(F(field), Value(last, output_field=output), output_field=output))
+    return value, table, ["-sort_key", "-pk"] if descending else ["sort_key", "pk"]
+
+
+def _sentinel(output, *, low: bool):
+    """A value below (`low`) or above every value of the field's type."""
+    from datetime import UTC, datetime
+
+    from django.db.models import CharField, DateTimeField, TextField
+
+    if isinstance(output, DateTimeField):
+        return datetime(1, 1, 2, tzinfo=UTC) if low else datetime(9999, 12, 30, tzinfo=UTC)
+    if isinstance(output, CharField | TextField):
+        return "" if low else "\uffff"
+    return -1 if low else 2**31 - 1
 
 
 @require_GET
 def projects(request):
     filters = ProjectFilterForm(request.GET or None)
-    sort, order = sort_order(request.GET.get("sort", ""))
-    table = filters.filter(queries.project_table()).order_by(*order)
-    page = Paginator(table, PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = list(page.object_list)
+    sort, table, order = sort_order(request.GET.get("sort", ""), filters.filter(queries.project_table()))
+    page = paginate(table, order, request.GET.get("cursor"), PAGE_SIZE)
+    rows = page.rows
     context = {
         "filters": filters,
         "page": page,

@@ -1,0 +1,119 @@
+"""What every benchmark here shares: a throwaway database of its own, interleaved rounds,
+medians with their spread.
+
+Compared cases run round-robin in one process (a round of case A, a round of case B, ...),
+so load that comes and goes on a shared machine falls on every case alike instead of
+moving the ratio. Each run makes its own database (named after the bench and the process
+id unless --database says otherwise) and drops it at the end; nothing shared is touched.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
+
+
+def parser(doc: str, bench: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every bench takes."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--database",
+        default=f"berth_bench_{bench}_{os.getpid()}",
+        help="throwaway database to create on BENCH_DATABASE_URL's server (default: %(default)s, dropped at the end)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the database afterwards (to look at it)")
+    return p
+
+
+@contextmanager
+def scratch(database: str, *, keep: bool = False, settings: dict | None = None):
+    """Create `database`, point Django at it, set it up and migrate; drop it and the temp folder after."""
+    import psycopg
+
+    # `kill PID` ends a bench like Ctrl-C does: through the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    var = tempfile.mkdtemp(prefix="berth-bench-var-")
+    os.environ.update(
+        DEBUG="1",
+        DATABASE_URL=f"{SERVER_URL}/{database}",
+        BERTH_VAR_DIR=var,
+        DJANGO_SETTINGS_MODULE="berth.settings",
+        LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
+        **(settings or {}),
+    )
+    sys.path.insert(0, str(ROOT / "platform"))
+    sys.path.insert(0, str(ROOT))
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0, skip_checks=True)
+        yield Path(var)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not keep:
+            with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        shutil.rmtree(var, ignore_errors=True)
+
+
+def use(database: str) -> None:
+    """Point the default connection at `database` (the next query reconnects): how a bench
+    switches between the databases of its compared cases."""
+    from django.db import connections
+
+    connections["default"].close()
+    connections["default"].settings_dict["NAME"] = database
+
+
+def create_database(name: str) -> None:
+    """Create (anew) and migrate a further throwaway database, and switch to it."""
+    import psycopg
+    from django.core.management import call_command
+
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    use(name)
+    call_command("migrate", verbosity=0, skip_checks=True)
+
+
+def drop_databases(names) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def spread(values) -> str:
+    """Median with the interquartile spread, e.g. `2.31 (2.20-2.52)`."""
+    values = sorted(values)
+    if len(values) < 4:
+        return f"{statistics.median(values):.2f} ({values[0]:.2f}-{values[-1]:.2f})"
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return f"{statistics.median(values):.2f} ({q1:.2f}-{q3:.2f})"
+
+
+def analyze() -> None:
+    """Fresh planner statistics, as autovacuum would have by now for tables of this size."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")

@@ -1,0 +1,319 @@
+"""A fleet of 100,000 projects on 100 hosts against one of 1,000: every page, placement,
+lease and periodic pass should cost the same on both (or, for the health refresh, in
+proportion to the projects it probes).
+
+    .venv/bin/python bench/fleet.py [--large 100000] [--small 1000] [--hosts 100] [--rounds 5]
+
+Seeds two throwaway databases through the models (bulk_create): --hosts hosts with the
+same port ranges in both, their blocks laid out, projects spread over them, each with a
+leased block and two finished operations. Agents are stood in by one fast local server
+(tests/standin_agent.py) in a process of its own, stopped by its pid at the end.
+
+Each measure then runs round-robin: a round of it on the large fleet, a round on the
+small one, --rounds times (the database connection is switched between the two), so
+machine load falls on both alike. Printed per measure: median ms with the interquartile
+range on each fleet, their ratio, and the queries one call makes on each (the health
+refresh runs in a thread per host, whose queries are not counted here).
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, analyze, create_database, drop_databases, parser, scratch, spread, use  # noqa: E402
+
+TARGET_RATIO = 1.5
+PORT_START, BLOCK = 20000, 10
+
+
+class AllFree:
+    def taken(self, host, ports):
+        return set()
+
+
+def start_standin() -> tuple[subprocess.Popen, str]:
+    """The stand-in agent (answers info, health, digests and port checks at once) in its own process."""
+    code = (
+        "import sys, time\n"
+        "from tests.standin_agent import StandInAgent\n"
+        "class Fast(StandInAgent):\n"
+        "    def reply(self, name, body):\n"
+        "        if name == 'digests':\n"
+        "            return {'digests': {p: None for p in body.get('paths', [])}}\n"
+        "        if name == 'ports':\n"
+        "            return {'taken': []}\n"
+        "        return super().reply(name, body)\n"
+        "agent = Fast({'info', 'health', 'digests', 'ports'})\n"
+        "print(agent.url, flush=True)\n"
+        "while True: time.sleep(3600)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, env=os.environ)
+    return process, process.stdout.readline().decode().strip()
+
+
+def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict:
+    """The fleet, and what the measures need from it (a client, cursors, spare projects)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.utils import timezone
+
+    from hosts.models import RuntimeHost
+    from operations.models import Kind, Operation, State
+    from ports.actions import sync_port_blocks
+    from ports.models import BlockState, PortBlock
+    from projects.models import Project, Status
+    from templating.actions import sync_templates
+    from templating.models import TemplateVersion
+    from templating.secrets import generate_project_secrets
+    from tests.standin_agent import INFO
+
+    sync_templates(ROOT / "runtimes")
+    version = TemplateVersion.objects.latest_of("postgres")
+    port_end = PORT_START + per_host_range * BLOCK - 1
+    now = timezone.now()
+    fleet = RuntimeHost.objects.bulk_create(
+        RuntimeHost(
+            name=f"host{n:03}",
+            agent_url=agent_url,
+            agent_token="bench-token-0123456789",
+            port_range_start=PORT_START,
+            port_range_end=port_end,
+            block_size=BLOCK,
+            capabilities=INFO,
+            last_seen_at=now,
+        )
+        for n in range(hosts)
+    )
+    secrets = generate_project_secrets()
+    statuses = [Status.ACTIVE_HEALTHY] * 8 + [Status.INACTIVE, Status.ACTIVE_UNHEALTHY]
+    made = Project.objects.bulk_create(
+        (
+            Project(
+                name=f"Project {n}",
+                postgres_major=15,
+                template="postgres",
+                template_version=version,
+                host=fleet[n % hosts],
+                status=statuses[n % len(statuses)],
+                secrets=secrets,
+                file_digests={"runtime.toml": "0" * 64},
+            )
+            for n in range(projects)
+        ),
+        batch_size=5000,
+    )
+    PortBlock.objects.bulk_create(
+        (
+            PortBlock(
+                host_id=p.host_id,
+                first_port=PORT_START + (n // hosts) * BLOCK,
+                last_port=PORT_START + (n // hosts) * BLOCK + BLOCK - 1,
+                state=BlockState.LEASED,
+                project=p,
+                last_project_ref=p.ref,
+                leased_at=now,
+                checked_at=now,
+            )
+            for n, p in enumerate(made)
+        ),
+        batch_size=5000,
+    )
+    for host in fleet:
+        sync_port_blocks(host)
+    Operation.objects.bulk_create(
+        (
+            Operation(project=p, kind=kind, state=State.SUCCEEDED, deadline=now, finished_at=now)
+            for p in made
+            for kind in (Kind.PROVISION, Kind.RESTART)
+        ),
+        batch_size=10000,
+    )
+    # Projects created but not placed yet: placement and the lease take one each per call.
+    spare = Project.objects.bulk_create(
+        Project(name=f"Spare {n}", postgres_major=15, template="postgres", template_version=version, secrets=secrets)
+        for n in range(400)
+    )
+    user = get_user_model().objects.create_user("bench", password="bench-password-1", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    # The Management API: the user owns the organization every seeded project landed in.
+    from orgs.actions import create_token
+    from orgs.models import Membership, Role, default_organization_id
+
+    Membership.objects.create(organization_id=default_organization_id(), user=user, role=Role.OWNER)
+    token = create_token(user, name="bench")[1]
+    analyze()
+    from berth.keyset import AFTER, _encode
+
+    near_oldest = Project.objects.order_by("created_at", "pk")[25]
+    return {
+        "client": client,
+        # The newest project's name: no other name contains it, in either fleet.
+        "search": f"Project {projects - 1}",
+        "last_cursor": _encode(AFTER, near_oldest, [("created_at", True), ("pk", True)]),
+        "spare": [p.pk for p in spare],
+        "api": Client(),
+        "api_headers": {"Authorization": f"Bearer {token}"},
+        # The page after this one is the list's last (it holds the 50 oldest projects).
+        "last_ref": Project.objects.order_by("created_at", "pk")[50].ref,
+        "placed": [],
+    }
+
+
+def measures(fleet: dict) -> dict:
+    """Each measure: a function doing one call (on the current database)."""
+    from django.urls import reverse
+
+    from operations.claims import reap
+    from operations.health import refresh_all
+    from operations.placement import place_project
+    from ports.actions import lease_ports
+    from projects.models import Project
+
+    client = fleet["client"]
+
+    def get(url, params=None):
+        def call():
+            response = client.get(url, params or {})
+            assert response.status_code == 200, (url, response.status_code)
+
+        return call
+
+    def placement():
+        project = Project.objects.select_related("template_version").get(pk=fleet["spare"].pop())
+        place_project(project, deadline=5)
+        fleet["placed"].append(project.pk)
+
+    def lease():
+        project = Project.objects.select_related("host").get(pk=fleet["placed"].pop())
+        lease_ports(project, 1, checker=AllFree())
+
+    result = {
+        "projects page, first": get(reverse("dashboard:projects")),
+        "projects page, last": get(reverse("dashboard:projects"), {"cursor": fleet["last_cursor"]}),
+        "projects search": get(reverse("dashboard:projects"), {"q": fleet["search"]}),
+        "projects, one host": get(reverse("dashboard:projects"), {"host": "host042"}),
+        "templates page": get(reverse("dashboard:templates")),
+        "operations page": get(reverse("dashboard:operations")),
+        "placement": placement,
+        "lease": lease,
+        "reaper pass": reap,
+    }
+    api = fleet["api"]
+
+    def api_list(params):
+        def call():
+            response = api.get("/v1/projects", params, headers=fleet["api_headers"])
+            assert response.status_code == 200, response.content
+
+        return call
+
+    result["API list, first"] = api_list({"limit": 100})
+    result["API list, last"] = api_list({"limit": 100, "after": fleet["last_ref"]})
+    result["health refresh pass"] = refresh_all
+    return result
+
+
+def time_one(call) -> float:
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
+def count_queries(call) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    return len(captured)
+
+
+def main() -> int:
+    p = parser(__doc__, "fleet")
+    p.add_argument("--large", type=int, default=100_000, help="projects in the large fleet (default %(default)s)")
+    p.add_argument("--small", type=int, default=1_000, help="projects in the small fleet (default %(default)s)")
+    p.add_argument("--hosts", type=int, default=100, help="hosts in each fleet (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--per-round", type=int, default=5, help="calls per measure, fleet and round (default %(default)s)")
+    args = p.parse_args()
+    if (args.rounds + 1) * args.per_round * 2 > 400:
+        p.error("placement and lease take spare projects: at most 400 / 2 calls per measure and fleet")
+    names = {"large": args.database + "_large", "small": args.database + "_small"}
+    agent = None
+    with scratch(args.database, keep=args.keep, settings={"BERTH_API_RATE_LIMIT": "1000000"}):
+        from django.conf import settings
+        from django.test.utils import setup_test_environment
+
+        setup_test_environment()
+        settings.ALLOWED_HOSTS = ["testserver"]
+        try:
+            agent, url = start_standin()
+            fleets = {}
+            for size_name, size in (("large", args.large), ("small", args.small)):
+                started = time.monotonic()
+                create_database(names[size_name])
+                # Both fleets' hosts have the same ranges (the large fleet's, with room to spare).
+                fleets[size_name] = seed(size, args.hosts, url, -(-args.large // args.hosts) + 200)
+                fleets[size_name]["measures"] = measures(fleets[size_name])
+                print(
+                    f"seeded {size:,} projects on {args.hosts} hosts in {time.monotonic() - started:.0f} s", flush=True
+                )
+            report(args, names, fleets)
+        finally:
+            use(args.database)
+            if agent is not None:
+                agent.terminate()
+                agent.wait(timeout=10)
+            if not args.keep:
+                drop_databases(names.values())
+    return 0
+
+
+def report(args, names, fleets) -> None:
+    timings = {size: {m: [] for m in fleets[size]["measures"]} for size in fleets}
+    queries = {size: {} for size in fleets}
+    for size in fleets:  # warm: template compilation, the connection, plan caches
+        use(names[size])
+        for name, call in fleets[size]["measures"].items():
+            if name != "health refresh pass":
+                call()
+            queries[size][name] = count_queries(call)
+    for _ in range(args.rounds):
+        for name in fleets["large"]["measures"]:
+            calls = 1 if name == "health refresh pass" else args.per_round
+            for size in fleets:
+                use(names[size])
+                call = fleets[size]["measures"][name]
+                if name != "health refresh pass":
+                    call()  # the reconnect after the switch is not timed
+                timings[size][name].extend(time_one(call) for _ in range(calls))
+    large, small = f"{args.large:,}", f"{args.small:,}"
+    print(f"\nmedian ms (interquartile), {args.rounds} interleaved rounds; {args.hosts} hosts in each fleet")
+    print(f"{'measure':<22}{large + ' projects':>24}{small + ' projects':>24}{'ratio':>7}{'queries':>12}")
+    for name in timings["large"]:
+        ratio = statistics.median(timings["large"][name]) / statistics.median(timings["small"][name])
+        flag = "" if ratio <= TARGET_RATIO or name == "health refresh pass" else "  over target"
+        q = f"{queries['large'][name]}/{queries['small'][name]}" if name != "health refresh pass" else "threads"
+        print(
+            f"{name:<22}{spread(timings['large'][name]):>24}{spread(timings['small'][name]):>24}"
+            f"{ratio:>7.2f}{q:>12}{flag}"
+        )
+    per_project = {
+        s: statistics.median(timings[s]["health refresh pass"]) / n
+        for s, n in (("large", args.large), ("small", args.small))
+    }
+    large_s = statistics.median(timings["large"]["health refresh pass"]) / 1000
+    ratio = per_project["large"] / per_project["small"]
+    print(
+        f"health refresh per project: {per_project['large']:.3f} ms (large), {per_project['small']:.3f} ms (small), "
+        f"ratio {ratio:.2f}; the large pass takes {large_s:.1f} s of its 60 s interval"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
