@@ -26,6 +26,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from agent.errors import Invalid
 
@@ -123,14 +124,22 @@ def contents(folder: Path, paths: list[str]) -> dict[str, bytes | None]:
     return {path: _read(target) for path, target in targets.items()}
 
 
-def _read(target: Path) -> bytes | None:
+def _open(target: Path) -> BinaryIO | None:
+    """The file opened for reading without following a symlink, or None where it does not exist."""
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise Invalid(f"{target.name} cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
+    return os.fdopen(fd, "rb")
+
+
+def _read(target: Path) -> bytes | None:
+    handle = _open(target)
+    if handle is None:
+        return None
+    with handle:
         return handle.read()
 
 
@@ -253,14 +262,11 @@ def _make_parents(folder: Path, target: Path) -> None:
 
 
 def _digest(target: Path) -> str | None:
-    try:
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
+    handle = _open(target)
+    if handle is None:
         return None
-    except OSError as exc:
-        raise Invalid(f"{target.name} cannot be read: {exc.strerror}") from None
     sha = hashlib.sha256()
-    with os.fdopen(fd, "rb") as handle:
+    with handle:
         for block in iter(lambda: handle.read(1 << 16), b""):
             sha.update(block)
     return sha.hexdigest()
