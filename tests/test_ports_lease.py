@@ -270,3 +270,16 @@ def test_it_takes_the_longest_cooled_block_in_the_same_statement_when_none_is_fr
     with django_assert_num_queries(4):
         block = lease_ports(project, 1, checker=free)
     assert block.first_port == 30010
+
+
+def test_it_never_claims_outside_a_shrunk_range_after_a_busy_block(free):
+    # The claim after a busy block is a statement of its own: it keeps to the range too, also
+    # while blocks a shrink left outside are not yet removed.
+    host = make_host(port_range_start=40000, port_range_end=40049, block_size=10)
+    sync_port_blocks(host)
+    host.port_range_end = 40019
+    host.save()
+    busy = FakePortChecker(busy={40000, 40010})
+    with pytest.raises(PortsExhausted):
+        lease_ports(make_project(host=host), 1, checker=busy)
+    assert [ports[0] for ports in busy.asked] == [40000, 40010, 40000]
