@@ -114,6 +114,52 @@ def test_a_lease_that_waited_for_the_project_row_returns_the_block_the_other_lea
     assert list(PortBlock.objects.filter(project=project).values_list("first_port", flat=True)) == [30000]
 
 
+def test_a_lease_that_waited_for_a_range_change_claims_inside_the_new_range():
+    # The lease reads the range from the host row it share-locked, as it is once the change
+    # committed, not from before it waited.
+    from hosts.models import RuntimeHost
+
+    host = make_host(port_range_start=40000, port_range_end=40049, block_size=10)
+    sync_port_blocks(host)
+    project = make_project(host=host)
+    saved, commit = threading.Event(), threading.Event()
+    results = {}
+
+    def change_range():
+        try:
+            with transaction.atomic():
+                moved = RuntimeHost.objects.get(pk=host.pk)
+                moved.port_range_start = 40020
+                moved.save()
+                saved.set()
+                commit.wait(timeout=20)
+        finally:
+            connection.close()
+
+    def lease():
+        try:
+            results["block"] = lease_ports(project, 1, checker=FakePortChecker())
+        except Exception as error:  # the assertion below reports it
+            results["block"] = error
+        finally:
+            connection.close()
+
+    changer, leaser = threading.Thread(target=change_range), threading.Thread(target=lease)
+    changer.start()
+    try:
+        assert saved.wait(timeout=20), "the range change never got written"
+        leaser.start()
+        deadline = time.monotonic() + 20
+        while not waits_for_a_lock():
+            assert time.monotonic() < deadline, "the lease never waited for the host row"
+            time.sleep(0.01)
+    finally:
+        commit.set()
+        changer.join(timeout=30)
+    leaser.join(timeout=30)
+    assert results["block"].first_port == 40020, results["block"]
+
+
 def test_saving_a_host_outside_a_transaction_holds_its_row_lock_from_the_check_to_the_write():
     """A lease share-locks the host row to read its range; the save must hold the row from the
     stranded-lease check until the new range is written, so no lease lands in between."""
