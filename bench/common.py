@@ -83,7 +83,11 @@ def default_settings() -> dict:
     up for this run."""
     from cryptography.fernet import Fernet
 
-    return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "BERTH_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    return {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "BERTH_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
 
 
 def use(database: str) -> None:

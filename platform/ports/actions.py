@@ -203,24 +203,10 @@ def _check_block_size(project: Project, host: RuntimeHost, slots_needed: int) ->
         )
 
 
-# The columns of a claimed block, as _locked_with_claim returns them beside the host's.
-_BLOCK_COLUMNS = [field.column for field in PortBlock._meta.concrete_fields]
-
-
-def _locked_with_claim(project_id: int, slots_needed: int) -> RuntimeHost | None:
-    """PostgreSQL: one statement that locks the project row, share-locks its host, reads the
-    block the project holds and, when it holds none, claims a block for it the way _claimable
-    does. The host, with `project_status`, `held_block` (an id or None) and `claimed` (a
-    PortBlock or None); None when the project has no host.
-
-    The locks are taken first (the claim is a lateral subquery fed by the locked row), and a
-    locked row is read as it is now even when the statement waited for it. What the statement
-    read of other rows may be older: the project's block, when a concurrent lease of the same
-    project committed while this one waited for the project row. _lease writes the lease only
-    if the project still holds no block, read afresh.
-    """
+def _lock_and_claim_sql() -> str:
+    """The statement of _locked_with_claim; built once."""
     projects, hosts, blocks = Project._meta.db_table, RuntimeHost._meta.db_table, PortBlock._meta.db_table
-    claim_columns = ", ".join(f"claim.{column} AS claim_{column}" for column in _BLOCK_COLUMNS)
+    claim_columns = ", ".join(f"claim.{field.column} AS claim_{field.column}" for field in _BLOCK_FIELDS)
     # Each branch as _claimable's: inside the locked range, holding the slots, SKIP LOCKED;
     # the cooled branch runs only when the free one finds nothing.
     candidates = (
@@ -228,7 +214,7 @@ def _locked_with_claim(project_id: int, slots_needed: int) -> RuntimeHost | None
         " AND block.first_port >= owner.port_range_start AND block.last_port <= owner.port_range_end"
         " AND block.last_port >= block.first_port + %(slots)s - 1"
     )
-    sql = f"""
+    return f"""
         WITH owner AS MATERIALIZED (
             SELECT host.*, project.status AS project_status,
                    (SELECT id FROM {blocks} WHERE project_id = project.id) AS held_block
@@ -245,6 +231,25 @@ def _locked_with_claim(project_id: int, slots_needed: int) -> RuntimeHost | None
             LIMIT 1
         ) AS claim ON true
     """
+
+
+_BLOCK_FIELDS = PortBlock._meta.concrete_fields
+_LOCK_AND_CLAIM_SQL = _lock_and_claim_sql()
+
+
+def _locked_with_claim(project_id: int, slots_needed: int) -> RuntimeHost | None:
+    """PostgreSQL: one statement that locks the project row, share-locks its host, reads the
+    block the project holds and, when it holds none, claims a block for it the way _claimable
+    does. The host, with `project_status`, `held_block` (an id or None) and `claimed` (a
+    PortBlock or None); None when the project has no host.
+
+    The locks are taken first (the claim is a lateral subquery fed by the locked row), and a
+    locked row is read as it is now even when the statement waited for it: the claim keeps to
+    the host's range as it stands under the share lock. What the statement read of other rows
+    may be older: the project's block, when a concurrent lease of the same project committed
+    while this one waited for the project row. _lease writes the lease only if the project
+    still holds no block, read afresh.
+    """
     params = {
         "project": project_id,
         "slots": slots_needed,
@@ -252,13 +257,13 @@ def _locked_with_claim(project_id: int, slots_needed: int) -> RuntimeHost | None
         "cooling": BlockState.COOLING.value,
         "cutoff": cooldown_cutoff(),
     }
-    host = next(iter(RuntimeHost.objects.raw(sql, params)), None)
+    host = next(iter(RuntimeHost.objects.raw(_LOCK_AND_CLAIM_SQL, params)), None)
     if host is None:
         return None
-    claimed = [getattr(host, f"claim_{column}") for column in _BLOCK_COLUMNS]
+    claimed = [getattr(host, f"claim_{field.column}") for field in _BLOCK_FIELDS]
     host.claimed = None
     if claimed[0] is not None:
-        host.claimed = PortBlock.from_db(connection.alias, [f.attname for f in PortBlock._meta.concrete_fields], claimed)
+        host.claimed = PortBlock.from_db(connection.alias, [field.attname for field in _BLOCK_FIELDS], claimed)
         host.claimed.host = host
     return host
 
