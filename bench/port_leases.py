@@ -19,6 +19,7 @@ a checker that finds every port free: the figures measure the lease itself.
 
 import multiprocessing
 import random
+import signal
 import statistics
 import sys
 import time
@@ -129,8 +130,17 @@ def leases_per_second(host, workers, per_worker, template_version) -> float:
     ids = [p.pk for p in make_projects(host, workers * per_worker, template_version)]
     connections.close_all()  # forked workers must not share the parent's connection
     start_at = time.time() + 0.5
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # Workers end by close/join, not by the pool's terminate (SIGTERM), and get SIGTERM's
+    # default action back instead of scratch's handler: a run was seen stuck at a pool's
+    # exit, the parent waiting for a worker that sat on the task queue's lock.
+    pool = multiprocessing.get_context("fork").Pool(
+        workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)
+    )
+    try:
         spans = pool.starmap(lease_all, [(ids[i::workers], start_at) for i in range(workers)])
+    finally:
+        pool.close()
+        pool.join()
     elapsed = max(end for _, end in spans) - min(begin for begin, _ in spans)
     return len(ids) / elapsed
 
