@@ -6,6 +6,8 @@ template revision, counts, whether work is in flight) are correlated subqueries,
 evaluated only for the rows of the page shown.
 """
 
+from dataclasses import dataclass
+
 from django.db.models import (
     BooleanField,
     Count,
@@ -19,6 +21,7 @@ from django.db.models import (
     Q,
     Subquery,
 )
+from django.db.models.expressions import RawSQL
 
 from hosts.models import RuntimeHost
 from operations.models import UNFINISHED_STATES, Operation, OperationEvent
@@ -109,24 +112,61 @@ def with_capacity(hosts) -> list:
     return hosts
 
 
+# Project counts on the templates page stop at this many: each version's count reads at
+# most COUNT_CAP + 1 index entries, so the page costs the same for a fleet of any size.
+# Exact figures for one version are the projects list's (filtered, keyset-paged).
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class CappedCount:
+    """A count that stopped at COUNT_CAP: shown as "1,000+" once it reached it."""
+
+    value: int
+    capped: bool
+
+    @classmethod
+    def of(cls, counted: int) -> "CappedCount":
+        return cls(min(counted, COUNT_CAP), counted > COUNT_CAP)
+
+    def __add__(self, other: "CappedCount") -> "CappedCount":
+        return CappedCount(self.value + other.value, self.capped or other.capped)
+
+    def __bool__(self) -> bool:
+        return self.value > 0
+
+    def __str__(self) -> str:
+        return f"{self.value:,}+" if self.capped else f"{self.value:,}"
+
+
 def template_versions():
-    """Every template version with how many live projects run it, grouped by name, newest first."""
-    return TemplateVersion.objects.annotate(
-        project_count=Count("projects", filter=~Q(projects__status=Status.REMOVED))
-    ).order_by("name", "-revision")
+    """Every template version with `project_count`: its live projects counted up to
+    COUNT_CAP + 1 (a correlated subquery that stops there), grouped by name, newest first."""
+    projects, versions = Project._meta.db_table, TemplateVersion._meta.db_table
+    capped = RawSQL(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM {projects} p WHERE p.template_version_id = {versions}.id "
+        "AND p.status <> %s LIMIT %s) live",
+        (Status.REMOVED, COUNT_CAP + 1),
+        output_field=IntegerField(),
+    )
+    return TemplateVersion.objects.annotate(project_count=capped).order_by("name", "-revision")
 
 
-def migration_progress(name: str, target: TemplateVersion) -> dict:
-    """How many live projects of template `name` are on `target`, and the template's latest rollout."""
+def migration_progress(name: str, versions: list[TemplateVersion]) -> dict:
+    """How many live projects of template `name` are on its latest version (`versions[0]`)
+    and on older ones, from the versions' capped counts (`template_versions`), and the
+    template's latest rollout. Each version's `project_count` becomes a CappedCount."""
     from operations.models import Rollout
 
-    progress = (
-        Project.objects.live()
-        .filter(template=name)
-        .aggregate(total=Count("pk"), on_latest=Count("pk", filter=Q(template_version=target)))
-    )
-    progress["rollout"] = Rollout.objects.filter(template=name).select_related("target").first()
-    return progress
+    for version in versions:
+        version.project_count = CappedCount.of(version.project_count)
+    counts = [version.project_count for version in versions]
+    return {
+        "on_latest": counts[0],
+        "behind": sum(counts[1:], CappedCount(0, False)),
+        "total": sum(counts, CappedCount(0, False)),
+        "rollout": Rollout.objects.filter(template=name).select_related("target").first(),
+    }
 
 
 # Newest first, the id breaking ties; each list has an index on these columns (keyset pages).
