@@ -168,9 +168,9 @@ def measures(fleet: dict) -> dict:
     """Each measure: a function doing one call (on the current database)."""
     from django.urls import reverse
 
-    from operations.reaper import reap
     from operations.health import refresh_all
     from operations.placement import place_project
+    from operations.reaper import reap
     from ports.actions import lease_ports
     from projects.models import Project
 
