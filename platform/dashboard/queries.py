@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from django.db.models import (
     BooleanField,
-    Count,
     Exists,
     ExpressionWrapper,
     F,
