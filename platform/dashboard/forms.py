@@ -52,8 +52,7 @@ class ProjectFilterForm(forms.Form):
             return projects
         data = self.cleaned_data
         if data["q"]:
-            q = data["q"].strip()
-            projects = projects.filter(Q(ref__istartswith=q) | Q(name__icontains=q))
+            projects = projects.search(data["q"])
         if data["status"]:
             projects = projects.filter(status=data["status"])
         if data["host"]:

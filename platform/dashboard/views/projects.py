@@ -31,19 +31,29 @@ SORTS = {
     "lastop": "last_op_at",
     "created": "created_at",
 }
+# Values that may be missing: an unplaced project's host, a project without operations.
+OPTIONAL_SORTS = {"host", "lastop"}
 
 
 def sort_order(value: str, table) -> tuple[str, object, list[str]]:
-    """The validated sort key as asked (or "" for the default), the table annotated with a
-    non-null `sort_key` for it, and the keyset ordering (the id breaking ties).
+    """The validated sort key as asked (or "" for the default), the table to page, and the
+    keyset ordering.
 
-    Rows without a value (an unplaced project's host, a project without operations) come
-    last in either direction: the key is their value, else a sentinel past every value.
+    A column of the project's own is ordered by itself, ties newest first (reversed with
+    the sort), the id last: each such ordering has an index (field, -created_at, -id), or
+    a unique one, so a page is one index range scan at any fleet size. A value that may be
+    missing is annotated as a non-null `sort_key` that puts rows without one last in either
+    direction (their value, else a sentinel past every value); those orderings sort the
+    rows that match the filters, as no index of the project's own can order them.
     """
     key = value.lstrip("-")
     if key not in SORTS:
         return "", table, queries.PROJECT_ORDERING
     field, descending = SORTS[key], value.startswith("-")
+    if key == "created":
+        return value, table, ["-created_at", "-pk"] if descending else ["created_at", "pk"]
+    if key not in OPTIONAL_SORTS:
+        return value, table, [f"-{field}", "created_at", "pk"] if descending else [field, "-created_at", "-pk"]
     output = table.query.resolve_ref(field, allow_joins=True).output_field
     last = _sentinel(output, low=descending)
     table = table.annotate(sort_key=Coalesce(F(field), Value(last, output_field=output), output_field=output))
