@@ -20,12 +20,11 @@ from django.db.models import (
     Q,
     Subquery,
 )
-from django.db.models.expressions import RawSQL
 
 from hosts.models import RuntimeHost
 from operations.models import UNFINISHED_STATES, Operation, OperationEvent
 from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
-from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from projects.models import TRANSITIONAL_STATUSES, Project
 from templating.models import TemplateVersion
 
 
@@ -138,17 +137,24 @@ class CappedCount:
         return f"{self.value:,}+" if self.capped else f"{self.value:,}"
 
 
+class _UpToCap(Subquery):
+    """COUNT(*) over at most COUNT_CAP + 1 rows of a (correlated) queryset."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) counted)"
+    output_field = IntegerField()
+
+
+def capped_count_of(queryset) -> Subquery:
+    """The rows of `queryset` counted up to COUNT_CAP + 1, as a correlated subquery that
+    reads no further; CappedCount.of() turns the figure into what a page shows."""
+    return _UpToCap(queryset.order_by().values("pk")[: COUNT_CAP + 1])
+
+
 def template_versions():
-    """Every template version with `project_count`: its live projects counted up to
-    COUNT_CAP + 1 (a correlated subquery that stops there), grouped by name, newest first."""
-    projects, versions = Project._meta.db_table, TemplateVersion._meta.db_table
-    capped = RawSQL(
-        f"SELECT COUNT(*) FROM (SELECT 1 FROM {projects} p WHERE p.template_version_id = {versions}.id "
-        "AND p.status <> %s LIMIT %s) live",
-        (Status.REMOVED, COUNT_CAP + 1),
-        output_field=IntegerField(),
-    )
-    return TemplateVersion.objects.annotate(project_count=capped).order_by("name", "-revision")
+    """Every template version with `project_count`, its live projects counted up to the
+    cap (capped_count_of), grouped by name, newest first."""
+    live = Project.objects.live().filter(template_version=OuterRef("pk"))
+    return TemplateVersion.objects.annotate(project_count=capped_count_of(live)).order_by("name", "-revision")
 
 
 def migration_progress(name: str, versions: list[TemplateVersion]) -> dict:

@@ -4,12 +4,14 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Count
+from django.db.models import OuterRef
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from dashboard import queries
 from orgs.actions import create_organization, remove_membership, set_membership
 from orgs.models import Membership, Organization, Role
+from projects.models import Project
 
 
 class OrganizationForm(forms.Form):
@@ -27,6 +29,11 @@ class MemberForm(forms.Form):
         return user
 
 
+def _live_projects():
+    """The organization's live projects, counted up to the cap (a fleet's default organization holds most)."""
+    return queries.capped_count_of(Project.objects.live().filter(organization=OuterRef("pk")))
+
+
 @require_http_methods(["GET", "POST"])
 def organizations(request):
     form = OrganizationForm(request.POST or None)
@@ -37,21 +44,31 @@ def organizations(request):
             form.add_error(None, error)
         else:
             return redirect("dashboard:organization", slug=org.slug)
-    orgs = Organization.objects.annotate(
-        member_count=Count("memberships", distinct=True), project_count=Count("projects", distinct=True)
+    orgs = list(
+        Organization.objects.annotate(
+            member_count=queries.count_of(Membership.objects.filter(organization=OuterRef("pk"))),
+            project_count=_live_projects(),
+        )
     )
+    for org in orgs:
+        org.project_count = queries.CappedCount.of(org.project_count)
     return render(request, "dashboard/organizations.html", {"organizations": orgs, "form": form})
 
 
 @require_http_methods(["GET", "POST"])
 def organization(request, slug):
-    org = get_object_or_404(Organization, slug=slug)
+    org = get_object_or_404(Organization.objects.annotate(project_count=_live_projects()), slug=slug)
     form = MemberForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         set_membership(org, form.cleaned_data["username"], form.cleaned_data["role"], actor=request.user)
         return redirect("dashboard:organization", slug=org.slug)
     members = org.memberships.select_related("user").order_by("user__username")
-    context = {"organization": org, "members": members, "form": form, "project_count": org.projects.count()}
+    context = {
+        "organization": org,
+        "members": members,
+        "form": form,
+        "project_count": queries.CappedCount.of(org.project_count),
+    }
     return render(request, "dashboard/organization.html", context)
 
 
