@@ -8,6 +8,7 @@ evaluated only for the rows of the page shown.
 
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import (
     BooleanField,
     Exists,
@@ -92,18 +93,21 @@ def hosts_with_capacity():
         leased_blocks=count_of(blocks.filter(state=BlockState.LEASED)),
         cooling_blocks=count_of(blocks.filter(resting)),
         blocked_blocks=count_of(blocks.filter(state=BlockState.BLOCKED)),
-        project_count=count_of(Project.objects.live().filter(host=OuterRef("pk"))),
     ).order_by("name")
 
 
 def with_capacity(hosts) -> list:
-    """The hosts, each with `block_capacity` (whole blocks its range holds) and `free_blocks`.
+    """The hosts, each with `block_capacity` (whole blocks its range holds), `free_blocks`
+    and `project_count` (its live projects, counted up to the cap: a host's block counts
+    are bounded by its range, its projects only by the fleet).
 
     Free counts blocks not yet materialised as rows too: every block not leased, cooling
     or blocked can be handed out.
     """
     hosts = list(hosts)
+    projects = capped_counts(Project.objects.live(), "host", [host.pk for host in hosts])
     for host in hosts:
+        host.project_count = projects[host.pk]
         host.block_capacity = len(block_layout(host.port_range_start, host.port_range_end, host.block_size))
         taken = host.leased_blocks + host.cooling_blocks + host.blocked_blocks
         host.free_blocks = max(0, host.block_capacity - taken)
@@ -137,34 +141,45 @@ class CappedCount:
         return f"{self.value:,}+" if self.capped else f"{self.value:,}"
 
 
-class _UpToCap(Subquery):
-    """COUNT(*) over at most COUNT_CAP + 1 rows of a (correlated) queryset."""
+def capped_counts(queryset, field: str, values) -> dict:
+    """{value: CappedCount} of the rows of `queryset` whose `field` is each value, each
+    counted up to COUNT_CAP + 1 rows, in one query.
 
-    template = "(SELECT COUNT(*) FROM (%(subquery)s) counted)"
-    output_field = IntegerField()
+    Each count is a scalar subquery with its value written in, so the planner plans it for
+    that value: an index scan for one that few rows hold, a short sequential scan for one
+    that most do. A correlated subquery gets one generic plan for all, and for a template
+    version no project runs that plan read the whole projects table."""
+    values = list(values)
+    if not values:
+        return {}
+    parts, params = [], []
+    for value in values:
+        rows = queryset.filter(**{field: value}).order_by().values("pk")[: COUNT_CAP + 1]
+        sql, row_params = rows.query.sql_with_params()
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) counted)")
+        params.extend(row_params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        counted = cursor.fetchone()
+    return {value: CappedCount.of(n) for value, n in zip(values, counted, strict=True)}
 
 
-def capped_count_of(queryset) -> Subquery:
-    """The rows of `queryset` counted up to COUNT_CAP + 1, as a correlated subquery that
-    reads no further; CappedCount.of() turns the figure into what a page shows."""
-    return _UpToCap(queryset.order_by().values("pk")[: COUNT_CAP + 1])
-
-
-def template_versions():
-    """Every template version with `project_count`, its live projects counted up to the
-    cap (capped_count_of), grouped by name, newest first."""
-    live = Project.objects.live().filter(template_version=OuterRef("pk"))
-    return TemplateVersion.objects.annotate(project_count=capped_count_of(live)).order_by("name", "-revision")
+def template_versions() -> list[TemplateVersion]:
+    """Every template version, grouped by name, newest first, each with `project_count`:
+    its live projects counted up to the cap (capped_counts)."""
+    versions = list(TemplateVersion.objects.order_by("name", "-revision"))
+    counts = capped_counts(Project.objects.live(), "template_version", [v.pk for v in versions])
+    for version in versions:
+        version.project_count = counts[version.pk]
+    return versions
 
 
 def migration_progress(name: str, versions: list[TemplateVersion]) -> dict:
     """How many live projects of template `name` are on its latest version (`versions[0]`)
     and on older ones, from the versions' capped counts (`template_versions`), and the
-    template's latest rollout. Each version's `project_count` becomes a CappedCount."""
+    template's latest rollout."""
     from operations.models import Rollout
 
-    for version in versions:
-        version.project_count = CappedCount.of(version.project_count)
     counts = [version.project_count for version in versions]
     return {
         "on_latest": counts[0],

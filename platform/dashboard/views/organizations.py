@@ -29,11 +29,6 @@ class MemberForm(forms.Form):
         return user
 
 
-def _live_projects():
-    """The organization's live projects, counted up to the cap (a fleet's default organization holds most)."""
-    return queries.capped_count_of(Project.objects.live().filter(organization=OuterRef("pk")))
-
-
 @require_http_methods(["GET", "POST"])
 def organizations(request):
     form = OrganizationForm(request.POST or None)
@@ -46,18 +41,18 @@ def organizations(request):
             return redirect("dashboard:organization", slug=org.slug)
     orgs = list(
         Organization.objects.annotate(
-            member_count=queries.count_of(Membership.objects.filter(organization=OuterRef("pk"))),
-            project_count=_live_projects(),
+            member_count=queries.count_of(Membership.objects.filter(organization=OuterRef("pk")))
         )
     )
+    projects = queries.capped_counts(Project.objects.live(), "organization", [org.pk for org in orgs])
     for org in orgs:
-        org.project_count = queries.CappedCount.of(org.project_count)
+        org.project_count = projects[org.pk]
     return render(request, "dashboard/organizations.html", {"organizations": orgs, "form": form})
 
 
 @require_http_methods(["GET", "POST"])
 def organization(request, slug):
-    org = get_object_or_404(Organization.objects.annotate(project_count=_live_projects()), slug=slug)
+    org = get_object_or_404(Organization, slug=slug)
     form = MemberForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         set_membership(org, form.cleaned_data["username"], form.cleaned_data["role"], actor=request.user)
@@ -67,7 +62,7 @@ def organization(request, slug):
         "organization": org,
         "members": members,
         "form": form,
-        "project_count": queries.CappedCount.of(org.project_count),
+        "project_count": queries.capped_counts(Project.objects.live(), "organization", [org.pk])[org.pk],
     }
     return render(request, "dashboard/organization.html", context)
 
