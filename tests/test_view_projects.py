@@ -325,7 +325,9 @@ def _project_page_plan(staff_client, params) -> tuple[str, str]:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("sort", ["", "name", "-name", "ref", "-postgres", "status", "-template", "created"])
+@pytest.mark.parametrize(
+    "sort", ["", "name", "-name", "ref", "-postgres", "status", "-template", "created", "lastop", "-lastop"]
+)
 def test_its_column_sorts_walk_an_index_instead_of_sorting_every_project(staff_client, sort):
     version = make_project().template_version
     Project.objects.bulk_create(
@@ -336,3 +338,15 @@ def test_its_column_sorts_walk_an_index_instead_of_sorting_every_project(staff_c
     for plan in (first, following):
         assert "Seq Scan on projects_project" not in plan, plan
         assert not re.search(r"(^|->)\s*Sort\s+\(", plan, re.MULTILINE), plan  # Incremental Sort is fine
+
+
+def test_it_sorts_by_last_activity_the_latest_request_first(staff_client):
+    from datetime import timedelta
+
+    quiet, busy, fresh = (make_project(name=name) for name in ("Quiet", "Busy", "Fresh"))
+    now = timezone.now()
+    Project.objects.filter(pk=quiet.pk).update(last_activity_at=now - timedelta(days=3))
+    Project.objects.filter(pk=busy.pk).update(last_activity_at=now)
+    Project.objects.filter(pk=fresh.pk).update(last_activity_at=now - timedelta(days=1))
+    html = staff_client.get(reverse("dashboard:projects"), {"sort": "-lastop"}).content.decode()
+    assert names_in_order(html) == ["Busy", "Fresh", "Quiet"]

@@ -121,6 +121,9 @@ class Project(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When its latest operation was requested (request_operation writes it with the
+    # operation), else when it was created: the projects list sorts by it on an index.
+    last_activity_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ProjectQuerySet.as_manager()
 
@@ -143,6 +146,7 @@ class Project(models.Model):
             # ref is unique): ties newest first.
             models.Index(fields=["name", "-created_at", "-id"], name="project_name_newest_first"),
             models.Index(fields=["postgres_major", "-created_at", "-id"], name="project_major_newest_first"),
+            models.Index(fields=["last_activity_at", "-created_at", "-id"], name="project_activity_newest_first"),
             # Search (ProjectQuerySet.search): a trigram index on the name on PostgreSQL
             # (migrations 0005_search, 0007_search_costs); refs by prefix on their `_like` index.
         ]
