@@ -39,7 +39,10 @@ def test_its_counts_stop_at_the_cap_and_say_so(staff_client, tmp_path, monkeypat
     removed = make_project(name="Gone", template_version=old, status=Status.REMOVED)
     latest = register_template(tmp_path, readme="new\n")
     make_project(name="New", template_version=latest)
-    html = staff_client.get(reverse("dashboard:templates")).content.decode()
+    with CaptureQueriesContext(connection) as captured:
+        html = staff_client.get(reverse("dashboard:templates")).content.decode()
+    (counts,) = [q["sql"] for q in captured if "COUNT(*)" in q["sql"]]
+    assert counts.count("LIMIT 3") == 2, counts  # each revision's count reads at most cap + 1 rows
     assert "1 of 3+ project(s) on r2" in html
     assert "(counts stop at 2 per revision)" in html
     assert "Migrate to r2" in html
