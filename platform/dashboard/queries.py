@@ -2,8 +2,9 @@
 
 Every list here costs the same number of queries whatever its length: related rows come
 through select_related/prefetch_related, and per-row facts (last operation, latest
-template revision, counts, whether work is in flight) are correlated subqueries,
-evaluated only for the rows of the page shown.
+template revision, block counts, whether work is in flight) are correlated subqueries,
+evaluated only for the rows of the page shown; counts of a fleet's projects stop at
+COUNT_CAP (capped_counts).
 """
 
 from dataclasses import dataclass
@@ -114,9 +115,9 @@ def with_capacity(hosts) -> list:
     return hosts
 
 
-# Project counts on the templates page stop at this many: each version's count reads at
-# most COUNT_CAP + 1 index entries, so the page costs the same for a fleet of any size.
-# Exact figures for one version are the projects list's (filtered, keyset-paged).
+# Pages that count a fleet's projects (per template revision, host or organization) stop
+# at this many: each count reads at most COUNT_CAP + 1 rows, so the page costs the same
+# for a fleet of any size. Exact figures are the projects list's (filtered, keyset-paged).
 COUNT_CAP = 1000
 
 
