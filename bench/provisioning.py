@@ -4,7 +4,7 @@ provisioning, and what 2 workers gain over running provisionings one after anoth
     .venv/bin/python bench/provisioning.py [--projects 20] [--rounds 2] [--redis-url URL]
 
 Runs the real thing: a django-q2 cluster (`manage.py qcluster`, default settings: 2
-workers, the ORM broker unless --redis-url), a local agent with the process driver, and
+workers, the ORM broker unless --redis-url, DEBUG off), a local agent with the process driver, and
 real Postgres clusters on ports 21000-21990. Each round provisions --projects/--rounds
 projects one at a time, then as many at once, so both see the same machine load; every
 project is deleted (data purged) before the next phase. Printed:
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, parser, scratch, spread  # noqa: E402
+from common import ROOT, default_settings, parser, scratch, spread  # noqa: E402
 
 
 def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
@@ -108,7 +108,8 @@ def main() -> int:
     p.add_argument("--redis-url", default="", help="run the workers on Redis (REDIS_URL) instead of the ORM broker")
     args = p.parse_args()
     per_round = max(1, args.projects // args.rounds)
-    extra = {"REDIS_URL": args.redis_url} if args.redis_url else {}
+    # Deployed settings (DEBUG off), and the ORM broker unless --redis-url.
+    extra = {**default_settings(), **({"REDIS_URL": args.redis_url} if args.redis_url else {})}
     root = Path(tempfile.mkdtemp(prefix="berth-bench-runtimes-", dir="/tmp"))
     root.chmod(0o755)
     agent = worker = None
