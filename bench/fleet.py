@@ -314,13 +314,13 @@ def report(args, names, fleets) -> None:
                 timings[size][name].extend(time_one(call) for _ in range(calls))
     large, small = f"{args.large:,}", f"{args.small:,}"
     print(f"\nmedian ms (interquartile), {args.rounds} interleaved rounds; {args.hosts} hosts in each fleet")
-    print(f"{'measure':<22}{large + ' projects':>24}{small + ' projects':>24}{'ratio':>7}{'queries':>12}")
+    print(f"{'measure':<22}{large + ' projects':>30}{small + ' projects':>30}{'ratio':>7}{'queries':>12}")
     for name in timings["large"]:
         ratio = statistics.median(timings["large"][name]) / statistics.median(timings["small"][name])
         flag = "" if ratio <= TARGET_RATIO or name in PASSES else "  over target"
         q = f"{queries['large'][name]}/{queries['small'][name]}" if name not in PASSES else "threads"
         print(
-            f"{name:<22}{spread(timings['large'][name]):>24}{spread(timings['small'][name]):>24}"
+            f"{name:<22}{spread(timings['large'][name]):>30}{spread(timings['small'][name]):>30}"
             f"{ratio:>7.2f}{q:>12}{flag}"
         )
     for name, interval in PASSES.items():
