@@ -89,8 +89,8 @@ def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
     return ProbeOutcome(_judge(project, [r.as_dict() for r in reply]))
 
 
-# What a refresh reads of a project besides its port block, host and version: its probes'
-# password and Postgres major, and the status it may move.
+# What a refresh reads of a project's own row: its ref, the keys of its host and version
+# (each loaded once, apart), its probes' password and Postgres major, and the status it may move.
 REFRESH_FIELDS = (
     "ref",
     "host",
