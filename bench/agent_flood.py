@@ -10,8 +10,8 @@ port, then for `--seconds`:
   schedule that does not wait for answers;
 - reads the agent's thread count from /proc/<pid>/status every 50 ms.
 
-One info call comes first, alone: the agent finds compose and the Postgres majors on
-its first info (it keeps compose and looks the majors up again every 30 s). Then it
+One info call comes first, alone (the agent looked compose and the Postgres majors up
+before it listened, and looks the majors up again every 30 s). Then it
 prints the /v1/info latency (p50, p95, max: measured from each request's scheduled start,
 so a load generator falling behind counts against the agent, not for it), the errors,
 the highest thread count against the pool plus waitress's one event-loop thread, and
@@ -108,8 +108,7 @@ class Flood:
 
     async def run(self, idle_count: int, rate: int, seconds: float) -> int:
         """The flood; returns how many idle connections the agent still held at its end."""
-        # The first info finds compose and the Postgres majors (commands that take up to
-        # seconds); the agent keeps both, so the flood measures the answers that follow.
+        # Timed on its own: the answers that follow are the flood's.
         await self.info(time.monotonic())
         self.first_info = self.latencies.pop() if self.latencies else None
         idle = [await self.open_idle(stall=index % 2 == 1) for index in range(idle_count)]
@@ -194,7 +193,7 @@ def report(args: argparse.Namespace, flood: Flood, still_open: int) -> int:
     bound = args.threads + LOOP_THREADS
     print(f"{args.idle} idle connections, {args.rate} GET /v1/info a second for {args.seconds:g} s on loopback")
     if flood.first_info is not None:
-        print(f"first info before the flood (finds compose and the Postgres majors): {flood.first_info * 1000:.1f} ms")
+        print(f"first info before the flood: {flood.first_info * 1000:.1f} ms")
     if latencies:
         p50, p95 = statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
         figures = f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"

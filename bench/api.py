@@ -1,23 +1,24 @@
-"""Management API cost: GET /v1/projects with 100 vs 10,000 projects in the caller's organizations,
-and requests per second of GET /v1/projects/{ref} on one web worker.
+"""Management API cost: GET /v1/projects with --small vs --large projects in the caller's
+organizations, and requests per second of GET /v1/projects/{ref} on one web worker.
 
-    .venv/bin/python bench/api.py [--runs 30] [--seconds 10] [--clients 4]
+    .venv/bin/python bench/api.py [--small 100] [--large 10000] [--runs 30] [--seconds 10] [--clients 4]
 
-Runs against a scratch PostgreSQL database (BENCH_DATABASE_URL, default
-postgres://postgres@127.0.0.1:5432/berth_bench_api), created for the run and dropped after.
+Runs against a throwaway PostgreSQL database of its own on BENCH_DATABASE_URL's server
+(default postgres://postgres@127.0.0.1:5432), created for the run and dropped after.
 
-1. Listing. Two callers share one database: one belongs to an organization with 100 projects,
-   the other to organizations holding 10,000. Requests go through Django's test client in
-   process (server time: routing, middleware, token and rate-limit queries, serialisation),
-   the two cases interleaved round-robin so drift on a busy machine hits both alike. Target:
-   ratio of medians (10,000 / 100) at most 1.5, and the same number of queries.
+1. Listing. Two callers share one database: one belongs to an organization with --small
+   projects, the other to organizations holding --large. Requests go through Django's test
+   client in process (server time: routing, middleware, token and rate-limit queries,
+   serialisation), the two cases interleaved round-robin so drift on a busy machine hits
+   both alike. Target: ratio of medians (large / small) at most 1.5, and the same number
+   of queries.
 2. Throughput. One gunicorn worker (sync) on a free loopback port serves GET /v1/projects/{ref}
    for --seconds to --clients threads; every request is authenticated and rate-counted (the
    limit is raised for the run so none is refused). The worker keeps its database connection
-   (DATABASE_CONN_MAX_AGE=60 unless set), as a production deployment should.
+   (DATABASE_CONN_MAX_AGE=60 unless set), as a production deployment should. The bench
+   stops that worker by its pid.
 """
 
-import argparse
 import os
 import socket
 import statistics
@@ -27,45 +28,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "platform"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, analyze, parser, scratch, spread  # noqa: E402
 
-BENCH_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/berth_bench_api")
-os.environ.setdefault("DEBUG", "1")
-os.environ["DATABASE_URL"] = BENCH_URL
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "berth.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ["BERTH_API_RATE_LIMIT"] = "100000000"
 TARGET_RATIO = 1.5
-SIZES = (100, 10_000)
-
-
-def admin_connection():
-    import dj_database_url
-    import psycopg
-
-    config = dj_database_url.parse(BENCH_URL)
-    connection = psycopg.connect(
-        host=config["HOST"], port=config["PORT"] or None, user=config["USER"], dbname="postgres", autocommit=True
-    )
-    return connection, config["NAME"]
-
-
-def recreate_database() -> None:
-    connection, name = admin_connection()
-    with connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        connection.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database() -> None:
-    from django.db import connections
-
-    connections.close_all()
-    connection, name = admin_connection()
-    with connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def seed_projects(orgs, count: int, version, host) -> None:
@@ -180,26 +146,21 @@ def throughput(token: str, ref: str, seconds: float, clients: int) -> tuple[floa
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30, help="requests per listing case (default 30)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run (default 10)")
-    parser.add_argument("--clients", type=int, default=4, help="client threads for the throughput run (default 4)")
-    args = parser.parse_args()
-
-    recreate_database()
-    try:
+    p = parser(__doc__, "api")
+    p.add_argument("--small", type=int, default=100, help="projects of the small caller (default %(default)s)")
+    p.add_argument("--large", type=int, default=10_000, help="projects of the large caller (default %(default)s)")
+    p.add_argument("--runs", type=int, default=30, help="requests per listing case (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run (default %(default)s)")
+    p.add_argument("--clients", type=int, default=4, help="client threads for the throughput run (default %(default)s)")
+    args = p.parse_args()
+    if not 0 < args.small < args.large:
+        p.error("--small must be positive and below --large")
+    with scratch(args.database, keep=args.keep, settings={"BERTH_API_RATE_LIMIT": "100000000"}):
         return run(args)
-    finally:
-        drop_database()
 
 
 def run(args) -> int:
-    import django
-
-    django.setup()
     from django.conf import settings
-    from django.core.management import call_command
-    from django.db import connection
     from django.test.utils import setup_test_environment
 
     from hosts.models import RuntimeHost
@@ -212,38 +173,37 @@ def run(args) -> int:
 
     setup_test_environment()
     settings.ALLOWED_HOSTS = ["testserver"]
-    call_command("migrate", verbosity=0)
     sync_templates(ROOT / "runtimes")
     version = TemplateVersion.objects.latest_of("postgres")
     host = RuntimeHost.objects.create(
-        name="bench", agent_url="http://127.0.0.1:9", agent_token="x", port_range_start=20000, port_range_end=60000
+        name="bench", agent_url="http://127.0.0.1:9", agent_token="x", port_range_start=20000, port_range_end=30000
     )
+    sizes = (args.small, args.large)
     clients, refs = {}, {}
-    for size in SIZES:
+    for size in sizes:
         user = make_user(f"caller{size}")
-        orgs = [Organization.objects.create(name=f"Org {size}.{i}") for i in range(5 if size > 1000 else 1)]
+        orgs = [Organization.objects.create(name=f"Org {size}.{i}") for i in range(5 if size == args.large else 1)]
         for org in orgs:
             Membership.objects.create(organization=org, user=user, role=Role.OWNER)
         seed_projects(orgs, size, version, host)
         token = create_token(user, name="bench")[1]
         clients[size] = (ApiClient(token), token)
         refs[size] = Project.objects.filter(organization__in=orgs).values_list("ref", flat=True).first()
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+    analyze()
 
-    for size in SIZES:  # warm: connection, first compilation of everything
+    for size in sizes:  # warm: connection, first compilation of everything
         clients[size][0].get("/v1/projects")
-    times = {size: [] for size in SIZES}
+    times = {size: [] for size in sizes}
     for _ in range(args.runs):
-        for size in SIZES:  # round-robin: both cases see the same machine
+        for size in sizes:  # round-robin: both cases see the same machine
             times[size].append(timed(clients[size][0], "/v1/projects"))
-    queries = {size: query_count(clients[size][0], "/v1/projects") for size in SIZES}
-    medians = {size: statistics.median(times[size]) for size in SIZES}
-    small, large = SIZES
+    queries = {size: query_count(clients[size][0], "/v1/projects") for size in sizes}
+    medians = {size: statistics.median(times[size]) for size in sizes}
+    small, large = sizes
     ratio = medians[large] / medians[small]
-    print(f"GET /v1/projects: median server time over {args.runs} interleaved requests per case")
-    for size in SIZES:
-        print(f"  {size:>6,} projects in the caller's organizations: {medians[size]:7.2f} ms, {queries[size]} queries")
+    print(f"GET /v1/projects: server time, median ms (interquartile), {args.runs} interleaved requests per case")
+    for size in sizes:
+        print(f"  {size:>6,} projects in the caller's organizations: {spread(times[size])}, {queries[size]} queries")
     constant = len(set(queries.values())) == 1
     print(f"  ratio {ratio:.2f} (target <= {TARGET_RATIO}); queries {'constant' if constant else 'GROW'}")
 

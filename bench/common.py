@@ -9,6 +9,7 @@ id unless --database says otherwise) and drops it at the end; nothing shared is 
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -35,19 +36,24 @@ def parser(doc: str, bench: str) -> argparse.ArgumentParser:
 
 @contextmanager
 def scratch(database: str, *, keep: bool = False, settings: dict | None = None):
-    """Create `database`, point Django at it, set it up and migrate; drop it and the temp folder after."""
+    """Create `database`, point Django at it, set it up and migrate; drop it and the temp folder after.
+
+    Runs with DEBUG=1 unless `settings` (environment variables) say otherwise; see `default_settings`.
+    """
     import psycopg
 
     # `kill PID` ends a bench like Ctrl-C does: through the cleanup below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     var = tempfile.mkdtemp(prefix="berth-bench-var-")
     os.environ.update(
-        DEBUG="1",
-        DATABASE_URL=f"{SERVER_URL}/{database}",
-        BERTH_VAR_DIR=var,
-        DJANGO_SETTINGS_MODULE="berth.settings",
-        LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
-        **(settings or {}),
+        {
+            "DEBUG": "1",
+            "DATABASE_URL": f"{SERVER_URL}/{database}",
+            "BERTH_VAR_DIR": var,
+            "DJANGO_SETTINGS_MODULE": "berth.settings",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            **(settings or {}),
+        }
     )
     sys.path.insert(0, str(ROOT / "platform"))
     sys.path.insert(0, str(ROOT))
@@ -69,6 +75,19 @@ def scratch(database: str, *, keep: bool = False, settings: dict | None = None):
             with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         shutil.rmtree(var, ignore_errors=True)
+
+
+def default_settings() -> dict:
+    """Environment for `scratch` that measures with the default settings, as deployed: DEBUG
+    off (Django then keeps no log of every query), with the secrets it then requires made
+    up for this run."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "BERTH_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
 
 
 def use(database: str) -> None:

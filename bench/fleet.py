@@ -66,6 +66,7 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
     from django.test import Client
     from django.utils import timezone
 
+    from audit.models import AuditEntry
     from hosts.models import RuntimeHost
     from operations.models import Kind, Operation, State
     from ports.actions import sync_port_blocks
@@ -137,6 +138,14 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
         ),
         batch_size=10000,
     )
+    AuditEntry.objects.bulk_create(
+        (
+            AuditEntry(actor_label="bench", action=f"operation.{kind}", project=p)
+            for p in made
+            for kind in ("provision", "restart")
+        ),
+        batch_size=10000,
+    )
     # Projects created but not placed yet: placement and the lease take one each per call.
     spare = Project.objects.bulk_create(
         Project(name=f"Spare {n}", postgres_major=15, template="postgres", template_version=version, secrets=secrets)
@@ -203,8 +212,16 @@ def measures(fleet: dict) -> dict:
         "projects page, last": get(reverse("dashboard:projects"), {"cursor": fleet["last_cursor"]}),
         "projects search": get(reverse("dashboard:projects"), {"q": fleet["search"]}),
         "projects, one host": get(reverse("dashboard:projects"), {"host": "host042"}),
+        "projects by name": get(reverse("dashboard:projects"), {"sort": "-name"}),
+        "projects by status": get(reverse("dashboard:projects"), {"sort": "status"}),
+        "projects by host": get(reverse("dashboard:projects"), {"sort": "host"}),
+        "projects by last op": get(reverse("dashboard:projects"), {"sort": "-lastop"}),
         "templates page": get(reverse("dashboard:templates")),
         "operations page": get(reverse("dashboard:operations")),
+        "audit page": get(reverse("dashboard:audit")),
+        "audit, one action": get(reverse("dashboard:audit"), {"action": "operation.restart"}),
+        "hosts page": get(reverse("dashboard:hosts")),
+        "organizations page": get(reverse("dashboard:organizations")),
         "placement": placement,
         "lease": lease,
         "reaper pass": reap,

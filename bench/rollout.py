@@ -3,9 +3,9 @@
     .venv/bin/python bench/rollout.py [--projects 200] [--workers 2] [--concurrency 4] [--wave-size 50]
 
 Runs the real thing without runtimes: a local agent with the process driver and a
-django-q2 cluster, against the throwaway database berth_bench_rollout on
-BENCH_DATABASE_URL's server (default postgres://postgres@127.0.0.1:5432), dropped first
-and at the end. The projects are stopped ones (placed, ports leased, files pushed, never
+django-q2 cluster on its default settings, against a throwaway database of its own on
+BENCH_DATABASE_URL's server (default postgres://postgres@127.0.0.1:5432), dropped at the
+end. The projects are stopped ones (placed, ports leased, files pushed, never
 started), so the rollout pushes files and restarts nothing, as `--no-restart` would.
 Prints:
 - plan: `migrate_runtimes --dry-run` (one digests call per project, the three-way plan), projects/s;
@@ -16,7 +16,6 @@ Prints:
 It stops only the agent and worker it started, and removes the folder it made.
 """
 
-import argparse
 import json
 import os
 import secrets
@@ -30,28 +29,8 @@ import time
 from io import StringIO
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
-DATABASE = "berth_bench_rollout"
-VAR = os.path.join(tempfile.gettempdir(), f"berth-bench-rollout-{os.getpid()}")
-
-os.environ.update(
-    DEBUG="1",
-    DATABASE_URL=f"{SERVER_URL}/{DATABASE}",
-    BERTH_VAR_DIR=VAR,
-    DJANGO_SETTINGS_MODULE="berth.settings",
-    Q_POLL="0.05",
-    LOG_LEVEL="WARNING",
-)
-sys.path.insert(0, str(ROOT / "platform"))
-
-
-def admin_execute(*statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as admin:
-        for statement in statements:
-            admin.execute(statement)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, parser, scratch  # noqa: E402
 
 
 def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
@@ -151,20 +130,17 @@ def migrate(*args) -> tuple[float, dict]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--projects", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2, help="django-q2 workers")
-    parser.add_argument("--concurrency", type=int, default=4, help="re-syncs in flight per wave")
-    parser.add_argument("--wave-size", type=int, default=50)
-    args = parser.parse_args()
+    p = parser(__doc__, "rollout")
+    p.add_argument("--projects", type=int, default=200, help="stopped projects to roll out (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="django-q2 workers (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=4, help="re-syncs in flight per wave (default %(default)s)")
+    p.add_argument("--wave-size", type=int, default=50, help="projects per wave after the canary (default %(default)s)")
+    args = p.parse_args()
+    with scratch(args.database, keep=args.keep):
+        run(args)
 
-    admin_execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)", f"CREATE DATABASE {DATABASE}")
-    import django
-    from django.core.management import call_command
 
-    django.setup()
-    call_command("migrate", verbosity=0, skip_checks=True)
-
+def run(args):
     from django.db import connections
 
     from hosts.actions import save_host
@@ -233,11 +209,9 @@ def main():
         agent.terminate()
         agent.wait(timeout=10)
         connections.close_all()
-        admin_execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(templates, ignore_errors=True)
-        shutil.rmtree(VAR, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

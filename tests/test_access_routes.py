@@ -40,6 +40,7 @@ SIGNED_IN = "signed in"  # every signed-in user, staff or not
 # Static files are no route: WhiteNoise serves them before URL resolution.
 OPEN = {
     "login": (ANYONE, "the sign-in page itself"),
+    "logout": (SIGNED_IN, "signing out, for every signed-in user, staff or not"),
     "admin:login": (ANYONE, "the admin's sign-in page; the admin's other views send anonymous users there"),
     "api:openapi-json": (ANYONE, "the Management API's OpenAPI document: the published API's shape, no data"),
     "dashboard:tokens": (SIGNED_IN, "each user's own access tokens for the Management API (staff or not)"),

@@ -202,3 +202,21 @@ def test_info_keeps_no_answer_from_a_lookup_that_timed_out(tmp_path, monkeypatch
         agent.info()
     assert raised.value.status == 504
     assert agent.info().postgres_versions == [15] and driver.lookups == 2
+
+
+def test_warm_looks_up_before_serving_so_the_first_info_runs_no_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "compose_command", lambda: None)
+    driver = CountingDriver()
+    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    agent.warm()
+    assert driver.lookups == 1
+    assert agent.info().postgres_versions == [15] and driver.lookups == 1
+
+
+def test_warm_survives_a_lookup_that_timed_out_and_info_looks_again(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(server, "compose_command", lambda: None)
+    driver = FlakyDriver()
+    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    agent.warm()
+    assert "outlived its deadline" in caplog.text
+    assert agent.info().postgres_versions == [15] and driver.lookups == 2

@@ -34,6 +34,20 @@ def test_it_queues_an_operation_and_enqueues_on_commit(enqueued, staff_user, dja
     assert entry.actor == staff_user and entry.project == project
 
 
+def test_it_stamps_the_project_s_last_activity_with_the_request(enqueued):
+    project = make_project(host=make_host())
+    created = project.last_activity_at
+    operation = request_operation(project, Kind.RESTART)
+    project.refresh_from_db()
+    assert project.last_activity_at == operation.created_at > created
+    refused = make_project(status=Status.REMOVED)
+    before = refused.last_activity_at
+    with pytest.raises(OperationRefused):
+        request_operation(refused, Kind.START)
+    refused.refresh_from_db()
+    assert refused.last_activity_at == before
+
+
 def test_it_does_not_enqueue_when_the_transaction_rolls_back(enqueued, django_capture_on_commit_callbacks):
     from django.db import transaction
 

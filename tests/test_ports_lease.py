@@ -242,3 +242,44 @@ def test_it_leases_valid_ports_once_project_ids_pass_3000(free, settings):
     block = lease_ports(survivor, 7, checker=free)
     assert 64000 <= block.first_port and block.last_port <= 65535
     assert block.last_port - block.first_port + 1 == 20
+
+
+def test_it_leases_a_new_block_in_one_locking_statement_and_one_write(free, django_assert_num_queries):
+    # SAVEPOINT (the test's transaction stands in for BEGIN), the locks and the claim, the
+    # write, RELEASE SAVEPOINT: a lease is not many round trips.
+    host = make_host(port_range_start=30000, port_range_end=30099, block_size=10)
+    sync_port_blocks(host)
+    project = make_project(host=host)
+    with django_assert_num_queries(4):
+        block = lease_ports(project, 3, checker=free)
+    assert (block.first_port, block.project_id) == (30000, project.pk)
+    with django_assert_num_queries(4):
+        assert lease_ports(project, 3, checker=free).pk == block.pk
+
+
+def test_it_takes_the_longest_cooled_block_in_the_same_statement_when_none_is_free(
+    free, settings, django_assert_num_queries
+):
+    settings.BERTH_PORT_COOLDOWN = 300
+    host = make_host(port_range_start=30000, port_range_end=30029, block_size=10)
+    sync_port_blocks(host)
+    long_ago = timezone.now() - timedelta(seconds=900)
+    for first, released in ((30000, long_ago + timedelta(seconds=60)), (30010, long_ago), (30020, timezone.now())):
+        PortBlock.objects.filter(host=host, first_port=first).update(state=BlockState.COOLING, released_at=released)
+    project = make_project(host=host)
+    with django_assert_num_queries(4):
+        block = lease_ports(project, 1, checker=free)
+    assert block.first_port == 30010
+
+
+def test_it_never_claims_outside_a_shrunk_range_after_a_busy_block(free):
+    # The claim after a busy block is a statement of its own: it keeps to the range too, also
+    # while blocks a shrink left outside are not yet removed.
+    host = make_host(port_range_start=40000, port_range_end=40049, block_size=10)
+    sync_port_blocks(host)
+    host.port_range_end = 40019
+    host.save()
+    busy = FakePortChecker(busy={40000, 40010})
+    with pytest.raises(PortsExhausted):
+        lease_ports(make_project(host=host), 1, checker=busy)
+    assert [ports[0] for ports in busy.asked] == [40000, 40010, 40000]

@@ -1,5 +1,6 @@
 """The audit page: the whole trail for staff, filtered by who, what, project and time."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -75,3 +76,52 @@ def test_it_filters_by_time(staff_client, trail):
 def test_a_bad_filter_value_is_reported_and_lists_nothing(staff_client, trail):
     html = rows(staff_client.get(reverse("dashboard:audit"), {"since": "yesterday-ish"}))
     assert "Enter a valid date/time" in html and "<code>operation.stop</code>" not in html
+
+
+def _next_link(html: str) -> str | None:
+    found = re.search(r'href="\?([^"]*)">Next', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_it_pages_through_every_entry_once_keeping_the_filters(staff_client):
+    orders = make_project(name="Orders")
+    made = [record(None, "operation.start", project=orders, label="cron").pk for _ in range(57)]
+    record(None, "host.drain", label="cron")
+    first = staff_client.get(reverse("dashboard:audit"), {"action": "operation.start"}).content.decode()
+    following = _next_link(first)
+    assert following is not None and "action=operation.start" in following
+    second = staff_client.get(f"{reverse('dashboard:audit')}?{following}").content.decode()
+    shown = [int(pk) for pk in re.findall(r'data-entry="(\d+)"', first + second)]
+    assert shown == sorted(made, reverse=True)
+    assert _next_link(second) is None
+
+
+def test_its_first_and_last_page_cost_the_same_queries_for_5_and_300_entries(staff_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    orders = make_project(name="Orders")
+    staff_client.get(reverse("dashboard:audit"))  # session and user lookups warm up alike
+
+    def queries_for(count):
+        AuditEntry.objects.all().delete()
+        AuditEntry.objects.bulk_create(
+            AuditEntry(actor_label="cron", action=f"operation.{n % 4}", project=orders) for n in range(count)
+        )
+        counts = []
+        for params in ({}, {"action": "operation.1"}, {"project": orders.ref}):
+            html = staff_client.get(reverse("dashboard:audit"), params).content.decode()
+            last = _next_link(html) or ""
+            with CaptureQueriesContext(connection) as captured:
+                assert staff_client.get(f"{reverse('dashboard:audit')}?{last}").status_code == 200
+            counts.append(len(captured))
+        return counts
+
+    assert queries_for(5) == queries_for(300)
+
+
+@pytest.mark.postgres
+def test_its_action_choices_come_from_a_skip_scan_that_finds_every_action():
+    for action in ("b.two", "a.one", "b.two", "c.three", "a.one"):
+        record(None, action, label="cron")
+    assert AuditEntry.objects.actions() == ["a.one", "b.two", "c.three"]

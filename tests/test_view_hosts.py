@@ -135,3 +135,32 @@ def test_reachability_does_not_wear_project_status_colours(staff_client):
             reverse("dashboard:host_agent", args=[host.pk]), HTTP_HX_REQUEST="true"
         ).content.decode()
     assert "reach-ok" in html and "status-active_healthy" not in html
+
+
+def test_it_costs_the_same_queries_for_3_and_300_projects(staff_client, tmp_path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from projects.models import Project
+
+    version = register_template(tmp_path)
+    hosts = [process_host(name=name, port_range_start=20000, port_range_end=24999, block_size=10) for name in "ab"]
+    staff_client.get(reverse("dashboard:hosts"))  # session and user lookups warm up alike
+
+    def queries_for(count):
+        made = Project.objects.bulk_create(
+            Project(name=f"P{n}", postgres_major=15, template=version.name, template_version=version, host=hosts[n % 2])
+            for n in range(count)
+        )
+        start = PortBlock.objects.filter(host=hosts[0]).count() * 10
+        PortBlock.objects.bulk_create(
+            PortBlock(host=p.host, first_port=20000 + start + (n // 2) * 10, last_port=20009 + start + (n // 2) * 10,
+                      state=BlockState.LEASED, project=p, leased_at=timezone.now())
+            for n, p in enumerate(made)
+        )  # fmt: skip
+        with CaptureQueriesContext(connection) as captured:
+            html = staff_client.get(reverse("dashboard:hosts")).content.decode()
+        assert f"<td>{Project.objects.filter(host=hosts[0]).count()}</td>" in html
+        return len(captured)
+
+    assert queries_for(3) == queries_for(300)

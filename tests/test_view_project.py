@@ -239,7 +239,9 @@ def test_the_timeline_shows_the_agents_output_of_a_failed_command(staff_client, 
         operation=operation, step="finished", level="error", message="up failed", data={"output_tail": tail}
     )
     html = staff_client.get(url("project", project)).content.decode()
-    assert '<pre class="output-tail">FATAL:  could not bind IPv4 address &lt;0.0.0.0&gt;: Address in use' in html
+    shown = '<pre class="output-tail">FATAL:  could not bind IPv4 address &lt;0.0.0.0&gt;: Address in use'
+    assert html.count(shown) == 2  # at the top with the failure, and on the timeline's event
+    assert html.count('<details class="output" open>') == 1, "only the top one is unfolded"
 
 
 def test_resync_plan_says_when_on_the_latest_version(staff_client, project):

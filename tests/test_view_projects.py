@@ -288,7 +288,9 @@ def test_it_offers_select_all(staff_client):
     assert 'data-select-all="refs"' in html
 
 
-@pytest.mark.parametrize("sort", ["name", "-name", "host", "-host", "lastop"])
+@pytest.mark.parametrize(
+    "sort", ["name", "-name", "host", "-host", "lastop", "status", "-postgres", "template", "-ref", "created"]
+)
 def test_it_pages_a_sorted_list_with_cursors_through_every_project_once(staff_client, sort):
     version = make_project().template_version
     east, west = process_host(name="east"), process_host(name="west")
@@ -307,3 +309,44 @@ def test_it_pages_a_sorted_list_with_cursors_through_every_project_once(staff_cl
     if sort.lstrip("-") == "host":
         hosts = dict(Project.objects.values_list("ref", "host__name"))
         assert [hosts[ref] for ref in shown][-19:] == [None] * 19, "projects without a host come last"
+
+
+def _project_page_plan(staff_client, params) -> tuple[str, str]:
+    """The page's HTML, and the plan of its row query with sequential scans and sorts
+    priced out: whatever an index can serve, it serves."""
+    with CaptureQueriesContext(connection) as captured:
+        response = staff_client.get(reverse("dashboard:projects"), params)
+    (rows,) = [q["sql"] for q in captured if 'FROM "projects_project"' in q["sql"] and "LIMIT 51" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"EXPLAIN {rows}")
+        return response.content.decode(), "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "sort", ["", "name", "-name", "ref", "-postgres", "status", "-template", "created", "lastop", "-lastop"]
+)
+def test_its_column_sorts_walk_an_index_instead_of_sorting_every_project(staff_client, sort):
+    version = make_project().template_version
+    Project.objects.bulk_create(
+        Project(name=f"P{n % 7}", postgres_major=15, template=version.name, template_version=version) for n in range(55)
+    )
+    html, first = _project_page_plan(staff_client, {"sort": sort})
+    _, following = _project_page_plan(staff_client, {"sort": sort, "cursor": _cursor(html, "Next →")})
+    for plan in (first, following):
+        assert "Seq Scan on projects_project" not in plan, plan
+        assert not re.search(r"(^|->)\s*Sort\s+\(", plan, re.MULTILINE), plan  # Incremental Sort is fine
+
+
+def test_it_sorts_by_last_activity_the_latest_request_first(staff_client):
+    from datetime import timedelta
+
+    quiet, busy, fresh = (make_project(name=name) for name in ("Quiet", "Busy", "Fresh"))
+    now = timezone.now()
+    Project.objects.filter(pk=quiet.pk).update(last_activity_at=now - timedelta(days=3))
+    Project.objects.filter(pk=busy.pk).update(last_activity_at=now)
+    Project.objects.filter(pk=fresh.pk).update(last_activity_at=now - timedelta(days=1))
+    html = staff_client.get(reverse("dashboard:projects"), {"sort": "-lastop"}).content.decode()
+    assert names_in_order(html) == ["Busy", "Fresh", "Quiet"]

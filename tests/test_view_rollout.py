@@ -134,3 +134,21 @@ def test_rollback_starts_a_rollback_rollout_of_what_moved(staff_client, rollout)
 def test_the_list_links_every_rollout(staff_client, rollout):
     html = staff_client.get(reverse("dashboard:rollouts")).content.decode()
     assert reverse("dashboard:rollout", args=[rollout.pk]) in html and "Running" in html
+
+
+def test_the_list_pages_through_every_rollout_at_the_same_query_cost(staff_client, tmp_path):
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    target = register_template(tmp_path)
+    made = Rollout.objects.bulk_create(Rollout(template="postgres", target=target) for _ in range(55))
+    with CaptureQueriesContext(connection) as first_queries:
+        first = staff_client.get(reverse("dashboard:rollouts")).content.decode()
+    following = re.search(r'href="\?([^"]*)">Next', first).group(1).replace("&amp;", "&")
+    with CaptureQueriesContext(connection) as last_queries:
+        last = staff_client.get(f"{reverse('dashboard:rollouts')}?{following}").content.decode()
+    shown = [int(pk) for pk in re.findall(r'href="/rollouts/(\d+)/">#', first + last)]
+    assert sorted(shown) == sorted(r.pk for r in made) and len(shown) == 55
+    assert len(first_queries) == len(last_queries)

@@ -1,10 +1,14 @@
 from unittest import mock
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from operations.models import Kind, Operation, Rollout
+from projects.models import Project, Status
 from tests.dashboard_helpers import placed_project, process_host, register_template
+from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +29,54 @@ def test_it_lists_versions_with_their_project_counts(staff_client, tmp_path):
     assert "r2" in html and "latest" in html
     assert "0 of 1 project(s) on r2" in html
     assert "Migrate to r2" in html
+
+
+def test_its_counts_stop_at_the_cap_and_say_so(staff_client, tmp_path, monkeypatch):
+    monkeypatch.setattr("dashboard.queries.COUNT_CAP", 2)
+    old = register_template(tmp_path)
+    for n in range(3):
+        make_project(name=f"Old {n}", template_version=old)
+    removed = make_project(name="Gone", template_version=old, status=Status.REMOVED)
+    latest = register_template(tmp_path, readme="new\n")
+    make_project(name="New", template_version=latest)
+    with CaptureQueriesContext(connection) as captured:
+        html = staff_client.get(reverse("dashboard:templates")).content.decode()
+    (counts,) = [q["sql"] for q in captured if "COUNT(*)" in q["sql"]]
+    assert counts.count("LIMIT 3") == 2, counts  # each revision's count reads at most cap + 1 rows
+    assert "1 of 3+ project(s) on r2" in html
+    assert "(counts stop at 2 per revision)" in html
+    assert "Migrate to r2" in html
+    assert removed.ref not in html
+
+
+def test_it_offers_no_migration_when_every_live_project_is_on_the_latest(staff_client, tmp_path):
+    old = register_template(tmp_path)
+    make_project(name="Gone", template_version=old, status=Status.REMOVED)
+    latest = register_template(tmp_path, readme="new\n")
+    make_project(name="New", template_version=latest)
+    html = staff_client.get(reverse("dashboard:templates")).content.decode()
+    assert "1 of 1 project(s) on r2" in html
+    assert "Migrate to r2" not in html
+    assert "counts stop at" not in html
+
+
+def test_it_costs_the_same_queries_for_3_and_300_projects(staff_client, tmp_path):
+    old = register_template(tmp_path)
+    latest = register_template(tmp_path, readme="new\n")
+    staff_client.get(reverse("dashboard:templates"))  # session and user lookups warm up alike
+
+    def queries_for(count):
+        Project.objects.all().delete()
+        Project.objects.bulk_create(
+            Project(name=f"P{n}", postgres_major=15, template="postgres", template_version=(old, latest)[n % 2])
+            for n in range(count)
+        )
+        with CaptureQueriesContext(connection) as captured:
+            html = staff_client.get(reverse("dashboard:templates")).content.decode()
+        assert f"{count // 2} of {count} project(s) on r2" in html
+        return len(captured)
+
+    assert queries_for(4) == queries_for(300)
 
 
 def test_migrate_rejects_get(staff_client, tmp_path):

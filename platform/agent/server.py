@@ -107,6 +107,16 @@ class Agent:
             ephemeral_ports=ephemeral_ports(),
         )
 
+    def warm(self) -> None:
+        """Run info's lookups (the Postgres majors, the compose command) once before serving:
+        a host's registration asks info as soon as the agent listens, within the page
+        deadline, and a loaded host's first lookup alone can take most of it. A lookup that
+        fails here is looked up again by the first info call."""
+        try:
+            self.info()
+        except ApiError as error:
+            log.warning("looking up what this host runs failed (%s); the first info call tries again", error)
+
     def postgres_versions(self) -> list[int]:
         """The driver's Postgres majors, looked up at most every POSTGRES_VERSIONS_TTL_S.
 
@@ -302,6 +312,7 @@ def main() -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
         agent = build_agent(load_config())
+        agent.warm()
         server = build_server(agent)
     except ConfigError as exc:
         print(f"berth-agent: {exc}", file=sys.stderr)

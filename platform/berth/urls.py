@@ -1,10 +1,8 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("dashboard.auth_urls")),
     path("admin/", admin.site.urls),
     path("", include("api.urls")),
     path("", include("dashboard.urls")),

@@ -1,5 +1,4 @@
 from django import forms
-from django.db.models import Q
 
 from audit.models import AuditEntry
 from hosts.admin import RuntimeHostForm
@@ -7,7 +6,7 @@ from hosts.models import RuntimeHost
 from operations.creation import available_majors
 from operations.models import UNFINISHED_STATES, Kind, State
 from orgs.models import Organization
-from projects.models import Status
+from projects.models import Project, Status
 from templating.models import TemplateVersion
 
 # What the bulk form and the project page may ask for, in the order buttons show them.
@@ -52,8 +51,7 @@ class ProjectFilterForm(forms.Form):
             return projects
         data = self.cleaned_data
         if data["q"]:
-            q = data["q"].strip()
-            projects = projects.filter(Q(ref__istartswith=q) | Q(name__icontains=q))
+            projects = projects.search(data["q"])
         if data["status"]:
             projects = projects.filter(status=data["status"])
         if data["host"]:
@@ -167,8 +165,7 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        actions = AuditEntry.objects.order_by("action").values_list("action", flat=True).distinct()
-        self.fields["action"].choices = [("", "Any action"), *((a, a) for a in actions)]
+        self.fields["action"].choices = [("", "Any action"), *((a, a) for a in AuditEntry.objects.actions())]
 
     def filter(self, entries):
         if not self.is_bound:
@@ -182,8 +179,7 @@ class AuditFilterForm(forms.Form):
         if data["action"]:
             entries = entries.filter(action=data["action"])
         if data["project"]:
-            q = data["project"].strip()
-            entries = entries.filter(Q(project__ref=q) | Q(project__name__icontains=q))
+            entries = entries.filter(project__in=Project.objects.search(data["project"]))
         if data["since"]:
             entries = entries.filter(at__gte=data["since"])
         if data["until"]:

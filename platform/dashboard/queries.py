@@ -2,13 +2,16 @@
 
 Every list here costs the same number of queries whatever its length: related rows come
 through select_related/prefetch_related, and per-row facts (last operation, latest
-template revision, counts, whether work is in flight) are correlated subqueries,
-evaluated only for the rows of the page shown.
+template revision, block counts, whether work is in flight) are correlated subqueries,
+evaluated only for the rows of the page shown; counts of a fleet's projects stop at
+COUNT_CAP (capped_counts).
 """
 
+from dataclasses import dataclass
+
+from django.db import connection
 from django.db.models import (
     BooleanField,
-    Count,
     Exists,
     ExpressionWrapper,
     F,
@@ -23,7 +26,7 @@ from django.db.models import (
 from hosts.models import RuntimeHost
 from operations.models import UNFINISHED_STATES, Operation, OperationEvent
 from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
-from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from projects.models import TRANSITIONAL_STATUSES, Project
 from templating.models import TemplateVersion
 
 
@@ -91,42 +94,100 @@ def hosts_with_capacity():
         leased_blocks=count_of(blocks.filter(state=BlockState.LEASED)),
         cooling_blocks=count_of(blocks.filter(resting)),
         blocked_blocks=count_of(blocks.filter(state=BlockState.BLOCKED)),
-        project_count=count_of(Project.objects.live().filter(host=OuterRef("pk"))),
     ).order_by("name")
 
 
 def with_capacity(hosts) -> list:
-    """The hosts, each with `block_capacity` (whole blocks its range holds) and `free_blocks`.
+    """The hosts, each with `block_capacity` (whole blocks its range holds), `free_blocks`
+    and `project_count` (its live projects, counted up to the cap: a host's block counts
+    are bounded by its range, its projects only by the fleet).
 
     Free counts blocks not yet materialised as rows too: every block not leased, cooling
     or blocked can be handed out.
     """
     hosts = list(hosts)
+    projects = capped_counts(Project.objects.live(), "host", [host.pk for host in hosts])
     for host in hosts:
+        host.project_count = projects[host.pk]
         host.block_capacity = len(block_layout(host.port_range_start, host.port_range_end, host.block_size))
         taken = host.leased_blocks + host.cooling_blocks + host.blocked_blocks
         host.free_blocks = max(0, host.block_capacity - taken)
     return hosts
 
 
-def template_versions():
-    """Every template version with how many live projects run it, grouped by name, newest first."""
-    return TemplateVersion.objects.annotate(
-        project_count=Count("projects", filter=~Q(projects__status=Status.REMOVED))
-    ).order_by("name", "-revision")
+# Pages that count a fleet's projects (per template revision, host or organization) stop
+# at this many: each count reads at most COUNT_CAP + 1 rows, so the page costs the same
+# for a fleet of any size. Exact figures are the projects list's (filtered, keyset-paged).
+COUNT_CAP = 1000
 
 
-def migration_progress(name: str, target: TemplateVersion) -> dict:
-    """How many live projects of template `name` are on `target`, and the template's latest rollout."""
+@dataclass(frozen=True)
+class CappedCount:
+    """A count that stopped at COUNT_CAP: shown as "1,000+" once it reached it."""
+
+    value: int
+    capped: bool
+
+    @classmethod
+    def of(cls, counted: int) -> "CappedCount":
+        return cls(min(counted, COUNT_CAP), counted > COUNT_CAP)
+
+    def __add__(self, other: "CappedCount") -> "CappedCount":
+        return CappedCount(self.value + other.value, self.capped or other.capped)
+
+    def __bool__(self) -> bool:
+        return self.value > 0
+
+    def __str__(self) -> str:
+        return f"{self.value:,}+" if self.capped else f"{self.value:,}"
+
+
+def capped_counts(queryset, field: str, values) -> dict:
+    """{value: CappedCount} of the rows of `queryset` whose `field` is each value, each
+    counted up to COUNT_CAP + 1 rows, in one query.
+
+    Each count is a scalar subquery with its value written in, so the planner plans it for
+    that value: an index scan for one that few rows hold, a short sequential scan for one
+    that most do. A correlated subquery gets one generic plan for all, and for a template
+    version no project runs that plan read the whole projects table."""
+    values = list(values)
+    if not values:
+        return {}
+    parts, params = [], []
+    for value in values:
+        rows = queryset.filter(**{field: value}).order_by().values("pk")[: COUNT_CAP + 1]
+        sql, row_params = rows.query.sql_with_params()
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) counted)")
+        params.extend(row_params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        counted = cursor.fetchone()
+    return {value: CappedCount.of(n) for value, n in zip(values, counted, strict=True)}
+
+
+def template_versions() -> list[TemplateVersion]:
+    """Every template version, grouped by name, newest first, each with `project_count`:
+    its live projects counted up to the cap (capped_counts)."""
+    versions = list(TemplateVersion.objects.order_by("name", "-revision"))
+    counts = capped_counts(Project.objects.live(), "template_version", [v.pk for v in versions])
+    for version in versions:
+        version.project_count = counts[version.pk]
+    return versions
+
+
+def migration_progress(name: str, versions: list[TemplateVersion]) -> dict:
+    """How many live projects of template `name` are on its latest version (`versions[0]`)
+    and on older ones, from the versions' capped counts (`template_versions`), and the
+    template's latest rollout."""
     from operations.models import Rollout
 
-    progress = (
-        Project.objects.live()
-        .filter(template=name)
-        .aggregate(total=Count("pk"), on_latest=Count("pk", filter=Q(template_version=target)))
-    )
-    progress["rollout"] = Rollout.objects.filter(template=name).select_related("target").first()
-    return progress
+    counts = [version.project_count for version in versions]
+    return {
+        "on_latest": counts[0],
+        "behind": sum(counts[1:], CappedCount(0, False)),
+        "total": sum(counts, CappedCount(0, False)),
+        "rollout": Rollout.objects.filter(template=name).select_related("target").first(),
+    }
 
 
 # Newest first, the id breaking ties; each list has an index on these columns (keyset pages).

@@ -108,9 +108,12 @@ def request_operation(
             raise OperationInProgress(project) from None
         # Kept on the queued event so a cancel can give the project back the state it wanted before.
         desired_before = project.desired_state
+        project.last_activity_at = operation.created_at
+        changed = ["last_activity_at", "updated_at"]
         if kind in DESIRED_AFTER and project.desired_state != DESIRED_AFTER[kind]:
             project.desired_state = DESIRED_AFTER[kind]
-            project.save(update_fields=["desired_state", "updated_at"])
+            changed.append("desired_state")
+        project.save(update_fields=changed)
         OperationEvent.objects.create(
             operation=operation,
             step="queued",

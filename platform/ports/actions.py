@@ -12,7 +12,9 @@ Invariants:
 
 A lease costs the same however many projects ever existed: the claim is one index scan
 for the lowest free block (else the longest-cooled one) with SKIP LOCKED, so concurrent
-workers take different blocks instead of queueing behind one.
+workers take different blocks instead of queueing behind one. On PostgreSQL a lease that
+gets a new block is four round trips: BEGIN, one statement that takes the locks and the
+claim, the write, COMMIT (tests/test_ports_lease.py pins the count).
 """
 
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from audit.actions import record
 from hosts.models import RuntimeHost
 from ports.checkers import PortChecker, checker_for
 from ports.errors import NotLeasable, PortCheckFailed, PortsBusy, PortsExhausted, TooManySlots
-from ports.models import BlockState, PortBlock, block_layout
+from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
 from projects.models import Project, Status
 
 # A lease gives up after this many blocks in a row turn out busy, rather than walk a whole
@@ -68,7 +70,10 @@ def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | N
         raise ValueError("a project needs at least one port slot")
     laid_out = rechecked = False
     while True:
-        host, block, busy = _lease_once(project, slots_needed, checker)
+        try:
+            host, block, busy = _lease_once(project, slots_needed, checker)
+        except _LeasedMeanwhile:
+            continue  # the next attempt finds that block and returns it
         if block is not None:
             return block
         if busy >= BUSY_TRIES:
@@ -99,12 +104,17 @@ def lease_ports(project: Project, slots_needed: int, *, checker: PortChecker | N
         )
 
 
+class _LeasedMeanwhile(Exception):
+    """The project got a block from a concurrent lease that committed while this one waited for
+    the project row: this lease's claim is rolled back and the lease starts over."""
+
+
 def _lease_once(
     project: Project, slots_needed: int, checker: PortChecker | None
 ) -> tuple[RuntimeHost, PortBlock | None, int]:
     """The one transaction of a lease: (host, checked block or None, blocks found busy)."""
     with transaction.atomic():
-        host, block = _existing_or_host(project, slots_needed)
+        host, block, claimed = _locked(project, slots_needed)
         checker = checker or checker_for(host)
         if block is not None:
             if block.checked_at is not None:
@@ -114,8 +124,9 @@ def _lease_once(
             if not taken:
                 return host, _mark_checked(block), 0
             _mark_busy(block, taken)
+            claimed = _claimable(host, slots_needed)
         for busy in range(BUSY_TRIES):
-            block = _claimable(host, slots_needed)
+            block = claimed if busy == 0 else _claimable(host, slots_needed)
             if block is None:
                 return host, None, busy
             taken = checker.taken(host, block.ports)
@@ -123,6 +134,28 @@ def _lease_once(
                 return host, _lease(block, project), busy
             _block(block, taken)
         return host, None, BUSY_TRIES
+
+
+def _locked(project: Project, slots_needed: int) -> tuple[RuntimeHost, PortBlock | None, PortBlock | None]:
+    """Under the project row lock and the host share lock: (host, the project's block if it
+    holds one, else the block claimed for it or None).
+
+    On PostgreSQL the locks, the held block and the claim are one statement
+    (_locked_with_claim); a project without a host takes the step by step way, as every
+    lease does on SQLite.
+    """
+    if connection.features.has_select_for_update:
+        host = _locked_with_claim(project.pk, slots_needed)
+        if host is not None:
+            if host.project_status == Status.REMOVED:
+                raise _deleted(project)
+            if host.held_block is not None:
+                existing = _held(project, slots_needed)
+                return existing.host, existing, None
+            _check_block_size(project, host, slots_needed)
+            return host, None, host.claimed
+    host, block = _existing_or_host(project, slots_needed)
+    return host, block, _claimable(host, slots_needed) if block is None else None
 
 
 def _existing_or_host(project: Project, slots_needed: int) -> tuple[RuntimeHost, PortBlock | None]:
@@ -133,27 +166,106 @@ def _existing_or_host(project: Project, slots_needed: int) -> tuple[RuntimeHost,
     """
     status, host_id = Project.objects.select_for_update().values_list("status", "host_id").get(pk=project.pk)
     if status == Status.REMOVED:
-        raise NotLeasable(f"Project {project.ref} is deleted; it gets no ports.")
+        raise _deleted(project)
     # Both read after the lock (a statement of their own, so a new snapshot): a lease that
     # held the lock before us is seen.
     host = _share_locked_host(host_id, holder=project.pk) if host_id is not None else None
     held = PortBlock.objects.filter(project_id=project.pk) if host is None else None
     if (host is not None and host.held_block is not None) or (held is not None and held.exists()):
-        existing = PortBlock.objects.select_related("host").get(project_id=project.pk)
-        if len(existing.ports) < slots_needed:
-            raise TooManySlots(
-                f"Project {project.ref} holds ports {existing.first_port}-{existing.last_port} but its "
-                f"template now needs {slots_needed} port slots."
-            )
+        existing = _held(project, slots_needed)
         return existing.host, existing
     if host is None:
         raise NotLeasable(f"Project {project.ref} is not placed on a host yet.")
+    _check_block_size(project, host, slots_needed)
+    return host, None
+
+
+def _held(project: Project, slots_needed: int) -> PortBlock:
+    """The block the project holds, read in a statement of its own (after its row lock), with its host."""
+    existing = PortBlock.objects.select_related("host").get(project_id=project.pk)
+    if len(existing.ports) < slots_needed:
+        raise TooManySlots(
+            f"Project {project.ref} holds ports {existing.first_port}-{existing.last_port} but its "
+            f"template now needs {slots_needed} port slots."
+        )
+    return existing
+
+
+def _deleted(project: Project) -> NotLeasable:
+    return NotLeasable(f"Project {project.ref} is deleted; it gets no ports.")
+
+
+def _check_block_size(project: Project, host: RuntimeHost, slots_needed: int) -> None:
     if slots_needed > host.block_size:
         raise TooManySlots(
             f"The template of {project.ref} needs {slots_needed} port slots but a block on host {host.name} "
             f"holds {host.block_size} ports; raise the host's block size or trim the template's [ports]."
         )
-    return host, None
+
+
+def _lock_and_claim_sql() -> str:
+    """The statement of _locked_with_claim; built once."""
+    projects, hosts, blocks = Project._meta.db_table, RuntimeHost._meta.db_table, PortBlock._meta.db_table
+    claim_columns = ", ".join(f"claim.{field.column} AS claim_{field.column}" for field in _BLOCK_FIELDS)
+    # Each branch as _claimable's: inside the locked range, holding the slots, SKIP LOCKED;
+    # the cooled branch runs only when the free one finds nothing.
+    candidates = (
+        f"SELECT * FROM {blocks} AS block WHERE owner.held_block IS NULL AND block.host_id = owner.id"
+        " AND block.first_port >= owner.port_range_start AND block.last_port <= owner.port_range_end"
+        " AND block.last_port >= block.first_port + %(slots)s - 1"
+    )
+    return f"""
+        WITH owner AS MATERIALIZED (
+            SELECT host.*, project.status AS project_status,
+                   (SELECT id FROM {blocks} WHERE project_id = project.id) AS held_block
+            FROM {projects} AS project JOIN {hosts} AS host ON host.id = project.host_id
+            WHERE project.id = %(project)s
+            FOR UPDATE OF project FOR SHARE OF host
+        )
+        SELECT owner.*, {claim_columns} FROM owner LEFT JOIN LATERAL (
+            SELECT * FROM ({candidates} AND block.state = %(free)s
+                           ORDER BY block.first_port LIMIT 1 FOR UPDATE SKIP LOCKED) AS free
+            UNION ALL
+            SELECT * FROM ({candidates} AND block.state = %(cooling)s AND block.released_at <= %(cutoff)s
+                           ORDER BY block.released_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS cooled
+            LIMIT 1
+        ) AS claim ON true
+    """
+
+
+_BLOCK_FIELDS = PortBlock._meta.concrete_fields
+_LOCK_AND_CLAIM_SQL = _lock_and_claim_sql()
+
+
+def _locked_with_claim(project_id: int, slots_needed: int) -> RuntimeHost | None:
+    """PostgreSQL: one statement that locks the project row, share-locks its host, reads the
+    block the project holds and, when it holds none, claims a block for it the way _claimable
+    does. The host, with `project_status`, `held_block` (an id or None) and `claimed` (a
+    PortBlock or None); None when the project has no host.
+
+    The locks are taken first (the claim is a lateral subquery fed by the locked row), and a
+    locked row is read as it is now even when the statement waited for it: the claim keeps to
+    the host's range as it stands under the share lock. What the statement read of other rows
+    may be older: the project's block, when a concurrent lease of the same project committed
+    while this one waited for the project row. _lease writes the lease only if the project
+    still holds no block, read afresh.
+    """
+    params = {
+        "project": project_id,
+        "slots": slots_needed,
+        "free": BlockState.FREE.value,
+        "cooling": BlockState.COOLING.value,
+        "cutoff": cooldown_cutoff(),
+    }
+    host = next(iter(RuntimeHost.objects.raw(_LOCK_AND_CLAIM_SQL, params)), None)
+    if host is None:
+        return None
+    claimed = [getattr(host, f"claim_{field.column}") for field in _BLOCK_FIELDS]
+    host.claimed = None
+    if claimed[0] is not None:
+        host.claimed = PortBlock.from_db(connection.alias, [field.attname for field in _BLOCK_FIELDS], claimed)
+        host.claimed.host = host
+    return host
 
 
 def _claimable(host: RuntimeHost, slots_needed: int) -> PortBlock | None:
@@ -184,18 +296,22 @@ def _laid_out(host: RuntimeHost) -> bool:
 
 
 def _lease(block: PortBlock, project: Project) -> PortBlock:
+    """Write the claimed block's lease, unless the project holds a block by now (read afresh:
+    the claim may have read an older state, see _locked_with_claim); raises _LeasedMeanwhile then."""
     now = timezone.now()
+    table = PortBlock._meta.db_table
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET state = %s, project_id = %s, last_project_ref = %s, leased_at = %s,"
+            " released_at = NULL, checked_at = %s, blocked_reason = ''"
+            f" WHERE id = %s AND NOT EXISTS (SELECT 1 FROM {table} WHERE project_id = %s)",
+            [BlockState.LEASED.value, project.pk, project.ref, stamp, stamp, block.pk, project.pk],
+        )
+        if cursor.rowcount != 1:
+            raise _LeasedMeanwhile
     block.state, block.project, block.last_project_ref = BlockState.LEASED, project, project.ref
     block.leased_at, block.released_at, block.checked_at, block.blocked_reason = now, None, now, ""
-    PortBlock.objects.filter(pk=block.pk).update(
-        state=block.state,
-        project=project,
-        last_project_ref=project.ref,
-        leased_at=now,
-        released_at=None,
-        checked_at=now,
-        blocked_reason="",
-    )
     return block
 
 

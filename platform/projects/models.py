@@ -1,3 +1,4 @@
+import re
 import secrets
 import string
 
@@ -51,9 +52,26 @@ class DesiredState(models.TextChoices):
     DELETED = "deleted"
 
 
+# What can begin a ref: a letter, then letters and digits (REF_PATTERN).
+REF_PREFIX = re.compile(r"[a-z][a-z0-9]{0,39}")
+
+
 class ProjectQuerySet(models.QuerySet):
     def live(self):
         return self.exclude(status=Status.REMOVED)
+
+    def search(self, text: str):
+        """Projects whose ref starts with `text` or whose name contains it, case-insensitively.
+
+        Refs are lowercase letters and digits: the ref condition is a prefix range on the
+        ref's pattern index (Django's `_like` index on PostgreSQL), and text that could not
+        begin a ref leaves it out. The name condition uses the trigram index on PostgreSQL
+        (migrations 0005_search and 0007_search_costs)."""
+        text = text.strip()
+        matches = models.Q(name__icontains=text)
+        if REF_PREFIX.fullmatch(text.lower()):
+            matches |= models.Q(ref__startswith=text.lower())
+        return self.filter(matches)
 
     def idle(self):
         """Projects no queued or running operation is about to change. As a condition of an
@@ -103,6 +121,9 @@ class Project(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When its latest operation was requested (request_operation writes it with the
+    # operation), else when it was created: the projects list sorts by it on an index.
+    last_activity_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ProjectQuerySet.as_manager()
 
@@ -121,7 +142,13 @@ class Project(models.Model):
             models.Index(fields=["host", "-created_at", "-id"], name="project_host_newest_first"),
             models.Index(fields=["status", "-created_at", "-id"], name="project_status_newest_first"),
             models.Index(fields=["template", "-created_at", "-id"], name="project_template_newest_first"),
-            # Search by name and ref: trigram indexes on PostgreSQL (migration 0005_search).
+            # The list sorted by a column (status and template above serve theirs too; the
+            # ref is unique): ties newest first.
+            models.Index(fields=["name", "-created_at", "-id"], name="project_name_newest_first"),
+            models.Index(fields=["postgres_major", "-created_at", "-id"], name="project_major_newest_first"),
+            models.Index(fields=["last_activity_at", "-created_at", "-id"], name="project_activity_newest_first"),
+            # Search (ProjectQuerySet.search): a trigram index on the name on PostgreSQL
+            # (migrations 0005_search, 0007_search_costs); refs by prefix on their `_like` index.
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(ref__regex=REF_PATTERN), name="project_ref_shape"),

@@ -4,12 +4,14 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Count
+from django.db.models import OuterRef
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from dashboard import queries
 from orgs.actions import create_organization, remove_membership, set_membership
 from orgs.models import Membership, Organization, Role
+from projects.models import Project
 
 
 class OrganizationForm(forms.Form):
@@ -37,9 +39,14 @@ def organizations(request):
             form.add_error(None, error)
         else:
             return redirect("dashboard:organization", slug=org.slug)
-    orgs = Organization.objects.annotate(
-        member_count=Count("memberships", distinct=True), project_count=Count("projects", distinct=True)
+    orgs = list(
+        Organization.objects.annotate(
+            member_count=queries.count_of(Membership.objects.filter(organization=OuterRef("pk")))
+        )
     )
+    projects = queries.capped_counts(Project.objects.live(), "organization", [org.pk for org in orgs])
+    for org in orgs:
+        org.project_count = projects[org.pk]
     return render(request, "dashboard/organizations.html", {"organizations": orgs, "form": form})
 
 
@@ -51,7 +58,12 @@ def organization(request, slug):
         set_membership(org, form.cleaned_data["username"], form.cleaned_data["role"], actor=request.user)
         return redirect("dashboard:organization", slug=org.slug)
     members = org.memberships.select_related("user").order_by("user__username")
-    context = {"organization": org, "members": members, "form": form, "project_count": org.projects.count()}
+    context = {
+        "organization": org,
+        "members": members,
+        "form": form,
+        "project_count": queries.capped_counts(Project.objects.live(), "organization", [org.pk])[org.pk],
+    }
     return render(request, "dashboard/organization.html", context)
 
 

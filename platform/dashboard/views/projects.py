@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import F, Value
+from django.db.models import CharField, F, Value
 from django.db.models.functions import Coalesce
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -28,39 +28,32 @@ SORTS = {
     "postgres": "postgres_major",
     "template": "template",
     "status": "status",
-    "lastop": "last_op_at",
+    "lastop": "last_activity_at",
     "created": "created_at",
 }
 
 
 def sort_order(value: str, table) -> tuple[str, object, list[str]]:
-    """The validated sort key as asked (or "" for the default), the table annotated with a
-    non-null `sort_key` for it, and the keyset ordering (the id breaking ties).
+    """The validated sort key as asked (or "" for the default), the table to page, and the
+    keyset ordering.
 
-    Rows without a value (an unplaced project's host, a project without operations) come
-    last in either direction: the key is their value, else a sentinel past every value.
+    A column of the project's own is ordered by itself, ties newest first (reversed with
+    the sort), the id last: each such ordering has an index (field, -created_at, -id), or
+    a unique one, so a page is one index range scan at any fleet size. The host's name is
+    annotated as a non-null `sort_key`, unplaced projects last in either direction; that
+    ordering sorts the rows the filters leave, as no index of the project's own orders by
+    a host's name.
     """
     key = value.lstrip("-")
     if key not in SORTS:
         return "", table, queries.PROJECT_ORDERING
     field, descending = SORTS[key], value.startswith("-")
-    output = table.query.resolve_ref(field, allow_joins=True).output_field
-    last = _sentinel(output, low=descending)
-    table = table.annotate(sort_key=Coalesce(F(field), Value(last, output_field=output), output_field=output))
+    if key == "created":
+        return value, table, ["-created_at", "-pk"] if descending else ["created_at", "pk"]
+    if key != "host":
+        return value, table, [f"-{field}", "created_at", "pk"] if descending else [field, "-created_at", "-pk"]
+    table = table.annotate(sort_key=Coalesce(F(field), Value("" if descending else "\uffff"), output_field=CharField()))
     return value, table, ["-sort_key", "-pk"] if descending else ["sort_key", "pk"]
-
-
-def _sentinel(output, *, low: bool):
-    """A value below (`low`) or above every value of the field's type."""
-    from datetime import UTC, datetime
-
-    from django.db.models import CharField, DateTimeField, TextField
-
-    if isinstance(output, DateTimeField):
-        return datetime(1, 1, 2, tzinfo=UTC) if low else datetime(9999, 12, 30, tzinfo=UTC)
-    if isinstance(output, CharField | TextField):
-        return "" if low else "\uffff"
-    return -1 if low else 2**31 - 1
 
 
 @require_GET

@@ -5,7 +5,8 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.views.common import render_live
+from berth.keyset import paginate
+from dashboard.views.common import PAGE_SIZE, render_live
 from operations import rollouts
 from operations.actions import OperationRefused
 from operations.conflicts import RESOLUTIONS, three_way
@@ -16,8 +17,10 @@ ACTIONS = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollout
 
 @require_GET
 def rollout_list(request):
-    rows = Rollout.objects.select_related("target", "created_by")[:100]
-    return render(request, "dashboard/rollouts.html", {"rows": rows})
+    """Rollouts, newest first, a keyset page at a time."""
+    rows = Rollout.objects.select_related("target", "created_by")
+    page = paginate(rows, ["-created_at", "-pk"], request.GET.get("cursor"), PAGE_SIZE)
+    return render(request, "dashboard/rollouts.html", {"rows": page.rows, "page": page})
 
 
 def _context(rollout: Rollout) -> dict:

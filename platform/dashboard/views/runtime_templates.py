@@ -25,8 +25,8 @@ def template_summaries() -> list[dict]:
 def templates(request):
     summaries = template_summaries()
     for summary in summaries:
-        summary["progress"] = queries.migration_progress(summary["name"], summary["latest"])
-    return render(request, "dashboard/templates.html", {"templates": summaries})
+        summary["progress"] = queries.migration_progress(summary["name"], summary["versions"])
+    return render(request, "dashboard/templates.html", {"templates": summaries, "count_cap": f"{queries.COUNT_CAP:,}"})
 
 
 def _count(request, name: str, default: int, minimum: int) -> int:
