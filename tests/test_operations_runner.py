@@ -237,6 +237,22 @@ class TestHealthRefresh:
         agent_script.calls.clear()
         assert refresh_all() == 0
 
+    def test_it_moves_no_status_of_a_project_whose_operation_started_during_the_probe(self, agent_script, host):
+        restarted, left_alone = (provision(host)[0] for _ in range(2))
+        Project.objects.update(status=Status.ACTIVE_UNHEALTHY, probe_failures=3)
+        answer = agent_script.health
+
+        def restart_meanwhile(probes, deadline_s=None):
+            request_operation(restarted, Kind.RESTART)
+            return answer(probes, deadline_s)
+
+        with mock.patch.object(agent_script, "health", restart_meanwhile):
+            assert refresh_all() == 2
+        restarted.refresh_from_db()
+        left_alone.refresh_from_db()
+        assert (restarted.status, restarted.probe_failures) == (Status.ACTIVE_UNHEALTHY, 3)
+        assert (left_alone.status, left_alone.probe_failures) == (Status.ACTIVE_HEALTHY, 0)
+
     def test_it_starts_no_host_call_past_its_time_budget(self, agent_script, host, settings):
         provision(host)
         settings.BERTH_OPERATION_DEADLINE = 1

@@ -7,6 +7,8 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -16,8 +18,8 @@ from hosts.models import RuntimeHost
 from operations.drift import check_all
 from operations.models import Kind, Operation
 from operations.resync import AgentRuntimeFiles, resync_project
-from projects.actions import record_drift
-from projects.models import DesiredState
+from projects.actions import record_drift, record_drifts
+from projects.models import DesiredState, Project
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import render_project, sha256
@@ -50,6 +52,35 @@ def test_it_records_nothing_when_the_recorded_digests_changed_since_they_were_re
     assert record_drift(stale, {"a.toml": "2"}) is None
     project.refresh_from_db()
     assert project.drifted_paths == [] and project.drift_checked_at is None
+
+
+def test_it_records_many_answers_with_as_many_queries_for_30_projects_as_for_3():
+    def answers(count):
+        projects = [make_project(file_digests={"a.toml": "1"}) for _ in range(count)]
+        return [(project, {"a.toml": "1"}) for project in projects]
+
+    few, many = answers(3), answers(30)
+    counts = []
+    for batch in (few, many):
+        with CaptureQueriesContext(connection) as captured:
+            assert record_drifts(batch) == len(batch)
+        counts.append(len(captured))
+    assert counts[0] == counts[1]
+    assert not Project.objects.filter(drift_checked_at=None).exists()
+
+
+def test_it_records_many_answers_each_as_record_drift_would():
+    unchanged, edited, stale = (make_project(file_digests={"a.toml": "1"}) for _ in range(3))
+    Project.objects.filter(pk=stale.pk).update(file_digests={"a.toml": "2"})  # a re-sync landed meanwhile
+    answers = [(unchanged, {"a.toml": "1"}), (edited, {"a.toml": "edited"}), (stale, {"a.toml": "2"})]
+    assert record_drifts(answers) == 2
+    for project in (unchanged, edited, stale):
+        project.refresh_from_db()
+    assert unchanged.drifted_paths == [] and unchanged.drift_checked_at is not None
+    assert edited.drifted_paths == ["a.toml"] and edited.drift_checked_at == unchanged.drift_checked_at
+    assert stale.drift_checked_at is None
+    entry = AuditEntry.objects.get(action="project.drift")
+    assert entry.project_id == edited.pk and entry.detail == {"drifted": ["a.toml"], "before": []}
 
 
 # --- re-sync records drift ----------------------------------------------------------------

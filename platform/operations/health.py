@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 from django.conf import settings
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from agent import api
@@ -88,18 +89,28 @@ def probe_project(project: Project, *, deadline: float) -> ProbeOutcome:
     return ProbeOutcome(_judge(project, [r.as_dict() for r in reply]))
 
 
+# What a refresh reads of a project's own row: its ref, the keys of its host and version
+# (each loaded once, apart), its probes' password and Postgres major, and the status it may move.
+REFRESH_FIELDS = (
+    "ref",
+    "host",
+    "template_version",
+    "postgres_major",
+    "secrets",
+    "status",
+    "status_reason",
+    "probe_failures",
+)
+
+
 def refreshable_projects():
-    """Running projects with settled status and no operation in flight, with their port
-    blocks, hosts and template versions.
+    """Running projects with settled status and no operation in flight, with their port blocks.
 
-    Hosts and template versions are few: each is loaded once and shared by its projects,
-    rather than joined into every row (a version's files, and a host's token decrypted,
-    once per project, were most of a large fleet's refresh).
+    Only the fields a refresh reads are loaded (REFRESH_FIELDS and the block's first port):
+    the rest of a row is most of its loading cost, and reading a field left out would cost
+    a query per project.
     """
-    from hosts.models import RuntimeHost
-    from templating.models import TemplateVersion
-
-    projects = list(
+    return (
         Project.objects.idle()
         .filter(
             desired_state=DesiredState.RUNNING,
@@ -108,37 +119,75 @@ def refreshable_projects():
             port_block__isnull=False,
         )
         .select_related("port_block")
+        .only(*REFRESH_FIELDS, "port_block__first_port")
     )
-    hosts = RuntimeHost.objects.in_bulk({p.host_id for p in projects})
+
+
+def host_projects(host) -> list[Project]:
+    """The host's refreshable projects, sharing the host and their template versions: versions
+    are few, each is loaded once rather than joined into every row (its files, once per
+    project, were most of a large fleet's refresh)."""
+    from templating.models import TemplateVersion
+
+    projects = list(refreshable_projects().filter(host=host))
     versions = TemplateVersion.objects.in_bulk({p.template_version_id for p in projects})
     for project in projects:
-        project.host, project.template_version = hosts[project.host_id], versions[project.template_version_id]
+        project.host, project.template_version = host, versions[project.template_version_id]
     return projects
 
 
-def apply_outcome(project: Project, outcome: ProbeOutcome) -> None:
-    """Move the project's observed status after one refresh, unless an operation started meanwhile."""
-    settled = Project.objects.idle().filter(pk=project.pk, status=project.status)
-    now = timezone.now()
+def outcome_changes(project: Project, outcome: ProbeOutcome, now) -> dict | None:
+    """The fields one refresh moves on the project, or None when there is nothing to record."""
     if outcome.misconfigured:
-        settled.update(status_reason=f"probe misconfigured: {outcome.summary}", updated_at=now)
-    elif outcome.healthy:
+        return {"status_reason": f"probe misconfigured: {outcome.summary}", "updated_at": now}
+    if outcome.healthy:
         if project.status == Status.ACTIVE_HEALTHY and not project.probe_failures and not project.status_reason:
-            return  # nothing to record: a healthy fleet's refresh writes nothing
+            return None  # nothing to record: a healthy fleet's refresh writes nothing
         changed = {"status_changed_at": now} if project.status != Status.ACTIVE_HEALTHY else {}
-        settled.update(status=Status.ACTIVE_HEALTHY, status_reason="", probe_failures=0, updated_at=now, **changed)
-    else:
-        failures = project.probe_failures + 1
-        if failures >= settings.BERTH_UNHEALTHY_AFTER and project.status != Status.ACTIVE_UNHEALTHY:
-            settled.update(
-                status=Status.ACTIVE_UNHEALTHY,
-                status_reason=outcome.summary,
-                probe_failures=failures,
-                status_changed_at=now,
-                updated_at=now,
-            )
+        return {"status": Status.ACTIVE_HEALTHY, "status_reason": "", "probe_failures": 0, "updated_at": now, **changed}
+    failures = project.probe_failures + 1
+    if failures >= settings.BERTH_UNHEALTHY_AFTER and project.status != Status.ACTIVE_UNHEALTHY:
+        return {
+            "status": Status.ACTIVE_UNHEALTHY,
+            "status_reason": outcome.summary,
+            "probe_failures": failures,
+            "status_changed_at": now,
+            "updated_at": now,
+        }
+    return {"probe_failures": failures, "status_reason": outcome.summary, "updated_at": now}
+
+
+def apply_outcomes(outcomes: list[tuple[Project, ProbeOutcome]]) -> None:
+    """Move the projects' observed status after one refresh, each unless an operation started
+    on it meanwhile or its status moved since it was read.
+
+    One UPDATE for all the projects read with the same status (each row gets its own values),
+    so a batch costs a few statements, never one per project.
+    """
+    now = timezone.now()
+    by_status: dict[str, dict[int, dict]] = {}
+    for project, outcome in outcomes:
+        changes = outcome_changes(project, outcome, now)
+        if changes is not None:
+            by_status.setdefault(project.status, {})[project.pk] = changes
+    for status, changes in by_status.items():
+        Project.objects.idle().filter(pk__in=list(changes), status=status).update(**_per_row(changes))
+
+
+def _per_row(changes: dict[int, dict]) -> dict:
+    """UPDATE values that give each project (by pk) its own changes; a project whose changes
+    leave a field out keeps its value. A value every project gets alike is set as it is."""
+    values = {}
+    for name in {name for change in changes.values() for name in change}:
+        given = {pk: change[name] for pk, change in changes.items() if name in change}
+        alike = set(given.values())
+        if len(given) == len(changes) and len(alike) == 1:
+            values[name] = alike.pop()
         else:
-            settled.update(probe_failures=failures, status_reason=outcome.summary, updated_at=now)
+            field = Project._meta.get_field(name)
+            whens = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in given.items()]
+            values[name] = Case(*whens, default=F(name), output_field=field)
+    return values
 
 
 def _batches(prepared: list[tuple[Project, list[api.Probe]]]):
@@ -184,32 +233,32 @@ def _refresh_batch(host, batch: list[tuple[Project, list[api.Probe]]]) -> None:
             continue
         result["name"] = result["name"].split(":", 1)[1]
         by_project.setdefault(project.pk, []).append(result)
-    for project, _ in batch:
-        apply_outcome(project, ProbeOutcome(_judge(project, by_project.get(project.pk, []))))
+    apply_outcomes([(project, ProbeOutcome(_judge(project, by_project.get(project.pk, [])))) for project, _ in batch])
 
 
 def refresh_all() -> int:
     """Refresh every refreshable project, batched per host, BERTH_HOST_THREADS hosts at once.
     Returns how many were probed.
 
-    No agent call starts past BERTH_OPERATION_DEADLINE less one call deadline, so the task
-    ends inside django-q2's timeout however many agents are unreachable; hosts start in
+    Each host's thread loads that host's projects itself, so a pass holds a few hosts'
+    projects at a time, not the fleet's, and its cost per project stays flat as the fleet
+    grows. No agent call starts past BERTH_OPERATION_DEADLINE less one call deadline, so the
+    task ends inside django-q2's timeout however many agents are unreachable; hosts start in
     random order, so when time runs out no host is always the one left out.
     """
+    from hosts.models import RuntimeHost
     from operations.fanout import for_each_host
 
-    by_host: dict[int, list[Project]] = {}
-    for project in refreshable_projects():
-        by_host.setdefault(project.host_id, []).append(project)
-    order = list(by_host)
-    random.shuffle(order)
+    hosts = list(RuntimeHost.objects.filter(pk__in=refreshable_projects().values("host")))
+    random.shuffle(hosts)
     stop_at = time.monotonic() + settings.BERTH_OPERATION_DEADLINE - settings.BERTH_AGENT_CALL_DEADLINE
 
-    def refresh(projects: list[Project]) -> int:
+    def refresh(host) -> int:
         if time.monotonic() > stop_at:
-            log.warning("health refresh out of time; host %s waits for the next run", projects[0].host.name)
+            log.warning("health refresh out of time; host %s waits for the next run", host.name)
             return 0
-        refresh_host_projects(projects[0].host, projects)
+        projects = host_projects(host)
+        refresh_host_projects(host, projects)
         return len(projects)
 
-    return for_each_host({host_id: by_host[host_id] for host_id in order}, refresh)
+    return for_each_host({host.pk: host for host in hosts}, refresh)

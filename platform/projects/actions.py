@@ -16,22 +16,45 @@ def record_drift(project: Project, host_digests: dict[str, str | None], *, actor
     the recorded digests changed since (a re-sync landed meanwhile: the answer judged against
     the wrong base). The audit trail gets a row only when the set of drifted paths changes.
     """
-    drifted = sorted(
-        path for path, digest in project.file_digests.items() if path in host_digests and host_digests[path] != digest
-    )
+    if not record_drifts([(project, host_digests)], actor=actor, label=label):
+        return None
+    return project.drifted_paths
+
+
+def record_drifts(answers: list[tuple[Project, dict[str, str | None]]], *, actor=None, label: str | None = None) -> int:
+    """record_drift for many projects at once (each with its host's digests); returns how many
+    were recorded.
+
+    One locked read for them all and one UPDATE for those whose drifted paths stay as they
+    were, a drift check's usual answer; only a project whose drifted paths changed gets an
+    UPDATE of its own, with its audit row.
+    """
+    if not answers:
+        return 0
+    drifted = {
+        project.pk: sorted(
+            path for path, digest in project.file_digests.items() if path in digests and digests[path] != digest
+        )
+        for project, digests in answers
+    }
+    now = timezone.now()
     with transaction.atomic():
-        current = Project.objects.select_for_update().filter(pk=project.pk).values("file_digests", "drifted_paths")
-        current = current.first()
-        if current is None or current["file_digests"] != project.file_digests:
-            return None
-        Project.objects.filter(pk=project.pk).update(drifted_paths=drifted, drift_checked_at=timezone.now())
-        if drifted != current["drifted_paths"]:
+        locked = Project.objects.select_for_update().filter(pk__in=drifted).order_by("pk")
+        current = {row["pk"]: row for row in locked.values("pk", "file_digests", "drifted_paths")}
+        # Digests recorded since the answer's base was read mean it was judged against the wrong base.
+        recorded = [p for p, _ in answers if p.pk in current and current[p.pk]["file_digests"] == p.file_digests]
+        moved = [p for p in recorded if drifted[p.pk] != current[p.pk]["drifted_paths"]]
+        moved_pks = {p.pk for p in moved}
+        Project.objects.filter(pk__in=[p.pk for p in recorded if p.pk not in moved_pks]).update(drift_checked_at=now)
+        for project in moved:
+            Project.objects.filter(pk=project.pk).update(drifted_paths=drifted[project.pk], drift_checked_at=now)
             record(
                 actor,
                 "project.drift",
                 project=project,
-                detail={"drifted": drifted, "before": current["drifted_paths"]},
+                detail={"drifted": drifted[project.pk], "before": current[project.pk]["drifted_paths"]},
                 label=label or "drift check",
             )
-    project.drifted_paths = drifted
-    return drifted
+    for project in recorded:
+        project.drifted_paths = drifted[project.pk]
+    return len(recorded)
