@@ -27,9 +27,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, analyze, create_database, drop_databases, parser, scratch, spread, use  # noqa: E402
+from common import ROOT, analyze, create_database, default_settings, drop_databases, parser, scratch, spread, use  # noqa: E402
 
 TARGET_RATIO = 1.5
+# How many projects the host that the "one host" measure filters by (the middle one) gets
+# first: a page and a half of the projects list.
+ONE_HOST_PAGE = 75
 # The periodic passes: one call per round, judged per project against their interval (s).
 PASSES = {"health refresh pass": 60, "drift check pass": 15 * 60}
 SEEDED_DIGEST = "0" * 64
@@ -97,6 +100,10 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
     )
     secrets = generate_project_secrets()
     statuses = [Status.ACTIVE_HEALTHY] * 8 + [Status.INACTIVE, Status.ACTIVE_UNHEALTHY]
+    # Round-robin over the hosts, but the first ONE_HOST_PAGE projects on the host that the
+    # "one host" measure filters by, so its page is full on either fleet (the same rows shown).
+    one_host = hosts // 2
+    on_host = [one_host if n < ONE_HOST_PAGE else n % hosts for n in range(projects)]
     made = Project.objects.bulk_create(
         (
             Project(
@@ -104,7 +111,7 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
                 postgres_major=15,
                 template="postgres",
                 template_version=version,
-                host=fleet[n % hosts],
+                host=fleet[on_host[n]],
                 status=statuses[n % len(statuses)],
                 secrets=secrets,
                 file_digests={"runtime.toml": SEEDED_DIGEST},
@@ -113,12 +120,18 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
         ),
         batch_size=5000,
     )
+    taken = dict.fromkeys(range(hosts), 0)
+
+    def next_block(host_index: int) -> int:
+        taken[host_index] += 1
+        return PORT_START + (taken[host_index] - 1) * BLOCK
+
     PortBlock.objects.bulk_create(
         (
             PortBlock(
                 host_id=p.host_id,
-                first_port=PORT_START + (n // hosts) * BLOCK,
-                last_port=PORT_START + (n // hosts) * BLOCK + BLOCK - 1,
+                first_port=(first := next_block(on_host[n])),
+                last_port=first + BLOCK - 1,
                 state=BlockState.LEASED,
                 project=p,
                 last_project_ref=p.ref,
@@ -167,6 +180,7 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
     near_oldest = Project.objects.order_by("created_at", "pk")[25]
     return {
         "client": client,
+        "one_host": f"host{one_host:03}",
         # The newest project's name: no other name contains it, in either fleet.
         "search": f"Project {projects - 1}",
         "last_cursor": _encode(AFTER, near_oldest, [("created_at", True), ("pk", True)]),
@@ -212,7 +226,7 @@ def measures(fleet: dict) -> dict:
         "projects page, first": get(reverse("dashboard:projects")),
         "projects page, last": get(reverse("dashboard:projects"), {"cursor": fleet["last_cursor"]}),
         "projects search": get(reverse("dashboard:projects"), {"q": fleet["search"]}),
-        "projects, one host": get(reverse("dashboard:projects"), {"host": "host042"}),
+        "projects, one host": get(reverse("dashboard:projects"), {"host": fleet["one_host"]}),
         "projects by name": get(reverse("dashboard:projects"), {"sort": "-name"}),
         "projects by status": get(reverse("dashboard:projects"), {"sort": "status"}),
         "projects by host": get(reverse("dashboard:projects"), {"sort": "host"}),
@@ -286,7 +300,9 @@ def main() -> int:
         p.error("placement and lease take spare projects: at most 400 / 2 calls per measure and fleet")
     names = {"large": args.database + "_large", "small": args.database + "_small"}
     agent = None
-    with scratch(args.database, keep=args.keep, settings={"BERTH_API_RATE_LIMIT": "1000000"}):
+    # Deployed settings (DEBUG off: no log of every query), the pages asked over plain HTTP.
+    deployed = {**default_settings(), "SECURE_SSL_REDIRECT": "0", "BERTH_API_RATE_LIMIT": "1000000"}
+    with scratch(args.database, keep=args.keep, settings=deployed):
         from django.conf import settings
         from django.test.utils import setup_test_environment
 
