@@ -71,46 +71,58 @@ def waits_for_a_lock() -> bool:
         return cursor.fetchone()[0] > 0
 
 
+def after_a_wait(hold, act, waiter: str):
+    """Run `hold` in a transaction in one thread, then `act` in another until it waits for a
+    row lock, then let `hold` commit. Returns (what hold returned, what act returned or the
+    exception it raised)."""
+    held, release = threading.Event(), threading.Event()
+    results = {}
+
+    def holder():
+        try:
+            with transaction.atomic():
+                results["held"] = hold()
+                held.set()
+                release.wait(timeout=20)
+        finally:
+            connection.close()
+
+    def actor():
+        try:
+            results["acted"] = act()
+        except Exception as error:  # the caller's assertion reports it
+            results["acted"] = error
+        finally:
+            connection.close()
+
+    first, second = threading.Thread(target=holder), threading.Thread(target=actor)
+    first.start()
+    try:
+        assert held.wait(timeout=20), "the holding transaction never got its locks"
+        second.start()
+        deadline = time.monotonic() + 20
+        while not waits_for_a_lock():
+            assert time.monotonic() < deadline, f"{waiter} never waited for a row lock"
+            time.sleep(0.01)
+    finally:
+        release.set()
+        first.join(timeout=30)
+    second.join(timeout=30)
+    return results["held"], results["acted"]
+
+
 def test_a_lease_that_waited_for_the_project_row_returns_the_block_the_other_lease_took():
     # The waiting lease read the project's blocks before the other one committed; its write
     # must read them again, or it claims a second block (refused by the database: an error).
     host = make_host(port_range_start=30000, port_range_end=30099, block_size=10)
     sync_port_blocks(host)
     project = make_project(host=host)
-    leased, release = threading.Event(), threading.Event()
-    results = {}
-
-    def lease_and_hold():
-        try:
-            with transaction.atomic():
-                results["first"] = lease_ports(project, 1, checker=FakePortChecker())
-                leased.set()
-                release.wait(timeout=20)
-        finally:
-            connection.close()
-
-    def lease_again():
-        try:
-            results["second"] = lease_ports(project, 1, checker=FakePortChecker())
-        except Exception as error:  # the assertion below reports it
-            results["second"] = error
-        finally:
-            connection.close()
-
-    holder, waiter = threading.Thread(target=lease_and_hold), threading.Thread(target=lease_again)
-    holder.start()
-    try:
-        assert leased.wait(timeout=20), "the first lease never finished"
-        waiter.start()
-        deadline = time.monotonic() + 20
-        while not waits_for_a_lock():
-            assert time.monotonic() < deadline, "the second lease never waited for the project row"
-            time.sleep(0.01)
-    finally:
-        release.set()
-        holder.join(timeout=30)
-    waiter.join(timeout=30)
-    assert results["second"].pk == results["first"].pk, results["second"]
+    first, second = after_a_wait(
+        lambda: lease_ports(project, 1, checker=FakePortChecker()),
+        lambda: lease_ports(project, 1, checker=FakePortChecker()),
+        "the second lease",
+    )
+    assert second.pk == first.pk, second
     assert list(PortBlock.objects.filter(project=project).values_list("first_port", flat=True)) == [30000]
 
 
@@ -122,42 +134,14 @@ def test_a_lease_that_waited_for_a_range_change_claims_inside_the_new_range():
     host = make_host(port_range_start=40000, port_range_end=40049, block_size=10)
     sync_port_blocks(host)
     project = make_project(host=host)
-    saved, commit = threading.Event(), threading.Event()
-    results = {}
 
     def change_range():
-        try:
-            with transaction.atomic():
-                moved = RuntimeHost.objects.get(pk=host.pk)
-                moved.port_range_start = 40020
-                moved.save()
-                saved.set()
-                commit.wait(timeout=20)
-        finally:
-            connection.close()
+        moved = RuntimeHost.objects.get(pk=host.pk)
+        moved.port_range_start = 40020
+        moved.save()
 
-    def lease():
-        try:
-            results["block"] = lease_ports(project, 1, checker=FakePortChecker())
-        except Exception as error:  # the assertion below reports it
-            results["block"] = error
-        finally:
-            connection.close()
-
-    changer, leaser = threading.Thread(target=change_range), threading.Thread(target=lease)
-    changer.start()
-    try:
-        assert saved.wait(timeout=20), "the range change never got written"
-        leaser.start()
-        deadline = time.monotonic() + 20
-        while not waits_for_a_lock():
-            assert time.monotonic() < deadline, "the lease never waited for the host row"
-            time.sleep(0.01)
-    finally:
-        commit.set()
-        changer.join(timeout=30)
-    leaser.join(timeout=30)
-    assert results["block"].first_port == 40020, results["block"]
+    _, block = after_a_wait(change_range, lambda: lease_ports(project, 1, checker=FakePortChecker()), "the lease")
+    assert block.first_port == 40020, block
 
 
 def test_saving_a_host_outside_a_transaction_holds_its_row_lock_from_the_check_to_the_write():
