@@ -146,3 +146,21 @@ def test_manage_py_as_written_in_the_docs_runs_outside_the_venv_and_without_debu
     assert result.returncode == 0, result.stderr
     assert "sync" in result.stdout
     assert (tmp_path / "secret-key").exists()  # development secrets, kept under var/
+
+
+def test_the_test_settings_remove_the_folder_they_made_and_keep_one_they_were_given(tmp_path):
+    code = (
+        "import os, django; django.setup(); from django.conf import settings; "
+        "print(os.environ['BERTH_VAR_DIR']); settings.SECRET_KEY"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "BERTH_"))}
+    env.update(DJANGO_SETTINGS_MODULE="berth.test_settings", PYTHONPATH=str(ROOT / "platform"))
+    made = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    folder = Path(made.stdout.strip())
+    assert folder.name.startswith("berth-test-var-") and not folder.exists()
+    given = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "BERTH_VAR_DIR": str(tmp_path)}, capture_output=True, timeout=120
+    )
+    assert given.returncode == 0, given.stderr
+    assert (tmp_path / "secret-key").exists()

@@ -5,11 +5,18 @@ When no PostgreSQL answers, tests fall back to SQLite and every test marked `pos
 is skipped with a loud reason (see tests/conftest.py).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("BERTH_VAR_DIR", tempfile.mkdtemp(prefix="berth-test-var-"))
+if "BERTH_VAR_DIR" not in os.environ:
+    # A folder of this run's own (development keys are generated into it), removed when the
+    # process that made it exits; processes it starts inherit it and leave it alone.
+    _var_dir = tempfile.mkdtemp(prefix="berth-test-var-")
+    os.environ["BERTH_VAR_DIR"] = _var_dir
+    atexit.register(shutil.rmtree, _var_dir, ignore_errors=True)
 
 import dj_database_url  # noqa: E402
 import psycopg  # noqa: E402
