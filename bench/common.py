@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -88,6 +89,31 @@ def default_settings() -> dict:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "BERTH_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }
+
+
+def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
+    """A local agent with the process driver on a free loopback port, and its URL; the
+    caller stops it by its pid."""
+    env = {**os.environ, "BERTH_AGENT_TOKEN": token, "BERTH_AGENT_ROOT": str(root), "BERTH_AGENT_LISTEN": "127.0.0.1:0"}
+    env["BERTH_AGENT_DRIVER"] = "process"
+    agent = subprocess.Popen(
+        [sys.executable, "platform/agent"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    line = agent.stdout.readline().decode()
+    return agent, line.split("listening on ", 1)[1].split()[0]
+
+
+def start_worker(**env) -> subprocess.Popen:
+    """A django-q2 cluster (`manage.py qcluster`) in a process group of its own (the caller
+    stops the group by the process's pid), with `env` over the bench's environment."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def use(database: str) -> None:

@@ -31,28 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, default_settings, parser, scratch, spread  # noqa: E402
-
-
-def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "BERTH_AGENT_TOKEN": token, "BERTH_AGENT_ROOT": str(root), "BERTH_AGENT_LISTEN": "127.0.0.1:0"}
-    env["BERTH_AGENT_DRIVER"] = "process"
-    agent = subprocess.Popen(
-        [sys.executable, "platform/agent"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    line = agent.stdout.readline().decode()
-    return agent, line.split("listening on ", 1)[1].split()[0]
-
-
-def start_worker() -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=os.environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+from common import default_settings, parser, scratch, spread, start_agent, start_worker  # noqa: E402
 
 
 def runtime_start_seconds(project) -> float:

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,28 +29,7 @@ from io import StringIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, parser, scratch  # noqa: E402
-
-
-def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "BERTH_AGENT_TOKEN": token, "BERTH_AGENT_ROOT": str(root), "BERTH_AGENT_LISTEN": "127.0.0.1:0"}
-    env["BERTH_AGENT_DRIVER"] = "process"
-    agent = subprocess.Popen(
-        [sys.executable, "platform/agent"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    line = agent.stdout.readline().decode()
-    return agent, line.split("listening on ", 1)[1].split()[0]
-
-
-def start_worker(workers: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env={**os.environ, "Q_WORKERS": str(workers)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+from common import ROOT, parser, scratch, start_agent, start_worker  # noqa: E402
 
 
 def stopped_projects(host, version, count: int):
@@ -172,7 +150,7 @@ def run(args):
         plan_s, plan = migrate("--template", "postgres", "--to", "latest", "--dry-run")
         assert len(plan["projects"]) == args.projects and {p["outcome"] for p in plan["projects"]} == {"updated"}
 
-        worker = start_worker(args.workers)
+        worker = start_worker(Q_WORKERS=str(args.workers))
         push_s, record = migrate(
             "--template", "postgres", "--to", "latest", "--no-restart", "--canary", "1",
             "--wave-size", str(args.wave_size), "--concurrency", str(args.concurrency),

@@ -14,9 +14,9 @@ SELECT action FROM found WHERE action IS NOT NULL
 """
 
 
-class AuditEntryQuerySet(models.QuerySet):
+class AuditEntryManager(models.Manager):
     def actions(self) -> list[str]:
-        """Every action the trail holds, in order; on PostgreSQL in one probe per action."""
+        """Every action the whole trail holds, in order; on PostgreSQL in one probe per action."""
         if connection.vendor != "postgresql":
             return list(self.order_by("action").values_list("action", flat=True).distinct())
         with connection.cursor() as cursor:
@@ -39,7 +39,7 @@ class AuditEntry(models.Model):
     )
     detail = models.JSONField(default=dict, blank=True)
 
-    objects = AuditEntryQuerySet.as_manager()
+    objects = AuditEntryManager()
 
     class Meta:
         ordering = ["-at", "-pk"]

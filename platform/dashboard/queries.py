@@ -4,7 +4,7 @@ Every list here costs the same number of queries whatever its length: related ro
 through select_related/prefetch_related, and per-row facts (last operation, latest
 template revision, block counts, whether work is in flight) are correlated subqueries,
 evaluated only for the rows of the page shown; counts of a fleet's projects stop at
-COUNT_CAP (capped_counts).
+COUNT_CAP (live_project_counts).
 """
 
 from dataclasses import dataclass
@@ -106,7 +106,7 @@ def with_capacity(hosts) -> list:
     or blocked can be handed out.
     """
     hosts = list(hosts)
-    projects = capped_counts(Project.objects.live(), "host", [host.pk for host in hosts])
+    projects = live_project_counts("host", [host.pk for host in hosts])
     for host in hosts:
         host.project_count = projects[host.pk]
         host.block_capacity = len(block_layout(host.port_range_start, host.port_range_end, host.block_size))
@@ -142,9 +142,9 @@ class CappedCount:
         return f"{self.value:,}+" if self.capped else f"{self.value:,}"
 
 
-def capped_counts(queryset, field: str, values) -> dict:
-    """{value: CappedCount} of the rows of `queryset` whose `field` is each value, each
-    counted up to COUNT_CAP + 1 rows, in one query.
+def live_project_counts(field: str, values) -> dict:
+    """{value: CappedCount} of the live projects whose `field` is each value, each counted up
+    to COUNT_CAP + 1 rows, in one query.
 
     Each count is a scalar subquery with its value written in, so the planner plans it for
     that value: an index scan for one that few rows hold, a short sequential scan for one
@@ -157,7 +157,7 @@ def capped_counts(queryset, field: str, values) -> dict:
     for value in values:
         # Only the filtered column is read: an index on it (and the live filter's status,
         # as the host's is) answers the count from the index alone.
-        rows = queryset.filter(**{field: value}).order_by().values(field)[: COUNT_CAP + 1]
+        rows = Project.objects.live().filter(**{field: value}).order_by().values(field)[: COUNT_CAP + 1]
         sql, row_params = rows.query.sql_with_params()
         parts.append(f"(SELECT COUNT(*) FROM ({sql}) counted)")
         params.extend(row_params)
@@ -169,9 +169,9 @@ def capped_counts(queryset, field: str, values) -> dict:
 
 def template_versions() -> list[TemplateVersion]:
     """Every template version, grouped by name, newest first, each with `project_count`:
-    its live projects counted up to the cap (capped_counts)."""
+    its live projects counted up to the cap (live_project_counts)."""
     versions = list(TemplateVersion.objects.order_by("name", "-revision"))
-    counts = capped_counts(Project.objects.live(), "template_version", [v.pk for v in versions])
+    counts = live_project_counts("template_version", [v.pk for v in versions])
     for version in versions:
         version.project_count = counts[version.pk]
     return versions

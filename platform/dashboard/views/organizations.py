@@ -11,7 +11,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from dashboard import queries
 from orgs.actions import create_organization, remove_membership, set_membership
 from orgs.models import Membership, Organization, Role
-from projects.models import Project
 
 
 class OrganizationForm(forms.Form):
@@ -44,7 +43,7 @@ def organizations(request):
             member_count=queries.count_of(Membership.objects.filter(organization=OuterRef("pk")))
         )
     )
-    projects = queries.capped_counts(Project.objects.live(), "organization", [org.pk for org in orgs])
+    projects = queries.live_project_counts("organization", [org.pk for org in orgs])
     for org in orgs:
         org.project_count = projects[org.pk]
     return render(request, "dashboard/organizations.html", {"organizations": orgs, "form": form})
@@ -62,7 +61,7 @@ def organization(request, slug):
         "organization": org,
         "members": members,
         "form": form,
-        "project_count": queries.capped_counts(Project.objects.live(), "organization", [org.pk])[org.pk],
+        "project_count": queries.live_project_counts("organization", [org.pk])[org.pk],
     }
     return render(request, "dashboard/organization.html", context)
 
