@@ -35,6 +35,7 @@ from agent import AGENT_VERSION, API_VERSION, api
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
+from agent.endpoint import Endpoint
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
 from agent.portcheck import check_ports, ephemeral_ports
@@ -63,10 +64,11 @@ _ACTION = r"(?P<action>up|down|restart)"
 class Agent:
     """The API over this host's runtimes, as a WSGI application (behind BearerAuth)."""
 
-    def __init__(self, config: AgentConfig, driver: Driver, probe_host: ProbeHost):
+    def __init__(self, config: AgentConfig, driver: Driver, probe_host: ProbeHost, endpoint: Endpoint):
         self.config = config
         self.driver = driver
         self.probe_host = probe_host
+        self.endpoint = endpoint
         self.runtimes = Runtimes(config.root, driver, config.deadline_s)
         self._versions_lock = threading.Lock()
         self._versions: tuple[float, list[int]] = (-POSTGRES_VERSIONS_TTL_S, [])
@@ -105,6 +107,7 @@ class Agent:
             postgres_versions=self.postgres_versions(),
             compose=" ".join(compose) if compose else None,
             ephemeral_ports=ephemeral_ports(),
+            router=self.endpoint.status(),
         )
 
     def warm(self) -> None:
@@ -163,6 +166,9 @@ class Agent:
     def check_ports(self, body: api.PortsRequest) -> api.PortCheck:
         return check_ports(body.ports)
 
+    def routes(self, body: api.RoutesRequest) -> api.RouterStatus:
+        return self.endpoint.update(body)
+
     def health(self, body: api.HealthRequest) -> api.HealthReply:
         deadline = self.runtimes.deadline(body.deadline_s)
         return api.HealthReply(run_probes(body.probes, self.probe_host.host, deadline.seconds))
@@ -189,6 +195,7 @@ ROUTES = (
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
+    Route("PUT", re.compile(r"/v1/routes"), Agent.routes, body=api.RoutesRequest),
 )
 
 
@@ -285,7 +292,7 @@ def build_agent(config: AgentConfig) -> Agent:
         driver.name,
         engine_shares_network=driver.name == "docker" and engine_shares_network(),
     )
-    return Agent(config, driver, probe_host)
+    return Agent(config, driver, probe_host, Endpoint(config, probe_host.host))
 
 
 def build_server(agent: Agent):
@@ -327,8 +334,10 @@ def main() -> int:
         f"root {config.root}, {config.threads} threads, at most {config.connection_limit} connections)",
         flush=True,
     )
+    agent.endpoint.start()
     try:
         server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:
         server.close()
+        agent.endpoint.stop()
     return 0
