@@ -87,24 +87,28 @@ def reap_expired() -> int:
     )
     for login in expired:
         try:
-            _run(login.project, _drop_sql(login.role, only_expired=True))
+            [left] = _run(login.project, _drop_sql(login.role, only_expired=True))
         except LoginRoleFailed as error:
             log.warning("login role %s of %s is not dropped yet: %s", login.role, login.project.ref, error)
             continue
-        # Only if no request renewed it meanwhile.
+        if left["remaining"]:
+            continue  # renewed in the database by a request whose row is being written: kept
         dropped += LoginRole.objects.filter(pk=login.pk, expires_at=login.expires_at).delete()[0]
     return dropped
 
 
 def _drop_sql(role: str, *, only_expired: bool) -> str:
+    """Drop the role (what it owns goes to postgres), only once expired if asked; then say
+    whether it is still there."""
     condition = " AND rolvaliduntil <= now()" if only_expired else ""
     return (
         f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}'{condition}) THEN "
-        f"REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}; END IF; END $$"
+        f"REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}; END IF; END $$; "
+        f"SELECT count(*) AS remaining FROM pg_roles WHERE rolname = '{role}'"
     )
 
 
-def _run(project: Project, sql: str) -> None:
+def _run(project: Project, sql: str) -> list[dict]:
     try:
         host, port = db_endpoint(project)
     except Exception as error:
@@ -113,6 +117,6 @@ def _run(project: Project, sql: str) -> None:
         sql=sql, port=port, host=host, password=project.secrets["postgres_password"], deadline_s=QUERY_DEADLINE_S
     )
     try:
-        agents.client_for(project.host, deadline=QUERY_DEADLINE_S + 5).query(project.ref, spec)
+        return agents.client_for(project.host, deadline=QUERY_DEADLINE_S + 5).query(project.ref, spec)
     except AgentError as error:
         raise LoginRoleFailed(error.message.split(": ", 1)[-1]) from None
