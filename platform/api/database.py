@@ -25,6 +25,7 @@ from api.schemas import (
     QueryIn,
 )
 from hosts import agents
+from hosts.models import default_pooler_host
 from operations import routes
 from operations.login_roles import LoginRoleFailed, create_login_role, delete_login_roles
 from orgs.models import Role
@@ -86,7 +87,7 @@ def _audit(request, project, body: QueryIn, outcome: str, **detail) -> None:
 
 
 def pooler_host(project: Project) -> str:
-    return project.host.pooler_address() if project.host else settings.BERTH_POOLER_HOST
+    return project.host.pooler_address() if project.host else default_pooler_host()
 
 
 @router.get(

@@ -233,7 +233,8 @@ BERTH_API_TEMPLATE = env_str("BERTH_API_TEMPLATE", "postgres")
 BERTH_DATABASE_DOMAIN = env_str("BERTH_DATABASE_DOMAIN", "berth.localhost")
 # The pooler's host name (config/database/pooler) for hosts that name none of their own
 # (RuntimeHost.pooler_host): its router ends TLS there and routes by the user `<role>.<ref>`.
-BERTH_POOLER_HOST = env_str("BERTH_POOLER_HOST", f"pooler.{BERTH_DATABASE_DOMAIN}")
+# Empty: `pooler.<BERTH_DATABASE_DOMAIN>`.
+BERTH_POOLER_HOST = env_str("BERTH_POOLER_HOST", "")
 # cli/login-role: how long a temporary role may log in; the reaper drops it after.
 BERTH_LOGIN_ROLE_TTL = env_int("BERTH_LOGIN_ROLE_TTL", 3600, minimum=60, maximum=86_400)
 # database/query: how long one statement may run (the agent enforces it, and never allows more

@@ -36,6 +36,10 @@ class RangeConflict(Exception):
     code = "range_conflict"
 
 
+def default_pooler_host() -> str:
+    return settings.BERTH_POOLER_HOST or f"pooler.{settings.BERTH_DATABASE_DOMAIN}"
+
+
 class RuntimeHost(models.Model):
     """A machine that runs project runtimes through its own agent, with its own port pool."""
 
@@ -120,7 +124,7 @@ class RuntimeHost(models.Model):
 
     def pooler_address(self) -> str:
         """The pooler's host name for this host's projects."""
-        return self.pooler_host or settings.BERTH_POOLER_HOST
+        return self.pooler_host or default_pooler_host()
 
     def router_status(self) -> dict | None:
         """The router and pooler as the agent last reported them (agent.api.RouterStatus), if it has one."""
