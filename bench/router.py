@@ -22,6 +22,7 @@ agent, its runtime and PgBouncer are stopped by pid and the root removed.
 """
 
 import argparse
+import os
 import resource
 import secrets
 import shutil
@@ -82,6 +83,12 @@ def free_ports(first: int, count: int) -> list[int]:
 def proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(status: dict[str, str]) -> float:
@@ -204,14 +211,19 @@ def main() -> int:
 
         copies = {"direct": ends.direct, "router (TLS passthrough)": ends.router}
         rates = {name: [] for name in copies}
+        router_cpu = []
         for _ in range(args.copy_rounds):
             for name, connect in copies.items():
+                cpu = cpu_seconds(agent.pid)
                 rates[name].append(copy_once(connect, args.copy_mb))
+                if name != "direct":
+                    router_cpu.append(cpu_seconds(agent.pid) - cpu)
         ratio = statistics.median(rates["router (TLS passthrough)"]) / statistics.median(rates["direct"])
         print(f"\nCOPY TO STDOUT of {args.copy_mb} MB, {args.copy_rounds} interleaved rounds, MB/s:")
         for name, values in rates.items():
             print(f"  {name:26} {spread(values):>24}")
         print(f"  router / direct throughput {ratio:.2f} (goal >= {THROUGHPUT_GOAL})")
+        print(f"  the router's CPU per COPY: {spread(router_cpu)} s ({args.copy_mb} MB each)")
 
         pgbouncer = int((root / ".berth-pooler" / "pgbouncer.pid").read_text())
         before, pgbouncer_before = proc_status(agent.pid), proc_status(pgbouncer)

@@ -24,7 +24,7 @@ DEFAULT_IDLE_TIMEOUT_S = 30  # a connection with no request in progress and no t
 DEFAULT_ROUTER_LISTEN = "0.0.0.0:5432"
 DEFAULT_POOLER_LISTEN = "0.0.0.0:6543"
 DEFAULT_PGBOUNCER_LISTEN = "127.0.0.1:6432"
-DEFAULT_ROUTER_MAX_CONNECTIONS = 10_000
+DEFAULT_ROUTER_MAX_CONNECTIONS = 2_000  # each takes up to 6 open files (agent.server)
 
 
 class ConfigError(Exception):

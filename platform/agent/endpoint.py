@@ -31,13 +31,15 @@ class Endpoint:
         self.folder = config.root / FOLDER
         self.folder.mkdir(mode=0o700, exist_ok=True)
         self.pgbouncer = PgBouncer(config.root, config.pgbouncer_listen, probe_host)
+        tls, tls_error = tls_context(config, self.folder)
         self.router = Router(
             db=config.router_listen,
             pooler=config.pooler_listen,
             pgbouncer=config.pgbouncer_listen,
-            tls=tls_context(config, self.folder),
+            tls=tls,
             probe_host=probe_host,
             max_connections=config.router_max_connections,
+            tls_error=tls_error,
         )
         self._lock = threading.Lock()
         self._request = api.RoutesRequest(domain="")
@@ -98,23 +100,28 @@ class Endpoint:
                 self._publish()
 
 
-def tls_context(config: AgentConfig, folder: Path) -> ssl.SSLContext:
-    """The certificate the router shows where it ends TLS (the pooler's name, refusals).
+def tls_context(config: AgentConfig, folder: Path) -> tuple[ssl.SSLContext | None, str | None]:
+    """The certificate the router shows where it ends TLS (the pooler's name, refusals), or
+    None and why there is none.
 
-    `BERTH_ROUTER_TLS_CERT_FILE`/`_KEY_FILE` when set; else a self-signed one made once by
-    openssl and kept in the root (clients that require TLS without verifying it accept it,
-    as they accept the runtimes' own)."""
+    `BERTH_ROUTER_TLS_CERT_FILE`/`_KEY_FILE` when set (a file that does not load stops
+    startup); else a self-signed one made once by openssl and kept in the root (clients that
+    require TLS without verifying it accept it, as they accept the runtimes' own). A host
+    without openssl runs on without one: the router reports it and serves what needs none."""
     cert, key = config.router_tls_cert, config.router_tls_key
     if cert is None:
         cert, key = folder / "tls.crt", folder / "tls.key"
         if not cert.exists():
-            make_certificate(cert, key)
+            try:
+                make_certificate(cert, key)
+            except ConfigError as error:
+                return None, str(error)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"BERTH_ROUTER_TLS_CERT_FILE: cannot load {cert} with its key: {exc}") from None
-    return context
+    return context, None
 
 
 def make_certificate(cert: Path, key: Path) -> None:

@@ -29,7 +29,9 @@ Invariants:
 """
 
 import asyncio
+import fcntl
 import logging
+import os
 import re
 import socket
 import ssl
@@ -102,13 +104,16 @@ class Router:
         db: tuple[str, int],
         pooler: tuple[str, int],
         pgbouncer: tuple[str, int],
-        tls: ssl.SSLContext,
+        tls: ssl.SSLContext | None,
         probe_host: str,
         max_connections: int,
+        tls_error: str | None = None,
     ):
         self.listeners = [Listener("db", *db), Listener("pooler", *pooler)]
         self.pgbouncer = pgbouncer
-        self.tls = tls
+        # None: no certificate could be had (tls_error says why). The pooler address then stays
+        # shut, and on the db address only names of running projects are served.
+        self.tls, self.tls_error = tls, tls_error
         self.probe_host = probe_host
         self.max_connections = max_connections
         self.table = Table()
@@ -150,11 +155,14 @@ class Router:
         self.loop.run_forever()
 
     async def _listen(self, listener: Listener) -> None:
+        if self.tls is None and listener.kind == "pooler":
+            listener.error = self.tls_error
+            return
         while listener.sock is None:
             try:
                 listener.sock = bind(listener.host, listener.port)
                 listener.port = listener.sock.getsockname()[1]  # the real one when asked for port 0
-                listener.error = None
+                listener.error = self.tls_error
             except OSError as exc:
                 reason = f"cannot listen on {listener.address}: {exc.strerror or exc}"
                 if reason != listener.error:
@@ -194,6 +202,7 @@ class Session:
         self.ref: str | None = None  # counted against the route's limit once set
         self.inbound: Pipe | None = None  # the client's transport, once wrapped
         self.outbound: Pipe | None = None
+        self.spliced: Splice | None = None  # a passed-through connection, moved by the kernel
 
     async def run(self) -> None:
         try:
@@ -206,14 +215,18 @@ class Session:
             return
         except (ConnectionError, EOFError, ssl.SSLError, OSError):
             return  # the client went away or spoke nonsense; nothing to tell it
-        if self.inbound and self.outbound:
+        if self.spliced is not None:
+            await self.spliced.closed
+        elif self.inbound and self.outbound:
             await asyncio.gather(self.inbound.closed, self.outbound.closed)
 
     def close(self) -> None:
         for pipe in (self.inbound, self.outbound):
             if pipe and pipe.transport:
                 pipe.transport.close()
-        if self.inbound is None:
+        if self.spliced is not None:
+            self.spliced.close()
+        elif self.inbound is None:
             self.client.close()
 
     # --- before TLS ------------------------------------------------------------------------------
@@ -267,18 +280,16 @@ class Session:
             await self.refuse_in_tls(Refused("57P03", f"the database of project {ref} is not answering"))
             return
         if answer == b"S":
-            self.inbound = await wrap(self.loop, self.client)
-            self.outbound = await wrap(self.loop, upstream)
-            link(self.inbound, self.outbound)
+            self.spliced = Splice(self.loop, self.client, upstream)
             return
         # A runtime without TLS: the router does the client's TLS and relays the rest as it is.
-        self.inbound = await wrap(self.loop, self.client, self.router.tls)
+        self.inbound = await self.end_tls()
         self.outbound = await wrap(self.loop, upstream)
         link(self.inbound, self.outbound)
 
     async def terminate(self) -> None:
         """Any other name: TLS ends here, and the startup user `<role>.<ref>` says where to go."""
-        self.inbound = await wrap(self.loop, self.client, self.router.tls)
+        self.inbound = await self.end_tls()
         startup = await read_startup(self.inbound)
         try:
             params = parse_startup(startup)
@@ -338,9 +349,15 @@ class Session:
             raise Refused("57P03", f"{what} is not answering ({exc.strerror or exc})") from None
         return sock
 
+    async def end_tls(self) -> "Pipe":
+        """TLS with the client ends here, with the router's certificate (none: the connection closes)."""
+        if self.router.tls is None:
+            raise EOFError
+        return await wrap(self.loop, self.client, self.router.tls)
+
     async def refuse_in_tls(self, refusal: Refused) -> None:
         """The client is mid-handshake: finish it with the router's certificate, then say why."""
-        self.inbound = await wrap(self.loop, self.client, self.router.tls)
+        self.inbound = await self.end_tls()
         await read_startup(self.inbound)
         self.inbound.transport.write(error_response(refusal))
 
@@ -398,6 +415,98 @@ class Pipe(asyncio.Protocol):
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         return data
+
+
+class Splice:
+    """A passed-through connection: bytes move between the two sockets inside the kernel
+    (splice(2) through a pipe per direction), never copied into Python. Each direction reads
+    its source only while its pipe is empty, so a slow reader holds back its writer (flow
+    control), and an end of stream is passed on as a half-close."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, a: socket.socket, b: socket.socket):
+        self.loop = loop
+        self.sockets = (a, b)
+        self.closed = loop.create_future()
+        self.ways = [_Way(self, a, b), _Way(self, b, a)]
+
+    def way_done(self) -> None:
+        if all(way.done for way in self.ways):
+            self.close()
+
+    def close(self) -> None:
+        for way in self.ways:
+            way.stop()
+        for sock in self.sockets:
+            sock.close()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+_SPLICE_CHUNK = 1 << 20
+_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+
+class _Way:
+    def __init__(self, splice: Splice, src: socket.socket, dst: socket.socket):
+        self.splice, self.loop = splice, splice.loop
+        self.src, self.dst = src.fileno(), dst.fileno()
+        self.dst_socket = dst
+        self.read_end, self.write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:  # a larger pipe moves more per wakeup; the default (64 KiB) stays if refused
+            fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, _SPLICE_CHUNK)
+        except OSError:
+            pass
+        self.pending = 0  # bytes in the pipe, not yet given to dst
+        self.done = False
+        self.loop.add_reader(self.src, self.readable)
+
+    def readable(self) -> None:
+        try:
+            moved = os.splice(self.src, self.write_end, _SPLICE_CHUNK, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.splice.close()
+            return
+        if moved == 0:  # end of stream: pass the half-close on
+            self.loop.remove_reader(self.src)
+            try:
+                self.dst_socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self.done = True
+            self.splice.way_done()
+            return
+        self.pending += moved
+        self.flush()
+
+    def flush(self) -> None:
+        while self.pending:
+            try:
+                self.pending -= os.splice(self.read_end, self.dst, self.pending, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                # dst is full: read no more from src until it drains.
+                self.loop.remove_reader(self.src)
+                self.loop.add_writer(self.dst, self.writable)
+                return
+            except OSError:
+                self.splice.close()
+                return
+
+    def writable(self) -> None:
+        self.flush()
+        if not self.pending and not self.done:
+            self.loop.remove_writer(self.dst)
+            self.loop.add_reader(self.src, self.readable)
+
+    def stop(self) -> None:
+        if self.read_end < 0:
+            return
+        self.loop.remove_reader(self.src)
+        self.loop.remove_writer(self.dst)
+        os.close(self.read_end)
+        os.close(self.write_end)
+        self.read_end = self.write_end = -1
 
 
 def link(a: Pipe, b: Pipe) -> None:

@@ -54,6 +54,9 @@ IDLE_CHECK_S = 5
 # server's wake-up pipe and what libraries open.
 FILES_PER_THREAD = api.MAX_PROBES + 8
 FILES_RESERVED = 64
+# A routed connection: the client's socket and the upstream's, and for a passed-through one
+# the two pipes its bytes move through (agent.router.Splice).
+FILES_PER_ROUTED = 6
 # Looking up installed Postgres majors runs commands (pg_ctl --version, docker image ls);
 # info reuses the answer this long, so a burst of info calls does not fork a process each.
 POSTGRES_VERSIONS_TTL_S = 30.0
@@ -273,14 +276,16 @@ def ensure_open_files(config: AgentConfig) -> None:
 
     A server out of file descriptors fails every accept, so this is checked up front.
     """
-    needed = config.connection_limit + config.threads * FILES_PER_THREAD + FILES_RESERVED
+    routed = config.router_max_connections * FILES_PER_ROUTED
+    needed = config.connection_limit + config.threads * FILES_PER_THREAD + routed + FILES_RESERVED
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
         raise ConfigError(
             f"BERTH_AGENT_CONNECTION_LIMIT={config.connection_limit} with BERTH_AGENT_THREADS={config.threads} "
-            f"may need {needed} open files and this process may open {hard} (ulimit -n): lower them or raise it"
+            f"and BERTH_ROUTER_MAX_CONNECTIONS={config.router_max_connections} may need {needed} open files "
+            f"and this process may open {hard} (ulimit -n): lower them or raise it"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent.api import FileSpec, RouteSpec, RoutesRequest
 from templating.secrets import generate_tls_secrets
-from tests.agent_fixtures import AgentPool, start_agent
+from tests.agent_fixtures import AgentPool, make_root, start_agent
 from tests.stack import PORT_BASE, free_port_range, wait_for
 
 ADDRESS = "127.0.0.27"
@@ -303,3 +303,17 @@ def test_the_table_survives_an_agent_restart_without_passwords_on_disk(endpoint)
     endpoint.pooled(2)
     with endpoint.by_user(A) as pooled:
         assert port_of(pooled) == endpoint.ports[A]
+
+
+def test_without_openssl_the_agent_runs_and_the_router_says_it_has_no_certificate():
+    pool = AgentPool()
+    bin_dir = make_root()  # a PATH with what the process driver runs (as `postgres` too), and no openssl
+    pool.folders.append(bin_dir)
+    (bin_dir / "test").symlink_to(shutil.which("test"))
+    try:
+        agent = pool.start(env={"PATH": str(bin_dir)})
+        router = agent.client().info().router
+        assert router.db.listening and "install openssl" in router.db.error
+        assert not router.pooler.listening and "install openssl" in router.pooler.error
+    finally:
+        pool.close()
