@@ -157,6 +157,16 @@ def test_linked_commands_reach_the_database_through_the_router_with_a_password_a
         assert table in stats.stdout
         stack.linked("db", "lint", "--linked", token=token, cwd=workdir, password=password)
 
+    # Where db.<ref> cannot be reached, the CLI takes the linked pooler string (port 5432, user
+    # postgres.<ref>, a login role as cli_login_postgres.<ref>): the router's session path.
+    stack.resolve(POOLER)
+    for password in (PASSWORD, None):
+        listing = stack.linked("migration", "list", "--linked", "--debug", token=token, cwd=workdir, password=password)
+        assert listing.stdout.count("20260102000000") == 2
+        assert "Using connection pooler" in listing.stderr
+        assert ("Initialising login role" in listing.stderr) == (password is None)
+    stack.resolve(f"db.{ref}.{DOMAIN}", POOLER)
+
     login = LoginRole.objects.get(project__ref=ref)
     assert login.role == "cli_login_postgres" and not login.read_only
     project = Project.objects.get(ref=ref)
