@@ -25,6 +25,9 @@ DEFAULT_ROUTER_LISTEN = "0.0.0.0:5432"
 DEFAULT_POOLER_LISTEN = "0.0.0.0:6543"
 DEFAULT_PGBOUNCER_LISTEN = "127.0.0.1:6432"
 DEFAULT_ROUTER_MAX_CONNECTIONS = 2_000  # each takes up to 6 open files (agent.server)
+# Where scripts/postgres installs PostgreSQL in the checkout this agent runs from (pgbin/16/bin,
+# pgbin/17/bin, pgbin/clients/bin); an installed agent has no checkout and no such folder.
+CHECKOUT_POSTGRES = Path(__file__).resolve().parents[2] / "pgbin" / "*" / "bin"
 
 
 class ConfigError(Exception):
@@ -50,6 +53,9 @@ class AgentConfig:
     router_max_connections: int
     router_tls_cert: Path | None
     router_tls_key: Path | None
+    # Bin folders (or glob patterns of them) searched for PostgreSQL before the system's usual
+    # places (/usr/lib/postgresql/<major>/bin, ...), which are always searched.
+    postgres_path: tuple[str, ...] = ()
 
 
 def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
@@ -77,6 +83,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
         ),
         router_tls_cert=Path(cert) if cert else None,
         router_tls_key=Path(key) if key else None,
+        postgres_path=_postgres_path(environ),
     )
 
 
@@ -146,6 +153,19 @@ def _deadline(environ: Mapping[str, str]) -> float:
     if not 0 < seconds <= MAX_DEADLINE_S:
         raise ConfigError(f"BERTH_AGENT_DEADLINE={value!r} must be above 0 and at most {MAX_DEADLINE_S:g} seconds")
     return seconds
+
+
+def _postgres_path(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """BERTH_AGENT_POSTGRES_PATH: `:`-separated absolute bin folders or glob patterns of them
+    (`/opt/pg/*/bin`); by default the checkout's pgbin/*/bin, which it replaces."""
+    value = _get(environ, "BERTH_AGENT_POSTGRES_PATH")
+    if value is None:
+        return (str(CHECKOUT_POSTGRES),)
+    entries = tuple(entry.strip() for entry in value.split(":") if entry.strip())
+    relative = [entry for entry in entries if not entry.startswith("/")]
+    if relative:
+        raise ConfigError(f"BERTH_AGENT_POSTGRES_PATH: {relative[0]!r} is not an absolute path")
+    return entries
 
 
 def _whole(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
