@@ -15,6 +15,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -37,6 +38,8 @@ POOLER = f"pooler.{DOMAIN}"
 def _unusable() -> str | None:
     if shutil.which("unshare") is None or os.geteuid() != 0:
         return "needs root and unshare (util-linux) to give the CLI a hosts file of its own"
+    if not Path("/usr/share/postgresql/15/extension/plpgsql_check.control").exists():
+        return "plpgsql_check for PostgreSQL 15 is missing (the CLI's db lint creates it): scripts/db-packages"
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         return f"unshare -m is refused here: {probe.stderr.decode().strip()}"
