@@ -49,6 +49,7 @@ PROTOCOL_3 = 196608
 TLS_HANDSHAKE = 0x16
 HANDSHAKE_S = 10.0  # SSLRequest, ClientHello, TLS handshake, startup and upstream connect, together
 RETRY_S = 5.0  # how often an address that could not be bound is tried again
+ACCEPT_RETRY_S = 0.1  # after an accept that failed (out of open files)
 MAX_STARTUP = 10_000  # bytes; PostgreSQL's own limit on a startup packet
 _PEEK_WAIT_S = 0.005
 _ROLE_REF = re.compile(r"^(?P<role>.+)\.(?P<ref>[a-z][a-z0-9]{5,39})$")
@@ -170,7 +171,12 @@ class Router:
                 listener.error = reason
                 await asyncio.sleep(RETRY_S)
         while True:
-            client, _ = await self.loop.sock_accept(listener.sock)
+            try:
+                client, _ = await self.loop.sock_accept(listener.sock)
+            except OSError as exc:  # out of open files, say: the listener goes on once some close
+                log.warning("router %s address: accept failed: %s", listener.kind, exc.strerror or exc)
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.loop.create_task(self._serve(client, listener.kind))
 
