@@ -171,6 +171,8 @@ def main() -> int:
         agent, url = start_agent(
             root,
             token,
+            BERTH_ROUTER_LISTEN=f"127.0.0.1:{router_port}",
+            BERTH_POOLER_LISTEN=f"127.0.0.1:{pooler_port}",
             BERTH_PGBOUNCER_LISTEN=f"127.0.0.1:{pgbouncer_port}",
             BERTH_ROUTER_MAX_CONNECTIONS=str(args.idle + 100),
         )
