@@ -83,14 +83,26 @@ def push_routes(host: RuntimeHost, deadline: float | None = None) -> bool:
 
 
 def push_after(project: Project) -> None:
-    """After an operation: its host's table follows the project. Best effort, never raising:
-    the operation has ended either way, and `push_all` repairs a push that failed."""
+    """After an operation or a change of the pooler's settings: its host's table follows the
+    project, pushed by a task of its own, so neither the operation's task nor a web request
+    waits on the agent. Call it once the change is committed."""
+    from django_q.tasks import async_task  # loads django-q2's models, which cannot load while apps load
+
+    host_id = Project.objects.filter(pk=project.pk).values_list("host_id", flat=True).first()
+    if host_id is not None:
+        async_task("operations.tasks.push_host_routes", host_id, group="routes")
+
+
+def push_host(host_id: int) -> bool:
+    """The task `push_after` queues: best effort, never raising (`push_all` repairs a failure)."""
+    host = RuntimeHost.objects.filter(pk=host_id).first()
+    if host is None:
+        return False
     try:
-        host = RuntimeHost.objects.filter(projects=project.pk).first()
-        if host is not None:
-            push_routes(host)
+        return push_routes(host)
     except Exception:
-        log.exception("routes of project %s's host were not pushed", project.ref)
+        log.exception("routes of host %s were not pushed", host.name)
+        return False
 
 
 def push_all() -> int:

@@ -51,5 +51,9 @@ def push_routes() -> int:
     return routes.push_all()
 
 
+def push_host_routes(host_id: int) -> bool:
+    return routes.push_host(host_id)
+
+
 def reap_login_roles() -> int:
     return login_roles.reap_expired()

@@ -22,6 +22,7 @@ import pytest
 
 from operations.creation import create_project
 from orgs.actions import create_token
+from orgs.models import Organization
 from projects.models import LoginRole, Project, Status
 from tests.api_helpers import join, make_org, make_user
 from tests.interop.conftest import CLI, PASSWORD, Stack
@@ -125,18 +126,15 @@ def test_linked_commands_reach_the_database_through_the_router_with_a_password_a
     token = create_token(alice, name="cli")[1]
     stack.cli("orgs", "create", "Acme", token=token)
     [org] = stack.cli_json("orgs", "list", token=token)
-    ref = stack.cli_json(
-        "projects",
-        "create",
-        "Orders",
-        "--org-id",
-        org["id"],
-        "--db-password",
-        PASSWORD,
-        "--region",
-        "us-east-1",
-        token=token,
-    )["ref"]
+    # PostgreSQL 15, whose Debian package has plpgsql_check (the CLI's `db lint` creates it);
+    # the CLI's `projects create` takes no version and the API would pick the newest a host runs.
+    ref = create_project(
+        name="Orders",
+        postgres_major=15,
+        template="postgres",
+        organization=Organization.objects.get(slug=org["id"]),
+        postgres_password=PASSWORD,
+    ).ref
     wait_for(
         lambda: Project.objects.get(ref=ref).status == Status.ACTIVE_HEALTHY, timeout=120, interval=1, what="healthy"
     )

@@ -76,13 +76,19 @@ def test_a_push_records_the_routers_status_on_the_host(postgres, monkeypatch):
     assert host.router_status()["routes"] == 1 and host.router_status()["db"]["listening"] is True
 
 
-def test_a_push_after_an_operation_never_raises_when_the_agent_is_away(postgres, monkeypatch):
+def test_a_push_after_an_operation_is_a_task_of_its_own_that_never_raises(postgres, monkeypatch):
+    import django_q.tasks
+
     import hosts.agents
 
     host = make_host()
     project = placed(host, 20000, postgres)
+    queued = []
+    monkeypatch.setattr(django_q.tasks, "async_task", lambda func, *args, **kwargs: queued.append((func, args)))
+    routes.push_after(project)  # the operation's task does not wait on the agent
+    assert queued == [("operations.tasks.push_host_routes", (host.pk,))]
     monkeypatch.setattr(hosts.agents, "client_for", RecordingAgent(error=AgentUnreachable("no route to host")))
-    routes.push_after(project)  # logged; the periodic push repairs it
+    assert routes.push_host(host.pk) is False  # logged; the periodic push repairs it
     host.refresh_from_db()
     assert host.router_status() is None
 
