@@ -14,7 +14,8 @@ One info call comes first, alone (the agent looked compose and the Postgres majo
 before it listened, and looks the majors up again every 30 s). Then it
 prints the /v1/info latency (p50, p95, max: measured from each request's scheduled start,
 so a load generator falling behind counts against the agent, not for it), the errors,
-the highest thread count against the pool plus waitress's one event-loop thread, and
+the highest thread count against the pool plus the agent's three loops (waitress's, the
+database router's and the pooler's worker), and
 how many idle connections the agent still held at the end. Exits 1 when a request
 failed or took over `--target` seconds, or the threads exceeded the pool. The agent is
 stopped by its pid and its root removed. Traffic goes to 127.0.0.1 only.
