@@ -56,7 +56,7 @@ def create_login_role(project: Project, *, read_only: bool, actor=None) -> tuple
     sql = (
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
         f"CREATE ROLE {role}; END IF; END $$; "
-        f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER PASSWORD '{password}' VALID UNTIL '{expires_at.isoformat()}'; "
+        f"ALTER ROLE {role} WITH LOGIN PASSWORD '{password}' VALID UNTIL '{expires_at.isoformat()}'; "
         f"{grants}"
     )
     _run(project, sql)
