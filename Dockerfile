@@ -59,11 +59,12 @@ CMD ["web"]
 
 # The agent drives the host's Docker engine through its socket, so it runs as root. It
 # needs the docker CLI (taken alone from Debian's docker.io: no engine, containerd or runc)
-# and compose (Debian's docker-compose, v1; the driver uses `docker compose` where it works).
+# and compose (Debian's docker-compose, v1; the driver uses `docker compose` where it works),
+# and for its database router PgBouncer (the pooler) and openssl (its self-signed certificate).
 # The tools come before the code, so a code change does not re-run apt.
 FROM python AS agent
 RUN apt-get update \
- && apt-get install -y --no-install-recommends docker-compose \
+ && apt-get install -y --no-install-recommends docker-compose pgbouncer openssl \
  && cd /tmp && apt-get download docker.io \
  && dpkg-deb --fsys-tarfile docker.io_*.deb | tar -x -C / ./usr/bin/docker \
  && rm -f docker.io_*.deb \

@@ -14,7 +14,8 @@ One info call comes first, alone (the agent looked compose and the Postgres majo
 before it listened, and looks the majors up again every 30 s). Then it
 prints the /v1/info latency (p50, p95, max: measured from each request's scheduled start,
 so a load generator falling behind counts against the agent, not for it), the errors,
-the highest thread count against the pool plus waitress's one event-loop thread, and
+the highest thread count against the pool plus the agent's three loops (waitress's, the
+database router's and the pooler's worker), and
 how many idle connections the agent still held at the end. Exits 1 when a request
 failed or took over `--target` seconds, or the threads exceeded the pool. The agent is
 stopped by its pid and its root removed. Traffic goes to 127.0.0.1 only.
@@ -38,7 +39,9 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 from agent.config import DEFAULT_THREADS  # noqa: E402  (needs platform/ on the path)
 
-LOOP_THREADS = 1  # waitress serves every connection from one event-loop thread, the main one
+# Besides the pool: waitress's event loop (the main thread, serving every connection), and the
+# database router's loop and the pooler's worker (agent.endpoint), none of them per connection.
+LOOP_THREADS = 3
 START_DEADLINE_S = 20.0
 SAMPLE_EVERY_S = 0.05
 
@@ -72,6 +75,8 @@ def start_agent(root: Path, token: str, threads: int) -> tuple[subprocess.Popen,
         "BERTH_AGENT_LISTEN": "127.0.0.1:0",
         "BERTH_AGENT_DRIVER": "process",
         "BERTH_AGENT_THREADS": str(threads),
+        "BERTH_ROUTER_LISTEN": "127.0.0.1:0",
+        "BERTH_POOLER_LISTEN": "127.0.0.1:0",
     }
     process = subprocess.Popen([sys.executable, "platform/agent"], cwd=ROOT, env=env, stdout=subprocess.PIPE)
     os.set_blocking(process.stdout.fileno(), False)
@@ -199,7 +204,7 @@ def report(args: argparse.Namespace, flood: Flood, still_open: int) -> int:
         figures = f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
         print(f"answered {len(latencies)} of {int(args.rate * args.seconds)}: {figures}")
     print(f"errors: {len(flood.errors)}" + (f" (first: {flood.errors[0]})" if flood.errors else ""))
-    print(f"threads: at most {flood.max_threads} (pool {args.threads} + {LOOP_THREADS} event loop = {bound})")
+    print(f"threads: at most {flood.max_threads} (pool {args.threads} + {LOOP_THREADS} loops = {bound})")
     print(f"idle connections the agent still held at the end: {still_open} of {args.idle}")
     ok = bool(latencies) and not flood.errors and latencies[-1] <= args.target and flood.max_threads <= bound
     print("OK" if ok else "FAILED")

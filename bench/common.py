@@ -91,11 +91,13 @@ def default_settings() -> dict:
     }
 
 
-def start_agent(root: Path, token: str) -> tuple[subprocess.Popen, str]:
+def start_agent(root: Path, token: str, **settings: str) -> tuple[subprocess.Popen, str]:
     """A local agent with the process driver on a free loopback port, and its URL; the
-    caller stops it by its pid."""
+    caller stops it by its pid. Its database router and pooler listen on ports the system
+    picks unless `settings` (BERTH_* variables) say otherwise."""
     env = {**os.environ, "BERTH_AGENT_TOKEN": token, "BERTH_AGENT_ROOT": str(root), "BERTH_AGENT_LISTEN": "127.0.0.1:0"}
-    env["BERTH_AGENT_DRIVER"] = "process"
+    env.update(BERTH_AGENT_DRIVER="process", BERTH_ROUTER_LISTEN="127.0.0.1:0", BERTH_POOLER_LISTEN="127.0.0.1:0")
+    env.update(settings)
     agent = subprocess.Popen(
         [sys.executable, "platform/agent"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )

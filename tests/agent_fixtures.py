@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.client import AgentClient
+from tests.stack import PORT_BASE, free_port_range
 
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = 20.0
@@ -96,6 +97,11 @@ def start_agent(root: Path, *, driver: str = "process", env: dict | None = None)
         "BERTH_AGENT_ROOT": str(root),
         "BERTH_AGENT_LISTEN": "127.0.0.1:0",
         "BERTH_AGENT_DRIVER": driver,
+        # The router and pooler on ports the system picks, and PgBouncer on a free one of the
+        # test window: 5432 and 6543 are taken or shared on a development machine.
+        "BERTH_ROUTER_LISTEN": "127.0.0.1:0",
+        "BERTH_POOLER_LISTEN": "127.0.0.1:0",
+        "BERTH_PGBOUNCER_LISTEN": f"127.0.0.1:{free_port_range(1, PORT_BASE + 500)}",
         **(env or {}),
     }
     with open(log, "wb") as stderr:

@@ -96,6 +96,8 @@ def test_the_postgres_search_path_is_the_checkouts_pgbin_unless_set(tmp_path):
 def start(env: dict, open_files: int | None = None) -> subprocess.CompletedProcess:
     """Run the agent to its exit; `open_files` caps its open files (soft and hard)."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("BERTH_AGENT")}
+    # The database router on ports the system picks: 5432 and 6543 are shared on this machine.
+    base.update(BERTH_ROUTER_LISTEN="127.0.0.1:0", BERTH_POOLER_LISTEN="127.0.0.1:0")
 
     def cap():
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
@@ -136,6 +138,7 @@ def test_python_dash_m_agent_starts_too(tmp_path):
     base = {key: value for key, value in os.environ.items() if not key.startswith("BERTH_AGENT")}
     env = {**base, "PYTHONPATH": str(ROOT / "platform"), "BERTH_AGENT_ROOT": str(tmp_path), "BERTH_AGENT_TOKEN": TOKEN}
     env.update(BERTH_AGENT_LISTEN="127.0.0.1:0", BERTH_AGENT_DRIVER="docker")
+    env.update(BERTH_ROUTER_LISTEN="127.0.0.1:0", BERTH_POOLER_LISTEN="127.0.0.1:0")
     process = subprocess.Popen([sys.executable, "-m", "agent"], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert "listening on http://127.0.0.1:" in process.stdout.readline()

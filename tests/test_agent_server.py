@@ -12,6 +12,7 @@ import pytest
 from agent import server
 from agent.client import AgentTimeout
 from agent.config import load_config
+from agent.endpoint import Endpoint
 from agent.probes import ProbeHost
 from agent.server import UNAUTHORIZED, Agent, BearerAuth, respond
 
@@ -53,10 +54,11 @@ def test_idle_connections_take_no_threads(agent_factory):
         open_idle(stack, agent, 100)
         open_idle(stack, agent, 100, first_bytes=b"GET /v1/info HTTP/1.1\r\nHost: x\r\n")
         time.sleep(0.5)  # let the server accept them all
-        # The pool's threads plus the main thread, which runs the event loop.
-        assert threads_of(pid) <= 4 + 1
+        # The pool's threads, the main thread (which runs the event loop), the database
+        # router's loop and the pooler's worker (agent.endpoint): none per connection.
+        assert threads_of(pid) <= 4 + 3
         assert agent.client(deadline=10).info().driver == "process"
-        assert threads_of(pid) <= 4 + 1
+        assert threads_of(pid) <= 4 + 3
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(agent_factory):
@@ -174,12 +176,18 @@ class CountingDriver:
 def test_info_looks_the_postgres_majors_up_at_most_once_a_ttl(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "compose_command", lambda: None)
     driver = CountingDriver()
-    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    agent = unstarted_agent(tmp_path, driver)
     assert [agent.info().postgres_versions for _ in range(3)] == [[15]] * 3
     assert driver.lookups == 1
     later = time.monotonic() + server.POSTGRES_VERSIONS_TTL_S
     monkeypatch.setattr(server.time, "monotonic", lambda: later)
     assert agent.info().postgres_versions == [15] and driver.lookups == 2
+
+
+def unstarted_agent(tmp_path, driver) -> Agent:
+    """An agent whose server and database endpoint were never started (info still answers)."""
+    config = load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)})
+    return Agent(config, driver, LOOPBACK, Endpoint(config, LOOPBACK.host))
 
 
 class FlakyDriver(CountingDriver):
@@ -197,7 +205,7 @@ class FlakyDriver(CountingDriver):
 def test_info_keeps_no_answer_from_a_lookup_that_timed_out(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "compose_command", lambda: None)
     driver = FlakyDriver()
-    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    agent = unstarted_agent(tmp_path, driver)
     with pytest.raises(server.ApiError) as raised:
         agent.info()
     assert raised.value.status == 504
@@ -207,7 +215,7 @@ def test_info_keeps_no_answer_from_a_lookup_that_timed_out(tmp_path, monkeypatch
 def test_warm_looks_up_before_serving_so_the_first_info_runs_no_command(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "compose_command", lambda: None)
     driver = CountingDriver()
-    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    agent = unstarted_agent(tmp_path, driver)
     agent.warm()
     assert driver.lookups == 1
     assert agent.info().postgres_versions == [15] and driver.lookups == 1
@@ -216,7 +224,7 @@ def test_warm_looks_up_before_serving_so_the_first_info_runs_no_command(tmp_path
 def test_warm_survives_a_lookup_that_timed_out_and_info_looks_again(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(server, "compose_command", lambda: None)
     driver = FlakyDriver()
-    agent = Agent(load_config({"BERTH_AGENT_TOKEN": TOKEN, "BERTH_AGENT_ROOT": str(tmp_path)}), driver, LOOPBACK)
+    agent = unstarted_agent(tmp_path, driver)
     agent.warm()
     assert "outlived its deadline" in caplog.text
     assert agent.info().postgres_versions == [15] and driver.lookups == 2

@@ -56,19 +56,21 @@ def test_the_pooler_config_is_what_the_cli_link_accepts(alice, org, postgres, se
     response = api_as(alice).get(f"/v1/projects/{project.ref}/config/database/pooler")
     assert response.status_code == 200
     (pooler,) = response.json()
-    host = f"db.{project.ref}.db.example.test"
+    # The pooler of the project's host (none yet: the default name); the CLI's link turns the
+    # transaction-mode port 6543 into 5432 (session mode) for its own commands.
+    host = "pooler.db.example.test"
     assert pooler == {
         "identifier": project.ref,
         "database_type": "PRIMARY",
         "db_user": f"postgres.{project.ref}",
         "db_host": host,
-        "db_port": 5432,
+        "db_port": 6543,
         "db_name": "postgres",
-        "connection_string": f"postgresql://postgres.{project.ref}:[YOUR-PASSWORD]@{host}:5432/postgres",
-        "connectionString": f"postgresql://postgres.{project.ref}:[YOUR-PASSWORD]@{host}:5432/postgres",
-        "pool_mode": "session",
-        "default_pool_size": None,
-        "max_client_conn": None,
+        "connection_string": f"postgresql://postgres.{project.ref}:[YOUR-PASSWORD]@{host}:6543/postgres",
+        "connectionString": f"postgresql://postgres.{project.ref}:[YOUR-PASSWORD]@{host}:6543/postgres",
+        "pool_mode": "transaction",
+        "default_pool_size": 15,
+        "max_client_conn": 200,
         "is_using_scram_auth": True,
     }
 

@@ -75,3 +75,32 @@ def test_agent_flood_runs_to_its_figures():
     )
     assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert "p95" in done.stdout, done.stdout
+
+
+def test_router_bench_runs_to_its_figures_and_stops_what_it_started():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/router.py",
+            "--connects",
+            "2",
+            "--copy-mb",
+            "1",
+            "--copy-rounds",
+            "1",
+            "--idle",
+            "5",
+            "--ports",
+            str(int(os.environ.get("BERTH_TEST_PORT_BASE", "24000")) + 580),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "router / direct throughput" in done.stdout and "idle clients" in done.stdout, done.stdout
+    first = done.stdout.splitlines()[0]
+    pid, root = int(first.split("agent pid ")[1].split(",")[0]), Path(first.split("root ")[1])
+    assert not root.exists()
+    assert not Path(f"/proc/{pid}").exists()

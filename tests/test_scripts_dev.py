@@ -10,11 +10,15 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from tests.agent_fixtures import make_root, stop_clusters
 from tests.stack import PORT_BASE, free_port_range, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_BLOCK = 20
+ROUTER_ADDRESS = "127.0.0.28"
 
 
 def process_start(pid: int) -> tuple[str, str] | None:
@@ -140,7 +144,12 @@ def test_dev_on_moved_ports_stops_everything_it_started_on_ctrl_c_and_starts_the
         BERTH_WEB_PORT=str(web),
         BERTH_DEV_AGENT_PORT=str(agent),
         BERTH_DEV_RUNTIME_PORTS=f"{runtimes}-{runtimes + RUNTIME_BLOCK * 2 - 1}",
+        # The local router on a loopback address of this test's, and the names in a hosts file
+        # of its own: the machine's /etc/hosts is never edited by a test.
+        BERTH_DEV_ROUTER_ADDRESS=ROUTER_ADDRESS,
+        BERTH_DEV_HOSTS_FILE=str(tmp_path / "hosts"),
     )
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
     log = tmp_path / "dev.log"
     # `./manage.py` as the README writes it: outside the venv, without DEBUG set.
     cli = {**env, "PATH": os.environ["PATH"].replace(str(ROOT / ".venv" / "bin") + os.pathsep, "")}
@@ -167,12 +176,31 @@ def test_dev_on_moved_ports_stops_everything_it_started_on_ctrl_c_and_starts_the
         [row] = [line for line in listing.splitlines() if line.rstrip().endswith("devtest")]
         ref = row.split()[0]
         [server] = postmasters(var)
+        # The local names point at the local router, which routes db.<ref> to the runtime:
+        # its own server answers (and refuses a wrong password).
+        name = f"db.{ref}.berth.localhost"
+        until(first, lambda: f"{ROUTER_ADDRESS} {name}" in (tmp_path / "hosts").read_text(), timeout=30, what=name)
+        assert "127.0.0.1 localhost" in (tmp_path / "hosts").read_text()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(
+                host=name,
+                hostaddr=ROUTER_ADDRESS,
+                port=5432,
+                user="postgres",
+                password="wrong-password",
+                sslmode="require",
+                connect_timeout=10,
+            )
+        pgbouncer = var / "runtimes" / ".berth-pooler" / "pgbouncer.pid"
+        until(first, pgbouncer.exists, timeout=60, what="PgBouncer, once the project is pooled")
         first.note(var)
-        assert len(first.started) >= 5, first.started  # honcho, web (and its reloader), worker, agent, Postgres
+        # honcho, web (and its reloader), worker, agent, devnames, Postgres, PgBouncer
+        assert len(first.started) >= 7, first.started
         assert first.interrupt() in (0, 130), log.read_text()
         assert first.still_running() == [], log.read_text()
         assert process_start(server) in (None, ("Z", first.started[server][1]))  # gone (a zombie has ended)
         assert f"stopped 1 runtime(s): {ref}" in log.read_text()
+        assert (tmp_path / "hosts").read_text() == "127.0.0.1 localhost\n"  # the block went with scripts/dev
 
         second = Dev(env, log)
         until(second, lambda: postmasters(var), timeout=120, what="the runtime to start again")

@@ -164,3 +164,23 @@ def test_it_costs_the_same_queries_for_3_and_300_projects(staff_client, tmp_path
         return len(captured)
 
     assert queries_for(3) == queries_for(300)
+
+
+def test_it_shows_the_database_endpoint_and_why_an_address_is_not_served(staff_client):
+    router = {
+        "db": {"address": "0.0.0.0:5432", "listening": False, "error": "cannot listen on 0.0.0.0:5432: Address in use"},
+        "pooler": {"address": "0.0.0.0:6543", "listening": True},
+        "pgbouncer": {"address": "127.0.0.1:6432", "listening": True},
+        "routes": 3,
+        "pooled": 2,
+        "connections": 7,
+    }
+    make_reported_host(
+        name="west", capabilities={**PROCESS_CAPABILITIES, "router": router}, pooler_host="pooler-w.example.com"
+    )
+    never = make_host(name="never")
+    html = unescape(staff_client.get(reverse("dashboard:hosts")).content.decode())
+    assert "✕ router 0.0.0.0:5432" in html and "cannot listen on 0.0.0.0:5432: Address in use" in html
+    assert "● pooler 0.0.0.0:6543" in html
+    assert "3 routed · 2 pooled · 7 connections · pooler name pooler-w.example.com" in html
+    assert never.router_status() is None and "no router reported" in html

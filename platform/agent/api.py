@@ -145,7 +145,46 @@ class QueryRequest(Request):
     deadline_s: Seconds | None = None  # the statement's; may shorten the agent's default, never lengthen it
 
 
+class RouteSpec(Request):
+    """One project's database as this host's router serves it (agent.router)."""
+
+    ref: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9]{5,39}$")]
+    port: RuntimePort  # the runtime's own database port on this host
+    host: Text | None = None  # None: the agent's probe host
+    paused: bool = False  # stopped on purpose: clients are told so, never routed
+    max_client_conn: Annotated[int, Meta(ge=1, le=100_000)] = 200  # client connections at once, both addresses
+    pool_size: Annotated[int, Meta(ge=1, le=10_000)] = 15  # the pooler's server connections
+    # The superuser's password: only to prepare the pooler's auth role in the project's
+    # database (agent.pooler); never written to disk or logged.
+    password: str = ""
+
+
+class RoutesRequest(Request):
+    """The whole route table of this host; it replaces the one before."""
+
+    domain: Annotated[str, Meta(pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")]
+    routes: list[RouteSpec] = []
+
+
 # Replies
+
+
+class ListenerStatus(Reply):
+    address: str  # host:port, as configured
+    listening: bool
+    error: str | None = None  # why it does not listen (retried every few seconds)
+
+
+class RouterStatus(Reply):
+    """The router and pooler of this host, as `/v1/info` and `PUT /v1/routes` report them."""
+
+    db: ListenerStatus
+    pooler: ListenerStatus
+    pgbouncer: ListenerStatus  # the PgBouncer the pooler address hands connections to
+    routes: int = 0
+    pooled: int = 0  # routes PgBouncer serves (their auth role is prepared)
+    connections: int = 0
+    domain: str | None = None
 
 
 class AgentInfo(Reply):
@@ -158,10 +197,11 @@ class AgentInfo(Reply):
     compose: str | None
     # The kernel's ephemeral port range [low, high]; None when the agent cannot read it (or predates it).
     ephemeral_ports: list[int] | None = None
+    router: RouterStatus | None = None  # None from an agent that predates the router
 
     def as_capabilities(self) -> dict:
-        """What a runtime host records of its agent."""
-        return msgspec.structs.asdict(self)
+        """What a runtime host records of its agent, as JSON values (the router's status nested)."""
+        return {**msgspec.structs.asdict(self), "router": msgspec.to_builtins(self.router)}
 
 
 class FilesReply(Reply):

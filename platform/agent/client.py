@@ -183,6 +183,10 @@ class AgentClient:
         path, reply_s = f"/v1/runtimes/{ref}/query", query_s + REPLY_MARGIN_S
         return self._call("POST", path, api.QueryReply, request=request, deadline_s=reply_s).rows
 
+    def routes(self, request: api.RoutesRequest) -> api.RouterStatus:
+        """Replace this host's route table (agent.endpoint); the router's status after it."""
+        return self._call("PUT", "/v1/routes", api.RouterStatus, request=request)
+
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
         path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s, self.operation)

@@ -20,6 +20,11 @@ DEFAULT_THREADS = 16  # requests handled at once; more wait in the server's queu
 DEFAULT_CONNECTION_LIMIT = 1000  # open connections; past it new ones wait in the listen backlog
 DEFAULT_MAX_BODY_MB = 16
 DEFAULT_IDLE_TIMEOUT_S = 30  # a connection with no request in progress and no traffic is closed
+# The database endpoint (agent.router, agent.pooler): the ports the Supabase CLI dials.
+DEFAULT_ROUTER_LISTEN = "0.0.0.0:5432"
+DEFAULT_POOLER_LISTEN = "0.0.0.0:6543"
+DEFAULT_PGBOUNCER_LISTEN = "127.0.0.1:6432"
+DEFAULT_ROUTER_MAX_CONNECTIONS = 2_000  # each takes up to 6 open files (agent.server)
 # Where scripts/postgres installs PostgreSQL in the checkout this agent runs from (pgbin/16/bin,
 # pgbin/17/bin, pgbin/clients/bin); an installed agent has no checkout and no such folder.
 CHECKOUT_POSTGRES = Path(__file__).resolve().parents[2] / "pgbin" / "*" / "bin"
@@ -42,6 +47,12 @@ class AgentConfig:
     connection_limit: int
     max_body_bytes: int
     idle_timeout_s: int
+    router_listen: tuple[str, int]
+    pooler_listen: tuple[str, int]
+    pgbouncer_listen: tuple[str, int]
+    router_max_connections: int
+    router_tls_cert: Path | None
+    router_tls_key: Path | None
     # Bin folders (or glob patterns of them) searched for PostgreSQL before the system's usual
     # places (/usr/lib/postgresql/<major>/bin, ...), which are always searched.
     postgres_path: tuple[str, ...] = ()
@@ -49,6 +60,9 @@ class AgentConfig:
 
 def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
     host, port = _listen(environ)
+    cert, key = _get(environ, "BERTH_ROUTER_TLS_CERT_FILE"), _get(environ, "BERTH_ROUTER_TLS_KEY_FILE")
+    if (cert is None) != (key is None):
+        raise ConfigError("set both BERTH_ROUTER_TLS_CERT_FILE and BERTH_ROUTER_TLS_KEY_FILE, or neither")
     return AgentConfig(
         listen_host=host,
         listen_port=port,
@@ -61,6 +75,14 @@ def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
         connection_limit=_whole(environ, "BERTH_AGENT_CONNECTION_LIMIT", DEFAULT_CONNECTION_LIMIT, 1, 100_000),
         max_body_bytes=_whole(environ, "BERTH_AGENT_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, 1, 1024) << 20,
         idle_timeout_s=_whole(environ, "BERTH_AGENT_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S, 1, 3600),
+        router_listen=_address(environ, "BERTH_ROUTER_LISTEN", DEFAULT_ROUTER_LISTEN),
+        pooler_listen=_address(environ, "BERTH_POOLER_LISTEN", DEFAULT_POOLER_LISTEN),
+        pgbouncer_listen=_address(environ, "BERTH_PGBOUNCER_LISTEN", DEFAULT_PGBOUNCER_LISTEN),
+        router_max_connections=_whole(
+            environ, "BERTH_ROUTER_MAX_CONNECTIONS", DEFAULT_ROUTER_MAX_CONNECTIONS, 1, 1_000_000
+        ),
+        router_tls_cert=Path(cert) if cert else None,
+        router_tls_key=Path(key) if key else None,
         postgres_path=_postgres_path(environ),
     )
 
@@ -71,11 +93,15 @@ def _get(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def _listen(environ: Mapping[str, str]) -> tuple[str, int]:
-    value = _get(environ, "BERTH_AGENT_LISTEN") or DEFAULT_LISTEN
+    return _address(environ, "BERTH_AGENT_LISTEN", DEFAULT_LISTEN)
+
+
+def _address(environ: Mapping[str, str], name: str, default: str) -> tuple[str, int]:
+    value = _get(environ, name) or default
     host, sep, port_text = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:8470
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"BERTH_AGENT_LISTEN={value!r} is not host:port (e.g. {DEFAULT_LISTEN})")
+        raise ConfigError(f"{name}={value!r} is not host:port (e.g. {default})")
     return host, int(port_text)
 
 

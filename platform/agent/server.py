@@ -35,6 +35,7 @@ from agent import AGENT_VERSION, API_VERSION, api
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
+from agent.endpoint import Endpoint
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
 from agent.portcheck import check_ports, ephemeral_ports
@@ -53,6 +54,9 @@ IDLE_CHECK_S = 5
 # server's wake-up pipe and what libraries open.
 FILES_PER_THREAD = api.MAX_PROBES + 8
 FILES_RESERVED = 64
+# A routed connection: the client's socket and the upstream's, and for a passed-through one
+# the two pipes its bytes move through (agent.router.Splice).
+FILES_PER_ROUTED = 6
 # Looking up installed Postgres majors runs commands (pg_ctl --version, docker image ls);
 # info reuses the answer this long, so a burst of info calls does not fork a process each.
 POSTGRES_VERSIONS_TTL_S = 30.0
@@ -63,10 +67,11 @@ _ACTION = r"(?P<action>up|down|restart)"
 class Agent:
     """The API over this host's runtimes, as a WSGI application (behind BearerAuth)."""
 
-    def __init__(self, config: AgentConfig, driver: Driver, probe_host: ProbeHost):
+    def __init__(self, config: AgentConfig, driver: Driver, probe_host: ProbeHost, endpoint: Endpoint):
         self.config = config
         self.driver = driver
         self.probe_host = probe_host
+        self.endpoint = endpoint
         self.runtimes = Runtimes(config.root, driver, config.deadline_s)
         self._versions_lock = threading.Lock()
         self._versions: tuple[float, list[int]] = (-POSTGRES_VERSIONS_TTL_S, [])
@@ -105,6 +110,7 @@ class Agent:
             postgres_versions=self.postgres_versions(),
             compose=" ".join(compose) if compose else None,
             ephemeral_ports=ephemeral_ports(),
+            router=self.endpoint.status(),
         )
 
     def warm(self) -> None:
@@ -163,6 +169,9 @@ class Agent:
     def check_ports(self, body: api.PortsRequest) -> api.PortCheck:
         return check_ports(body.ports)
 
+    def routes(self, body: api.RoutesRequest) -> api.RouterStatus:
+        return self.endpoint.update(body)
+
     def health(self, body: api.HealthRequest) -> api.HealthReply:
         deadline = self.runtimes.deadline(body.deadline_s)
         return api.HealthReply(run_probes(body.probes, self.probe_host.host, deadline.seconds))
@@ -189,6 +198,7 @@ ROUTES = (
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
+    Route("PUT", re.compile(r"/v1/routes"), Agent.routes, body=api.RoutesRequest),
 )
 
 
@@ -266,14 +276,16 @@ def ensure_open_files(config: AgentConfig) -> None:
 
     A server out of file descriptors fails every accept, so this is checked up front.
     """
-    needed = config.connection_limit + config.threads * FILES_PER_THREAD + FILES_RESERVED
+    routed = config.router_max_connections * FILES_PER_ROUTED
+    needed = config.connection_limit + config.threads * FILES_PER_THREAD + routed + FILES_RESERVED
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
         raise ConfigError(
             f"BERTH_AGENT_CONNECTION_LIMIT={config.connection_limit} with BERTH_AGENT_THREADS={config.threads} "
-            f"may need {needed} open files and this process may open {hard} (ulimit -n): lower them or raise it"
+            f"and BERTH_ROUTER_MAX_CONNECTIONS={config.router_max_connections} may need {needed} open files "
+            f"and this process may open {hard} (ulimit -n): lower them or raise it"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
@@ -285,7 +297,7 @@ def build_agent(config: AgentConfig) -> Agent:
         driver.name,
         engine_shares_network=driver.name == "docker" and engine_shares_network(),
     )
-    return Agent(config, driver, probe_host)
+    return Agent(config, driver, probe_host, Endpoint(config, probe_host.host))
 
 
 def build_server(agent: Agent):
@@ -327,8 +339,10 @@ def main() -> int:
         f"root {config.root}, {config.threads} threads, at most {config.connection_limit} connections)",
         flush=True,
     )
+    agent.endpoint.start()
     try:
         server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:
         server.close()
+        agent.endpoint.stop()
     return 0

@@ -1,8 +1,10 @@
-"""POST /v1/projects/{ref}/database/query and GET /v1/projects/{ref}/config/database/pooler.
+"""/v1/projects/{ref}: database/query, config/database/pooler (GET, PATCH), cli/login-role (POST, DELETE).
 
 Queries run on the project's own database through its host's agent (runtimes listen where
 only their host reaches them), within BERTH_API_QUERY_DEADLINE and the row and byte caps.
-The audit trail records that a query ran and how it ended, never the SQL or its rows."""
+The audit trail records that a query ran and how it ended, never the SQL or its rows.
+The pooler's address is the project's host's router (agent.router); login roles are
+operations.login_roles'."""
 
 from django.conf import settings
 from django.db import transaction
@@ -10,35 +12,39 @@ from ninja import Router, Status
 
 from agent.api import QueryRequest
 from agent.client import AgentError, AgentTimeout
-from api.access import project_for
+from api.access import caller, project_for
 from api.audit import token_used
 from api.errors import ApiError, forbidden
-from api.projects import database_host
-from api.schemas import Message, PoolerConfigOut, QueryIn
+from api.schemas import (
+    LoginRoleIn,
+    LoginRoleOut,
+    Message,
+    PoolerConfigOut,
+    PoolerConfigPatch,
+    PoolerConfigPatched,
+    QueryIn,
+)
 from audit.models import Action
 from hosts import agents
+from hosts.models import default_pooler_host
+from operations import routes
+from operations.login_roles import LoginRoleFailed, create_login_role, delete_login_roles
 from orgs.models import Role
 from projects.models import Project
-from templating.manifest import manifest_of
 
 router = Router(tags=["database"])
-DIRECT_PORT = 5432  # the CLI connects to the pooler host on 5432 whatever the string says
+POOLER_PORT = 6543  # transaction mode; the CLI's link turns it into 5432 (session mode) for itself
 
 
 def query_target(project: Project) -> dict:
     """Where the agent finds the project's database: its leased db port and the superuser."""
-    block = getattr(project, "port_block", None)
-    slots = manifest_of(project.template_version).ports
-    if project.host is None or block is None or "db" not in slots:
-        raise ApiError(400, f"Project {project.ref} has no database running yet")
-    target = {
-        "port": block.first_port + slots["db"],
-        "user": "postgres",
-        "password": project.secrets["postgres_password"],
-        "dbname": "postgres",
-    }
-    if project.host.probe_host_override:
-        target["host"] = project.host.probe_host_override
+    try:
+        host, port = routes.db_endpoint(project)
+    except routes.NoDatabase as error:
+        raise ApiError(400, str(error)) from None
+    target = {"port": port, "user": "postgres", "password": project.secrets["postgres_password"], "dbname": "postgres"}
+    if host:
+        target["host"] = host
     return target
 
 
@@ -81,29 +87,91 @@ def _audit(request, project, body: QueryIn, outcome: str, **detail) -> None:
         token_used(request, Action.PROJECT_QUERY, project=project, read_only=body.read_only, outcome=outcome, **detail)
 
 
+def pooler_host(project: Project) -> str:
+    return project.host.pooler_address() if project.host else default_pooler_host()
+
+
 @router.get(
     "/{ref}/config/database/pooler",
     response={200: list[PoolerConfigOut], 404: Message},
-    summary="Connection details as the Supabase CLI's link reads them",
+    summary="The pooler's address and settings (the project's host's router, PgBouncer in transaction mode)",
 )
 def pooler_config(request, ref: str):
     project = project_for(request, ref)
-    user = f"postgres.{project.ref}"
-    host = database_host(project.ref)
-    url = f"postgresql://{user}:[YOUR-PASSWORD]@{host}:{DIRECT_PORT}/postgres"
+    user, host = f"postgres.{project.ref}", pooler_host(project)
+    url = f"postgresql://{user}:[YOUR-PASSWORD]@{host}:{POOLER_PORT}/postgres"
     return [
         {
             "identifier": project.ref,
             "database_type": "PRIMARY",
             "db_user": user,
             "db_host": host,
-            "db_port": DIRECT_PORT,
+            "db_port": POOLER_PORT,
             "db_name": "postgres",
             "connection_string": url,
             "connectionString": url,
-            "pool_mode": "session",
-            "default_pool_size": None,
-            "max_client_conn": None,
+            "pool_mode": "transaction",
+            "default_pool_size": project.pool_size,
+            "max_client_conn": project.max_client_conn,
             "is_using_scram_auth": True,
         }
     ]
+
+
+@router.patch(
+    "/{ref}/config/database/pooler",
+    response={200: PoolerConfigPatched, 400: Message, 403: Message, 404: Message},
+    summary="Change the pooler's pool size and client connection limit",
+)
+def update_pooler_config(request, ref: str, body: PoolerConfigPatch):
+    project = project_for(request, ref, write=True)
+    changes = {
+        name: value
+        for name, value in (("pool_size", body.default_pool_size), ("max_client_conn", body.max_client_conn))
+        if value is not None
+    }
+    with transaction.atomic():
+        Project.objects.filter(pk=project.pk).update(**changes)
+        token_used(request, Action.PROJECT_POOLER_CONFIG, project=project, **changes)
+    project.refresh_from_db(fields=["pool_size", "max_client_conn"])
+    if changes:
+        transaction.on_commit(lambda: routes.push_after(project))
+    return {
+        "default_pool_size": project.pool_size,
+        "max_client_conn": project.max_client_conn,
+        "pool_mode": "transaction",
+    }
+
+
+@router.post(
+    "/{ref}/cli/login-role",
+    response={201: LoginRoleOut, 400: Message, 403: Message, 404: Message, 502: Message},
+    summary="A temporary login role for the CLI (dropped when its TTL ends)",
+)
+def create_cli_login_role(request, ref: str, body: LoginRoleIn):
+    project = project_for(request, ref)
+    if project.caller_role == Role.READ_ONLY and not body.read_only:
+        raise forbidden("Your role is read_only: send read_only: true")
+    try:
+        login, password = create_login_role(project, read_only=body.read_only, actor=caller(request))
+    except LoginRoleFailed as error:
+        raise ApiError(502, f"The project's database did not create the role: {error}") from None
+    with transaction.atomic():
+        token_used(request, Action.PROJECT_LOGIN_ROLE, project=project, role=login.role)
+    return Status(201, {"role": login.role, "password": password, "ttl_seconds": settings.BERTH_LOGIN_ROLE_TTL})
+
+
+@router.delete(
+    "/{ref}/cli/login-role",
+    response={200: Message, 403: Message, 404: Message, 502: Message},
+    summary="Drop the project's CLI login roles now",
+)
+def delete_cli_login_roles(request, ref: str):
+    project = project_for(request, ref, write=True)
+    try:
+        delete_login_roles(project, actor=caller(request))
+    except LoginRoleFailed as error:
+        raise ApiError(502, f"The project's database did not drop the roles: {error}") from None
+    with transaction.atomic():
+        token_used(request, Action.PROJECT_LOGIN_ROLE_DELETE, project=project)
+    return {"message": "ok"}

@@ -138,6 +138,28 @@ class StorageConfigOut(Schema):
     migrationVersion: str  # noqa: N815
 
 
+class PoolerConfigPatch(Schema):
+    default_pool_size: int | None = Field(default=None, ge=1, le=10_000)
+    max_client_conn: int | None = Field(default=None, ge=1, le=100_000, description="Berth's addition")
+    pool_mode: Literal["transaction"] | None = Field(default=None, description="Deprecated; only transaction")
+
+
+class PoolerConfigPatched(Schema):
+    default_pool_size: int
+    max_client_conn: int
+    pool_mode: Literal["transaction"]
+
+
+class LoginRoleIn(Schema):
+    read_only: bool
+
+
+class LoginRoleOut(Schema):
+    role: str
+    password: str
+    ttl_seconds: int
+
+
 class PoolerConfigOut(Schema):
     identifier: str
     database_type: Literal["PRIMARY"]

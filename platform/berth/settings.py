@@ -231,6 +231,12 @@ BERTH_API_TEMPLATE = env_str("BERTH_API_TEMPLATE", "postgres")
 # string the CLI's `--linked` commands read). The Supabase CLI's profile names its registrable
 # domain as `pooler_host`. Names under `.localhost` resolve to loopback on most machines.
 BERTH_DATABASE_DOMAIN = env_str("BERTH_DATABASE_DOMAIN", "berth.localhost")
+# The pooler's host name (config/database/pooler) for hosts that name none of their own
+# (RuntimeHost.pooler_host): its router ends TLS there and routes by the user `<role>.<ref>`.
+# Empty: `pooler.<BERTH_DATABASE_DOMAIN>`.
+BERTH_POOLER_HOST = env_str("BERTH_POOLER_HOST", "")
+# cli/login-role: how long a temporary role may log in; the reaper drops it after.
+BERTH_LOGIN_ROLE_TTL = env_int("BERTH_LOGIN_ROLE_TTL", 3600, minimum=60, maximum=86_400)
 # database/query: how long one statement may run (the agent enforces it, and never allows more
 # than its own BERTH_AGENT_DEADLINE), and how much it may return.
 BERTH_API_QUERY_DEADLINE = env_float("BERTH_API_QUERY_DEADLINE", 15.0, minimum=1.0)

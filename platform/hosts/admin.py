@@ -27,6 +27,7 @@ class RuntimeHostForm(forms.ModelForm):
             "port_range_end",
             "block_size",
             "probe_host_override",
+            "pooler_host",
             "accepts_projects",
         ]
 

@@ -1,7 +1,8 @@
 import re
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils.regex_helper import _lazy_re_compile
@@ -35,6 +36,10 @@ class RangeConflict(Exception):
     code = "range_conflict"
 
 
+def default_pooler_host() -> str:
+    return settings.BERTH_POOLER_HOST or f"pooler.{settings.BERTH_DATABASE_DOMAIN}"
+
+
 class RuntimeHost(models.Model):
     """A machine that runs project runtimes through its own agent, with its own port pool."""
 
@@ -63,6 +68,14 @@ class RuntimeHost(models.Model):
         help_text="Region label (e.g. us-east-1); a project asking for a region goes to hosts with that label or none",
     )
     accepts_projects = models.BooleanField(default=True, help_text="Placement may put new projects here")
+    pooler_host = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[
+            RegexValidator(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", "A lowercase DNS name, e.g. pooler-2.example.com")
+        ],
+        help_text="DNS name of this host's pooler address (published pointing here); empty: BERTH_POOLER_HOST",
+    )
     # What the agent reported in its last info reply: driver, Postgres majors, probe host, compose.
     capabilities = models.JSONField(default=dict, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -108,6 +121,14 @@ class RuntimeHost(models.Model):
                 self.check_range_keeps_leases()
             except RangeConflict as conflict:
                 raise ValidationError({"port_range_end": str(conflict)}) from None
+
+    def pooler_address(self) -> str:
+        """The pooler's host name for this host's projects."""
+        return self.pooler_host or default_pooler_host()
+
+    def router_status(self) -> dict | None:
+        """The router and pooler as the agent last reported them (agent.api.RouterStatus), if it has one."""
+        return self.capabilities.get("router")
 
     def check_range_keeps_leases(self) -> None:
         """Raise RangeConflict when this (unsaved) range would leave a leased block outside it."""

@@ -15,6 +15,9 @@ def ensure_schedules(sender, **kwargs):
         # Rollouts are driven when their operations end; this sweep catches what that misses
         # (an operation the reaper settled, a wave past its deadline).
         "berth-rollouts": ("operations.tasks.drive_rollouts", settings.BERTH_REAPER_MINUTES),
+        # Routers follow each operation; this pass repairs a push that failed (operations.routes).
+        "berth-routes": ("operations.tasks.push_routes", settings.BERTH_REAPER_MINUTES),
+        "berth-login-roles": ("operations.tasks.reap_login_roles", settings.BERTH_REAPER_MINUTES),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -1,6 +1,6 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from operations import cleanup, drift, health, reaper, rollouts
+from operations import cleanup, drift, health, login_roles, reaper, rollouts, routes
 from operations.models import Operation
 from operations.runner import OperationRun
 
@@ -11,6 +11,8 @@ def run_operation(operation_id: int) -> bool:
     if operation is None:
         return False
     OperationRun(operation).run()
+    # The host's router follows what the operation did (created, stopped, started, deleted).
+    routes.push_after(operation.project)
     rollouts.on_operation_finished(operation)
     return True
 
@@ -37,3 +39,15 @@ def refresh_health() -> int:
 
 def check_drift() -> int:
     return drift.check_all()
+
+
+def push_routes() -> int:
+    return routes.push_all()
+
+
+def push_host_routes(host_id: int) -> bool:
+    return routes.push_host(host_id)
+
+
+def reap_login_roles() -> int:
+    return login_roles.reap_expired()

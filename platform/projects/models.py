@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
@@ -112,6 +112,11 @@ class DesiredState(models.TextChoices):
     RUNNING = "running"
     STOPPED = "stopped"
     DELETED = "deleted"
+
+
+# Bounds of the endpoint's limits, as the agent's route table accepts them (agent.api.RouteSpec).
+POOL_SIZE_MAX = 10_000
+CLIENT_CONN_MAX = 100_000
 
 
 # What can begin a ref: a letter, then letters and digits (REF_PATTERN).
@@ -234,6 +239,14 @@ class Project(models.Model):
     # When its latest operation was requested (request_operation writes it with the
     # operation), else when it was created: the projects list sorts by it on an index.
     last_activity_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The database endpoint's limits (config/database/pooler): PgBouncer's server connections
+    # for the project, and the client connections its host's router holds for it at once.
+    pool_size = models.PositiveIntegerField(
+        "pooler pool size", default=15, validators=[MinValueValidator(1), MaxValueValidator(POOL_SIZE_MAX)]
+    )
+    max_client_conn = models.PositiveIntegerField(
+        "most client connections", default=200, validators=[MinValueValidator(1), MaxValueValidator(CLIENT_CONN_MAX)]
+    )
 
     objects = ProjectQuerySet.as_manager()
 
@@ -328,3 +341,23 @@ def per_row(changes: dict[int, dict]) -> dict:
             whens = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in given.items()]
             values[name] = Case(*whens, default=F(name), output_field=field)
     return values
+
+
+class LoginRole(models.Model):
+    """A temporary role the Supabase CLI logs in with (`cli/login-role`), in the project's database.
+
+    One row per role name per project: a new request resets that role's password and TTL.
+    The role's own VALID UNTIL stops logins at `expires_at`; the reaper drops it after
+    (operations.login_roles), so none outlives its TTL by more than a reaper interval."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="login_roles")
+    role = models.CharField(max_length=63)
+    read_only = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "role"], name="login_role_once_per_project")]
+
+    def __str__(self):
+        return f"{self.role} on {self.project_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
