@@ -58,6 +58,7 @@ FILES_RESERVED = 64
 POSTGRES_VERSIONS_TTL_S = 30.0
 _REF = r"(?P<ref>[^/]+)"
 _ACTION = r"(?P<action>up|down|restart)"
+_UPGRADE_STEP = r"(?P<step>switch|abort|rollback|discard)"
 
 
 class Agent:
@@ -148,6 +149,23 @@ class Agent:
     def cancel(self, ref: str, body: api.CancelRequest) -> api.CancelReply:
         return checked(api.CancelReply, self.runtimes.cancel(ref, body.operation, body.wait_s))
 
+    def upgrade_check(self, ref: str, body: api.UpgradeCheckRequest) -> api.UpgradeCheck:
+        return checked(api.UpgradeCheck, self.runtimes.upgrade_check(ref, body.target_major))
+
+    def upgrade_state(self, ref: str) -> api.UpgradeState:
+        return checked(api.UpgradeState, self.runtimes.upgrade_state(ref))
+
+    def upgrade_prepare(self, ref: str, body: api.UpgradePrepareRequest) -> api.UpgradeState:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        reply = self.runtimes.upgrade(
+            ref, "prepare", deadline, body.operation, target=body.target_major, method=body.method
+        )
+        return checked(api.UpgradeState, reply)
+
+    def upgrade_step(self, ref: str, step: str, body: api.CommandRequest) -> api.UpgradeState:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return checked(api.UpgradeState, self.runtimes.upgrade(ref, step, deadline, body.operation))
+
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
@@ -185,6 +203,17 @@ ROUTES = (
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/cancel"), Agent.cancel, body=api.CancelRequest),
     Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),
+    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/upgrade"), Agent.upgrade_state),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/upgrade/check"), Agent.upgrade_check, body=api.UpgradeCheckRequest),
+    Route(
+        "POST",
+        re.compile(rf"/v1/runtimes/{_REF}/upgrade/prepare"),
+        Agent.upgrade_prepare,
+        body=api.UpgradePrepareRequest,
+    ),
+    Route(
+        "POST", re.compile(rf"/v1/runtimes/{_REF}/upgrade/{_UPGRADE_STEP}"), Agent.upgrade_step, body=api.CommandRequest
+    ),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
