@@ -246,7 +246,8 @@ class UpgradeCheck(Reply):
 class UpgradeState(Reply):
     """Where an upgrade of a runtime stands."""
 
-    phase: Literal["none", "preparing", "copying", "ready", "switched"]
+    # failed: a switch failed and the old major serves again; abort clears it
+    phase: Literal["none", "preparing", "copying", "ready", "switched", "failed"]
     current_major: int | None = None  # the major that serves
     target_major: int | None = None
     method: str | None = None

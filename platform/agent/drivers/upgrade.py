@@ -95,6 +95,7 @@ class State:
     socket_dir: str
     role_password: str
     prepared: bool = False
+    failed: str | None = None  # why a switch failed: the old cluster serves again; abort, then prepare anew
 
     def save(self, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -128,6 +129,9 @@ class ProcessUpgrades:
         if state is None:
             return reply
         reply.update(target_major=state.target, method=state.method, phase="preparing")
+        if state.failed:
+            reply.update(phase="failed", detail=state.failed)
+            return reply
         if not state.prepared:
             return reply
         if state.method == "dump":
@@ -260,6 +264,8 @@ class ProcessUpgrades:
             if _previous(runtime).initialised_major() is not None:
                 return self.state(runtime)  # switched already: a retried call
             raise Invalid("no upgrade is prepared for this runtime")
+        if state.failed:
+            raise Invalid(f"this upgrade's switch failed ({state.failed}); abort it, then prepare again")
         if not state.prepared:
             raise Invalid("the upgrade is not prepared yet")
         settings = PostgresSettings.from_manifest(runtime.manifest())
@@ -289,8 +295,10 @@ class ProcessUpgrades:
             self.driver.stop_cluster(old_bindir, paths, deadline)
             old_stopped = True
             self._serve_next(runtime, state, settings, deadline)
-        except BaseException:
+        except BaseException as error:
             self._put_back(runtime, state, settings, original_hba, old_stopped, deadline)
+            state.failed = str(error) or type(error).__name__
+            self._save(runtime, state)
             raise
         downtime = time.monotonic() - stopped_at
         shutil.rmtree(Path(state.socket_dir), ignore_errors=True)
