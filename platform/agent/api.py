@@ -231,12 +231,22 @@ class QueryReply(Reply):
     rows: list[dict[str, Any]]  # of the last statement that returned rows, as JSON values
 
 
+class UpgradeBlocker(Reply):
+    """Why an upgrade cannot be done: `kind` for programs (unsupported_extension, not_installed,
+    not_newer, not_running, in_progress, kept_cluster, no_client_tools, no_method, no_cluster),
+    `message` for people, `subject` the thing it is about (an extension's name)."""
+
+    kind: str
+    message: str
+    subject: str | None = None
+
+
 class UpgradeCheck(Reply):
     """What an upgrade of a runtime to target_major would meet; changes nothing."""
 
     current_major: int | None
     target_major: int
-    blockers: list[str]  # any: it cannot be done, and these say why
+    blockers: list[UpgradeBlocker]  # any: it cannot be done, and these say why
     methods: list[str]  # the methods that apply (logical first: seconds of downtime)
     unusable: dict[str, str] = {}  # method -> why it does not apply
     warnings: list[str] = []

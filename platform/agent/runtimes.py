@@ -76,13 +76,15 @@ class Runtimes:
             raise Invalid(f"runtime folder {ref} is a symlink; the agent acts only on real folders under its root")
         return Runtime(ref, folder)
 
-    def deadline(self, requested_s: object = None) -> Deadline:
-        """The default deadline, or the request's when it is shorter; never longer."""
+    def deadline(self, requested_s: object = None, longest_s: float | None = None) -> Deadline:
+        """The default deadline, or the request's when it is shorter; never longer than the
+        default, or than `longest_s` for commands whose work grows with the data (an upgrade's
+        copy), which the caller bounds by its own deadline."""
         if requested_s is None:
             return Deadline(self.default_deadline_s)
         if isinstance(requested_s, bool) or not isinstance(requested_s, int | float) or not 0 < requested_s < math.inf:
             raise Invalid("deadline_s must be a positive number of seconds")
-        return Deadline(min(float(requested_s), self.default_deadline_s))
+        return Deadline(min(float(requested_s), longest_s or self.default_deadline_s))
 
     def put_files(
         self,

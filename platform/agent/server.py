@@ -32,7 +32,7 @@ import msgspec
 import waitress
 
 from agent import AGENT_VERSION, API_VERSION, api
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import MAX_DEADLINE_S, AgentConfig, ConfigError, load_config
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
 from agent.errors import ApiError, Invalid, NotFound
@@ -56,6 +56,10 @@ FILES_RESERVED = 64
 # Looking up installed Postgres majors runs commands (pg_ctl --version, docker image ls);
 # info reuses the answer this long, so a burst of info calls does not fork a process each.
 POSTGRES_VERSIONS_TTL_S = 30.0
+# An upgrade's prepare and switch copy the project's data (a schema, or with the dump method
+# everything): they may ask for up to this long, past BERTH_AGENT_DEADLINE; the control plane
+# asks for what its operation has left.
+UPGRADE_DEADLINE_S = MAX_DEADLINE_S
 _REF = r"(?P<ref>[^/]+)"
 _ACTION = r"(?P<action>up|down|restart)"
 _UPGRADE_STEP = r"(?P<step>switch|abort|rollback|discard)"
@@ -156,14 +160,14 @@ class Agent:
         return checked(api.UpgradeState, self.runtimes.upgrade_state(ref))
 
     def upgrade_prepare(self, ref: str, body: api.UpgradePrepareRequest) -> api.UpgradeState:
-        deadline = self.runtimes.deadline(body.deadline_s)
+        deadline = self.runtimes.deadline(body.deadline_s, longest_s=UPGRADE_DEADLINE_S)
         reply = self.runtimes.upgrade(
             ref, "prepare", deadline, body.operation, target=body.target_major, method=body.method
         )
         return checked(api.UpgradeState, reply)
 
     def upgrade_step(self, ref: str, step: str, body: api.CommandRequest) -> api.UpgradeState:
-        deadline = self.runtimes.deadline(body.deadline_s)
+        deadline = self.runtimes.deadline(body.deadline_s, longest_s=UPGRADE_DEADLINE_S)
         return checked(api.UpgradeState, self.runtimes.upgrade(ref, step, deadline, body.operation))
 
     def status(self, ref: str) -> api.RuntimeStatus:

@@ -185,9 +185,12 @@ def test_the_check_refuses_what_would_not_survive_and_changes_nothing(agent):
     with connect(port) as conn:
         conn.execute("create extension adminpack")  # shipped with 16, dropped from 17
     check = client.upgrade_check(ref, 17)
-    assert check.methods == [] and any("lacks extension adminpack" in b for b in check.blockers)
-    assert any("not newer" in b for b in client.upgrade_check(ref, 15).blockers)
-    assert any("PostgreSQL 18 is not installed" in b for b in client.upgrade_check(ref, 18).blockers)
+    assert check.methods == []
+    assert [(b.kind, b.subject) for b in check.blockers] == [("unsupported_extension", "adminpack")]
+    assert "lacks extension adminpack" in check.blockers[0].message
+    assert [b.kind for b in client.upgrade_check(ref, 15).blockers] == ["not_newer"]
+    [not_installed] = client.upgrade_check(ref, 18).blockers
+    assert not_installed.kind == "not_installed" and "PostgreSQL 18 is not installed" in not_installed.message
     with pytest.raises(AgentError) as refused:
         client.upgrade_prepare(ref, 17, "dump")
     assert refused.value.status == 422 and "adminpack" in refused.value.message

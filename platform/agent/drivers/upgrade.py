@@ -154,36 +154,43 @@ class ProcessUpgrades:
         settings = PostgresSettings.from_manifest(runtime.manifest())
         blockers, warnings, unusable = [], [], {}
         reply = {"current_major": current, "target_major": target}
+
+        def block(kind: str, message: str, subject: str | None = None) -> None:
+            blockers.append({"kind": kind, "message": message, **({"subject": subject} if subject else {})})
+
         if current is None:
-            return {**reply, "blockers": ["the runtime has no cluster yet"], "methods": [], "unusable": {}}
+            block("no_cluster", "the runtime has no cluster yet")
+            return {**reply, "blockers": blockers, "methods": [], "unusable": {}}
         installed = self.driver.installations()
         if target <= current:
-            blockers.append(f"PostgreSQL {target} is not newer than the {current} the project runs")
+            block("not_newer", f"PostgreSQL {target} is not newer than the {current} the project runs")
         if target not in installed:
             listed = ", ".join(str(m) for m in sorted(installed)) or "none"
-            blockers.append(f"PostgreSQL {target} is not installed on this host (installed: {listed})")
+            block("not_installed", f"PostgreSQL {target} is not installed on this host (installed: {listed})")
         if _next(runtime).state.exists():
-            blockers.append("an upgrade of this project is already under way (abort it first)")
+            block("in_progress", "an upgrade of this project is already under way (abort it first)")
         if _previous(runtime).initialised_major() is not None:
-            blockers.append(
+            block(
+                "kept_cluster",
                 f"the PostgreSQL {_previous(runtime).initialised_major()} cluster of an earlier upgrade is still "
-                "kept for rollback (discard it or roll back first)"
+                "kept for rollback (discard it or roll back first)",
             )
         try:
-            self._dump_tools(current)
+            self._dump_tools(current, installed)
         except Invalid as error:
-            blockers.append(error.message)
+            block("no_client_tools", error.message)
         try:
             facts = self._inspect(settings)
         except psycopg.Error as error:
-            blockers.append(f"the project's database does not answer ({_said(error)}); start it first")
+            block("not_running", f"the project's database does not answer ({_said(error)}); start it first")
             return {**reply, "blockers": blockers, "methods": [], "unusable": {}}
         if target in installed:
-            missing = sorted(set(facts.extensions) - _available_extensions(installed[target], target))
-            if missing:
-                blockers.append(
-                    f"PostgreSQL {target} here lacks extension{'s' if len(missing) > 1 else ''} "
-                    f"{_names(missing)} that the project uses"
+            available = _available_extensions(installed[target], target)
+            for name in sorted(set(facts.extensions) - available):
+                block(
+                    "unsupported_extension",
+                    f"PostgreSQL {target} here lacks extension {name}, which the project uses",
+                    subject=name,
                 )
         free = shutil.disk_usage(runtime.folder).free
         if facts.wal_level != "logical":
@@ -207,7 +214,7 @@ class ProcessUpgrades:
                 unusable[method] = f"needs {_mib(needed)} free on the runtime's disk, {_mib(free)} are"
         methods = [method for method in METHODS if method not in unusable]
         if not methods and not blockers:
-            blockers.append("no upgrade method applies: " + "; ".join(f"{m}: {why}" for m, why in unusable.items()))
+            block("no_method", "no upgrade method applies: " + "; ".join(f"{m}: {why}" for m, why in unusable.items()))
         if "logical" in unusable and "dump" in methods:
             warnings.append(
                 f"the dump path stops writes for the whole copy of {_mib(facts.size)}, "
@@ -237,7 +244,7 @@ class ProcessUpgrades:
             self.abort(runtime, deadline)
         check = self.check(runtime, target)
         if check["blockers"]:
-            raise UpgradeRefused("; ".join(check["blockers"]))
+            raise UpgradeRefused("; ".join(blocker["message"] for blocker in check["blockers"]))
         if method not in check["methods"]:
             raise UpgradeRefused(f"the {method} method cannot be used: {check['unusable'][method]}")
         settings = PostgresSettings.from_manifest(runtime.manifest())
@@ -278,6 +285,8 @@ class ProcessUpgrades:
         hba = paths.data / "pg_hba.conf"
         original_hba = hba.read_text()
         old_bindir = self.driver.bindir(state.source)
+        # While the old cluster still serves: each shutdown below then has little to write.
+        self._checkpoint(state, settings)
         stopped_at = time.monotonic()
         old_stopped = False
         try:
@@ -471,6 +480,11 @@ class ProcessUpgrades:
                 for (view,) in views:
                     conn.execute(sql.SQL("refresh materialized view {}").format(sql.SQL(view)))
 
+    def _checkpoint(self, state: State, settings: PostgresSettings) -> None:
+        for connect in (self._old(settings), self._new(state, settings)):
+            with connect as conn:
+                conn.execute("checkpoint")
+
     def _stop_writes(self, settings: PostgresSettings, state: State, hba: Path) -> None:
         """Only the upgrade's role may connect from now on; every other session is ended."""
         hba.write_text(
@@ -630,10 +644,10 @@ class ProcessUpgrades:
                 facts.large_objects += conn.execute("select count(*) from pg_largeobject_metadata").fetchone()[0]
         return facts
 
-    def _dump_tools(self, source: int) -> Path:
+    def _dump_tools(self, source: int, installed: dict[int, Path] | None = None) -> Path:
         """The old major's own client tools when its installation has them, else the newest
         client tools (pg_dump reads older servers, never newer ones)."""
-        own = self.driver.installations().get(source)
+        own = (installed if installed is not None else self.driver.installations()).get(source)
         if own is not None and all((own / tool).exists() for tool in ("pg_dumpall", "psql")):
             return own
         tools = self.driver.client_tools()
