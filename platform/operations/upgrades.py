@@ -1,0 +1,142 @@
+"""Major upgrades of a project's Postgres: whether one can be done, requesting it, its status.
+
+The agent builds the new cluster beside the serving one and switches the project's port
+to it (agent.drivers.upgrade); this module judges eligibility from what the control plane
+knows (the project's state, the template's majors, what its host runs) and what the agent
+reads from the cluster, in the Supabase platform's shapes (`/v1/projects/{ref}/upgrade/...`).
+
+Invariants:
+- Eligibility changes nothing and asks the agent within the deadline it is given; an agent
+  that does not answer makes the project ineligible with that reason, never eligible.
+- Only a target the template supports on the project's host, newer than the project's
+  major, is ever offered or accepted.
+"""
+
+from dataclasses import dataclass, field
+
+from agent import api
+from agent.client import AgentError
+from hosts import agents
+from projects.models import Project, Status
+from templating.versions import supported_majors
+
+# Berth's own "app version" of a project's Postgres, in the platform's field (Supabase names
+# its images there, e.g. supabase-postgres-15.8.1.085).
+APP_VERSION = "berth-postgres-{major}"
+RELEASE_CHANNEL = "ga"
+# For duration_estimate_hours: what a copy moves per second on a modest host (the bench's
+# figures are well above it).
+COPY_BYTES_PER_S = 20 << 20
+
+
+@dataclass
+class Eligibility:
+    """The platform's ProjectUpgradeEligibilityResponse, with the method Berth would use per target."""
+
+    current_major: int
+    targets: list[int] = field(default_factory=list)  # eligible targets, newest last
+    methods: dict[int, str] = field(default_factory=dict)  # target -> method the upgrade uses
+    errors: list[dict] = field(default_factory=list)  # validation_errors
+    warnings: list[dict] = field(default_factory=list)
+    data_bytes: int = 0
+
+    @property
+    def eligible(self) -> bool:
+        return bool(self.targets)
+
+    def refusal(self, target: int) -> str | None:
+        """Why `target` cannot be had now, or None when it can."""
+        if target in self.targets:
+            return None
+        reasons = [error["message"] for error in self.errors if error.get("target_version") in (None, str(target))]
+        if not reasons:
+            offered = ", ".join(str(t) for t in self.targets) or "none"
+            reasons = [f"PostgreSQL {target} is not offered for this project (eligible targets: {offered})"]
+        return "; ".join(reasons)
+
+    def as_platform(self) -> dict:
+        latest = max([self.current_major, *self.targets])
+        return {
+            "eligible": self.eligible,
+            "current_app_version": APP_VERSION.format(major=self.current_major),
+            "current_app_version_release_channel": RELEASE_CHANNEL,
+            "latest_app_version": APP_VERSION.format(major=latest),
+            "target_upgrade_versions": [
+                {
+                    "postgres_version": str(target),
+                    "release_channel": RELEASE_CHANNEL,
+                    "app_version": APP_VERSION.format(major=target),
+                    "method": self.methods[target],
+                }
+                for target in self.targets
+            ],
+            "duration_estimate_hours": round(self.data_bytes / COPY_BYTES_PER_S / 3600, 4),
+            "legacy_auth_custom_roles": [],
+            "objects_to_be_dropped": [],
+            "unsupported_extensions": sorted(
+                {e["extension_name"] for e in self.errors if e["type"] == "unsupported_extension"}
+            ),
+            "user_defined_objects_in_internal_schemas": [],
+            "validation_errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+
+def candidate_targets(project: Project) -> list[int]:
+    """Majors newer than the project's that its template supports on its host."""
+    if project.host is None:
+        return []
+    return [m for m in supported_majors(project.template_version, project.host) if m > project.postgres_major]
+
+
+def eligibility(project: Project, *, deadline: float) -> Eligibility:
+    """What an upgrade of `project` can be, judged now; asks its agent once per candidate
+    target, each call within `deadline` seconds."""
+    found = Eligibility(current_major=project.postgres_major)
+
+    def refuse(kind: str, message: str, target: int | None = None, **fields) -> Eligibility:
+        error = {"type": kind, "message": message, **fields}
+        if target is not None:
+            error["target_version"] = str(target)
+        found.errors.append(error)
+        return found
+
+    if project.host is None:
+        return refuse("project_not_provisioned", "the project has no runtime yet")
+    if project.status != Status.ACTIVE_HEALTHY:
+        return refuse(
+            "project_not_healthy", f"the project is {project.status}; an upgrade starts from a healthy project"
+        )
+    if project.operations.unfinished().exists():
+        return refuse("operation_in_progress", "another operation of this project is queued or running")
+    targets = candidate_targets(project)
+    if not targets:
+        runs = ", ".join(str(m) for m in project.host.postgres_versions) or "none"
+        return refuse(
+            "no_newer_version",
+            f"no major newer than {project.postgres_major} is offered for template {project.template_version.name} "
+            f"on host {project.host.name} (it runs {runs})",
+        )
+    client = agents.client_for(project.host, deadline=deadline)
+    for target in targets:
+        try:
+            check = client.upgrade_check(project.ref, target)
+        except AgentError as error:
+            return refuse("agent_unreachable", f"the host's agent did not answer: {error}")
+        found.data_bytes = check.data_bytes or found.data_bytes
+        _record(found, target, check)
+    return found
+
+
+def _record(found: Eligibility, target: int, check: api.UpgradeCheck) -> None:
+    for blocker in check.blockers:
+        error = {"type": blocker.kind, "message": blocker.message, "target_version": str(target)}
+        if blocker.kind == "unsupported_extension":
+            error["extension_name"] = blocker.subject
+        found.errors.append(error)
+    if check.blockers or not check.methods:
+        return
+    found.targets.append(target)
+    found.methods[target] = check.methods[0]
+    for warning in check.warnings:
+        found.warnings.append({"type": "downtime_grows_with_data", "message": warning, "target_version": str(target)})
