@@ -14,9 +14,13 @@ Invariants:
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from agent import api
 from agent.client import AgentError
 from hosts import agents
+from operations.actions import request_operation
+from operations.models import UNFINISHED_STATES, Kind, Operation, State
 from projects.models import Project, Status
 from templating.versions import supported_majors
 
@@ -24,6 +28,21 @@ from templating.versions import supported_majors
 # its images there, e.g. supabase-postgres-15.8.1.085).
 APP_VERSION = "berth-postgres-{major}"
 RELEASE_CHANNEL = "ga"
+# The platform's DatabaseUpgradeStatus.status values.
+UPGRADING, UPGRADED, FAILED = 0, 1, 2
+# The operation's steps as the platform's `progress` ("N_name"), in the order they happen.
+PROGRESS = {
+    "queued": "0_requested",
+    "claimed": "1_started",
+    "backup": "2_backup_point",
+    "check": "3_checked",
+    "prepare": "4_prepared_new_cluster",
+    "copy": "5_copying_data",
+    "copied": "6_copied_data",
+    "switch": "7_switched_over",
+    "files": "8_recorded_new_major",
+    "health": "9_completed_upgrade",
+}
 # For duration_estimate_hours: what a copy moves per second on a modest host (the bench's
 # figures are well above it).
 COPY_BYTES_PER_S = 20 << 20
@@ -140,3 +159,40 @@ def _record(found: Eligibility, target: int, check: api.UpgradeCheck) -> None:
     found.methods[target] = check.methods[0]
     for warning in check.warnings:
         found.warnings.append({"type": "downtime_grows_with_data", "message": warning, "target_version": str(target)})
+
+
+class UpgradeRefused(Exception):
+    """An upgrade request that cannot be carried out; the message names the reason. Nothing started."""
+
+    code = "upgrade_refused"
+
+
+def request_upgrade(project: Project, target_major: int, *, actor=None, label: str | None = None) -> Operation:
+    """Queue an `upgrade` operation to `target_major` after judging eligibility now (one agent
+    call per candidate within BERTH_AGENT_PAGE_DEADLINE). Raises UpgradeRefused naming the
+    reason, or OperationRefused; nothing is queued then."""
+    found = eligibility(project, deadline=settings.BERTH_AGENT_PAGE_DEADLINE)
+    refusal = found.refusal(target_major)
+    if refusal:
+        raise UpgradeRefused(f"{project.ref} cannot be upgraded to PostgreSQL {target_major}: {refusal}")
+    params = {"target_major": target_major, "method": found.methods[target_major]}
+    return request_operation(project, Kind.UPGRADE, actor=actor, label=label, params=params)
+
+
+def upgrade_status(project: Project) -> dict:
+    """The platform's DatabaseUpgradeStatusResponse for the project's latest upgrade."""
+    operation = project.operations.filter(kind=Kind.UPGRADE).order_by("-created_at").first()
+    if operation is None:
+        return {"databaseUpgradeStatus": None}
+    steps = list(operation.events.order_by("at", "pk").values_list("step", "at"))
+    reached = [step for step, _ in steps if step in PROGRESS]
+    status = {
+        "initiated_at": operation.created_at.isoformat(),
+        "latest_status_at": (steps[-1][1] if steps else operation.created_at).isoformat(),
+        "target_version": operation.params.get("target_major"),
+        "status": UPGRADING if operation.state in UNFINISHED_STATES else UPGRADED,
+        "progress": PROGRESS[reached[-1]] if reached else PROGRESS["queued"],
+    }
+    if operation.state not in UNFINISHED_STATES and operation.state != State.SUCCEEDED:
+        status.update(status=FAILED, error=operation.error_message or operation.state)
+    return {"databaseUpgradeStatus": status}
