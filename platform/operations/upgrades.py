@@ -196,3 +196,17 @@ def upgrade_status(project: Project) -> dict:
     if operation.state not in UNFINISHED_STATES and operation.state != State.SUCCEEDED:
         status.update(status=FAILED, error=operation.error_message or operation.state)
     return {"databaseUpgradeStatus": status}
+
+
+def request_upgrade_rollback(project: Project, *, actor=None, label: str | None = None) -> Operation:
+    """Queue the return to the old major kept by the last upgrade (its writes since are lost)."""
+    if project.previous_postgres_major is None:
+        raise UpgradeRefused(f"{project.ref} keeps no earlier major to roll back to")
+    return request_operation(project, Kind.UPGRADE_ROLLBACK, actor=actor, label=label)
+
+
+def request_upgrade_discard(project: Project, *, actor=None, label: str | None = None) -> Operation:
+    """Queue the removal of the old cluster kept by the last upgrade."""
+    if project.previous_postgres_major is None:
+        raise UpgradeRefused(f"{project.ref} keeps no earlier cluster to discard")
+    return request_operation(project, Kind.UPGRADE_DISCARD, actor=actor, label=label)
