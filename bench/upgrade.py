@@ -248,11 +248,11 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     print(f"\nmajor upgrades, {args.size_mb} MiB per project, {args.rounds} round(s), a write every 50 ms:")
-    print(f"{'case':<16} {'downtime s':>18} {'agent s':>18} {'ready after s':>18} {'tables equal':>13} {'lost':>5}")
+    print(f"{'case':<16} {'downtime s':>24} {'agent s':>24} {'ready after s':>24} {'tables equal':>13} {'lost':>5}")
     for case, runs in results.items():
         print(
-            f"{case:<16} {spread([r.downtime_s for r in runs]):>18} {spread([r.agent_downtime_s for r in runs]):>18} "
-            f"{spread([r.ready_s for r in runs]):>18} {str(all(r.tables_equal for r in runs)):>13} "
+            f"{case:<16} {spread([r.downtime_s for r in runs]):>24} {spread([r.agent_downtime_s for r in runs]):>24} "
+            f"{spread([r.ready_s for r in runs]):>24} {str(all(r.tables_equal for r in runs)):>13} "
             f"{sum(r.lost_writes for r in runs):>5}"
         )
     for source in (15, 16):
