@@ -11,6 +11,7 @@ is not eligible (nothing is queued). The work is operations.upgrades' verbs."""
 from django.conf import settings
 from django.db import transaction
 from ninja import Router
+from ninja import Status as Reply
 
 from api.access import caller, project_for
 from api.audit import token_used
@@ -48,7 +49,7 @@ def upgrade(request, ref: str, body: UpgradeIn):
             token_used(request, "operation.upgrade", project=project)
     except (UpgradeRefused, OperationRefused) as refusal:
         raise ApiError(400, str(refusal)) from None
-    return 201, {"tracking_id": str(operation.pk)}
+    return Reply(201, {"tracking_id": str(operation.pk)})
 
 
 @router.get(

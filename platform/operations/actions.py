@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from operations.models import Kind, Operation, OperationEvent, State
+from operations.models import UPGRADE_KINDS, Kind, Operation, OperationEvent, State
 from projects.models import DesiredState, Project, Status
 from templating.models import TemplateVersion
 
@@ -72,7 +72,7 @@ def _refusal(project: Project, kind: str) -> str | None:
         return f"{project.ref} is removed"
     if project.desired_state == DesiredState.DELETED and kind != Kind.DELETE:
         return f"{project.ref} is being deleted"
-    if kind in (Kind.START, Kind.STOP, Kind.RESTART, Kind.RESYNC) and project.host_id is None:
+    if kind in (Kind.START, Kind.STOP, Kind.RESTART, Kind.RESYNC, *UPGRADE_KINDS) and project.host_id is None:
         return f"{project.ref} has never been provisioned; retry its provisioning instead"
     return None
 

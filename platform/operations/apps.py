@@ -15,6 +15,8 @@ def ensure_schedules(sender, **kwargs):
         # Rollouts are driven when their operations end; this sweep catches what that misses
         # (an operation the reaper settled, a wave past its deadline).
         "berth-rollouts": ("operations.tasks.drive_rollouts", settings.BERTH_REAPER_MINUTES),
+        # Old clusters major upgrades kept for a rollback, past BERTH_UPGRADE_KEEP_DAYS.
+        "berth-upgrade-discard": ("operations.tasks.discard_kept_clusters", 60),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -1,6 +1,6 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from operations import cleanup, drift, health, reaper
+from operations import cleanup, drift, health, reaper, upgrades
 from operations.models import Operation
 from operations.runner import OperationRun
 
@@ -43,3 +43,7 @@ def refresh_health() -> int:
 
 def check_drift() -> int:
     return drift.check_all()
+
+
+def discard_kept_clusters() -> int:
+    return upgrades.discard_expired()

@@ -13,13 +13,17 @@ Invariants:
 """
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from agent import api
 from agent.client import AgentError
+from audit.actions import record
 from hosts import agents
-from operations.actions import request_operation
+from operations.actions import OperationRefused, request_operation
 from operations.models import UNFINISHED_STATES, Kind, Operation, State
 from projects.models import Project, Status
 from templating.versions import supported_majors
@@ -175,8 +179,8 @@ def request_upgrade(project: Project, target_major: int, *, actor=None, label: s
     refusal = found.refusal(target_major)
     if refusal:
         raise UpgradeRefused(f"{project.ref} cannot be upgraded to PostgreSQL {target_major}: {refusal}")
-    params = {"target_major": target_major, "method": found.methods[target_major]}
-    return request_operation(project, Kind.UPGRADE, actor=actor, label=label, params=params)
+    # The operation checks again when it runs and takes the method that applies then.
+    return request_operation(project, Kind.UPGRADE, actor=actor, label=label, params={"target_major": target_major})
 
 
 def upgrade_status(project: Project) -> dict:
@@ -210,3 +214,53 @@ def request_upgrade_discard(project: Project, *, actor=None, label: str | None =
     if project.previous_postgres_major is None:
         raise UpgradeRefused(f"{project.ref} keeps no earlier cluster to discard")
     return request_operation(project, Kind.UPGRADE_DISCARD, actor=actor, label=label)
+
+
+def backup_point(project: Project, *, deadline: float, operation: Operation) -> str:
+    """The upgrade's first step: a backup point before anything moves; returns what was done.
+
+    Backups are issue 23's (`operations.protection.take_backup_point(project, deadline=...,
+    operation=...)`, which records the backup and raises when it fails). That verb is not
+    in this build, so no backup point is taken, and the event says so plainly; the old
+    cluster, kept stopped for a rollback, is the copy an upgrade can return to."""
+    return (
+        "No backup point taken: this build has no backups (issue 23's take_backup_point); "
+        "the old cluster is kept, stopped, for a rollback"
+    )
+
+
+@transaction.atomic
+def record_upgraded(project: Project, target: int, source: int, *, operation: Operation) -> None:
+    """The project serves `target` now; its `source` cluster is kept for the keep period."""
+    kept_until = timezone.now() + timedelta(days=settings.BERTH_UPGRADE_KEEP_DAYS)
+    Project.objects.filter(pk=project.pk).update(
+        postgres_major=target, previous_postgres_major=source, previous_kept_until=kept_until, updated_at=timezone.now()
+    )
+    project.postgres_major, project.previous_postgres_major, project.previous_kept_until = target, source, kept_until
+    detail = {"operation": operation.pk, "from": source, "to": target}
+    record(None, "project.postgres_upgraded", project=project, detail=detail, label=f"operation {operation.pk}")
+
+
+@transaction.atomic
+def record_major(project: Project, major: int, *, operation: Operation, action: str) -> None:
+    """The project serves `major` and keeps no old cluster (a rollback, or a discard)."""
+    Project.objects.filter(pk=project.pk).update(
+        postgres_major=major, previous_postgres_major=None, previous_kept_until=None, updated_at=timezone.now()
+    )
+    project.postgres_major, project.previous_postgres_major, project.previous_kept_until = major, None, None
+    detail = {"operation": operation.pk, "major": major}
+    record(None, action, project=project, detail=detail, label=f"operation {operation.pk}")
+
+
+def discard_expired() -> int:
+    """Queue the discard of every old cluster kept past its keep period; returns how many.
+    A project busy with another operation is left for the next pass."""
+    queued = 0
+    due = Project.objects.live().filter(previous_kept_until__lte=timezone.now()).exclude(previous_postgres_major=None)
+    for project in due:
+        try:
+            request_operation(project, Kind.UPGRADE_DISCARD, label=f"kept {settings.BERTH_UPGRADE_KEEP_DAYS} days")
+        except OperationRefused:
+            continue
+        queued += 1
+    return queued

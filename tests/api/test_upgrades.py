@@ -86,7 +86,7 @@ def test_an_eligible_upgrade_is_queued_and_its_status_follows_the_operation(alic
         reply = api_as(alice).post(f"/v1/projects/{project.ref}/upgrade", {"target_version": "17"})
     assert reply.status_code == 201
     operation = Operation.objects.get(pk=int(reply.json()["tracking_id"]))
-    assert (operation.kind, operation.params) == (Kind.UPGRADE, {"target_major": 17, "method": "dump"})
+    assert (operation.kind, operation.params) == (Kind.UPGRADE, {"target_major": 17})
     status = api_as(alice).get(f"/v1/projects/{project.ref}/upgrade/status").json()["databaseUpgradeStatus"]
     assert (status["status"], status["progress"], status["target_version"]) == (0, "0_requested", 17)
 

@@ -41,7 +41,9 @@ class Command(BaseCommand):
     help = "Upgrade a project's (or a fleet's) Postgres to a newer major; roll back or discard the old one."
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", action="append", default=[], metavar="REF", help="The project (fleet: only these)")
+        parser.add_argument(
+            "--project", action="append", default=[], metavar="REF", help="The project (fleet: only these)"
+        )
         parser.add_argument("--template", help="Upgrade this template's projects in waves (with --to)")
         parser.add_argument("--to", type=int, metavar="MAJOR", help="The Postgres major to upgrade to")
         what = parser.add_mutually_exclusive_group()
@@ -80,8 +82,7 @@ class Command(BaseCommand):
             else:
                 raise CommandError("say what to do: --to MAJOR, --check, --rollback or --discard")
         except (UpgradeRefused, OperationRefused) as refusal:
-            self.stderr.write(f"refused: {refusal}")
-            raise SystemExit(EXIT_REFUSED) from None
+            raise CommandError(f"refused: {refusal}", returncode=EXIT_REFUSED) from None
         self.stdout.write(f"operation {operation.pk} ({operation.get_kind_display()}) queued for {row.ref}")
         if not no_wait:
             self.watch(operation)
@@ -92,14 +93,15 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(platform, indent=2))
         else:
-            targets = ", ".join(f"{t['postgres_version']} ({t['method']})" for t in platform["target_upgrade_versions"])
-            self.stdout.write(f"{project.ref}: PostgreSQL {project.postgres_major}; eligible targets: {targets or 'none'}")
+            offered = platform["target_upgrade_versions"]
+            targets = ", ".join(f"{t['postgres_version']} ({t['method']})" for t in offered) or "none"
+            self.stdout.write(f"{project.ref}: PostgreSQL {project.postgres_major}; eligible targets: {targets}")
             for error in platform["validation_errors"]:
                 self.stdout.write(f"  not eligible: {error['message']}")
             for warning in platform["warnings"]:
                 self.stdout.write(f"  warning: {warning['message']}")
         if not found.eligible:
-            raise SystemExit(EXIT_REFUSED)
+            raise CommandError(f"{project.ref} is not eligible for an upgrade now", returncode=EXIT_REFUSED)
 
     def watch(self, operation: Operation) -> None:
         """Print each step as it happens until the operation ends (Ctrl-C stops watching only)."""
@@ -114,8 +116,7 @@ class Command(BaseCommand):
             time.sleep(POLL_S)
         self.stdout.write(f"operation {operation.pk} {operation.get_state_display()}")
         if operation.state != State.SUCCEEDED:
-            self.stderr.write(f"{operation.error_code}: {operation.error_message}")
-            raise SystemExit(EXIT_FAILED)
+            raise CommandError(f"{operation.error_code}: {operation.error_message}", returncode=EXIT_FAILED)
 
     def fleet(self, template: str, to: int, refs: list[str], options: dict) -> None:
         try:
@@ -130,11 +131,8 @@ class Command(BaseCommand):
                 label=LABEL,
             )
         except RolloutRefused as refusal:
-            self.stderr.write(f"refused: {refusal}")
-            raise SystemExit(EXIT_REFUSED) from None
-        self.stdout.write(f"{rollout} started")
-        if not options["no_wait"]:
-            watcher = MigrateRuntimes(stdout=self.stdout, stderr=self.stderr)
-            status = watcher.watch_and_report(rollout, as_json=options["json"])
-            if status:
-                raise SystemExit(status)
+            raise CommandError(f"refused: {refusal}", returncode=EXIT_REFUSED) from None
+        if options["no_wait"]:
+            self.stdout.write(f"{rollout} started")
+            return
+        MigrateRuntimes(stdout=self.stdout, stderr=self.stderr).follow(rollout, as_json=options["json"])
