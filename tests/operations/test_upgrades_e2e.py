@@ -144,9 +144,15 @@ def test_a_cancelled_upgrade_leaves_the_old_major_serving_with_its_data(agent, w
         timeout=60,
         what="the cleanup",
     )
+    wait_for(
+        lambda: not (agent.root / project.ref / ".berth-pg" / "next").exists(),
+        timeout=60,
+        what="the cluster it was building to be removed",
+    )
     project.refresh_from_db()
     assert project.postgres_major == 15
     assert major_of(project) == 15
+    assert upgrade_status(project)["databaseUpgradeStatus"]["status"] == 2
     with connect(project) as conn:
         assert conn.execute("select count(*) from t").fetchone() == (1000,)
 
