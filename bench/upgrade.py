@@ -64,7 +64,7 @@ class Result:
 
 @dataclass
 class Writer:
-    """Inserts a row every 50 ms; keeps each attempt's time and outcome and the ids acknowledged."""
+    """Inserts a row every 50 ms; keeps each attempt's time and outcome and the tokens acknowledged."""
 
     port: int
     attempts: list = field(default_factory=list)  # (monotonic time, ok)
@@ -81,8 +81,11 @@ class Writer:
             try:
                 with connect(self.port) as conn:
                     while not self.stopped.is_set():
-                        (row,) = conn.execute("insert into writes default values returning id").fetchone()
-                        self.acknowledged.append(row)
+                        # A token of its own per write: an id that the new cluster hands out
+                        # again must not pass for a write that was lost.
+                        token = len(self.attempts)
+                        conn.execute("insert into writes (token) values (%s)", (token,))
+                        self.acknowledged.append(token)
                         self.attempts.append((time.monotonic(), True))
                         time.sleep(WRITE_EVERY_S)
             except psycopg.Error:
@@ -150,7 +153,7 @@ def fill(port: int, size_mb: int) -> None:
             )
         conn.execute("create table accounts (id int primary key, balance numeric, owner text)")
         conn.execute("insert into accounts select i, i * 10.5, 'owner ' || i from generate_series(1, 10000) i")
-        conn.execute("create table writes (id bigserial primary key, at timestamptz default now())")
+        conn.execute("create table writes (id bigserial primary key, token int, at timestamptz default now())")
         conn.execute("vacuum analyze")
 
 
@@ -192,7 +195,7 @@ def run_case(client: AgentClient, ref: str, source: int, target: int, method: st
         client.put_files(ref, [runtime_toml(target, port)])
         with connect(port) as conn:
             (major,) = conn.execute("select current_setting('server_version_num')::int / 10000").fetchone()
-            present = {row for (row,) in conn.execute("select id from writes")}
+            present = {token for (token,) in conn.execute("select token from writes")}
         if major != target:
             raise SystemExit(f"{ref}: serves {major} after the switch, not {target}")
         return Result(
