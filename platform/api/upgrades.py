@@ -17,7 +17,9 @@ from api.access import caller, project_for
 from api.audit import token_used
 from api.errors import ApiError
 from api.schemas import Message, UpgradeEligibilityOut, UpgradeIn, UpgradeStarted, UpgradeStatusOut
+from audit.models import Action
 from operations.actions import OperationRefused
+from operations.models import Kind
 from operations.upgrades import UpgradeRefused, eligibility, request_upgrade, upgrade_status
 
 router = Router(tags=["database version upgrade"])
@@ -46,7 +48,7 @@ def upgrade(request, ref: str, body: UpgradeIn):
     try:
         with transaction.atomic():
             operation = request_upgrade(project, int(target), actor=caller(request))
-            token_used(request, "operation.upgrade", project=project)
+            token_used(request, Action.requested(Kind.UPGRADE), project=project)
     except (UpgradeRefused, OperationRefused) as refusal:
         raise ApiError(400, str(refusal)) from None
     return Reply(201, {"tracking_id": str(operation.pk)})

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from operations.models import Operation, OperationEvent, State
-from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from projects.models import TRANSITIONAL_STATUSES, Project, Status, StatusCause, StatusMove
 
 
 def reap(now=None) -> int:
@@ -41,13 +41,9 @@ def reap(now=None) -> int:
                 data={"deadline": operation.deadline.isoformat(), "state_before": was},
             )
             reaped += 1
-    # One conditional UPDATE: a project whose operation was claimed meanwhile no longer matches.
-    reaped += stuck_projects().update(
-        status=Status.UNKNOWN,
-        status_reason="left in a transitional status with no operation running",
-        status_changed_at=now,
-        updated_at=now,
-    )
+    # Conditional on idle: a project whose operation was claimed meanwhile no longer matches.
+    freed = StatusMove(Status.UNKNOWN, "left in a transitional status with no operation running")
+    reaped += len(stuck_projects().move_status(freed, cause=StatusCause.STUCK))
     return reaped
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from agent import api
 from agent.client import AgentError
 from audit.actions import record
+from audit.models import Action
 from hosts import agents
 from operations.actions import OperationRefused, request_operation
 from operations.models import UNFINISHED_STATES, Kind, Operation, State
@@ -238,12 +239,21 @@ def record_upgraded(project: Project, target: int, source: int, *, operation: Op
     )
     project.postgres_major, project.previous_postgres_major, project.previous_kept_until = target, source, kept_until
     detail = {"operation": operation.pk, "from": source, "to": target}
-    record(None, "project.postgres_upgraded", project=project, detail=detail, label=f"operation {operation.pk}")
+    record(None, Action.PROJECT_POSTGRES_UPGRADED, project=project, detail=detail, label=f"operation {operation.pk}")
+
+
+def record_rolled_back(project: Project, major: int, *, operation: Operation) -> None:
+    """The kept old cluster serves again; none is kept any more."""
+    _record_major(project, major, operation, Action.PROJECT_POSTGRES_ROLLED_BACK)
+
+
+def record_discarded(project: Project, *, operation: Operation) -> None:
+    """The kept old cluster is gone; the project keeps serving its major."""
+    _record_major(project, project.postgres_major, operation, Action.PROJECT_POSTGRES_DISCARDED)
 
 
 @transaction.atomic
-def record_major(project: Project, major: int, *, operation: Operation, action: str) -> None:
-    """The project serves `major` and keeps no old cluster (a rollback, or a discard)."""
+def _record_major(project: Project, major: int, operation: Operation, action: str) -> None:
     Project.objects.filter(pk=project.pk).update(
         postgres_major=major, previous_postgres_major=None, previous_kept_until=None, updated_at=timezone.now()
     )
