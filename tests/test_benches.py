@@ -31,6 +31,7 @@ BENCHES = {
     "api": (["--small", "5", "--large", "20", "--runs", "2", "--seconds", "0.5", "--clients", "1"], "req/s"),
     "rollout": (["--projects", "3", "--wave-size", "2"], "Berth overhead/project"),
     "provisioning": (["--projects", "2", "--rounds", "1"], "overhead"),
+    "upgrade": (["--size-mb", "2", "--cases", "16->17 logical,16->17 dump"], "ratio dump/logical downtime"),
 }
 
 

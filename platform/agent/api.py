@@ -166,6 +166,19 @@ class RoutesRequest(Request):
     routes: list[RouteSpec] = []
 
 
+class UpgradeCheckRequest(Request):
+    target_major: Annotated[int, Meta(ge=10, le=99)]
+
+
+class UpgradePrepareRequest(Request):
+    """Build the new major's cluster beside the serving one (agent.drivers.upgrade)."""
+
+    target_major: Annotated[int, Meta(ge=10, le=99)]
+    method: Literal["logical", "dump"]
+    deadline_s: Seconds | None = None
+    operation: OperationId | None = None
+
+
 # Replies
 
 
@@ -256,6 +269,44 @@ class HealthReply(Reply):
 
 class QueryReply(Reply):
     rows: list[dict[str, Any]]  # of the last statement that returned rows, as JSON values
+
+
+class UpgradeBlocker(Reply):
+    """Why an upgrade cannot be done: `kind` for programs (unsupported_extension, not_installed,
+    not_newer, not_running, in_progress, kept_cluster, no_client_tools, no_method, no_cluster),
+    `message` for people, `subject` the thing it is about (an extension's name)."""
+
+    kind: str
+    message: str
+    subject: str | None = None
+
+
+class UpgradeCheck(Reply):
+    """What an upgrade of a runtime to target_major would meet; changes nothing."""
+
+    current_major: int | None
+    target_major: int
+    blockers: list[UpgradeBlocker]  # any: it cannot be done, and these say why
+    methods: list[str]  # the methods that apply (logical first: seconds of downtime)
+    unusable: dict[str, str] = {}  # method -> why it does not apply
+    warnings: list[str] = []
+    data_bytes: int | None = None
+
+
+class UpgradeState(Reply):
+    """Where an upgrade of a runtime stands."""
+
+    # failed: a switch failed and the old major serves again; abort clears it
+    phase: Literal["none", "preparing", "copying", "ready", "switched", "failed"]
+    current_major: int | None = None  # the major that serves
+    target_major: int | None = None
+    method: str | None = None
+    previous_major: int | None = None  # the old cluster kept, stopped, for a rollback
+    tables_ready: int | None = None  # logical: tables copied and streaming, of tables_total
+    tables_total: int | None = None
+    detail: str | None = None
+    downtime_s: float | None = None  # switch: from writes stopping to the new cluster serving
+    rolled_back_from: int | None = None
 
 
 class ErrorDetail(Reply):

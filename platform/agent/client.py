@@ -187,6 +187,29 @@ class AgentClient:
         """Replace this host's route table (agent.endpoint); the router's status after it."""
         return self._call("PUT", "/v1/routes", api.RouterStatus, request=request)
 
+    def upgrade_check(self, ref: str, target_major: int) -> api.UpgradeCheck:
+        request = api.UpgradeCheckRequest(target_major)
+        return self._call("POST", f"/v1/runtimes/{ref}/upgrade/check", api.UpgradeCheck, request=request)
+
+    def upgrade_state(self, ref: str) -> api.UpgradeState:
+        return self._call("GET", f"/v1/runtimes/{ref}/upgrade", api.UpgradeState)
+
+    def upgrade_prepare(
+        self, ref: str, target_major: int, method: str, deadline_s: float | None = None
+    ) -> api.UpgradeState:
+        """Build the new cluster beside the serving one; for `logical` the copy goes on after
+        the reply (upgrade_state says when it is ready)."""
+        command_s = self._command_deadline(deadline_s)
+        request = api.UpgradePrepareRequest(target_major, method, command_s, self.operation)
+        path, reply_s = f"/v1/runtimes/{ref}/upgrade/prepare", command_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.UpgradeState, request=request, deadline_s=reply_s)
+
+    def upgrade_step(self, ref: str, step: str, deadline_s: float | None = None) -> api.UpgradeState:
+        """switch, abort, rollback or discard (agent.drivers.upgrade)."""
+        command_s = self._command_deadline(deadline_s)
+        path, request = f"/v1/runtimes/{ref}/upgrade/{step}", api.CommandRequest(command_s, self.operation)
+        return self._call("POST", path, api.UpgradeState, request=request, deadline_s=command_s + REPLY_MARGIN_S)
+
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
         path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s, self.operation)

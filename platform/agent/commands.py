@@ -82,10 +82,12 @@ def run(
     cwd: str | os.PathLike | None = None,
     run_as: RunAs | None = None,
     output_limit: int = OUTPUT_TAIL_BYTES,
+    env: dict[str, str] | None = None,
 ) -> CommandResult:
     """Run argv to completion or until the deadline; never raises for a non-zero exit.
 
-    Only the last `output_limit` bytes of the output are kept.
+    Only the last `output_limit` bytes of the output are kept. `env` adds to the child's
+    environment (a client tool's PGPASSWORD: never on its command line, which others can read).
     """
     if deadline.expired():
         raise deadline.stopped(argv[0], started=False)
@@ -96,7 +98,7 @@ def run(
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.commands import Deadline
-from agent.drivers import Driver
+from agent.drivers import Driver, upgrades_for
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite, contents, digests, put_files
 from agent.locks import RuntimeLocks
@@ -76,13 +76,15 @@ class Runtimes:
             raise Invalid(f"runtime folder {ref} is a symlink; the agent acts only on real folders under its root")
         return Runtime(ref, folder)
 
-    def deadline(self, requested_s: object = None) -> Deadline:
-        """The default deadline, or the request's when it is shorter; never longer."""
+    def deadline(self, requested_s: object = None, longest_s: float | None = None) -> Deadline:
+        """The default deadline, or the request's when it is shorter; never longer than the
+        default, or than `longest_s` for commands whose work grows with the data (an upgrade's
+        copy), which the caller bounds by its own deadline."""
         if requested_s is None:
             return Deadline(self.default_deadline_s)
         if isinstance(requested_s, bool) or not isinstance(requested_s, int | float) or not 0 < requested_s < math.inf:
             raise Invalid("deadline_s must be a positive number of seconds")
-        return Deadline(min(float(requested_s), self.default_deadline_s))
+        return Deadline(min(float(requested_s), longest_s or self.default_deadline_s))
 
     def put_files(
         self,
@@ -184,6 +186,28 @@ class Runtimes:
                 problems.append(f"{ref}: {error}")
         note.unlink()
         return started, problems
+
+    def upgrade_check(self, ref: str, target: int) -> dict:
+        runtime = self._existing(ref)
+        return self._upgrades(runtime).check(runtime, target)
+
+    def upgrade_state(self, ref: str) -> dict:
+        runtime = self._existing(ref)
+        return self._upgrades(runtime).state(runtime)
+
+    def upgrade(self, ref: str, step: str, deadline: Deadline, operation: str | None = None, **arguments) -> dict:
+        """prepare (target, method), switch, abort, rollback or discard, under the runtime's lock."""
+        runtime = self._existing(ref)
+        upgrades = self._upgrades(runtime)
+        with self._locks.hold(ref, deadline, operation):
+            return getattr(upgrades, step)(runtime, deadline=deadline, **arguments)
+
+    def _upgrades(self, runtime: Runtime):
+        self._check_driver(runtime)
+        upgrades = upgrades_for(self.driver)
+        if upgrades is None:
+            raise Invalid(f"the {self.driver.name} driver does not upgrade Postgres majors in place")
+        return upgrades
 
     def cancel(self, ref: str, operation: str, wait_s: float) -> dict:
         """Kill the command `operation` runs on `ref` (its process group), and refuse its later ones."""

@@ -32,7 +32,7 @@ import msgspec
 import waitress
 
 from agent import AGENT_VERSION, API_VERSION, api
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import MAX_DEADLINE_S, AgentConfig, ConfigError, load_config
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
 from agent.endpoint import Endpoint
@@ -60,8 +60,13 @@ FILES_PER_ROUTED = 6
 # Looking up installed Postgres majors runs commands (pg_ctl --version, docker image ls);
 # info reuses the answer this long, so a burst of info calls does not fork a process each.
 POSTGRES_VERSIONS_TTL_S = 30.0
+# An upgrade's prepare and switch copy the project's data (a schema, or with the dump method
+# everything): they may ask for up to this long, past BERTH_AGENT_DEADLINE; the control plane
+# asks for what its operation has left.
+UPGRADE_DEADLINE_S = MAX_DEADLINE_S
 _REF = r"(?P<ref>[^/]+)"
 _ACTION = r"(?P<action>up|down|restart)"
+_UPGRADE_STEP = r"(?P<step>switch|abort|rollback|discard)"
 
 
 class Agent:
@@ -154,6 +159,23 @@ class Agent:
     def cancel(self, ref: str, body: api.CancelRequest) -> api.CancelReply:
         return checked(api.CancelReply, self.runtimes.cancel(ref, body.operation, body.wait_s))
 
+    def upgrade_check(self, ref: str, body: api.UpgradeCheckRequest) -> api.UpgradeCheck:
+        return checked(api.UpgradeCheck, self.runtimes.upgrade_check(ref, body.target_major))
+
+    def upgrade_state(self, ref: str) -> api.UpgradeState:
+        return checked(api.UpgradeState, self.runtimes.upgrade_state(ref))
+
+    def upgrade_prepare(self, ref: str, body: api.UpgradePrepareRequest) -> api.UpgradeState:
+        deadline = self.runtimes.deadline(body.deadline_s, longest_s=UPGRADE_DEADLINE_S)
+        reply = self.runtimes.upgrade(
+            ref, "prepare", deadline, body.operation, target=body.target_major, method=body.method
+        )
+        return checked(api.UpgradeState, reply)
+
+    def upgrade_step(self, ref: str, step: str, body: api.CommandRequest) -> api.UpgradeState:
+        deadline = self.runtimes.deadline(body.deadline_s, longest_s=UPGRADE_DEADLINE_S)
+        return checked(api.UpgradeState, self.runtimes.upgrade(ref, step, deadline, body.operation))
+
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
@@ -194,6 +216,17 @@ ROUTES = (
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/{_ACTION}"), Agent.command, body=api.CommandRequest),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/cancel"), Agent.cancel, body=api.CancelRequest),
     Route("GET", re.compile(rf"/v1/runtimes/{_REF}/status"), Agent.status),
+    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/upgrade"), Agent.upgrade_state),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/upgrade/check"), Agent.upgrade_check, body=api.UpgradeCheckRequest),
+    Route(
+        "POST",
+        re.compile(rf"/v1/runtimes/{_REF}/upgrade/prepare"),
+        Agent.upgrade_prepare,
+        body=api.UpgradePrepareRequest,
+    ),
+    Route(
+        "POST", re.compile(rf"/v1/runtimes/{_REF}/upgrade/{_UPGRADE_STEP}"), Agent.upgrade_step, body=api.CommandRequest
+    ),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),

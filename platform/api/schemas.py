@@ -173,3 +173,54 @@ class PoolerConfigOut(Schema):
     default_pool_size: int | None
     max_client_conn: int | None
     is_using_scram_auth: bool
+
+
+class UpgradeTarget(Schema):
+    postgres_version: str
+    release_channel: str
+    app_version: str
+    method: str = Field(description="Berth: how the upgrade copies the data: logical (seconds of downtime) or dump")
+
+
+class UpgradeProblem(Schema):
+    type: str
+    message: str
+    target_version: str | None = None
+    extension_name: str | None = None
+
+
+class UpgradeEligibilityOut(Schema):
+    eligible: bool
+    current_app_version: str
+    current_app_version_release_channel: str
+    latest_app_version: str
+    target_upgrade_versions: list[UpgradeTarget]
+    duration_estimate_hours: float
+    legacy_auth_custom_roles: list[str]
+    objects_to_be_dropped: list[str]
+    unsupported_extensions: list[str]
+    user_defined_objects_in_internal_schemas: list[str]
+    validation_errors: list[UpgradeProblem]
+    warnings: list[UpgradeProblem]
+
+
+class UpgradeIn(Schema):
+    target_version: str | int = Field(description="The Postgres major to upgrade to, e.g. '17'")
+    release_channel: str | None = None
+
+
+class UpgradeStarted(Schema):
+    tracking_id: str
+
+
+class DatabaseUpgradeStatus(Schema):
+    initiated_at: str
+    latest_status_at: str
+    target_version: int | None
+    status: int = Field(description="0 upgrading, 1 upgraded, 2 failed")
+    progress: str
+    error: str | None = None
+
+
+class UpgradeStatusOut(Schema):
+    databaseUpgradeStatus: DatabaseUpgradeStatus | None  # noqa: N815 (the platform's field name)

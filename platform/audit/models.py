@@ -44,6 +44,11 @@ class Action:
     PROJECT_POOLER_CONFIG = "project.pooler_config"
     PROJECT_LOGIN_ROLE = "project.login_role"
     PROJECT_LOGIN_ROLE_DELETE = "project.login_role_delete"
+    # Major upgrades (operations.upgrades): the new major serves and the old one is kept; the
+    # kept one serves again; the kept one was removed.
+    PROJECT_POSTGRES_UPGRADED = "project.postgres_upgraded"
+    PROJECT_POSTGRES_ROLLED_BACK = "project.postgres_rolled_back"
+    PROJECT_POSTGRES_DISCARDED = "project.postgres_discarded"
     OPERATION_CANCEL = "operation.cancel"
     OPERATION_MARK_FAILED = "operation.mark_failed"
     ROLLOUT_START = "rollout.start"

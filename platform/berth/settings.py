@@ -183,6 +183,9 @@ BERTH_HOST_INFO_MAX_AGE = env_int("BERTH_HOST_INFO_MAX_AGE", 60, minimum=0)
 # Health refresh and drift check ask this many hosts' agents at once (one thread each).
 BERTH_HOST_THREADS = env_int("BERTH_HOST_THREADS", 8, minimum=1, maximum=256)
 BERTH_PORT_COOLDOWN = env_int("BERTH_PORT_COOLDOWN", 300, minimum=0)
+# A major upgrade keeps the old cluster, stopped, this many days for a rollback; then the
+# worker discards it (operations.upgrades.discard_expired).
+BERTH_UPGRADE_KEEP_DAYS = env_int("BERTH_UPGRADE_KEEP_DAYS", 7, minimum=1, maximum=365)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 
 Q_TIMEOUT = env_int("Q_TIMEOUT", BERTH_OPERATION_DEADLINE + 60, minimum=1)

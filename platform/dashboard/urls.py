@@ -10,6 +10,7 @@ from dashboard.views import (
     rollouts,
     runtime_templates,
     tokens,
+    upgrades,
 )
 
 app_name = "dashboard"
@@ -25,6 +26,8 @@ urlpatterns = [
     path("projects/<str:ref>/act/", project.project_action, name="project_action"),
     path("projects/<str:ref>/secrets/", project.reveal_secrets, name="reveal_secrets"),
     path("projects/<str:ref>/resync-plan/", project.resync_plan, name="resync_plan"),
+    path("projects/<str:ref>/upgrade/", upgrades.upgrade, name="upgrade"),
+    path("projects/<str:ref>/upgrade/act/", upgrades.upgrade_action, name="upgrade_action"),
     path("hosts/", hosts.hosts, name="hosts"),
     path("hosts/<int:pk>/agent/", hosts.host_agent, name="host_agent"),
     path("hosts/<int:pk>/edit/", hosts.edit, name="edit_host"),

@@ -18,6 +18,8 @@ def ensure_schedules(sender, **kwargs):
         # Routers follow each operation; this pass repairs a push that failed (operations.routes).
         "berth-routes": ("operations.tasks.push_routes", settings.BERTH_REAPER_MINUTES),
         "berth-login-roles": ("operations.tasks.reap_login_roles", settings.BERTH_REAPER_MINUTES),
+        # Old clusters major upgrades kept for a rollback, past BERTH_UPGRADE_KEEP_DAYS.
+        "berth-upgrade-discard": ("operations.tasks.discard_kept_clusters", 60),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -8,8 +8,10 @@ agent call is bounded by BERTH_AGENT_CALL_DEADLINE. Steps:
    group), if one still runs, and refuses any later command of it. Commands of other
    operations are never touched.
 2. Provision and start brought up a runtime nobody has seen healthy: stop it (data and
-   ports kept). Restart and re-sync ran on a runtime that was meant to run, and stop and
-   delete were taking it down: those are left as they are (a health wait that ran out is no
+   ports kept). An upgrade is undone: the new cluster it was building is removed, or, when
+   it had switched but not recorded the new major, the old cluster serves again. Restart
+   and re-sync ran on a runtime that was meant to run, and stop and delete were taking it
+   down: those are left as they are (a health wait that ran out is no
    reason to take a database offline).
 3. Read the runtime's state and record it: as the status (or, for a provisioning, in the
    INIT_FAILED reason), so a project never reads "failed" while its Postgres runs unseen.
@@ -52,6 +54,8 @@ def stop_what_it_started(operation_id: int) -> bool:
         if KINDS[operation.kind].stop_after_cut_off and not superseded(operation):
             client.down(project.ref)
             note(operation, "Stopped the runtime it had started (data and ports kept)")
+        if operation.kind == Kind.UPGRADE and not superseded(operation):
+            undo_upgrade(client, operation)
         state = client.status(project.ref)
     except AgentError as error:
         note(operation, f"Could not stop or read the runtime: {error}", OperationEvent.Level.WARNING)
@@ -61,6 +65,19 @@ def stop_what_it_started(operation_id: int) -> bool:
     record(operation, left_status, reason, status)
     note(operation, f"The runtime is {state.state}: {state.detail}")
     return True
+
+
+def undo_upgrade(client, operation: Operation) -> None:
+    """An upgrade cut off before it recorded the new major leaves the old one serving: a new
+    cluster still being built is dropped, one already switched to is switched back from."""
+    project = Project.objects.get(pk=operation.project_id)
+    state = client.upgrade_state(project.ref)
+    if state.phase == "switched" and state.current_major != project.postgres_major:
+        client.upgrade_step(project.ref, "rollback")
+        note(operation, f"Switched back to PostgreSQL {project.postgres_major}, which the project still records")
+    elif state.phase in ("preparing", "copying", "ready", "failed"):
+        client.upgrade_step(project.ref, "abort")
+        note(operation, f"Removed the PostgreSQL {state.target_major} cluster it was building; the old one serves")
 
 
 def superseded(operation: Operation) -> bool:

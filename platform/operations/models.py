@@ -34,6 +34,11 @@ class Kind(models.TextChoices):
     RESTART = "restart"
     RESYNC = "resync", "re-sync"
     DELETE = "delete"
+    # Postgres major upgrades (operations.upgrades): to a newer major, back to the kept old
+    # one, or removing the kept old one.
+    UPGRADE = "upgrade", "Postgres upgrade"
+    UPGRADE_ROLLBACK = "upgrade_rollback", "Postgres upgrade rollback"
+    UPGRADE_DISCARD = "upgrade_discard", "discard of an old Postgres cluster"
 
 
 class State(models.TextChoices):
@@ -74,7 +79,11 @@ KINDS = {
     Kind.RESYNC: KindRules(Status.UPGRADING, None),
     Kind.STOP: KindRules(Status.GOING_DOWN, DesiredState.STOPPED),
     Kind.DELETE: KindRules(Status.GOING_DOWN, DesiredState.DELETED, needs_runtime=False),
+    Kind.UPGRADE: KindRules(Status.UPGRADING, None),
+    Kind.UPGRADE_ROLLBACK: KindRules(Status.UPGRADING, None),
+    Kind.UPGRADE_DISCARD: KindRules(Status.UPGRADING, None),
 }
+UPGRADE_KINDS = (Kind.UPGRADE, Kind.UPGRADE_ROLLBACK, Kind.UPGRADE_DISCARD)
 
 
 class Outcome(models.TextChoices):
@@ -316,6 +325,10 @@ class Rollout(models.Model):
     template = models.CharField(max_length=63)
     # The revision projects move to; a rollback moves each project to its own `target_version`.
     target = models.ForeignKey("templating.TemplateVersion", on_delete=models.PROTECT, related_name="rollouts")
+    # Set: the rollout upgrades its projects' Postgres to this major (an `upgrade` operation
+    # each) and `target` is only the template's revision when it started; its rollback
+    # returns each to its kept old major. None: a rollout of template revision `target`.
+    target_major = models.PositiveSmallIntegerField(null=True, blank=True)
     rollback_of = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="rollbacks")
     state = models.CharField(max_length=16, choices=State, default=State.RUNNING)
     canary = models.PositiveIntegerField(default=1)
@@ -348,7 +361,17 @@ class Rollout(models.Model):
 
     def __str__(self):
         kind = "rollback" if self.rollback_of_id else "rollout"
+        if self.upgrades_postgres:
+            to = f"Postgres {self.target_major}" if self.target_major else "their earlier Postgres"
+            return f"Postgres {kind} #{self.pk} of {self.template} to {to} ({self.state})"
         return f"{kind} #{self.pk} of {self.template} to r{self.target.revision} ({self.state})"
+
+    @property
+    def upgrades_postgres(self) -> bool:
+        """A major upgrade rollout, or the rollback of one."""
+        return self.target_major is not None or (
+            self.rollback_of_id is not None and self.rollback_of.target_major is not None
+        )
 
     @property
     def is_running(self) -> bool:

@@ -126,6 +126,43 @@ def start_rollout(
         )
 
 
+def start_upgrade_rollout(
+    template: str,
+    target_major: int,
+    *,
+    refs: list[str] | None = None,
+    canary: int = 1,
+    wave_size: int = 5,
+    max_failures: int = 1,
+    concurrency: int = 2,
+    actor=None,
+    label: str | None = None,
+) -> Rollout:
+    """Upgrade the Postgres of every live project of `template` below `target_major` (or
+    those of `refs`) to it, in waves: an `upgrade` operation per project, each wave gated on
+    the health of the projects it upgraded. Refused like any rollout of the template."""
+    with transaction.atomic():
+        version = TemplateVersion.objects.latest_of(template)
+        if version is None:
+            raise RolloutRefused(f"no template named {template!r}")
+        projects = (
+            Project.objects.live()
+            .filter(template=template, postgres_major__lt=target_major)
+            .exclude(desired_state=DesiredState.DELETED)
+            .order_by("ref")
+        )
+        if refs:
+            unknown = sorted(set(refs) - set(projects.filter(ref__in=refs).values_list("ref", flat=True)))
+            if unknown:
+                raise RolloutRefused(f"no live {template} project below Postgres {target_major}: {', '.join(unknown)}")
+            projects = projects.filter(ref__in=refs)
+        moves = [(project, project.template_version) for project in projects.select_for_update(of=("self",))]
+        if not moves:
+            raise RolloutRefused(f"no {template} project to upgrade: none is below Postgres {target_major}")
+        options = {"canary": canary, "wave_size": wave_size, "max_failures": max_failures, "concurrency": concurrency}
+        return _create(version, moves, actor=actor, label=label, target_major=target_major, **options)
+
+
 def _create(target, moves, *, rollback_of=None, actor, label, **options) -> Rollout:
     if options["wave_size"] < 1 or options["concurrency"] < 1 or options["max_failures"] < 1:
         raise RolloutRefused("wave size, concurrency and max failures must each be at least 1")
@@ -177,6 +214,13 @@ def rollback(
             cancel(rollout, actor=actor, label=label)
         entries = rollout.projects.select_related("project", "from_version").filter(outcome__in=DONE_OUTCOMES)
         entries = entries.filter(project__template_version=F("target_version")).order_by("position")
+        if rollout.target_major is not None:
+            # Those the upgrade moved that still keep the old cluster it left.
+            entries = rollout.projects.select_related("project", "from_version").filter(
+                outcome__in=DONE_OUTCOMES,
+                project__postgres_major=rollout.target_major,
+                project__previous_postgres_major__isnull=False,
+            )
         if refs:
             entries = entries.filter(project__ref__in=refs)
         moves = [(entry.project, entry.from_version) for entry in entries]
@@ -430,6 +474,26 @@ def _start_next(rollout: Rollout) -> bool:
     for entry in wave.filter(outcome=Outcome.PENDING).select_related("project", "target_version").order_by("position"):
         project = Project.objects.select_related("template_version", "host").get(pk=entry.project_id)
         now = timezone.now()
+        if rollout.upgrades_postgres:
+            if project.status != Status.ACTIVE_HEALTHY or project.desired_state != DesiredState.RUNNING:
+                _finish(entry, Outcome.SKIPPED, f"not upgraded: it is {project.status}, not running and healthy", now)
+                return True
+            if rollout.target_major is not None:
+                kind, params = Kind.UPGRADE, {"target_major": rollout.target_major}
+            else:
+                kind, params = Kind.UPGRADE_ROLLBACK, {}
+            try:
+                with transaction.atomic():
+                    operation = request_operation(project, kind, label=f"rollout {rollout.pk}", params=params)
+            except OperationInProgress:
+                continue
+            except OperationRefused as refusal:
+                _finish(entry, Outcome.FAILED, str(refusal), now)
+                return True
+            RolloutProject.objects.filter(pk=entry.pk).update(
+                outcome=Outcome.RUNNING, operation=operation, started_at=now, message=f"{kind.label} queued"
+            )
+            return True
         if project.host_id is None:
             # Never provisioned: nothing on a host; its provisioning will render the target.
             try:
@@ -518,6 +582,7 @@ def as_json(rollout: Rollout) -> dict:
         "rollout": rollout.pk,
         "template": rollout.template,
         "target_revision": rollout.target.revision,
+        "target_major": rollout.target_major,
         "rollback_of": rollout.rollback_of_id,
         "state": rollout.state,
         "reason": rollout.reason,

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agent.client import AgentError
 from hosts import agents
-from operations import health
+from operations import health, upgrades
 from operations.conflicts import resolve_project
 from operations.models import KINDS, Kind, Operation, OperationEvent, Outcome, State
 from operations.placement import NoHost, place_project, unplace_if_unfit
@@ -227,6 +227,135 @@ class OperationRun:
         self.wait_healthy()
         return Status.ACTIVE_HEALTHY, ""
 
+    def run_upgrade(self):
+        """To `params.target_major` (operations.upgrades, agent.drivers.upgrade): a backup
+        point, the agent's check, the new cluster built beside the serving one and filled,
+        the switch-over, the new major recorded, its files pushed, healthy. Until the switch a
+        failure undoes what was built; after it, the old cluster is brought back. Either way
+        the old major serves again, and the failure says why."""
+        target, source = self.operation.params["target_major"], self.project.postgres_major
+        ref = self.project.ref
+        try:
+            message = upgrades.backup_point(self.project, deadline=self.call_budget(), operation=self.operation)
+            self.event("backup", message)
+            check = self.agent().upgrade_check(ref, target)
+            if check.blockers or not check.methods:
+                refusal = "; ".join(blocker.message for blocker in check.blockers) or "no method applies"
+                raise StepFailed("upgrade_refused", f"PostgreSQL {target}: {refusal}", self.status_before_claim()[0])
+            method = check.methods[0]
+            why = f" ({check.unusable['logical']})" if method != "logical" and "logical" in check.unusable else ""
+            self.event("check", f"PostgreSQL {source} to {target} by {method}{why}", method=method)
+            self.agent(longest=self.remaining()).upgrade_prepare(ref, target, method, deadline_s=self.command_budget())
+            self.event("prepare", f"The PostgreSQL {target} cluster is built beside the serving one")
+            self.wait_copied()
+            switched = self.agent(longest=self.remaining()).upgrade_step(
+                ref, "switch", deadline_s=self.command_budget()
+            )
+        except (StepFailed, AgentError) as failure:
+            self.abort_upgrade()
+            raise self.kept_old_major(failure, source) from None
+        downtime = switched.downtime_s or 0.0
+        message = f"PostgreSQL {target} serves; writes were stopped for {downtime:.2f} s"
+        self.event("switch", message, downtime_s=downtime)
+        self.mark_restarted()  # on another cluster: a rollout's gate holds it to health
+        self.outcome.update(result=Outcome.UPDATED, result_message=message)
+        try:
+            upgrades.record_upgraded(self.project, target, source, operation=self.operation)
+            self.push_files()
+            self.wait_healthy()
+        except (StepFailed, AgentError) as failure:
+            self.back_to(source, failure)
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_upgrade_rollback(self):
+        """Back to the old major the last upgrade kept; writes made since on the new one are lost."""
+        previous = self.project.previous_postgres_major
+        if previous is None:
+            raise StepFailed("upgrade_refused", "no earlier major is kept", self.status_before_claim()[0])
+        self.event("rollback", f"Returning to the kept PostgreSQL {previous} cluster")
+        self.mark_restarted()
+        self.agent(longest=self.remaining()).upgrade_step(
+            self.project.ref, "rollback", deadline_s=self.command_budget()
+        )
+        self.outcome.update(result=Outcome.UPDATED, result_message=f"PostgreSQL {previous} serves again")
+        upgrades.record_rolled_back(self.project, previous, operation=self.operation)
+        self.push_files()
+        self.wait_healthy()
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_upgrade_discard(self):
+        """Remove the old cluster the last upgrade kept."""
+        self.event("discard", f"Removing the kept PostgreSQL {self.project.previous_postgres_major} cluster")
+        self.agent().upgrade_step(self.project.ref, "discard")
+        major = self.project.postgres_major
+        upgrades.record_discarded(self.project, operation=self.operation)
+        self.outcome.update(result=Outcome.UPDATED, result_message=f"PostgreSQL {major} alone is kept")
+        return self.status_before_claim()
+
+    def wait_copied(self) -> None:
+        """Poll the agent until the new cluster holds a copy of every table (logical: then it
+        streams), with backoff, within the deadline less what the switch and an abort need."""
+        delay, polls, last = settings.BERTH_HEALTH_POLL_INITIAL, 0, None
+        while True:
+            state = self.agent().upgrade_state(self.project.ref)
+            polls += 1
+            if state.phase == "ready":
+                self.event("copied", "The new cluster is level with the serving one")
+                return
+            if state.phase not in ("copying", "preparing"):
+                raise StepFailed("upgrade_failed", f"the new cluster is {state.phase}: {state.detail or ''}".strip())
+            progress = (state.tables_ready, state.tables_total)
+            if progress != last or polls % 10 == 0:
+                self.event("copy", f"Copying: {state.tables_ready or 0} of {state.tables_total or 0} tables ready")
+                last = progress
+            if self.remaining() - delay < settings.BERTH_OPERATION_CLEANUP_RESERVE + settings.BERTH_AGENT_CALL_DEADLINE:
+                raise StepFailed("deadline", "the copy was not done before the operation's deadline")
+            time.sleep(delay)
+            delay = min(delay * 2, settings.BERTH_HEALTH_POLL_MAX)
+
+    def abort_upgrade(self) -> None:
+        """Undo an upgrade that did not switch (the agent drops the new cluster and what the
+        old one held for it); an operation ended elsewhere is left to its cleanup."""
+        if not self.still_owned():
+            return
+        try:
+            client = agents.client_for(self.project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+            client.upgrade_step(self.project.ref, "abort")
+            self.event("abort", "The new cluster was removed; the old major serves", level=OperationEvent.Level.WARNING)
+        except AgentError as error:
+            self.event("abort", f"Could not remove the new cluster: {error}", level=OperationEvent.Level.WARNING)
+
+    def kept_old_major(self, failure: "StepFailed | AgentError", source: int) -> StepFailed:
+        """An upgrade's failure before its switch, as the operation's: the project keeps the
+        status it had, and its reason says the old major serves."""
+        if isinstance(failure, AgentError):
+            tail = failure.output_tail[-OUTPUT_TAIL_KEPT:]
+            failure = StepFailed(f"agent_{failure.code}", with_last_line(str(failure), failure.output_tail), None)
+            failure.output_tail = tail
+        status, _ = self.status_before_claim()
+        reason = f"the upgrade stopped and PostgreSQL {source} serves as before: {failure.message}"
+        return StepFailed(failure.code, failure.message, failure.status or status, reason, failure.output_tail)
+
+    def back_to(self, source: int, failure: "StepFailed | AgentError") -> None:
+        """After the switch the new major did not come up as it should: the kept old cluster
+        serves again, with its files, and the operation fails saying why."""
+        self.event(
+            "rollback",
+            f"PostgreSQL {self.project.postgres_major} failed after the switch; going back to {source}",
+            level=OperationEvent.Level.WARNING,
+        )
+        client = agents.client_for(self.project.host, deadline=self.call_budget(longest=self.remaining()))
+        client.upgrade_step(self.project.ref, "rollback", deadline_s=self.command_budget())
+        upgrades.record_rolled_back(self.project, source, operation=self.operation)
+        self.push_files()
+        message = failure.message if isinstance(failure, StepFailed) else str(failure)
+        raise StepFailed(
+            "upgrade_failed",
+            f"rolled back to PostgreSQL {source}: {message}",
+            Status.UNKNOWN,
+            reason=f"the upgrade failed after the switch and PostgreSQL {source} serves again: {message}",
+        )
+
     # --- steps -------------------------------------------------------------------------
     def command_budget(self) -> float:
         """The deadline the agent enforces on a lifecycle command: what is left, less a margin to hear back."""
@@ -261,9 +390,13 @@ class OperationRun:
     def restart(self, message: str) -> None:
         """Restart the runtime, and record that this operation did (a rollout's gate holds it to health)."""
         self.event("restart", message)
+        self.mark_restarted()
+        self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
+
+    def mark_restarted(self) -> None:
+        """Record that this operation restarted the runtime (a rollout's gate holds it to health)."""
         Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).update(restarted=True)
         self.operation.restarted = True
-        self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
 
     def bring_up(self) -> None:
         self.event("up", "Bringing the runtime up")
@@ -318,4 +451,7 @@ STEPS = {
     Kind.STOP: OperationRun.run_stop,
     Kind.DELETE: OperationRun.run_delete,
     Kind.RESYNC: OperationRun.run_resync,
+    Kind.UPGRADE: OperationRun.run_upgrade,
+    Kind.UPGRADE_ROLLBACK: OperationRun.run_upgrade_rollback,
+    Kind.UPGRADE_DISCARD: OperationRun.run_upgrade_discard,
 }

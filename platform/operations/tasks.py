@@ -1,6 +1,6 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from operations import cleanup, drift, health, login_roles, reaper, rollouts, routes
+from operations import cleanup, drift, health, login_roles, reaper, rollouts, routes, upgrades
 from operations.models import Operation
 from operations.runner import OperationRun
 
@@ -51,3 +51,7 @@ def push_host_routes(host_id: int) -> bool:
 
 def reap_login_roles() -> int:
     return login_roles.reap_expired()
+
+
+def discard_kept_clusters() -> int:
+    return upgrades.discard_expired()

@@ -209,6 +209,10 @@ class Project(models.Model):
     # The region asked for at creation; placement takes hosts labelled with it or unlabelled.
     region = models.CharField(max_length=32, blank=True)
     postgres_major = models.PositiveSmallIntegerField("Postgres major version")
+    # The major the last upgrade came from, whose cluster is kept stopped on the host for a
+    # rollback until `previous_kept_until` (or a discard); None when no old cluster is kept.
+    previous_postgres_major = models.PositiveSmallIntegerField(null=True, blank=True)
+    previous_kept_until = models.DateTimeField(null=True, blank=True)
     template = models.CharField(max_length=63, help_text="Name of the runtime template under runtimes/")
     # The template version whose rendering the host was last given (or will be, before the
     # first push), and the sha256 digest of every managed file pushed, keyed by path.

@@ -10,6 +10,7 @@ from agent.commands import Deadline
 from agent.config import AgentConfig
 from agent.drivers.docker import DockerDriver, engine_answers
 from agent.drivers.process import ProcessDriver
+from agent.drivers.upgrade import ProcessUpgrades
 from agent.probes import resolve_probe_host
 
 if TYPE_CHECKING:
@@ -54,3 +55,9 @@ def select_driver(config: AgentConfig) -> Driver:
     return ProcessDriver.for_root(
         config.root, serve_hosts=(probe_host, config.listen_host), search_path=config.postgres_path
     )
+
+
+def upgrades_for(driver: Driver) -> ProcessUpgrades | None:
+    """The driver's major upgrades; only the process driver upgrades a cluster in place (a
+    docker runtime's major is its image's)."""
+    return ProcessUpgrades(driver) if isinstance(driver, ProcessDriver) else None

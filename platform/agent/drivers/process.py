@@ -188,12 +188,12 @@ class ProcessDriver:
 
     def up(self, runtime: "Runtime", deadline: Deadline) -> str:
         settings = PostgresSettings.from_manifest(runtime.manifest())
-        bindir = self._bindir(settings.major)
+        bindir = self.bindir(settings.major)
         paths = ClusterPaths.of(runtime.folder)
         self._ensure_state_dir(paths)
         output, data_major = "", paths.initialised_major()
         if data_major is None:
-            output += self._initdb(bindir, paths, settings, deadline)
+            output += self.initdb(bindir, paths, settings, deadline)
         elif data_major != settings.major:
             raise Invalid(
                 f"runtime {runtime.ref}: its data was made by PostgreSQL {data_major}, "
@@ -203,17 +203,17 @@ class ProcessDriver:
         if tls:
             # In the agent's own folder, owned by the server's user with mode 600: PostgreSQL
             # refuses a key others can read, and the files API can never write there.
-            self._write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
-            self._write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
-        conf = _server_conf(
-            settings.port, self.listen_addresses, paths.state if tls else None, preload=_ships_library(bindir, PRELOAD)
+            self.write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
+            self.write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
+        conf = server_conf(
+            settings.port, self.listen_addresses, paths.state if tls else None, preload=ships_library(bindir, PRELOAD)
         )
-        self._write_owned(paths.data / "berth.conf", conf)
+        self.write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             return output + "already running\n"
-        return output + self._start(bindir, paths, settings, deadline)
+        return output + self.start_cluster(bindir, paths, settings, deadline)
 
-    def _start(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline) -> str:
+    def start_cluster(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline) -> str:
         """pg_ctl start; a failed start, or a start that left an address unbound, raises with the server's words."""
         log_start = _size(paths.log)  # the log is appended to; this start's messages follow
         seconds = str(max(1, int(deadline.remaining())))
@@ -230,7 +230,7 @@ class ProcessDriver:
         unbound = _start_messages(paths.log, log_start, problems_only=True)
         if unbound:
             # Running on some addresses is not serving: stop it, so no half-reachable server stays up.
-            self._stop(bindir, paths, deadline)
+            self.stop_cluster(bindir, paths, deadline)
             raise CommandFailed(
                 f"PostgreSQL {settings.major} could not listen on every address it serves "
                 f"({', '.join(self.listen_addresses)}) on port {settings.port}, and was stopped: {unbound}",
@@ -243,17 +243,17 @@ class ProcessDriver:
         major = paths.initialised_major()
         if major is None:
             return "no cluster\n"
-        bindir = self._bindir(major)
+        bindir = self.bindir(major)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode != 0:
             return "already stopped\n"
-        return self._stop(bindir, paths, deadline)
+        return self.stop_cluster(bindir, paths, deadline)
 
     def status(self, runtime: "Runtime", deadline: Deadline) -> tuple[str, str]:
         paths = ClusterPaths.of(runtime.folder)
         major = paths.initialised_major()
         if major is None:
             return "stopped", "no cluster yet"
-        result = self._pg_ctl(self._bindir(major), paths, deadline, "status")
+        result = self._pg_ctl(self.bindir(major), paths, deadline, "status")
         if result.returncode == 0:
             return "running", result.output_tail.strip().splitlines()[0]
         if result.returncode == PG_CTL_STOPPED:
@@ -261,8 +261,13 @@ class ProcessDriver:
         raise CommandFailed(f"pg_ctl status exited with {result.returncode}", output_tail=result.output_tail)
 
     def remove(self, runtime: "Runtime", purge_data: bool, deadline: Deadline) -> None:
-        # The cluster lives in the runtime folder, which the caller removes or keeps.
+        # The clusters live in the runtime folder, which the caller removes or keeps: the one
+        # that serves, and one an upgrade left running beside it (.berth-pg/next).
         self.down(runtime, deadline)
+        for data in ClusterPaths.of(runtime.folder).state.glob("*/data"):
+            major = ClusterPaths(data.parent, data, data.parent / "postgres.log").initialised_major()
+            if major is not None and (data / "postmaster.pid").exists():
+                self.stop_cluster(self.bindir(major), ClusterPaths(data.parent, data, data.parent / "log"), deadline)
 
     def _candidate_bindirs(self) -> list[Path]:
         patterns = (*self.search_path, *BINDIR_GLOBS)
@@ -277,7 +282,7 @@ class ProcessDriver:
             candidates.append(Path(result.output_tail.strip()))
         return candidates
 
-    def _bindir(self, major: int) -> Path:
+    def bindir(self, major: int) -> Path:
         installations = self.installations()
         if major not in installations:
             available = ", ".join(str(found) for found in sorted(installations)) or "none"
@@ -289,13 +294,22 @@ class ProcessDriver:
         if self.run_as:
             os.chown(paths.state, self.run_as.uid, self.run_as.gid)
 
-    def _initdb(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline) -> str:
+    def initdb(
+        self,
+        bindir: Path,
+        paths: ClusterPaths,
+        settings: PostgresSettings,
+        deadline: Deadline,
+        locale: tuple[str, str] = (CLUSTER_LOCALE, CLUSTER_ENCODING),
+    ) -> str:
+        """A new cluster in paths.data; `locale` is (locale, encoding): a new project's, or the
+        cluster's that an upgrade replaces, so text sorts as it did."""
         password_file = paths.state / "initdb-password"
-        self._write_owned(password_file, settings.password + "\n", mode=0o600)
+        self.write_owned(password_file, settings.password + "\n", mode=0o600)
         initdb = [
             str(bindir / "initdb"),
             *("-D", str(paths.data), "-U", settings.user, "--auth=scram-sha-256"),
-            *(f"--pwfile={password_file}", f"--locale={CLUSTER_LOCALE}", f"--encoding={CLUSTER_ENCODING}"),
+            *(f"--pwfile={password_file}", f"--locale={locale[0]}", f"--encoding={locale[1]}"),
         ]
         try:
             output = self._run_checked(initdb, paths, deadline).output_tail
@@ -311,7 +325,7 @@ class ProcessDriver:
             conf.write("include 'berth.conf'\n")
         return output
 
-    def _stop(self, bindir: Path, paths: ClusterPaths, deadline: Deadline) -> str:
+    def stop_cluster(self, bindir: Path, paths: ClusterPaths, deadline: Deadline) -> str:
         seconds = str(max(1, int(deadline.remaining())))
         stop = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", seconds, "stop"]
         return self._run_checked(stop, paths, deadline).output_tail
@@ -324,7 +338,7 @@ class ProcessDriver:
     def _run_checked(self, argv: list[str], paths: ClusterPaths, deadline: Deadline) -> CommandResult:
         return run_checked(argv, deadline, cwd=paths.state, run_as=self.run_as)
 
-    def _write_owned(self, path: Path, text: str, mode: int = 0o644) -> None:
+    def write_owned(self, path: Path, text: str, mode: int = 0o644) -> None:
         # Created with its final mode, so a password file is never readable by others.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         with os.fdopen(fd, "w") as handle:
@@ -403,19 +417,27 @@ def _log_tail(log: Path, limit: int = 4096) -> str:
         return ""
 
 
-def _ships_library(bindir: Path, name: str) -> bool:
+def ships_library(bindir: Path, name: str) -> bool:
     """Whether the installation of bindir has the server library `name` (lib/ beside bin/, as
     Debian and PGDG lay it out, or lib/postgresql/ as the npm builds do)."""
     lib = bindir.resolve().parent / "lib"
     return any((folder / f"{name}.so").is_file() for folder in (lib, lib / "postgresql"))
 
 
-def _server_conf(port: int, addresses: tuple[str, ...], tls_dir: Path | None = None, preload: bool = False) -> str:
+def server_conf(
+    port: int,
+    addresses: tuple[str, ...],
+    tls_dir: Path | None = None,
+    preload: bool = False,
+    socket_dir: Path | None = None,
+) -> str:
+    """berth.conf: what the cluster listens on and the settings every Berth cluster has.
+    `socket_dir` only for a cluster an upgrade prepares, which listens there alone."""
     conf = (
         "# Managed by the Berth agent from runtime.toml and where it serves; rewritten on every start.\n"
         f"port = {port}\n"
         f"listen_addresses = '{','.join(addresses)}'\n"
-        "unix_socket_directories = ''\n"
+        f"unix_socket_directories = '{socket_dir or ''}'\n"
         # Logical decoding, as on Supabase: a major upgrade replicates into the new cluster
         # while this one serves, and needs no restart of it first.
         "wal_level = logical\n"

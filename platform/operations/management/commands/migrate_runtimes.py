@@ -126,6 +126,14 @@ class Command(BaseCommand):
         self._watch(rollout)
         return self._finish(rollout)
 
+    def follow(self, rollout: Rollout, *, as_json: bool) -> None:
+        """Watch a rollout another command started until it stops, then report it as this
+        command does (raising CommandError with the exit status)."""
+        self.json = as_json
+        self.console = Console(file=self.stdout, width=160, highlight=False)
+        self._watch(rollout)
+        self._finish(rollout)
+
     def _rollout(self, pk: int) -> Rollout:
         rollout = Rollout.objects.select_related("target").filter(pk=pk).first()
         if rollout is None:
