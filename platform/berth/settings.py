@@ -172,6 +172,7 @@ BERTH_REAPER_MINUTES = env_int("BERTH_REAPER_MINUTES", 1, minimum=1)
 BERTH_HEALTH_REFRESH_MINUTES = env_int("BERTH_HEALTH_REFRESH_MINUTES", 1, minimum=1)
 # How often hosts are asked whether managed files were edited there ("locally modified").
 BERTH_DRIFT_CHECK_MINUTES = env_int("BERTH_DRIFT_CHECK_MINUTES", 15, minimum=1)
+BERTH_PORT_REPAIR_MINUTES = env_int("BERTH_PORT_REPAIR_MINUTES", 60, minimum=1)
 # Consecutive failed refreshes before a healthy project is marked ACTIVE_UNHEALTHY.
 BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
 # Health polling while an operation waits for a runtime: first delay, doubling up to the max.

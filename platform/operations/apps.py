@@ -3,8 +3,8 @@ from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
-    """The reaper, the health refresh, the drift check and the rollout sweep run as django-q2 schedules; keep them
-    present and current."""
+    """The reaper, the health refresh, the drift check, the rollout sweep and the port counts
+    repair run as django-q2 schedules; keep them present and current."""
     from django.conf import settings
     from django_q.models import Schedule
 
@@ -15,6 +15,8 @@ def ensure_schedules(sender, **kwargs):
         # Rollouts are driven when their operations end; this sweep catches what that misses
         # (an operation the reaper settled, a wave past its deadline).
         "berth-rollouts": ("operations.tasks.drive_rollouts", settings.BERTH_REAPER_MINUTES),
+        # The per-host block counts against the blocks (ports.actions.repair_block_counts).
+        "berth-ports-repair": ("operations.tasks.repair_port_counts", settings.BERTH_PORT_REPAIR_MINUTES),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -3,6 +3,7 @@
 from operations import cleanup, drift, health, reaper
 from operations.models import Operation
 from operations.runner import OperationRun
+from ports.actions import repair_block_counts
 
 
 def run_operation(operation_id: int) -> bool:
@@ -43,3 +44,7 @@ def refresh_health() -> int:
 
 def check_drift() -> int:
     return drift.check_all()
+
+
+def repair_port_counts() -> int:
+    return len(repair_block_counts())
