@@ -37,6 +37,7 @@ from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
+from agent.metrics import collect as collect_metrics
 from agent.portcheck import check_ports, ephemeral_ports
 from agent.probes import ProbeHost, engine_shares_network, resolve_probe_host, run_probes
 from agent.query import run_query
@@ -167,6 +168,10 @@ class Agent:
         deadline = self.runtimes.deadline(body.deadline_s)
         return api.HealthReply(run_probes(body.probes, self.probe_host.host, deadline.seconds))
 
+    def metrics(self, body: api.MetricsRequest) -> api.MetricsReply:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return api.MetricsReply(collect_metrics(body.targets, self.probe_host.host, deadline.seconds))
+
 
 @dataclass(frozen=True)
 class Route:
@@ -189,6 +194,7 @@ ROUTES = (
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
+    Route("POST", re.compile(r"/v1/metrics"), Agent.metrics, body=api.MetricsRequest),
 )
 
 

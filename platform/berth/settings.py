@@ -64,6 +64,9 @@ INSTALLED_APPS = [
     "dashboard",
     "orgs",
     "api",
+    "telemetry",
+    "metrics",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +176,14 @@ BERTH_HEALTH_REFRESH_MINUTES = env_int("BERTH_HEALTH_REFRESH_MINUTES", 1, minimu
 # How often hosts are asked whether managed files were edited there ("locally modified").
 BERTH_DRIFT_CHECK_MINUTES = env_int("BERTH_DRIFT_CHECK_MINUTES", 15, minimum=1)
 BERTH_PORT_REPAIR_MINUTES = env_int("BERTH_PORT_REPAIR_MINUTES", 60, minimum=1)
+# The metrics pass: each host's agent reads its runtimes' database statistics (one call per
+# host), and host and fleet counts are taken; samples are kept this many hours.
+BERTH_METRICS_COLLECT_MINUTES = env_int("BERTH_METRICS_COLLECT_MINUTES", 5, minimum=1)
+BERTH_METRICS_RETENTION_HOURS = env_int("BERTH_METRICS_RETENTION_HOURS", 24, minimum=1)
+# Bearer token that /metrics asks for (16+ characters); unset, /metrics answers 404.
+BERTH_METRICS_TOKEN = env_str("BERTH_METRICS_TOKEN")
+if BERTH_METRICS_TOKEN is not None and len(BERTH_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("BERTH_METRICS_TOKEN must be at least 16 characters")
 # Consecutive failed refreshes before a healthy project is marked ACTIVE_UNHEALTHY.
 BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
 # Health polling while an operation waits for a runtime: first delay, doubling up to the max.

@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from projects.models import TRANSITIONAL_STATUSES, Status
+from telemetry import record as telemetry
 
 
 class Kind(models.TextChoices):
@@ -162,6 +163,7 @@ class Operation(models.Model):
                 data=data or {},
             )
         self.state = state
+        count_finished(self, state, now)
         return True
 
     def cut_off(
@@ -187,8 +189,9 @@ class Operation(models.Model):
             )
             if was is None:
                 return None
+            now = timezone.now()
             Operation.objects.filter(pk=self.pk, state=was).update(
-                state=state, finished_at=timezone.now(), error_code=error_code, error_message=error_message
+                state=state, finished_at=now, error_code=error_code, error_message=error_message
             )
             project.refresh_from_db(fields=["status", "status_reason"])
             if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
@@ -196,6 +199,7 @@ class Operation(models.Model):
             if was == State.RUNNING:
                 transaction.on_commit(self._enqueue_cleanup)
         self.state = state
+        count_finished(self, state, now)
         return was
 
     def status_after_cut_off(self) -> str:
@@ -209,6 +213,14 @@ class Operation(models.Model):
         from django_q.tasks import async_task
 
         async_task("operations.tasks.clean_up", self.pk, task_name=f"cleanup-{self.pk}", group="operations")
+
+
+def count_finished(operation: Operation, state: str, now) -> None:
+    """For /metrics: one more operation of its kind ended in `state`, and, if it ran, how long."""
+    telemetry.count("berth_operations_finished_total", kind=operation.kind, state=state)
+    if operation.started_at is not None:
+        seconds = (now - operation.started_at).total_seconds()
+        telemetry.observe("berth_operation_duration_seconds", seconds, telemetry.OPERATION_BUCKETS, kind=operation.kind)
 
 
 class OperationEvent(models.Model):

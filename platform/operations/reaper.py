@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from operations.models import Operation, OperationEvent, State
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from telemetry import record as telemetry
 
 
 def reap(now=None) -> int:
@@ -41,14 +42,17 @@ def reap(now=None) -> int:
                 data={"deadline": operation.deadline.isoformat(), "state_before": was},
             )
             reaped += 1
+            telemetry.count("berth_reaper_actions_total", action="timed_out")
     # One conditional UPDATE: a project whose operation was claimed meanwhile no longer matches.
-    reaped += stuck_projects().update(
+    freed = stuck_projects().update(
         status=Status.UNKNOWN,
         status_reason="left in a transitional status with no operation running",
         status_changed_at=now,
         updated_at=now,
     )
-    return reaped
+    if freed:
+        telemetry.count("berth_reaper_actions_total", freed, action="freed_project")
+    return reaped + freed
 
 
 def stuck_projects():
