@@ -66,7 +66,6 @@ INSTALLED_APPS = [
     "api",
     "telemetry",
     "metrics",
-    "alerts",
 ]
 
 MIDDLEWARE = [
