@@ -67,6 +67,10 @@ def scratch_copy() -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination, follow_symlinks=False)
     (target / ".venv").symlink_to((ROOT / ".venv").resolve())
+    # The PostgreSQL binaries scripts/postgres installed (untracked), as the agent finds them in a checkout.
+    for installed in (ROOT / "pgbin").iterdir() if (ROOT / "pgbin").is_dir() else []:
+        if not (target / "pgbin" / installed.name).exists():
+            (target / "pgbin" / installed.name).symlink_to(installed.resolve())
     # A checkout of its own: `./manage.py` treats a git checkout as development, and tests run it.
     subprocess.run(["git", "init", "-q", str(target)], check=True)
     return target

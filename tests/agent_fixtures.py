@@ -68,11 +68,21 @@ def make_root() -> Path:
     return root
 
 
+def pg_ctl_for(data: Path) -> Path:
+    """The pg_ctl of the major that made the cluster in `data`: the checkout's (scripts/postgres) or the system's."""
+    major = (data / "PG_VERSION").read_text().strip()
+    for candidate in (ROOT / "pgbin" / major / "bin" / "pg_ctl", Path(f"/usr/lib/postgresql/{major}/bin/pg_ctl")):
+        if candidate.exists():
+            return candidate.resolve()  # the postgres user may not search the checkout's links
+    return sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+
+
 def stop_clusters(root: Path) -> None:
     """Stop any Postgres a test left running under root, so none outlives the tests."""
-    for data in root.glob("**/.berth-pg/data"):
+    for data in root.glob("**/.berth-pg/**/PG_VERSION"):
+        data = data.parent
         if (data / "postmaster.pid").exists():
-            pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+            pg_ctl = pg_ctl_for(data)
             user = {"user": "postgres"} if os.geteuid() == 0 else {}
             subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True, timeout=30, **user)
 

@@ -77,11 +77,20 @@ def test_ipv6_listen_and_token_file(tmp_path):
         ({"BERTH_AGENT_CONNECTION_LIMIT": "-5"}, "BERTH_AGENT_CONNECTION_LIMIT"),
         ({"BERTH_AGENT_MAX_BODY_MB": "2048"}, "BERTH_AGENT_MAX_BODY_MB"),
         ({"BERTH_AGENT_IDLE_TIMEOUT": "1.5"}, "BERTH_AGENT_IDLE_TIMEOUT"),
+        ({"BERTH_AGENT_POSTGRES_PATH": "/opt/pg/16/bin:pgbin/*/bin"}, "BERTH_AGENT_POSTGRES_PATH"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, env, named):
     with pytest.raises(ConfigError, match=named):
         config(tmp_path, **env)
+
+
+def test_the_postgres_search_path_is_the_checkouts_pgbin_unless_set(tmp_path):
+    assert config(tmp_path).postgres_path == (str(ROOT / "pgbin" / "*" / "bin"),)
+    assert config(tmp_path, BERTH_AGENT_POSTGRES_PATH="/opt/pg/*/bin: /srv/pg17/bin").postgres_path == (
+        "/opt/pg/*/bin",
+        "/srv/pg17/bin",
+    )
 
 
 def start(env: dict, open_files: int | None = None) -> subprocess.CompletedProcess:

@@ -221,8 +221,8 @@ def test_a_version_lookup_that_times_out_is_an_error_not_a_missing_installation(
     monkeypatch.setattr(process, "_DISCOVERY_DEADLINE_S", 0.5)
     slow = fake_installation(tmp_path / "slow", "sleep 5")
     with pytest.raises(CommandTimeout):
-        process._major_of(slow)
+        process._major_of(slow, process.SERVER_TOOLS)
     broken = fake_installation(tmp_path / "broken", "exit 1")
-    assert process._major_of(broken) is None
+    assert process._major_of(broken, process.SERVER_TOOLS) is None
     working = fake_installation(tmp_path / "working", 'echo "pg_ctl (PostgreSQL) 16.4"')
-    assert process._major_of(working) == 16
+    assert process._major_of(working, process.SERVER_TOOLS) == 16

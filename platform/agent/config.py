@@ -20,6 +20,9 @@ DEFAULT_THREADS = 16  # requests handled at once; more wait in the server's queu
 DEFAULT_CONNECTION_LIMIT = 1000  # open connections; past it new ones wait in the listen backlog
 DEFAULT_MAX_BODY_MB = 16
 DEFAULT_IDLE_TIMEOUT_S = 30  # a connection with no request in progress and no traffic is closed
+# Where scripts/postgres installs PostgreSQL in the checkout this agent runs from (pgbin/16/bin,
+# pgbin/17/bin, pgbin/clients/bin); an installed agent has no checkout and no such folder.
+CHECKOUT_POSTGRES = Path(__file__).resolve().parents[2] / "pgbin" / "*" / "bin"
 
 
 class ConfigError(Exception):
@@ -39,6 +42,9 @@ class AgentConfig:
     connection_limit: int
     max_body_bytes: int
     idle_timeout_s: int
+    # Bin folders (or glob patterns of them) searched for PostgreSQL before the system's usual
+    # places (/usr/lib/postgresql/<major>/bin, ...), which are always searched.
+    postgres_path: tuple[str, ...] = ()
 
 
 def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
@@ -55,6 +61,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> AgentConfig:
         connection_limit=_whole(environ, "BERTH_AGENT_CONNECTION_LIMIT", DEFAULT_CONNECTION_LIMIT, 1, 100_000),
         max_body_bytes=_whole(environ, "BERTH_AGENT_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, 1, 1024) << 20,
         idle_timeout_s=_whole(environ, "BERTH_AGENT_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S, 1, 3600),
+        postgres_path=_postgres_path(environ),
     )
 
 
@@ -120,6 +127,19 @@ def _deadline(environ: Mapping[str, str]) -> float:
     if not 0 < seconds <= MAX_DEADLINE_S:
         raise ConfigError(f"BERTH_AGENT_DEADLINE={value!r} must be above 0 and at most {MAX_DEADLINE_S:g} seconds")
     return seconds
+
+
+def _postgres_path(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """BERTH_AGENT_POSTGRES_PATH: `:`-separated absolute bin folders or glob patterns of them
+    (`/opt/pg/*/bin`); by default the checkout's pgbin/*/bin, which it replaces."""
+    value = _get(environ, "BERTH_AGENT_POSTGRES_PATH")
+    if value is None:
+        return (str(CHECKOUT_POSTGRES),)
+    entries = tuple(entry.strip() for entry in value.split(":") if entry.strip())
+    relative = [entry for entry in entries if not entry.startswith("/")]
+    if relative:
+        raise ConfigError(f"BERTH_AGENT_POSTGRES_PATH: {relative[0]!r} is not an absolute path")
+    return entries
 
 
 def _whole(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -51,4 +51,6 @@ def select_driver(config: AgentConfig) -> Driver:
     # Process runtimes share the agent's network. They answer where the agent probes them
     # and where callers reach the agent, whose URL's host is the runtime's published address.
     probe_host = resolve_probe_host(config.probe_host_override, "process").host
-    return ProcessDriver.for_root(config.root, serve_hosts=(probe_host, config.listen_host))
+    return ProcessDriver.for_root(
+        config.root, serve_hosts=(probe_host, config.listen_host), search_path=config.postgres_path
+    )

@@ -47,7 +47,18 @@ if TYPE_CHECKING:
 
 STATE_DIR = ".berth-pg"
 TLS_CERT, TLS_KEY = "server.crt", "server.key"
+# Searched after the agent's own search path (BERTH_AGENT_POSTGRES_PATH, by default the
+# checkout's pgbin/*/bin that scripts/postgres fills), in this order; the first folder found
+# for a major wins.
 BINDIR_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin")
+SERVER_TOOLS = ("pg_ctl", "initdb", "postgres")  # the first one says the version
+CLIENT_TOOLS = ("pg_dump", "pg_dumpall", "psql")
+# Every cluster is made with this locale and encoding: the npm builds' initdb needs them
+# spelt out when the environment names no locale, and they exist wherever glibc does.
+CLUSTER_LOCALE, CLUSTER_ENCODING = "C.UTF-8", "UTF8"
+# Loaded at start when the installation ships it (the npm builds and Debian's do), as on
+# Supabase: `create extension pg_stat_statements` then works without a restart.
+PRELOAD = "pg_stat_statements"
 SYSTEM_USER = "postgres"
 PG_CTL_STOPPED = 3  # pg_ctl status: not running
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
@@ -118,19 +129,21 @@ class ClusterPaths:
 class ProcessDriver:
     name = "process"
 
-    def __init__(self, run_as: RunAs | None, listen_addresses: tuple[str, ...]):
+    def __init__(self, run_as: RunAs | None, listen_addresses: tuple[str, ...], search_path: tuple[str, ...] = ()):
         self.run_as = run_as
         self.listen_addresses = listen_addresses
+        self.search_path = search_path
 
     @classmethod
-    def for_root(cls, root: Path, serve_hosts: Iterable[str]) -> "ProcessDriver":
+    def for_root(cls, root: Path, serve_hosts: Iterable[str], search_path: tuple[str, ...] = ()) -> "ProcessDriver":
         """Check at startup what would otherwise fail on the first `up`.
 
-        `serve_hosts`: where runtimes must answer (see listen_addresses).
+        `serve_hosts`: where runtimes must answer (see listen_addresses); `search_path`: bin
+        folders or glob patterns searched for PostgreSQL before the system's usual places.
         """
         addresses = listen_addresses(serve_hosts)
         if os.geteuid() != 0:
-            return cls(run_as=None, listen_addresses=addresses)
+            return cls(run_as=None, listen_addresses=addresses, search_path=search_path)
         try:
             entry = pwd.getpwnam(SYSTEM_USER)
         except KeyError:
@@ -138,7 +151,7 @@ class ProcessDriver:
                 f"the agent runs as root and PostgreSQL refuses to; create a {SYSTEM_USER!r} system user "
                 "for the process driver to run clusters as, or run the agent as a normal user"
             ) from None
-        driver = cls(RunAs(entry.pw_uid, entry.pw_gid), addresses)
+        driver = cls(RunAs(entry.pw_uid, entry.pw_gid), addresses, search_path)
         if run(["test", "-x", str(root)], Deadline(_DISCOVERY_DEADLINE_S), run_as=driver.run_as).returncode != 0:
             raise ConfigError(
                 f"BERTH_AGENT_ROOT={str(root)!r} is not reachable by the {SYSTEM_USER!r} user that runs "
@@ -147,10 +160,21 @@ class ProcessDriver:
         return driver
 
     def installations(self) -> dict[int, Path]:
-        """Major version -> bin folder of each complete local PostgreSQL installation."""
+        """Major version -> bin folder of each local PostgreSQL server installation (initdb,
+        pg_ctl and postgres); the first found in search order wins."""
         found: dict[int, Path] = {}
         for bindir in self._candidate_bindirs():
-            major = _major_of(bindir)
+            major = _major_of(bindir, SERVER_TOOLS)
+            if major is not None:
+                found.setdefault(major, bindir)
+        return found
+
+    def client_tools(self) -> dict[int, Path]:
+        """Major version -> bin folder holding that major's pg_dump, pg_dumpall and psql
+        (a server installation's own, or client tools alone such as pgbin/clients/bin)."""
+        found: dict[int, Path] = {}
+        for bindir in self._candidate_bindirs():
+            major = _major_of(bindir, CLIENT_TOOLS)
             if major is not None:
                 found.setdefault(major, bindir)
         return found
@@ -181,7 +205,9 @@ class ProcessDriver:
             # refuses a key others can read, and the files API can never write there.
             self._write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
             self._write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
-        conf = _server_conf(settings.port, self.listen_addresses, paths.state if tls else None)
+        conf = _server_conf(
+            settings.port, self.listen_addresses, paths.state if tls else None, preload=_ships_library(bindir, PRELOAD)
+        )
         self._write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             return output + "already running\n"
@@ -239,7 +265,10 @@ class ProcessDriver:
         self.down(runtime, deadline)
 
     def _candidate_bindirs(self) -> list[Path]:
-        candidates = [Path(path) for pattern in BINDIR_GLOBS for path in sorted(glob(pattern))]
+        patterns = (*self.search_path, *BINDIR_GLOBS)
+        # Resolved: PostgreSQL runs as another user when the agent is root, and must reach the
+        # binaries by a path it may search (a checkout's pgbin/16 is a link into node_modules).
+        candidates = [Path(path).resolve() for pattern in patterns for path in sorted(glob(pattern))]
         try:
             result = run(["pg_config", "--bindir"], Deadline(_DISCOVERY_DEADLINE_S))
         except (CommandFailed, CommandTimeout):
@@ -266,7 +295,7 @@ class ProcessDriver:
         initdb = [
             str(bindir / "initdb"),
             *("-D", str(paths.data), "-U", settings.user, "--auth=scram-sha-256"),
-            *(f"--pwfile={password_file}", "--no-locale", "--encoding=UTF8"),
+            *(f"--pwfile={password_file}", f"--locale={CLUSTER_LOCALE}", f"--encoding={CLUSTER_ENCODING}"),
         ]
         try:
             output = self._run_checked(initdb, paths, deadline).output_tail
@@ -305,15 +334,16 @@ class ProcessDriver:
             handle.write(text)
 
 
-def _major_of(bindir: Path) -> int | None:
-    """The major of a complete installation, None for an incomplete or broken one.
+def _major_of(bindir: Path, tools: tuple[str, ...]) -> int | None:
+    """The major of the installation in bindir when it holds every one of `tools`, None for an
+    incomplete or broken one (read from the first tool's --version).
 
-    A `pg_ctl --version` that outlives its deadline (a loaded host) raises CommandTimeout:
+    A `--version` that outlives its deadline (a loaded host) raises CommandTimeout:
     "unknown" must never read as "not installed", or the host would report no versions."""
-    if not all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+    if not all(os.access(bindir / tool, os.X_OK) for tool in tools):
         return None
     try:
-        result = run([str(bindir / "pg_ctl"), "--version"], Deadline(_DISCOVERY_DEADLINE_S))
+        result = run([str(bindir / tools[0]), "--version"], Deadline(_DISCOVERY_DEADLINE_S))
     except CommandFailed:
         return None
     match = _VERSION.search(result.output_tail)
@@ -373,13 +403,25 @@ def _log_tail(log: Path, limit: int = 4096) -> str:
         return ""
 
 
-def _server_conf(port: int, addresses: tuple[str, ...], tls_dir: Path | None = None) -> str:
+def _ships_library(bindir: Path, name: str) -> bool:
+    """Whether the installation of bindir has the server library `name` (lib/ beside bin/, as
+    Debian and PGDG lay it out, or lib/postgresql/ as the npm builds do)."""
+    lib = bindir.resolve().parent / "lib"
+    return any((folder / f"{name}.so").is_file() for folder in (lib, lib / "postgresql"))
+
+
+def _server_conf(port: int, addresses: tuple[str, ...], tls_dir: Path | None = None, preload: bool = False) -> str:
     conf = (
         "# Managed by the Berth agent from runtime.toml and where it serves; rewritten on every start.\n"
         f"port = {port}\n"
         f"listen_addresses = '{','.join(addresses)}'\n"
         "unix_socket_directories = ''\n"
+        # Logical decoding, as on Supabase: a major upgrade replicates into the new cluster
+        # while this one serves, and needs no restart of it first.
+        "wal_level = logical\n"
     )
+    if preload:
+        conf += f"shared_preload_libraries = '{PRELOAD}'\n"
     if tls_dir is not None:
         conf += f"ssl = on\nssl_cert_file = '{tls_dir / TLS_CERT}'\nssl_key_file = '{tls_dir / TLS_KEY}'\n"
     return conf
