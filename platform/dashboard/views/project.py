@@ -14,6 +14,7 @@ from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
 from hosts import agents
+from metrics.charts import project_charts
 from operations.actions import OperationRefused, act_on_project
 from operations.models import State
 from projects.actions import record_drift
@@ -126,7 +127,12 @@ def page_context(project, *, revealed: str | None = None) -> dict:
         "operations": queries.recent_operations(project),
         "audit": audit_rows(project),
         **connection_context(project, revealed=revealed),
+        **charts_context(project),
     }
+
+
+def charts_context(project) -> dict:
+    return {"charts": project_charts(project), "collect_minutes": settings.BERTH_METRICS_COLLECT_MINUTES}
 
 
 @require_GET
@@ -142,6 +148,12 @@ def project_status(request, ref):
         # The last poll: what the finished operation changed (host, ports) shows at once.
         context.update(connection_context(project), connection_oob=True)
     return render_live(request, "dashboard/project.html#status", context, in_flight=project.in_flight)
+
+
+@require_GET
+def project_charts_part(request, ref):
+    project = get_project(ref)
+    return render(request, "dashboard/project.html#charts", {"project": project, **charts_context(project)})
 
 
 @require_GET
