@@ -6,7 +6,9 @@ rows, so /metrics never counts the fleet; and samples past BERTH_METRICS_RETENTI
 
 Hosts are asked BERTH_HOST_THREADS at once (operations.fanout), each call within
 BERTH_AGENT_CALL_DEADLINE: a dead agent costs its host's samples, never the others'. A
-runtime the agent could not read gets no sample (its chart shows the gap).
+runtime the agent could not read gets no sample (its chart shows the gap). Each host's
+answer (or silence) is recorded as its last contact, so every host is heard from once per
+interval.
 """
 
 import logging
@@ -20,6 +22,7 @@ from django.utils import timezone
 from agent import api
 from agent.client import AgentError
 from hosts import agents
+from hosts.actions import record_contact, refresh_host
 from hosts.models import RuntimeHost
 from metrics.models import FleetCount, HostSample, ProjectSample
 from operations.fanout import for_each_host
@@ -59,10 +62,17 @@ def targets(projects: list[Project]) -> dict[str, tuple[Project, api.MetricsTarg
 
 
 def collect_host(host: RuntimeHost) -> int:
-    """Ask one host's agent for its runtimes' statistics and record them; returns samples kept."""
+    """Ask one host's agent for its runtimes' statistics and record them; returns samples kept.
+
+    The call's outcome is the host's contact (hosts.actions.record_contact: the
+    host-unreachable alert reads it); a host with nothing to read is asked for its info
+    instead, so every host is heard from once per pass.
+    """
     wanted = targets(host_projects(host))
-    replies = []
-    batch = list(wanted.values())
+    if not wanted:
+        refresh_host(host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+        return 0
+    replies, batch = [], list(wanted.values())
     for start in range(0, len(batch), api.MAX_METRICS_TARGETS):
         chunk = [target for _, target in batch[start : start + api.MAX_METRICS_TARGETS]]
         try:
@@ -70,7 +80,10 @@ def collect_host(host: RuntimeHost) -> int:
             replies.extend(client.metrics(chunk, deadline_s=settings.BERTH_AGENT_CALL_DEADLINE * 0.8))
         except AgentError as exc:
             log.warning("metrics of %s not collected: %s", host.name, exc)
+            record_contact(host, exc)
             break
+    else:
+        record_contact(host, None)
     now = timezone.now()
     readings = [(wanted[r.ref][0], r) for r in replies if r.ref in wanted and r.error is None]
     return record_samples(readings, now)
