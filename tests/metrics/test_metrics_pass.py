@@ -5,56 +5,19 @@ process wrote to the database."""
 import subprocess
 import sys
 from datetime import timedelta
-from unittest import mock
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from metrics.collection import collect_all
 from metrics.models import FleetCount, HostSample, ProjectSample
-from projects.models import Status
 from telemetry.models import Counter
 from telemetry.record import flush
-from templating.actions import sync_templates
-from templating.models import TemplateVersion
 from tests.api_helpers import api_as, join, make_org, make_user
-from tests.factories import make_port_block, make_project, make_reported_host
-from tests.stack import ROOT, free_port_range, worker_env
+from tests.metrics.helpers import TOKEN, host_with_projects
+from tests.stack import ROOT, worker_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
-
-TOKEN = "metrics-token-0123456789"
-SECRETS = {"postgres_password": "unused-under-trust"}
-
-
-@pytest.fixture
-def version():
-    with mock.patch("django_q.tasks.async_task"):
-        sync_templates()
-    return TemplateVersion.objects.latest_of("postgres")
-
-
-def database_port() -> int:
-    return int(settings.DATABASES["default"]["PORT"] or 5432)
-
-
-def host_with_projects(agent, version, org=None):
-    """A host on the real agent with two running projects: one whose database slot is the test
-    PostgreSQL server (its block starts at that port), one whose port nothing listens on."""
-    live_port, dead_port = database_port(), free_port_range(10)
-    host = make_reported_host(
-        name="metered", agent_url=agent.base_url, agent_token=agent.token, port_range_start=1024, port_range_end=65529
-    )
-    projects = []
-    for first in (live_port, dead_port):
-        extra = {"organization": org} if org else {}
-        project = make_project(
-            host=host, template_version=version, status=Status.ACTIVE_HEALTHY, secrets=SECRETS, **extra
-        )
-        make_port_block(project, first_port=first)
-        projects.append(project)
-    return host, projects
 
 
 def test_the_pass_samples_each_reachable_runtime_with_rates_and_forgets_old_samples(shared_agent, version):
