@@ -23,6 +23,15 @@ from operations.models import UNFINISHED_STATES, Operation, Rollout, State
 from ports.models import free_blocks, with_block_counts
 from telemetry.models import Counter
 
+HOST_FIELDS = (
+    "name",
+    "last_error",
+    "last_seen_at",
+    "accepts_projects",
+    "port_range_start",
+    "port_range_end",
+    "block_size",
+)
 HISTOGRAMS = ("berth_agent_call_duration_seconds", "berth_operation_duration_seconds")
 HELP = {
     "berth_operations_finished_total": "Operations that ended, by kind and final state.",
@@ -99,7 +108,9 @@ def hosts():
         "berth_host_port_blocks", "Port blocks by state (free: can be leased now).", labels=["host", "state"]
     )
     by_state = dict.fromkeys(("up", "unreachable", "unknown", "draining"), 0)
-    for host in with_block_counts(RuntimeHost.objects.order_by("name")):
+    # Only what is shown: a whole row would decrypt the agent token and parse the capabilities.
+    shown = RuntimeHost.objects.only(*HOST_FIELDS).order_by("name")
+    for host in with_block_counts(shown):
         reached = "unreachable" if host.last_error else ("up" if host.last_seen_at else "unknown")
         by_state[reached] += 1
         by_state["draining"] += not host.accepts_projects

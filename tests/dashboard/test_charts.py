@@ -66,13 +66,15 @@ def test_the_project_page_charts_its_samples_and_polls_for_more(staff_client, pr
     assert "<strong>4</strong>" in page, "the latest connections"
     assert "<strong>5.0\xa0MB</strong>" in page
     assert "<strong>2.5/s</strong>" in page
-    assert f'hx-get="{reverse("dashboard:project_charts", args=[project.ref])}" hx-trigger="every 60s"' in page
+    # Nothing polls for charts on their own: the status poll redraws them while in flight.
+    assert 'id="project-charts" hx' not in page
+    poll = staff_client.get(reverse("dashboard:project_status", args=[project.ref]), headers={"HX-Request": "true"})
+    assert '<section class="card" id="project-charts" hx-swap-oob="true">' in poll.content.decode()
+    assert poll.content.decode().count("<polyline") == 3
 
 
 def test_a_project_without_samples_says_so_instead_of_drawing_nothing(staff_client, project):
-    part = staff_client.get(reverse("dashboard:project_charts", args=[project.ref]), headers={"HX-Request": "true"})
-    text = part.content.decode()
-    assert part.status_code == 200
+    text = staff_client.get(reverse("dashboard:project", args=[project.ref])).content.decode()
     assert "<polyline" not in text
     assert "No samples yet" in text
     assert "Connections: no samples in the last 24 hours" in text
@@ -92,5 +94,3 @@ def test_the_hosts_page_charts_each_hosts_projects_and_free_blocks(staff_client)
     assert charts.count("<polyline") == 2, "the idle host has no samples: no lines"
     assert "<strong>8</strong>" in charts and "<strong>90</strong>" in charts
     assert "Projects: no samples in the last 24 hours" in charts
-    part = staff_client.get(reverse("dashboard:host_charts"), headers={"HX-Request": "true"}).content.decode()
-    assert part.count("<polyline") == 2 and 'hx-trigger="every 60s"' in part

@@ -143,17 +143,11 @@ def project(request, ref):
 @require_GET
 def project_status(request, ref):
     project = get_project(ref)
-    context = status_context(project)
+    context = {**status_context(project), **charts_context(project), "charts_oob": True}
     if not project.in_flight:
         # The last poll: what the finished operation changed (host, ports) shows at once.
         context.update(connection_context(project), connection_oob=True)
     return render_live(request, "dashboard/project.html#status", context, in_flight=project.in_flight)
-
-
-@require_GET
-def project_charts_part(request, ref):
-    project = get_project(ref)
-    return render(request, "dashboard/project.html#charts", {"project": project, **charts_context(project)})
 
 
 @require_GET
