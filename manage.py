@@ -30,7 +30,8 @@ def main():
     if (ROOT / ".git").exists() and "DEBUG" not in os.environ and "SECRET_KEY" not in os.environ:
         os.environ["DEBUG"] = "1"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "berth.settings")
-    from django.core.management import execute_from_command_line
+    # Only now: Django may be importable only in the checkout's .venv, re-run into above.
+    from django.core.management import execute_from_command_line  # noqa: PLC0415
 
     execute_from_command_line(sys.argv)
 

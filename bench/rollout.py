@@ -35,7 +35,7 @@ from common import ROOT, parser, scratch, start_agent, start_worker  # noqa: E40
 def stopped_projects(host, version, count: int):
     """Placed, leased, files pushed through the agent, never started: what a stopped project is."""
     from hosts.agents import client_for
-    from operations.resync import AgentRuntimeFiles
+    from operations.runtime_files import AgentRuntimeFiles
     from ports.models import BlockState, PortBlock
     from projects.models import DesiredState, Project, Status
     from templating.render import render_project
@@ -76,7 +76,7 @@ def new_revision(folder: Path):
 
 def agent_seconds(projects, target) -> list[float]:
     """The agent's own time per project: the digests and files calls a re-sync makes, made directly."""
-    from operations.resync import AgentRuntimeFiles
+    from operations.runtime_files import AgentRuntimeFiles
     from projects.models import Project
     from templating.render import render_project
     from templating.resync import paths_to_check

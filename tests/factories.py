@@ -3,6 +3,7 @@
 import itertools
 
 from hosts.models import RuntimeHost
+from operations.runtime_files import RuntimeFiles
 from ports.models import BlockState, PortBlock
 from projects.models import Project
 from templating.models import TemplateVersion
@@ -121,7 +122,7 @@ def make_runtime_project(version: TemplateVersion, *, postgres_major: int = 15, 
     return project
 
 
-class FakeRuntimeFiles:
+class FakeRuntimeFiles(RuntimeFiles):
     """The hosts' runtime folders in memory, behind the same interface as the agent gateway."""
 
     def __init__(self):
@@ -142,9 +143,16 @@ class FakeRuntimeFiles:
         folder = self.folders.get(project.ref, {})
         return {path: sha256(folder[path]) if path in folder else None for path in paths}
 
-    def put_files(self, project, rendered, paths, remove):
+    def contents(self, project, paths):
+        folder = self.folders.get(project.ref, {})
+        return {path: folder.get(path) for path in paths}
+
+    def put_files(self, project, rendered, paths, remove, *, backup=(), backup_suffix=None):
         self.puts.append((project.ref, list(paths), list(remove)))
         folder = self.folders.setdefault(project.ref, {})
+        for path in backup:
+            if path in folder:
+                folder.setdefault(f"{path}.{backup_suffix}", folder[path])
         for path in paths:
             folder[path] = rendered.files[path]
         for path in remove:

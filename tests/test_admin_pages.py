@@ -8,6 +8,7 @@ from django.utils import timezone
 from audit.actions import record
 from operations.models import Kind, Operation, OperationEvent
 from ports.models import PortBlock
+from projects.models import Status, StatusCause
 from tests.factories import make_host, make_project
 
 pytestmark = pytest.mark.django_db
@@ -20,6 +21,7 @@ def one_of_everything(superuser):
     PortBlock.objects.create(host=host, first_port=20000, last_port=20009, state="leased", project=project)
     operation = Operation.objects.create(project=project, kind=Kind.PROVISION, deadline=timezone.now())
     OperationEvent.objects.create(operation=operation, step="claim", message="claimed")
+    project.move_status(Status.COMING_UP, cause=StatusCause.CLAIMED, operation_id=operation.pk)
     record(superuser, "project.create", project=project, detail={"name": project.name})
 
 
@@ -43,6 +45,7 @@ def test_every_changelist_and_change_page_renders(admin_client_logged_in, one_of
         "templating.TemplateVersion",
         "operations.Operation",
         "audit.AuditEntry",
+        "projects.StatusChange",
     }
     assert berth_models <= checked
 

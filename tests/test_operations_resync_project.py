@@ -8,7 +8,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from audit.models import AuditEntry
-from operations.resync import CONFLICTED, UNCHANGED, UPDATED, ResyncRefused, resync_project
+from operations.models import Outcome
+from operations.resync import resync_project
+from operations.runtime_files import FilesMismatch
 from projects.models import Project
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
@@ -58,7 +60,7 @@ def test_it_updates_the_files_and_records_the_version_and_digests(root, files):
     result = resync_project(project, target, files)
 
     project.refresh_from_db()
-    assert result.status == UPDATED and project.template_version == target
+    assert result.status == Outcome.UPDATED and project.template_version == target
     assert b"# r2" in files.folders[project.ref]["runtime.toml"]
     assert project.file_digests == {"runtime.toml": sha256(files.folders[project.ref]["runtime.toml"])}
     assert files.puts == [(project.ref, ["runtime.toml"], [])]
@@ -74,7 +76,7 @@ def test_it_changes_nothing_on_a_dry_run(root, files):
     result = resync_project(project, target, files, dry_run=True)
 
     project.refresh_from_db()
-    assert result.status == UPDATED and project.template_version.revision == 1
+    assert result.status == Outcome.UPDATED and project.template_version.revision == 1
     assert files.puts == [] and files.folders[project.ref] == before
     assert AuditEntry.objects.count() == audit_before
 
@@ -87,7 +89,7 @@ def test_it_reports_a_conflict_with_a_diff_and_leaves_that_project_alone(root, f
     result = resync_project(project, target, files)
 
     project.refresh_from_db()
-    assert result.status == CONFLICTED and project.template_version.revision == 1 and files.puts == []
+    assert result.status == Outcome.CONFLICTED and project.template_version.revision == 1 and files.puts == []
     assert b"# tuned by hand" in files.folders[project.ref]["runtime.toml"]
     (conflict,) = result.plan.conflicts
     assert conflict.reason == "edited on the host and changed in the template"
@@ -157,7 +159,7 @@ def test_it_refuses_when_the_agent_reports_other_content_than_was_sent(root, fil
     project = provisioned(files)
     files.corrupting = True
     target = r2_of_postgres(root)
-    with pytest.raises(ResyncRefused, match="the agent reports other content than was sent for: runtime.toml"):
+    with pytest.raises(FilesMismatch, match="the agent reports other content than was sent for: runtime.toml"):
         resync_project(project, target, files)
     project.refresh_from_db()
     assert project.template_version.revision == 1
@@ -170,7 +172,7 @@ def test_it_records_a_version_whose_files_render_the_same_as_unchanged(root, fil
     result = resync_project(project, target, files)
 
     project.refresh_from_db()
-    assert result.status == UNCHANGED and project.template_version == target and files.puts == []
+    assert result.status == Outcome.UNCHANGED and project.template_version == target and files.puts == []
 
 
 def test_it_refuses_a_project_whose_host_cannot_run_what_the_target_needs(root, files):

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from operations import rollouts
-from operations.models import Kind, Operation, OperationEvent, Outcome, Rollout, State
+from operations.models import Kind, Operation, Outcome, Rollout, State
 from projects.models import DesiredState, Project, Status
 from tests.dashboard_helpers import placed_project, process_host, register_template
 
@@ -32,20 +32,20 @@ def behind(old, count, **fields):
 
 
 def finish(entry_project: Project, *, state=State.SUCCEEDED, status="updated", restart=True, error_code=""):
-    """What a worker would leave: the re-sync operation settled, its events, the project's status."""
+    """What a worker would leave: the re-sync operation settled with its typed outcome, the
+    project's status. No events: nothing that decides reads them."""
     operation = Operation.objects.get(project=entry_project, kind=Kind.RESYNC, state__in=[State.QUEUED])
     operation.state, operation.finished_at, operation.error_code = state, timezone.now(), error_code
     operation.error_message = "" if state == State.SUCCEEDED else "it broke"
-    operation.save()
-    if restart:
-        OperationEvent.objects.create(operation=operation, step="restart", message="Restarting")
+    operation.restarted = restart
     if state == State.SUCCEEDED:
-        OperationEvent.objects.create(operation=operation, step="resync", message="ok", data={"status": status})
+        operation.result, operation.result_message = status, "ok"
         Project.objects.filter(pk=entry_project.pk).update(status=Status.ACTIVE_HEALTHY)
     elif error_code == "conflict":
-        OperationEvent.objects.create(operation=operation, step="conflict", message="c", data={"paths": ["a.toml"]})
+        operation.result, operation.conflict_paths = Outcome.CONFLICTED, ["a.toml"]
     else:
         Project.objects.filter(pk=entry_project.pk).update(status=Status.ACTIVE_UNHEALTHY)
+    operation.save()
     return operation
 
 

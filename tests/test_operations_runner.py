@@ -44,7 +44,7 @@ class ScriptedAgent:
         self._record("check_ports")
         return PortCheck(free=list(ports), taken=[])
 
-    def put_files(self, ref, files, user_paths=(), remove=(), private_paths=()):
+    def put_files(self, ref, files, user_paths=(), remove=(), private_paths=(), backup=(), backup_suffix=None):
         self._record("put_files", ref, tuple(private_paths))
         return {f.path: hashlib.sha256(f.content).hexdigest() for f in files}
 
@@ -272,12 +272,13 @@ class TestHealthRefresh:
 
 
 def test_a_resync_stopped_by_a_conflict_leaves_the_project_status_alone(agent_script, host):
-    from operations.resync import CONFLICTED, ResyncResult
+    from operations.models import Outcome
+    from operations.resync import ResyncResult
 
     project, _ = provision(host)
     Project.objects.filter(pk=project.pk).update(status_reason="checked at noon")
     operation = request_operation(project, Kind.RESYNC)
-    conflict = ResyncResult(project.ref, CONFLICTED, 1, 1, message="conflict: runtime.toml")
+    conflict = ResyncResult(project.ref, Outcome.CONFLICTED, 1, 1, message="conflict: runtime.toml")
     with mock.patch("operations.runner.resync_project", return_value=conflict):
         tasks.run_operation(operation.pk)
     operation.refresh_from_db()
@@ -324,3 +325,48 @@ def test_a_failed_agent_command_keeps_the_agents_output_on_the_event(agent_scrip
 def test_provisioning_names_the_secret_bearing_files_to_the_agent(agent_script, host):
     project, _ = provision(host)
     assert agent_script.called("put_files") == [("put_files", project.ref, ("runtime.toml",))]
+
+
+def test_a_resync_keeps_its_result_and_its_restart_on_the_operation(agent_script, host):
+    from operations.models import Outcome
+    from operations.resync import ResyncResult
+    from templating.resync import WRITE, FileAction, Plan
+
+    project, _ = provision(host)
+    operation = request_operation(project, Kind.RESYNC)
+    plan = Plan(actions=[FileAction("runtime.toml", WRITE, "changed in the template")])
+    updated = ResyncResult(project.ref, Outcome.UPDATED, 1, 2, message="1 written, 0 removed", plan=plan)
+    with mock.patch("operations.runner.resync_project", return_value=updated):
+        tasks.run_operation(operation.pk)
+    operation.refresh_from_db()
+    assert (operation.state, operation.result, operation.restarted) == (State.SUCCEEDED, Outcome.UPDATED, True)
+    assert operation.result_message == f"{project.template_version}: 1 written, 0 removed"
+    assert agent_script.called("restart")
+
+
+def test_a_resync_stopped_by_a_conflict_keeps_the_conflicting_paths_on_the_operation(agent_script, host):
+    from operations.models import Outcome
+    from operations.resync import ResyncResult
+    from templating.resync import CONFLICT, FileAction, Plan
+
+    project, _ = provision(host)
+    operation = request_operation(project, Kind.RESYNC)
+    plan = Plan(actions=[FileAction("runtime.toml", CONFLICT, "changed on the host and in the template")])
+    conflict = ResyncResult(project.ref, Outcome.CONFLICTED, 1, 2, message="conflict: runtime.toml", plan=plan)
+    with mock.patch("operations.runner.resync_project", return_value=conflict):
+        tasks.run_operation(operation.pk)
+    operation.refresh_from_db()
+    assert (operation.result, operation.conflict_paths, operation.restarted) == (
+        Outcome.CONFLICTED,
+        ["runtime.toml"],
+        False,
+    )
+
+
+def test_provisioning_fails_when_the_agent_holds_other_content_than_was_pushed(agent_script, host):
+    with mock.patch.object(ScriptedAgent, "put_files", return_value={"runtime.toml": "0" * 64}):
+        project, operation = provision(host)
+    assert (operation.state, operation.error_code) == (State.FAILED, "files")
+    assert operation.error_message == "the agent reports other content than was sent for: runtime.toml"
+    assert project.status == Status.INIT_FAILED
+    assert not agent_script.called("up")

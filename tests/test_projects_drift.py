@@ -17,7 +17,8 @@ from audit.models import AuditEntry
 from hosts.models import RuntimeHost
 from operations.drift import check_all
 from operations.models import Kind, Operation
-from operations.resync import AgentRuntimeFiles, resync_project
+from operations.resync import resync_project
+from operations.runtime_files import AgentRuntimeFiles
 from projects.actions import record_drift, record_drifts
 from projects.models import DesiredState, Project
 from templating.actions import sync_templates

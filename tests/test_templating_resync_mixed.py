@@ -8,8 +8,9 @@ import pytest
 
 from operations import tasks
 from operations.actions import request_operation
-from operations.models import Kind, State
-from operations.resync import CONFLICTED, AgentRuntimeFiles, resync_project
+from operations.models import Kind, Outcome, State
+from operations.resync import resync_project
+from operations.runtime_files import AgentRuntimeFiles
 from projects.models import Project
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
@@ -68,7 +69,7 @@ def test_the_verb_writes_none_of_the_clean_changes(conflicted):
     project, v1, v2, folder = conflicted
     before = snapshot(folder)
     result = resync_project(project, v2, AgentRuntimeFiles())
-    assert result.status == CONFLICTED
+    assert result.status == Outcome.CONFLICTED
     actions = {a.path: a.action for a in result.plan.actions}
     assert actions["a.conf"] == CONFLICT and actions["b.conf"] == WRITE, "the plan mixes both"
     assert snapshot(folder) == before

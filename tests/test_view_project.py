@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from operations.models import Kind, Operation, OperationEvent, State
-from projects.models import DesiredState, Status
+from projects.models import DesiredState, Status, StatusCause
 from tests.dashboard_helpers import placed_project, process_host, register_template
 from tests.factories import make_host, make_project
 
@@ -44,6 +44,18 @@ def test_it_shows_status_desired_state_ports_and_timeline(staff_client, project)
     assert "<td>db</td><td>20100</td>" in html
     assert "All probes pass" in html
     assert 'hx-trigger="every 2s"' not in html
+
+
+def test_it_lists_the_status_history_newest_first_with_what_moved_it(staff_client, project):
+    assert "No status change yet." in staff_client.get(url("project", project)).content.decode()
+    project.move_status(Status.RESTARTING, cause=StatusCause.CLAIMED, operation_id=41)
+    project.move_status(Status.ACTIVE_UNHEALTHY, "db: fail (refused)", cause=StatusCause.SETTLED, operation_id=41)
+    html = staff_client.get(url("project", project)).content.decode()
+    history = html[html.index('id="status-history"') :]
+    unhealthy = history.index('Restarting</span> → <span class="status status-active_unhealthy">Active Unhealthy')
+    restarting = history.index('Active Healthy</span> → <span class="status status-restarting">Restarting')
+    assert unhealthy < restarting
+    assert "an operation ended #41</span> · db: fail (refused)" in history
 
 
 def test_it_hides_secrets_until_revealed(staff_client, project):

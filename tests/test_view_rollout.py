@@ -82,7 +82,12 @@ def conflicted(rollout):
     rollouts.drive(rollout.pk)
     operation = Operation.objects.get(kind=Kind.RESYNC, state=State.QUEUED)
     Operation.objects.filter(pk=operation.pk).update(
-        state=State.FAILED, error_code="conflict", error_message="conflict: README.md", finished_at=timezone.now()
+        state=State.FAILED,
+        error_code="conflict",
+        error_message="conflict: README.md",
+        finished_at=timezone.now(),
+        result=Outcome.CONFLICTED,
+        conflict_paths=["README.md"],
     )
     rollouts.drive(rollout.pk)
     entry = rollout.projects.get(project=operation.project)

@@ -2,18 +2,17 @@
 messages queued for every channel that hears of it). Each runs in one transaction with its
 audit row; the worker is asked to deliver once it commits."""
 
+import django_q.tasks
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from alerts.models import Channel, Delivery, Event, Incident, Rule
 from audit.actions import record
+from audit.models import Action
 
 
 def _deliver_soon() -> None:
-    # django_q.tasks loads django-q2's models, which cannot load while apps load.
-    from django_q.tasks import async_task
-
-    async_task("alerts.tasks.deliver", task_name="alerts-deliver", group="alerts")
+    django_q.tasks.async_task("alerts.tasks.deliver", task_name="alerts-deliver", group="alerts")
 
 
 def add_channel(channel: Channel, *, actor=None, label: str | None = None) -> Channel:
@@ -21,7 +20,7 @@ def add_channel(channel: Channel, *, actor=None, label: str | None = None) -> Ch
     channel.full_clean()
     with transaction.atomic():
         channel.save()
-        record(actor, "alerts.channel_add", detail=_described(channel), label=label)
+        record(actor, Action.ALERTS_CHANNEL_ADD, detail=_described(channel), label=label)
     return channel
 
 
@@ -31,7 +30,7 @@ def send_test(channel: Channel, *, actor=None, label: str | None = None) -> Deli
     payload = {"event": "test", "channel": channel.name, "project": None, "status": "test", "at": now.isoformat()}
     with transaction.atomic():
         delivery = Delivery.objects.create(channel=channel, event=Event.TEST, payload=payload, next_attempt_at=now)
-        record(actor, "alerts.channel_test", detail=_described(channel), label=label)
+        record(actor, Action.ALERTS_CHANNEL_TEST, detail=_described(channel), label=label)
         transaction.on_commit(_deliver_soon)
     return delivery
 
@@ -86,7 +85,7 @@ def open_incident(rule: str, subject: str, *, summary: str, status: str, organiz
         except IntegrityError:
             return False  # open already (a concurrent evaluation opened it): one message per incident
         _queue(incident, Event.OPENED, now)
-        record(None, "alerts.incident_open", detail={"rule": rule, "subject": subject}, label="berth-alerts")
+        record(None, Action.ALERTS_INCIDENT_OPEN, detail={"rule": rule, "subject": subject}, label="berth-alerts")
         transaction.on_commit(_deliver_soon)
     return True
 
@@ -101,7 +100,7 @@ def resolve_incident(incident: Incident) -> bool:
         _queue(incident, Event.RESOLVED, now)
         record(
             None,
-            "alerts.incident_resolve",
+            Action.ALERTS_INCIDENT_RESOLVE,
             detail={"rule": incident.rule, "subject": incident.subject},
             label="berth-alerts",
         )

@@ -5,6 +5,7 @@ from django.db import transaction
 from alerts.actions import add_channel, send_test
 from alerts.models import Channel, Delivery, Incident
 from audit.actions import record
+from audit.models import Action
 from berth.admin import ReadOnlyAdmin
 
 
@@ -43,7 +44,9 @@ class ChannelAdmin(admin.ModelAdmin):
             return
         with transaction.atomic():
             super().save_model(request, obj, form, change)
-            record(request.user, "alerts.channel_change", detail={"channel": obj.name, "changed": form.changed_data})
+            record(
+                request.user, Action.ALERTS_CHANNEL_CHANGE, detail={"channel": obj.name, "changed": form.changed_data}
+            )
 
     @admin.action(description="Send a test message")
     def test(self, request, queryset):

@@ -1,11 +1,11 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
     """The alert rules and deliveries run as django-q2 schedules; keep them present and current."""
-    from django_q.models import Schedule
-
+    # From the registry: this module loads with the app configs, before any models can.
+    Schedule = apps.get_model("django_q", "Schedule")
     wanted = {
         # Rules that read a few rows, then whatever deliveries are due (retries included).
         "berth-alerts": ("alerts.tasks.evaluate_and_deliver", 1),

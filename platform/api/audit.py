@@ -1,4 +1,5 @@
 from audit.actions import record
+from audit.models import Action
 
 
 def token_used(request, action: str, *, project=None, **detail) -> None:
@@ -6,7 +7,7 @@ def token_used(request, action: str, *, project=None, **detail) -> None:
     token = request.auth
     record(
         token.user,
-        "token.use",
+        Action.TOKEN_USE,
         project=project,
         detail={"token": token.pk, "token_name": token.name, "action": action, **detail},
     )

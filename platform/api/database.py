@@ -15,6 +15,7 @@ from api.audit import token_used
 from api.errors import ApiError, forbidden
 from api.projects import database_host
 from api.schemas import Message, PoolerConfigOut, QueryIn
+from audit.models import Action
 from hosts import agents
 from orgs.models import Role
 from projects.models import Project
@@ -77,7 +78,7 @@ def run_query(request, ref: str, body: QueryIn):
 
 def _audit(request, project, body: QueryIn, outcome: str, **detail) -> None:
     with transaction.atomic():
-        token_used(request, "project.query", project=project, read_only=body.read_only, outcome=outcome, **detail)
+        token_used(request, Action.PROJECT_QUERY, project=project, read_only=body.read_only, outcome=outcome, **detail)
 
 
 @router.get(

@@ -7,6 +7,7 @@ from api.access import caller
 from api.audit import token_used
 from api.errors import ApiError
 from api.schemas import Message, OrganizationCreate, OrganizationOut
+from audit.models import Action
 from orgs.actions import create_organization
 from orgs.models import Organization
 
@@ -29,7 +30,7 @@ def create(request, body: OrganizationCreate):
         org = create_organization(name=body.name, owner=user, actor=user)
     except ValidationError as error:
         raise ApiError(400, "; ".join(error.messages)) from None
-    token_used(request, "organization.create", organization=org.slug)
+    token_used(request, Action.ORGANIZATION_CREATE, organization=org.slug)
     return Status(201, organization_out(org))
 
 

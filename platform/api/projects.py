@@ -28,6 +28,7 @@ from api.schemas import (
     ServiceHealth,
     StorageConfigOut,
 )
+from audit.models import Action
 from berth.keyset import after_row
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
@@ -136,7 +137,7 @@ def create(request, body: ProjectCreate):
         raise ApiError(409, "; ".join(error.messages)) from None
     except ValidationError as error:
         raise ApiError(422, "; ".join(error.messages)) from None
-    token_used(request, "project.create", project=project)
+    token_used(request, Action.PROJECT_CREATE, project=project)
     project.organization = org
     return Reply(201, project_created(project))
 
@@ -193,7 +194,7 @@ def _operate(request, project: Project, kind: str, params: dict | None = None) -
     try:
         with transaction.atomic():
             request_operation(project, kind, actor=user, params=params)
-            token_used(request, f"operation.{kind}", project=project)
+            token_used(request, Action.requested(kind), project=project)
     except OperationRefused as refusal:
         raise ApiError(400, str(refusal)) from None
 
@@ -202,7 +203,7 @@ def _operate(request, project: Project, kind: str, params: dict | None = None) -
 def api_keys(request, ref: str, reveal: bool = False):
     project = project_for(request, ref)
     with transaction.atomic():
-        token_used(request, "project.reveal_api_keys", project=project)
+        token_used(request, Action.PROJECT_REVEAL_API_KEYS, project=project)
     keys = project.secrets
     return [
         {

@@ -14,6 +14,56 @@ SELECT action FROM found WHERE action IS NOT NULL
 """
 
 
+class Action:
+    """Every action name the audit trail holds, as constants (Zulip names its audit events
+    `RealmAuditLog.REALM_DOMAIN_ADDED`): callers name these, never a string of their own, so
+    a misspelt action is an AttributeError, not a new action nobody filters for."""
+
+    HOST_CREATE = "host.create"
+    HOST_CHANGE = "host.change"
+    HOST_OPEN = "host.open"
+    HOST_DRAIN = "host.drain"
+    ORGANIZATION_CREATE = "organization.create"
+    ORGANIZATION_MEMBER_ADD = "organization.member_add"
+    ORGANIZATION_MEMBER_ROLE = "organization.member_role"
+    ORGANIZATION_MEMBER_REMOVE = "organization.member_remove"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
+    # A write made with an access token; its detail names the action it made (`action`).
+    TOKEN_USE = "token.use"
+    TEMPLATE_REGISTER = "template.register"
+    PORTS_RELEASE = "ports.release"
+    PORTS_RECHECK = "ports.recheck"
+    # The repair task corrected a host's block counts (ports.actions.repair_block_counts).
+    PORTS_REPAIR_COUNTS = "ports.repair_counts"
+    ALERTS_CHANNEL_ADD = "alerts.channel_add"
+    ALERTS_CHANNEL_CHANGE = "alerts.channel_change"
+    ALERTS_CHANNEL_TEST = "alerts.channel_test"
+    ALERTS_INCIDENT_OPEN = "alerts.incident_open"
+    ALERTS_INCIDENT_RESOLVE = "alerts.incident_resolve"
+    PROJECT_CREATE = "project.create"
+    PROJECT_DRIFT = "project.drift"
+    PROJECT_RESYNC = "project.resync"
+    PROJECT_RESOLVE_CONFLICTS = "project.resolve_conflicts"
+    PROJECT_REVEAL_SECRET = "project.reveal_secret"
+    PROJECT_REVEAL_API_KEYS = "project.reveal_api_keys"
+    PROJECT_QUERY = "project.query"
+    OPERATION_CANCEL = "operation.cancel"
+    OPERATION_MARK_FAILED = "operation.mark_failed"
+    ROLLOUT_START = "rollout.start"
+    ROLLOUT_ROLLBACK = "rollout.rollback"
+    ROLLOUT_PAUSED = "rollout.paused"
+    ROLLOUT_RESUMED = "rollout.running"
+    ROLLOUT_CANCELLED = "rollout.cancelled"
+    ROLLOUT_HALTED = "rollout.halted"
+    ROLLOUT_FINISHED = "rollout.finished"
+
+    @staticmethod
+    def requested(kind: str) -> str:
+        """An operation of `kind` requested: one action per kind, so a new kind needs no constant."""
+        return f"operation.{kind}"
+
+
 class AuditEntryManager(models.Manager):
     def actions(self) -> list[str]:
         """Every action the whole trail holds, in order; on PostgreSQL in one probe per action."""

@@ -24,7 +24,7 @@ from django.db.models import (
 )
 
 from hosts.models import RuntimeHost
-from operations.models import UNFINISHED_STATES, Operation, OperationEvent
+from operations.models import UNFINISHED_STATES, Operation, OperationEvent, Rollout
 from ports.models import block_capacity, free_blocks, with_block_counts
 from projects.models import TRANSITIONAL_STATUSES, Project
 from templating.models import TemplateVersion
@@ -82,6 +82,11 @@ def recent_operations(project, limit: int = 10):
         .prefetch_related(Prefetch("events", queryset=OperationEvent.objects.order_by("at", "pk")))
         .order_by("-created_at", "-pk")[:limit]
     )
+
+
+def status_history(project, limit: int = 10):
+    """The project's latest status changes (the status gate's typed rows), newest first."""
+    return list(project.status_changes.order_by("-at", "-pk")[:limit])
 
 
 def hosts_with_capacity():
@@ -172,8 +177,6 @@ def migration_progress(name: str, versions: list[TemplateVersion]) -> dict:
     """How many live projects of template `name` are on its latest version (`versions[0]`)
     and on older ones, from the versions' capped counts (`template_versions`), and the
     template's latest rollout."""
-    from operations.models import Rollout
-
     counts = [version.project_count for version in versions]
     return {
         "on_latest": counts[0],

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from agent.client import AgentError
 from audit.actions import record
+from audit.models import Action
 from hosts import agents
 from hosts.models import RuntimeHost
 
@@ -56,7 +57,7 @@ def save_host(host: RuntimeHost, *, actor=None, label: str | None = None) -> boo
         host.save()
         record(
             actor,
-            "host.create" if created else "host.change",
+            Action.HOST_CREATE if created else Action.HOST_CHANGE,
             detail={
                 "name": host.name,
                 "agent_url": host.agent_url,
@@ -89,5 +90,5 @@ def set_accepts_projects(host: RuntimeHost, accepts: bool, *, actor=None, label:
         )
         host.accepts_projects = accepts
         if changed:
-            record(actor, "host.open" if accepts else "host.drain", detail={"name": host.name}, label=label)
+            record(actor, Action.HOST_OPEN if accepts else Action.HOST_DRAIN, detail={"name": host.name}, label=label)
     return bool(changed)

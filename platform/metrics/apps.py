@@ -1,12 +1,12 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.conf import settings
 from django.db.models.signals import post_migrate
 
 
 def ensure_schedule(sender, **kwargs):
     """The metrics pass runs as a django-q2 schedule; keep it present and current."""
-    from django.conf import settings
-    from django_q.models import Schedule
-
+    # From the registry: this module loads with the app configs, before any models can.
+    Schedule = apps.get_model("django_q", "Schedule")
     Schedule.objects.update_or_create(
         name="berth-metrics",
         defaults={

@@ -7,12 +7,14 @@ commit, so a task never sees a row its request did not commit.
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import django_q.tasks
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from operations.models import Kind, Operation, OperationEvent, State
+from audit.models import Action
+from operations.models import KINDS, Kind, Operation, OperationEvent, State
 from projects.models import DesiredState, Project, Status
 from templating.models import TemplateVersion
 
@@ -45,20 +47,13 @@ class BulkOutcome:
 
 RETRYABLE_STATES = (State.FAILED, State.TIMED_OUT)
 
-# What each kind asks the project to become.
-DESIRED_AFTER = {
-    Kind.PROVISION: DesiredState.RUNNING,
-    Kind.START: DesiredState.RUNNING,
-    Kind.RESTART: DesiredState.RUNNING,
-    Kind.STOP: DesiredState.STOPPED,
-    Kind.DELETE: DesiredState.DELETED,
-}
+# The staff actions on a project, as pages and commands name them: operation kinds, and retry.
+RETRY = "retry"
+STAFF_ACTIONS = (Kind.START, Kind.STOP, Kind.RESTART, RETRY, Kind.RESYNC, Kind.DELETE)
 
 
 def _enqueue(operation: Operation) -> None:
-    from django_q.tasks import async_task
-
-    task_id = async_task(
+    task_id = django_q.tasks.async_task(
         "operations.tasks.run_operation",
         operation.pk,
         task_name=f"op-{operation.pk}-{operation.kind}-{operation.project.ref}",
@@ -67,14 +62,46 @@ def _enqueue(operation: Operation) -> None:
     Operation.objects.filter(pk=operation.pk).update(task_id=str(task_id or ""))
 
 
-def _refusal(project: Project, kind: str) -> str | None:
+def refusal(project: Project, kind: str) -> str | None:
+    """Why the project, in its status and desired state, refuses an operation of `kind`, to be
+    read after its ref ("is removed"); None when it takes one. The one statement of which
+    requests a project's state allows: request_operation refuses with it, and pages leave out
+    what it refuses (unavailable_actions)."""
     if project.status == Status.REMOVED:
-        return f"{project.ref} is removed"
+        return "is removed"
     if project.desired_state == DesiredState.DELETED and kind != Kind.DELETE:
-        return f"{project.ref} is being deleted"
-    if kind in (Kind.START, Kind.STOP, Kind.RESTART, Kind.RESYNC) and project.host_id is None:
-        return f"{project.ref} has never been provisioned; retry its provisioning instead"
+        return "is being deleted"
+    if KINDS[kind].needs_runtime and project.host_id is None:
+        return "has never been provisioned; retry its provisioning instead"
     return None
+
+
+def unavailable_actions(project: Project, *, last: Operation | None, in_progress: bool, update_available: bool):
+    """Why each staff action does not apply to the project now, keyed by action; an action
+    absent from the result applies. The reasons the verbs refuse with (`refusal`, a retry's
+    "nothing failed", re-sync's "on the latest version"), known before asking, plus what an
+    action would not change ("already running"), so pages offer only what can apply. The
+    verbs stay the judge."""
+    if in_progress:
+        return dict.fromkeys(STAFF_ACTIONS, "an operation is in progress: cancel it or wait for it to end")
+    why = {}
+    for action in STAFF_ACTIONS:
+        if action == RETRY:
+            retried = last.kind if last is not None and last.state in RETRYABLE_STATES else None
+            reason = refusal(project, retried) if retried else "nothing failed"
+        else:
+            reason = refusal(project, action)
+        if reason:
+            why[action] = reason
+    if project.host_id is not None and project.status != Status.REMOVED:
+        if project.desired_state == DesiredState.RUNNING and project.status == Status.ACTIVE_HEALTHY:
+            why.setdefault(Kind.START, "already running")
+        if project.desired_state == DesiredState.STOPPED and project.status == Status.INACTIVE:
+            why.setdefault(Kind.STOP, "already stopped")
+            why.setdefault(Kind.RESTART, "stopped: start it instead")
+        if not update_available:
+            why.setdefault(Kind.RESYNC, "on the latest template version")
+    return why
 
 
 def request_operation(
@@ -90,9 +117,9 @@ def request_operation(
     kind = Kind(kind)
     with transaction.atomic():
         project = Project.objects.select_for_update().get(pk=project.pk)
-        reason = _refusal(project, kind)
+        reason = refusal(project, kind)
         if reason:
-            raise OperationRefused(reason)
+            raise OperationRefused(f"{project.ref} {reason}")
         try:
             with transaction.atomic():
                 operation = Operation.objects.create(
@@ -102,25 +129,21 @@ def request_operation(
                     attempt=attempt,
                     deadline=timezone.now() + timedelta(seconds=settings.BERTH_QUEUE_DEADLINE),
                     requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+                    # Kept so a cancel can give the project back the state it wanted before.
+                    desired_before=project.desired_state,
                 )
         except IntegrityError:
             # The partial unique index on unfinished operations said no: the database is the judge.
             raise OperationInProgress(project) from None
-        # Kept on the queued event so a cancel can give the project back the state it wanted before.
-        desired_before = project.desired_state
         project.last_activity_at = operation.created_at
         changed = ["last_activity_at", "updated_at"]
-        if kind in DESIRED_AFTER and project.desired_state != DESIRED_AFTER[kind]:
-            project.desired_state = DESIRED_AFTER[kind]
+        desired = KINDS[kind].desired
+        if desired is not None and project.desired_state != desired:
+            project.desired_state = desired
             changed.append("desired_state")
         project.save(update_fields=changed)
-        OperationEvent.objects.create(
-            operation=operation,
-            step="queued",
-            message=f"{kind.label} requested",
-            data={"desired_before": desired_before},
-        )
-        record(actor, f"operation.{kind}", project=project, detail={"operation": operation.pk}, label=label)
+        OperationEvent.objects.create(operation=operation, step="queued", message=f"{kind.label} requested")
+        record(actor, Action.requested(kind), project=project, detail={"operation": operation.pk}, label=label)
         transaction.on_commit(lambda: _enqueue(operation))
     return operation
 
@@ -175,7 +198,7 @@ def cancel_operation(operation: Operation, *, actor=None, label: str | None = No
             )
         record(
             actor,
-            "operation.cancel",
+            Action.OPERATION_CANCEL,
             project=operation.project,
             detail={"operation": operation.pk, "state_before": was},
             label=label,
@@ -185,11 +208,10 @@ def cancel_operation(operation: Operation, *, actor=None, label: str | None = No
 
 def _restore_desired_state(operation: Operation) -> None:
     """Undo the desired state a never-run request set, unless something changed it since."""
-    queued = operation.events.filter(step="queued").values_list("data", flat=True).first() or {}
-    before = queued.get("desired_before")
-    if before and operation.kind in DESIRED_AFTER:
-        Project.objects.filter(pk=operation.project_id, desired_state=DESIRED_AFTER[operation.kind]).update(
-            desired_state=before, updated_at=timezone.now()
+    desired = KINDS[operation.kind].desired
+    if operation.desired_before and desired is not None:
+        Project.objects.filter(pk=operation.project_id, desired_state=desired).update(
+            desired_state=operation.desired_before, updated_at=timezone.now()
         )
 
 
@@ -216,7 +238,7 @@ def fail_operation(operation: Operation, *, actor, label: str | None = None, rea
         )
         record(
             actor,
-            "operation.mark_failed",
+            Action.OPERATION_MARK_FAILED,
             project=operation.project,
             detail={"operation": operation.pk, "state_before": was, "reason": reason},
             label=label,
@@ -240,7 +262,7 @@ def act_on_project(project: Project, action: str, *, actor=None, label: str | No
     """One staff action on one project, as the dashboard, the admin and `manage.py projects` name
     them: a lifecycle kind, "retry" (the last failed operation again) or "resync" (to the
     latest version of the project's template). Raises OperationRefused with the reason."""
-    if action == "retry":
+    if action == RETRY:
         return retry_project(project, actor=actor, label=label)
     if action == Kind.RESYNC:
         operation = request_resync_to_latest(project, actor=actor, label=label)

@@ -32,6 +32,13 @@ class OperationAdmin(admin.ModelAdmin):
         "created_at",
         "started_at",
         "finished_at",
+        "desired_before",
+        "status_before",
+        "status_reason_before",
+        "restarted",
+        "result",
+        "result_message",
+        "conflict_paths",
     ]
     inlines = [OperationEventInline]
     actions = ["cancel", "mark_failed"]

@@ -1,13 +1,13 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.conf import settings
 from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
     """The reaper, the health refresh, the drift check, the rollout sweep and the port counts
     repair run as django-q2 schedules; keep them present and current."""
-    from django.conf import settings
-    from django_q.models import Schedule
-
+    # From the registry: this module loads with the app configs, before any models can.
+    Schedule = apps.get_model("django_q", "Schedule")
     wanted = {
         "berth-reaper": ("operations.tasks.reap", settings.BERTH_REAPER_MINUTES),
         "berth-health-refresh": ("operations.tasks.refresh_health", settings.BERTH_HEALTH_REFRESH_MINUTES),

@@ -22,17 +22,14 @@ the status the forced end left, so they never overwrite what came after.
 import logging
 
 from django.conf import settings
-from django.utils import timezone
 
 from agent.client import AgentError
 from hosts import agents
-from operations.models import Kind, Operation, OperationEvent
-from projects.models import Project, Status
+from operations.models import KINDS, Kind, Operation, OperationEvent
+from projects.models import Project, Status, StatusCause, StatusMove
 
 log = logging.getLogger(__name__)
 
-# Kinds whose forced end leaves a runtime up that was not up before, or not known to be.
-STOPPED_AFTER = (Kind.PROVISION, Kind.START)
 # How long the agent waits for the cancelled command to end before answering.
 CANCEL_WAIT_S = 5.0
 
@@ -52,16 +49,16 @@ def stop_what_it_started(operation_id: int) -> bool:
         cancel = client.cancel(project.ref, str(operation.pk), wait_s=CANCEL_WAIT_S)
         if cancel.cancelled:
             note(operation, "The agent killed the operation's running command")
-        if operation.kind in STOPPED_AFTER and not superseded(operation):
+        if KINDS[operation.kind].stop_after_cut_off and not superseded(operation):
             client.down(project.ref)
             note(operation, "Stopped the runtime it had started (data and ports kept)")
         state = client.status(project.ref)
     except AgentError as error:
         note(operation, f"Could not stop or read the runtime: {error}", OperationEvent.Level.WARNING)
-        record(project, left_status, f"{ending(operation)}; the agent did not answer, so it may still run")
+        record(operation, left_status, f"{ending(operation)}; the agent did not answer, so it may still run")
         return False
     status, reason = observed(operation, state.state, state.detail)
-    record(project, left_status, reason, status)
+    record(operation, left_status, reason, status)
     note(operation, f"The runtime is {state.state}: {state.detail}")
     return True
 
@@ -90,12 +87,11 @@ def ending(operation: Operation) -> str:
     return f"{operation.get_kind_display()} {operation.get_state_display()}: {operation.error_message}"
 
 
-def record(project: Project, left_status: str, reason: str, status: str | None = None) -> None:
-    now = timezone.now()
-    changes = {"status_reason": reason, "updated_at": now}
-    if status is not None and status != left_status:
-        changes.update(status=status, status_changed_at=now)
-    Project.objects.idle().filter(pk=project.pk, status=left_status).update(**changes)
+def record(operation: Operation, left_status: str, reason: str, status: str | None = None) -> None:
+    """The project's status (else the one the forced end left) with `reason`, unless it moved since."""
+    Project.objects.idle().filter(pk=operation.project_id, status=left_status).move_status(
+        StatusMove(status or left_status, reason), cause=StatusCause.CLEANUP, operation_id=operation.pk
+    )
 
 
 def note(operation: Operation, message: str, level: str = OperationEvent.Level.INFO) -> None:

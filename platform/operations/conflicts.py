@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from agent.api import FileSpec
 from audit.actions import record
-from hosts.agents import client_for
-from operations.resync import ResyncRefused, _record
+from audit.models import Action
+from operations.resync import ResyncRefused, record_version
+from operations.runtime_files import AgentRuntimeFiles, RuntimeFiles
 from projects.actions import record_drift
 from projects.models import Project
 from templating.models import TemplateVersion
@@ -41,10 +41,13 @@ class Resolution:
     backups: list[str]
 
 
-def resolve_project(project: Project, target: TemplateVersion, how: str, *, deadline: float, label: str) -> Resolution:
+def resolve_project(
+    project: Project, target: TemplateVersion, how: str, files: RuntimeFiles, *, label: str
+) -> Resolution:
     """Apply the re-sync plan to `target` with its conflicts resolved `how`; record the revision.
 
-    Raises ResyncRefused when there is nothing to resolve or the agent wrote other content.
+    Raises ResyncRefused when there is nothing to resolve, FilesMismatch when the agent wrote
+    other content.
     """
     if how not in RESOLUTIONS:
         raise ResyncRefused(f"unknown resolution {how!r}; use one of {', '.join(RESOLUTIONS)}")
@@ -54,8 +57,7 @@ def resolve_project(project: Project, target: TemplateVersion, how: str, *, dead
     if project.host_id is None:
         raise ResyncRefused(f"{project.ref} has never been provisioned: nothing on a host to resolve")
     check_postgres_major(target, project.postgres_major, host=project.host)
-    client = client_for(project.host, deadline=deadline)
-    host = client.digests(project.ref, paths_to_check(project, target))
+    host = files.digests(project, paths_to_check(project, target))
     plan, rendered = plan_project_resync(project, target, host)
     conflicts = [action.path for action in plan.conflicts]
     pushes, backup = list(plan.pushes), []
@@ -64,28 +66,15 @@ def resolve_project(project: Project, target: TemplateVersion, how: str, *, dead
         backup = [path for path in conflicts if host.get(path) is not None]
     suffix = "backup-" + timezone.now().strftime("%Y%m%dT%H%M%SZ") if backup else None
     if pushes or plan.removals:
-        specs = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in pushes]
-        pushed = client.put_files(
-            project.ref,
-            specs,
-            user_paths=list(rendered.user_paths),
-            remove=plan.removals,
-            private_paths=sorted(rendered.private),
-            backup=backup,
-            backup_suffix=suffix,
-        )
-        managed = [path for path in pushes if rendered.policies[path] == "managed"]
-        wrong = sorted(path for path in managed if pushed.get(path) != rendered.digests[path])
-        if wrong:
-            raise ResyncRefused(f"the agent reports other content than was sent for: {', '.join(wrong)}")
+        pushed = files.push(project, rendered, pushes, plan.removals, backup=backup, backup_suffix=suffix)
         host = {**host, **pushed, **dict.fromkeys(plan.removals)}
-    _record(project, current, target, plan.new_digests, plan=plan, actor=None, label=label)
+    record_version(project, current, target, plan.new_digests, plan=plan, actor=None, label=label)
     # keep-local's files differ from the new base, so they are recorded as locally modified.
     record_drift(project, host, label=label)
     backups = [f"{path}.{suffix}" for path in backup]
     record(
         None,
-        "project.resolve_conflicts",
+        Action.PROJECT_RESOLVE_CONFLICTS,
         project=project,
         detail={"how": how, "to": target.revision, "conflicts": conflicts, "backups": backups},
         label=label,
@@ -113,14 +102,14 @@ def three_way(project: Project, target: TemplateVersion, *, deadline: float) -> 
 
     One digests call and one contents call to the project's agent, each within `deadline`.
     """
-    client = client_for(project.host, deadline=deadline)
-    host_digests = client.digests(project.ref, paths_to_check(project, target))
+    files = AgentRuntimeFiles(deadline=deadline)
+    host_digests = files.digests(project, paths_to_check(project, target))
     plan, new = plan_project_resync(project, target, host_digests)
     conflicts = plan.conflicts
     if not conflicts:
         return []
     old = render_project(project, project.template_version)
-    host_files = client.contents(project.ref, [action.path for action in conflicts])
+    host_files = files.contents(project, [action.path for action in conflicts])
     secrets = project.secrets
     old_label, new_label = str(project.template_version), str(target)
 

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from audit.actions import record
+from audit.models import Action
 from hosts.actions import refresh_host, refresh_unseen
 from hosts.models import RuntimeHost
 from operations.actions import request_operation
@@ -89,7 +90,7 @@ def create_project(
         project.save()
         record(
             actor,
-            "project.create",
+            Action.PROJECT_CREATE,
             project=project,
             detail={"name": project.name, "template": str(version)},
             label=label,

@@ -14,6 +14,7 @@ from django.db.models import F
 from agent.client import AgentError, AgentTimeout, AgentUnreachable
 from hosts import agents
 from hosts.models import RuntimeHost
+from operations.fanout import for_each_host
 from projects.actions import record_drifts
 from projects.models import DesiredState, Project
 
@@ -48,8 +49,6 @@ def check_all() -> int:
     timeout. Answers are recorded RECORD_TOGETHER at a time, and what a host answered
     before its round ended is recorded too. Returns how many projects were checked.
     """
-    from operations.fanout import for_each_host
-
     budget_ends = time.monotonic() + settings.BERTH_OPERATION_DEADLINE
     by_host: dict[int, list[Project]] = {}
     for project in checkable_projects():

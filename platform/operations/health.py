@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 
 import msgspec
 from django.conf import settings
-from django.db.models import Case, F, Value, When
-from django.utils import timezone
 
 from agent import api
 from agent.client import AgentError
 from hosts import agents
-from projects.models import DesiredState, Project, Status
+from hosts.models import RuntimeHost
+from operations.fanout import for_each_host
+from projects.models import DesiredState, Project, Status, StatusCause, StatusMove
 from templating.manifest import manifest_of
+from templating.models import TemplateVersion
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,6 @@ def host_projects(host) -> list[Project]:
     """The host's refreshable projects, sharing the host and their template versions: versions
     are few, each is loaded once rather than joined into every row (its files, once per
     project, were most of a large fleet's refresh)."""
-    from templating.models import TemplateVersion
-
     projects = list(refreshable_projects().filter(host=host))
     versions = TemplateVersion.objects.in_bulk({p.template_version_id for p in projects})
     for project in projects:
@@ -136,58 +135,35 @@ def host_projects(host) -> list[Project]:
     return projects
 
 
-def outcome_changes(project: Project, outcome: ProbeOutcome, now) -> dict | None:
-    """The fields one refresh moves on the project, or None when there is nothing to record."""
+def status_move(project: Project, outcome: ProbeOutcome) -> StatusMove | None:
+    """Where one refresh moves the project (its status, reason and count of failed refreshes),
+    or None when there is nothing to record."""
     if outcome.misconfigured:
-        return {"status_reason": f"probe misconfigured: {outcome.summary}", "updated_at": now}
+        return StatusMove(project.status, f"probe misconfigured: {outcome.summary}")
     if outcome.healthy:
         if project.status == Status.ACTIVE_HEALTHY and not project.probe_failures and not project.status_reason:
             return None  # nothing to record: a healthy fleet's refresh writes nothing
-        changed = {"status_changed_at": now} if project.status != Status.ACTIVE_HEALTHY else {}
-        return {"status": Status.ACTIVE_HEALTHY, "status_reason": "", "probe_failures": 0, "updated_at": now, **changed}
+        return StatusMove(Status.ACTIVE_HEALTHY, "", probe_failures=0)
     failures = project.probe_failures + 1
     if failures >= settings.BERTH_UNHEALTHY_AFTER and project.status != Status.ACTIVE_UNHEALTHY:
-        return {
-            "status": Status.ACTIVE_UNHEALTHY,
-            "status_reason": outcome.summary,
-            "probe_failures": failures,
-            "status_changed_at": now,
-            "updated_at": now,
-        }
-    return {"probe_failures": failures, "status_reason": outcome.summary, "updated_at": now}
+        return StatusMove(Status.ACTIVE_UNHEALTHY, outcome.summary, probe_failures=failures)
+    return StatusMove(project.status, outcome.summary, probe_failures=failures)
 
 
 def apply_outcomes(outcomes: list[tuple[Project, ProbeOutcome]]) -> None:
     """Move the projects' observed status after one refresh, each unless an operation started
     on it meanwhile or its status moved since it was read.
 
-    One UPDATE for all the projects read with the same status (each row gets its own values),
-    so a batch costs a few statements, never one per project.
+    One status gate call for all the projects read with the same status (one UPDATE, each row
+    its own values), so a batch costs a few statements, never one per project.
     """
-    now = timezone.now()
-    by_status: dict[str, dict[int, dict]] = {}
+    by_status: dict[str, dict[int, StatusMove]] = {}
     for project, outcome in outcomes:
-        changes = outcome_changes(project, outcome, now)
-        if changes is not None:
-            by_status.setdefault(project.status, {})[project.pk] = changes
-    for status, changes in by_status.items():
-        Project.objects.idle().filter(pk__in=list(changes), status=status).update(**_per_row(changes))
-
-
-def _per_row(changes: dict[int, dict]) -> dict:
-    """UPDATE values that give each project (by pk) its own changes; a project whose changes
-    leave a field out keeps its value. A value every project gets alike is set as it is."""
-    values = {}
-    for name in {name for change in changes.values() for name in change}:
-        given = {pk: change[name] for pk, change in changes.items() if name in change}
-        alike = set(given.values())
-        if len(given) == len(changes) and len(alike) == 1:
-            values[name] = alike.pop()
-        else:
-            field = Project._meta.get_field(name)
-            whens = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in given.items()]
-            values[name] = Case(*whens, default=F(name), output_field=field)
-    return values
+        move = status_move(project, outcome)
+        if move is not None:
+            by_status.setdefault(project.status, {})[project.pk] = move
+    for status, moves in by_status.items():
+        Project.objects.idle().filter(status=status).move_status(moves, cause=StatusCause.HEALTH)
 
 
 def _batches(prepared: list[tuple[Project, list[api.Probe]]]):
@@ -246,9 +222,6 @@ def refresh_all() -> int:
     task ends inside django-q2's timeout however many agents are unreachable; hosts start in
     random order, so when time runs out no host is always the one left out.
     """
-    from hosts.models import RuntimeHost
-    from operations.fanout import for_each_host
-
     hosts = list(RuntimeHost.objects.filter(pk__in=refreshable_projects().values("host")))
     random.shuffle(hosts)
     stop_at = time.monotonic() + settings.BERTH_OPERATION_DEADLINE - settings.BERTH_AGENT_CALL_DEADLINE

@@ -6,18 +6,25 @@
 A worker owns an operation only while its row says `running`. Every transition is one
 conditional UPDATE on the state the writer believes the row is in, which must touch exactly
 one row: a late worker never overwrites the reaper's or staff's verdict, and two workers
-never both claim. Each transition moves the project's observed status with it, in the same
-transaction, so the two never disagree.
+never both claim. Each transition moves the project's observed status with it, through the
+project's status gate and in the same transaction, so the two never disagree.
+
+What an operation found and did is kept in typed columns (NetBox keeps a job's `status`,
+`error` and `data` on `Job`): the status it replaced when claimed, the desired state its
+request replaced, whether it restarted the runtime, its result and conflicting paths.
+Everything that decides reads those; `OperationEvent` is the timeline people read.
 """
 
+from dataclasses import dataclass
 from datetime import timedelta
 
+import django_q.tasks
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
-from projects.models import TRANSITIONAL_STATUSES, Status
+from projects.models import TRANSITIONAL_STATUSES, DesiredState, Project, Status, StatusCause
 from telemetry import record as telemetry
 
 
@@ -42,15 +49,54 @@ class State(models.TextChoices):
 UNFINISHED_STATES = (State.QUEUED, State.RUNNING)
 
 
-# Observed status while an operation of each kind runs.
-STATUS_WHILE_RUNNING = {
-    Kind.PROVISION: Status.COMING_UP,
-    Kind.START: Status.COMING_UP,
-    Kind.RESTART: Status.RESTARTING,
-    Kind.RESYNC: Status.UPGRADING,
-    Kind.STOP: Status.GOING_DOWN,
-    Kind.DELETE: Status.GOING_DOWN,
+@dataclass(frozen=True)
+class KindRules:
+    """What an operation of one kind means to its project."""
+
+    # The observed status while it runs.
+    running: str
+    # The desired state its request sets; None leaves the desired state as it is.
+    desired: str | None
+    # It acts on the runtime a provisioning put on a host, so it is refused before one.
+    needs_runtime: bool = True
+    # Where the project goes when it ends without success: never a transitional status.
+    failed: str = Status.UNKNOWN
+    # A forced end stops the runtime it brought up, which nobody has seen healthy.
+    stop_after_cut_off: bool = False
+
+
+# Every kind's rules; a new kind adds its entry here, its steps to operations.runner.STEPS.
+KINDS = {
+    Kind.PROVISION: KindRules(
+        Status.COMING_UP, DesiredState.RUNNING, needs_runtime=False, failed=Status.INIT_FAILED, stop_after_cut_off=True
+    ),
+    Kind.START: KindRules(Status.COMING_UP, DesiredState.RUNNING, stop_after_cut_off=True),
+    Kind.RESTART: KindRules(Status.RESTARTING, DesiredState.RUNNING),
+    Kind.RESYNC: KindRules(Status.UPGRADING, None),
+    Kind.STOP: KindRules(Status.GOING_DOWN, DesiredState.STOPPED),
+    Kind.DELETE: KindRules(Status.GOING_DOWN, DesiredState.DELETED, needs_runtime=False),
 }
+
+
+class Outcome(models.TextChoices):
+    """What happened to a project's files: an operation's `result` and a rollout entry's
+    `outcome`, one vocabulary for both (and for re-sync results)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    CONFLICTED = "conflicted"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# Outcomes that leave a project where the rollout wanted it.
+DONE_OUTCOMES = (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.RESOLVED)
+SETTLED_OUTCOMES = (*DONE_OUTCOMES, Outcome.CONFLICTED, Outcome.FAILED, Outcome.SKIPPED)
+# Typed columns a settle may write (Operation.settle), besides its state and error.
+OUTCOME_FIELDS = ("result", "result_message", "conflict_paths")
 
 
 class OperationQuerySet(models.QuerySet):
@@ -58,27 +104,31 @@ class OperationQuerySet(models.QuerySet):
         return self.filter(state__in=UNFINISHED_STATES)
 
     def claim(self, operation_id: int) -> "Operation | None":
-        """Move a queued operation to running; None when another worker (or the reaper) got there first."""
+        """Move a queued operation to running; None when another worker (or the reaper) got there first.
+
+        The project's status and reason as the claim found them are kept on the operation
+        (`status_before`), so a step that changed nothing (a re-sync stopped by a conflict)
+        can give them back."""
         now = timezone.now()
+        project = Project.objects.filter(pk=OuterRef("project_id"))
         with transaction.atomic():
             claimed = self.filter(pk=operation_id, state=State.QUEUED, deadline__gt=now).update(
                 state=State.RUNNING,
                 started_at=now,
                 heartbeat_at=now,
                 deadline=now + timedelta(seconds=settings.BERTH_OPERATION_DEADLINE),
+                status_before=Subquery(project.values("status")),
+                status_reason_before=Subquery(project.values("status_reason")),
             )
             if claimed != 1:
                 return None
             operation = self.select_related("project", "project__host", "project__template_version").get(
                 pk=operation_id
             )
-            project = operation.project
-            # Kept so a step that changed nothing (a re-sync stopped by a conflict) can give it back.
-            before = {"status_before": project.status, "status_reason_before": project.status_reason}
-            project.set_status(STATUS_WHILE_RUNNING[operation.kind])
-            OperationEvent.objects.create(
-                operation=operation, step="claimed", message="A worker started the operation", data=before
+            operation.project.move_status(
+                KINDS[operation.kind].running, cause=StatusCause.CLAIMED, operation_id=operation.pk
             )
+            OperationEvent.objects.create(operation=operation, step="claimed", message="A worker started the operation")
         return operation
 
 
@@ -102,6 +152,20 @@ class Operation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    # What the operation found and did (typed; decisions read these, never the events).
+    # The desired state its request replaced: a cancel gives it back.
+    desired_before = models.CharField(max_length=16, choices=DesiredState, blank=True)
+    # The project's status and reason when it was claimed: given back by a step that changed nothing.
+    status_before = models.CharField(max_length=32, choices=Status, blank=True)
+    status_reason_before = models.TextField(blank=True)
+    # Whether it restarted the runtime (a rollout's health gate holds only those).
+    restarted = models.BooleanField(default=False)
+    # What happened to the project's files (re-sync: updated, unchanged, resolved, conflicted),
+    # in words, and the paths a conflict stopped at.
+    result = models.CharField(max_length=16, choices=Outcome, blank=True)
+    result_message = models.TextField(blank=True)
+    conflict_paths = models.JSONField(default=list, blank=True)
 
     objects = OperationQuerySet.as_manager()
 
@@ -135,25 +199,34 @@ class Operation(models.Model):
         self,
         state: str,
         *,
-        status: str | None,
+        status: str,
         reason: str = "",
         error_code: str = "",
         error_message: str = "",
         data: dict | None = None,
+        **outcome,
     ) -> bool:
-        """Finish this running operation and set its project's status, both or neither.
+        """Finish this running operation, with its outcome (OUTCOME_FIELDS), and move its
+        project's status: all or nothing.
 
         Returns False when the operation was no longer running (the reaper or staff ended it).
         """
+        unknown = set(outcome) - set(OUTCOME_FIELDS)
+        if unknown:
+            raise TypeError(f"not an outcome of an operation: {', '.join(sorted(unknown))}")
         now = timezone.now()
         with transaction.atomic():
             settled = Operation.objects.filter(pk=self.pk, state=State.RUNNING).update(
-                state=state, finished_at=now, heartbeat_at=now, error_code=error_code, error_message=error_message
+                state=state,
+                finished_at=now,
+                heartbeat_at=now,
+                error_code=error_code,
+                error_message=error_message,
+                **outcome,
             )
             if settled != 1:
                 return False
-            if status is not None:
-                self.project.set_status(status, reason)
+            self.project.move_status(status, reason, cause=StatusCause.SETTLED, operation_id=self.pk)
             level = OperationEvent.Level.INFO if state == State.SUCCEEDED else OperationEvent.Level.ERROR
             OperationEvent.objects.create(
                 operation=self,
@@ -163,6 +236,8 @@ class Operation(models.Model):
                 data=data or {},
             )
         self.state = state
+        for name, value in outcome.items():
+            setattr(self, name, value)
         count_finished(self, state, now)
         return True
 
@@ -195,24 +270,17 @@ class Operation(models.Model):
             )
             project.refresh_from_db(fields=["status", "status_reason"])
             if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
-                project.set_status(self.status_after_cut_off(), reason)
+                project.move_status(KINDS[self.kind].failed, reason, cause=StatusCause.CUT_OFF, operation_id=self.pk)
             if was == State.RUNNING:
                 transaction.on_commit(self._enqueue_cleanup)
         self.state = state
         count_finished(self, state, now)
         return was
 
-    def status_after_cut_off(self) -> str:
-        """Where the project goes when this operation ends without success: never a transitional status."""
-        if self.kind == Kind.PROVISION:
-            return Status.INIT_FAILED
-        return Status.UNKNOWN
-
     def _enqueue_cleanup(self) -> None:
-        # django_q.tasks imports django_q's models, which cannot load while apps load.
-        from django_q.tasks import async_task
-
-        async_task("operations.tasks.clean_up", self.pk, task_name=f"cleanup-{self.pk}", group="operations")
+        django_q.tasks.async_task(
+            "operations.tasks.clean_up", self.pk, task_name=f"cleanup-{self.pk}", group="operations"
+        )
 
 
 def count_finished(operation: Operation, state: str, now) -> None:
@@ -297,22 +365,6 @@ class Rollout(models.Model):
     @property
     def is_running(self) -> bool:
         return self.state == self.State.RUNNING
-
-
-class Outcome(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    CONFLICTED = "conflicted"
-    RESOLVED = "resolved"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-# Outcomes that leave a project where the rollout wanted it.
-DONE_OUTCOMES = (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.RESOLVED)
-SETTLED_OUTCOMES = (*DONE_OUTCOMES, Outcome.CONFLICTED, Outcome.FAILED, Outcome.SKIPPED)
 
 
 class RolloutProject(models.Model):

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from operations.models import Operation, OperationEvent, State
-from projects.models import TRANSITIONAL_STATUSES, Project, Status
+from projects.models import TRANSITIONAL_STATUSES, Project, Status, StatusCause, StatusMove
 from telemetry import record as telemetry
 
 
@@ -43,16 +43,12 @@ def reap(now=None) -> int:
             )
             reaped += 1
             telemetry.count("berth_reaper_actions_total", action="timed_out")
-    # One conditional UPDATE: a project whose operation was claimed meanwhile no longer matches.
-    freed = stuck_projects().update(
-        status=Status.UNKNOWN,
-        status_reason="left in a transitional status with no operation running",
-        status_changed_at=now,
-        updated_at=now,
-    )
-    if freed:
-        telemetry.count("berth_reaper_actions_total", freed, action="freed_project")
-    return reaped + freed
+    # Conditional on idle: a project whose operation was claimed meanwhile no longer matches.
+    freed = StatusMove(Status.UNKNOWN, "left in a transitional status with no operation running")
+    moved = len(stuck_projects().move_status(freed, cause=StatusCause.STUCK))
+    if moved:
+        telemetry.count("berth_reaper_actions_total", moved, action="freed_project")
+    return reaped + moved
 
 
 def stuck_projects():

@@ -1,31 +1,27 @@
 """Taking projects to another template version: one project's re-sync (a three-way merge
-planned by templating.resync, pushed through a `RuntimeFiles` gateway so tests can replace
+planned by templating.resync, pushed through the runtime files gateway so tests can replace
 the agent), and the dry-run plan of a rollout's preview. Moving many projects is a
 rollout (operations.rollouts), one re-sync operation per project.
 """
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from agent.api import FileSpec
 from audit.actions import record
-from hosts import agents
+from audit.models import Action
+from operations.models import Outcome
+from operations.runtime_files import RuntimeFiles
 from projects.actions import record_drift
 from projects.models import Project
 from templating.models import TemplateVersion
-from templating.render import RenderedRuntime
 from templating.resync import Plan, paths_to_check, plan_project_resync
 from templating.versions import check_postgres_major
 
 log = logging.getLogger(__name__)
-
-UPDATED, UNCHANGED, CONFLICTED, FAILED = "updated", "unchanged", "conflicted", "failed"
 
 
 class ResyncRefused(Exception):
@@ -37,44 +33,10 @@ class ResyncRefused(Exception):
 # --- re-sync of one project --------------------------------------------------------------
 
 
-class RuntimeFiles(Protocol):
-    """What re-sync needs from a host: read digests, write and remove files."""
-
-    def digests(self, project: Project, paths: list[str]) -> dict[str, str | None]: ...
-
-    def put_files(
-        self, project: Project, rendered: RenderedRuntime, paths: list[str], remove: list[str]
-    ) -> dict[str, str]: ...
-
-
-class AgentRuntimeFiles:
-    """RuntimeFiles through the project's host agent; every call carries a deadline
-    (the agent call deadline, or a shorter one given by an operation with less time left)."""
-
-    def __init__(self, deadline: float | None = None):
-        self.deadline = deadline or settings.BERTH_AGENT_CALL_DEADLINE
-
-    def _client(self, project: Project):
-        return agents.client_for(project.host, deadline=self.deadline)
-
-    def digests(self, project, paths):
-        return self._client(project).digests(project.ref, paths)
-
-    def put_files(self, project, rendered, paths, remove):
-        files = [FileSpec(path, rendered.files[path], rendered.policies[path]) for path in paths]
-        # Every secret-bearing file is named, pushed now or not, so the agent tightens old ones too.
-        return self._client(project).put_files(
-            project.ref,
-            files=files,
-            user_paths=list(rendered.user_paths),
-            remove=remove,
-            private_paths=sorted(rendered.private),
-        )
-
-
 @dataclass
 class ResyncResult:
     ref: str
+    # Outcome.UPDATED, UNCHANGED or CONFLICTED (FAILED: a preview that could not plan).
     status: str
     from_revision: int
     to_revision: int
@@ -99,7 +61,7 @@ def resync_project(
     A dry run computes the same plan from the host's real digests and changes nothing.
     """
     current = project.template_version
-    result = ResyncResult(project.ref, UNCHANGED, current.revision, target.revision)
+    result = ResyncResult(project.ref, Outcome.UNCHANGED, current.revision, target.revision)
     if target.name != project.template:
         raise ResyncRefused(f"{project.ref} runs template {project.template}, not {target.name}")
     if current.pk == target.pk:
@@ -109,40 +71,37 @@ def resync_project(
 
     if project.host_id is None:
         # Never provisioned: nothing on any host yet; provisioning will render the target.
-        result.status, result.message = UPDATED, "not provisioned yet: version recorded, no files pushed"
+        result.status, result.message = Outcome.UPDATED, "not provisioned yet: version recorded, no files pushed"
         if not dry_run:
-            _record(project, current, target, {}, plan=None, actor=actor, label=label)
+            record_version(project, current, target, {}, plan=None, actor=actor, label=label)
         return result
 
     host = files.digests(project, paths_to_check(project, target))
     plan, rendered = plan_project_resync(project, target, host)
     result.plan = plan
     if plan.conflicts:
-        result.status = CONFLICTED
+        result.status = Outcome.CONFLICTED
         result.message = "conflict: " + ", ".join(a.path for a in plan.conflicts)
         if not dry_run:
             record_drift(project, host, actor=actor, label=label)
         return result
-    result.status = UPDATED if plan.changes_files else UNCHANGED
+    result.status = Outcome.UPDATED if plan.changes_files else Outcome.UNCHANGED
     result.message = f"{len(plan.pushes)} written, {len(plan.removals)} removed"
     if dry_run:
         return result
 
     if plan.changes_files:
-        pushed = files.put_files(project, rendered, plan.pushes, plan.removals)
-        # Seed files are written only where absent, so the host may rightly hold other content there.
-        managed = [p for p in plan.pushes if rendered.policies[p] == "managed"]
-        wrong = sorted(p for p in managed if pushed.get(p) != rendered.digests[p])
-        if wrong:
-            raise ResyncRefused(f"the agent reports other content than was sent for: {', '.join(wrong)}")
+        pushed = files.push(project, rendered, plan.pushes, plan.removals)
         host = {**host, **pushed, **dict.fromkeys(plan.removals)}
-    _record(project, current, target, plan.new_digests, plan=plan, actor=actor, label=label)
+    record_version(project, current, target, plan.new_digests, plan=plan, actor=actor, label=label)
     # Judged against the new base: kept local edits stay drifted, replaced files no longer are.
     record_drift(project, host, actor=actor, label=label)
     return result
 
 
-def _record(project, current, target, digests, *, plan: Plan | None, actor, label) -> None:
+def record_version(project, current, target, digests, *, plan: Plan | None, actor, label) -> None:
+    """Record that the project's host holds `target`'s rendering (its managed files' `digests`),
+    with an audit row; conditional on the version the plan was made from."""
     with transaction.atomic():
         # Conditional on the version we planned from: a concurrent re-sync makes this one fail, not overwrite.
         moved = Project.objects.filter(pk=project.pk, template_version=current).update(
@@ -153,7 +112,7 @@ def _record(project, current, target, digests, *, plan: Plan | None, actor, labe
         detail = {"from": current.revision, "to": target.revision, "template": target.name}
         if plan is not None:
             detail.update(written=plan.pushes, removed=plan.removals)
-        record(actor, "project.resync", project=project, detail=detail, label=label)
+        record(actor, Action.PROJECT_RESYNC, project=project, detail=detail, label=label)
     project.template_version, project.file_digests = target, digests
 
 
@@ -170,4 +129,4 @@ def plan_migration(project: Project, target: TemplateVersion, files: RuntimeFile
         # The type only: messages are for the operator's table, and logs never risk holding file content.
         log.warning("re-sync plan of %s to %s failed: %s", project.ref, target, type(error).__name__)
         message = "; ".join(error.messages) if isinstance(error, ValidationError) else str(error)
-        return ResyncResult(project.ref, FAILED, project.template_version.revision, target.revision, message)
+        return ResyncResult(project.ref, Outcome.FAILED, project.template_version.revision, target.revision, message)

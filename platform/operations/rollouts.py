@@ -27,12 +27,16 @@ import logging
 import math
 from datetime import timedelta
 
+import django_q.tasks
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.actions import record
+from audit.models import Action
+from operations.actions import OperationInProgress, OperationRefused, cancel_operation, request_operation
+from operations.conflicts import RESOLUTIONS
 from operations.models import (
     DONE_OUTCOMES,
     SETTLED_OUTCOMES,
@@ -44,6 +48,8 @@ from operations.models import (
     RolloutProject,
     State,
 )
+from operations.resync import resync_project
+from operations.runtime_files import AgentRuntimeFiles
 from projects.models import DesiredState, Project, Status
 from templating.models import TemplateVersion
 
@@ -153,7 +159,7 @@ def _create(target, moves, *, rollback_of=None, actor, label, **options) -> Roll
         )
         for position, (project, version) in enumerate(moves)
     )
-    action = "rollout.rollback" if rollback_of else "rollout.start"
+    action = Action.ROLLOUT_ROLLBACK if rollback_of else Action.ROLLOUT_START
     detail = {"rollout": rollout.pk, "template": target.name, "to": target.revision, "projects": len(moves)}
     record(actor, action, detail={**detail, **options}, label=label)
     transaction.on_commit(lambda: enqueue_drive(rollout.pk))
@@ -183,12 +189,20 @@ def rollback(
 
 
 def enqueue_drive(rollout_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task("operations.tasks.drive_rollout", rollout_id, task_name=f"rollout-{rollout_id}", group="rollouts")
+    django_q.tasks.async_task(
+        "operations.tasks.drive_rollout", rollout_id, task_name=f"rollout-{rollout_id}", group="rollouts"
+    )
 
 
 # --- staff controls ----------------------------------------------------------------------
+
+
+# The audit action of each state staff move a rollout to.
+_MOVED_TO = {
+    Rollout.State.PAUSED: Action.ROLLOUT_PAUSED,
+    Rollout.State.RUNNING: Action.ROLLOUT_RESUMED,
+    Rollout.State.CANCELLED: Action.ROLLOUT_CANCELLED,
+}
 
 
 def _move(rollout: Rollout, allowed, state, *, actor, label, reason="", **fields) -> bool:
@@ -199,7 +213,7 @@ def _move(rollout: Rollout, allowed, state, *, actor, label, reason="", **fields
         )
         if not moved:
             return False
-        record(actor, f"rollout.{state}", detail={"rollout": rollout.pk, "reason": reason}, label=label)
+        record(actor, _MOVED_TO[state], detail={"rollout": rollout.pk, "reason": reason}, label=label)
         if state == Rollout.State.RUNNING:
             transaction.on_commit(lambda: enqueue_drive(rollout.pk))
         if state == Rollout.State.CANCELLED:
@@ -244,8 +258,6 @@ def cancel(rollout: Rollout, *, actor=None, label: str | None = None) -> bool:
 
 
 def _cancel_pending(rollout: Rollout, now, *, actor, label) -> None:
-    from operations.actions import cancel_operation
-
     rollout.projects.filter(outcome=Outcome.PENDING).update(
         outcome=Outcome.SKIPPED, message="rollout cancelled", finished_at=now
     )
@@ -262,9 +274,6 @@ def _cancel_pending(rollout: Rollout, now, *, actor, label) -> None:
 def resolve(entry: RolloutProject, how: str, *, actor=None, label: str | None = None) -> Operation:
     """Queue the resolution of a conflicted project's re-sync (operations.conflicts): a `resync`
     operation to the entry's target with `resolve`. Raises OperationRefused or RolloutRefused."""
-    from operations.actions import request_operation
-    from operations.conflicts import RESOLUTIONS
-
     if how not in RESOLUTIONS:
         raise RolloutRefused(f"unknown resolution {how!r}; use one of {', '.join(RESOLUTIONS)}")
     with transaction.atomic():
@@ -283,8 +292,6 @@ def resolve(entry: RolloutProject, how: str, *, actor=None, label: str | None = 
 
 def resolve_all(rollout: Rollout, how: str, *, actor=None, label: str | None = None) -> dict[str, str]:
     """Resolve every conflicted project of a rollout the same way; returns ref -> what happened."""
-    from operations.actions import OperationRefused
-
     done = {}
     for entry in rollout.projects.filter(outcome=Outcome.CONFLICTED).select_related("project"):
         try:
@@ -359,13 +366,12 @@ def _settle_one(rollout: Rollout) -> bool:
         return False
     operation = entry.operation
     outcome, message, conflicts = _outcome_of(operation)
-    restarted = operation.events.filter(step="restart").exists()
     with transaction.atomic():
         RolloutProject.objects.filter(pk=entry.pk, outcome=Outcome.RUNNING, operation=operation).update(
             outcome=outcome,
             message=message,
             conflicts=conflicts,
-            restarted=restarted,
+            restarted=operation.restarted,
             finished_at=operation.finished_at or timezone.now(),
         )
     return True
@@ -375,15 +381,11 @@ _FINISHED_STATES = [state for state in State.values if state not in UNFINISHED_S
 
 
 def _outcome_of(operation: Operation) -> tuple[str, str, list[str]]:
+    """The entry's outcome, message and conflicting paths, from its finished re-sync's typed result."""
     if operation.state == State.SUCCEEDED:
-        resynced = operation.events.filter(step="resync").values_list("message", "data").last()
-        message, data = resynced or ("", {})
-        if operation.params.get("resolve"):
-            return Outcome.RESOLVED, message, []
-        return (Outcome.UPDATED if data.get("status") == "updated" else Outcome.UNCHANGED), message, []
-    if operation.error_code == "conflict":
-        paths = operation.events.filter(step="conflict").values_list("data", flat=True).last() or {}
-        return Outcome.CONFLICTED, operation.error_message, paths.get("paths", [])
+        return operation.result, operation.result_message, []
+    if operation.result == Outcome.CONFLICTED:
+        return Outcome.CONFLICTED, operation.error_message, operation.conflict_paths
     return Outcome.FAILED, operation.error_message or f"operation {operation.state}", []
 
 
@@ -422,9 +424,6 @@ def _check_deadline(rollout: Rollout) -> bool:
 
 
 def _start_next(rollout: Rollout) -> bool:
-    from operations.actions import OperationInProgress, OperationRefused, request_operation
-    from operations.resync import AgentRuntimeFiles, resync_project
-
     wave = _wave(rollout)
     if wave.filter(outcome=Outcome.RUNNING).count() >= rollout.concurrency:
         return False
@@ -478,7 +477,7 @@ def _pass_gate(rollout: Rollout) -> bool:
     now = timezone.now()
     if not rollout.projects.filter(wave__gt=rollout.wave).exists():
         Rollout.objects.filter(pk=rollout.pk).update(state=Rollout.State.FINISHED, finished_at=now)
-        record(None, "rollout.finished", detail={"rollout": rollout.pk}, label=f"rollout {rollout.pk}")
+        record(None, Action.ROLLOUT_FINISHED, detail={"rollout": rollout.pk}, label=f"rollout {rollout.pk}")
         return True
     next_wave = rollout.projects.filter(wave__gt=rollout.wave).order_by("wave").values_list("wave", flat=True)[0]
     Rollout.objects.filter(pk=rollout.pk).update(wave=next_wave, wave_started_at=now)
@@ -487,7 +486,7 @@ def _pass_gate(rollout: Rollout) -> bool:
 
 def _halt(rollout: Rollout, reason: str) -> None:
     Rollout.objects.filter(pk=rollout.pk).update(state=Rollout.State.HALTED, reason=reason)
-    record(None, "rollout.halted", detail={"rollout": rollout.pk, "reason": reason}, label=f"rollout {rollout.pk}")
+    record(None, Action.ROLLOUT_HALTED, detail={"rollout": rollout.pk, "reason": reason}, label=f"rollout {rollout.pk}")
     log.warning("rollout %s halted: %s", rollout.pk, reason)
 
 

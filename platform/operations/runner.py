@@ -17,9 +17,10 @@ from agent.client import AgentError
 from hosts import agents
 from operations import health
 from operations.conflicts import resolve_project
-from operations.models import Kind, Operation, OperationEvent, State
+from operations.models import KINDS, Kind, Operation, OperationEvent, Outcome, State
 from operations.placement import NoHost, place_project, unplace_if_unfit
-from operations.resync import CONFLICTED, AgentRuntimeFiles, ResyncRefused, resync_project
+from operations.resync import ResyncRefused, resync_project
+from operations.runtime_files import AgentRuntimeFiles, FilesMismatch
 from ports.actions import lease_ports, release_ports
 from ports.checkers import checker_for
 from ports.errors import PortError
@@ -32,8 +33,8 @@ from templating.versions import UnsupportedPostgresVersion
 log = logging.getLogger(__name__)
 
 # Errors a step raises on purpose, each from its own domain, each with the `code` the
-# operation fails with (ports, render, resync, version, no_host).
-REFUSALS = (PortError, RenderError, ResyncRefused, UnsupportedPostgresVersion, NoHost)
+# operation fails with (ports, render, resync, files, version, no_host).
+REFUSALS = (PortError, RenderError, ResyncRefused, FilesMismatch, UnsupportedPostgresVersion, NoHost)
 
 # Characters of an agent command's output kept on the failure event (the agent sends up to 8 KiB).
 OUTPUT_TAIL_KEPT = 4000
@@ -68,6 +69,8 @@ class OperationRun:
         self.operation = operation
         self.project: Project = operation.project
         self.deadline = operation.deadline
+        # The typed outcome (operations.models.OUTCOME_FIELDS) the steps found; written when it settles.
+        self.outcome: dict = {}
 
     # --- bookkeeping -----------------------------------------------------------------
     def remaining(self) -> float:
@@ -125,7 +128,7 @@ class OperationRun:
             log.exception("operation %s crashed", self.operation.pk)
             self.fail(StepFailed("internal", f"{type(error).__name__}: {error}", self.status_after_failure()))
         else:
-            self.operation.settle(State.SUCCEEDED, status=status, reason=reason)
+            self.operation.settle(State.SUCCEEDED, status=status, reason=reason, **self.outcome)
 
     def fail(self, failure: StepFailed) -> None:
         state = State.TIMED_OUT if failure.code == "deadline" else State.FAILED
@@ -137,15 +140,15 @@ class OperationRun:
             error_code=failure.code,
             error_message=failure.message,
             data={"output_tail": failure.output_tail} if failure.output_tail else None,
+            **self.outcome,
         )
 
     def status_before_claim(self) -> tuple[str, str]:
         """The project's (status, reason) when this operation was claimed."""
-        claimed = self.operation.events.filter(step="claimed").values_list("data", flat=True).first() or {}
-        return claimed.get("status_before") or Status.UNKNOWN, claimed.get("status_reason_before", "")
+        return self.operation.status_before or Status.UNKNOWN, self.operation.status_reason_before
 
     def status_after_failure(self) -> str:
-        return self.operation.status_after_cut_off()
+        return KINDS[self.operation.kind].failed
 
     # --- kinds -------------------------------------------------------------------------
     def run_provision(self):
@@ -166,8 +169,7 @@ class OperationRun:
         return Status.ACTIVE_HEALTHY, ""
 
     def run_restart(self):
-        self.event("restart", "Restarting the runtime")
-        self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
+        self.restart("Restarting the runtime")
         self.wait_healthy()
         return Status.ACTIVE_HEALTHY, ""
 
@@ -197,29 +199,31 @@ class OperationRun:
         else:
             target = TemplateVersion.objects.latest_of(self.project.template)
         label = f"operation {self.operation.pk}"
+        files = AgentRuntimeFiles(deadline=self.call_budget())
         if params.get("resolve"):
-            how, budget = params["resolve"], self.call_budget()
-            resolution = resolve_project(self.project, target, how, deadline=budget, label=label)
-            message, changed, status = resolution.message, resolution.changed, "resolved"
+            resolution = resolve_project(self.project, target, params["resolve"], files, label=label)
+            result, message, changed = Outcome.RESOLVED, resolution.message, resolution.changed
         else:
-            result = resync_project(self.project, target, AgentRuntimeFiles(deadline=self.call_budget()), label=label)
-            if result.status == CONFLICTED:
-                paths = [action.path for action in result.plan.conflicts] if result.plan else []
-                self.event("conflict", result.message, level=OperationEvent.Level.WARNING, paths=paths)
+            resynced = resync_project(self.project, target, files, label=label)
+            if resynced.status == Outcome.CONFLICTED:
+                paths = [action.path for action in resynced.plan.conflicts] if resynced.plan else []
+                self.event("conflict", resynced.message, level=OperationEvent.Level.WARNING, paths=paths)
+                self.outcome.update(result=Outcome.CONFLICTED, conflict_paths=paths)
                 # Nothing was written and nothing restarted: the project is as it was before the claim.
                 status, reason = self.status_before_claim()
-                raise StepFailed("conflict", f"re-sync to {target} stopped: {result.message}", status, reason)
-            message, status = result.message, result.status
-            changed = result.plan is not None and result.plan.changes_files
-        self.event("resync", f"{self.project.template_version}: {message}", status=status, changed=changed)
+                raise StepFailed("conflict", f"re-sync to {target} stopped: {resynced.message}", status, reason)
+            result, message = resynced.status, resynced.message
+            changed = resynced.plan is not None and resynced.plan.changes_files
+        message = f"{self.project.template_version}: {message}"
+        self.event("resync", message, result=result, changed=changed)
+        self.outcome.update(result=result, result_message=message)
         if self.project.desired_state != DesiredState.RUNNING:
             return Status.INACTIVE, ""
         restart = params.get("restart", "changed")
         if restart == "never":
             return self.status_before_claim()
         if restart == "always" or changed:
-            self.event("restart", "Restarting so the new files take effect")
-            self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
+            self.restart("Restarting so the new files take effect")
         self.wait_healthy()
         return Status.ACTIVE_HEALTHY, ""
 
@@ -249,15 +253,17 @@ class OperationRun:
 
     def push_files(self) -> None:
         rendered = render_project(self.project, self.project.template_version)
-        pushed = AgentRuntimeFiles(deadline=self.call_budget()).put_files(
-            self.project, rendered, sorted(rendered.files), remove=[]
-        )
-        wrong = sorted(p for p, digest in rendered.managed_digests.items() if pushed.get(p) != digest)
-        if wrong:
-            raise StepFailed("files", f"the agent reports other content than was sent for: {', '.join(wrong)}")
+        AgentRuntimeFiles(deadline=self.call_budget()).push(self.project, rendered, sorted(rendered.files))
         Project.objects.filter(pk=self.project.pk).update(file_digests=rendered.managed_digests)
         self.project.file_digests = rendered.managed_digests
         self.event("files", f"Pushed {len(rendered.files)} files of {self.project.template_version}")
+
+    def restart(self, message: str) -> None:
+        """Restart the runtime, and record that this operation did (a rollout's gate holds it to health)."""
+        self.event("restart", message)
+        Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).update(restarted=True)
+        self.operation.restarted = True
+        self.agent(longest=self.remaining()).restart(self.project.ref, deadline_s=self.command_budget())
 
     def bring_up(self) -> None:
         self.event("up", "Bringing the runtime up")

@@ -1,6 +1,6 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from operations import cleanup, drift, health, reaper
+from operations import cleanup, drift, health, reaper, rollouts
 from operations.models import Operation
 from operations.runner import OperationRun
 from ports.actions import repair_block_counts
@@ -12,22 +12,16 @@ def run_operation(operation_id: int) -> bool:
     if operation is None:
         return False
     OperationRun(operation).run()
-    from operations.rollouts import on_operation_finished
-
-    on_operation_finished(operation)
+    rollouts.on_operation_finished(operation)
     return True
 
 
 def drive_rollout(rollout_id: int) -> int:
-    from operations.rollouts import drive
-
-    return drive(rollout_id)
+    return rollouts.drive(rollout_id)
 
 
 def drive_rollouts() -> int:
-    from operations.rollouts import drive_all
-
-    return drive_all()
+    return rollouts.drive_all()
 
 
 def clean_up(operation_id: int) -> bool:

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actions import record
+from audit.models import Action
 from orgs.models import AccessToken, Membership, Organization, Role, generate_token, token_digest
 
 MAX_TOKEN_DAYS = 3650
@@ -20,7 +21,7 @@ def create_organization(*, name: str, owner=None, actor=None, label: str | None 
         org.save()
         if owner is not None:
             Membership.objects.create(organization=org, user=owner, role=Role.OWNER)
-        record(actor, "organization.create", detail={"slug": org.slug, "name": org.name}, label=label)
+        record(actor, Action.ORGANIZATION_CREATE, detail={"slug": org.slug, "name": org.name}, label=label)
     return org
 
 
@@ -31,7 +32,7 @@ def set_membership(org: Organization, user, role: str, *, actor=None, label: str
         membership, created = Membership.objects.update_or_create(organization=org, user=user, defaults={"role": role})
         record(
             actor,
-            "organization.member_add" if created else "organization.member_role",
+            Action.ORGANIZATION_MEMBER_ADD if created else Action.ORGANIZATION_MEMBER_ROLE,
             detail={"organization": org.slug, "user": user.get_username(), "role": role},
             label=label,
         )
@@ -44,7 +45,7 @@ def remove_membership(membership: Membership, *, actor=None, label: str | None =
         if deleted:
             record(
                 actor,
-                "organization.member_remove",
+                Action.ORGANIZATION_MEMBER_REMOVE,
                 detail={"organization": membership.organization.slug, "user": membership.user.get_username()},
                 label=label,
             )
@@ -65,7 +66,7 @@ def create_token(user, *, name: str, expires_days: int | None = None, actor=None
         )
         record(
             actor,
-            "token.create",
+            Action.TOKEN_CREATE,
             detail={"token": token.pk, "user": user.get_username(), "name": token.name, "expires_at": _iso(expires_at)},
             label=label,
         )
@@ -79,7 +80,7 @@ def revoke_token(token: AccessToken, *, actor=None, label: str | None = None) ->
         if revoked:
             record(
                 actor,
-                "token.revoke",
+                Action.TOKEN_REVOKE,
                 detail={"token": token.pk, "user": token.user.get_username(), "name": token.name},
                 label=label,
             )

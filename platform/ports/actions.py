@@ -25,6 +25,7 @@ from django.db.models import Count, F, Q, Subquery
 from django.utils import timezone
 
 from audit.actions import record
+from audit.models import Action
 from hosts.models import RuntimeHost
 from ports.checkers import PortChecker, checker_for
 from ports.errors import NotLeasable, PortCheckFailed, PortsBusy, PortsExhausted, TooManySlots
@@ -437,7 +438,7 @@ def release_ports(project: Project, *, actor=None, label: str | None = None) -> 
         block.last_project_ref = project.ref
         block.save(update_fields=["state", "project", "released_at", "last_project_ref"])
         if actor is not None or label is not None:
-            record(actor, "ports.release", project=project, detail=_where(block), label=label)
+            record(actor, Action.PORTS_RELEASE, project=project, detail=_where(block), label=label)
     return block
 
 
@@ -476,7 +477,7 @@ def recheck_blocks(
                     "freed": [_where(r.block) for r in host_results if not r.busy],
                     "busy": [_where(r.block) for r in host_results if r.busy],
                 }
-                record(actor, "ports.recheck", detail=detail, label=label)
+                record(actor, Action.PORTS_RECHECK, detail=detail, label=label)
         results.extend(host_results)
     return results
 
@@ -544,7 +545,7 @@ def repair_block_counts(hosts=None, *, label: str = "berth-ports-repair") -> lis
             if not wrong:
                 continue
             BlockCount.objects.filter(host=host).update(**actual)
-            record(None, "ports.repair_counts", detail={"host": host.name, "corrected": wrong}, label=label)
+            record(None, Action.PORTS_REPAIR_COUNTS, detail={"host": host.name, "corrected": wrong}, label=label)
         line = f"{host.name}: block counts corrected: " + ", ".join(
             f"{s} {c['counted']} -> {c['blocks']}" for s, c in wrong.items()
         )

@@ -5,6 +5,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actions import record
+from audit.models import Action
 from projects.models import Project
 
 
@@ -50,7 +51,7 @@ def record_drifts(answers: list[tuple[Project, dict[str, str | None]]], *, actor
             Project.objects.filter(pk=project.pk).update(drifted_paths=drifted[project.pk], drift_checked_at=now)
             record(
                 actor,
-                "project.drift",
+                Action.PROJECT_DRIFT,
                 project=project,
                 detail={"drifted": drifted[project.pk], "before": current[project.pk]["drifted_paths"]},
                 label=label or "drift check",

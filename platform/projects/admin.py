@@ -1,7 +1,8 @@
 from django.contrib import admin, messages
 
+from berth.admin import ReadOnlyAdmin
 from operations.actions import act_on_projects
-from projects.models import Project
+from projects.models import Project, StatusChange
 
 
 @admin.register(Project)
@@ -69,3 +70,13 @@ class ProjectAdmin(admin.ModelAdmin):
         # A project is created through create_project (dashboard, `manage.py projects create`),
         # which refuses what cannot run and queues the provisioning; a bare row here would not.
         return False
+
+
+@admin.register(StatusChange)
+class StatusChangeAdmin(ReadOnlyAdmin):
+    """Every move of a project's status, written only by the status gate: read here, never edited."""
+
+    list_display = ["at", "project", "old", "new", "cause", "operation_id", "reason"]
+    list_filter = ["cause", "new", "old"]
+    search_fields = ["project__ref", "reason"]
+    list_select_related = ["project"]

@@ -1,11 +1,14 @@
 import re
 import secrets
 import string
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from berth.crypto import EncryptedJSONField
@@ -45,6 +48,65 @@ class Status(models.TextChoices):
 
 TRANSITIONAL_STATUSES = {Status.COMING_UP, Status.RESTARTING, Status.GOING_DOWN, Status.UPGRADING}
 
+# What the health refresh, or the cleanup after a forced end, may read off a runtime that runs
+# or ran without an operation: these statuses move among themselves (and to INACTIVE, a
+# runtime found stopped) with no operation in flight.
+OBSERVED_STATUSES = {Status.UNKNOWN, Status.ACTIVE_HEALTHY, Status.ACTIVE_UNHEALTHY}
+
+# The state machine of observed status: which status may follow which. Every status write
+# goes through ProjectQuerySet.move_status, which refuses any other move.
+# - An operation's claim moves any live status to its kind's transitional status (a project
+#   left transitional with no operation, which the reaper frees, included).
+# - A transitional status ends when its operation does: in whatever the operation found or
+#   gave back; REMOVED only after GOING_DOWN (a delete), and nothing ever leaves REMOVED.
+# - INACTIVE and INIT_FAILED change only through an operation; the observed statuses also
+#   follow what the health refresh and the cleanup read off the runtime.
+# Writing a status again (the same one) changes only its reason, and is always allowed
+# except on REMOVED.
+STATUS_MOVES: dict[str, frozenset[str]] = {
+    Status.UNKNOWN: frozenset({*TRANSITIONAL_STATUSES, *OBSERVED_STATUSES, Status.INACTIVE}),
+    Status.ACTIVE_HEALTHY: frozenset({*TRANSITIONAL_STATUSES, *OBSERVED_STATUSES, Status.INACTIVE}),
+    Status.ACTIVE_UNHEALTHY: frozenset({*TRANSITIONAL_STATUSES, *OBSERVED_STATUSES, Status.INACTIVE}),
+    Status.INACTIVE: frozenset(TRANSITIONAL_STATUSES),
+    Status.INIT_FAILED: frozenset(TRANSITIONAL_STATUSES),
+    Status.COMING_UP: frozenset(set(Status) - {Status.REMOVED}),
+    Status.RESTARTING: frozenset(set(Status) - {Status.REMOVED}),
+    Status.UPGRADING: frozenset(set(Status) - {Status.REMOVED}),
+    Status.GOING_DOWN: frozenset(Status),
+    Status.REMOVED: frozenset(),
+}
+
+
+class StatusMoveRefused(Exception):
+    """A status write the state machine does not allow (STATUS_MOVES): a bug in its caller,
+    never a race, which a conditional write meets as "not moved"."""
+
+
+def check_status_move(old: str, new: str) -> None:
+    if new not in STATUS_MOVES[old] and not (new == old and old != Status.REMOVED):
+        raise StatusMoveRefused(f"a project's status never moves from {old} to {new}")
+
+
+class StatusCause(models.TextChoices):
+    """What moved a project's status: the typed cause on each StatusChange."""
+
+    CLAIMED = "claimed", "an operation started"
+    SETTLED = "settled", "an operation ended"
+    CUT_OFF = "cut_off", "an operation was ended from outside (reaper, staff)"
+    HEALTH = "health", "the health refresh"
+    STUCK = "stuck", "the reaper (transitional with no operation)"
+    CLEANUP = "cleanup", "what runs after a forced end"
+
+
+@dataclass(frozen=True)
+class StatusMove:
+    """One project's status write: the status it moves to and why, and (the health refresh's
+    count of consecutive failed refreshes) `probe_failures`, written with it when given."""
+
+    to: str
+    reason: str = ""
+    probe_failures: int | None = None
+
 
 class DesiredState(models.TextChoices):
     RUNNING = "running"
@@ -79,6 +141,54 @@ class ProjectQuerySet(models.QuerySet):
         # The operations app sits above projects: reach its model through the reverse relation.
         operation = self.model._meta.get_field("operations").related_model
         return self.exclude(models.Exists(operation.objects.unfinished().filter(project=models.OuterRef("pk"))))
+
+    def move_status(
+        self, moves: StatusMove | Mapping[int, StatusMove], *, cause: str, operation_id: int | None = None
+    ) -> dict[int, str]:
+        """The one writer of observed status: move each project of this queryset (its
+        conditions: the status the caller read, `idle()`, ...) as `moves` says, one move for
+        them all or one per project id. Returns {id: status before} of the projects moved;
+        one that no longer matches the conditions is left alone (a race, not an error).
+
+        The rows are locked and read first, so every move is checked against the state
+        machine from the status it really leaves (StatusMoveRefused, and nothing is written,
+        for one it does not allow) and each status that changes gets its StatusChange row,
+        all in one transaction: a locked read, one UPDATE (each row its own values) and one
+        INSERT, however many projects.
+        """
+        single = isinstance(moves, StatusMove)
+        rows = self if single else self.filter(pk__in=list(moves))
+        now = timezone.now()
+        with transaction.atomic():
+            before = dict(rows.select_for_update().order_by("pk").values_list("pk", "status"))
+            if not before:
+                return {}
+            move_of = {pk: moves if single else moves[pk] for pk in before}
+            for pk, old in before.items():
+                check_status_move(old, move_of[pk].to)
+            changes = {}
+            for pk, move in move_of.items():
+                change = {"status": move.to, "status_reason": move.reason, "updated_at": now}
+                if move.to != before[pk]:
+                    change["status_changed_at"] = now
+                if move.probe_failures is not None:
+                    change["probe_failures"] = move.probe_failures
+                changes[pk] = change
+            Project.objects.filter(pk__in=list(before)).update(**per_row(changes))
+            StatusChange.objects.bulk_create(
+                StatusChange(
+                    project_id=pk,
+                    at=now,
+                    old=before[pk],
+                    new=move.to,
+                    reason=move.reason,
+                    cause=cause,
+                    operation_id=operation_id,
+                )
+                for pk, move in move_of.items()
+                if move.to != before[pk]
+            )
+        return before
 
 
 class Project(models.Model):
@@ -164,43 +274,57 @@ class Project(models.Model):
         super().save(*args, **kwargs)
         self._loaded_ref = self.ref
 
-    def unavailable_actions(self, *, last_op_state: str | None, in_progress: bool, update_available: bool) -> dict:
-        """Why each staff action does not apply to the project now, keyed by action; an action
-        absent from the result applies. The same reasons the verbs refuse with, known before
-        asking, so pages offer only what can apply (the verbs stay the judge)."""
-        every = ("start", "stop", "restart", "retry", "resync", "delete")
-        if self.status == Status.REMOVED:
-            return dict.fromkeys(every, "removed")
-        if self.desired_state == DesiredState.DELETED:
-            return dict.fromkeys(every, "being deleted")
-        if in_progress:
-            return dict.fromkeys(every, "an operation is in progress: cancel it or wait for it to end")
-        why = {}
-        if self.host_id is None:
-            for action in ("start", "stop", "restart", "resync"):
-                why[action] = "never provisioned (retry its provisioning)"
-        else:
-            if self.desired_state == DesiredState.RUNNING and self.status == Status.ACTIVE_HEALTHY:
-                why["start"] = "already running"
-            if self.desired_state == DesiredState.STOPPED and self.status == Status.INACTIVE:
-                why["stop"] = "already stopped"
-                why["restart"] = "stopped: start it instead"
-            if not update_available:
-                why["resync"] = "on the latest template version"
-        if last_op_state not in ("failed", "timed_out"):
-            why["retry"] = "nothing failed"
-        return why
-
-    def set_status(self, status: str, reason: str = "") -> None:
-        """Write the observed status now, whatever the row holds (callers hold the claim)."""
-        now = timezone.now()
-        Project.objects.filter(pk=self.pk).update(
-            status=status, status_reason=reason, status_changed_at=now, updated_at=now
+    def move_status(self, to: str, reason: str = "", *, cause: str, operation_id: int | None = None) -> bool:
+        """This project through the status gate (ProjectQuerySet.move_status), from whatever
+        status its row holds; callers own the project (an operation's claim, settle or cut-off)."""
+        moved = Project.objects.filter(pk=self.pk).move_status(
+            StatusMove(to, reason), cause=cause, operation_id=operation_id
         )
-        self.status, self.status_reason = status, reason
+        if moved:
+            self.status, self.status_reason = to, reason
+        return bool(moved)
 
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
         instance._loaded_ref = instance.__dict__.get("ref")
         return instance
+
+
+class StatusChange(models.Model):
+    """One move of a project's observed status (healthchecks' `Flip`): what it was, what it
+    became, why, and what moved it. Written only by the status gate (ProjectQuerySet.move_status),
+    in the transaction of the move; the project page's history and metrics read it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="status_changes")
+    at = models.DateTimeField(default=timezone.now)
+    old = models.CharField(max_length=32, choices=Status)
+    new = models.CharField(max_length=32, choices=Status)
+    reason = models.TextField(blank=True)
+    cause = models.CharField(max_length=16, choices=StatusCause)
+    # The operation whose claim, settle or cut-off moved it: a plain id, since projects sits
+    # below operations (no foreign key up the layers).
+    operation_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["project", "-at", "-id"], name="statuschange_project_newest")]
+
+    def __str__(self):
+        return f"{self.project_id}: {self.old} -> {self.new} ({self.cause})"
+
+
+def per_row(changes: dict[int, dict]) -> dict:
+    """UPDATE values that give each project (by pk) its own changes; a project whose changes
+    leave a field out keeps its value. A value every project gets alike is set as it is."""
+    values = {}
+    for name in {name for change in changes.values() for name in change}:
+        given = {pk: change[name] for pk, change in changes.items() if name in change}
+        alike = set(given.values())
+        if len(given) == len(changes) and len(alike) == 1:
+            values[name] = alike.pop()
+        else:
+            field = Project._meta.get_field(name)
+            whens = [When(pk=pk, then=Value(value, output_field=field)) for pk, value in given.items()]
+            values[name] = Case(*whens, default=F(name), output_field=field)
+    return values

@@ -1,5 +1,8 @@
 from django.apps import AppConfig
 from django.core.signals import request_finished
+from django_q.signals import post_execute_in_worker
+
+from telemetry.record import flush_after
 
 
 class TelemetryConfig(AppConfig):
@@ -7,11 +10,6 @@ class TelemetryConfig(AppConfig):
     verbose_name = "Berth's own event counters"
 
     def ready(self):
-        # django_q's signals module loads no models: safe while apps load.
-        from django_q.signals import post_execute_in_worker
-
-        from telemetry.record import flush_after
-
         # Counted events reach the database when a request or a worker task ends, never
         # inside the transaction of the work that counted them.
         request_finished.connect(flush_after, dispatch_uid="telemetry-request")

@@ -14,9 +14,8 @@ import math
 import threading
 from collections import defaultdict
 
+from django.apps import apps
 from django.db import DatabaseError, connection
-
-from telemetry.models import Counter
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,8 @@ def flush() -> int:
         return 0
     # Sorted, so concurrent flushes lock their rows in one order.
     rows = sorted(taken.items())
-    table = Counter._meta.db_table
+    # Through the registry: this module is imported with the app configs (telemetry.apps).
+    table = apps.get_model("telemetry", "Counter")._meta.db_table
     values = ", ".join(["(%s, %s, %s)"] * len(rows))
     params = [item for (name, labels), value in rows for item in (name, labels, value)]
     try:

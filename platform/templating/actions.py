@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from audit.actions import record
+from audit.models import Action
 from templating.models import TemplateVersion, encode_file
 from templating.registry import read_templates
 from templating.render import trial_render
@@ -60,7 +61,7 @@ def sync_templates(root: Path | None = None, *, actor=None, label: str | None = 
                 trial_render(version)
                 record(
                     actor,
-                    "template.register",
+                    Action.TEMPLATE_REGISTER,
                     detail={"name": version.name, "revision": version.revision, "digest": version.digest},
                     label=label,
                 )

@@ -4,11 +4,17 @@ Rendering reads them and never generates any, so the same project renders byte-i
 files every time. Nothing here logs a value.
 """
 
+import datetime
 import re
 import secrets
 import time
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.contrib.auth.password_validation import CommonPasswordValidator
 from django.core.exceptions import ValidationError
 
 # Supabase's API keys are long-lived HS256 JWTs; they are rotated by re-generating
@@ -72,8 +78,6 @@ DATABASE_PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
 
 def validate_database_password(password: str) -> None:
     """Refuse a malformed or weak database password with a ValidationError keyed `db_pass`."""
-    from django.contrib.auth.password_validation import CommonPasswordValidator
-
     if not DATABASE_PASSWORD_PATTERN.fullmatch(password or ""):
         raise ValidationError(
             {"db_pass": "The database password must be 12-128 characters of letters, digits and . _ ~ -"}
@@ -92,13 +96,6 @@ def generate_tls_secrets(ref: str, database_domain: str) -> dict:
     Clients that require TLS without verifying it (the Supabase CLI, sslmode=require) connect
     to the connection string Berth shows as it is; the names are the ones Berth publishes.
     """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"db.{ref}.{database_domain}")])
     now = datetime.datetime.now(datetime.UTC)

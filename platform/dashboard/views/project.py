@@ -10,12 +10,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agent.client import AgentError
 from audit.actions import record
+from audit.models import Action
 from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
 from hosts import agents
 from metrics.charts import project_charts
-from operations.actions import OperationRefused, act_on_project
+from operations.actions import OperationRefused, act_on_project, unavailable_actions
 from operations.models import State
 from projects.actions import record_drift
 from projects.models import Status
@@ -44,8 +45,9 @@ def status_context(project) -> dict:
     finished = [op for op in recent if op.is_finished][:1]
     failed = finished[0] if finished and finished[0].state in (State.FAILED, State.TIMED_OUT) else None
     latest = TemplateVersion.objects.latest_of(project.template)
-    why_not = project.unavailable_actions(
-        last_op_state=last.state if last else None,
+    why_not = unavailable_actions(
+        project,
+        last=last,
         in_progress=current is not None,
         update_available=latest is not None and latest.revision > project.template_version.revision,
     )
@@ -125,6 +127,7 @@ def page_context(project, *, revealed: str | None = None) -> dict:
         **status_context(project),
         "latest": TemplateVersion.objects.latest_of(project.template),
         "operations": queries.recent_operations(project),
+        "status_history": queries.status_history(project),
         "audit": audit_rows(project),
         **connection_context(project, revealed=revealed),
         **charts_context(project),
@@ -191,7 +194,7 @@ def reveal_secrets(request, ref):
     name = request.POST.get("name", "")
     if name not in dict(secret_rows(project)):
         return HttpResponseBadRequest("No such secret for this project's template.")
-    record(request.user, "project.reveal_secret", project=project, detail={"secret": name})
+    record(request.user, Action.PROJECT_REVEAL_SECRET, project=project, detail={"secret": name})
     if request.htmx:
         context = {"project": project, "name": name, "value": str(project.secrets[name]), "audit": audit_rows(project)}
         return render(request, "dashboard/project.html#revealed_secret", context)

@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from agent.client import AgentError
 from berth.keyset import paginate
 from dashboard.views.common import PAGE_SIZE, render_live
 from operations import rollouts
@@ -90,8 +91,6 @@ def rollout_resolve(request, rollout_id, ref):
 @require_GET
 def rollout_diff(request, rollout_id, ref):
     """The three-way view of one conflicted project, read live from its agent within the page deadline."""
-    from agent.client import AgentError
-
     entry = get_object_or_404(
         RolloutProject.objects.select_related("project__host", "project__template_version", "target_version"),
         rollout_id=rollout_id,

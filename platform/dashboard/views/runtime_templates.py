@@ -1,3 +1,4 @@
+import difflib
 from itertools import groupby
 
 from django.contrib import messages
@@ -7,13 +8,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import queries
 from operations import rollouts
+from templating.manifest import manifest_of
 from templating.models import TemplateVersion
 
 
 def template_summaries() -> list[dict]:
     """One entry per template name: its versions newest first, and what the latest one is."""
-    from templating.manifest import manifest_of
-
     summaries = []
     for template, group in groupby(queries.template_versions(), key=lambda v: v.name):
         group = list(group)
@@ -86,7 +86,6 @@ def diff(request, name):
 
 def file_diffs(old: TemplateVersion, new: TemplateVersion) -> list[dict]:
     """Each path that differs between two versions (the manifest included), with a unified diff."""
-    import difflib
 
     def texts(version):
         return {"manifest.toml": version.manifest, **version.files}

@@ -4,6 +4,7 @@ Idempotent: scripts/dev runs it on every start. The admin password is generated 
 first run, kept in var/admin-password (mode 600) and printed; nothing is baked in code.
 """
 
+import argparse
 import secrets
 
 from django.conf import settings
@@ -20,8 +21,6 @@ DEFAULT_RUNTIME_PORTS = (20000, 21999)
 
 
 def port_range(value: str) -> tuple[int, int]:
-    import argparse
-
     first, sep, last = value.partition("-")
     if not sep or not first.isdigit() or not last.isdigit() or int(first) >= int(last):
         raise argparse.ArgumentTypeError(f"{value!r} is not FIRST-LAST, e.g. 20000-21999")

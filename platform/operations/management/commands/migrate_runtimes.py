@@ -24,7 +24,8 @@ from rich.table import Table
 
 from operations import rollouts
 from operations.models import Outcome, Rollout
-from operations.resync import CONFLICTED, FAILED, AgentRuntimeFiles, plan_migration
+from operations.resync import plan_migration
+from operations.runtime_files import AgentRuntimeFiles
 from templating.models import TemplateVersion
 
 LABEL = "manage.py migrate_runtimes"
@@ -248,7 +249,7 @@ class Command(BaseCommand):
                     if action.diff:
                         self.stdout.write(action.diff)
         statuses = [r.status for _, r in results]
-        if FAILED in statuses:
+        if Outcome.FAILED in statuses:
             raise CommandError("planning failed for some projects", returncode=EXIT_FAILURES)
-        if CONFLICTED in statuses:
+        if Outcome.CONFLICTED in statuses:
             raise CommandError("some projects would conflict", returncode=EXIT_CONFLICTS)
