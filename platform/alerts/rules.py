@@ -3,7 +3,8 @@ incident for each new one and resolves the open ones no longer in it (alerts.act
 Run by the worker (schedule `berth-alerts` every minute; certificates hourly, as reading
 them decrypts every project's secrets).
 
-Rules that need other work first are not here (see docs/architecture.md, Alerts).
+Backups and WAL archiving failing are not here: issue 23's records are not in main yet
+(see docs/architecture.md, Alerts).
 """
 
 from dataclasses import dataclass
@@ -11,14 +12,14 @@ from datetime import timedelta
 
 from cryptography import x509
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from alerts.actions import open_incident, resolve_incident
 from alerts.models import Incident, Rule
 from hosts.models import RuntimeHost
 from operations.models import Rollout
-from projects.models import Project
+from projects.models import Project, Status, StatusChange
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,38 @@ class Firing:
     status: str
     organization_id: int | None = None
     project_ref: str = ""
+
+
+FAILING_STATUSES = (Status.INIT_FAILED, Status.ACTIVE_UNHEALTHY)
+
+
+def projects_failing(now) -> dict[str, Firing]:
+    """Live projects the status gate moved to INIT_FAILED or ACTIVE_UNHEALTHY, each said with
+    its latest typed status change (issue 28's StatusChange: when, why, what moved it). One
+    incident per project while it stays in either; it resolves when the gate moves it out.
+    Reads the failing projects only (the status index) and one change row each."""
+    latest = StatusChange.objects.filter(project=OuterRef("pk")).order_by("-at", "-id")
+    failing = (
+        Project.objects.filter(status__in=FAILING_STATUSES)
+        .annotate(
+            change_at=Subquery(latest.values("at")[:1]),
+            change_reason=Subquery(latest.values("reason")[:1]),
+            change_cause=Subquery(latest.values("cause")[:1]),
+        )
+        .only("ref", "status", "organization", "status_reason")
+    )
+    found = {}
+    for project in failing:
+        since = f" since {project.change_at:%Y-%m-%d %H:%M} UTC" if project.change_at else ""
+        why = project.change_reason or project.status_reason or "no reason recorded"
+        moved_by = f" ({project.change_cause})" if project.change_cause else ""
+        found[project.ref] = Firing(
+            f"project {project.ref} is {project.status}{since}{moved_by}: {why}",
+            project.status,
+            project.organization_id,
+            project.ref,
+        )
+    return found
 
 
 def hosts_unreachable(now) -> dict[str, Firing]:
@@ -72,7 +105,11 @@ def certificates_expiring(now) -> dict[str, Firing]:
     return found
 
 
-FREQUENT = {Rule.HOST_UNREACHABLE: hosts_unreachable, Rule.ROLLOUT_HALTED: rollouts_halted}
+FREQUENT = {
+    Rule.PROJECT_STATUS: projects_failing,
+    Rule.HOST_UNREACHABLE: hosts_unreachable,
+    Rule.ROLLOUT_HALTED: rollouts_halted,
+}
 HOURLY = {Rule.CERTIFICATE_EXPIRY: certificates_expiring}
 
 

@@ -1,6 +1,7 @@
+from importlib import import_module
+
 from django.apps import AppConfig
 from django.core.signals import request_finished
-from django_q.signals import post_execute_in_worker
 
 from telemetry.record import flush_after
 
@@ -11,6 +12,7 @@ class TelemetryConfig(AppConfig):
 
     def ready(self):
         # Counted events reach the database when a request or a worker task ends, never
-        # inside the transaction of the work that counted them.
+        # inside the transaction of the work that counted them. django_q.signals defines
+        # django-q2's models as it loads, so it is loaded here, once every app is.
         request_finished.connect(flush_after, dispatch_uid="telemetry-request")
-        post_execute_in_worker.connect(flush_after, dispatch_uid="telemetry-task")
+        import_module("django_q.signals").post_execute_in_worker.connect(flush_after, dispatch_uid="telemetry-task")

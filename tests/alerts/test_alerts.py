@@ -229,3 +229,27 @@ def test_the_alerts_page_adds_a_channel_sends_a_test_and_shows_the_log(staff_cli
     refused = staff_client.post(reverse("dashboard:alerts"), {"name": "x", "kind": "webhook", "url": "", "secret": ""})
     assert "needs the URL" in refused.content.decode()
     assert Channel.objects.count() == 1
+
+
+def test_a_project_the_status_gate_moves_to_a_failing_status_is_one_incident_until_it_moves_out(receiver):
+    from projects.models import Project, Status, StatusCause, StatusMove
+
+    acme = make_org("Acme")
+    webhook(receiver.url, organization=acme, name="acme hook")
+    project = make_project(organization=acme, status=Status.COMING_UP)
+    Project.objects.filter(pk=project.pk).move_status(
+        StatusMove(Status.INIT_FAILED, "its runtime never became healthy"), cause=StatusCause.SETTLED
+    )
+    make_project(organization=acme, status=Status.ACTIVE_HEALTHY)
+
+    assert evaluate(FREQUENT) == (1, 0)
+    assert evaluate(FREQUENT) == (0, 0)
+    deliver_due()
+    (opened,) = receiver.accepted
+    assert opened["project"] == project.ref and opened["status"] == "INIT_FAILED"
+    assert "(settled): its runtime never became healthy" in opened["summary"]
+
+    Project.objects.filter(pk=project.pk).move_status(StatusMove(Status.COMING_UP, "retry"), cause=StatusCause.CLAIMED)
+    assert evaluate(FREQUENT) == (0, 1)
+    deliver_due()
+    assert [m["event"] for m in receiver.accepted] == ["incident.opened", "incident.resolved"]
