@@ -2,12 +2,14 @@
 lease and periodic pass should cost the same on both (or, for the health refresh, in
 proportion to the projects it probes).
 
-    .venv/bin/python bench/fleet.py [--large 100000] [--small 1000] [--hosts 100] [--rounds 5]
-        [--only "health refresh pass,drift check pass"]
+    .venv/bin/python bench/fleet.py [--large 100000] [--small 1000] [--hosts 100] [--small-hosts 10]
+        [--rounds 5] [--only "health refresh pass,drift check pass"] [--metrics-runtimes 100]
 
-Seeds two throwaway databases through the models (bulk_create): --hosts hosts with the
-same port ranges in both, their blocks laid out, projects spread over them, each with a
-leased block and two finished operations. Agents are stood in by one fast local server
+Seeds two throwaway databases through the models (bulk_create): --hosts hosts for the large
+fleet and --small-hosts for the small one (the issue's 1,000 projects on 10 hosts against
+100,000 on 100), with the same port ranges, their blocks laid out, projects spread over
+them, each with a leased block and two finished operations. Placement and /metrics are
+judged in total, the hosts page per host row (it shows every host). Agents are stood in by one fast local server
 (tests/standin_agent.py) in a process of its own, stopped by its pid at the end.
 
 Each measure then runs round-robin: a round of it on the large fleet, a round on the
@@ -20,16 +22,33 @@ the measures it names (comma-separated), still round-robin between the fleets.
 
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, analyze, create_database, default_settings, drop_databases, parser, scratch, spread, use  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    SERVER_URL,
+    analyze,
+    create_database,
+    default_settings,
+    drop_databases,
+    parser,
+    scratch,
+    spread,
+    start_agent,
+    use,
+)
 
 TARGET_RATIO = 1.5
+METRICS_TOKEN = "bench-metrics-token-0123456789"
+# Measures that show every host: judged per host row, since the fleets' host counts differ.
+PER_HOST = {"hosts page"}
 # How many projects the host that the "one host" measure filters by (the middle one) gets
 # first: a page and a half of the projects list.
 ONE_HOST_PAGE = 75
@@ -174,6 +193,11 @@ def seed(projects: int, hosts: int, agent_url: str, per_host_range: int) -> dict
 
     Membership.objects.create(organization_id=default_organization_id(), user=user, role=Role.OWNER)
     token = create_token(user, name="bench")[1]
+    # What the metrics pass leaves for /metrics: the fleet's counts and a host sample each.
+    from metrics.collection import record_fleet_counts, record_host_samples
+
+    record_fleet_counts(now)
+    record_host_samples(now)
     analyze()
     from berth.keyset import AFTER, _encode
 
@@ -206,9 +230,9 @@ def measures(fleet: dict) -> dict:
 
     client = fleet["client"]
 
-    def get(url, params=None):
+    def get(url, params=None, headers=None):
         def call():
-            response = client.get(url, params or {})
+            response = client.get(url, params or {}, headers=headers)
             assert response.status_code == 200, (url, response.status_code)
 
         return call
@@ -236,6 +260,7 @@ def measures(fleet: dict) -> dict:
         "audit page": get(reverse("dashboard:audit")),
         "audit, one action": get(reverse("dashboard:audit"), {"action": "operation.restart"}),
         "hosts page": get(reverse("dashboard:hosts")),
+        "/metrics": get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}),
         "organizations page": get(reverse("dashboard:organizations")),
         "placement": placement,
         "lease": lease,
@@ -286,7 +311,14 @@ def main() -> int:
     p = parser(__doc__, "fleet")
     p.add_argument("--large", type=int, default=100_000, help="projects in the large fleet (default %(default)s)")
     p.add_argument("--small", type=int, default=1_000, help="projects in the small fleet (default %(default)s)")
-    p.add_argument("--hosts", type=int, default=100, help="hosts in each fleet (default %(default)s)")
+    p.add_argument("--hosts", type=int, default=100, help="hosts in the large fleet (default %(default)s)")
+    p.add_argument("--small-hosts", type=int, default=10, help="hosts in the small fleet (default %(default)s)")
+    p.add_argument(
+        "--metrics-runtimes",
+        type=int,
+        default=100,
+        help="runtimes one agent's metrics call reads, for its cost (default %(default)s; 0 skips it)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default %(default)s)")
     p.add_argument("--per-round", type=int, default=5, help="calls per measure, fleet and round (default %(default)s)")
     p.add_argument(
@@ -301,7 +333,12 @@ def main() -> int:
     names = {"large": args.database + "_large", "small": args.database + "_small"}
     agent = None
     # Deployed settings (DEBUG off: no log of every query), the pages asked over plain HTTP.
-    deployed = {**default_settings(), "SECURE_SSL_REDIRECT": "0", "BERTH_API_RATE_LIMIT": "1000000"}
+    deployed = {
+        **default_settings(),
+        "SECURE_SSL_REDIRECT": "0",
+        "BERTH_API_RATE_LIMIT": "1000000",
+        "BERTH_METRICS_TOKEN": METRICS_TOKEN,
+    }
     with scratch(args.database, keep=args.keep, settings=deployed):
         from django.conf import settings
         from django.test.utils import setup_test_environment
@@ -312,16 +349,20 @@ def main() -> int:
             agent, url = start_standin()
             fleets = {}
             # The small fleet first: a misnamed --only measure is refused before the long seeding.
+            hosts = {"small": args.small_hosts, "large": args.hosts}
             for size_name, size in (("small", args.small), ("large", args.large)):
                 started = time.monotonic()
                 create_database(names[size_name])
                 # Both fleets' hosts have the same ranges (the large fleet's, with room to spare).
-                fleets[size_name] = seed(size, args.hosts, url, -(-args.large // args.hosts) + 200)
+                fleets[size_name] = seed(size, hosts[size_name], url, -(-args.large // args.hosts) + 200)
                 fleets[size_name]["measures"] = chosen(measures(fleets[size_name]), only, p)
                 print(
-                    f"seeded {size:,} projects on {args.hosts} hosts in {time.monotonic() - started:.0f} s", flush=True
+                    f"seeded {size:,} projects on {hosts[size_name]} hosts in {time.monotonic() - started:.0f} s",
+                    flush=True,
                 )
             report(args, names, {size: fleets[size] for size in ("large", "small")})
+            if args.metrics_runtimes:
+                metrics_call_cost(args.metrics_runtimes, args.rounds)
         finally:
             use(args.database)
             if agent is not None:
@@ -351,15 +392,20 @@ def report(args, names, fleets) -> None:
                     call()  # the reconnect after the switch is not timed
                 timings[size][name].extend(time_one(call) for _ in range(calls))
     large, small = f"{args.large:,}", f"{args.small:,}"
-    print(f"\nmedian ms (interquartile), {args.rounds} interleaved rounds; {args.hosts} hosts in each fleet")
+    print(
+        f"\nmedian ms (interquartile), {args.rounds} interleaved rounds; {args.hosts} hosts in the large fleet,"
+        f" {args.small_hosts} in the small one"
+    )
     print(f"{'measure':<22}{large + ' projects':>30}{small + ' projects':>30}{'ratio':>7}{'queries':>12}")
     for name in timings["large"]:
         ratio = statistics.median(timings["large"][name]) / statistics.median(timings["small"][name])
+        if name in PER_HOST:
+            ratio *= args.small_hosts / args.hosts
         flag = "" if ratio <= TARGET_RATIO or name in PASSES else "  over target"
         q = f"{queries['large'][name]}/{queries['small'][name]}" if name not in PASSES else "threads"
         print(
             f"{name:<22}{spread(timings['large'][name]):>30}{spread(timings['small'][name]):>30}"
-            f"{ratio:>7.2f}{q:>12}{flag}"
+            f"{ratio:>7.2f}{q:>12}{flag}{'  (ratio per host row)' if name in PER_HOST else ''}"
         )
     for name, interval in PASSES.items():
         if name not in timings["large"]:
@@ -373,6 +419,39 @@ def report(args, names, fleets) -> None:
             f"{name} per project: {per_project['large']:.3f} ms (large), {per_project['small']:.3f} ms (small), "
             f"ratio {ratio:.2f}; the large pass takes {large_s:.1f} s of its {interval} s interval"
         )
+
+
+def metrics_call_cost(runtimes: int, rounds: int) -> None:
+    """One agent's POST /v1/metrics for `runtimes` runtimes, timed on a real agent. The
+    runtimes are the bench's own PostgreSQL server, named `runtimes` times: each target is
+    its own connection and statement, as each runtime's would be (one server stands in for
+    a host's clusters; the agent's cost per runtime is the connection and the statement)."""
+    from agent.api import MetricsTarget
+    from agent.client import AgentClient
+
+    server = SERVER_URL.split("@", 1)[-1]
+    address, _, port = server.partition(":")
+    root = Path(tempfile.mkdtemp(prefix="bench-fleet-agent-", dir="/tmp"))
+    root.chmod(0o755)  # the process driver runs PostgreSQL as `postgres`, which must reach it
+    agent, url = start_agent(root, "bench-agent-token-0123456789")
+    try:
+        client = AgentClient(url, "bench-agent-token-0123456789", deadline=60)
+        targets = [MetricsTarget(f"bench{n:04}", int(port or 5432), "unused", host=address) for n in range(runtimes)]
+        client.metrics(targets)  # warm: the agent's first connections
+        timings, failed = [], 0
+        for _ in range(rounds):
+            started = time.perf_counter()
+            results = client.metrics(targets)
+            timings.append((time.perf_counter() - started) * 1000)
+            failed += sum(1 for r in results if r.error)
+        print(
+            f"\nmetrics collection, one host, {runtimes} runtimes in one agent call: {spread(timings)} ms "
+            f"(median, interquartile; {rounds} calls; {failed} runtimes unread)"
+        )
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,13 @@ def silent_agent():
     server = SilentServer()
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_telemetry():
+    """Each test counts its own events: what earlier tests counted in this process (and, in a
+    test's transaction, could not flush) is dropped."""
+    from telemetry import record
+
+    with record._lock:
+        record._pending.clear()

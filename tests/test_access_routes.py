@@ -43,6 +43,7 @@ OPEN = {
     "logout": (SIGNED_IN, "signing out, for every signed-in user, staff or not"),
     "admin:login": (ANYONE, "the admin's sign-in page; the admin's other views send anonymous users there"),
     "api:openapi-json": (ANYONE, "the Management API's OpenAPI document: the published API's shape, no data"),
+    "metrics": (ANYONE, "Prometheus's scrape: no session, its own bearer token (BERTH_METRICS_TOKEN; tests/metrics)"),
     "dashboard:tokens": (SIGNED_IN, "each user's own access tokens for the Management API (staff or not)"),
     "dashboard:revoke_token": (SIGNED_IN, "revoking one's own access token; another user's is 404"),
 }

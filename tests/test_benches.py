@@ -22,7 +22,25 @@ pytestmark = pytest.mark.postgres
 
 # bench script, toy-size arguments, a line its report prints
 BENCHES = {
-    "fleet": (["--large", "30", "--small", "10", "--hosts", "2", "--rounds", "1", "--per-round", "1"], "reaper pass"),
+    "fleet": (
+        [
+            "--large",
+            "30",
+            "--small",
+            "10",
+            "--hosts",
+            "2",
+            "--small-hosts",
+            "1",
+            "--rounds",
+            "1",
+            "--per-round",
+            "1",
+            "--metrics-runtimes",
+            "3",
+        ],
+        "metrics collection, one host, 3 runtimes",
+    ),
     "port_leases": (
         ["--few", "5", "--many", "20", "--rounds", "1", "--per-round", "3", "--workers", "1,2", "--per-worker", "5"],
         "leases per second",

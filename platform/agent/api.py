@@ -24,6 +24,8 @@ MAX_PROBES = 64  # probes per health call; the control plane batches to stay und
 MAX_PORTS = 4096  # ports per port check
 MIN_PORT, MAX_PORT = 1024, 65535  # ports a runtime may lease, and so the ones a check accepts
 HEALTH_DEADLINE_S = 10.0
+METRICS_DEADLINE_S = 20.0
+MAX_METRICS_TARGETS = 256  # runtimes per metrics call; the control plane batches to stay under it
 MAX_QUERY_ROWS = 100_000  # rows a query may return
 MAX_QUERY_BYTES = 3 << 20  # below the client's 4 MiB reply cap, with room for the envelope
 
@@ -127,6 +129,25 @@ class Probe(Request):
 class HealthRequest(Request):
     probes: Annotated[list[Probe], Meta(min_length=1, max_length=MAX_PROBES)]
     deadline_s: Seconds = HEALTH_DEADLINE_S
+
+
+class MetricsTarget(Request):
+    """One runtime's database to read statistics from (as a postgres probe connects)."""
+
+    ref: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9]{5,39}$")]
+    port: Annotated[int, Meta(ge=1, le=65535)]
+    password: str
+    user: str = "postgres"
+    dbname: str = "postgres"
+    host: Text | None = None  # None: the agent's probe host
+
+
+class MetricsRequest(Request):
+    """Database statistics of many runtimes in one call (agent.metrics): the credentials
+    travel with it, nothing is stored on the agent."""
+
+    targets: Annotated[list[MetricsTarget], Meta(min_length=1, max_length=MAX_METRICS_TARGETS)]
+    deadline_s: Seconds = METRICS_DEADLINE_S
 
 
 class QueryRequest(Request):
@@ -265,6 +286,30 @@ class ProbeResult(Reply):
 
 class HealthReply(Reply):
     results: list[ProbeResult]
+
+
+class RuntimeMetrics(Reply):
+    """One runtime's statistics, or why they could not be read (`error`, the rest unset).
+    Totals are the cluster's since its statistics were last reset."""
+
+    ref: str
+    error: str | None = None
+    connections: dict[str, int] = {}  # client backends by state (active, idle, idle in transaction, ...)
+    database_bytes: int | None = None  # every database of the cluster
+    xact_total: int | None = None  # commits and rollbacks
+    rows_read_total: int | None = None  # tuples fetched
+    rows_written_total: int | None = None  # tuples inserted, updated and deleted
+    blocks_hit_total: int | None = None
+    blocks_read_total: int | None = None
+    longest_transaction_s: float | None = None  # the oldest open transaction of another backend
+    replication_lag_bytes: int | None = None  # the furthest replica behind (None: no replica)
+    wal_archived_total: int | None = None
+    wal_archive_failed_total: int | None = None
+    last_archived_age_s: float | None = None  # None: nothing archived yet
+
+
+class MetricsReply(Reply):
+    results: list[RuntimeMetrics]
 
 
 class QueryReply(Reply):

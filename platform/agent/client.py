@@ -18,8 +18,10 @@ agent's timeout, with the command's output tail, rather than as a lost call.
 
 import asyncio
 import functools
+import re
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import httpx
@@ -82,6 +84,7 @@ def check_ports_here(ports: Sequence[int]) -> PortCheck:
     return check_ports(list(ports))
 
 
+_RUNTIME_PATH = re.compile(r"/v1/runtimes/[^/]+")
 _ERRORS_BY_STATUS = {401: AgentUnauthorized, 409: AgentBusy, 504: AgentTimeout}
 
 
@@ -100,8 +103,12 @@ class AgentClient:
         max_reply_bytes: int = MAX_REPLY_BYTES,
         *,
         operation: str | None = None,
+        observe: Callable[[str, float, str | None], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        # Told of every call: its route (the ref replaced by {ref}), seconds taken, and the
+        # error's class name or None.
+        self.observe = observe
         self.deadline = deadline
         self.operation = operation
         self.max_reply_bytes = max_reply_bytes
@@ -175,6 +182,14 @@ class AgentClient:
         request, reply_s = api.HealthRequest(list(probes), probe_s), probe_s + REPLY_MARGIN_S
         return self._call("POST", "/v1/health", api.HealthReply, request=request, deadline_s=reply_s).results
 
+    def metrics(
+        self, targets: Sequence[api.MetricsTarget], deadline_s: float | None = None
+    ) -> list[api.RuntimeMetrics]:
+        """Database statistics of the runtimes named, read by the agent (one result each, in order)."""
+        read_s = deadline_s or min(api.METRICS_DEADLINE_S, self._command_deadline(None))
+        request, reply_s = api.MetricsRequest(list(targets), read_s), read_s + REPLY_MARGIN_S
+        return self._call("POST", "/v1/metrics", api.MetricsReply, request=request, deadline_s=reply_s).results
+
     def query(self, ref: str, request: api.QueryRequest, deadline_s: float | None = None) -> list[dict]:
         """Run SQL on the runtime's database; the rows of its last statement that returned any.
         Postgres refusing it raises AgentError with code `query_failed`."""
@@ -233,13 +248,21 @@ class AgentClient:
     ) -> ReplyT:
         limit = self.deadline if deadline_s is None else min(deadline_s, self.deadline)
         body = None if request is None else msgspec.json.encode(request)
+        started, error = time.monotonic(), None
         loop = asyncio.new_event_loop()
         try:
             status, data = loop.run_until_complete(self._call_within(method, path, body, params, limit))
+            return _decode(f"{method} {self.base_url}{path}", status, data, reply_type)
+        except AgentError as exc:
+            error = type(exc).__name__
+            raise
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()  # unlike asyncio.run, does not wait for the resolver thread
-        return _decode(f"{method} {self.base_url}{path}", status, data, reply_type)
+            if self.observe is not None:
+                self.observe(
+                    f"{method} {_RUNTIME_PATH.sub('/v1/runtimes/{ref}', path)}", time.monotonic() - started, error
+                )
 
     async def _call_within(self, method: str, path: str, body, params, deadline_s: float) -> tuple[int, bytes]:
         where = f"{method} {self.base_url}{path}"

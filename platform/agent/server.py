@@ -38,6 +38,7 @@ from agent.drivers.docker import compose_command
 from agent.endpoint import Endpoint
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite
+from agent.metrics import collect as collect_metrics
 from agent.portcheck import check_ports, ephemeral_ports
 from agent.probes import ProbeHost, engine_shares_network, resolve_probe_host, run_probes
 from agent.query import run_query
@@ -198,6 +199,10 @@ class Agent:
         deadline = self.runtimes.deadline(body.deadline_s)
         return api.HealthReply(run_probes(body.probes, self.probe_host.host, deadline.seconds))
 
+    def metrics(self, body: api.MetricsRequest) -> api.MetricsReply:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return api.MetricsReply(collect_metrics(body.targets, self.probe_host.host, deadline.seconds))
+
 
 @dataclass(frozen=True)
 class Route:
@@ -232,6 +237,7 @@ ROUTES = (
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
     Route("PUT", re.compile(r"/v1/routes"), Agent.routes, body=api.RoutesRequest),
+    Route("POST", re.compile(r"/v1/metrics"), Agent.metrics, body=api.MetricsRequest),
 )
 
 

@@ -1,4 +1,5 @@
-"""/v1/projects: list, read, create, delete, pause, restore, API keys, health, storage config.
+"""/v1/projects: list, read, create, delete, pause, restore, API keys, health, storage config,
+database metrics.
 
 Every route resolves the project through api.access, so tenancy is decided in one place.
 Writes call the same verbs as the dashboard (operations.creation.create_project,
@@ -9,8 +10,10 @@ import tomllib
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import HttpResponse
 from ninja import Query, Router
 from ninja import Status as Reply
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.access import LISTED_ORDER, caller, listed_projects, organization_for_write, project_for
 from api.audit import token_used
@@ -29,6 +32,7 @@ from audit.models import Action
 from berth.keyset import after_row
 from hosts.actions import refresh_unseen
 from hosts.models import RuntimeHost
+from metrics.exposition import latest_sample, render_project
 from operations.actions import OperationRefused, request_operation
 from operations.creation import DuplicateProjectName, available_majors, check_region, create_project
 from operations.models import Kind
@@ -242,6 +246,14 @@ def health(request, ref: str, services: list[str] = Query(...)):  # noqa: B008 (
         else:
             replies.append({"name": name, "healthy": status == "ACTIVE_HEALTHY", "status": status})
     return replies
+
+
+@router.get("/{ref}/metrics", response={404: Message}, summary="The project's database metrics, for Prometheus")
+def metrics(request, ref: str):
+    """Prometheus text format, as Supabase's privileged metrics endpoint answers: the project's
+    latest sample from the metrics pass (never waits on an agent), with its age."""
+    project = project_for(request, ref)
+    return HttpResponse(render_project(project, latest_sample(project)), content_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/{ref}/config/storage", response={200: StorageConfigOut, 404: Message}, summary="Storage config")

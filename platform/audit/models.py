@@ -34,6 +34,13 @@ class Action:
     TEMPLATE_REGISTER = "template.register"
     PORTS_RELEASE = "ports.release"
     PORTS_RECHECK = "ports.recheck"
+    # The repair task corrected a host's block counts (ports.actions.repair_block_counts).
+    PORTS_REPAIR_COUNTS = "ports.repair_counts"
+    ALERTS_CHANNEL_ADD = "alerts.channel_add"
+    ALERTS_CHANNEL_CHANGE = "alerts.channel_change"
+    ALERTS_CHANNEL_TEST = "alerts.channel_test"
+    ALERTS_INCIDENT_OPEN = "alerts.incident_open"
+    ALERTS_INCIDENT_RESOLVE = "alerts.incident_resolve"
     PROJECT_CREATE = "project.create"
     PROJECT_DRIFT = "project.drift"
     PROJECT_RESYNC = "project.resync"

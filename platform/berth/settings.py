@@ -64,6 +64,9 @@ INSTALLED_APPS = [
     "dashboard",
     "orgs",
     "api",
+    "telemetry",
+    "metrics",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -172,6 +175,31 @@ BERTH_REAPER_MINUTES = env_int("BERTH_REAPER_MINUTES", 1, minimum=1)
 BERTH_HEALTH_REFRESH_MINUTES = env_int("BERTH_HEALTH_REFRESH_MINUTES", 1, minimum=1)
 # How often hosts are asked whether managed files were edited there ("locally modified").
 BERTH_DRIFT_CHECK_MINUTES = env_int("BERTH_DRIFT_CHECK_MINUTES", 15, minimum=1)
+BERTH_PORT_REPAIR_MINUTES = env_int("BERTH_PORT_REPAIR_MINUTES", 60, minimum=1)
+# The metrics pass: each host's agent reads its runtimes' database statistics (one call per
+# host), and host and fleet counts are taken; samples are kept this many hours.
+BERTH_METRICS_COLLECT_MINUTES = env_int("BERTH_METRICS_COLLECT_MINUTES", 5, minimum=1)
+BERTH_METRICS_RETENTION_HOURS = env_int("BERTH_METRICS_RETENTION_HOURS", 24, minimum=1)
+# Bearer token that /metrics asks for (16+ characters); unset, /metrics answers 404.
+BERTH_METRICS_TOKEN = env_str("BERTH_METRICS_TOKEN")
+# Alerts: a host is reported unreachable after this long without an answer; certificates
+# this many days before they end; each message send is bounded, and given up after attempts.
+BERTH_ALERT_HOST_UNREACHABLE_MINUTES = env_int("BERTH_ALERT_HOST_UNREACHABLE_MINUTES", 10, minimum=1)
+BERTH_ALERT_CERT_DAYS = env_int("BERTH_ALERT_CERT_DAYS", 30, minimum=1)
+BERTH_ALERT_SEND_TIMEOUT = env_float("BERTH_ALERT_SEND_TIMEOUT", 10.0, minimum=1.0)
+BERTH_ALERT_MAX_ATTEMPTS = env_int("BERTH_ALERT_MAX_ATTEMPTS", 8, minimum=1, maximum=20)
+# E-mail channels send through Django's mail settings (console output in development).
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "berth@localhost")
+if DEBUG and env_str("EMAIL_HOST") is None:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+if BERTH_METRICS_TOKEN is not None and len(BERTH_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("BERTH_METRICS_TOKEN must be at least 16 characters")
 # Consecutive failed refreshes before a healthy project is marked ACTIVE_UNHEALTHY.
 BERTH_UNHEALTHY_AFTER = env_int("BERTH_UNHEALTHY_AFTER", 3, minimum=1)
 # Health polling while an operation waits for a runtime: first delay, doubling up to the max.

@@ -1,5 +1,6 @@
 from django import forms
 
+from alerts.models import Channel
 from audit.models import AuditEntry
 from hosts.admin import RuntimeHostForm
 from hosts.models import RuntimeHost
@@ -192,3 +193,20 @@ class HostEditForm(RuntimeHostForm):
 
     class Meta(RuntimeHostForm.Meta):
         fields = [*RuntimeHostForm.Meta.fields, "region"]
+
+
+class ChannelForm(forms.ModelForm):
+    """A new notification channel; the model's clean() says what each kind needs."""
+
+    url = forms.URLField(required=False, max_length=500, assume_scheme="https", label="URL (webhook, Slack)")
+
+    class Meta:
+        model = Channel
+        fields = ["name", "kind", "organization", "url", "secret", "emails"]
+        widgets = {"secret": forms.PasswordInput(render_value=False)}
+        labels = {"organization": "Organization (empty: staff, every incident)"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["organization"].queryset = Organization.objects.order_by("name")
+        self.fields["organization"].required = False

@@ -25,7 +25,7 @@ from django.db.models import (
 
 from hosts.models import RuntimeHost
 from operations.models import UNFINISHED_STATES, Operation, OperationEvent, Rollout
-from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
+from ports.models import block_capacity, free_blocks, with_block_counts
 from projects.models import TRANSITIONAL_STATUSES, Project
 from templating.models import TemplateVersion
 
@@ -90,16 +90,8 @@ def status_history(project, limit: int = 10):
 
 
 def hosts_with_capacity():
-    """Hosts with their port blocks counted per state and their live projects counted."""
-
-    blocks = PortBlock.objects.filter(host=OuterRef("pk"))
-    # Counted as PortBlockQuerySet.counts() does: a block whose cool-down has passed is free again.
-    resting = Q(state=BlockState.COOLING, released_at__gt=cooldown_cutoff())
-    return RuntimeHost.objects.annotate(
-        leased_blocks=count_of(blocks.filter(state=BlockState.LEASED)),
-        cooling_blocks=count_of(blocks.filter(resting)),
-        blocked_blocks=count_of(blocks.filter(state=BlockState.BLOCKED)),
-    ).order_by("name")
+    """Hosts with their port blocks counted per state (a counts row each, never their blocks)."""
+    return with_block_counts(RuntimeHost.objects.all()).order_by("name")
 
 
 def with_capacity(hosts) -> list:
@@ -114,9 +106,8 @@ def with_capacity(hosts) -> list:
     projects = live_project_counts("host", [host.pk for host in hosts])
     for host in hosts:
         host.project_count = projects[host.pk]
-        host.block_capacity = len(block_layout(host.port_range_start, host.port_range_end, host.block_size))
-        taken = host.leased_blocks + host.cooling_blocks + host.blocked_blocks
-        host.free_blocks = max(0, host.block_capacity - taken)
+        host.block_capacity = block_capacity(host)
+        host.free_blocks = free_blocks(host)
     return hosts
 
 

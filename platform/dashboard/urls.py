@@ -1,6 +1,7 @@
 from django.urls import path
 
 from dashboard.views import (
+    alerts,
     audit,
     hosts,
     operations,
@@ -46,6 +47,8 @@ urlpatterns = [
     path("organizations/", organizations.organizations, name="organizations"),
     path("organizations/<str:slug>/", organizations.organization, name="organization"),
     path("organizations/<str:slug>/members/<int:pk>/remove/", organizations.remove_member, name="remove_member"),
+    path("alerts/", alerts.alerts, name="alerts"),
+    path("alerts/channels/<int:pk>/test/", alerts.test_channel, name="test_channel"),
     path("tokens/", tokens.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.revoke, name="revoke_token"),
 ]

@@ -16,6 +16,17 @@ from hosts.models import RuntimeHost
 log = logging.getLogger(__name__)
 
 
+def record_contact(host: RuntimeHost, error: AgentError | None) -> None:
+    """Keep how the host's agent answered a call just made: last seen now, or why it did not
+    (the hosts page and the host-unreachable alert read these)."""
+    if error is not None:
+        host.last_error = str(error)
+        RuntimeHost.objects.filter(pk=host.pk).update(last_error=host.last_error)
+        return
+    host.last_seen_at, host.last_error = timezone.now(), ""
+    RuntimeHost.objects.filter(pk=host.pk).update(last_seen_at=host.last_seen_at, last_error="")
+
+
 def refresh_host(host: RuntimeHost, *, deadline: float) -> bool:
     """Ask the host's agent for its info and keep what it reports. Returns whether it answered."""
     try:

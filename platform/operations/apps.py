@@ -4,8 +4,8 @@ from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
-    """The reaper, the health refresh, the drift check and the rollout sweep run as django-q2 schedules; keep them
-    present and current."""
+    """The reaper, the health refresh, the drift check, the rollout sweep and the port counts
+    repair run as django-q2 schedules; keep them present and current."""
     # From the registry: this module loads with the app configs, before any models can.
     Schedule = apps.get_model("django_q", "Schedule")
     wanted = {
@@ -20,6 +20,8 @@ def ensure_schedules(sender, **kwargs):
         "berth-login-roles": ("operations.tasks.reap_login_roles", settings.BERTH_REAPER_MINUTES),
         # Old clusters major upgrades kept for a rollback, past BERTH_UPGRADE_KEEP_DAYS.
         "berth-upgrade-discard": ("operations.tasks.discard_kept_clusters", 60),
+        # The per-host block counts against the blocks (ports.actions.repair_block_counts).
+        "berth-ports-repair": ("operations.tasks.repair_port_counts", settings.BERTH_PORT_REPAIR_MINUTES),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

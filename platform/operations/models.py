@@ -25,6 +25,7 @@ from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from projects.models import TRANSITIONAL_STATUSES, DesiredState, Project, Status, StatusCause
+from telemetry import record as telemetry
 
 
 class Kind(models.TextChoices):
@@ -246,6 +247,7 @@ class Operation(models.Model):
         self.state = state
         for name, value in outcome.items():
             setattr(self, name, value)
+        count_finished(self, state, now)
         return True
 
     def cut_off(
@@ -271,8 +273,9 @@ class Operation(models.Model):
             )
             if was is None:
                 return None
+            now = timezone.now()
             Operation.objects.filter(pk=self.pk, state=was).update(
-                state=state, finished_at=timezone.now(), error_code=error_code, error_message=error_message
+                state=state, finished_at=now, error_code=error_code, error_message=error_message
             )
             project.refresh_from_db(fields=["status", "status_reason"])
             if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
@@ -280,12 +283,21 @@ class Operation(models.Model):
             if was == State.RUNNING:
                 transaction.on_commit(self._enqueue_cleanup)
         self.state = state
+        count_finished(self, state, now)
         return was
 
     def _enqueue_cleanup(self) -> None:
         django_q.tasks.async_task(
             "operations.tasks.clean_up", self.pk, task_name=f"cleanup-{self.pk}", group="operations"
         )
+
+
+def count_finished(operation: Operation, state: str, now) -> None:
+    """For /metrics: one more operation of its kind ended in `state`, and, if it ran, how long."""
+    telemetry.count("berth_operations_finished_total", kind=operation.kind, state=state)
+    if operation.started_at is not None:
+        seconds = (now - operation.started_at).total_seconds()
+        telemetry.observe("berth_operation_duration_seconds", seconds, telemetry.OPERATION_BUCKETS, kind=operation.kind)
 
 
 class OperationEvent(models.Model):

@@ -13,12 +13,11 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from hosts.actions import refresh_host
 from hosts.models import RuntimeHost
-from ports.models import BlockState, PortBlock, cooldown_cutoff
+from ports.models import PortBlock, free_blocks, with_block_counts
 from projects.models import Project
 from templating.manifest import manifest_of
 
@@ -33,36 +32,27 @@ def candidates(project: Project) -> list[RuntimeHost]:
     """Hosts that could take the project and have a block that is not leased: hosts last heard
     from first, then most free blocks first.
 
-    One query whatever the number of hosts: the hosts with their blocks counted by state in
-    one aggregate. Its cost follows the blocks that exist, which a host's port range bounds,
-    not the number of projects ever placed.
+    One query whatever the number of hosts or projects: each host's counts row
+    (ports.models.BlockCount, kept by the database with every lease and release) and its
+    still-resting releases, never its blocks.
     """
     slots = manifest_of(project.template_version).slots_needed
-    inside = Q(port_blocks__first_port__gte=F("port_range_start"), port_blocks__last_port__lte=F("port_range_end"))
-    rested = Q(port_blocks__state=BlockState.COOLING, port_blocks__released_at__lte=cooldown_cutoff())
     accepting = RuntimeHost.objects.filter(accepts_projects=True, block_size__gte=slots)
     if project.region:
         # Hosts labelled with the project's region, or with none.
         accepting = accepting.filter(region__in=["", project.region])
-    hosts = accepting.annotate(
-        block_rows=Count("port_blocks", filter=inside),
-        free_rows=Count("port_blocks", filter=inside & (Q(port_blocks__state=BlockState.FREE) | rested)),
-        blocked_rows=Count("port_blocks", filter=inside & Q(port_blocks__state=BlockState.BLOCKED)),
-    ).order_by()
     version, major = project.template_version, project.postgres_major
-    free, blocked, fit = {}, {}, []
-    for host in hosts:
+    free, fit = {}, []
+    for host in with_block_counts(accepting.order_by()):
         # A host whose agent never reported is a candidate too: placement asks it before use.
         if host.has_reported and not host.can_run(version, major):
             continue
         # Blocks not laid out yet are free too: the first lease on a host creates them. Blocked
         # blocks count as possible: the lease re-checks them before declaring the host full.
-        capacity = (host.port_range_end - host.port_range_start + 1) // host.block_size
-        free[host.pk] = host.free_rows + max(0, capacity - host.block_rows)
-        blocked[host.pk] = host.blocked_rows
-        if free[host.pk] + blocked[host.pk] > 0:
+        free[host.pk] = free_blocks(host)
+        if free[host.pk] + host.blocked_blocks > 0:
             fit.append(host)
-    return sorted(fit, key=lambda h: (bool(h.last_error), -free[h.pk], -blocked[h.pk], h.name))
+    return sorted(fit, key=lambda h: (bool(h.last_error), -free[h.pk], -h.blocked_blocks, h.name))
 
 
 def knows_it_answers(host: RuntimeHost) -> bool:

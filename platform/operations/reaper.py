@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from operations.models import Operation, OperationEvent, State
 from projects.models import TRANSITIONAL_STATUSES, Project, Status, StatusCause, StatusMove
+from telemetry import record as telemetry
 
 
 def reap(now=None) -> int:
@@ -41,10 +42,13 @@ def reap(now=None) -> int:
                 data={"deadline": operation.deadline.isoformat(), "state_before": was},
             )
             reaped += 1
+            telemetry.count("berth_reaper_actions_total", action="timed_out")
     # Conditional on idle: a project whose operation was claimed meanwhile no longer matches.
     freed = StatusMove(Status.UNKNOWN, "left in a transitional status with no operation running")
-    reaped += len(stuck_projects().move_status(freed, cause=StatusCause.STUCK))
-    return reaped
+    moved = len(stuck_projects().move_status(freed, cause=StatusCause.STUCK))
+    if moved:
+        telemetry.count("berth_reaper_actions_total", moved, action="freed_project")
+    return reaped + moved
 
 
 def stuck_projects():

@@ -3,6 +3,7 @@
 from operations import cleanup, drift, health, login_roles, reaper, rollouts, routes, upgrades
 from operations.models import Operation
 from operations.runner import OperationRun
+from ports.actions import repair_block_counts
 
 
 def run_operation(operation_id: int) -> bool:
@@ -55,3 +56,7 @@ def reap_login_roles() -> int:
 
 def discard_kept_clusters() -> int:
     return upgrades.discard_expired()
+
+
+def repair_port_counts() -> int:
+    return len(repair_block_counts())

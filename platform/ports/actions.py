@@ -17,6 +17,7 @@ gets a new block is four round trips: BEGIN, one statement that takes the locks 
 claim, the write, COMMIT (tests/test_ports_lease.py pins the count).
 """
 
+import logging
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -28,8 +29,10 @@ from audit.models import Action
 from hosts.models import RuntimeHost
 from ports.checkers import PortChecker, checker_for
 from ports.errors import NotLeasable, PortCheckFailed, PortsBusy, PortsExhausted, TooManySlots
-from ports.models import BlockState, PortBlock, block_layout, cooldown_cutoff
+from ports.models import BlockCount, BlockState, PortBlock, block_layout, cooldown_cutoff
 from projects.models import Project, Status
+
+logger = logging.getLogger(__name__)
 
 # A lease gives up after this many blocks in a row turn out busy, rather than walk a whole
 # range that foreign listeners fill; each busy block is marked blocked for reconcile.
@@ -457,6 +460,10 @@ def recheck_blocks(
         taken = (checker or checker_for(host)).taken(host, [p for block in host_blocks for p in block.ports])
         host_results = [Recheck(block, frozenset(taken.intersection(block.ports))) for block in host_blocks]
         with transaction.atomic():
+            # Lock them all first, in id order: each state change below also takes the host's
+            # counts row, and a concurrent re-check must wait here holding nothing rather than
+            # hold a block while it waits for that row.
+            list(PortBlock.objects.select_for_update().filter(pk__in=[b.pk for b in host_blocks]).order_by("pk"))
             now = timezone.now()
             for recheck in host_results:
                 still_blocked = PortBlock.objects.filter(pk=recheck.block.pk, state=BlockState.BLOCKED)
@@ -476,7 +483,8 @@ def recheck_blocks(
 
 
 def reconcile_ports(hosts=None, *, checker: PortChecker | None = None, label: str = "manage.py ports"):
-    """Release leases of deleted projects, lay out each host's blocks, re-check blocked blocks.
+    """Release leases of deleted projects, lay out each host's blocks, re-check blocked blocks,
+    correct block counts that differ from the blocks.
 
     Returns what changed and what could not be done (a host whose agent did not answer).
     """
@@ -503,7 +511,47 @@ def reconcile_ports(hosts=None, *, checker: PortChecker | None = None, label: st
         for recheck in rechecks:
             if not recheck.busy:
                 result.changes.append(f"{host.name}: {_span(recheck.block)} is free again")
+    result.changes.extend(repair_block_counts(hosts, label=label))
     return result
+
+
+def repair_block_counts(hosts=None, *, label: str = "berth-ports-repair") -> list[str]:
+    """Check each host's counts row against its blocks and correct it where it differs;
+    returns a line per corrected host (each also an audit row and a warning in the log).
+
+    The triggers keep the counts in every transaction that changes blocks, so a correction
+    means something wrote blocks past them (a trigger dropped by hand, a restore of one
+    table): like Kubernetes' port allocator repairing its bitmap, this is the backstop that
+    makes such a drift short-lived, not the way counts are kept. Per host: lock its counts
+    row, then count its blocks. A writer changing the host's blocks meanwhile waits for that
+    lock before its own counts change, and its blocks are not visible to the count until it
+    commits, so the two always agree on what they saw.
+    """
+    hosts = list(RuntimeHost.objects.all() if hosts is None else hosts)
+    states = BlockCount.STATES
+    corrected = []
+    for host in hosts:
+        with transaction.atomic():
+            BlockCount.objects.bulk_create([BlockCount(host=host)], ignore_conflicts=True)
+            counted = BlockCount.objects.select_for_update().get(host=host)
+            actual = PortBlock.objects.filter(host=host).aggregate(
+                **{state: Count("pk", filter=Q(state=state)) for state in states}
+            )
+            wrong = {
+                s: {"counted": getattr(counted, s), "blocks": actual[s]}
+                for s in states
+                if getattr(counted, s) != actual[s]
+            }
+            if not wrong:
+                continue
+            BlockCount.objects.filter(host=host).update(**actual)
+            record(None, Action.PORTS_REPAIR_COUNTS, detail={"host": host.name, "corrected": wrong}, label=label)
+        line = f"{host.name}: block counts corrected: " + ", ".join(
+            f"{s} {c['counted']} -> {c['blocks']}" for s, c in wrong.items()
+        )
+        logger.warning("%s", line)
+        corrected.append(line)
+    return corrected
 
 
 def _span(block: PortBlock) -> str:

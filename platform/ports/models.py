@@ -3,8 +3,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, F, Q
-from django.db.models.functions import Mod
+from django.db.models import Count, F, Func, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Mod
 from django.utils import timezone
 
 from hosts.models import PORT_MAX, PORT_MIN
@@ -53,6 +53,11 @@ class PortBlockQuerySet(models.QuerySet):
 
     def cooled(self):
         return self.filter(state=BlockState.COOLING, released_at__lte=cooldown_cutoff())
+
+    def resting(self):
+        """Cooling blocks whose cool-down is not over: the host's releases of the last
+        BERTH_PORT_COOLDOWN seconds, a range of the (host, state, released_at) index."""
+        return self.filter(state=BlockState.COOLING, released_at__gt=cooldown_cutoff())
 
     def removable(self):
         """Blocks no project holds or may still hold ports of: free, blocked, or cooled down."""
@@ -150,3 +155,61 @@ class PortBlock(models.Model):
     @property
     def ports(self) -> range:
         return range(self.first_port, self.last_port + 1)
+
+
+class BlockCount(models.Model):
+    """How many blocks of one host are in each state: what placement, the hosts page and
+    /metrics read, one row per host, instead of counting the host's blocks.
+
+    The database keeps it: triggers on PortBlock (migration 0004) change it in the
+    statement that inserts, updates or deletes blocks, so every write (a lease, a release,
+    a layout, a re-check, an admin fix, a bulk load) moves its counts in its own
+    transaction, and a lease still costs its four round trips. `repair_block_counts`
+    (ports/actions.py) checks the counts against the blocks and corrects them.
+
+    `cooling` counts every cooling block, rested or not: whether a cool-down is over
+    depends on the clock, not on a write, so readers count the resting ones themselves
+    (`PortBlockQuerySet.resting`, an index range over the host's recent releases only).
+    """
+
+    host = models.OneToOneField(
+        "hosts.RuntimeHost", on_delete=models.CASCADE, primary_key=True, related_name="block_count"
+    )
+    free = models.IntegerField(default=0)
+    leased = models.IntegerField(default=0)
+    cooling = models.IntegerField(default=0)
+    blocked = models.IntegerField(default=0)
+
+    STATES = ("free", "leased", "cooling", "blocked")
+
+    def __str__(self):
+        return f"{self.host_id}: " + ", ".join(f"{getattr(self, s)} {s}" for s in self.STATES)
+
+
+def with_block_counts(hosts):
+    """The hosts with `leased_blocks`, `cooling_blocks` (still resting) and `blocked_blocks`:
+    their counts row (zeros for a host never laid out) and an index range over their releases
+    of the last BERTH_PORT_COOLDOWN seconds. Reads a row per host whatever its blocks.
+
+    `free_blocks(host)` follows from them and the host's range.
+    """
+    resting = PortBlock.objects.resting().filter(host=OuterRef("pk")).order_by()
+    # A plain COUNT, not the aggregate, so the subquery has no GROUP BY and one row even when empty.
+    resting_count = Subquery(resting.annotate(n=Func(F("pk"), function="COUNT")).values("n"), IntegerField())
+    return hosts.annotate(
+        leased_blocks=Coalesce(F("block_count__leased"), 0),
+        blocked_blocks=Coalesce(F("block_count__blocked"), 0),
+        cooling_blocks=resting_count,
+    )
+
+
+def block_capacity(host) -> int:
+    """Whole blocks the host's range holds (block_layout's length, without building it)."""
+    return max(0, (host.port_range_end - host.port_range_start + 1) // host.block_size)
+
+
+def free_blocks(host) -> int:
+    """Blocks of the host a lease could hand out now, for a host from `with_block_counts`:
+    its layout less what is leased, resting or blocked. Free rows, cooled-down rows and
+    blocks not laid out yet all count."""
+    return max(0, block_capacity(host) - host.leased_blocks - host.cooling_blocks - host.blocked_blocks)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from audit.actions import record
+from metrics.models import HostSample, ProjectSample
 from operations.models import Kind, Operation, OperationEvent, State
 from projects.models import DesiredState, Project, Status
 from tests.dashboard_helpers import placed_project, process_host, register_template
@@ -346,3 +347,51 @@ def test_every_other_page_at_both_widths(signed_in, live_server, host, version, 
     page.click("text=Sign out")
     expect(page.locator("#id_username")).to_be_visible()
     both_widths(page, screenshot, "login")
+
+
+def test_the_charts_read_at_phone_width_and_nothing_polls_for_them(signed_in, live_server, host, version, screenshot):
+    """A day of samples (one every 5 minutes, a gap in the middle): the lines fit the card at
+    390 px, the values are text; a settled project polls for nothing, and the hosts page's row
+    check leaves its host's charts in place."""
+    page = signed_in
+    project = placed_project(version, host, name="Charted")
+    now = timezone.now()
+    samples, host_samples = [], []
+    for n in range(288):
+        if 100 <= n < 112:
+            continue  # an hour the metrics pass could not read the runtime
+        at = now - timedelta(minutes=5 * (288 - n))
+        samples.append(
+            ProjectSample(
+                project=project,
+                at=at,
+                connections=5 + n % 7,
+                database_bytes=(40 + n // 10) * 1024 * 1024,
+                xact_total=0,
+                rows_read_total=0,
+                rows_written_total=0,
+                tps=(n % 24) * 1.5,
+            )
+        )
+        host_samples.append(HostSample(host=host, at=at, projects=1 + n // 30, free_blocks=19 - n // 30))
+    ProjectSample.objects.bulk_create(samples)
+    HostSample.objects.bulk_create(host_samples)
+
+    page.goto(f"{live_server.url}/projects/{project.ref}/")
+    charts = page.locator("#project-charts")
+    expect(charts.locator("figure")).to_have_count(3)
+    expect(charts.locator("polyline")).to_have_count(6)  # each chart broken once by the gap
+    expect(charts).to_contain_text("Database size")
+    both_widths(page, screenshot, "project-charts")
+    page.set_viewport_size(PHONE)
+    for box in charts.locator("svg").evaluate_all("svgs => svgs.map(s => s.getBoundingClientRect().right)"):
+        assert box <= PHONE["width"], box
+    page.set_viewport_size(LAPTOP)
+    expect(page.locator("[hx-trigger]")).to_have_count(0)
+
+    page.goto(f"{live_server.url}/hosts/")
+    expect(page.locator(f"#host-{host.pk} .reach")).to_be_visible()  # the row's check answered
+    expect(page.locator(f"#host-charts-{host.pk}")).to_have_count(1)
+    expect(page.locator("#host-charts polyline")).to_have_count(4)
+    expect(page.locator("#host-charts")).to_contain_text("Free port blocks")
+    both_widths(page, screenshot, "hosts-charts")

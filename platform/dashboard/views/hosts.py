@@ -7,12 +7,29 @@ from dashboard import queries
 from dashboard.forms import HostEditForm
 from hosts.actions import refresh_host, save_host, set_accepts_projects
 from hosts.models import RuntimeHost
+from metrics.charts import host_charts
 
 
 @require_GET
 def hosts(request):
     """Hosts as last reported; each row then asks its agent live (htmx, on load)."""
-    return render(request, "dashboard/hosts.html", {"hosts": queries.with_capacity(queries.hosts_with_capacity())})
+    listed = queries.with_capacity(queries.hosts_with_capacity())
+    return render(request, "dashboard/hosts.html", {"hosts": listed, **charts_context(listed)})
+
+
+@require_GET
+def host_charts_part(request):
+    return render(
+        request, "dashboard/hosts.html#host_charts", charts_context(list(RuntimeHost.objects.order_by("name")))
+    )
+
+
+def charts_context(hosts) -> dict:
+    charts = host_charts(hosts)
+    return {
+        "host_charts": [(host, charts[host.pk]) for host in hosts],
+        "collect_minutes": settings.BERTH_METRICS_COLLECT_MINUTES,
+    }
 
 
 @require_GET

@@ -15,6 +15,7 @@ from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
 from hosts import agents
+from metrics.charts import project_charts
 from operations.actions import OperationRefused, act_on_project, unavailable_actions
 from operations.models import State
 from projects.actions import record_drift
@@ -129,7 +130,12 @@ def page_context(project, *, revealed: str | None = None) -> dict:
         "status_history": queries.status_history(project),
         "audit": audit_rows(project),
         **connection_context(project, revealed=revealed),
+        **charts_context(project),
     }
+
+
+def charts_context(project) -> dict:
+    return {"charts": project_charts(project), "collect_minutes": settings.BERTH_METRICS_COLLECT_MINUTES}
 
 
 @require_GET
@@ -140,7 +146,7 @@ def project(request, ref):
 @require_GET
 def project_status(request, ref):
     project = get_project(ref)
-    context = status_context(project)
+    context = {**status_context(project), **charts_context(project), "charts_oob": True}
     if not project.in_flight:
         # The last poll: what the finished operation changed (host, ports) shows at once.
         context.update(connection_context(project), connection_oob=True)
