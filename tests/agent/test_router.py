@@ -279,6 +279,8 @@ def test_an_address_it_cannot_bind_is_reported_and_retried_while_the_agent_serve
         agent = pool.start(
             env={"BERTH_ROUTER_LISTEN": f"{ADDRESS}:{port}", "BERTH_POOLER_LISTEN": f"{ADDRESS}:{port + 1}"}
         )
+        # The router binds beside the serving agent, so its first attempt may not be reported yet.
+        wait_for(lambda: agent.client().info().router.db.error != "not started", timeout=15, what="the first bind")
         router = agent.client().info().router
         assert not router.db.listening and "Address already in use" in router.db.error
         assert router.pooler.listening
