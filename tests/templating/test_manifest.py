@@ -5,7 +5,7 @@ import pytest
 from templating.manifest import ManifestError, parse_manifest
 from templating.registry import read_template
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 
 MINIMAL = """
 [template]

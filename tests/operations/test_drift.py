@@ -26,7 +26,7 @@ from templating.models import TemplateVersion
 from templating.render import render_project, sha256
 from tests.factories import FakeRuntimeFiles, make_project, make_runtime_project
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 
 pytestmark = pytest.mark.django_db
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
+from tests.agent.test_docker_engine import require_engine
 from tests.stack import PORT_BASE, free_port_range
-from tests.test_docker_engine import require_engine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "berth/debian-base:bookworm"
 POSTGRES_IMAGE = "berth/test-postgres:15"
 APP_IMAGE, AGENT_IMAGE = "berth/berth:latest", "berth/berth-agent:latest"

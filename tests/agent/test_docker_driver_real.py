@@ -25,11 +25,11 @@ from operations.creation import create_project
 from operations.health import probe_requests
 from operations.models import Kind, Operation, State
 from projects.models import Project, Status
+from tests.agent.test_docker_engine import require_engine
 from tests.factories import register_template
 from tests.stack import PORT_BASE, SilentServer, Worker, agent_host, wait_for
-from tests.test_docker_engine import require_engine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "runtimes" / "docker-test"
 DEADLINE = 90  # seconds an operation may run here (a cold Postgres initdb takes a few)
 

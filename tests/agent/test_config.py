@@ -11,7 +11,7 @@ import pytest
 from agent.config import ConfigError, load_config
 from agent.drivers.process import ProcessDriver
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "a-token-long-enough-1234"
 
 

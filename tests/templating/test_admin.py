@@ -6,7 +6,7 @@ from django.urls import reverse
 from operations.models import Kind, Operation
 from tests.factories import make_runtime_project, register_template
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from operations.models import Kind, Operation, State
 from operations.runner import OperationRun
 from projects.models import DesiredState, Project, Status
 from tests.factories import make_host
-from tests.test_operations_runner import ScriptedAgent, provision
+from tests.operations.test_runner import ScriptedAgent, provision
 
 pytestmark = pytest.mark.django_db
 

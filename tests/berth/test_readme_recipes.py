@@ -13,7 +13,7 @@ from hosts.models import RuntimeHost
 
 pytestmark = pytest.mark.django_db
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def add_host_recipe() -> str:

@@ -22,7 +22,7 @@ import jinja2
 import psycopg
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "runtimes" / "docker-test"
 PRIVATE_HOST = "unix:///run/berth-docker/docker.sock"
 IMAGES = ("berth/test-postgres:15", "berth/test-gateway:latest")

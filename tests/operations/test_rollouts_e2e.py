@@ -21,7 +21,7 @@ from tests.stack import Worker, agent_host, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 DEADLINE = 40  # seconds an operation may run
 
 

@@ -171,7 +171,7 @@ def test_a_retry_places_a_failed_provisioning_again_and_it_comes_up(tmp_path, se
     from operations.actions import retry_project
     from operations.models import Kind, Operation, State
     from templating.secrets import generate_project_secrets
-    from tests.test_operations_runner import ScriptedAgent
+    from tests.operations.test_runner import ScriptedAgent
 
     settings.BERTH_HEALTH_POLL_INITIAL = 0.01
     narrow = make_host(name="narrow", capabilities=PROCESS_15, block_size=4)

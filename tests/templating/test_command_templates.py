@@ -10,7 +10,7 @@ from templating.models import TemplateVersion
 from templating.render import render_project
 from tests.factories import make_runtime_project
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from operations.rollouts import start_rollout
+from tests.dashboard.test_access_routes import ROUTES, concrete
 from tests.dashboard_helpers import placed_project, register_template
 from tests.factories import make_host
-from tests.test_access_routes import ROUTES, concrete
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,7 @@ from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 TWO_MANAGED_FILES = """
 [files."a.conf"]
 policy = "managed"
