@@ -1,5 +1,3 @@
-from unittest import mock
-
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -8,13 +6,7 @@ from operations import rollouts
 from operations.models import Kind, Operation, Outcome, Rollout, State
 from tests.dashboard_helpers import placed_project, process_host, register_template
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 @pytest.fixture

@@ -1,5 +1,3 @@
-from unittest import mock
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -82,12 +80,6 @@ def test_it_costs_the_same_queries_for_3_and_300_projects(staff_client, tmp_path
 def test_migrate_rejects_get(staff_client, tmp_path):
     register_template(tmp_path)
     assert staff_client.get(reverse("dashboard:migrate_template", args=["postgres"])).status_code == 405
-
-
-@pytest.fixture
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task-1") as async_task:
-        yield async_task
 
 
 def test_migrate_starts_a_rollout_with_the_form_s_waves_and_opens_its_page(

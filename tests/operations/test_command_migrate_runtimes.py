@@ -19,13 +19,7 @@ from tests.factories import FakeRuntimeFiles, make_runtime_project
 
 RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 @pytest.fixture

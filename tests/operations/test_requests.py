@@ -1,7 +1,5 @@
 """Requesting, cancelling and retrying operations: one transaction, one audit row, enqueue on commit."""
 
-from unittest import mock
-
 import pytest
 
 from audit.models import AuditEntry
@@ -11,12 +9,6 @@ from projects.models import DesiredState, Status
 from tests.factories import make_host, make_project
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task-1") as async_task:
-        yield async_task
 
 
 def test_it_queues_an_operation_and_enqueues_on_commit(enqueued, staff_user, django_capture_on_commit_callbacks):

@@ -10,13 +10,7 @@ from operations.models import Kind, Operation, Outcome, Rollout, State
 from projects.models import DesiredState, Project, Status
 from tests.dashboard_helpers import placed_project, process_host, register_template
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 @pytest.fixture
