@@ -6,14 +6,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from agent.api import AgentInfo
-from agent.client import AgentUnreachable
 from audit.models import AuditEntry
 from operations.models import Kind, Operation
 from orgs.models import Role
 from projects.models import Project, Status
 from tests.api_helpers import ApiClient, api_as, join, make_org, make_user, token_for
 from tests.factories import REPORTED_CAPABILITIES, make_host, make_project, make_reported_host
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
 
@@ -235,26 +234,9 @@ def test_a_user_in_two_organizations_has_each_ones_role(alice, org):
     assert len(client.get("/v1/projects").json()) == 2
 
 
-class Agent:
-    """client_for stand-in: an agent reporting `versions`, or one that does not answer (None)."""
-
-    def __init__(self, versions):
-        self.versions = versions
-        self.asked = []
-
-    def __call__(self, host, *, deadline):
-        self.asked.append(host.name)
-        return self
-
-    def info(self):
-        if self.versions is None:
-            raise AgentUnreachable("connection refused")
-        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", self.versions, None, [32768, 60999])
-
-
 def test_without_postgres_engine_it_asks_a_never_reported_host_and_takes_its_newest(api, org, postgres):
     make_host(name="local")  # as registered: its agent never reported
-    agent = Agent([15, 16])
+    agent = InfoAgent([15, 16])
     with mock.patch("hosts.agents.client_for", agent):
         response = api.post("/v1/projects", create_body(org, region=""))
     assert response.status_code == 201, response.json()
@@ -264,7 +246,7 @@ def test_without_postgres_engine_it_asks_a_never_reported_host_and_takes_its_new
 
 def test_without_postgres_engine_a_silent_never_reported_host_offers_nothing_and_is_named(api, org, postgres):
     make_host(name="local")
-    with mock.patch("hosts.agents.client_for", Agent(None)):
+    with mock.patch("hosts.agents.client_for", InfoAgent(None)):
         response = api.post("/v1/projects", create_body(org, region=""))
     assert response.status_code == 422
     assert "local" in response.json()["message"]

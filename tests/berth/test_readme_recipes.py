@@ -8,8 +8,8 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ValidationError
 
-from agent.client import AgentInfo
 from hosts.models import RuntimeHost
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
 
@@ -22,17 +22,12 @@ def add_host_recipe() -> str:
     return code
 
 
-class Agent:
-    def __call__(self, host, *, deadline):
-        return self
-
-    def info(self):
-        return AgentInfo("0.1.0", 1, "docker", "host.docker.internal", "docker", [], "docker compose", [32768, 60999])
-
-
 def run(code: str) -> None:
     with mock.patch.dict(os.environ, {"AGENT_TOKEN": "a-token-of-sixteen-plus"}):
-        with mock.patch("hosts.agents.client_for", Agent()):
+        docker = InfoAgent(
+            [], driver="docker", probe_host="host.docker.internal", probe_host_source="docker", compose="docker compose"
+        )
+        with mock.patch("hosts.agents.client_for", docker):
             exec(compile(code, "README.md", "exec"), {})
 
 

@@ -3,12 +3,12 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 
-from agent.client import AgentInfo, AgentUnreachable
 from audit.models import AuditEntry
 from operations.models import Kind
 from projects.models import Project
 from tests.dashboard_helpers import process_host, register_template
 from tests.factories import make_host, make_reported_host
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
 
@@ -92,30 +92,13 @@ def test_staff_create_a_project_in_an_organization(staff_client, postgres):
     assert Project.objects.get(name="Loose").organization.slug == "default"
 
 
-class Agent:
-    """A process agent with local PostgreSQL 15, or one that does not answer."""
-
-    def __init__(self, answers=True):
-        self.answers = answers
-        self.asked = []
-
-    def __call__(self, host, *, deadline):
-        self.asked.append(host.name)
-        return self
-
-    def info(self):
-        if not self.answers:
-            raise AgentUnreachable("connection refused")
-        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", [15], None, [32768, 60999])
-
-
 def offered(html: str) -> list[str]:
     return [m for m in ("14", "15", "16", "17", "18") if f'<option value="{m}"' in html]
 
 
 def test_it_asks_a_host_that_never_reported_and_offers_what_it_runs(staff_client, template):
     make_host(name="local")  # as `scripts/dev` leaves it before the agent reported
-    agent = Agent()
+    agent = InfoAgent([15])
     with mock.patch("hosts.agents.client_for", agent):
         html = staff_client.get(reverse("dashboard:create_project")).content.decode()
     assert agent.asked == ["local"]
@@ -125,7 +108,7 @@ def test_it_asks_a_host_that_never_reported_and_offers_what_it_runs(staff_client
 
 def test_it_offers_nothing_from_a_host_whose_agent_does_not_answer_and_says_so(staff_client, template):
     make_host(name="local")
-    with mock.patch("hosts.agents.client_for", Agent(answers=False)):
+    with mock.patch("hosts.agents.client_for", InfoAgent(None)):
         html = staff_client.get(reverse("dashboard:create_project")).content.decode()
     assert offered(html) == []
     assert "Hosts whose agents did not answer are not counted: local" in html

@@ -5,28 +5,13 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 
-from agent.client import AgentInfo, AgentUnreachable
 from hosts.models import RuntimeHost
 from tests.factories import make_host
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
 
 TOKEN = "a-stored-agent-token-0123456789"
-
-
-class Agent:
-    def __init__(self, answers=True):
-        self.answers = answers
-        self.asked = []
-
-    def __call__(self, host, *, deadline):
-        self.asked.append((host.name, deadline))
-        return self
-
-    def info(self):
-        if not self.answers:
-            raise AgentUnreachable("GET http://127.0.0.1:8470/v1/info: connection refused")
-        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", [15, 16], None, [32768, 60999])
 
 
 def form_data(**fields):
@@ -55,7 +40,7 @@ def test_the_host_form_never_shows_the_agent_token(admin_client_logged_in):
 
 def test_a_blank_token_keeps_the_stored_one(admin_client_logged_in):
     host = make_host(name="east", agent_token=TOKEN)
-    with mock.patch("hosts.agents.client_for", Agent()):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15, 16])):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_change", args=[host.pk]), form_data(block_size="10")
         )
@@ -66,7 +51,7 @@ def test_a_blank_token_keeps_the_stored_one(admin_client_logged_in):
 
 def test_a_new_token_replaces_the_stored_one(admin_client_logged_in):
     host = make_host(name="east", agent_token=TOKEN)
-    with mock.patch("hosts.agents.client_for", Agent()):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15, 16])):
         admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_change", args=[host.pk]), form_data(agent_token="a-new-token-9876543210")
         )
@@ -85,12 +70,12 @@ def test_adding_a_host_needs_a_token(admin_client_logged_in):
 @pytest.mark.django_db(transaction=True)
 def test_adding_a_host_asks_its_agent_once_saved(admin_client_logged_in, settings):
     settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
-    agent = Agent()
+    agent = InfoAgent([15, 16])
     with mock.patch("hosts.agents.client_for", agent):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_add"), form_data(agent_token=TOKEN), follow=True
         )
-    assert agent.asked == [("east", 0.5)]
+    assert agent.asked == ["east"] and agent.deadlines == [0.5]
     host = RuntimeHost.objects.get()
     assert host.driver == "process" and host.postgres_versions == [15, 16]
     assert "The agent of east answered: process driver, Postgres 15, 16." in response.content.decode()
@@ -98,7 +83,7 @@ def test_adding_a_host_asks_its_agent_once_saved(admin_client_logged_in, setting
 
 @pytest.mark.django_db(transaction=True)
 def test_adding_a_host_whose_agent_is_down_says_so_and_keeps_the_host(admin_client_logged_in):
-    with mock.patch("hosts.agents.client_for", Agent(answers=False)):
+    with mock.patch("hosts.agents.client_for", InfoAgent(None)):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_add"), form_data(agent_token=TOKEN), follow=True
         )
@@ -124,7 +109,7 @@ def test_projects_and_operations_are_not_added_in_the_admin(admin_client_logged_
 
 def test_the_admin_accepts_a_compose_service_name_as_agent_host(admin_client_logged_in):
     # The README's docker-compose deployment registers `http://agent:8470`.
-    with mock.patch("hosts.agents.client_for", Agent()):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15, 16])):
         response = admin_client_logged_in.post(
             reverse("admin:hosts_runtimehost_add"), form_data(agent_url="http://agent:8470", agent_token=TOKEN)
         )

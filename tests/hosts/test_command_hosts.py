@@ -7,28 +7,11 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from agent.client import AgentInfo, AgentUnreachable
 from hosts.models import RuntimeHost
 from tests.factories import make_host
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
-
-
-class Agents:
-    """Agents by host name: a list of majors answers, None does not."""
-
-    def __init__(self, **answers):
-        self.answers = answers
-
-    def __call__(self, host, *, deadline):
-        self.host = host
-        return self
-
-    def info(self):
-        versions = self.answers[self.host.name]
-        if versions is None:
-            raise AgentUnreachable(f"{self.host.agent_url}/v1/info: connection refused")
-        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", versions, None, [32768, 60999])
 
 
 def run(*args) -> str:
@@ -40,7 +23,7 @@ def run(*args) -> str:
 def test_it_asks_every_host_and_keeps_what_it_reports():
     make_host(name="east", port_range_start=20000, port_range_end=20999)
     make_host(name="west", port_range_start=30000, port_range_end=34999)
-    with mock.patch("hosts.agents.client_for", Agents(east=[15, 16], west=[17])):
+    with mock.patch("hosts.agents.client_for", InfoAgent({"east": [15, 16], "west": [17]})):
         out = run("refresh")
     assert "east: process driver, local Postgres 15, 16, probe host 127.0.0.1" in out
     assert "west: process driver, local Postgres 17" in out
@@ -52,7 +35,7 @@ def test_it_asks_every_host_and_keeps_what_it_reports():
 def test_it_asks_only_the_named_hosts():
     make_host(name="east")
     make_host(name="west")
-    with mock.patch("hosts.agents.client_for", Agents(east=[15])):
+    with mock.patch("hosts.agents.client_for", InfoAgent({"east": [15]})):
         out = run("refresh", "east")
     assert "east:" in out and "west" not in out
     assert not RuntimeHost.objects.get(name="west").capabilities
@@ -60,7 +43,7 @@ def test_it_asks_only_the_named_hosts():
 
 def test_it_fails_when_an_agent_does_not_answer():
     make_host(name="east")
-    with mock.patch("hosts.agents.client_for", Agents(east=None)), pytest.raises(CommandError, match="1 agent"):
+    with mock.patch("hosts.agents.client_for", InfoAgent({"east": None})), pytest.raises(CommandError, match="1 agent"):
         run("refresh")
     assert "connection refused" in RuntimeHost.objects.get(name="east").last_error
 

@@ -7,38 +7,15 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ValidationError
 
-from agent.client import AgentInfo, AgentUnreachable
 from hosts.models import RuntimeHost
 from operations.creation import create_project
 from projects.models import Project
 from templating.actions import sync_templates
 from tests.dashboard_helpers import RUNTIMES, process_host
 from tests.factories import make_host
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
-
-
-class ProcessAgent:
-    """An agent whose process driver reports the given local PostgreSQL majors."""
-
-    def __init__(self, versions):
-        self.versions = versions
-        self.asked = []
-
-    def __call__(self, host, *, deadline):
-        self.asked.append((host.name, deadline))
-        return self
-
-    def info(self):
-        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", self.versions, None, [32768, 60999])
-
-
-class DownAgent:
-    def __call__(self, host, *, deadline):
-        return self
-
-    def info(self):
-        raise AgentUnreachable("GET http://127.0.0.1:8470/v1/info: connection refused")
 
 
 @pytest.fixture(autouse=True)
@@ -58,27 +35,27 @@ def refusal(**kwargs) -> dict:
 def test_it_asks_a_chosen_host_that_never_reported_and_refuses_with_its_real_list(settings):
     settings.BERTH_AGENT_PAGE_DEADLINE = 0.5
     fresh = make_host(name="fresh")  # as registered: no capabilities yet
-    agent = ProcessAgent([15])
+    agent = InfoAgent([15])
     with mock.patch("hosts.agents.client_for", agent):
         errors = refusal(postgres_major=17, host=fresh)
     assert errors == {
         "postgres_major": ["Postgres 17 cannot run on host fresh (local PostgreSQL: 15); supported there: 15"]
     }
-    assert agent.asked == [("fresh", 0.5)]
+    assert agent.asked == ["fresh"] and agent.deadlines == [0.5]
     fresh.refresh_from_db()
     assert fresh.driver == "process" and fresh.last_seen_at is not None
 
 
 def test_it_creates_on_a_chosen_host_once_it_answered():
     fresh = make_host(name="fresh")
-    with mock.patch("hosts.agents.client_for", ProcessAgent([15])):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15])):
         project = create_project(name="Orders", postgres_major=15, template="postgres", host=fresh)
     assert project.host == fresh and project.operations.count() == 1
 
 
 def test_it_refuses_without_a_host_what_no_host_runs_once_asked(settings):
     make_host(name="fresh")
-    with mock.patch("hosts.agents.client_for", ProcessAgent([15])):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15])):
         errors = refusal(postgres_major=17)
     assert errors == {"postgres_major": ["No host can run postgres with Postgres 17; supported: 15"]}
     assert RuntimeHost.objects.get(name="fresh").postgres_versions == [15]
@@ -86,7 +63,7 @@ def test_it_refuses_without_a_host_what_no_host_runs_once_asked(settings):
 
 def test_it_says_plainly_when_a_chosen_hosts_agent_cannot_be_reached():
     fresh = make_host(name="fresh")
-    with mock.patch("hosts.agents.client_for", DownAgent()):
+    with mock.patch("hosts.agents.client_for", InfoAgent(None)):
         errors = refusal(postgres_major=15, host=fresh)
     [message] = errors["host"]
     assert message.startswith("The agent of host fresh has never answered and could not be reached now")
@@ -96,7 +73,7 @@ def test_it_says_plainly_when_a_chosen_hosts_agent_cannot_be_reached():
 
 def test_it_says_plainly_when_no_hosts_agent_can_be_reached():
     make_host(name="fresh")
-    with mock.patch("hosts.agents.client_for", DownAgent()):
+    with mock.patch("hosts.agents.client_for", InfoAgent(None)):
         errors = refusal(postgres_major=15)
     assert "the agent of host fresh has never answered and could not be reached now" in errors["host"][0]
 
@@ -154,7 +131,7 @@ def test_it_refuses_a_chosen_host_whose_blocks_cannot_hold_the_templates_ports(t
 def test_with_a_region_it_judges_only_the_hosts_that_serve_it():
     make_host(name="eu", region="eu-west-1")
     make_host(name="us", region="us-east-1")
-    agent = ProcessAgent([15])
+    agent = InfoAgent([15])
     with mock.patch("hosts.agents.client_for", agent):
         errors = refusal(postgres_major=15, region="ap-south-1")
     assert errors == {"region": ["No host serves region 'ap-south-1'; regions: eu-west-1, us-east-1"]}
@@ -163,7 +140,7 @@ def test_with_a_region_it_judges_only_the_hosts_that_serve_it():
     RuntimeHost.objects.filter(name="us").update(
         capabilities={**RuntimeHost.objects.get(name="us").capabilities, "postgres_versions": [16]}
     )
-    with mock.patch("hosts.agents.client_for", ProcessAgent([15])) as asked:
+    with mock.patch("hosts.agents.client_for", InfoAgent([15])) as asked:
         errors = refusal(postgres_major=16, region="eu-west-1")
     assert errors == {"postgres_major": ["No host can run postgres with Postgres 16; supported: 15"]}
-    assert [name for name, _ in asked.asked] == ["eu"]
+    assert asked.asked == ["eu"]

@@ -7,7 +7,6 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ValidationError
 
-from agent.api import AgentInfo
 from agent.client import AgentUnreachable
 from operations.creation import create_project
 from operations.placement import NoHost, candidates, place_project, unplace_if_unfit
@@ -16,22 +15,12 @@ from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from tests.dashboard_helpers import RUNTIMES
 from tests.factories import make_host, make_port_block, make_project
+from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
 
 PROCESS_15 = {"driver": "process", "postgres_versions": [15]}
 DOCKER = {"driver": "docker", "postgres_versions": []}
-
-
-class InfoAgent:
-    def __init__(self, capabilities):
-        self.capabilities = capabilities
-
-    def __call__(self, host, *, deadline):
-        return self
-
-    def info(self):
-        return AgentInfo("0.1.0", 1, self.capabilities["driver"], "127.0.0.1", "loopback", [15], None)
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +42,7 @@ def test_it_places_on_the_host_with_most_free_blocks_whose_agent_answers():
     make_host(name="small", capabilities=PROCESS_15, port_range_start=20000, port_range_end=20019, block_size=10)
     big = make_host(name="big", capabilities=PROCESS_15, port_range_start=21000, port_range_end=21999, block_size=10)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
-    with mock.patch("hosts.agents.client_for", InfoAgent(PROCESS_15)):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15], ephemeral_ports=None)):
         assert place_project(project, deadline=1) == big
     project.refresh_from_db()
     assert project.host == big
@@ -62,7 +51,7 @@ def test_it_places_on_the_host_with_most_free_blocks_whose_agent_answers():
 def test_it_names_why_no_host_could_take_the_project():
     make_host(name="proc", capabilities=PROCESS_15)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
-    with mock.patch("hosts.agents.client_for", InfoAgent({"driver": "docker"})):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15], driver="docker", ephemeral_ports=None)):
         with pytest.raises(NoHost, match="proc: its docker driver cannot run Postgres 15"):
             place_project(project, deadline=1)
 
@@ -94,7 +83,7 @@ def test_it_never_places_where_a_block_cannot_hold_the_templates_ports(tmp_path)
     wide_template(tmp_path, 25)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
     assert candidates(project) == [wide]
-    with mock.patch("hosts.agents.client_for", InfoAgent(PROCESS_15)):
+    with mock.patch("hosts.agents.client_for", InfoAgent([15], ephemeral_ports=None)):
         assert place_project(project, deadline=1) == wide
     assert narrow not in candidates(project)
 
@@ -156,7 +145,7 @@ def test_placement_asks_a_host_whose_last_contact_failed_last(settings):
     live = make_host(name="live", capabilities=PROCESS_15, port_range_start=30000, port_range_end=30099)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
     assert [h.name for h in candidates(project)] == ["live", "dead"]
-    agent = InfoAgent(PROCESS_15)
+    agent = InfoAgent([15], ephemeral_ports=None)
     asked = []
     with mock.patch("hosts.agents.client_for", lambda host, *, deadline: asked.append(host.name) or agent):
         assert place_project(project, deadline=1) == live
@@ -231,7 +220,7 @@ def test_placement_asks_a_host_only_when_its_last_answer_is_older_than_the_max_a
 
     settings.BERTH_HOST_INFO_MAX_AGE = 60
     host = make_host(name="proc", capabilities=PROCESS_15, last_seen_at=timezone.now() - timedelta(seconds=5))
-    agent = InfoAgent(PROCESS_15)
+    agent = InfoAgent([15], ephemeral_ports=None)
     asked = []
     with mock.patch("hosts.agents.client_for", lambda h, *, deadline: asked.append(h.name) or agent):
         assert place_project(create_project(name="A", postgres_major=15, template="postgres"), deadline=1) == host

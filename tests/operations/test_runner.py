@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from agent.api import AgentInfo, CancelReply, CommandReply, PortCheck, ProbeResult, RuntimeStatus
+from agent.api import CancelReply, CommandReply, PortCheck, ProbeResult, RuntimeStatus
 from agent.client import AgentUnreachable
 from operations import tasks
 from operations.actions import request_operation, retry_project
@@ -16,6 +16,7 @@ from operations.models import Kind, State
 from ports.models import PortBlock
 from projects.models import Project, Status
 from tests.factories import make_host
+from tests.standin_agent import agent_info
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +39,7 @@ class ScriptedAgent:
 
     def info(self):
         self._record("info")
-        return AgentInfo("0.1.0", 1, "process", "127.0.0.1", "loopback", [15], None)
+        return agent_info(ephemeral_ports=None)
 
     def check_ports(self, ports):
         self._record("check_ports")
