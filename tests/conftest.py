@@ -1,10 +1,9 @@
-from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.conf import settings
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+from tests.stack import RUNTIMES
 
 # The agent tests' fixtures (a real agent process on loopback); they need no database.
 pytest_plugins = ["tests.agent_fixtures"]

@@ -4,14 +4,13 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from agent.config import ConfigError, load_config
 from agent.drivers.process import ProcessDriver
+from tests.stack import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "a-token-long-enough-1234"
 
 

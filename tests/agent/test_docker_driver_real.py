@@ -27,9 +27,8 @@ from operations.models import Kind, Operation, State
 from projects.models import Project, Status
 from tests.agent.test_docker_engine import require_engine
 from tests.factories import register_template
-from tests.stack import PORT_BASE, SilentServer, Worker, agent_host, wait_for
+from tests.stack import PORT_BASE, ROOT, SilentServer, Worker, agent_host, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "runtimes" / "docker-test"
 DEADLINE = 90  # seconds an operation may run here (a cold Postgres initdb takes a few)
 

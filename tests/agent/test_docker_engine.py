@@ -22,7 +22,8 @@ import jinja2
 import psycopg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.stack import ROOT
+
 TEMPLATE = ROOT / "runtimes" / "docker-test"
 PRIVATE_HOST = "unix:///run/berth-docker/docker.sock"
 IMAGES = ("berth/test-postgres:15", "berth/test-gateway:latest")

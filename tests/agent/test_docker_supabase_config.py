@@ -15,8 +15,7 @@ import yaml
 
 from templating.render import render_project
 from tests.factories import make_runtime_project, register_template
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.stack import ROOT
 
 pytestmark = pytest.mark.postgres
 

@@ -26,9 +26,8 @@ import httpx
 from cryptography.fernet import Fernet
 
 from tests.agent.test_docker_engine import require_engine
-from tests.stack import PORT_BASE, free_port_range
+from tests.stack import PORT_BASE, ROOT, free_port_range
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "berth/debian-base:bookworm"
 POSTGRES_IMAGE = "berth/test-postgres:15"
 APP_IMAGE, AGENT_IMAGE = "berth/berth:latest", "berth/berth-agent:latest"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.stack import ROOT
+
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 

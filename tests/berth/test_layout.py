@@ -1,8 +1,7 @@
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.stack import ROOT
 
 
 def test_platform_folder_has_no_init():

@@ -2,18 +2,18 @@
 
 import os
 import re
-from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from hosts.models import RuntimeHost
+from tests.stack import ROOT
 from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = ROOT / "README.md"
 
 
 def add_host_recipe() -> str:

@@ -14,9 +14,8 @@ import psycopg
 import pytest
 
 from tests.agent_fixtures import make_root, stop_clusters
-from tests.stack import PORT_BASE, free_port_range, wait_for
+from tests.stack import PORT_BASE, ROOT, free_port_range, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_BLOCK = 20
 ROUTER_ADDRESS = "127.0.0.28"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.stack import ROOT
 
 PRODUCTION_ENV = {
     "DEBUG": "0",

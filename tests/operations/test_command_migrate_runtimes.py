@@ -4,7 +4,6 @@ The watched rollouts on real runtimes are in test_rollouts_e2e.py."""
 import json
 import shutil
 from io import StringIO
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -16,8 +15,7 @@ from operations.models import Outcome, Rollout
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from tests.factories import FakeRuntimeFiles, make_runtime_project
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 

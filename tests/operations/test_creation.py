@@ -11,8 +11,9 @@ from hosts.models import RuntimeHost
 from operations.creation import create_project
 from projects.models import Project
 from templating.actions import sync_templates
-from tests.dashboard_helpers import RUNTIMES, process_host
+from tests.dashboard_helpers import process_host
 from tests.factories import make_host
+from tests.stack import RUNTIMES
 from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db

@@ -25,8 +25,7 @@ from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import render_project, sha256
 from tests.factories import FakeRuntimeFiles, make_project, make_runtime_project
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 

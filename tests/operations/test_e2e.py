@@ -154,8 +154,8 @@ def test_cancelling_a_provisioning_kills_its_work_and_stops_its_postgres(local_h
 
     from agent.client import AgentClient
     from operations.actions import cancel_operation
-    from tests.conftest import RUNTIMES
     from tests.factories import register_template
+    from tests.stack import RUNTIMES
 
     # The postgres template plus a probe of a port nothing listens on: Postgres runs, health never comes.
     folder = tmp_path / "pgsick"

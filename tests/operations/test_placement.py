@@ -13,8 +13,8 @@ from operations.placement import NoHost, candidates, place_project, unplace_if_u
 from projects.models import Status
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
-from tests.dashboard_helpers import RUNTIMES
 from tests.factories import make_host, make_port_block, make_project
+from tests.stack import RUNTIMES
 from tests.standin_agent import InfoAgent
 
 pytestmark = pytest.mark.django_db

@@ -18,10 +18,10 @@ from templating.render import render_project
 from templating.resync import CONFLICT, WRITE
 from tests.dashboard_helpers import PROCESS_CAPABILITIES, placed_project
 from tests.factories import make_host
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 TWO_MANAGED_FILES = """
 [files."a.conf"]
 policy = "managed"

@@ -17,11 +17,10 @@ from projects.models import Project, Status
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import render_project
-from tests.stack import Worker, agent_host, wait_for
+from tests.stack import RUNTIMES, Worker, agent_host, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 DEADLINE = 40  # seconds an operation may run
 
 

@@ -1,12 +1,9 @@
-from pathlib import Path
-
 import pytest
 from django.urls import reverse
 
 from operations.models import Kind, Operation
 from tests.factories import make_runtime_project, register_template
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,5 @@
 import shutil
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -9,8 +8,7 @@ from audit.models import AuditEntry
 from templating.models import TemplateVersion
 from templating.render import render_project
 from tests.factories import make_runtime_project
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 

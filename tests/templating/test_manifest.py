@@ -4,8 +4,7 @@ import pytest
 
 from templating.manifest import ManifestError, parse_manifest
 from templating.registry import read_template
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+from tests.stack import RUNTIMES
 
 MINIMAL = """
 [template]
