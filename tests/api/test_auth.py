@@ -9,14 +9,9 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from orgs.actions import create_token, revoke_token
 from orgs.models import TOKEN_PATTERN, AccessToken
-from tests.api_helpers import ApiClient, make_user
+from tests.api_helpers import ApiClient
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice():
-    return make_user("alice")
 
 
 def test_a_new_token_has_the_cli_shape_and_is_stored_only_as_its_hash(alice):

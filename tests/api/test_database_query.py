@@ -7,7 +7,7 @@ from audit.models import AuditEntry
 from orgs.models import Role
 from ports.models import BlockState, PortBlock
 from projects.models import Status
-from tests.api_helpers import api_as, join, make_org, make_user
+from tests.api_helpers import api_as, join, make_user
 from tests.factories import make_host, make_project
 
 pytestmark = pytest.mark.django_db
@@ -35,18 +35,6 @@ def agent(monkeypatch):
     fake = FakeAgent(reply=[{"server_version_num": "150014"}])
     monkeypatch.setattr(hosts.agents, "client_for", fake)
     return fake
-
-
-@pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
-def org(alice):
-    org = make_org("Acme")
-    join(alice, org)
-    return org
 
 
 @pytest.fixture

@@ -5,22 +5,15 @@ import pytest
 
 from audit.models import AuditEntry
 from orgs.models import Role
-from tests.api_helpers import api_as, join, make_org, make_user
+from tests.api_helpers import api_as, make_org
 from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
-def org(alice):
-    org = make_org("Acme")
-    join(alice, org, Role.READ_ONLY)
-    return org
+def alice_role():
+    return Role.READ_ONLY
 
 
 def test_it_gives_the_legacy_keys_signed_with_the_projects_jwt_secret(alice, org, postgres):

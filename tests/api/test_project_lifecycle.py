@@ -12,15 +12,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
-def org(alice):
-    org = make_org("Acme")
-    join(alice, org, Role.DEVELOPER)
-    return org
+def alice_role():
+    return Role.DEVELOPER
 
 
 @pytest.fixture

@@ -31,18 +31,6 @@ PROJECT_KEYS = {
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
-def org(alice):
-    org = make_org("Acme")
-    join(alice, org)
-    return org
-
-
-@pytest.fixture
 def api(alice, org):
     return api_as(alice)
 
