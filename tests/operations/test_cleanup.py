@@ -13,7 +13,6 @@ from operations.creation import create_project
 from operations.models import Kind, Operation, State
 from operations.runner import OperationRun
 from projects.models import DesiredState, Project, Status
-from tests.factories import make_host
 from tests.operations.test_runner import ScriptedAgent, provision
 
 pytestmark = pytest.mark.django_db
@@ -35,20 +34,6 @@ def agent_script(settings):
     with mock.patch("hosts.agents.client_for", script), mock.patch("django_q.tasks.async_task", run_now):
         script.enqueued = enqueued
         yield script
-
-
-@pytest.fixture
-def host():
-    from templating.actions import sync_templates
-
-    sync_templates()
-    return make_host(
-        agent_url="http://agent.example:8470",
-        capabilities={"driver": "process", "postgres_versions": [15]},
-        port_range_start=30000,
-        port_range_end=30099,
-        block_size=4,
-    )
 
 
 def claimed(project, kind):

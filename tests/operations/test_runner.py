@@ -15,7 +15,6 @@ from operations.health import refresh_all
 from operations.models import Kind, State
 from ports.models import PortBlock
 from projects.models import Project, Status
-from tests.factories import make_host
 from tests.standin_agent import agent_info
 
 pytestmark = pytest.mark.django_db
@@ -91,20 +90,6 @@ def agent_script(settings):
     script = ScriptedAgent()
     with mock.patch("hosts.agents.client_for", script), mock.patch("django_q.tasks.async_task"):
         yield script
-
-
-@pytest.fixture
-def host():
-    from templating.actions import sync_templates
-
-    sync_templates()
-    return make_host(
-        agent_url="http://agent.example:8470",
-        capabilities={"driver": "process", "postgres_versions": [15]},
-        port_range_start=30000,
-        port_range_end=30099,
-        block_size=4,
-    )
 
 
 _names = itertools.count(1)
