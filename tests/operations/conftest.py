@@ -5,6 +5,12 @@ from tests.factories import make_host
 
 
 @pytest.fixture
+def templates(enqueued):
+    """The shipped templates registered, with nothing enqueued then or later in the test."""
+    sync_templates()
+
+
+@pytest.fixture
 def host():
     """The shipped templates registered, and a process host with Postgres 15 and 25 blocks of 4
     ports, at an agent address the tests stand in for."""

@@ -16,14 +16,7 @@ from tests.factories import make_host
 from tests.stack import RUNTIMES
 from tests.standin_agent import InfoAgent
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def templates():
-    with mock.patch("django_q.tasks.async_task"):
-        sync_templates()
-        yield
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("templates")]
 
 
 def refusal(**kwargs) -> dict:

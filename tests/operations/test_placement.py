@@ -17,17 +17,10 @@ from tests.factories import make_host, make_port_block, make_project
 from tests.stack import RUNTIMES
 from tests.standin_agent import InfoAgent
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("templates")]
 
 PROCESS_15 = {"driver": "process", "postgres_versions": [15]}
 DOCKER = {"driver": "docker", "postgres_versions": []}
-
-
-@pytest.fixture(autouse=True)
-def templates():
-    with mock.patch("django_q.tasks.async_task"):
-        sync_templates()
-        yield
 
 
 def test_it_never_places_a_docker_template_on_a_process_host():
