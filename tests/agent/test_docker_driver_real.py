@@ -1,7 +1,7 @@
 """The agent's docker driver against a real engine, end to end.
 
 A real agent runs with BERTH_AGENT_DRIVER=docker (and the engine's DOCKER_HOST); the
-operations run in a real django-q2 worker, as in tests/test_operations_e2e.py. Runtimes
+operations run in a real django-q2 worker, as in tests/operations/test_e2e.py. Runtimes
 use the docker-test template (Debian's PostgreSQL 15 and a tiny gateway, images built
 locally by scripts/docker-images). Without an engine, docker-compose or the images these
 tests are SKIPPED with the reason, never failed.

@@ -121,7 +121,7 @@ def test_runtime_toml_names_the_docker_driver(tmp_path):
 def require_engine(images=IMAGES) -> dict:
     """The engine, compose and images the docker tests need, or pytest.skip saying what is missing.
 
-    Shared by every tests/test_docker_*.py module: they SKIP, never fail, without an engine.
+    Shared by every tests/*/test_docker_*.py module: they SKIP, never fail, without an engine.
     """
     host, reason = _find_engine()
     if host is None:
