@@ -2,7 +2,7 @@
 middleware: they authenticate by bearer token alone and answer 401 JSON to anyone else.
 Paths no endpoint serves answer JSON too: 401 without a valid token, else 404; so does a
 method a path does not serve: 401 without a valid token, else ninja's 405. Only the OpenAPI
-document answers anyone (tests/test_access_routes.py lists it)."""
+document answers anyone (tests/dashboard/test_access_routes.py lists it)."""
 
 import functools
 
