@@ -1,0 +1,45 @@
+"""BERTH_QUEUE_DEADLINE is in seconds (README: "900 s, how long an operation may wait for a
+worker"): a queued operation's deadline is that many seconds after its request, and the reaper
+fails it as soon as they pass, so a lost task's project is not blocked for longer."""
+
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+
+from operations.actions import request_operation
+from operations.models import Kind, State
+from operations.reaper import reap
+from projects.models import Status
+from tests.factories import make_host, make_project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def lost_task():
+    """The task is enqueued nowhere: no worker will ever pick the operation up."""
+    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
+        yield async_task
+
+
+def test_a_queued_operation_may_wait_the_queue_deadline_in_seconds(settings):
+    settings.BERTH_QUEUE_DEADLINE = 90
+    project = make_project(status=Status.ACTIVE_HEALTHY, host=make_host())
+    operation = request_operation(project, Kind.STOP)
+    assert operation.deadline - operation.created_at == pytest.approx(timedelta(seconds=90), abs=timedelta(seconds=5))
+
+
+def test_the_reaper_fails_a_lost_task_once_the_queue_deadline_has_passed(settings):
+    settings.BERTH_QUEUE_DEADLINE = 90
+    project = make_project(status=Status.ACTIVE_HEALTHY, host=make_host())
+    operation = request_operation(project, Kind.STOP)
+
+    assert reap(now=operation.created_at + timedelta(seconds=80)) == 0
+    operation.refresh_from_db()
+    assert operation.state == State.QUEUED
+
+    reap(now=operation.created_at + timedelta(seconds=100))
+    operation.refresh_from_db()
+    assert operation.state == State.TIMED_OUT
+    assert "no worker picked it up" in operation.error_message
