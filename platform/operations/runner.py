@@ -147,8 +147,10 @@ class OperationRun:
         """The project's (status, reason) when this operation was claimed."""
         return self.operation.status_before or Status.UNKNOWN, self.operation.status_reason_before
 
-    def status_after_failure(self) -> str:
-        return KINDS[self.operation.kind].failed
+    def status_after_failure(self) -> str | None:
+        """Where a failure leaves the project; None for a kind that moves no status."""
+        rules = KINDS[self.operation.kind]
+        return None if rules.running is None else rules.failed
 
     # --- kinds -------------------------------------------------------------------------
     def run_provision(self):
