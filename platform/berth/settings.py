@@ -232,9 +232,11 @@ BERTH_UPGRADE_KEEP_DAYS = env_int("BERTH_UPGRADE_KEEP_DAYS", 7, minimum=1, maxim
 BERTH_BACKUP_URL = env_repository_url("BERTH_BACKUP_URL", f"file://{VAR_DIR / 'backups'}")
 BERTH_BACKUP_SCHEDULE_MINUTES = env_interval_minutes("BERTH_BACKUP_SCHEDULE", "daily", minimum=5)
 BERTH_BACKUP_RETENTION_DAYS = env_int("BERTH_BACKUP_RETENTION_DAYS", 7, minimum=1, maximum=3650)
-BERTH_WAL_ARCHIVE_TIMEOUT = env_int("BERTH_WAL_ARCHIVE_TIMEOUT", 60, minimum=1, maximum=86_400)
+BERTH_WAL_ARCHIVE_TIMEOUT = env_int("BERTH_WAL_ARCHIVE_TIMEOUT", 60, minimum=1, maximum=3600)
 # Each project's restore is tested into a scratch cluster this often.
 BERTH_BACKUP_VERIFY_DAYS = env_int("BERTH_BACKUP_VERIFY_DAYS", 7, minimum=1, maximum=365)
+# How often each runtime's WAL archiving is read (a failing archive shows within this).
+BERTH_BACKUP_CHECK_MINUTES = env_int("BERTH_BACKUP_CHECK_MINUTES", 5, minimum=1)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 
 Q_TIMEOUT = env_int("Q_TIMEOUT", BERTH_OPERATION_DEADLINE + 60, minimum=1)

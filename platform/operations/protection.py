@@ -2,8 +2,10 @@
 tests, and recording what the agent did (backups.models holds the records).
 
 Every project is protected by default: provisioning (and a clone) sets its runtime to
-archive its WAL into its host's repository, and the first base backup follows as soon as
-it serves; projects made before call `protect_project` (`manage.py backups protect`).
+archive its WAL into its host's repository, and the backup pass (`queue_due_backups`, every
+5 minutes) takes its first base backup, as it takes one for each project whose last is
+older than BERTH_BACKUP_SCHEDULE (and after a restore, whose timeline is new); projects
+made before call `protect_project` (`manage.py backups protect`).
 
 Invariants:
 - A restore, clone or verification is an operation like the others (single-flight per
@@ -26,15 +28,17 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agent import api
+from agent.client import AgentError
 from audit.actions import record
 from audit.models import Action
 from backups.models import Backup, BackupStatus, BackupTrigger, Protection, Repository
+from hosts import agents
 from operations.actions import OperationRefused, request_operation
-from operations.models import BACKUP_KINDS, Kind, Operation, State
-from projects.models import Project
-
-# Kinds after whose success a project with no base backup yet gets its first one.
-FIRST_BACKUP_AFTER = (Kind.PROVISION, Kind.PROTECT, Kind.CLONE, Kind.RESTORE)
+from operations.creation import create_project
+from operations.fanout import for_each_host
+from operations.models import Kind, Operation
+from projects.models import DesiredState, Project, Status
 
 
 class RestoreRefused(OperationRefused):
@@ -78,6 +82,18 @@ class RestoreTarget:
             return cls(datetime.fromtimestamp(seconds, tz=UTC))
         except (OverflowError, OSError, ValueError):
             raise BadRestoreTarget(f"{seconds} is too far in the future to be a point in time") from None
+
+
+def agent_repository(repository: Repository) -> api.Repository:
+    """The repository as the agent takes it, credentials included: for agent calls only."""
+    location = repository.location()
+    return api.Repository(
+        url=repository.url,
+        endpoint=location.endpoint or None,
+        region=location.region or None,
+        access_key_id=location.access_key,
+        secret_access_key=location.secret_key,
+    )
 
 
 def repository_for(project: Project) -> Repository:
@@ -183,30 +199,62 @@ def clone_params(source: Project, target: RestoreTarget) -> dict:
     }
 
 
-def on_operation_finished(operation: Operation) -> Operation | None:
-    """After a runtime was set to archive (provisioned, protected, cloned) or restored (a new
-    timeline): its first base backup, so its restorable window begins at once."""
-    if operation.kind not in FIRST_BACKUP_AFTER or operation.state != State.SUCCEEDED:
-        return None
-    protection = protection_of(operation.project)
-    if protection is None or not protection.enabled or protection.configured_at is None:
-        return None
-    if operation.kind != Kind.RESTORE and protection.last_backup_at is not None:
-        return None
-    try:
-        return request_backup(operation.project, trigger=BackupTrigger.PROTECT, label=f"after {operation.kind}")
-    except OperationRefused:
-        return None  # the schedule takes it
+def clone_project(
+    source: Project,
+    target: RestoreTarget,
+    *,
+    name: str,
+    host=None,
+    actor=None,
+    label: str | None = None,
+) -> Project:
+    """A new project (same template, major and organization) from `source`'s backups as of
+    `target`, on `host` or wherever placement puts it; its clone operation is queued with it.
+    Raises RestoreRefused (outside the window, not protected) or ValidationError (the name,
+    the host), and nothing is made then."""
+    params = clone_params(source, target)
+    return create_project(
+        name=name,
+        postgres_major=source.postgres_major,
+        template=source.template,
+        host=host,
+        organization=source.organization,
+        region=source.region,
+        actor=actor,
+        label=label,
+        clone=params,
+    )
 
 
 # --- records, written by the operation runner ---------------------------------------------
 
 
 def record_configured(project: Project, repository: Repository, *, operation: Operation) -> None:
+    """The runtime archives into `repository` now; a failed set-up is no longer its failure."""
     with transaction.atomic():
-        Protection.objects.filter(project=project).update(repository=repository, configured_at=timezone.now())
+        protection = Protection.objects.select_for_update().get(project=project)
+        protection.repository, protection.configured_at = repository, timezone.now()
+        if protection.backup_error.startswith(SETUP_FAILED):
+            protection.backup_error = ""
+        protection.judge()
+        protection.save()
         detail = {"operation": operation.pk, "repository": repository.name}
         record(None, Action.PROJECT_PROTECTED, project=project, detail=detail, label=f"operation {operation.pk}")
+
+
+SETUP_FAILED = "WAL archiving could not be turned on"
+
+
+def record_setup_failed(project: Project, error: str) -> None:
+    """Provisioning or a clone could not turn archiving on: the project serves unprotected,
+    and its protection says why (`manage.py backups protect` tries again)."""
+    with transaction.atomic():
+        protection = Protection.objects.select_for_update().filter(project=project).first()
+        if protection is None:
+            return
+        protection.backup_error = f"{SETUP_FAILED}: {error}"
+        protection.judge()
+        protection.save()
 
 
 def begin_backup(project: Project, *, operation: Operation, trigger: str) -> Backup:
@@ -261,41 +309,44 @@ def fail_running_backups(operation: Operation, error: str) -> int:
     return len(backups)
 
 
-def record_expired(project: Project, labels: list[str]) -> int:
-    """Base backups pruned from the repository (past the retention period)."""
-    return Backup.objects.filter(
-        project=project, label__in=labels, status__in=[BackupStatus.COMPLETED, BackupStatus.FAILED]
-    ).update(status=BackupStatus.EXPIRED)
+def record_catalog(project: Project, catalog: api.BackupCatalog, *, pruned: list[str] = ()) -> None:
+    """What the repository holds for the project: base backups it pruned are expired, and the
+    restorable window is the catalog's."""
+    with transaction.atomic():
+        if pruned:
+            Backup.objects.filter(project=project, label__in=list(pruned), status=BackupStatus.COMPLETED).update(
+                status=BackupStatus.EXPIRED
+            )
+        protection = Protection.objects.select_for_update().get(project=project)
+        protection.earliest_restorable_at = moment(catalog.earliest_unix)
+        protection.latest_restorable_at = moment(catalog.latest_unix)
+        protection.checked_at = timezone.now()
+        protection.save()
 
 
-@dataclass(frozen=True)
-class Archiving:
-    """WAL archiving and the restorable window as the agent read them."""
-
-    archived_count: int = 0
-    last_archived_wal: str = ""
-    last_archived_at: datetime | None = None
-    failed_count: int = 0
-    last_failed_wal: str = ""
-    last_failed_at: datetime | None = None
-    error: str = ""
-    earliest: datetime | None = None
-    latest: datetime | None = None
+def moment(unix: float | None) -> datetime | None:
+    return None if unix is None else datetime.fromtimestamp(unix, tz=UTC)
 
 
-def record_archiving(project: Project, found: Archiving) -> None:
+def record_archiver(project: Project, found: api.ArchiverStatus) -> None:
+    """WAL archiving as PostgreSQL reports it (pg_stat_archiver and its log's reason); the
+    latest restorable point follows the last archived segment."""
+    if not found.running:
+        return  # a stopped server archives nothing and reports nothing new
     with transaction.atomic():
         protection = Protection.objects.select_for_update().filter(project=project).first()
         if protection is None:
             return
-        for name in ("archived_count", "last_archived_wal", "last_archived_at", "failed_count", "last_failed_wal"):
-            setattr(protection, name, getattr(found, name))
-        protection.last_failed_at = found.last_failed_at
-        protection.archive_error = found.error
-        if found.earliest is not None:
-            protection.earliest_restorable_at = found.earliest
-        if found.latest is not None:
-            protection.latest_restorable_at = found.latest
+        protection.archived_count = found.archived_count or 0
+        protection.last_archived_wal = found.last_archived_wal or ""
+        protection.last_archived_at = moment(found.last_archived_unix)
+        protection.failed_count = found.failed_count or 0
+        protection.last_failed_wal = found.last_failed_wal or ""
+        protection.last_failed_at = moment(found.last_failed_unix)
+        protection.archive_error = found.last_failure or ""
+        archived = protection.last_archived_at
+        if protection.window is not None and archived is not None and archived > protection.latest_restorable_at:
+            protection.latest_restorable_at = archived
         protection.checked_at = timezone.now()
         protection.judge()
         protection.save()
@@ -317,6 +368,8 @@ def record_restored(project: Project, target: str, *, operation: Operation, host
         if host is not None:
             Project.objects.filter(pk=project.pk).update(host=host, updated_at=timezone.now())
             project.host = host
+        # A new timeline begins: the backup pass takes its base backup next.
+        Protection.objects.filter(project=project).update(last_backup_at=None)
         detail = {"operation": operation.pk, "target": target}
         if host is not None:
             detail["host"] = host.name
@@ -329,8 +382,8 @@ def record_restored(project: Project, target: str, *, operation: Operation, host
 def _live_protected():
     return (
         Protection.objects.filter(enabled=True, configured_at__isnull=False)
-        .exclude(project__status__in=["REMOVED"])
-        .exclude(project__desired_state="deleted")
+        .exclude(project__status=Status.REMOVED)
+        .exclude(project__desired_state=DesiredState.DELETED)
         .select_related("project")
     )
 
@@ -339,7 +392,7 @@ def queue_due_backups(now=None) -> int:
     """A base backup for each protected, running project whose last is older than
     BERTH_BACKUP_SCHEDULE; a project busy with another operation waits for the next pass."""
     queued = 0
-    for protection in _live_protected().filter(project__desired_state="running"):
+    for protection in _live_protected().filter(project__desired_state=DesiredState.RUNNING):
         if not protection.backup_due(now):
             continue
         try:
@@ -364,9 +417,24 @@ def queue_due_verifications(now=None) -> int:
     return queued
 
 
-def busy_with_backups(project: Project) -> bool:
-    return project.operations.unfinished().filter(kind__in=BACKUP_KINDS).exists()
+def read_all_archivers() -> int:
+    """Read each protected runtime's WAL archiving from its agent (one call per project, each
+    host's projects in its own thread); returns how many were read. An agent that does not
+    answer leaves what was last read (the host's own alert says it is unreachable)."""
+    protected = _live_protected().filter(project__host__isnull=False, project__desired_state=DesiredState.RUNNING)
+    by_host: dict[int, list[Project]] = {}
+    for found in protected.select_related("project__host"):
+        by_host.setdefault(found.project.host_id, []).append(found.project)
 
+    def read(projects: list[Project]) -> int:
+        client = agents.client_for(projects[0].host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+        done = 0
+        for project in projects:
+            try:
+                record_archiver(project, client.backup_archiver(project.ref))
+            except AgentError:
+                continue
+            done += 1
+        return done
 
-def retention_days() -> int:
-    return settings.BERTH_BACKUP_RETENTION_DAYS
+    return for_each_host(by_host, read)
