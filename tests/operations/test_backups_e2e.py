@@ -19,7 +19,8 @@ from operations.creation import create_project
 from operations.models import Operation, State
 from operations.protection import RestoreTarget
 from projects.models import Project, Status
-from tests.stack import agent_host, wait_for
+from tests.agent_fixtures import stop_clusters
+from tests.stack import PORT_BASE, agent_host, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -40,9 +41,7 @@ def agent(agent_factory, settings, repository):
     settings.BERTH_OPERATION_DEADLINE = 240
     settings.BERTH_AGENT_CALL_DEADLINE = 60
     settings.BERTH_HEALTH_POLL_INITIAL = 0.2
-    agent = agent_factory()
-    agent_host(agent, block_size=1, blocks=4)
-    return agent
+    return agent_factory()
 
 
 def run(operation: Operation) -> Operation:
@@ -72,6 +71,7 @@ def count(project: Project) -> int | None:
 
 
 def test_a_dropped_table_comes_back_by_a_restore_in_place_and_in_a_clone(agent):
+    agent_host(agent, block_size=1, blocks=4)
     project = create_project(name="Orders", postgres_major=15, template="postgres")
     run(project.operations.get())
     found = Protection.objects.get(project=project)
@@ -115,3 +115,39 @@ def test_a_dropped_table_comes_back_by_a_restore_in_place_and_in_a_clone(agent):
 
     run(protection.request_verify(project))
     assert Protection.objects.get(project=project).last_verify_ok is True
+
+
+def test_a_project_whose_host_was_lost_comes_back_on_another_host_to_its_latest_archived_point(
+    agent, agent_factory, repository
+):
+    lost = agent_host(agent, name="lost", block_size=1, blocks=2)
+    project = create_project(name="Ledger", postgres_major=15, template="postgres", host=lost)
+    run(project.operations.get())
+    with connect(project) as conn:
+        conn.execute("create table orders (id bigserial primary key, note text)")
+        conn.execute("insert into orders (note) select 'order ' || i from generate_series(1, 70) i")
+    run(protection.request_backup(project))
+    with connect(project) as conn:
+        conn.execute("insert into orders (note) select 'later ' || i from generate_series(1, 30) i")
+        committed = time.time()
+        conn.execute("select pg_switch_wal()")
+
+    def archived_everything():
+        protection.read_all_archivers()
+        latest = Protection.objects.get(project=project).latest_restorable_at
+        return latest is not None and latest.timestamp() >= committed
+
+    wait_for(archived_everything, timeout=60, interval=1, what="the last commit to be archived")
+
+    # The host is lost: its agent gone, its runtime folder (data included) destroyed.
+    agent.stop()
+    stop_clusters(agent.root)
+    shutil.rmtree(agent.root)
+
+    other = agent_host(agent_factory(), name="spare", block_size=1, blocks=2, start=PORT_BASE + 200)
+    restore = run(protection.request_restore(project, RestoreTarget(None), host=other))
+    project = Project.objects.get(pk=project.pk)
+    assert project.host == other and project.status == Status.ACTIVE_HEALTHY
+    assert count(project) == 100, "nothing committed and archived before the loss is lost"
+    assert "restored to" in restore.result_message
+    assert Protection.objects.get(project=project).configured_at is not None, "it archives again on its new host"
