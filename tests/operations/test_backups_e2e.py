@@ -11,16 +11,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.utils import timezone
 
 from backups.models import Backup, BackupStatus, Protection, Repository
 from berth.env import parse_repository_url
-from operations import protection, tasks
+from hosts import agents
+from operations import protection, reaper, tasks
+from operations.cleanup import stop_what_it_started
 from operations.creation import create_project
 from operations.models import Operation, State
 from operations.protection import RestoreTarget
 from projects.models import Project, Status
 from tests.agent_fixtures import stop_clusters
-from tests.stack import PORT_BASE, agent_host, wait_for
+from tests.stack import PORT_BASE, Worker, agent_host, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -68,6 +71,14 @@ def count(project: Project) -> int | None:
     with connect(project) as conn:
         exists = conn.execute("select to_regclass('public.orders') is not null").fetchone()[0]
         return conn.execute("select count(*) from orders").fetchone()[0] if exists else None
+
+
+def answered(project: Project) -> tuple[int | None] | None:
+    """(rows,) once the project's Postgres answers; None while it does not (being swapped back)."""
+    try:
+        return (count(project),)
+    except psycopg.OperationalError:
+        return None
 
 
 def test_a_dropped_table_comes_back_by_a_restore_in_place_and_in_a_clone(agent):
@@ -151,3 +162,54 @@ def test_a_project_whose_host_was_lost_comes_back_on_another_host_to_its_latest_
     assert count(project) == 100, "nothing committed and archived before the loss is lost"
     assert "restored to" in restore.result_message
     assert Protection.objects.get(project=project).configured_at is not None, "it archives again on its new host"
+
+
+def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_never_half(agent, repository, tmp_path):
+    agent_host(agent, block_size=1, blocks=2)
+    project = create_project(name="Killed", postgres_major=15, template="postgres")
+    run(project.operations.get())
+    with connect(project) as conn:
+        conn.execute("create table orders (id bigserial primary key, note text)")
+        conn.execute("insert into orders (note) select repeat('x', 200) from generate_series(1, 20000) i")
+    run(protection.request_backup(project))
+    time.sleep(1.5)
+    point = int(time.time())
+    time.sleep(1.5)
+    with connect(project) as conn:
+        conn.execute("drop table orders")
+        conn.execute("select pg_switch_wal()")
+    wait_for(
+        lambda: (
+            protection.read_all_archivers()
+            and Protection.objects.get(project=project).latest_restorable_at.timestamp() > point
+        ),
+        timeout=60,
+        interval=1,
+        what="WAL past the point to be archived",
+    )
+
+    worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=240, BERTH_BACKUP_URL=f"file://{repository}")
+    try:
+        restore = protection.request_restore(project, RestoreTarget.parse(point))
+        client = agents.client_for(Project.objects.get(pk=project.pk).host, deadline=10)
+        wait_for(
+            lambda: client.backup_job(project.ref).operation == str(restore.pk),
+            timeout=120,
+            interval=0.1,
+            what="the restore job to start on the agent",
+        )
+    finally:
+        worker.kill()
+    Operation.objects.filter(pk=restore.pk).update(deadline=timezone.now())
+    assert reaper.reap() >= 1
+    stop_what_it_started(restore.pk)
+    restore.refresh_from_db()
+    assert restore.state == State.TIMED_OUT
+    wait_for(lambda: client.backup_job(project.ref).state != "running", timeout=120, what="the job to end")
+    finished = client.backup_job(project.ref)
+    rows = wait_for(lambda: answered(project), timeout=60, what="the project to answer")[0]
+    if finished.state == "succeeded":
+        assert rows == 20000, "a finished restore serves the whole restored data"
+    else:
+        assert rows is None, "an undone restore serves the old data (the table still dropped)"
+    assert Project.objects.get(pk=project.pk).status != Status.RESTORING
