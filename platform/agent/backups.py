@@ -335,11 +335,8 @@ class Backups:
         aside = work / "aside"
         detail = "the agent stopped during the job"
         if aside.is_dir():
-            self._stop_any(paths.data, Deadline(60))
-            if paths.data.exists():
-                shutil.rmtree(paths.data)
-            aside.rename(paths.data)
-            detail += "; the data it was restoring over was put back"
+            self._put_back(runtime, aside, had_data=True)
+            detail += "; the data it was restoring over was put back and started"
         for scratch in (work, paths.state / VERIFY):
             self._stop_any(scratch / "data", Deadline(60))
             shutil.rmtree(scratch, ignore_errors=True)
@@ -455,27 +452,38 @@ class Backups:
         job.update(phase="swapping")
         aside = work / "aside"
         had_data = paths.data.exists()
-        if had_data:
-            driver.down(runtime, deadline)
-            paths.data.rename(aside)
-        (work / "data").rename(paths.data)
         try:
+            if had_data:
+                driver.down(runtime, deadline)
+                paths.data.rename(aside)
+            (work / "data").rename(paths.data)
             driver.up(runtime, deadline)
             with self._connect(settings) as conn:
                 conn.execute("select 1")
-        except (ApiError, psycopg.Error) as error:
+        except (ApiError, psycopg.Error, OSError) as error:
             job.update(phase="putting back")
-            self._stop_any(paths.data, Deadline(60))
-            shutil.rmtree(paths.data, ignore_errors=True)
-            if had_data:
-                aside.rename(paths.data)
-                driver.up(runtime, Deadline(max(60.0, deadline.remaining())))
+            self._put_back(runtime, aside, had_data)
             message = error.message if isinstance(error, ApiError) else str(error)
+            if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
+                raise type(error)(f"{message}; the old data serves again", output_tail=error.output_tail) from None
             raise RestoreFailed(
                 f"the restored cluster did not serve, and the old data serves again: {message}"
             ) from None
         shutil.rmtree(work, ignore_errors=True)
         job.update(detail=_restored_detail(restored, backup))
+
+    def _put_back(self, runtime: Runtime, aside: Path, had_data: bool) -> None:
+        """Undo a swap wherever it stopped: the old data back in place and serving."""
+        paths = ClusterPaths.of(runtime.folder)
+        if aside.is_dir():
+            self._stop_any(paths.data, Deadline(60))
+            shutil.rmtree(paths.data, ignore_errors=True)
+            aside.rename(paths.data)
+        elif not had_data:
+            self._stop_any(paths.data, Deadline(60))
+            shutil.rmtree(paths.data, ignore_errors=True)
+        if had_data:
+            self._driver().up(runtime, Deadline(120))
 
     def _verify(
         self, runtime: Runtime, spec: Spec, source: str, backup: api.BackupInfo, job: Job, deadline: Deadline

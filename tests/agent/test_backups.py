@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from agent.api import FileSpec, Repository
-from agent.client import AgentError
-from tests.agent_fixtures import stop_clusters
+from agent.client import AgentClient, AgentError
+from tests.agent_fixtures import start_agent, stop_clusters
 from tests.stack import free_port_range, wait_for
 
 PASSWORD = "correct-horse-battery"
@@ -258,3 +258,42 @@ def test_the_docker_driver_refuses_backups_clearly(docker_agent, make_repository
         client.backup_archiving("dockref1", make_repository("file"))
     assert (refused.value.status, refused.value.code) == (501, "unsupported")
     assert "process driver" in refused.value.message
+
+
+def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "cancel16db", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 200_000)  # WAL to replay: the restore is still running when cancelled
+    archive_everything(client, ref, port)
+    operated = AgentClient(agent.base_url, agent.token, 60, operation="op-cancel-1")
+
+    assert operated.restore_start(ref, repository).operation == "op-cancel-1"
+    assert operated.cancel(ref, "op-cancel-1").cancelled is True
+    job = finished(client, ref)
+    assert (job.state, job.error.code) == ("failed", "cancelled")
+    assert labels(port) == {"before backup": 10, "after backup": 200_000}
+    assert client.status(ref).state == "running"
+    assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+
+def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "killed16db", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 300_000)
+    archive_everything(client, ref, port)
+
+    client.restore_start(ref, repository)
+    wait_for(lambda: client.backup_job(ref).phase == "recovering", timeout=60, interval=0.05, what="recovery")
+    agent.process.kill()
+    agent.process.wait()
+    again = start_agent(agent.root)
+    try:
+        job = again.client(deadline=60).backup_job(ref)
+        assert (job.state, job.error.code) == ("failed", "interrupted")
+        assert labels(port) == {"before backup": 10, "after backup": 300_000}
+        assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+        assert again.client().status(ref).state == "running"
+    finally:
+        again.stop()
