@@ -82,8 +82,15 @@ _LABEL_START = re.compile(
 _LAST_COMMIT = re.compile(r"last completed transaction was at log time (\S+ \S+)")
 _NEW_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
 _TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _ARCHIVE_FAILURE = re.compile(r"(berth-wal .*|.*archive command failed.*|.*archiving write-ahead log file.*failed.*)")
+
+
+class RestoreFailed(CommandFailed):
+    """A restore could not be completed; whatever served before serves again."""
+
+    code = "restore_failed"
 
 
 def spec_of(repository: api.Repository) -> Spec:
@@ -328,11 +335,8 @@ class Backups:
         aside = work / "aside"
         detail = "the agent stopped during the job"
         if aside.is_dir():
-            self._stop_any(paths.data, Deadline(60))
-            if paths.data.exists():
-                shutil.rmtree(paths.data)
-            aside.rename(paths.data)
-            detail += "; the data it was restoring over was put back"
+            self._put_back(runtime, aside, had_data=True)
+            detail += "; the data it was restoring over was put back and started"
         for scratch in (work, paths.state / VERIFY):
             self._stop_any(scratch / "data", Deadline(60))
             shutil.rmtree(scratch, ignore_errors=True)
@@ -436,32 +440,50 @@ class Backups:
         driver.ensure_state_dir(paths)
         work = paths.state / RESTORE
         login = (settings.user, settings.password)
-        restored = self._recover(work, spec, source, backup, target, settings.port, login, job, deadline)
+        try:
+            restored = self._recover(work, spec, source, backup, target, settings.port, login, job, deadline)
+        except BaseException:
+            # Nothing of the serving cluster was touched: only the scratch cluster goes.
+            self._stop_any(work / "data", Deadline(60))
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         job.update(restored_to_unix=restored.last_commit, timeline=restored.timeline)
-        _archive_new_timeline(work / "data", restored.timeline)
         # The restored cluster has answered on its private socket; now, and only now, swap.
         job.update(phase="swapping")
         aside = work / "aside"
         had_data = paths.data.exists()
-        if had_data:
-            driver.down(runtime, deadline)
-            paths.data.rename(aside)
-        (work / "data").rename(paths.data)
         try:
+            if had_data:
+                driver.down(runtime, deadline)
+                paths.data.rename(aside)
+            (work / "data").rename(paths.data)
             driver.up(runtime, deadline)
             with self._connect(settings) as conn:
                 conn.execute("select 1")
-        except (ApiError, psycopg.Error) as error:
+        except (ApiError, psycopg.Error, OSError) as error:
             job.update(phase="putting back")
-            self._stop_any(paths.data, Deadline(60))
-            shutil.rmtree(paths.data, ignore_errors=True)
-            if had_data:
-                aside.rename(paths.data)
-                driver.up(runtime, Deadline(max(60.0, deadline.remaining())))
+            self._put_back(runtime, aside, had_data)
             message = error.message if isinstance(error, ApiError) else str(error)
-            raise ApiError(f"the restored cluster did not serve, and the old data serves again: {message}") from None
+            if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
+                raise type(error)(f"{message}; the old data serves again", output_tail=error.output_tail) from None
+            raise RestoreFailed(
+                f"the restored cluster did not serve, and the old data serves again: {message}"
+            ) from None
         shutil.rmtree(work, ignore_errors=True)
         job.update(detail=_restored_detail(restored, backup))
+
+    def _put_back(self, runtime: Runtime, aside: Path, had_data: bool) -> None:
+        """Undo a swap wherever it stopped: the old data back in place and serving."""
+        paths = ClusterPaths.of(runtime.folder)
+        if aside.is_dir():
+            self._stop_any(paths.data, Deadline(60))
+            shutil.rmtree(paths.data, ignore_errors=True)
+            aside.rename(paths.data)
+        elif not had_data:
+            self._stop_any(paths.data, Deadline(60))
+            shutil.rmtree(paths.data, ignore_errors=True)
+        if had_data:
+            self._driver().up(runtime, Deadline(120))
 
     def _verify(
         self, runtime: Runtime, spec: Spec, source: str, backup: api.BackupInfo, job: Job, deadline: Deadline
@@ -518,7 +540,7 @@ class Backups:
         job.update(phase="fetching", detail=f"base backup {backup.id} of {source}")
         self._extract(store, f"base/{backup.id}/base.tar", data, deadline)
         job.update(phase="fetching WAL")
-        self._prefetch_wal(store, backup, target, spool, deadline)
+        newest = self._prefetch_wal(store, backup, target, spool, deadline)
         spec_file = work / REPOSITORY_FILE
         spec.save(spec_file, source, *self._ids())
         socket_dir = Path(tempfile.mkdtemp(prefix="berth-rs-", dir=SOCKET_PARENT))
@@ -535,10 +557,15 @@ class Backups:
             job.update(phase="recovering")
             self._write_recovery_conf(data, port, socket_dir, restore_command, target)
             self._local_trust(data)
-            recovered = self._run_recovery(bindir, data, log_file, socket_dir, port, target, deadline)
-            if recovered is None:  # the archive ends before a commit past the target: it is all at or before it
+            to_end = target is None
+            if self._run_recovery(bindir, data, log_file, socket_dir, port, target, deadline) is None:
+                # No commit past the target in the archive: if recovery reaches the archive's
+                # end, every archived commit is at or before the target and that end is the answer.
+                to_end = True
                 self._write_recovery_conf(data, port, socket_dir, restore_command, None)
-                recovered = self._run_recovery(bindir, data, log_file, socket_dir, port, None, deadline)
+                self._run_recovery(bindir, data, log_file, socket_dir, port, None, deadline)
+            if to_end:
+                _check_reached(log_file, newest)
             with self._connect_socket(socket_dir, port) as conn:
                 if login is not None:
                     conn.execute(
@@ -583,7 +610,7 @@ class Backups:
             said = _log_since(log_file, offset)
             if target is not None and _TARGET_NOT_REACHED in said:
                 return None
-            raise CommandFailed(
+            raise RestoreFailed(
                 f"the restored cluster did not start: {_problems(said) or failure.message}", output_tail=said[-4096:]
             ) from None
         while True:
@@ -596,7 +623,7 @@ class Backups:
                 if not (data / "postmaster.pid").exists():
                     if target is not None and _TARGET_NOT_REACHED in said:
                         return None
-                    raise CommandFailed(
+                    raise RestoreFailed(
                         f"the restored cluster stopped during recovery: {_problems(said)}", output_tail=said[-4096:]
                     ) from None
             if deadline.expired():
@@ -608,8 +635,11 @@ class Backups:
         self, data: Path, port: int, socket_dir: Path, restore_command: str, target: float | None
     ) -> None:
         conf = server_conf(port, (), socket_dir=socket_dir) + (
-            # Never archives: the restored cluster's new timeline is archived once it serves.
-            "archive_mode = off\n"
+            # Archiving on with no command: the new timeline's history file and segments are
+            # kept, marked ready, and archived only once the cluster serves the project (its
+            # berth.conf then names the command). A restore that is undone archives nothing,
+            # and PostgreSQL's recycled segments, named for the future, are never marked.
+            "archive_mode = on\narchive_command = ''\n"
             f"restore_command = {conf_quote(restore_command)}\n"
             "recovery_target_timeline = 'latest'\n"
         )
@@ -669,17 +699,21 @@ class Backups:
 
     def _prefetch_wal(
         self, store: Store, backup: api.BackupInfo, target: float | None, spool: Path, deadline: Deadline
-    ) -> None:
+    ) -> str:
         """Every archived segment from the backup's start (up to a little past the target), in
         parallel, so recovery copies them locally instead of fetching one process at a time;
-        anything missed the restore command fetches itself."""
+        anything missed the restore command fetches itself. Returns the newest archived segment
+        of the latest timeline."""
         slack = 600.0
-        wanted = []
+        wanted, newest = [], backup.start_wal
         for item in store.scan("wal/"):
             name = item.key.removeprefix("wal/")
             if name.endswith(".history"):
                 wanted.append(name)
             elif _SEGMENT.match(name) and name[8:] >= backup.start_wal[8:] and name[:8] >= backup.start_wal[:8]:
+                # Recovery follows the latest timeline; an older one's later segments are a
+                # future a restore abandoned.
+                newest = max(newest, name, key=lambda segment: (segment[:8], segment[8:]))
                 if target is None or item.modified_unix <= target + slack:
                     wanted.append(name)
         run_as = self._driver().run_as
@@ -696,6 +730,7 @@ class Backups:
             list(pool.map(fetch, wanted))
         if deadline.expired():
             raise deadline.stopped("fetching WAL", started=True)
+        return newest
 
     def _stop(self, bindir: Path, data: Path, deadline: Deadline) -> None:
         seconds = str(max(1, int(deadline.remaining())))
@@ -914,23 +949,6 @@ def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.Back
     return [backup for backup in catalog.backups if backup.finished_unix <= target][-1]
 
 
-def _archive_new_timeline(data: Path, timeline: int | None) -> None:
-    """Mark the restored cluster's new timeline (its history file and segments) for archiving:
-    it recovered with archiving off, so they are pushed only once it serves the project; a
-    restore that is undone leaves no timeline of its own in the repository."""
-    if timeline is None:
-        return
-    prefix = f"{timeline:08X}"
-    status = data / "pg_wal" / "archive_status"
-    for path in (data / "pg_wal").iterdir():
-        name = path.name
-        if path.is_file() and name.startswith(prefix) and (_SEGMENT.match(name) or name.endswith(".history")):
-            if not (status / f"{name}.done").exists():
-                ready = status / f"{name}.ready"
-                ready.touch()
-                os.chown(ready, path.stat().st_uid, path.stat().st_gid)
-
-
 def _when(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
@@ -938,6 +956,18 @@ def _when(unix: float) -> str:
 def _restored_detail(restored: Recovered, backup: api.BackupInfo) -> str:
     to = _when(restored.last_commit) if restored.last_commit else "the backup (no later commit)"
     return f"restored from base backup {backup.id} to the commit of {to}"
+
+
+def _check_reached(log_file: Path, newest: str) -> None:
+    """Recovery to the archive's end must have replayed its newest segment: stopping before
+    it means a segment in between is missing, and the restore would silently lose commits."""
+    replayed = _RESTORED.findall(log_file.read_text(errors="replace"))
+    last = max(replayed, key=lambda segment: segment[8:], default=None)
+    if last is None or last[8:] < newest[8:]:
+        raise RestoreFailed(
+            f"recovery stopped at {last or 'the base backup'} but the repository has WAL up to {newest}: "
+            "a segment in between is missing or unreadable, so the restore would lose commits"
+        )
 
 
 def _log_since(log_file: Path, offset: int) -> str:

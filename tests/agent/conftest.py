@@ -91,8 +91,13 @@ def file_repository():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(params=["file", "s3"])
-def repository(request, file_repository):
-    if request.param == "file":
-        return file_repository
-    return request.getfixturevalue("seaweedfs").repository(secrets.token_hex(4))
+@pytest.fixture
+def make_repository(request, file_repository):
+    """A repository of a kind: `file` (a fresh folder) or `s3` (a fresh prefix in SeaweedFS)."""
+
+    def make(kind: str) -> Repository:
+        if kind == "file":
+            return file_repository
+        return request.getfixturevalue("seaweedfs").repository(secrets.token_hex(4))
+
+    return make
