@@ -94,3 +94,17 @@ def test_a_failing_protection_opens_one_incident_and_resolves_when_it_recovers(p
     found.save()
     assert evaluate(rules) == (0, 1)
     assert Incident.objects.get(rule=Rule.PROTECTION_FAILING).resolved_at is not None
+
+
+def test_metrics_show_failing_protection_fleet_wide_and_per_project(project):
+    from metrics.exposition import render_berth, render_project
+
+    assert b"berth_projects_protection_failing 0.0" in render_berth()
+    found = Protection.objects.get(project=project)
+    found.last_failed_at, found.archive_error = timezone.now(), "archive command failed"
+    found.judge()
+    found.save()
+    assert b"berth_projects_protection_failing 1.0" in render_berth()
+    text = render_project(project, None).decode()
+    assert f'berth_project_wal_archive_failing{{ref="{project.ref}"}} 1.0' in text
+    assert f'berth_project_restorable_earliest_timestamp_seconds{{ref="{project.ref}"}} 1.796112e+09' in text
