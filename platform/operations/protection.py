@@ -137,11 +137,20 @@ def _protected(project: Project, doing: str) -> Protection:
     return protection
 
 
+def _running(project: Project, done: str) -> None:
+    if project.desired_state == DesiredState.STOPPED:
+        raise OperationRefused(
+            f"{project.ref} is stopped and cannot be {done} in place: start it first", code="stopped"
+        )
+
+
 def request_backup(
     project: Project, *, trigger: str = BackupTrigger.MANUAL, actor=None, label: str | None = None
 ) -> Operation:
-    """Queue a base backup now (then pruning past BERTH_BACKUP_RETENTION_DAYS)."""
+    """Queue a base backup now (then pruning past BERTH_BACKUP_RETENTION_DAYS); a base backup
+    reads the running server, so a project meant to be stopped is refused."""
     _protected(project, "back up")
+    _running(project, "backed up")
     return request_operation(project, Kind.BACKUP, actor=actor, label=label, params={"trigger": trigger})
 
 
@@ -172,6 +181,8 @@ def request_restore(
     in the message) or OperationRefused (another operation runs, ...); nothing is queued then."""
     protection = _protected(project, "restore")
     check_in_window(project, protection, target)
+    if host is None or host.pk == project.host_id:
+        _running(project, "restored")
     params = {"target_unix": target.unix, "target": target.describe()}
     if host is not None and host.pk != project.host_id:
         params["host"] = host.pk

@@ -365,7 +365,11 @@ class OperationRun:
             self.agent().backup_start(self.project.ref, spec, job_s=self.job_budget())
             job = self.wait_job("base backup")
         except (StepFailed, AgentError) as failure:
-            message = failure.message if isinstance(failure, StepFailed) else with_last_line(str(failure), "")
+            message = (
+                failure.message
+                if isinstance(failure, StepFailed)
+                else with_last_line(str(failure), failure.output_tail)
+            )
             protection.record_backup_failed(backup, message)
             code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
             raise StepFailed(code, f"the base backup failed: {message}", self.status_before_claim()[0]) from None
@@ -446,7 +450,9 @@ class OperationRun:
         """A restore that did not finish: the agent put the old data back (a job of ours still
         running is cancelled first, which does the same)."""
         self.cancel_job()
-        message = failure.message if isinstance(failure, StepFailed) else with_last_line(str(failure), "")
+        message = (
+            failure.message if isinstance(failure, StepFailed) else with_last_line(str(failure), failure.output_tail)
+        )
         code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
         status, _ = self.status_before_claim()
         reason = f"the restore stopped and the project keeps its data as before: {message}"
@@ -488,7 +494,11 @@ class OperationRun:
             job = self.wait_job("restore test")
         except (StepFailed, AgentError) as failure:
             self.cancel_job()
-            message = failure.message if isinstance(failure, StepFailed) else with_last_line(str(failure), "")
+            message = (
+                failure.message
+                if isinstance(failure, StepFailed)
+                else with_last_line(str(failure), failure.output_tail)
+            )
             protection.record_verified(self.project, ok=False, message=message, operation=self.operation)
             code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
             raise StepFailed(code, f"the restore test failed: {message}", None) from None
@@ -516,6 +526,8 @@ class OperationRun:
                 raise StepFailed("lost", f"the agent's {what} belongs to operation {job.operation}, not this one")
             if job.state == "succeeded":
                 return job
+            if job.state == "none":
+                raise StepFailed("lost", f"the agent has no {what} (it lost the job record)")
             if job.state == "failed":
                 error = job.error
                 output = (error.output_tail or "") if error else ""

@@ -327,3 +327,22 @@ def test_an_upgrade_whose_backup_point_fails_changes_nothing(agent, host):
     agent.upgrade_check.assert_not_called()
     project.refresh_from_db()
     assert project.postgres_major == 15
+
+
+def test_it_refuses_a_backup_or_a_restore_in_place_of_a_stopped_project(agent, host):
+    project = backed_up(host, agent)
+    Project.objects.filter(pk=project.pk).update(desired_state=DesiredState.STOPPED)
+    project.refresh_from_db()
+    with pytest.raises(OperationRefused, match="is stopped and cannot be backed up in place: start it first"):
+        protection.request_backup(project)
+    with pytest.raises(OperationRefused, match="is stopped and cannot be restored in place"):
+        protection.request_restore(project, RestoreTarget(None))
+    assert not project.operations.filter(kind__in=[Kind.BACKUP, Kind.RESTORE], state=State.QUEUED).exists()
+
+
+def test_a_job_the_agent_lost_fails_the_backup_instead_of_waiting_out_the_deadline(agent, host):
+    project = provisioned(host)
+    agent.backup_start = lambda ref, repository, job_s=None: protection.api.BackupJob(kind="none", state="none")
+    operation = run(protection.request_backup(project))
+    assert (operation.state, operation.error_code) == (State.FAILED, "lost")
+    assert "has no base backup" in operation.error_message
