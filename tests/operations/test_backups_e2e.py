@@ -1,13 +1,16 @@
 """Backups end to end through a real agent (started from the checkout, process driver) and a
-real cluster, into a file:// repository: provisioning turns WAL archiving on, a base backup
-is recorded, a mistake is undone by a point-in-time restore in place (same ref, same port),
-a clone made as of that point holds the same data, and a restore test passes. The
-operations run in this process (tasks.run_operation), as a worker runs them."""
+real cluster, into a file:// repository (and one S3 test into SeaweedFS): provisioning
+turns WAL archiving on, a base backup is recorded, a mistake is undone by a point-in-time
+restore in place (same ref, same port), a clone made as of that point holds the same data,
+a restore test passes; a lost host's project comes back on another host; a restore whose
+worker is killed ends with old or restored data. The operations run in this process
+(tasks.run_operation), as a worker runs them, except where a worker is killed."""
 
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -73,6 +76,17 @@ def count(project: Project) -> int | None:
         return conn.execute("select count(*) from orders").fetchone()[0] if exists else None
 
 
+def archived_past(project: Project, moment: float) -> None:
+    """Wait until the archiving pass reads the project's latest restorable point past `moment`."""
+
+    def past() -> bool:
+        protection.read_all_archivers()
+        latest = Protection.objects.get(project=project).latest_restorable_at
+        return latest is not None and latest.timestamp() > moment
+
+    wait_for(past, timeout=60, interval=1, what="the WAL past that moment to be archived")
+
+
 def answered(project: Project) -> tuple[int | None] | None:
     """(rows,) once the project's Postgres answers; None while it does not (being swapped back)."""
     try:
@@ -104,13 +118,7 @@ def test_a_dropped_table_comes_back_by_a_restore_in_place_and_in_a_clone(agent):
     with connect(project) as conn:
         conn.execute("drop table orders")
         conn.execute("select pg_switch_wal()")
-
-    def archived_past_point():
-        protection.read_all_archivers()
-        latest = Protection.objects.get(project=project).latest_restorable_at
-        return latest is not None and latest.timestamp() > point
-
-    wait_for(archived_past_point, timeout=60, interval=1, what="WAL past the point to be archived")
+    archived_past(project, point)
     assert Protection.objects.get(project=project).failure == ""
 
     clone = protection.clone_project(project, RestoreTarget.parse(point), name="Orders branch")
@@ -142,13 +150,7 @@ def test_a_project_whose_host_was_lost_comes_back_on_another_host_to_its_latest_
         conn.execute("insert into orders (note) select 'later ' || i from generate_series(1, 30) i")
         committed = time.time()
         conn.execute("select pg_switch_wal()")
-
-    def archived_everything():
-        protection.read_all_archivers()
-        latest = Protection.objects.get(project=project).latest_restorable_at
-        return latest is not None and latest.timestamp() >= committed
-
-    wait_for(archived_everything, timeout=60, interval=1, what="the last commit to be archived")
+    archived_past(project, committed - 0.5)
 
     # The host is lost: its agent gone, its runtime folder (data included) destroyed.
     agent.stop()
@@ -178,15 +180,7 @@ def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_ne
     with connect(project) as conn:
         conn.execute("drop table orders")
         conn.execute("select pg_switch_wal()")
-    wait_for(
-        lambda: (
-            protection.read_all_archivers()
-            and Protection.objects.get(project=project).latest_restorable_at.timestamp() > point
-        ),
-        timeout=60,
-        interval=1,
-        what="WAL past the point to be archived",
-    )
+    archived_past(project, point)
 
     worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=240, BERTH_BACKUP_URL=f"file://{repository}")
     try:
@@ -213,3 +207,45 @@ def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_ne
     else:
         assert rows is None, "an undone restore serves the old data (the table still dropped)"
     assert Project.objects.get(pk=project.pk).status != Status.RESTORING
+
+
+@pytest.fixture(scope="module")
+def seaweedfs():
+    from tests.agent.conftest import SeaweedFS
+
+    store = SeaweedFS()
+    yield store
+    store.stop()
+
+
+def test_an_s3_repository_from_berth_backup_url_takes_and_restores_backups(agent_factory, settings, seaweedfs):
+    """The setting's URL, credentials URL-encoded in it, reaches the agent through the
+    repository row (stored encrypted) and the bucket holds the project's backups."""
+    secret = quote(seaweedfs.secret_key, safe="")
+    settings.BERTH_BACKUP_URL = parse_repository_url(
+        f"s3://{seaweedfs.access_key}:{secret}@berth-backups/e2e?endpoint={seaweedfs.endpoint}&region=us-east-1"
+    )
+    settings.BERTH_WAL_ARCHIVE_TIMEOUT = 1
+    settings.BERTH_OPERATION_DEADLINE = 240
+    settings.BERTH_AGENT_CALL_DEADLINE = 60
+    agent_host(agent_factory(), block_size=1, blocks=2)
+    project = create_project(name="In the bucket", postgres_major=15, template="postgres")
+    run(project.operations.get())
+    assert Protection.objects.get(project=project).configured_at is not None
+    with connect(project) as conn:
+        conn.execute("create table orders (id bigserial primary key, note text)")
+        conn.execute("insert into orders (note) select 'order ' || i from generate_series(1, 40) i")
+    run(protection.request_backup(project))
+    keys = [
+        o["Key"] for o in seaweedfs.client().list_objects_v2(Bucket="berth-backups", Prefix="e2e/").get("Contents", [])
+    ]
+    assert any(f"e2e/{project.ref}/base/" in key for key in keys), keys
+    time.sleep(1.5)
+    point = int(time.time())
+    time.sleep(1.5)
+    with connect(project) as conn:
+        conn.execute("drop table orders")
+        conn.execute("select pg_switch_wal()")
+    archived_past(project, point)
+    run(protection.request_restore(project, RestoreTarget.parse(point)))
+    assert count(project) == 40
