@@ -363,7 +363,7 @@ def record_archiver(project: Project, found: api.ArchiverStatus) -> None:
         protection.save()
 
 
-def record_verified(project: Project, *, ok: bool, message: str, operation: Operation) -> None:
+def record_verified(project: Project, *, ok: bool, message: str) -> None:
     with transaction.atomic():
         protection = Protection.objects.select_for_update().get(project=project)
         protection.last_verified_at = timezone.now()

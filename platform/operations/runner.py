@@ -499,13 +499,13 @@ class OperationRun:
                 if isinstance(failure, StepFailed)
                 else with_last_line(str(failure), failure.output_tail)
             )
-            protection.record_verified(self.project, ok=False, message=message, operation=self.operation)
+            protection.record_verified(self.project, ok=False, message=message)
             code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
             raise StepFailed(code, f"the restore test failed: {message}", None) from None
         restored_to = protection.moment(job.restored_to_unix)
         point = f"{restored_to:%Y-%m-%d %H:%M:%S} UTC" if restored_to else "its latest point"
         message = f"restored to {point}; {job.databases or 0} databases answered"
-        protection.record_verified(self.project, ok=True, message=message, operation=self.operation)
+        protection.record_verified(self.project, ok=True, message=message)
         self.outcome.update(result_message=message)
         return None, ""
 
