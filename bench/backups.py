@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -317,8 +318,9 @@ def main() -> int:
     mib = size / (1 << 20)
     cp_rate = [mib / seconds for seconds in copies]
     restore_rate = [mib / seconds for seconds in restores]
-    ratio = min(copies) / min(restores) if restores else 0.0
-    overhead = min(tps["on"]) / max(min(tps["off"]), 0.001) if tps["on"] else 0.0
+    # Medians of the interleaved rounds, so one round's page-cache or neighbour luck does not decide.
+    ratio = statistics.median(copies) / statistics.median(restores) if restores else 0.0
+    overhead = statistics.median(tps["on"]) / max(statistics.median(tps["off"]), 0.001) if tps["on"] else 0.0
     print(f"\nbackups, PostgreSQL {args.major}, {args.repository} repository, {args.rounds} round(s):")
     print(f"RPO: lost {lost} of {total} rows, {old} older than the {timeout_s} s archive timeout (goal 0)")
     print(f"cp -a MiB/s {spread(cp_rate)}; restore MiB/s {spread(restore_rate)} ({mib:.0f} MiB)")
