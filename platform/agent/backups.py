@@ -71,6 +71,7 @@ log = logging.getLogger("agent.backups")
 
 JOB_FILE = "job.json"
 RESTORE, VERIFY = "restore", "verify"
+DISCARDED = "discarded-"  # data a restore replaced, being removed
 CONNECT_TIMEOUT_S = 5
 POLL_S = 0.2
 WAL_FETCHERS = 8  # parallel WAL downloads before recovery starts
@@ -290,6 +291,8 @@ class Backups:
         hold.__enter__()  # busy or cancelled: raised here, to the caller
         try:
             self._settle(runtime)
+            for leftover in ClusterPaths.of(runtime.folder).state.glob(f"{DISCARDED}*"):
+                threading.Thread(target=shutil.rmtree, args=(leftover, True), daemon=True).start()
             folder = backup_dir(ClusterPaths.of(runtime.folder).state)
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fields = {"kind": kind, "state": "running", "started_unix": time.time(), "phase": "starting"}
@@ -469,7 +472,11 @@ class Backups:
             raise RestoreFailed(
                 f"the restored cluster did not serve, and the old data serves again: {message}"
             ) from None
-        shutil.rmtree(work, ignore_errors=True)
+        # The old data goes in the background: removing gigabytes takes seconds the project
+        # need not wait for. A folder an agent restart left behind is removed by the next job.
+        discarded = paths.state / f"{DISCARDED}{time.time_ns()}"
+        work.rename(discarded)
+        threading.Thread(target=shutil.rmtree, args=(discarded, True), daemon=True).start()
         job.update(detail=_restored_detail(restored, backup))
 
     def _put_back(self, runtime: Runtime, aside: Path, had_data: bool) -> None:
@@ -539,6 +546,10 @@ class Backups:
         store = open_store(spec, source)
         job.update(phase="fetching", detail=f"base backup {backup.id} of {source}")
         self._extract(store, f"base/{backup.id}/base.tar", data, deadline)
+        # Recovery runs with fsync off (no file-by-file sync of the data folder at its start,
+        # none at its checkpoints); the extracted files go to disk meanwhile, and the folder
+        # is synced whole once recovery has stopped, before it can serve (_durable).
+        flushing = None if keep_running else subprocess.Popen(["sync", "-f", str(data)], start_new_session=True)
         job.update(phase="fetching WAL")
         newest = self._prefetch_wal(store, backup, target, spool, deadline)
         spec_file = work / REPOSITORY_FILE
@@ -571,7 +582,6 @@ class Backups:
                     conn.execute(
                         sql.SQL("alter role {} password {}").format(sql.Identifier(login[0]), sql.Literal(login[1]))
                     )
-                conn.execute("checkpoint")
             said = log_file.read_text(errors="replace")
             commit = _LAST_COMMIT.findall(said)
             timeline = _NEW_TIMELINE.findall(said)
@@ -583,8 +593,12 @@ class Backups:
             if not keep_running:
                 self._stop(bindir, data, deadline)
                 self._finish_conf(data)
+                _durable(data, flushing, deadline)
             return result
         finally:
+            if flushing is not None and flushing.poll() is None:
+                flushing.kill()
+                flushing.wait()
             if not keep_running:
                 shutil.rmtree(socket_dir, ignore_errors=True)
             spec_file.unlink(missing_ok=True)
@@ -640,6 +654,7 @@ class Backups:
             # berth.conf then names the command). A restore that is undone archives nothing,
             # and PostgreSQL's recycled segments, named for the future, are never marked.
             "archive_mode = on\narchive_command = ''\n"
+            "fsync = off\n"
             f"restore_command = {conf_quote(restore_command)}\n"
             "recovery_target_timeline = 'latest'\n"
         )
@@ -666,10 +681,14 @@ class Backups:
         """The base backup's tar streamed from the repository into `tar -x` as the server's user."""
         run_as = self._driver().run_as
         ids = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
+        # A folder's tar is read by tar itself (the fastest path); an object is piped to it.
+        local = store.root / key if isinstance(store, FolderStore) else None
+        if local is not None and not local.is_file():
+            raise RepositoryUnavailable(f"the repository has no {key}")
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
-                ["tar", "-x", "-f", "-", "-C", str(data)],
-                stdin=subprocess.PIPE,
+                ["tar", "-x", "-f", str(local or "-"), "-C", str(data)],
+                stdin=subprocess.DEVNULL if local else subprocess.PIPE,
                 stdout=errors,
                 stderr=errors,
                 start_new_session=True,
@@ -678,11 +697,13 @@ class Backups:
             watchdog = _Watchdog(process, deadline)
             try:
                 try:
-                    with store.open(key) as source:
-                        while chunk := source.read(CHUNK):
-                            process.stdin.write(chunk)
+                    if local is None:
+                        with store.open(key) as source:
+                            while chunk := source.read(CHUNK):
+                                process.stdin.write(chunk)
                 finally:
-                    process.stdin.close()
+                    if process.stdin is not None:
+                        process.stdin.close()
                     process.wait()
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why
@@ -947,6 +968,17 @@ def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.Back
     if target < catalog.earliest_unix or target > catalog.latest_unix:
         raise Invalid(f"{_when(target)} is outside the restorable window of {catalog.stanza}: {window}")
     return [backup for backup in catalog.backups if backup.finished_unix <= target][-1]
+
+
+def _durable(data: Path, flushing: subprocess.Popen | None, deadline: Deadline) -> None:
+    """Everything under `data` on disk: the background flush of the extracted files, then one
+    `sync -f` (syncfs) for what recovery wrote with fsync off."""
+    if flushing is not None:
+        try:
+            flushing.wait(timeout=max(1.0, deadline.remaining()))
+        except subprocess.TimeoutExpired:
+            raise deadline.stopped("syncing the restored data", started=True) from None
+    run_checked(["sync", "-f", str(data)], deadline)
 
 
 def _when(unix: float) -> str:
