@@ -225,6 +225,70 @@ class AgentClient:
         path, request = f"/v1/runtimes/{ref}/upgrade/{step}", api.CommandRequest(command_s, self.operation)
         return self._call("POST", path, api.UpgradeState, request=request, deadline_s=command_s + REPLY_MARGIN_S)
 
+    def backup_archiving(
+        self, ref: str, repository: api.Repository | None, archive_timeout_s: int = 60, deadline_s: float | None = None
+    ) -> api.ArchiverStatus:
+        """Turn WAL archiving on (a repository) or off (None); may restart the server."""
+        command_s = self._command_deadline(deadline_s)
+        request = api.ArchivingRequest(repository, archive_timeout_s, command_s, self.operation)
+        path, reply_s = f"/v1/runtimes/{ref}/backups/archiving", command_s + REPLY_MARGIN_S
+        return self._call("PUT", path, api.ArchiverStatus, request=request, deadline_s=reply_s)
+
+    def backup_archiver(self, ref: str) -> api.ArchiverStatus:
+        """Archiving's configuration and PostgreSQL's own counters and last failure."""
+        return self._call("GET", f"/v1/runtimes/{ref}/backups/archiving", api.ArchiverStatus)
+
+    def backup_start(self, ref: str, repository: api.Repository, job_s: float | None = None) -> api.BackupJob:
+        """Start a base backup; it runs on the agent for up to job_s (poll backup_job)."""
+        request = api.BaseBackupRequest(repository, job_s, self.operation)
+        return self._call("POST", f"/v1/runtimes/{ref}/backups/base", api.BackupJob, request=request)
+
+    def restore_start(
+        self,
+        ref: str,
+        repository: api.Repository,
+        source_ref: str | None = None,
+        target_unix: float | None = None,
+        job_s: float | None = None,
+    ) -> api.BackupJob:
+        """Start a restore into `ref` from `source_ref`'s stanza (None: its own) to target_unix
+        (None: the latest archived point); poll backup_job."""
+        request = api.RestoreRequest(repository, source_ref, target_unix, job_s, self.operation)
+        return self._call("POST", f"/v1/runtimes/{ref}/backups/restore", api.BackupJob, request=request)
+
+    def verify_start(
+        self, ref: str, repository: api.Repository, source_ref: str | None = None, job_s: float | None = None
+    ) -> api.BackupJob:
+        """Start a verify (restore into a scratch cluster, check, drop); poll backup_job."""
+        request = api.VerifyRequest(repository, source_ref, job_s, self.operation)
+        return self._call("POST", f"/v1/runtimes/{ref}/backups/verify", api.BackupJob, request=request)
+
+    def backup_job(self, ref: str) -> api.BackupJob:
+        """The runtime's latest backup, restore or verify job (kind none: there was none)."""
+        return self._call("GET", f"/v1/runtimes/{ref}/backups/job", api.BackupJob)
+
+    def backup_catalog(
+        self, repository: api.Repository, stanza: str, deadline_s: float | None = None
+    ) -> api.BackupCatalog:
+        """The stanza's base backups and restorable window, as the repository holds them."""
+        read_s = self._command_deadline(deadline_s)
+        request = api.CatalogRequest(repository, stanza, read_s)
+        path, reply_s = "/v1/backups/catalog", read_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.BackupCatalog, request=request, deadline_s=reply_s)
+
+    def backup_prune(
+        self,
+        repository: api.Repository,
+        stanza: str,
+        keep_since_unix: float,
+        min_backups: int = 1,
+        deadline_s: float | None = None,
+    ) -> api.PruneReply:
+        command_s = self._command_deadline(deadline_s)
+        request = api.PruneRequest(repository, stanza, keep_since_unix, min_backups, command_s)
+        path, reply_s = "/v1/backups/prune", command_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.PruneReply, request=request, deadline_s=reply_s)
+
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)
         path, request = f"/v1/runtimes/{ref}/{action}", api.CommandRequest(command_s, self.operation)

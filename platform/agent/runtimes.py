@@ -214,6 +214,13 @@ class Runtimes:
         self.get(ref)
         return self._locks.cancel(ref, operation, min(wait_s, CANCEL_WAIT_MAX_S))
 
+    def hold(self, ref: str, deadline: Deadline, operation: str | None = None):
+        """The runtime's lock, for work that runs beyond one request (agent.backups' jobs)."""
+        return self._locks.hold(ref, deadline, operation)
+
+    def existing(self, ref: str) -> Runtime:
+        return self._existing(ref)
+
     def _existing(self, ref: str) -> Runtime:
         runtime = self.get(ref)
         if not runtime.exists():

@@ -224,3 +224,29 @@ class DatabaseUpgradeStatus(Schema):
 
 class UpgradeStatusOut(Schema):
     databaseUpgradeStatus: DatabaseUpgradeStatus | None  # noqa: N815 (the platform's field name)
+
+
+class BackupOut(Schema):
+    id: int
+    inserted_at: str
+    is_physical_backup: bool
+    status: str = Field(description="COMPLETED, PENDING, FAILED or REMOVED")
+
+
+class PhysicalBackupData(Schema):
+    earliest_physical_backup_date_unix: int | None = None
+    latest_physical_backup_date_unix: int | None = None
+
+
+class BackupsOut(Schema):
+    """The platform's V1BackupsResponse."""
+
+    region: str
+    walg_enabled: bool
+    pitr_enabled: bool
+    backups: list[BackupOut]
+    physical_backup_data: PhysicalBackupData
+
+
+class RestorePitrIn(Schema):
+    recovery_time_target_unix: int | str = Field(description="Seconds since 1970-01-01 UTC")

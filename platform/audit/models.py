@@ -56,6 +56,11 @@ class Action:
     PROJECT_POSTGRES_UPGRADED = "project.postgres_upgraded"
     PROJECT_POSTGRES_ROLLED_BACK = "project.postgres_rolled_back"
     PROJECT_POSTGRES_DISCARDED = "project.postgres_discarded"
+    # Backups (operations.protection): a runtime set to archive into its repository; a
+    # project's data replaced by a restore; a backup repository added or changed (admin).
+    PROJECT_PROTECTED = "project.protected"
+    PROJECT_RESTORED = "project.restored"
+    BACKUP_REPOSITORY_CHANGE = "backups.repository_change"
     OPERATION_CANCEL = "operation.cancel"
     OPERATION_MARK_FAILED = "operation.mark_failed"
     ROLLOUT_START = "rollout.start"

@@ -3,6 +3,7 @@ from django.urls import path
 from dashboard.views import (
     alerts,
     audit,
+    backups,
     hosts,
     operations,
     organizations,
@@ -27,6 +28,8 @@ urlpatterns = [
     path("projects/<str:ref>/act/", project.project_action, name="project_action"),
     path("projects/<str:ref>/secrets/", project.reveal_secrets, name="reveal_secrets"),
     path("projects/<str:ref>/resync-plan/", project.resync_plan, name="resync_plan"),
+    path("projects/<str:ref>/backups/", backups.backups, name="backups"),
+    path("projects/<str:ref>/backups/act/", backups.backups_action, name="backups_action"),
     path("projects/<str:ref>/upgrade/", upgrades.upgrade, name="upgrade"),
     path("projects/<str:ref>/upgrade/act/", upgrades.upgrade_action, name="upgrade_action"),
     path("hosts/", hosts.hosts, name="hosts"),

@@ -43,10 +43,18 @@ class Status(models.TextChoices):
     GOING_DOWN = "GOING_DOWN"
     INACTIVE = "INACTIVE"
     UPGRADING = "UPGRADING"
+    # A restore to a point in time, in place (operations.protection); Supabase's word for it.
+    RESTORING = "RESTORING"
     REMOVED = "REMOVED"
 
 
-TRANSITIONAL_STATUSES = {Status.COMING_UP, Status.RESTARTING, Status.GOING_DOWN, Status.UPGRADING}
+TRANSITIONAL_STATUSES = {
+    Status.COMING_UP,
+    Status.RESTARTING,
+    Status.GOING_DOWN,
+    Status.UPGRADING,
+    Status.RESTORING,
+}
 
 # What the health refresh, or the cleanup after a forced end, may read off a runtime that runs
 # or ran without an operation: these statuses move among themselves (and to INACTIVE, a
@@ -72,6 +80,7 @@ STATUS_MOVES: dict[str, frozenset[str]] = {
     Status.COMING_UP: frozenset(set(Status) - {Status.REMOVED}),
     Status.RESTARTING: frozenset(set(Status) - {Status.REMOVED}),
     Status.UPGRADING: frozenset(set(Status) - {Status.REMOVED}),
+    Status.RESTORING: frozenset(set(Status) - {Status.REMOVED}),
     Status.GOING_DOWN: frozenset(Status),
     Status.REMOVED: frozenset(),
 }

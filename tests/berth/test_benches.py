@@ -50,6 +50,10 @@ BENCHES = {
     "rollout": (["--projects", "3", "--wave-size", "2"], "Berth overhead/project"),
     "provisioning": (["--projects", "2", "--rounds", "1"], "overhead"),
     "upgrade": (["--size-mb", "2", "--cases", "16->17 logical,16->17 dump"], "ratio dump/logical downtime"),
+    "backups": (
+        ["--size-mb", "2", "--rounds", "1", "--rpo-seconds", "2", "--pgbench-seconds", "1", "--pgbench-scale", "1"],
+        "ratio restore/cp throughput",
+    ),
 }
 
 

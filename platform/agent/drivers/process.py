@@ -38,6 +38,7 @@ from glob import glob
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.archiving import archive_conf
 from agent.commands import CommandResult, Deadline, RunAs, run, run_checked
 from agent.config import ConfigError
 from agent.errors import CommandFailed, CommandTimeout, Invalid
@@ -71,6 +72,8 @@ _HBA = """\
 local all all scram-sha-256
 host all all 0.0.0.0/0 scram-sha-256
 host all all ::/0 scram-sha-256
+host replication all 127.0.0.1/32 scram-sha-256
+host replication all ::1/128 scram-sha-256
 """
 
 
@@ -190,7 +193,7 @@ class ProcessDriver:
         settings = PostgresSettings.from_manifest(runtime.manifest())
         bindir = self.bindir(settings.major)
         paths = ClusterPaths.of(runtime.folder)
-        self._ensure_state_dir(paths)
+        self.ensure_state_dir(paths)
         output, data_major = "", paths.initialised_major()
         if data_major is None:
             output += self.initdb(bindir, paths, settings, deadline)
@@ -207,7 +210,7 @@ class ProcessDriver:
             self.write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
         conf = server_conf(
             settings.port, self.listen_addresses, paths.state if tls else None, preload=ships_library(bindir, PRELOAD)
-        )
+        ) + archive_conf(paths.state, self.run_as)
         self.write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             return output + "already running\n"
@@ -237,6 +240,16 @@ class ProcessDriver:
                 output_tail=result.output_tail + _log_tail(paths.log),
             )
         return result.output_tail
+
+    def reload(self, runtime: "Runtime", deadline: Deadline) -> str:
+        """Rewrite berth.conf and have the running server read it again (settings that need no restart)."""
+        output = self.up(runtime, deadline)
+        paths = ClusterPaths.of(runtime.folder)
+        bindir = self.bindir(PostgresSettings.from_manifest(runtime.manifest()).major)
+        return (
+            output
+            + self._run_checked([str(bindir / "pg_ctl"), "-D", str(paths.data), "reload"], paths, deadline).output_tail
+        )
 
     def down(self, runtime: "Runtime", deadline: Deadline) -> str:
         paths = ClusterPaths.of(runtime.folder)
@@ -289,7 +302,7 @@ class ProcessDriver:
             raise Invalid(f"PostgreSQL {major} is not installed on this host (available: {available})")
         return installations[major]
 
-    def _ensure_state_dir(self, paths: ClusterPaths) -> None:
+    def ensure_state_dir(self, paths: ClusterPaths) -> None:
         paths.state.mkdir(mode=0o700, exist_ok=True)
         if self.run_as:
             os.chown(paths.state, self.run_as.uid, self.run_as.gid)
