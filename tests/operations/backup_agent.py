@@ -13,7 +13,7 @@ from agent.api import (
     PruneReply,
 )
 from agent.client import AgentError
-from tests.test_operations_runner import ScriptedAgent
+from tests.operations.test_runner import ScriptedAgent
 
 WINDOW_START = 1_765_000_000.0
 
