@@ -71,14 +71,20 @@ class ProjectDeleted(Schema):
     id: int = Field(description="The project's internal number (the CLI expects a number here)")
     ref: str
     name: str
+    slug: str = Field(description="The project's ref, as the platform answers")
 
 
 class ApiKeyOut(Schema):
     name: str
     api_key: str
     id: str
-    type: Literal["legacy"]
-    description: str
+    type: Literal["legacy", "publishable", "secret"]
+    hash: str
+    prefix: str
+    description: str | None
+    secret_jwt_template: dict | None = None
+    inserted_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class ServiceHealth(Schema):
@@ -136,6 +142,7 @@ class StorageConfigOut(Schema):
     capabilities: StorageCapabilities
     external: StorageExternal
     migrationVersion: str  # noqa: N815
+    databasePoolMode: str  # noqa: N815
 
 
 class PoolerConfigPatch(Schema):

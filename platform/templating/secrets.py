@@ -4,7 +4,10 @@ Rendering reads them and never generates any, so the same project renders byte-i
 files every time. Nothing here logs a value.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -55,6 +58,22 @@ def generate_project_secrets(*, now: float | None = None) -> dict:
         "s3_protocol_access_key_id": secrets.token_hex(16),
         "s3_protocol_access_key_secret": secrets.token_hex(32),
     }
+
+
+def new_style_api_keys(ref: str, jwt_secret: str) -> dict[str, str]:
+    """The platform's new-style keys (`sb_publishable_...`, `sb_secret_...`) of a project, derived
+    from its JWT secret: stable without being stored, and replaced when the JWT secret is."""
+
+    def derived(kind: str) -> str:
+        digest = hmac.new(jwt_secret.encode(), f"{kind}:{ref}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
+
+    return {"publishable": f"sb_publishable_{derived('publishable')}", "secret": f"sb_secret_{derived('secret')}"}
+
+
+def key_hash(api_key: str) -> str:
+    """An API key's `hash` as the platform lists it: its sha256, base64url without padding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(api_key.encode()).digest()).decode().rstrip("=")
 
 
 def redact(text: str, project_secrets: dict) -> str:
