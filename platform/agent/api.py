@@ -200,6 +200,28 @@ class UpgradePrepareRequest(Request):
     operation: OperationId | None = None
 
 
+# A postgresql.conf parameter the agent writes for the control plane, and its value: the
+# control plane validates names and values (api.postgres_config); the agent refuses anything
+# that could break out of a quoted configuration value.
+ParameterName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+ParameterValue = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Cidr = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$")]
+
+
+class SettingsRequest(Request):
+    """A runtime's whole database settings (agent.drivers.settings): what its own config file
+    and its pg_hba.conf say, replacing what they said before. Applied to the running server
+    by a reload, or by a restart when `restart` and a parameter needs one."""
+
+    parameters: dict[ParameterName, ParameterValue] = {}
+    restart: bool = False
+    ssl_enforced: bool = False
+    # Client addresses allowed to connect (IPv4 and IPv6 ranges together); this host's own
+    # connections (the agent, the router, PgBouncer) always are.
+    allowed_cidrs: list[Cidr] = msgspec.field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    deadline_s: Seconds | None = None
+
+
 # Replies
 
 
@@ -310,6 +332,15 @@ class RuntimeMetrics(Reply):
 
 class MetricsReply(Reply):
     results: list[RuntimeMetrics]
+
+
+class SettingsReply(Reply):
+    """What the server runs after an apply: each requested parameter's value as `SHOW` gives
+    it, those that wait for a restart, and whether this apply restarted the server."""
+
+    values: dict[str, str]
+    pending_restart: list[str] = []
+    restarted: bool = False
 
 
 class QueryReply(Reply):

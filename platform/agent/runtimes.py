@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.commands import Deadline
-from agent.drivers import Driver, upgrades_for
+from agent.drivers import Driver, settings_for, upgrades_for
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite, contents, digests, put_files
 from agent.locks import RuntimeLocks
@@ -201,6 +201,16 @@ class Runtimes:
         upgrades = self._upgrades(runtime)
         with self._locks.hold(ref, deadline, operation):
             return getattr(upgrades, step)(runtime, deadline=deadline, **arguments)
+
+    def apply_settings(self, ref: str, request, deadline: Deadline) -> dict:
+        """The runtime's database settings, applied to its running server under its lock."""
+        runtime = self._existing(ref)
+        self._check_driver(runtime)
+        applier = settings_for(self.driver)
+        if applier is None:
+            raise Invalid(f"the {self.driver.name} driver does not apply database settings")
+        with self._locks.hold(ref, deadline):
+            return applier.apply(runtime, request, deadline)
 
     def _upgrades(self, runtime: Runtime):
         self._check_driver(runtime)

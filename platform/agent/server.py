@@ -177,6 +177,10 @@ class Agent:
         deadline = self.runtimes.deadline(body.deadline_s, longest_s=UPGRADE_DEADLINE_S)
         return checked(api.UpgradeState, self.runtimes.upgrade(ref, step, deadline, body.operation))
 
+    def settings(self, ref: str, body: api.SettingsRequest) -> api.SettingsReply:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return checked(api.SettingsReply, self.runtimes.apply_settings(ref, body, deadline))
+
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
@@ -233,6 +237,7 @@ ROUTES = (
         "POST", re.compile(rf"/v1/runtimes/{_REF}/upgrade/{_UPGRADE_STEP}"), Agent.upgrade_step, body=api.CommandRequest
     ),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
+    Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/settings"), Agent.settings, body=api.SettingsRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
