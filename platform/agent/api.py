@@ -254,6 +254,8 @@ class AgentInfo(Reply):
     # The kernel's ephemeral port range [low, high]; None when the agent cannot read it (or predates it).
     ephemeral_ports: list[int] | None = None
     router: RouterStatus | None = None  # None from an agent that predates the router
+    # The host's physical memory: what a project's Postgres memory settings are checked against.
+    memory_bytes: int | None = None
 
     def as_capabilities(self) -> dict:
         """What a runtime host records of its agent, as JSON values (the router's status nested)."""

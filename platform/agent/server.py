@@ -16,6 +16,7 @@ Invariants:
 
 import hmac
 import logging
+import os
 import re
 import resource
 import signal
@@ -117,6 +118,7 @@ class Agent:
             compose=" ".join(compose) if compose else None,
             ephemeral_ports=ephemeral_ports(),
             router=self.endpoint.status(),
+            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         )
 
     def warm(self) -> None:

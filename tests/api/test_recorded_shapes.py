@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.api import SettingsReply
 from api.main import api
 from orgs.models import Role
 from ports.models import BlockState, PortBlock
-from projects.models import Status
+from projects.models import DatabaseSettings, Status
 from templating.secrets import generate_project_secrets
 from tests.api_helpers import api_as, join, make_org, make_user
 from tests.factories import make_host, make_project
@@ -81,6 +82,9 @@ class FakeAgent:
     def query(self, ref, spec, deadline_s=None):
         return [{"?column?": 1}]
 
+    def apply_settings(self, ref, request, deadline_s=None):
+        return SettingsReply(values=dict(request.parameters))
+
 
 @pytest.fixture
 def world(postgres, monkeypatch):
@@ -99,6 +103,16 @@ def world(postgres, monkeypatch):
         secrets=generate_project_secrets(),
     )
     PortBlock.objects.create(host=host, first_port=20010, last_port=20019, state=BlockState.LEASED, project=project)
+    # The parameters the platform's recording had set, so GET has them to answer with.
+    DatabaseSettings.objects.create(
+        project=project,
+        postgres_config={
+            "shared_buffers": "256MB",
+            "max_connections": 100,
+            "statement_timeout": "8s",
+            "effective_cache_size": "768MB",
+        },
+    )
     return {"api": api_as(owner), "org": org, "project": project}
 
 
@@ -126,6 +140,28 @@ CALLS = {
         {"query": "select 1"},
     ),
     "DELETE_v1_projects___PROJECT_REF__": ("delete", "/v1/projects/{ref}", None),
+    "GET_v1_projects___PROJECT_REF___config_database_postgres": (
+        "get",
+        "/v1/projects/{ref}/config/database/postgres",
+        None,
+    ),
+    "PUT_v1_projects___PROJECT_REF___config_database_postgres": (
+        "put",
+        "/v1/projects/{ref}/config/database/postgres",
+        {"effective_cache_size": "768MB", "max_connections": 100, "shared_buffers": "256MB", "statement_timeout": "8s"},
+    ),
+    "GET_v1_projects___PROJECT_REF___ssl_enforcement": ("get", "/v1/projects/{ref}/ssl-enforcement", None),
+    "PUT_v1_projects___PROJECT_REF___ssl_enforcement": (
+        "put",
+        "/v1/projects/{ref}/ssl-enforcement",
+        {"requestedConfig": {"database": True}},
+    ),
+    "GET_v1_projects___PROJECT_REF___network_restrictions": ("get", "/v1/projects/{ref}/network-restrictions", None),
+    "POST_v1_projects___PROJECT_REF___network_restrictions_apply": (
+        "post",
+        "/v1/projects/{ref}/network-restrictions/apply",
+        {"dbAllowedCidrs": ["0.0.0.0/0"], "dbAllowedCidrsV6": []},
+    ),
 }
 
 
@@ -137,7 +173,7 @@ def test_berths_answer_has_every_recorded_key_with_its_type(world, name):
     if body is not None:
         body = json.loads(json.dumps(body).replace("{org}", org))
     client = world["api"]
-    response = client.post(path, body) if method == "post" else getattr(client, method)(path)
+    response = getattr(client, method)(path, body) if method in ("post", "put") else getattr(client, method)(path)
     expected = recorded(name)
     assert response.status_code == expected["status"], response.content
     assert mismatches(expected["body"], response.json()) == []
