@@ -76,6 +76,23 @@ def key_hash(api_key: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(api_key.encode()).digest()).decode().rstrip("=")
 
 
+SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
+
+
+def scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 secret PostgreSQL stores for `password` (RFC 7677, as PostgreSQL
+    writes it): sent instead of the password, so no statement or log line ever holds it."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
 def redact(text: str, project_secrets: dict) -> str:
     """`text` with every secret value replaced by its name, for anything shown to people."""
     # Longest first, so a secret that contains another is replaced whole.

@@ -5,10 +5,6 @@ allowed address ranges in pg_hba.conf, and a refused value leaving the old ones 
 One agent, one PostgreSQL 15 runtime serving TLS; clients from 127.0.0.2 (a socket bound
 there) stand for a client elsewhere, since this host's own addresses are never restricted."""
 
-import socket
-import ssl
-import struct
-
 import psycopg
 import pytest
 
@@ -16,6 +12,7 @@ from agent.api import FileSpec, SettingsRequest
 from agent.client import AgentError
 from templating.secrets import generate_tls_secrets
 from tests.agent_fixtures import AgentPool
+from tests.pg_wire import startup
 from tests.stack import PORT_BASE, free_port_range
 
 REF = "settings0001"
@@ -37,34 +34,7 @@ class Runtime:
             return connection.execute(f"show {name}").fetchone()[0]
 
     def startup(self, source: str, *, tls: bool) -> tuple[bytes, str]:
-        """The server's first answer to a startup from `source`: (b"R", ...) when it asks for
-        the password, (b"E", message) when it refuses the connection."""
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10, source_address=(source, 0))
-        try:
-            if tls:
-                sock.sendall(struct.pack("!ii", 8, 80877103))
-                assert sock.recv(1) == b"S"
-                context = ssl.create_default_context()
-                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-                sock = context.wrap_socket(sock)
-            params = b"user\0postgres\0database\0postgres\0\0"
-            sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-            kind = sock.recv(1)
-            (length,) = struct.unpack("!i", _exactly(sock, 4))
-            body = _exactly(sock, length - 4)
-            return kind, body.decode(errors="replace")
-        finally:
-            sock.close()
-
-
-def _exactly(sock, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
+        return startup(self.port, source, tls=tls)
 
 
 @pytest.fixture(scope="module")
