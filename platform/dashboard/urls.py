@@ -3,6 +3,7 @@ from django.urls import path
 from dashboard.views import (
     alerts,
     audit,
+    dbsettings,
     hosts,
     operations,
     organizations,
@@ -28,6 +29,7 @@ urlpatterns = [
     path("projects/<str:ref>/secrets/", project.reveal_secrets, name="reveal_secrets"),
     path("projects/<str:ref>/resync-plan/", project.resync_plan, name="resync_plan"),
     path("projects/<str:ref>/upgrade/", upgrades.upgrade, name="upgrade"),
+    path("projects/<str:ref>/database/", dbsettings.database_settings, name="database_settings"),
     path("projects/<str:ref>/upgrade/act/", upgrades.upgrade_action, name="upgrade_action"),
     path("hosts/", hosts.hosts, name="hosts"),
     path("hosts/<int:pk>/agent/", hosts.host_agent, name="host_agent"),

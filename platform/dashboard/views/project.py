@@ -17,6 +17,7 @@ from dashboard.views.common import render_live
 from hosts import agents
 from metrics.charts import project_charts
 from operations.actions import OperationRefused, act_on_project, unavailable_actions
+from operations.dbsettings import settings_of
 from operations.models import State
 from projects.actions import record_drift
 from projects.models import Status
@@ -131,6 +132,7 @@ def page_context(project, *, revealed: str | None = None) -> dict:
         "audit": audit_rows(project),
         **connection_context(project, revealed=revealed),
         **charts_context(project),
+        "db_settings": settings_of(project),
     }
 
 
