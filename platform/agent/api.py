@@ -166,6 +166,14 @@ class QueryRequest(Request):
     deadline_s: Seconds | None = None  # the statement's; may shorten the agent's default, never lengthen it
 
 
+# A postgresql.conf parameter the agent writes for the control plane, and its value: the
+# control plane validates names and values (api.postgres_config); the agent refuses anything
+# that could break out of a quoted configuration value.
+ParameterName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+ParameterValue = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Cidr = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$")]
+
+
 class RouteSpec(Request):
     """One project's database as this host's router serves it (agent.router)."""
 
@@ -178,6 +186,9 @@ class RouteSpec(Request):
     # The superuser's password: only to prepare the pooler's auth role in the project's
     # database (agent.pooler); never written to disk or logged.
     password: str = ""
+    # Network restrictions: the client ranges the router lets through to this project (its
+    # clients reach the runtime from this host, which pg_hba.conf never restricts); None: all.
+    allowed_cidrs: list[Cidr] | None = None
 
 
 class RoutesRequest(Request):
@@ -198,14 +209,6 @@ class UpgradePrepareRequest(Request):
     method: Literal["logical", "dump"]
     deadline_s: Seconds | None = None
     operation: OperationId | None = None
-
-
-# A postgresql.conf parameter the agent writes for the control plane, and its value: the
-# control plane validates names and values (api.postgres_config); the agent refuses anything
-# that could break out of a quoted configuration value.
-ParameterName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
-ParameterValue = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
-Cidr = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$")]
 
 
 class SettingsRequest(Request):

@@ -31,6 +31,7 @@ from agent.client import AgentError, AgentTimeout
 from audit.actions import record
 from audit.models import Action
 from hosts import agents
+from operations import routes
 from projects.models import DatabaseSettings, DesiredState, Project
 from projects.postgres_config import check_config
 
@@ -137,10 +138,14 @@ def change_settings(project: Project, *, actor=None, label: str | None = None, r
         )
     except AgentError as error:
         _not_applied(row, before, error)
-    return _applied(row, reply)
+    _applied(row, reply)
+    if "allowed_cidrs" in changes or "allowed_cidrs_v6" in changes:
+        # The host's router lets through only the allowed ranges too (operations.routes).
+        routes.push_after(project)
+    return row
 
 
-def _applied(row: DatabaseSettings, reply: SettingsReply) -> DatabaseSettings:
+def _applied(row: DatabaseSettings, reply: SettingsReply) -> None:
     row.applied, row.applying_since, row.applied_at, row.apply_error = True, None, timezone.now(), ""
     row.pending_restart, row.running_values = reply.pending_restart, reply.values
     row.old_allowed_cidrs = row.old_allowed_cidrs_v6 = None
@@ -157,7 +162,6 @@ def _applied(row: DatabaseSettings, reply: SettingsReply) -> DatabaseSettings:
             "updated_at",
         ]
     )
-    return row
 
 
 def _not_applied(row: DatabaseSettings, before: dict, error: AgentError):

@@ -7,8 +7,11 @@ import pytest
 from agent.api import SettingsReply
 from agent.client import AgentError, AgentTimeout, AgentUnreachable
 from audit.models import AuditEntry
+from operations import routes
 from orgs.models import Role
+from ports.models import BlockState, PortBlock
 from projects.models import DatabaseSettings, DesiredState, Status
+from templating.secrets import generate_project_secrets
 from tests.api_helpers import api_as, join, make_org, make_user
 from tests.factories import make_host, make_project
 
@@ -48,7 +51,13 @@ def org():
 @pytest.fixture
 def project(org, postgres):
     host = make_host(capabilities={"driver": "process", "postgres_versions": [15], "memory_bytes": 4 * GIB})
-    return make_project(organization=org, template_version=postgres, host=host, status=Status.ACTIVE_HEALTHY)
+    return make_project(
+        organization=org,
+        template_version=postgres,
+        host=host,
+        status=Status.ACTIVE_HEALTHY,
+        secrets=generate_project_secrets(),
+    )
 
 
 def member(org, role=Role.DEVELOPER):
@@ -184,3 +193,16 @@ def test_another_organizations_project_is_not_found(postgres, agent):
     theirs = make_project(organization=make_org("Other"), template_version=postgres, host=make_host())
     response = api_as(make_user("mallory")).get(f"/v1/projects/{theirs.ref}/config/database/postgres")
     assert response.status_code == 404
+
+
+def test_the_hosts_router_gets_the_allowed_ranges(org, project, agent, monkeypatch):
+    pushed = []
+    monkeypatch.setattr(routes, "push_after", lambda p: pushed.append(p.ref))
+    PortBlock.objects.create(
+        host=project.host, first_port=20010, last_port=20019, state=BlockState.LEASED, project=project
+    )
+    assert routes.host_routes(project.host).routes[0].allowed_cidrs is None
+    api = api_as(member(org))
+    api.post(f"/v1/projects/{project.ref}/network-restrictions/apply", {"dbAllowedCidrs": ["192.0.2.0/24"]})
+    assert pushed == [project.ref]
+    assert routes.host_routes(project.host).routes[0].allowed_cidrs == ["192.0.2.0/24", "::/0"]
