@@ -225,6 +225,15 @@ class SettingsRequest(Request):
     deadline_s: Seconds | None = None
 
 
+IpAddress = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}$")]
+
+
+class BansRequest(Request):
+    """Network bans: lift the bans of `unban` (their failures count from zero again)."""
+
+    unban: list[IpAddress] = []
+
+
 # Replies
 
 
@@ -346,6 +355,12 @@ class SettingsReply(Reply):
     values: dict[str, str]
     pending_restart: list[str] = []
     restarted: bool = False
+
+
+class BansReply(Reply):
+    """The addresses banned for repeated failed passwords (agent.drivers.settings.BAN_THRESHOLD)."""
+
+    banned: list[str]
 
 
 class QueryReply(Reply):

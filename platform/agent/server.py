@@ -68,6 +68,8 @@ POSTGRES_VERSIONS_TTL_S = 30.0
 UPGRADE_DEADLINE_S = MAX_DEADLINE_S
 _REF = r"(?P<ref>[^/]+)"
 _ACTION = r"(?P<action>up|down|restart)"
+# How often the agent reads its runtimes' logs for failed passwords (network bans).
+BAN_SCAN_S = 10.0
 _UPGRADE_STEP = r"(?P<step>switch|abort|rollback|discard)"
 
 
@@ -183,6 +185,15 @@ class Agent:
         deadline = self.runtimes.deadline(body.deadline_s)
         return checked(api.SettingsReply, self.runtimes.apply_settings(ref, body, deadline))
 
+    def bans(self, ref: str, body: api.BansRequest) -> api.BansReply:
+        deadline = self.runtimes.deadline()
+        return checked(api.BansReply, self.runtimes.bans(ref, body.unban, deadline))
+
+    def scan_bans_until(self, stop: threading.Event) -> None:
+        """Network bans without anyone asking: every runtime's log is read every BAN_SCAN_S."""
+        while not stop.wait(BAN_SCAN_S):
+            self.runtimes.scan_bans()
+
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
@@ -240,6 +251,7 @@ ROUTES = (
     ),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
     Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/settings"), Agent.settings, body=api.SettingsRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/bans"), Agent.bans, body=api.BansRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
@@ -386,9 +398,12 @@ def main() -> int:
         flush=True,
     )
     agent.endpoint.start()
+    stop_scans = threading.Event()
+    threading.Thread(target=agent.scan_bans_until, args=(stop_scans,), name="berth-bans", daemon=True).start()
     try:
         server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:
+        stop_scans.set()
         server.close()
         agent.endpoint.stop()
     return 0

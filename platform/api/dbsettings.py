@@ -1,9 +1,12 @@
 """/v1/projects/{ref}: config/database/postgres (GET, PUT), ssl-enforcement (GET, PUT),
-network-restrictions (GET, POST apply): the settings a team changes on its own database.
+network-restrictions (GET, POST apply), network-bans (POST retrieve, DELETE): the settings a
+team changes on its own database.
 
 Reads answer from the stored settings; writes call operations.dbsettings.change_settings,
 which applies them through the project's host's agent and answers with what the server runs.
 read_only members may read them and change nothing (403)."""
+
+from typing import Any
 
 from django.db import transaction
 from ninja import Router, Status
@@ -14,14 +17,16 @@ from api.errors import ApiError
 from api.schemas import (
     AllowedCidrs,
     Message,
+    NetworkBansOut,
     NetworkRestrictionsOut,
+    NetworkUnbanIn,
     PostgresConfig,
     PostgresConfigUpdate,
     SslEnforcementIn,
     SslEnforcementOut,
 )
 from audit.models import Action
-from operations.dbsettings import SettingsRefused, change_settings, settings_of
+from operations.dbsettings import SettingsRefused, change_settings, network_bans, settings_of, unban
 from projects.models import DatabaseSettings, Project
 
 router = Router(tags=["database settings"])
@@ -117,3 +122,40 @@ def apply_network_restrictions(request, ref: str, body: AllowedCidrs):
     if body.dbAllowedCidrsV6 is not None:
         changes["allowed_cidrs_v6"] = body.dbAllowedCidrsV6
     return Status(201, _restrictions(_change(request, project, **changes)))
+
+
+def _ipv4(addresses: list[str]) -> list[str]:
+    return [address for address in addresses if ":" not in address]
+
+
+@router.post(
+    "/{ref}/network-bans/retrieve",
+    response={201: NetworkBansOut, 400: Message, 404: Message, 502: Message},
+    summary="Addresses banned for repeated failed passwords (read from the server's log now)",
+)
+def retrieve_network_bans(request, ref: str):
+    project = project_for(request, ref)
+    try:
+        banned = network_bans(project)
+    except SettingsRefused as refusal:
+        raise ApiError(refusal.status, refusal.message) from None
+    return Status(201, {"banned_ipv4_addresses": _ipv4(banned)})
+
+
+@router.delete(
+    "/{ref}/network-bans",
+    response={200: Any, 400: Message, 403: Message, 404: Message, 502: Message},
+    summary="Lift bans",
+)
+def remove_network_bans(request, ref: str, body: NetworkUnbanIn):
+    project = project_for(request, ref, write=True)
+    addresses = list(body.ipv4_addresses)
+    if body.requester_ip:
+        addresses.append(request.META.get("REMOTE_ADDR", ""))
+    try:
+        unban(project, addresses, actor=caller(request))
+    except SettingsRefused as refusal:
+        raise ApiError(refusal.status, refusal.message) from None
+    with transaction.atomic():
+        token_used(request, Action.PROJECT_NETWORK_UNBAN, project=project)
+    return Status(200, None)  # JSON null, as the platform answers

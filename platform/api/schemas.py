@@ -305,3 +305,13 @@ class NetworkRestrictionsOut(Schema):
 
 class PasswordIn(Schema):
     password: str
+
+
+class NetworkBansOut(Schema):
+    banned_ipv4_addresses: list[str]
+
+
+class NetworkUnbanIn(Schema):
+    ipv4_addresses: list[str]
+    requester_ip: bool = Field(False, description="Unban the address this request comes from too")
+    identifier: str | None = None

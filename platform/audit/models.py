@@ -55,6 +55,7 @@ class Action:
     # restrictions; and the database password (operations.dbpassword).
     PROJECT_DATABASE_SETTINGS = "project.database_settings"
     PROJECT_DATABASE_PASSWORD = "project.database_password"
+    PROJECT_NETWORK_UNBAN = "project.network_unban"
     # Major upgrades (operations.upgrades): the new major serves and the old one is kept; the
     # kept one serves again; the kept one was removed.
     PROJECT_POSTGRES_UPGRADED = "project.postgres_upgraded"

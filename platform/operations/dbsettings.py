@@ -181,3 +181,34 @@ def _not_applied(row: DatabaseSettings, before: dict, error: AgentError):
     if error.code == "busy":
         raise SettingsRefused(f"The project's runtime is busy with an operation; try again: {message}", status=409)
     raise SettingsRefused(f"The project's host did not apply the change: {message}", status=502)
+
+
+def network_bans(project: Project) -> list[str]:
+    """The addresses the project's server bans for repeated failed passwords (read from its log now)."""
+    return _bans(project, [])
+
+
+def unban(project: Project, addresses: list[str], *, actor=None, label: str | None = None) -> list[str]:
+    """Lift the bans of `addresses`; audited. Returns the addresses still banned."""
+    checked = []
+    for address in addresses:
+        try:
+            checked.append(str(ipaddress.ip_address(str(address).strip())))
+        except ValueError:
+            raise SettingsRefused(f"not an IP address: {address!r}") from None
+    banned = _bans(project, checked)
+    with transaction.atomic():
+        record(actor, Action.PROJECT_NETWORK_UNBAN, project=project, detail={"addresses": checked}, label=label)
+    return banned
+
+
+def _bans(project: Project, unbanned: list[str]) -> list[str]:
+    if project.host_id is None:
+        raise SettingsRefused(f"{project.ref} has never been provisioned")
+    try:
+        return agents.client_for(project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE).bans(project.ref, unbanned)
+    except AgentError as error:
+        message = error.message.split(": ", 1)[-1]
+        if error.code == "invalid":
+            raise SettingsRefused(message) from None
+        raise SettingsRefused(f"The project's host did not answer: {message}", status=502) from None

@@ -12,7 +12,7 @@ from agent.api import FileSpec, SettingsRequest
 from agent.client import AgentError
 from templating.secrets import generate_tls_secrets
 from tests.agent_fixtures import AgentPool
-from tests.pg_wire import startup
+from tests.pg_wire import startup, wrong_password
 from tests.stack import PORT_BASE, free_port_range
 
 REF = "settings0001"
@@ -117,4 +117,25 @@ def test_an_invalid_range_is_refused_and_changes_nothing(runtime):
     with pytest.raises(AgentError) as refused:
         runtime.apply(allowed_cidrs=["127.0.0.300/32"])
     assert refused.value.code == "invalid"
+    assert runtime.startup(ELSEWHERE, tls=False)[0] == b"R"
+
+
+def test_repeated_failed_passwords_ban_an_address_until_it_is_unbanned(runtime):
+    client = runtime.agent.client()
+    assert client.bans(REF) == []
+    for _ in range(4):
+        assert "password authentication failed" in wrong_password(runtime.port, ELSEWHERE)
+    assert client.bans(REF) == []  # under the threshold
+    assert "password authentication failed" in wrong_password(runtime.port, ELSEWHERE)
+    assert client.bans(REF) == [ELSEWHERE]
+    kind, message = runtime.startup(ELSEWHERE, tls=False)
+    assert kind == b"E" and "rejects connection" in message
+    # This host's own failures never ban it; a settings change keeps the ban.
+    for _ in range(6):
+        wrong_password(runtime.port, "127.0.0.1")
+    runtime.apply(parameters={"work_mem": "12MB"})
+    assert client.bans(REF) == [ELSEWHERE]
+    assert runtime.startup(ELSEWHERE, tls=False)[0] == b"E"
+    assert runtime.startup("127.0.0.1", tls=False)[0] == b"R"
+    assert client.bans(REF, unban=[ELSEWHERE]) == []
     assert runtime.startup(ELSEWHERE, tls=False)[0] == b"R"

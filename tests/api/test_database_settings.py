@@ -27,6 +27,12 @@ class FakeAgent:
     def __call__(self, host, *, deadline):
         return self
 
+    def bans(self, ref, unban=()):
+        self.unbanned = list(unban)
+        if self.error:
+            raise self.error
+        return [address for address in ["203.0.113.7", "2001:db8::1"] if address not in unban]
+
     def apply_settings(self, ref, request, deadline_s=None):
         self.requests.append(request)
         if self.error:
@@ -206,3 +212,23 @@ def test_the_hosts_router_gets_the_allowed_ranges(org, project, agent, monkeypat
     api.post(f"/v1/projects/{project.ref}/network-restrictions/apply", {"dbAllowedCidrs": ["192.0.2.0/24"]})
     assert pushed == [project.ref]
     assert routes.host_routes(project.host).routes[0].allowed_cidrs == ["192.0.2.0/24", "::/0"]
+
+
+def test_bans_are_read_from_the_host_and_lifted_with_an_audit_row(org, project, agent):
+    reader = api_as(member(org, Role.READ_ONLY))
+    response = reader.post(f"/v1/projects/{project.ref}/network-bans/retrieve")
+    assert response.status_code == 201
+    assert response.json() == {"banned_ipv4_addresses": ["203.0.113.7"]}
+    body = {"ipv4_addresses": ["203.0.113.7"]}
+    assert reader.delete(f"/v1/projects/{project.ref}/network-bans", body).status_code == 403
+    response = api_as(member(org)).delete(f"/v1/projects/{project.ref}/network-bans", body)
+    assert response.status_code == 200
+    assert agent.unbanned == ["203.0.113.7"]
+    assert AuditEntry.objects.get(action="project.network_unban").detail == {"addresses": ["203.0.113.7"]}
+
+
+def test_unbanning_something_that_is_not_an_address_is_refused(org, project, agent):
+    body = {"ipv4_addresses": ["nope"]}
+    response = api_as(member(org)).delete(f"/v1/projects/{project.ref}/network-bans", body)
+    assert response.status_code == 400 and "nope" in response.json()["message"]
+    assert not AuditEntry.objects.filter(action="project.network_unban").exists()

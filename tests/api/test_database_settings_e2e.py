@@ -16,7 +16,7 @@ from operations.models import Operation
 from orgs.models import Role
 from projects.models import DatabaseSettings, Project, Status
 from tests.api_helpers import api_as, join, make_org, make_user
-from tests.pg_wire import startup
+from tests.pg_wire import startup, wrong_password
 from tests.stack import PORT_BASE, agent_host
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +133,16 @@ def test_network_restrictions_let_only_allowed_clients_in_and_never_lock_berth_o
 
 def _host_file(project: Project, path: str) -> str:
     return agents.client_for(project.host, deadline=10).contents(project.ref, [path])[path].decode()
+
+
+def test_an_address_failing_its_password_repeatedly_is_banned_until_unbanned(running):
+    project, api = running
+    for _ in range(5):
+        assert "password authentication failed" in wrong_password(db_port(project), ELSEWHERE)
+    banned = api.post(f"/v1/projects/{project.ref}/network-bans/retrieve").json()
+    assert banned == {"banned_ipv4_addresses": [ELSEWHERE]}
+    assert startup(db_port(project), ELSEWHERE, tls=False)[0] == b"E"
+    unbanned = api.delete(f"/v1/projects/{project.ref}/network-bans", {"ipv4_addresses": [ELSEWHERE]})
+    assert unbanned.status_code == 200
+    assert api.post(f"/v1/projects/{project.ref}/network-bans/retrieve").json() == {"banned_ipv4_addresses": []}
+    assert startup(db_port(project), ELSEWHERE, tls=False)[0] == b"R"

@@ -85,6 +85,9 @@ class FakeAgent:
     def apply_settings(self, ref, request, deadline_s=None):
         return SettingsReply(values=dict(request.parameters))
 
+    def bans(self, ref, unban=()):
+        return []
+
 
 @pytest.fixture
 def world(postgres, monkeypatch):
@@ -162,6 +165,16 @@ CALLS = {
         "/v1/projects/{ref}/network-restrictions/apply",
         {"dbAllowedCidrs": ["0.0.0.0/0"], "dbAllowedCidrsV6": []},
     ),
+    "POST_v1_projects___PROJECT_REF___network_bans_retrieve": (
+        "post",
+        "/v1/projects/{ref}/network-bans/retrieve",
+        None,
+    ),
+    "DELETE_v1_projects___PROJECT_REF___network_bans": (
+        "delete",
+        "/v1/projects/{ref}/network-bans",
+        {"ipv4_addresses": ["1.2.3.4"], "requester_ip": False},
+    ),
 }
 
 
@@ -173,7 +186,7 @@ def test_berths_answer_has_every_recorded_key_with_its_type(world, name):
     if body is not None:
         body = json.loads(json.dumps(body).replace("{org}", org))
     client = world["api"]
-    response = getattr(client, method)(path, body) if method in ("post", "put") else getattr(client, method)(path)
+    response = getattr(client, method)(path, body) if body is not None else getattr(client, method)(path)
     expected = recorded(name)
     assert response.status_code == expected["status"], response.content
     assert mismatches(expected["body"], response.json()) == []

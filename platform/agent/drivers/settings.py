@@ -17,6 +17,8 @@ are put back and the server reloaded (or started) with them.
 """
 
 import ipaddress
+import json
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +37,12 @@ INCLUDE = f"include_if_exists '{SETTINGS_FILE}'"
 HBA_FILE = "pg_hba.conf"
 # How long a reload may take to show in new sessions (the postmaster handles SIGHUP first).
 RELOAD_SETTLE_S = 5.0
-# The server's log names the client of every connection (network bans count failed passwords by address).
-LOG_LINE_PREFIX = "%m [%p] %h "
+STATE_FILE = "settings.json"  # in .berth-pg: the last settings applied, without secrets (bans rewrite pg_hba.conf)
+BANS_FILE = "bans.json"  # in .berth-pg: where the log was read to, failures per address, the banned ones
+# Failed password attempts from one address that ban it, until it is unbanned.
+BAN_THRESHOLD = 5
+# A failed password in the server's log, whose line prefix names the client (process.server_conf).
+_FAILED_PASSWORD = re.compile(r"\] (\S+) FATAL:  password authentication failed for user")
 
 
 class SettingsRejected(Invalid):
@@ -49,23 +55,29 @@ def settings_conf(parameters: dict[str, str]) -> str:
     lines = [
         "# Managed by the Berth agent: the project's own settings (Management API), applied by a",
         "# reload or a restart; rewritten whole on every change.",
-        f"log_line_prefix = '{LOG_LINE_PREFIX}'",
     ]
     lines += [f"{name} = '{value}'" for name, value in sorted(parameters.items())]
     return "\n".join(lines) + "\n"
 
 
-def hba_conf(own: list[str], allowed: list[str], ssl_enforced: bool) -> str:
+def hba_conf(own: list[str], allowed: list[str], ssl_enforced: bool, banned: list[str] = ()) -> str:
     kind = "hostssl" if ssl_enforced else "host"
     lines = [
         "# Managed by the Berth agent from the project's settings; rewritten whole on every change.",
         "local all all scram-sha-256",
         "# This host's own connections (the agent, the router, PgBouncer): never restricted.",
         *(f"host all all {address} scram-sha-256" for address in own),
+        "# Banned for repeated failed passwords (network bans).",
+        *(f"host all all {_single(address)} reject" for address in banned),
         "# The project's allowed ranges" + (" (SSL enforced)." if ssl_enforced else "."),
         *(f"{kind} all all {cidr} scram-sha-256" for cidr in allowed),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _single(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
 
 
 def own_addresses(listen_addresses: tuple[str, ...]) -> list[str]:
@@ -103,8 +115,9 @@ class ProcessSettings:
         self._include_settings(paths)
         own = own_addresses(self.driver.listen_addresses)
         self.driver.write_owned(paths.data / SETTINGS_FILE, settings_conf(request.parameters), mode=0o600)
+        banned = Bans.load(paths).banned
         self.driver.write_owned(
-            paths.data / HBA_FILE, hba_conf(own, request.allowed_cidrs, request.ssl_enforced), mode=0o600
+            paths.data / HBA_FILE, hba_conf(own, request.allowed_cidrs, request.ssl_enforced, banned), mode=0o600
         )
         names = sorted(request.parameters)
         log_offset = _size(paths.log)
@@ -136,7 +149,42 @@ class ProcessSettings:
                 ) from None
             restarted = True
             values, pending = _current(settings, self.driver, names, deadline)
+        applied = {"ssl_enforced": request.ssl_enforced, "allowed_cidrs": list(request.allowed_cidrs)}
+        (paths.state / STATE_FILE).write_text(json.dumps(applied))
         return {"values": values, "pending_restart": pending, "restarted": restarted}
+
+    def bans(self, runtime: "Runtime", unban: list[str], deadline: Deadline) -> dict:
+        """Count the failed passwords the server logged since the last look, ban each address
+        that reached BAN_THRESHOLD (pg_hba.conf `reject`, then a reload), lift the bans of
+        `unban` (their count starts again); returns the banned addresses."""
+        paths = ClusterPaths.of(runtime.folder)
+        if paths.initialised_major() is None:
+            return {"banned": []}
+        for address in unban:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise Invalid(f"not an address: {address!r}") from None
+        state = Bans.load(paths)
+        own = [ipaddress.ip_network(cidr) for cidr in own_addresses(self.driver.listen_addresses)]
+        before = list(state.banned)
+        state.read_log(paths.log, own)
+        state.lift(unban)
+        if state.banned != before:
+            self._write_hba(runtime, paths, state.banned, deadline)
+        state.save(paths)
+        return {"banned": state.banned}
+
+    def _write_hba(self, runtime: "Runtime", paths: ClusterPaths, banned: list[str], deadline: Deadline) -> None:
+        applied = json.loads(_read(paths.state / STATE_FILE) or "{}")
+        own = own_addresses(self.driver.listen_addresses)
+        allowed = applied.get("allowed_cidrs", ["0.0.0.0/0", "::/0"])
+        text = hba_conf(own, allowed, applied.get("ssl_enforced", False), banned)
+        self.driver.write_owned(paths.data / HBA_FILE, text, mode=0o600)
+        if self.driver.status(runtime, deadline)[0] == "running":
+            settings = PostgresSettings.from_manifest(runtime.manifest())
+            with _connect(settings, self.driver, deadline) as connection:
+                connection.execute("select pg_reload_conf()")
 
     def _include_settings(self, paths: ClusterPaths) -> None:
         """postgresql.conf includes the settings file last (once; clusters made before it was)."""
@@ -162,6 +210,51 @@ class ProcessSettings:
                 connection.execute("select pg_reload_conf()")
         except ApiError:
             pass  # the old files are back; the server reads them at its next reload or start
+
+
+class Bans:
+    """A runtime's network bans: how far its server log was read, failed passwords per
+    address since that address was last unbanned, and the banned addresses."""
+
+    def __init__(self, offset: int = 0, failures: dict | None = None, banned: list | None = None):
+        self.offset, self.failures, self.banned = offset, failures or {}, sorted(banned or [])
+
+    @classmethod
+    def load(cls, paths: ClusterPaths) -> "Bans":
+        text = _read(paths.state / BANS_FILE)
+        return cls(**json.loads(text)) if text else cls()
+
+    def save(self, paths: ClusterPaths) -> None:
+        state = {"offset": self.offset, "failures": self.failures, "banned": self.banned}
+        (paths.state / BANS_FILE).write_text(json.dumps(state))
+
+    def read_log(self, log: Path, own: list) -> None:
+        size = _size(log)
+        if size < self.offset:
+            self.offset = 0  # a new log file: read it from its start
+        try:
+            with open(log, "rb") as handle:
+                handle.seek(self.offset)
+                text = handle.read()
+        except FileNotFoundError:
+            return
+        # Only whole lines: a line being written is read next time.
+        whole = text[: text.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        for match in _FAILED_PASSWORD.finditer(whole.decode("utf-8", errors="replace")):
+            try:
+                address = ipaddress.ip_address(match.group(1))
+            except ValueError:
+                continue  # "[local]": a unix socket
+            if any(address in network for network in own):
+                continue  # this host's own connections are never banned
+            self.failures[str(address)] = self.failures.get(str(address), 0) + 1
+        self.banned = sorted({*self.banned, *(a for a, n in self.failures.items() if n >= BAN_THRESHOLD)})
+
+    def lift(self, addresses: list[str]) -> None:
+        for address in addresses:
+            self.failures.pop(address, None)
+        self.banned = sorted(set(self.banned) - set(addresses))
 
 
 def _size(path: Path) -> int:
