@@ -176,11 +176,7 @@ class ProcessSettings:
         return {"banned": state.banned}
 
     def _write_hba(self, runtime: "Runtime", paths: ClusterPaths, banned: list[str], deadline: Deadline) -> None:
-        applied = json.loads(_read(paths.state / STATE_FILE) or "{}")
-        own = own_addresses(self.driver.listen_addresses)
-        allowed = applied.get("allowed_cidrs", ["0.0.0.0/0", "::/0"])
-        text = hba_conf(own, allowed, applied.get("ssl_enforced", False), banned)
-        self.driver.write_owned(paths.data / HBA_FILE, text, mode=0o600)
+        self.driver.write_owned(paths.data / HBA_FILE, _stored_hba(self.driver, paths, banned), mode=0o600)
         if self.driver.status(runtime, deadline)[0] == "running":
             settings = PostgresSettings.from_manifest(runtime.manifest())
             with _connect(settings, self.driver, deadline) as connection:
@@ -210,6 +206,26 @@ class ProcessSettings:
                 connection.execute("select pg_reload_conf()")
         except ApiError:
             pass  # the old files are back; the server reads them at its next reload or start
+
+
+def carry_settings(driver: ProcessDriver, old_data: Path, paths: ClusterPaths) -> None:
+    """A new cluster about to serve in paths.data (a major upgrade's) gets the project's
+    settings the old one in `old_data` had: its parameters file, and pg_hba.conf written again
+    from the last settings applied and the bans. Without either it keeps initdb's defaults."""
+    parameters = _read(old_data / SETTINGS_FILE)
+    if parameters is not None:
+        driver.write_owned(paths.data / SETTINGS_FILE, parameters, mode=0o600)
+        ProcessSettings(driver)._include_settings(paths)
+    banned = Bans.load(paths).banned
+    if (paths.state / STATE_FILE).exists() or banned:
+        driver.write_owned(paths.data / HBA_FILE, _stored_hba(driver, paths, banned), mode=0o600)
+
+
+def _stored_hba(driver: ProcessDriver, paths: ClusterPaths, banned: list[str]) -> str:
+    """pg_hba.conf from the last settings applied (every range when none were) and `banned`."""
+    applied = json.loads(_read(paths.state / STATE_FILE) or "{}")
+    allowed = applied.get("allowed_cidrs", ["0.0.0.0/0", "::/0"])
+    return hba_conf(own_addresses(driver.listen_addresses), allowed, applied.get("ssl_enforced", False), banned)
 
 
 class Bans:
