@@ -75,15 +75,6 @@ def check_cidrs(cidrs: list[str], version: int) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def settings_request(row: DatabaseSettings, *, restart: bool, memory_bytes: int | None) -> SettingsRequest:
-    return SettingsRequest(
-        parameters=check_config(row.postgres_config, memory_bytes),
-        restart=restart,
-        ssl_enforced=row.ssl_enforced,
-        allowed_cidrs=[*row.allowed_cidrs, *row.allowed_cidrs_v6],
-    )
-
-
 def change_settings(project: Project, *, actor=None, label: str | None = None, restart: bool = False, **changes):
     """Set some of FIELDS and apply the project's whole settings to its server. Returns the
     settings row as it stands after; raises SettingsRefused (nothing changed) or, when the
@@ -97,9 +88,11 @@ def change_settings(project: Project, *, actor=None, label: str | None = None, r
         raise SettingsRefused(f"{project.ref} is paused; restore it before changing its database settings")
     memory = project.host.capabilities.get("memory_bytes")
     problems = []
+    # The parameters the agent will get: the new ones, or those set before, checked again
+    # (against the host's memory as it reports it now) before anything is written.
+    config = changes.get("postgres_config", settings_of(project).postgres_config)
     try:
-        if "postgres_config" in changes:
-            check_config(changes["postgres_config"], memory)
+        parameters = check_config(config, memory)
     except ValidationError as error:
         problems += error.messages
     for key, version in (("allowed_cidrs", 4), ("allowed_cidrs_v6", 6)):
@@ -116,6 +109,8 @@ def change_settings(project: Project, *, actor=None, label: str | None = None, r
         row, _ = DatabaseSettings.objects.select_for_update().get_or_create(project=project)
         if row.applying_since and now - row.applying_since < timedelta(seconds=settings.BERTH_API_SETTINGS_DEADLINE):
             raise SettingsRefused(f"{project.ref}: another settings change is being applied; try again", status=409)
+        if "postgres_config" not in changes and row.postgres_config != config:
+            raise SettingsRefused(f"{project.ref}: its settings changed meanwhile; try again", status=409)
         before = {field: getattr(row, field) for field in FIELDS}
         if "allowed_cidrs" in changes or "allowed_cidrs_v6" in changes:
             row.old_allowed_cidrs, row.old_allowed_cidrs_v6 = row.allowed_cidrs, row.allowed_cidrs_v6
@@ -130,7 +125,12 @@ def change_settings(project: Project, *, actor=None, label: str | None = None, r
             detail={"changes": changes, "restart": restart},
             label=label,
         )
-    request = settings_request(row, restart=restart, memory_bytes=memory)
+    request = SettingsRequest(
+        parameters=parameters,
+        restart=restart,
+        ssl_enforced=row.ssl_enforced,
+        allowed_cidrs=[*row.allowed_cidrs, *row.allowed_cidrs_v6],
+    )
     deadline = settings.BERTH_API_SETTINGS_DEADLINE
     try:
         reply = agents.client_for(project.host, deadline=deadline + 5).apply_settings(
