@@ -232,3 +232,14 @@ def test_unbanning_something_that_is_not_an_address_is_refused(org, project, age
     response = api_as(member(org)).delete(f"/v1/projects/{project.ref}/network-bans", body)
     assert response.status_code == 400 and "nope" in response.json()["message"]
     assert not AuditEntry.objects.filter(action="project.network_unban").exists()
+
+
+def test_parameters_set_before_are_checked_again_against_the_hosts_memory_now(org, project, agent):
+    api = api_as(member(org))
+    assert put(api, project, {"shared_buffers": "1GB"}).status_code == 200
+    project.host.capabilities = {**project.host.capabilities, "memory_bytes": GIB}  # a smaller host now
+    project.host.save()
+    response = api.put(f"/v1/projects/{project.ref}/ssl-enforcement", {"requestedConfig": {"database": True}})
+    assert response.status_code == 400 and "shared_buffers" in response.json()["message"]
+    assert len(agent.requests) == 1
+    assert DatabaseSettings.objects.get(project=project).ssl_enforced is False
