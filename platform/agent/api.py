@@ -166,6 +166,14 @@ class QueryRequest(Request):
     deadline_s: Seconds | None = None  # the statement's; may shorten the agent's default, never lengthen it
 
 
+# A postgresql.conf parameter the agent writes for the control plane, and its value: the
+# control plane validates names and values (api.postgres_config); the agent refuses anything
+# that could break out of a quoted configuration value.
+ParameterName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+ParameterValue = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Cidr = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$")]
+
+
 class RouteSpec(Request):
     """One project's database as this host's router serves it (agent.router)."""
 
@@ -178,6 +186,9 @@ class RouteSpec(Request):
     # The superuser's password: only to prepare the pooler's auth role in the project's
     # database (agent.pooler); never written to disk or logged.
     password: str = ""
+    # Network restrictions: the client ranges the router lets through to this project (its
+    # clients reach the runtime from this host, which pg_hba.conf never restricts); None: all.
+    allowed_cidrs: list[Cidr] | None = None
 
 
 class RoutesRequest(Request):
@@ -290,6 +301,29 @@ class PruneRequest(Request):
     deadline_s: Seconds | None = None
 
 
+class SettingsRequest(Request):
+    """A runtime's whole database settings (agent.drivers.settings): what its own config file
+    and its pg_hba.conf say, replacing what they said before. Applied to the running server
+    by a reload, or by a restart when `restart` and a parameter needs one."""
+
+    parameters: dict[ParameterName, ParameterValue] = {}
+    restart: bool = False
+    ssl_enforced: bool = False
+    # Client addresses allowed to connect (IPv4 and IPv6 ranges together); this host's own
+    # connections (the agent, the router, PgBouncer) always are.
+    allowed_cidrs: list[Cidr] = msgspec.field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    deadline_s: Seconds | None = None
+
+
+IpAddress = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}$")]
+
+
+class BansRequest(Request):
+    """Network bans: lift the bans of `unban` (their failures count from zero again)."""
+
+    unban: list[IpAddress] = []
+
+
 # Replies
 
 
@@ -322,6 +356,8 @@ class AgentInfo(Reply):
     # The kernel's ephemeral port range [low, high]; None when the agent cannot read it (or predates it).
     ephemeral_ports: list[int] | None = None
     router: RouterStatus | None = None  # None from an agent that predates the router
+    # The host's physical memory: what a project's Postgres memory settings are checked against.
+    memory_bytes: int | None = None
 
     def as_capabilities(self) -> dict:
         """What a runtime host records of its agent, as JSON values (the router's status nested)."""
@@ -400,6 +436,21 @@ class RuntimeMetrics(Reply):
 
 class MetricsReply(Reply):
     results: list[RuntimeMetrics]
+
+
+class SettingsReply(Reply):
+    """What the server runs after an apply: each requested parameter's value as `SHOW` gives
+    it, those that wait for a restart, and whether this apply restarted the server."""
+
+    values: dict[str, str]
+    pending_restart: list[str] = []
+    restarted: bool = False
+
+
+class BansReply(Reply):
+    """The addresses banned for repeated failed passwords (agent.drivers.settings.BAN_THRESHOLD)."""
+
+    banned: list[str]
 
 
 class QueryReply(Reply):

@@ -198,6 +198,22 @@ class AgentClient:
         path, reply_s = f"/v1/runtimes/{ref}/query", query_s + REPLY_MARGIN_S
         return self._call("POST", path, api.QueryReply, request=request, deadline_s=reply_s).rows
 
+    def apply_settings(
+        self, ref: str, request: api.SettingsRequest, deadline_s: float | None = None
+    ) -> api.SettingsReply:
+        """Apply the runtime's whole database settings to its running server (a reload, or a
+        restart when asked and needed). PostgreSQL refusing them raises AgentError with code
+        `settings_rejected`; the old settings then still run."""
+        command_s = self._command_deadline(deadline_s)
+        request = msgspec.structs.replace(request, deadline_s=command_s)
+        path, reply_s = f"/v1/runtimes/{ref}/settings", command_s + REPLY_MARGIN_S
+        return self._call("PUT", path, api.SettingsReply, request=request, deadline_s=reply_s)
+
+    def bans(self, ref: str, unban: Sequence[str] = ()) -> list[str]:
+        """The runtime's banned addresses, after reading its log and lifting the bans of `unban`."""
+        request = api.BansRequest(unban=list(unban))
+        return self._call("POST", f"/v1/runtimes/{ref}/bans", api.BansReply, request=request).banned
+
     def routes(self, request: api.RoutesRequest) -> api.RouterStatus:
         """Replace this host's route table (agent.endpoint); the router's status after it."""
         return self._call("PUT", "/v1/routes", api.RouterStatus, request=request)

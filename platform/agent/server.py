@@ -16,6 +16,7 @@ Invariants:
 
 import hmac
 import logging
+import os
 import re
 import resource
 import signal
@@ -68,6 +69,8 @@ POSTGRES_VERSIONS_TTL_S = 30.0
 UPGRADE_DEADLINE_S = MAX_DEADLINE_S
 _REF = r"(?P<ref>[^/]+)"
 _ACTION = r"(?P<action>up|down|restart)"
+# How often the agent reads its runtimes' logs for failed passwords (network bans).
+BAN_SCAN_S = 10.0
 _UPGRADE_STEP = r"(?P<step>switch|abort|rollback|discard)"
 
 
@@ -119,6 +122,7 @@ class Agent:
             compose=" ".join(compose) if compose else None,
             ephemeral_ports=ephemeral_ports(),
             router=self.endpoint.status(),
+            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         )
 
     def warm(self) -> None:
@@ -204,6 +208,19 @@ class Agent:
     def backup_prune(self, body: api.PruneRequest) -> api.PruneReply:
         return self.backups.prune(body, self.runtimes.deadline(body.deadline_s))
 
+    def settings(self, ref: str, body: api.SettingsRequest) -> api.SettingsReply:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return checked(api.SettingsReply, self.runtimes.apply_settings(ref, body, deadline))
+
+    def bans(self, ref: str, body: api.BansRequest) -> api.BansReply:
+        deadline = self.runtimes.deadline()
+        return checked(api.BansReply, self.runtimes.bans(ref, body.unban, deadline))
+
+    def scan_bans_until(self, stop: threading.Event) -> None:
+        """Network bans without anyone asking: every runtime's log is read every BAN_SCAN_S."""
+        while not stop.wait(BAN_SCAN_S):
+            self.runtimes.scan_bans()
+
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
@@ -270,6 +287,8 @@ ROUTES = (
     Route("GET", re.compile(rf"/v1/runtimes/{_REF}/backups/job"), Agent.backup_job),
     Route("POST", re.compile(r"/v1/backups/catalog"), Agent.backup_catalog, body=api.CatalogRequest),
     Route("POST", re.compile(r"/v1/backups/prune"), Agent.backup_prune, body=api.PruneRequest),
+    Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/settings"), Agent.settings, body=api.SettingsRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/bans"), Agent.bans, body=api.BansRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
@@ -416,9 +435,12 @@ def main() -> int:
         flush=True,
     )
     agent.endpoint.start()
+    stop_scans = threading.Event()
+    threading.Thread(target=agent.scan_bans_until, args=(stop_scans,), name="berth-bans", daemon=True).start()
     try:
         server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:
+        stop_scans.set()
         server.close()
         agent.endpoint.stop()
     return 0

@@ -1,4 +1,5 @@
-"""/v1/projects/{ref}: database/query, config/database/pooler (GET, PATCH), cli/login-role (POST, DELETE).
+"""/v1/projects/{ref}: database/query, config/database/pooler (GET, PATCH), cli/login-role (POST,
+DELETE), database/password (PATCH).
 
 Queries run on the project's own database through its host's agent (runtimes listen where
 only their host reaches them), within BERTH_API_QUERY_DEADLINE and the row and byte caps.
@@ -19,6 +20,7 @@ from api.schemas import (
     LoginRoleIn,
     LoginRoleOut,
     Message,
+    PasswordIn,
     PoolerConfigOut,
     PoolerConfigPatch,
     PoolerConfigPatched,
@@ -28,6 +30,7 @@ from audit.models import Action
 from hosts import agents
 from hosts.models import default_pooler_host
 from operations import routes
+from operations.dbpassword import PasswordRefused, change_database_password
 from operations.login_roles import LoginRoleFailed, create_login_role, delete_login_roles
 from orgs.models import Role
 from projects.models import Project
@@ -175,3 +178,23 @@ def delete_cli_login_roles(request, ref: str):
     with transaction.atomic():
         token_used(request, Action.PROJECT_LOGIN_ROLE_DELETE, project=project)
     return {"message": "ok"}
+
+
+@router.patch(
+    "/{ref}/database/password",
+    response={200: Message, 400: Message, 403: Message, 404: Message, 502: Message},
+    summary="Change the database password of the postgres role",
+)
+def update_database_password(request, ref: str, body: PasswordIn):
+    """The new password works when this answers and the old one no longer does; the stored
+    secret and the runtime files that carry it follow (operations.dbpassword)."""
+    project = project_for(request, ref, write=True)
+    try:
+        kept = change_database_password(project, body.password, actor=caller(request))
+    except PasswordRefused as refusal:
+        raise ApiError(refusal.status, refusal.message) from None
+    with transaction.atomic():
+        token_used(request, Action.PROJECT_DATABASE_PASSWORD, project=project)
+    if kept:
+        return {"message": f"Password updated; files edited on the host were left as they are: {', '.join(kept)}"}
+    return {"message": "Password updated"}

@@ -51,6 +51,11 @@ class Action:
     PROJECT_POOLER_CONFIG = "project.pooler_config"
     PROJECT_LOGIN_ROLE = "project.login_role"
     PROJECT_LOGIN_ROLE_DELETE = "project.login_role_delete"
+    # Database settings (operations.dbsettings): Postgres parameters, SSL enforcement, network
+    # restrictions; and the database password (operations.dbpassword).
+    PROJECT_DATABASE_SETTINGS = "project.database_settings"
+    PROJECT_DATABASE_PASSWORD = "project.database_password"
+    PROJECT_NETWORK_UNBAN = "project.network_unban"
     # Major upgrades (operations.upgrades): the new major serves and the old one is kept; the
     # kept one serves again; the kept one was removed.
     PROJECT_POSTGRES_UPGRADED = "project.postgres_upgraded"

@@ -294,6 +294,9 @@ BERTH_LOGIN_ROLE_TTL = env_int("BERTH_LOGIN_ROLE_TTL", 3600, minimum=60, maximum
 # database/query: how long one statement may run (the agent enforces it, and never allows more
 # than its own BERTH_AGENT_DEADLINE), and how much it may return.
 BERTH_API_QUERY_DEADLINE = env_float("BERTH_API_QUERY_DEADLINE", 15.0, minimum=1.0)
+# Database settings (Postgres config, SSL enforcement, network restrictions, bans): how long the
+# agent may take to apply them, a restart of the server included.
+BERTH_API_SETTINGS_DEADLINE = env_float("BERTH_API_SETTINGS_DEADLINE", 60.0, minimum=5.0)
 # At most 100,000 rows and 3 MiB: the agent refuses more (agent.api.QueryRequest; its replies
 # must fit the client's 4 MiB cap).
 BERTH_API_QUERY_MAX_ROWS = env_int("BERTH_API_QUERY_MAX_ROWS", 10_000, minimum=1, maximum=100_000)

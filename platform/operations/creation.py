@@ -122,8 +122,10 @@ def check_region(region: str, host=None) -> None:
 
 
 def _unreachable(host) -> str:
+    # No error kept means it was not asked: the deadline ran out on the hosts asked before it.
+    met = f" ({host.last_error})" if host.last_error else " (not asked: the deadline had passed)"
     return (
-        f"the agent of host {host.name} has never answered and could not be reached now ({host.last_error}), "
+        f"the agent of host {host.name} has never answered and could not be reached now{met}, "
         f"so what it can run is unknown; start it or check its URL and token, then try again "
         f"(`manage.py hosts refresh {host.name}` asks it)"
     )

@@ -454,6 +454,8 @@ def server_conf(
         # Logical decoding, as on Supabase: a major upgrade replicates into the new cluster
         # while this one serves, and needs no restart of it first.
         "wal_level = logical\n"
+        # Each line names the client (%h): network bans count failed passwords by address.
+        "log_line_prefix = '%m [%p] %h '\n"
     )
     if preload:
         conf += f"shared_preload_libraries = '{PRELOAD}'\n"

@@ -59,6 +59,7 @@ from agent.drivers.process import (
     server_conf,
     ships_library,
 )
+from agent.drivers.settings import carry_settings
 from agent.errors import ApiError, CommandFailed, Invalid
 
 if TYPE_CHECKING:
@@ -599,6 +600,8 @@ class ProcessUpgrades:
             preload=ships_library(bindir, PRELOAD),
         )
         self.driver.write_owned(paths.data / "berth.conf", conf)
+        # The project's own settings (parameters, SSL enforcement, allowed ranges, bans) go on.
+        carry_settings(self.driver, kept.data, paths)
         self.driver.start_cluster(bindir, paths, settings, deadline)
 
     def _put_back(

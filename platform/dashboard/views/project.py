@@ -19,6 +19,7 @@ from hosts.models import RuntimeHost
 from metrics.charts import project_charts
 from operations import protection
 from operations.actions import OperationRefused, act_on_project, unavailable_actions
+from operations.dbsettings import settings_of
 from operations.models import BACKUP_KINDS, State
 from projects.actions import record_drift
 from projects.models import Status
@@ -135,6 +136,7 @@ def page_context(project, *, revealed: str | None = None) -> dict:
         **connection_context(project, revealed=revealed),
         **charts_context(project),
         **backups_context(project),
+        "db_settings": settings_of(project),
     }
 
 
