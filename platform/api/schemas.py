@@ -224,3 +224,22 @@ class DatabaseUpgradeStatus(Schema):
 
 class UpgradeStatusOut(Schema):
     databaseUpgradeStatus: DatabaseUpgradeStatus | None  # noqa: N815 (the platform's field name)
+
+
+class LintOut(Schema):
+    """One finding of an advisor, in the platform's lint shape."""
+
+    name: str
+    title: str
+    level: Literal["ERROR", "WARN", "INFO"]
+    facing: Literal["EXTERNAL", "INTERNAL"]
+    categories: list[Literal["PERFORMANCE", "SECURITY"]]
+    description: str
+    detail: str
+    remediation: str
+    metadata: dict = Field(description="schema, name, type, and per lint: fkey_name, fkey_columns, indexes")
+    cache_key: str
+
+
+class AdvisorsOut(Schema):
+    lints: list[LintOut]

@@ -3,14 +3,19 @@ created through the Management API (the `postgres` template on the process drive
 CLI's `inspect report` and `db advisors` complete on it: the project's database has the roles,
 schemas, extensions and helpers of a Supabase project (runtimes/postgres/supabase.sql)."""
 
+import json
+
 import psycopg
 import pytest
 
+from operations.creation import create_project
 from orgs.actions import create_token
+from orgs.models import Organization
 from projects.models import Project
 from tests.api_helpers import make_user
 from tests.interop.conftest import PASSWORD
 from tests.interop.test_supabase_cli import shown_connection_string
+from tests.interop.test_supabase_cli_linked import DOMAIN, POOLER, linked_stack, routed  # noqa: F401 (a fixture)
 from tests.stack import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -127,3 +132,54 @@ def test_a_supabase_migration_set_pushes_and_inspect_and_advisors_complete(stack
     advisors = stack.cli("db", "advisors", "--db-url", url, "--type", "all", token=token, cwd=workdir, check=False)
     assert advisors.returncode == 0, advisors.stdout + advisors.stderr
     assert 'role "anon" does not exist' not in advisors.stdout + advisors.stderr
+
+
+def test_db_advisors_linked_reads_the_projects_lints_from_the_management_api(linked_stack):  # noqa: F811
+    """`db advisors --linked` (which connects to the database first, as every `--linked` command
+    of the CLI 2.117 does) answers with Berth's lints of the project (advisors/security and
+    /performance)."""
+    stack = linked_stack
+    token = create_token(make_user("erin"), name="cli")[1]
+    stack.cli("orgs", "create", "Linted", token=token)
+    [org] = stack.cli_json("orgs", "list", token=token)
+    ref = create_project(
+        name="Linted",
+        postgres_major=15,
+        template="postgres",
+        organization=Organization.objects.get(slug=org["id"]),
+        postgres_password=PASSWORD,
+    ).ref
+    wait_for(lambda: Project.objects.get(ref=ref).status == "ACTIVE_HEALTHY", timeout=120, interval=1, what="healthy")
+    wait_for(lambda: routed(stack, ref), timeout=30, interval=0.5, what=f"{ref} routed")
+    stack.resolve(f"db.{ref}.{DOMAIN}", POOLER)
+    workdir = stack.tmp_path / "linted"
+    workdir.mkdir()
+    stack.cli("init", "--yes", token=token, cwd=workdir)
+    stack.cli("link", "--project-ref", ref, token=token, cwd=workdir)
+
+    def advised() -> set:
+        said = stack.linked(
+            "db",
+            "advisors",
+            "--linked",
+            "--type",
+            "all",
+            "--level",
+            "info",
+            "--debug",  # names each API call on stderr
+            token=token,
+            cwd=workdir,
+            password=PASSWORD,
+        )
+        assert f"/v1/projects/{ref}/advisors/security" in said.stderr, said.stderr
+        assert f"/v1/projects/{ref}/advisors/performance" in said.stderr, said.stderr
+        return {(lint["name"], lint["metadata"]["name"]) for lint in json.loads(said.stdout or "[]")}
+
+    assert advised() == set()  # a new project's database has no findings
+    (workdir / "supabase" / "migrations").mkdir(exist_ok=True)
+    (workdir / "supabase" / "migrations" / "20260101000000_todos.sql").write_text(
+        MIGRATIONS["20260101000100_todos_and_avatars.sql"] + "create table public.open_notes (id bigint primary key);\n"
+    )
+    stack.linked("db", "push", "--linked", "--yes", token=token, cwd=workdir, password=PASSWORD)
+    # todos.user_id references auth.users with no index on it; open_notes has no RLS.
+    assert advised() == {("unindexed_foreign_keys", "todos"), ("rls_disabled_in_public", "open_notes")}
