@@ -67,10 +67,11 @@ def _not_found(request, exc):
     return _message(request, 404, "Not found")
 
 
-from api import advisors, database, organizations, projects, upgrades  # noqa: E402  (routers register on `api`)
+from api import advisors, database, organizations, projects, typegen, upgrades  # noqa: E402  (routers register on `api`)
 
 api.add_router("/organizations", organizations.router)
 api.add_router("/projects", projects.router)
 api.add_router("/projects", database.router)
 api.add_router("/projects", upgrades.router)
 api.add_router("/projects", advisors.router)
+api.add_router("/projects", typegen.router)

@@ -243,3 +243,7 @@ class LintOut(Schema):
 
 class AdvisorsOut(Schema):
     lints: list[LintOut]
+
+
+class TypesOut(Schema):
+    types: str = Field(description="A TypeScript module: the Database type supabase-js reads, and helpers")

@@ -4,131 +4,17 @@ database (runtimes/postgres/supabase.sql) has no lints at all; the reply is the 
 shape. The agent's own query code runs the lints on a real PostgreSQL (a process-driver cluster
 with the template's SQL); only the HTTP hop to the agent is left out."""
 
-import itertools
-from pathlib import Path
-
-import msgspec
-import psycopg
 import pytest
 
-from agent.api import FileSpec
 from agent.client import AgentError, AgentTimeout
-from agent.query import QueryFailed, run_query
-from ports.models import BlockState, PortBlock
-from projects.models import Status
-from tests.agent_fixtures import AgentPool
 from tests.api_helpers import api_as, join, make_org, make_user
-from tests.factories import make_host, make_project
-from tests.stack import PORT_BASE, free_port_range
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "correct-horse-battery"
-TEMPLATE_DB = "supabase_new_project"
-_names = itertools.count()
 
-
-class Cluster:
-    def __init__(self, port: int):
-        self.port = port
-
-    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", password=PASSWORD, dbname=dbname, autocommit=True
-        )
-
-    def new_database(self, sql: str = "") -> str:
-        """A database as a new project's, then `sql` run in it as its owner's migration would."""
-        name = f"advised_{next(_names)}"
-        with self.connect() as conn:
-            conn.execute(f"create database {name} template {TEMPLATE_DB}")
-        if sql:
-            with self.connect(name) as conn:
-                conn.execute(sql)
-        return name
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A process-driver cluster whose `postgres` database ran the template's SQL, and a
-    template database made the same way that each test copies."""
-    pool = AgentPool()
-    try:
-        agent = pool.start()
-        client, port = agent.client(deadline=90), free_port_range(1, PORT_BASE + 660)
-        runtime = (
-            f'driver = "process"\n[postgres]\nmajor = 15\nport = {port}\npassword = "{PASSWORD}"\n'
-            'init_sql = "supabase.sql"\n'
-        )
-        init_sql = (ROOT / "runtimes" / "postgres" / "supabase.sql").read_bytes()
-        client.put_files("advised", [FileSpec("runtime.toml", runtime.encode()), FileSpec("supabase.sql", init_sql)])
-        client.up("advised")
-        found = Cluster(port)
-        with found.connect() as conn:
-            conn.execute(f"create database {TEMPLATE_DB}")
-        with found.connect(TEMPLATE_DB) as conn:
-            conn.execute(init_sql.decode())
-        yield found
-    finally:
-        pool.close()
-
-
-class LocalAgent:
-    """The agent's query call, run here on the test cluster's database named by `dbname`."""
-
-    def __init__(self, cluster: Cluster):
-        self.cluster, self.dbname, self.specs, self.error = cluster, "postgres", [], None
-
-    def __call__(self, host, *, deadline):
-        return self
-
-    def query(self, ref, spec, deadline_s=None):
-        self.specs.append(spec)
-        if self.error:
-            raise self.error
-        here = msgspec.structs.replace(spec, port=self.cluster.port, dbname=self.dbname, password=PASSWORD)
-        try:
-            return run_query(here, "127.0.0.1", deadline_s).rows
-        except QueryFailed as failed:
-            raise AgentError(f"POST /query: {failed.message}", code="query_failed", status=400) from None
-
-
-@pytest.fixture
-def agent(monkeypatch, cluster):
-    import hosts.agents
-
-    local = LocalAgent(cluster)
-    monkeypatch.setattr(hosts.agents, "client_for", local)
-    return local
-
-
-@pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
-def project(alice, postgres):
-    from templating.secrets import generate_project_secrets
-
-    org = make_org("Acme")
-    join(alice, org)
-    host = make_host()
-    found = make_project(
-        organization=org,
-        template_version=postgres,
-        host=host,
-        status=Status.ACTIVE_HEALTHY,
-        secrets=generate_project_secrets(),
-    )
-    PortBlock.objects.create(host=host, first_port=20010, last_port=20019, state=BlockState.LEASED, project=found)
-    return found
-
-
-def advised(alice, project, agent, kind: str, database: str) -> list[dict]:
-    agent.dbname = database
-    response = api_as(alice).get(f"/v1/projects/{project.ref}/advisors/{kind}")
+def advised(owner, owned_project, database_agent, kind: str, database: str) -> list[dict]:
+    database_agent.dbname = database
+    response = api_as(owner).get(f"/v1/projects/{owned_project.ref}/advisors/{kind}")
     assert response.status_code == 200, response.content
     return response.json()["lints"]
 
@@ -178,31 +64,37 @@ CASES = {
 
 
 @pytest.mark.parametrize("lint", CASES)
-def test_each_lint_finds_its_problem_and_nothing_on_a_database_without_it(lint, alice, project, agent, cluster):
+def test_each_lint_finds_its_problem_and_nothing_on_a_database_without_it(
+    lint, owner, owned_project, database_agent, supabase_cluster
+):
     kind, problem, fixed = CASES[lint]
     found = [
-        item for item in advised(alice, project, agent, kind, cluster.new_database(problem)) if item["name"] == lint
+        item
+        for item in advised(owner, owned_project, database_agent, kind, supabase_cluster.new_database(problem))
+        if item["name"] == lint
     ]
     assert len(found) == 1, found
     assert found[0]["categories"] == [kind.upper()]
     assert found[0]["metadata"]["schema"] == "public"
     assert found[0]["cache_key"].startswith(f"{lint}_public_")
     assert found[0]["remediation"].startswith("https://supabase.com/docs/guides/database/database-linter?lint=")
-    without = advised(alice, project, agent, kind, cluster.new_database(fixed))
+    without = advised(owner, owned_project, database_agent, kind, supabase_cluster.new_database(fixed))
     assert lint not in {item["name"] for item in without}, without
 
 
-def test_a_new_projects_database_has_no_lints(alice, project, agent, cluster):
+def test_a_new_projects_database_has_no_lints(owner, owned_project, database_agent, supabase_cluster):
     # The platform's own schemas (auth, storage, extensions, ...) are never the owner's to fix.
-    new = cluster.new_database()
-    assert advised(alice, project, agent, "security", new) == []
-    assert advised(alice, project, agent, "performance", new) == []
+    new = supabase_cluster.new_database()
+    assert advised(owner, owned_project, database_agent, "security", new) == []
+    assert advised(owner, owned_project, database_agent, "performance", new) == []
 
 
-def test_the_reply_is_the_platforms_lint_shape(alice, project, agent, cluster):
-    database = cluster.new_database(PARENT_CHILD)
+def test_the_reply_is_the_platforms_lint_shape(owner, owned_project, database_agent, supabase_cluster):
+    database = supabase_cluster.new_database(PARENT_CHILD)
     [lint] = [
-        item for item in advised(alice, project, agent, "performance", database) if item["name"] != "unused_index"
+        item
+        for item in advised(owner, owned_project, database_agent, "performance", database)
+        if item["name"] != "unused_index"
     ]
     assert lint == {
         "name": "unindexed_foreign_keys",
@@ -224,32 +116,32 @@ def test_the_reply_is_the_platforms_lint_shape(alice, project, agent, cluster):
         "cache_key": "unindexed_foreign_keys_public_child_child_parent_id_fkey",
     }
     # Read-only, on the project's own database as its superuser, within the query deadline.
-    spec = agent.specs[-1]
+    spec = database_agent.specs[-1]
     assert spec.read_only is True and spec.user == "postgres"
 
 
-def test_a_schema_postgrest_exposes_is_linted_like_public(alice, project, agent, cluster):
-    database = cluster.new_database(
+def test_a_schema_postgrest_exposes_is_linted_like_public(owner, owned_project, database_agent, supabase_cluster):
+    database = supabase_cluster.new_database(
         "create schema api; create table api.open (id int primary key); grant select on api.open to anon;"
     )
-    assert advised(alice, project, agent, "security", database) == []  # api is not exposed
-    with cluster.connect() as conn:
+    assert advised(owner, owned_project, database_agent, "security", database) == []  # api is not exposed
+    with supabase_cluster.connect() as conn:
         conn.execute(f"alter database {database} set pgrst.db_schemas = 'public, api'")
-    [lint] = advised(alice, project, agent, "security", database)
+    [lint] = advised(owner, owned_project, database_agent, "security", database)
     assert (lint["name"], lint["metadata"]["schema"]) == ("rls_disabled_in_public", "api")
 
 
-def test_an_agent_that_times_out_is_504_and_one_that_fails_502(alice, project, agent):
-    agent.error = AgentTimeout("POST /query: timed out", code="timeout", status=504)
-    response = api_as(alice).get(f"/v1/projects/{project.ref}/advisors/security")
+def test_an_agent_that_times_out_is_504_and_one_that_fails_502(owner, owned_project, database_agent):
+    database_agent.error = AgentTimeout("POST /query: timed out", code="timeout", status=504)
+    response = api_as(owner).get(f"/v1/projects/{owned_project.ref}/advisors/security")
     assert response.status_code == 504 and "did not finish" in response.json()["message"]
-    agent.error = AgentError("POST /query: connection refused", code="unreachable", status=502)
-    response = api_as(alice).get(f"/v1/projects/{project.ref}/advisors/performance")
+    database_agent.error = AgentError("POST /query: connection refused", code="unreachable", status=502)
+    response = api_as(owner).get(f"/v1/projects/{owned_project.ref}/advisors/performance")
     assert response.status_code == 502 and "connection refused" in response.json()["message"]
 
 
-def test_another_organizations_project_is_not_found(project, agent):
+def test_another_organizations_project_is_not_found(owned_project, database_agent):
     bob = make_user("bob")
     join(bob, make_org("Other"))
-    assert api_as(bob).get(f"/v1/projects/{project.ref}/advisors/security").status_code == 404
-    assert agent.specs == []
+    assert api_as(bob).get(f"/v1/projects/{owned_project.ref}/advisors/security").status_code == 404
+    assert database_agent.specs == []

@@ -120,6 +120,13 @@ def test_a_supabase_migration_set_pushes_and_inspect_and_advisors_complete(stack
             assert conn.execute("select count(*) from public.todos").fetchone() == (0,)
         assert conn.execute("select public from storage.buckets where id = 'avatars'").fetchone() == (True,)
 
+    # The CLI's type generation asks Berth's types/typescript for the project's schemas.
+    generated = stack.cli("gen", "types", "typescript", "--project-id", ref, token=token, cwd=workdir)
+    assert "export type Database = {" in generated.stdout
+    assert "      profiles: {\n        Row: {\n          id: string\n          username: string | null\n" in (
+        generated.stdout
+    ), generated.stdout
+
     listing = stack.cli("migration", "list", "--db-url", url, token=token, cwd=workdir)
     assert listing.stdout.count("20260101000100") == 2  # local and remote
 
