@@ -187,6 +187,9 @@ def test_db_advisors_linked_reads_the_projects_lints_from_the_management_api(lin
     (workdir / "supabase" / "migrations" / "20260101000000_todos.sql").write_text(
         MIGRATIONS["20260101000100_todos_and_avatars.sql"] + "create table public.open_notes (id bigint primary key);\n"
     )
-    stack.linked("db", "push", "--linked", "--yes", token=token, cwd=workdir, password=PASSWORD)
+    # Without a password: a temporary login role, which steps up to postgres with SET ROLE and
+    # must find uuid_generate_v4() (in `extensions`) unqualified, as postgres does.
+    pushed = stack.linked("db", "push", "--linked", "--yes", token=token, cwd=workdir)
+    assert "Initialising login role" in pushed.stderr
     # todos.user_id references auth.users with no index on it; open_notes has no RLS.
     assert advised() == {("unindexed_foreign_keys", "todos"), ("rls_disabled_in_public", "open_notes")}
