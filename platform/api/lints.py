@@ -158,6 +158,70 @@ where p.prokind in ('f', 'p') and n.nspname <> all({_PLATFORM}) and n.nspname no
 """,
     ),
     Lint(
+        name="extension_in_public",
+        kind=SECURITY,
+        title="Extension in Public",
+        level="WARN",
+        facing="EXTERNAL",
+        description="Detects extensions installed in the `public` schema.",
+        remediation_page="0014_extension_in_public",
+        findings="""
+select format('Extension `%s` is installed in the public schema. Move it to another schema.', e.extname),
+       jsonb_build_object('schema', 'public', 'name', e.extname, 'type', 'extension'),
+       format('extension_in_public_%s', e.extname)
+from pg_catalog.pg_extension e
+where e.extnamespace = 'public'::regnamespace
+""",
+    ),
+    Lint(
+        name="auth_rls_initplan",
+        kind=PERFORMANCE,
+        title="Auth RLS Initialization Plan",
+        level="WARN",
+        facing="EXTERNAL",
+        description="Detects if calls to `current_setting()` and `auth.<function>()` in RLS policies are being "
+        "unnecessarily re-evaluated for each row",
+        remediation_page="0003_auth_rls_initplan",
+        # A call not wrapped in a scalar subquery (`(select auth.uid())`, which PostgreSQL runs once
+        # per statement) runs once per row.
+        findings=rf"""
+select format('Table `%s.%s` has a row level security policy `%s` that re-evaluates current_setting() or '
+              'auth.<function>() for each row. This produces suboptimal query performance at scale. Resolve '
+              'the issue by replacing `auth.<function>()` with `(select auth.<function>())`. See [docs]'
+              '(https://supabase.com/docs/guides/database/postgres/row-level-security#call-functions-with-select) '
+              'for more info.', n.nspname, c.relname, p.polname),
+       jsonb_build_object('schema', n.nspname, 'name', c.relname, 'type', 'table'),
+       format('auth_rls_init_plan_%s_%s_%s', n.nspname, c.relname, p.polname)
+from pg_catalog.pg_policy p
+  join pg_catalog.pg_class c on c.oid = p.polrelid
+  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  cross join lateral (select lower(concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                             pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))) as expr) e
+where n.nspname <> all({_PLATFORM})
+  and regexp_replace(e.expr, 'select\s+(auth\.(uid|jwt|role|email)\(\)|current_setting\([^)]*\))', '', 'g')
+      ~ '(auth\.(uid|jwt|role|email)\(\)|current_setting\()'
+""",
+    ),
+    Lint(
+        name="no_primary_key",
+        kind=PERFORMANCE,
+        title="No Primary Key",
+        level="INFO",
+        facing="EXTERNAL",
+        description="Detects if a table does not have a primary key. Tables without a primary key can be "
+        "inefficient to interact with at scale.",
+        remediation_page="0004_no_primary_key",
+        findings=f"""
+select format('Table `%s.%s` does not have a primary key', n.nspname, c.relname),
+       jsonb_build_object('schema', n.nspname, 'name', c.relname, 'type', 'table'),
+       format('no_primary_key_%s_%s', n.nspname, c.relname)
+from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r' and n.nspname <> all({_PLATFORM}) and n.nspname not like 'pg\\_temp%'
+  and {_NOT_OF_EXTENSION.format(oid="c.oid")}
+  and not exists (select 1 from pg_catalog.pg_index i where i.indrelid = c.oid and i.indisprimary)
+""",
+    ),
+    Lint(
         name="unindexed_foreign_keys",
         kind=PERFORMANCE,
         title="Unindexed foreign keys",

@@ -43,6 +43,23 @@ CASES = {
         "create function public.answer() returns int language sql as 'select 42';",
         "create function public.answer() returns int language sql set search_path = '' as 'select 42';",
     ),
+    "extension_in_public": (
+        "security",
+        "create extension pg_trgm with schema public;",
+        "create extension pg_trgm with schema extensions;",
+    ),
+    "auth_rls_initplan": (
+        "performance",
+        TABLE + "alter table public.notes add column owner uuid; alter table public.notes enable row level security;"
+        "create policy own on public.notes using (owner = auth.uid());",
+        TABLE + "alter table public.notes add column owner uuid; alter table public.notes enable row level security;"
+        "create policy own on public.notes using (owner = (select auth.uid()));",
+    ),
+    "no_primary_key": (
+        "performance",
+        "create table public.logbook (line text);",
+        "create table public.logbook (id bigint primary key, line text);",
+    ),
     "unindexed_foreign_keys": (
         "performance",
         PARENT_CHILD,
@@ -76,7 +93,7 @@ def test_each_lint_finds_its_problem_and_nothing_on_a_database_without_it(
     assert len(found) == 1, found
     assert found[0]["categories"] == [kind.upper()]
     assert found[0]["metadata"]["schema"] == "public"
-    assert found[0]["cache_key"].startswith(f"{lint}_public_")
+    assert found[0]["cache_key"].startswith(f"{lint.replace('initplan', 'init_plan')}_")
     assert found[0]["remediation"].startswith("https://supabase.com/docs/guides/database/database-linter?lint=")
     without = advised(owner, owned_project, database_agent, kind, supabase_cluster.new_database(fixed))
     assert lint not in {item["name"] for item in without}, without
