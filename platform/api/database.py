@@ -51,6 +51,29 @@ def query_target(project: Project) -> dict:
     return target
 
 
+def read_only_query(project: Project, sql: str, what: str) -> list[dict]:
+    """Berth's own read-only SQL (advisors, type generation) on the project's database, through
+    its agent within BERTH_API_QUERY_DEADLINE; `what` names the caller in refusals."""
+    spec = QueryRequest(
+        sql=sql,
+        read_only=True,
+        max_rows=settings.BERTH_API_QUERY_MAX_ROWS,
+        max_bytes=settings.BERTH_API_QUERY_MAX_BYTES,
+        **query_target(project),
+    )
+    deadline = settings.BERTH_API_QUERY_DEADLINE
+    client = agents.client_for(project.host, deadline=deadline + 5)
+    try:
+        return client.query(project.ref, spec, deadline_s=deadline)
+    except AgentTimeout:
+        raise ApiError(504, f"{what} did not finish within {deadline:g}s") from None
+    except AgentError as error:
+        if error.code == "query_failed":
+            said = error.message.split(": ", 1)[-1]
+            raise ApiError(400, f"{what} could not read the database: {said}") from None
+        raise ApiError(502, f"The project's host did not run {what.lower()}: {error.message}") from None
+
+
 @router.post(
     "/{ref}/database/query",
     response={201: list[dict], 400: Message, 403: Message, 404: Message, 504: Message},

@@ -341,3 +341,26 @@ class NetworkUnbanIn(Schema):
     ipv4_addresses: list[str]
     requester_ip: bool = Field(False, description="Unban the address this request comes from too")
     identifier: str | None = None
+
+
+class LintOut(Schema):
+    """One finding of an advisor, in the platform's lint shape."""
+
+    name: str
+    title: str
+    level: Literal["ERROR", "WARN", "INFO"]
+    facing: Literal["EXTERNAL", "INTERNAL"]
+    categories: list[Literal["PERFORMANCE", "SECURITY"]]
+    description: str
+    detail: str
+    remediation: str
+    metadata: dict = Field(description="schema, name, type, and per lint: fkey_name, fkey_columns, indexes")
+    cache_key: str
+
+
+class AdvisorsOut(Schema):
+    lints: list[LintOut]
+
+
+class TypesOut(Schema):
+    types: str = Field(description="A TypeScript module: the Database type supabase-js reads, and helpers")
