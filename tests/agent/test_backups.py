@@ -297,3 +297,19 @@ def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(ag
         assert again.client().status(ref).state == "running"
     finally:
         again.stop()
+
+
+def test_the_repository_secret_stays_in_one_private_file(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "secret16db", make_repository("s3")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    state = agent.root / ref / ".berth-pg"
+    spec = state / "backup" / "repository.json"
+    assert spec.stat().st_mode & 0o777 == 0o600
+    assert repository.secret_access_key in spec.read_text()
+    secret = repository.secret_access_key.encode()
+    holders = [path for path in agent.root.rglob("*") if path.is_file() and secret in path.read_bytes()]
+    assert holders == [spec]
+    assert secret not in agent.log.read_bytes()
+    assert repository.secret_access_key not in repr(repository)
+    assert repository.secret_access_key not in str(client.backup_archiver(ref))

@@ -108,3 +108,15 @@ def test_metrics_show_failing_protection_fleet_wide_and_per_project(project):
     text = render_project(project, None).decode()
     assert f'berth_project_wal_archive_failing{{ref="{project.ref}"}} 1.0' in text
     assert f'berth_project_restorable_earliest_timestamp_seconds{{ref="{project.ref}"}} 1.796112e+09' in text
+
+
+def test_restore_onto_another_host_names_it_and_an_unknown_host_is_refused(project):
+    from tests.factories import make_host
+
+    spare = make_host(name="spare", port_range_start=29000, port_range_end=29099)
+    body = json.loads(backups("restore", project.ref, "--to", "latest", "--host", "spare", "--json"))
+    assert body["params"]["host"] == spare.pk and body["params"]["target_unix"] is None
+    Operation.objects.all().delete()
+    with pytest.raises(CommandError, match="nowhere: no such host"):
+        backups("restore", project.ref, "--to", "latest", "--host", "nowhere")
+    assert not Operation.objects.exists()
