@@ -76,7 +76,17 @@ WRITES = {
     ("delete", "/v1/projects/{ref}/cli/login-role"): None,
     ("post", "/v1/projects/{ref}/cli/login-role"): {"read_only": False},
     ("post", "/v1/projects/{ref}/database/query"): {"query": "create table t (id int)"},
+    ("put", "/v1/projects/{ref}/config/database/postgres"): {"max_connections": 50},
+    ("put", "/v1/projects/{ref}/ssl-enforcement"): {"requestedConfig": {"database": True}},
+    ("post", "/v1/projects/{ref}/network-restrictions/apply"): {"dbAllowedCidrs": ["127.0.0.1/32"]},
+    ("delete", "/v1/projects/{ref}/network-bans"): {"ipv4_addresses": ["10.0.0.1"]},
+    ("patch", "/v1/projects/{ref}/database/password"): {"password": "Correct.Horse.Battery9"},
+    ("post", "/v1/projects/{ref}/database/backups/restore-pitr"): {"recovery_time_target_unix": 1700000000},
 }
+
+
+# The platform reads a project's network bans with a POST: read_only members may do it.
+POST_READS = {("post", "/v1/projects/{ref}/network-bans/retrieve")}
 
 
 def test_the_table_of_writes_names_every_write_route(client):
@@ -88,7 +98,7 @@ def test_the_table_of_writes_names_every_write_route(client):
         for method in operations
         if method in {"post", "put", "patch", "delete"} and "{ref}" in path
     }
-    assert writes == set(WRITES)
+    assert writes - POST_READS == set(WRITES)
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(WRITES))
