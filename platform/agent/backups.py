@@ -71,6 +71,7 @@ log = logging.getLogger("agent.backups")
 
 JOB_FILE = "job.json"
 RESTORE, VERIFY = "restore", "verify"
+REMOTE_LIST = "remote.txt"  # in the WAL spool: segments archived but not fetched ahead
 DISCARDED = "discarded-"  # data a restore replaced, being removed
 CONNECT_TIMEOUT_S = 5
 POLL_S = 0.2
@@ -559,8 +560,9 @@ class Backups:
         try:
             restore_command = (
                 f"test -f {spool}/%f && cp {spool}/%f %p || "
+                f"{{ grep -qxF %f {spool}/{REMOTE_LIST} && "
                 + wal_command("fetch", spec_file, driver.run_as)
-                + " %f %p"
+                + " %f %p; }"
             )
             (data / "recovery.signal").touch()
             self._own(data / "recovery.signal")
@@ -698,7 +700,7 @@ class Backups:
             try:
                 try:
                     if local is None:
-                        with store.open(key) as source:
+                        with store.open_parallel(key) as source:
                             while chunk := source.read(CHUNK):
                                 process.stdin.write(chunk)
                 finally:
@@ -726,7 +728,7 @@ class Backups:
         anything missed the restore command fetches itself. Returns the newest archived segment
         of the latest timeline."""
         slack = 600.0
-        wanted, newest = [], backup.start_wal
+        wanted, later, newest = [], [], backup.start_wal
         for item in store.scan("wal/"):
             name = item.key.removeprefix("wal/")
             if name.endswith(".history"):
@@ -737,6 +739,12 @@ class Backups:
                 newest = max(newest, name, key=lambda segment: (segment[:8], segment[8:]))
                 if target is None or item.modified_unix <= target + slack:
                     wanted.append(name)
+                else:
+                    later.append(name)
+        # What the archive holds beyond the spool: the restore command fetches only these, so
+        # recovery's probes for files that do not exist (the next timeline's history) cost a
+        # `grep`, not an interpreter's start.
+        (spool / REMOTE_LIST).write_text("".join(f"{name}\n" for name in later))
         run_as = self._driver().run_as
 
         def fetch(name: str) -> None:

@@ -19,7 +19,8 @@ Invariants:
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -196,6 +197,19 @@ class S3Store:
             except self.client.exceptions.NoSuchKey:
                 raise FileNotFoundError(key) from None
 
+    def open_parallel(self, key: str) -> "RangedReader":
+        """`key` as one stream read by several ranged GETs at once (a base backup's tar: one
+        GET stream is bound by one connection's speed)."""
+        stored = self.head(key)
+        if stored is None:
+            raise FileNotFoundError(key)
+        return RangedReader(self, key, stored.size)
+
+    def get_range(self, key: str, first: int, last: int) -> bytes:
+        with self._errors(f"reading {key}"):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={first}-{last}")["Body"]
+            return body.read()
+
     def scan(self, prefix: str) -> list[Stored]:
         found = []
         with self._errors(f"listing {prefix}"):
@@ -228,6 +242,47 @@ class S3Store:
 
     def _errors(self, doing: str):
         return _S3Errors(f"s3://{self.bucket}/{self.prefix}: {doing}")
+
+
+class RangedReader:
+    """Reads an S3 object in order, RANGE_BYTES at a time, with up to RANGE_FETCHERS ranges in
+    flight (and so at most that many in memory)."""
+
+    RANGE_BYTES = 16 << 20
+    RANGE_FETCHERS = 4
+
+    def __init__(self, store: S3Store, key: str, size: int):
+        self.pool = ThreadPoolExecutor(self.RANGE_FETCHERS)
+        starts = iter(range(0, size, self.RANGE_BYTES))
+        self._next = lambda: next(starts, None)
+        self.store, self.key, self.size = store, key, size
+        self.pending = deque()
+        for _ in range(self.RANGE_FETCHERS):
+            self._submit()
+        self.buffer, self.offset = memoryview(b""), 0
+
+    def _submit(self) -> None:
+        first = self._next()
+        if first is not None:
+            last = min(self.size, first + self.RANGE_BYTES) - 1
+            self.pending.append(self.pool.submit(self.store.get_range, self.key, first, last))
+
+    def read(self, size: int = -1) -> bytes:
+        while self.offset >= len(self.buffer) and self.pending:
+            self.buffer, self.offset = memoryview(self.pending.popleft().result()), 0
+            self._submit()
+        end = len(self.buffer) if size is None or size < 0 else self.offset + size
+        chunk = bytes(self.buffer[self.offset : end])
+        self.offset += len(chunk)
+        return chunk
+
+    def __enter__(self) -> "RangedReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)
 
 
 class _S3Errors:
@@ -267,22 +322,9 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def copy_stream(source: BinaryIO, target: BinaryIO) -> int:
-    copied = 0
-    while chunk := source.read(CHUNK):
-        target.write(chunk)
-        copied += len(chunk)
-    return copied
-
-
 def download(store: Store, key: str, path: Path) -> None:
     """`key` into `path` whole: a temporary name, renamed when complete."""
     partial = path.with_name(f".{path.name}.partial")
     with store.open(key) as source, open(partial, "wb") as out:
         shutil.copyfileobj(source, out, CHUNK)
     os.replace(partial, path)
-
-
-def walk_wal(store: Store) -> Iterator[Stored]:
-    for item in store.scan("wal/"):
-        yield Stored(item.key.removeprefix("wal/"), item.size, item.modified_unix)
