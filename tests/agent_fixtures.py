@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from agent.client import AgentClient
-from tests.stack import PORT_BASE, free_port_range
+from tests.stack import PORT_BASE, ROOT, free_port_range
 
-ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = 20.0
 FAKE_DOCKER = """#!/bin/sh
 # A stand-in for the docker CLI: records every call, answers as compose v2 would.

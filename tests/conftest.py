@@ -1,9 +1,9 @@
-from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.conf import settings
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+from tests.stack import RUNTIMES
 
 # The agent tests' fixtures (a real agent process on loopback); they need no database.
 pytest_plugins = ["tests.agent_fixtures"]
@@ -51,6 +51,14 @@ def superuser(django_user_model):
 def admin_client_logged_in(client, superuser):
     client.force_login(superuser)
     return client
+
+
+@pytest.fixture
+def enqueued():
+    """django-q2's async_task as a mock: what is enqueued is recorded (task id "task-1"), nothing runs.
+    Modules whose every test needs it say `pytest.mark.usefixtures("enqueued")`."""
+    with mock.patch("django_q.tasks.async_task", return_value="task-1") as async_task:
+        yield async_task
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.secrets import generate_project_secrets
 from tests.factories import make_host
+from tests.stack import RUNTIMES
 
-RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
 PROCESS_CAPABILITIES = {
     "driver": "process",
     "postgres_versions": [15, 16],

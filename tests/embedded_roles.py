@@ -1,5 +1,5 @@
 """The parts `scripts/dev` runs beside its worker, each in its own process on one database,
-for tests/test_embedded_database.py. Run as `manage.py shell -c "from tests.embedded_roles
+for tests/berth/test_embedded_database.py. Run as `manage.py shell -c "from tests.embedded_roles
 import main; main('<role>', '<folder>')"`.
 
 - `setup`: the local admin, the templates, and a runtime host on the agent named by

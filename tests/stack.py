@@ -14,7 +14,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+RUNTIMES = ROOT / "runtimes"  # the templates Berth ships
 
 
 def worker_env(tmp_path: Path, **overrides) -> dict:

@@ -1,8 +1,13 @@
-"""An agent stand-in on loopback that answers some calls like the real agent and hangs on the rest.
+"""Agent stand-ins shared by the tests.
 
-For the deadlines of later steps: an agent that answers placement and the file push, then
-never answers `up` (or a health probe, or the stop after failed probes), as a wedged Docker
-daemon or a stuck cluster would make it.
+`InfoAgent` stands in for `hosts.agents.client_for` in process and answers only `info()`, as a
+host's agent does when Berth asks what it runs (placement, creation, `hosts refresh`, the
+admin's first contact). `agent_info()` is that reply, by field name.
+
+`StandInAgent` is an agent on loopback that answers some calls like the real agent and hangs
+on the rest. For the deadlines of later steps: an agent that answers placement and the file
+push, then never answers `up` (or a health probe, or the stop after failed probes), as a
+wedged Docker daemon or a stuck cluster would make it.
 """
 
 import base64
@@ -13,6 +18,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from agent.api import AgentInfo
+from agent.client import AgentUnreachable
+
 INFO = {
     "agent_version": "0.0.0-standin",
     "api_version": 1,
@@ -22,6 +30,47 @@ INFO = {
     "postgres_versions": [14, 15, 16, 17, 18],
     "compose": None,
 }
+
+
+def agent_info(**fields) -> AgentInfo:
+    """What a process agent with local PostgreSQL 15 reports on /v1/info; `fields` replace its values."""
+    values = {
+        "agent_version": "0.1.0",
+        "api_version": 1,
+        "driver": "process",
+        "probe_host": "127.0.0.1",
+        "probe_host_source": "loopback",
+        "postgres_versions": [15],
+        "compose": None,
+        "ephemeral_ports": [32768, 60999],
+    }
+    return AgentInfo(**{**values, **fields})
+
+
+class InfoAgent:
+    """A `hosts.agents.client_for` stand-in whose agents answer `info()` only.
+
+    `versions` is the local PostgreSQL majors every host's agent reports, None for an agent that
+    does not answer (a refused connection), or a dict of either by host name. `fields` go to
+    `agent_info`. `asked` and `deadlines` record each host asked for, in order.
+    """
+
+    def __init__(self, versions, **fields):
+        self.versions, self.fields = versions, fields
+        self.asked: list[str] = []
+        self.deadlines: list[float] = []
+
+    def __call__(self, host, *, deadline):
+        self.asked.append(host.name)
+        self.deadlines.append(deadline)
+        self.host = host
+        return self
+
+    def info(self) -> AgentInfo:
+        versions = self.versions[self.host.name] if isinstance(self.versions, dict) else self.versions
+        if versions is None:
+            raise AgentUnreachable(f"GET {self.host.agent_url}/v1/info: connection refused")
+        return agent_info(postgres_versions=versions, **self.fields)
 
 
 def call_name(method: str, path: str) -> str:

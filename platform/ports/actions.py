@@ -14,7 +14,7 @@ A lease costs the same however many projects ever existed: the claim is one inde
 for the lowest free block (else the longest-cooled one) with SKIP LOCKED, so concurrent
 workers take different blocks instead of queueing behind one. On PostgreSQL a lease that
 gets a new block is four round trips: BEGIN, one statement that takes the locks and the
-claim, the write, COMMIT (tests/test_ports_lease.py pins the count).
+claim, the write, COMMIT (tests/ports/test_lease.py pins the count).
 """
 
 import logging

@@ -21,18 +21,6 @@ from tests.stack import agent_host
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
-def org(alice):
-    org = make_org("Acme")
-    join(alice, org)
-    return org
-
-
 def placed(org, postgres, host=None) -> Project:
     host = host or make_host()
     project = make_project(

@@ -33,11 +33,6 @@ NOT_17 = Agent({16: UpgradeCheck(15, 16, [], ["logical"]), 17: UpgradeCheck(15, 
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
 def project(alice, postgres):
     org = make_org("Acme")
     join(alice, org, Role.DEVELOPER)

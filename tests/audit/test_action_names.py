@@ -5,8 +5,9 @@ import re
 from pathlib import Path
 
 from audit.models import Action
+from tests.stack import ROOT
 
-PLATFORM = Path(__file__).resolve().parent.parent.parent / "platform"
+PLATFORM = ROOT / "platform"
 # Calls that take an audit action name: (function, position of the action argument).
 NAMING_CALLS = {"record": 1, "token_used": 1}
 

@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.stack import ROOT
+
 RUFF = Path(sys.executable).parent / "ruff"
 
 LATE_IMPORT = """def enqueue():

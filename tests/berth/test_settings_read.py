@@ -3,7 +3,7 @@ name, into the setting of the same name, as the value given (not the default).
 
 The table is the contract: a variable added there needs a sample value here (VALUES), so a
 setting read under another name, or never read, fails. Agent variables (marked "(agent)")
-are read by the agent's own configuration (tests/test_agent_config.py)."""
+are read by the agent's own configuration (tests/agent/test_config.py)."""
 
 import json
 import os

@@ -2,8 +2,6 @@
 verbs refuse with it, and the project page leaves out exactly what it refuses, with the
 same words."""
 
-from unittest import mock
-
 import pytest
 from django.utils import timezone
 
@@ -19,10 +17,10 @@ from operations.models import Kind, Operation, State
 from projects.models import DesiredState, Status
 from tests.factories import make_host, make_project
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
-# What the page adds to the verbs' refusals: actions that would change nothing.
-HINTS = ("already running", "already stopped", "stopped: start it instead")
+# What the page adds to the verbs' refusals: a restart that would change nothing.
+HINTS = ("stopped: start it instead",)
 KINDS = (Kind.START, Kind.STOP, Kind.RESTART, Kind.RESYNC, Kind.DELETE)
 STATES = [
     (Status.ACTIVE_HEALTHY, DesiredState.RUNNING, True),
@@ -31,12 +29,6 @@ STATES = [
     (Status.UNKNOWN, DesiredState.DELETED, True),  # its delete failed
     (Status.REMOVED, DesiredState.DELETED, True),
 ]
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
 
 
 @pytest.mark.parametrize(("status", "desired", "placed"), STATES)

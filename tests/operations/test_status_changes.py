@@ -3,7 +3,6 @@ typed StatusChange naming what moved it: an operation's claim, settle or cut-off
 health refresh, the reaper, the cleanup after a forced end."""
 
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -15,13 +14,7 @@ from operations.models import Kind, Operation, State
 from projects.models import Project, Status, StatusCause
 from tests.factories import make_host, make_project
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 def changes(project) -> list[tuple]:

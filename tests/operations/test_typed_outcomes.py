@@ -3,8 +3,6 @@ cancel gives back the desired state the request replaced, a step that changed no
 back the status the claim found, and a settle writes the outcome with the state. The events
 are deleted before each decision here, so nothing can read them instead."""
 
-from unittest import mock
-
 import pytest
 
 from operations.actions import cancel_operation, request_operation
@@ -13,13 +11,7 @@ from operations.runner import OperationRun
 from projects.models import DesiredState, Project, Status
 from tests.factories import make_host, make_project
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 def placed(**fields):

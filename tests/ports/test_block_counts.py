@@ -180,7 +180,7 @@ def test_resting_blocks_are_not_free_until_their_cool_down_is_over(templates, se
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_leases_and_releases_on_one_host_are_all_counted():
-    from tests.test_ports_concurrency import run_together
+    from tests.ports.test_concurrency import run_together
 
     host = make_host(port_range_start=30000, port_range_end=30399, block_size=10)
     sync_port_blocks(host)

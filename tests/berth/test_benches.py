@@ -1,0 +1,133 @@
+"""Every benchmark in bench/ runs to its figures at toy sizes and leaves nothing behind.
+
+Benches run on demand, not in CI, so nothing else notices when code they call moves; at
+these sizes the figures mean nothing and are not checked, only that each bench gets to
+print them, exits as designed (0, or 1 for a figure over its target) and drops its
+databases.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dj_database_url
+import psycopg
+import pytest
+from django.conf import settings
+
+from tests.stack import PORT_BASE, ROOT
+
+pytestmark = pytest.mark.postgres
+
+# bench script, toy-size arguments, a line its report prints
+BENCHES = {
+    "fleet": (
+        [
+            "--large",
+            "30",
+            "--small",
+            "10",
+            "--hosts",
+            "2",
+            "--small-hosts",
+            "1",
+            "--rounds",
+            "1",
+            "--per-round",
+            "1",
+            "--metrics-runtimes",
+            "3",
+        ],
+        "metrics collection, one host, 3 runtimes",
+    ),
+    "port_leases": (
+        ["--few", "5", "--many", "20", "--rounds", "1", "--per-round", "3", "--workers", "1,2", "--per-worker", "5"],
+        "leases per second",
+    ),
+    "dashboard": (["--small", "5", "--large", "20", "--rounds", "1", "--runs", "1"], "ratio"),
+    "api": (
+        ["--small", "5", "--large", "20", "--runs", "2", "--seconds", "0.5", "--clients", "1"]
+        + ["--settings-runs", "2", "--ports", str(PORT_BASE + 620)],
+        "until a new connection shows it",
+    ),
+    "rollout": (["--projects", "3", "--wave-size", "2"], "Berth overhead/project"),
+    "provisioning": (["--projects", "2", "--rounds", "1"], "overhead"),
+    "upgrade": (["--size-mb", "2", "--cases", "16->17 logical,16->17 dump"], "ratio dump/logical downtime"),
+    "backups": (
+        ["--size-mb", "2", "--rounds", "1", "--rpo-seconds", "2", "--pgbench-seconds", "1", "--pgbench-scale", "1"],
+        "ratio restore/cp throughput",
+    ),
+}
+
+
+def server_url() -> str:
+    config = dj_database_url.parse(settings.TEST_DATABASE_URL)
+    return f"postgres://{config['USER']}@{config['HOST']}:{config['PORT'] or 5432}"
+
+
+def databases_named(prefix: str) -> list[str]:
+    with psycopg.connect(f"{server_url()}/postgres", autocommit=True) as admin:
+        rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [prefix + "%"]).fetchall()
+    return [name for (name,) in rows]
+
+
+@pytest.mark.parametrize("bench", sorted(BENCHES))
+def test_it_runs_to_its_figures_and_cleans_up(bench, tmp_path):
+    arguments, report_line = BENCHES[bench]
+    database = f"berth_bench_smoke_{bench}_{os.getpid()}"
+    env = {**os.environ, "BENCH_DATABASE_URL": server_url(), "TMPDIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, f"bench/{bench}.py", "--database", database, *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert report_line in done.stdout, done.stdout + done.stderr
+    assert databases_named(database) == []
+    assert list(tmp_path.iterdir()) == [], "the bench left temporary files behind"
+
+
+def test_agent_flood_runs_to_its_figures():
+    done = subprocess.run(
+        [sys.executable, "bench/agent_flood.py", "--idle", "10", "--rate", "20", "--seconds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "p95" in done.stdout, done.stdout
+
+
+def test_router_bench_runs_to_its_figures_and_stops_what_it_started():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/router.py",
+            "--connects",
+            "2",
+            "--copy-mb",
+            "1",
+            "--copy-rounds",
+            "1",
+            "--idle",
+            "5",
+            "--ports",
+            str(int(os.environ.get("BERTH_TEST_PORT_BASE", "24000")) + 580),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "router / direct throughput" in done.stdout and "idle clients" in done.stdout, done.stdout
+    first = done.stdout.splitlines()[0]
+    pid, root = int(first.split("agent pid ")[1].split(",")[0]), Path(first.split("root ")[1])
+    assert not root.exists()
+    assert not Path(f"/proc/{pid}").exists()
