@@ -50,6 +50,7 @@ VALUES = {
     "BERTH_API_QUERY_DEADLINE": 3.5,
     "BERTH_API_QUERY_MAX_ROWS": 500,
     "BERTH_API_QUERY_MAX_BYTES": 4096,
+    "BERTH_API_SETTINGS_DEADLINE": 45.5,
 }
 # Documented, but not a plain value to read back: the folder the harness itself sets.
 NOT_READ_BACK = {"BERTH_VAR_DIR"}
