@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from agent.api import FileSpec
-from tests.stack import PORT_BASE, free_port_range, wait_for
 from tests.agent.test_docker_engine import require_engine
+from tests.stack import PORT_BASE, free_port_range, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = tomllib.loads((ROOT / "runtimes" / "supabase" / "manifest.toml").read_text())["postgres"]["versions"]["15"][
