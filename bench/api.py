@@ -17,6 +17,12 @@ Runs against a throwaway PostgreSQL database of its own on BENCH_DATABASE_URL's 
    limit is raised for the run so none is refused). The worker keeps its database connection
    (DATABASE_CONN_MAX_AGE=60 unless set), as a production deployment should. The bench
    stops that worker by its pid.
+3. Settings. A local agent (process driver, ports from --ports) provisions one project
+   (PostgreSQL 15); then --settings-runs times `PUT config/database/postgres` changes work_mem
+   (restart_database false) and the clock runs until a new connection to the project's server
+   shows the new value: end to end, API to agent to reload to server. Median seconds. The
+   bench stops the agent by its pid and the project's server with it (its runtime folder is a
+   temp folder it removes).
 """
 
 import os
@@ -29,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, analyze, parser, scratch, spread  # noqa: E402
+from common import ROOT, analyze, parser, scratch, spread, start_agent  # noqa: E402
 
 TARGET_RATIO = 1.5
 
@@ -145,6 +151,82 @@ def throughput(token: str, ref: str, seconds: float, clients: int) -> tuple[floa
             server.kill()
 
 
+def settings_rounds(runs: int, first_port: int) -> None:
+    """Part 3: PUT config/database/postgres until the server shows the new value, `runs` times."""
+    import secrets
+    import shutil
+    import tempfile
+    from unittest import mock
+
+    import psycopg
+
+    from hosts.actions import refresh_host
+    from hosts.models import RuntimeHost
+    from operations import tasks
+    from operations.creation import create_project
+    from operations.models import Operation
+    from orgs.models import Membership, Organization, Role
+    from projects.models import Project
+    from tests.agent_fixtures import stop_clusters
+    from tests.api_helpers import api_as, make_user
+
+    # Under /tmp whatever TMPDIR says: run as root, the agent runs PostgreSQL as `postgres`,
+    # which must reach the folder.
+    root = Path(tempfile.mkdtemp(prefix="berth-bench-agent-", dir="/tmp"))
+    root.chmod(0o755)
+    token = secrets.token_urlsafe(24)
+    agent, url = start_agent(root, token)
+    try:
+        host = RuntimeHost.objects.create(
+            name="bench-settings",
+            agent_url=url,
+            agent_token=token,
+            port_range_start=first_port,
+            port_range_end=first_port + 19,
+            block_size=20,
+        )
+        assert refresh_host(host, deadline=30), f"the agent at {url} did not answer"
+        user = make_user("settings-caller")
+        org = Organization.objects.create(name="Settings")
+        Membership.objects.create(organization=org, user=user, role=Role.OWNER)
+        with mock.patch("django_q.tasks.async_task", return_value="bench"):
+            project = create_project(
+                name="tuned", postgres_major=15, template="postgres", organization=org, actor=user, host=host
+            )
+            tasks.run_operation(Operation.objects.get(project=project).pk)
+        project = Project.objects.get(pk=project.pk)
+        api = api_as(user)
+        dsn = {
+            "host": "127.0.0.1",
+            "port": project.port_block.first_port,
+            "user": "postgres",
+            "password": project.secrets["postgres_password"],
+            "dbname": "postgres",
+        }
+        seconds = []
+        for round_ in range(runs):
+            wanted = f"{8 + round_ % 2 * 8}MB"  # 8MB, 16MB, ...: every round a change
+            start = time.perf_counter()
+            response = api.put(
+                f"/v1/projects/{project.ref}/config/database/postgres", {"work_mem": wanted, "restart_database": False}
+            )
+            assert response.status_code == 200, response.content
+            while True:
+                with psycopg.connect(**dsn) as connection:
+                    if connection.execute("show work_mem").fetchone()[0] == wanted:
+                        break
+            seconds.append(time.perf_counter() - start)
+        print(
+            f"PUT config/database/postgres (work_mem, no restart) until a new connection shows it: "
+            f"median {statistics.median(seconds):.3f} s, {spread(seconds)} s (interquartile), {runs} rounds"
+        )
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        stop_clusters(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     p = parser(__doc__, "api")
     p.add_argument("--small", type=int, default=100, help="projects of the small caller (default %(default)s)")
@@ -152,6 +234,15 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=30, help="requests per listing case (default %(default)s)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run (default %(default)s)")
     p.add_argument("--clients", type=int, default=4, help="client threads for the throughput run (default %(default)s)")
+    p.add_argument(
+        "--settings-runs",
+        type=int,
+        default=10,
+        help="PUT config/database/postgres rounds (default %(default)s; 0: skip)",
+    )
+    p.add_argument(
+        "--ports", type=int, default=23400, help="first port the settings project may lease (default %(default)s)"
+    )
     args = p.parse_args()
     if not 0 < args.small < args.large:
         p.error("--small must be positive and below --large")
@@ -212,6 +303,8 @@ def run(args) -> int:
         f"GET /v1/projects/{{ref}} on one gunicorn worker: {rate:.0f} req/s "
         f"({done} requests, {errors} errors, {args.clients} clients, {args.seconds:g}s)"
     )
+    if args.settings_runs:
+        settings_rounds(args.settings_runs, args.ports)
     ok = ratio <= TARGET_RATIO and constant and errors == 0
     print("OK" if ok else "OVER TARGET")
     return 0 if ok else 1

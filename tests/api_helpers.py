@@ -39,8 +39,16 @@ class ApiClient:
         data = json.dumps(body) if body is not None else ""
         return self.client.post(path, data, content_type="application/json", headers=self.headers)
 
-    def delete(self, path: str):
-        return self.client.delete(path, headers=self.headers)
+    def put(self, path: str, body: dict):
+        return self.client.put(path, json.dumps(body), content_type="application/json", headers=self.headers)
+
+    def patch(self, path: str, body: dict):
+        return self.client.patch(path, json.dumps(body), content_type="application/json", headers=self.headers)
+
+    def delete(self, path: str, body: dict | None = None):
+        if body is None:
+            return self.client.delete(path, headers=self.headers)
+        return self.client.delete(path, json.dumps(body), content_type="application/json", headers=self.headers)
 
 
 def api_as(user) -> ApiClient:

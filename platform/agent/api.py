@@ -166,6 +166,14 @@ class QueryRequest(Request):
     deadline_s: Seconds | None = None  # the statement's; may shorten the agent's default, never lengthen it
 
 
+# A postgresql.conf parameter the agent writes for the control plane, and its value: the
+# control plane validates names and values (api.postgres_config); the agent refuses anything
+# that could break out of a quoted configuration value.
+ParameterName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+ParameterValue = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Cidr = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$")]
+
+
 class RouteSpec(Request):
     """One project's database as this host's router serves it (agent.router)."""
 
@@ -178,6 +186,9 @@ class RouteSpec(Request):
     # The superuser's password: only to prepare the pooler's auth role in the project's
     # database (agent.pooler); never written to disk or logged.
     password: str = ""
+    # Network restrictions: the client ranges the router lets through to this project (its
+    # clients reach the runtime from this host, which pg_hba.conf never restricts); None: all.
+    allowed_cidrs: list[Cidr] | None = None
 
 
 class RoutesRequest(Request):
@@ -198,6 +209,119 @@ class UpgradePrepareRequest(Request):
     method: Literal["logical", "dump"]
     deadline_s: Seconds | None = None
     operation: OperationId | None = None
+
+
+# Backups (agent.backups): WAL archiving, base backups, restore, verify, prune.
+
+Ref = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9]{5,39}$")]
+# A base backup, restore or verify runs as a job the start call only starts: up to this long.
+BACKUP_JOB_MAX_S = 6 * 3600.0
+
+
+class Repository(Request):
+    """Where backups live, with the credentials to reach it. The control plane sends it with
+    each call; the agent keeps it only in mode-600 files of the server's user (for the
+    archive command), never logs it, never returns the secret.
+
+    `url`: `s3://bucket[/prefix]` (S3-compatible; `endpoint` for anything but AWS) or
+    `file:///absolute/path` (a folder, e.g. an NFS mount every host shares). A project's
+    backups and WAL live under `<url>/<stanza>/` where the stanza is the project's ref."""
+
+    url: Annotated[str, Meta(pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?|file:///\S+)$")]
+    endpoint: Annotated[str, Meta(pattern=r"^https?://\S+$")] | None = None
+    region: str | None = None
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+    def __repr__(self) -> str:  # a repr lands in logs and tracebacks: never the secret
+        return f"Repository(url={self.url!r}, endpoint={self.endpoint!r})"
+
+
+class ArchivingRequest(Request):
+    """Turn WAL archiving of a runtime on (a repository) or off (None). Turning it on or off
+    restarts a running server (archive_mode needs it); changing the repository or the timeout
+    only reloads it."""
+
+    repository: Repository | None
+    archive_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 60
+    deadline_s: Seconds | None = None
+    operation: OperationId | None = None
+
+
+class BaseBackupRequest(Request):
+    """Start a base backup of the running runtime into the repository (a job; poll backups/job)."""
+
+    repository: Repository
+    deadline_s: Annotated[float, Meta(gt=0, le=BACKUP_JOB_MAX_S)] | None = None
+    operation: OperationId | None = None
+
+
+class RestoreRequest(Request):
+    """Start a restore into this runtime (a job; poll backups/job).
+
+    From the stanza `source_ref` (None: this runtime's own) to `target_unix` (None: the latest
+    archived point). A runtime with a cluster is restored in place: the restored cluster is
+    built beside the serving one, which serves until the swap and comes back if anything
+    fails. A runtime with runtime.toml but no cluster (a clone, or a lost host's project
+    recreated here) gets the restored cluster, its superuser password set to runtime.toml's."""
+
+    repository: Repository
+    source_ref: Ref | None = None
+    target_unix: Annotated[float, Meta(gt=0)] | None = None
+    deadline_s: Annotated[float, Meta(gt=0, le=BACKUP_JOB_MAX_S)] | None = None
+    operation: OperationId | None = None
+
+
+class VerifyRequest(Request):
+    """Start a verify (a job): restore the stanza's latest point into a scratch cluster on this
+    host, check every database answers, drop the scratch cluster. The runtime is untouched."""
+
+    repository: Repository
+    source_ref: Ref | None = None  # None: this runtime's own stanza
+    deadline_s: Annotated[float, Meta(gt=0, le=BACKUP_JOB_MAX_S)] | None = None
+    operation: OperationId | None = None
+
+
+class CatalogRequest(Request):
+    """The base backups and restorable window of one stanza (a project's ref)."""
+
+    repository: Repository
+    stanza: Ref
+    deadline_s: Seconds | None = None
+
+
+class PruneRequest(Request):
+    """Remove base backups finished before keep_since_unix (the newest `min_backups` always
+    stay) and the WAL no remaining backup needs."""
+
+    repository: Repository
+    stanza: Ref
+    keep_since_unix: Annotated[float, Meta(gt=0)]
+    min_backups: Annotated[int, Meta(ge=1)] = 1
+    deadline_s: Seconds | None = None
+
+
+class SettingsRequest(Request):
+    """A runtime's whole database settings (agent.drivers.settings): what its own config file
+    and its pg_hba.conf say, replacing what they said before. Applied to the running server
+    by a reload, or by a restart when `restart` and a parameter needs one."""
+
+    parameters: dict[ParameterName, ParameterValue] = {}
+    restart: bool = False
+    ssl_enforced: bool = False
+    # Client addresses allowed to connect (IPv4 and IPv6 ranges together); this host's own
+    # connections (the agent, the router, PgBouncer) always are.
+    allowed_cidrs: list[Cidr] = msgspec.field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    deadline_s: Seconds | None = None
+
+
+IpAddress = Annotated[str, Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}$")]
+
+
+class BansRequest(Request):
+    """Network bans: lift the bans of `unban` (their failures count from zero again)."""
+
+    unban: list[IpAddress] = []
 
 
 # Replies
@@ -232,6 +356,8 @@ class AgentInfo(Reply):
     # The kernel's ephemeral port range [low, high]; None when the agent cannot read it (or predates it).
     ephemeral_ports: list[int] | None = None
     router: RouterStatus | None = None  # None from an agent that predates the router
+    # The host's physical memory: what a project's Postgres memory settings are checked against.
+    memory_bytes: int | None = None
 
     def as_capabilities(self) -> dict:
         """What a runtime host records of its agent, as JSON values (the router's status nested)."""
@@ -312,6 +438,21 @@ class MetricsReply(Reply):
     results: list[RuntimeMetrics]
 
 
+class SettingsReply(Reply):
+    """What the server runs after an apply: each requested parameter's value as `SHOW` gives
+    it, those that wait for a restart, and whether this apply restarted the server."""
+
+    values: dict[str, str]
+    pending_restart: list[str] = []
+    restarted: bool = False
+
+
+class BansReply(Reply):
+    """The addresses banned for repeated failed passwords (agent.drivers.settings.BAN_THRESHOLD)."""
+
+    banned: list[str]
+
+
 class QueryReply(Reply):
     rows: list[dict[str, Any]]  # of the last statement that returned rows, as JSON values
 
@@ -352,6 +493,72 @@ class UpgradeState(Reply):
     detail: str | None = None
     downtime_s: float | None = None  # switch: from writes stopping to the new cluster serving
     rolled_back_from: int | None = None
+
+
+class BackupInfo(Reply):
+    """One base backup in a repository."""
+
+    id: str  # e.g. 20261206T073000Z
+    started_unix: float
+    finished_unix: float
+    bytes: int
+    major: int
+    timeline: int
+    start_wal: str  # the first WAL segment a restore of it needs
+    stop_wal: str
+    status: Literal["completed"] = "completed"  # only finished backups are listed
+
+
+class BackupCatalog(Reply):
+    stanza: str
+    backups: list[BackupInfo]  # oldest first
+    # The restorable window: from the oldest backup's end to the last archived WAL (None: empty).
+    earliest_unix: float | None = None
+    latest_unix: float | None = None
+    last_wal: str | None = None
+    wal_segments: int = 0
+
+
+class PruneReply(Reply):
+    removed_backups: list[str]
+    removed_wal: int
+    kept_backups: list[str]
+
+
+class ArchiverStatus(Reply):
+    """WAL archiving of a runtime: its configuration, and PostgreSQL's pg_stat_archiver when it runs."""
+
+    enabled: bool
+    url: str | None = None  # the repository (never its credentials)
+    archive_timeout_s: int | None = None
+    running: bool = False  # the server answered; the counters below are its own
+    archived_count: int | None = None
+    last_archived_wal: str | None = None
+    last_archived_unix: float | None = None
+    failed_count: int | None = None
+    last_failed_wal: str | None = None
+    last_failed_unix: float | None = None
+    # Why the last archive attempt failed, in PostgreSQL's log's words (archive command's output
+    # and the server's "archive command failed" line); None when the last attempt succeeded.
+    last_failure: str | None = None
+    restarted: bool = False  # this call restarted the server (archiving turned on or off)
+
+
+class BackupJob(Reply):
+    """The latest base backup, restore or verify job of a runtime."""
+
+    kind: Literal["none", "base_backup", "restore", "verify"]
+    state: Literal["none", "running", "succeeded", "failed"]
+    operation: str | None = None
+    phase: str | None = None  # what it is doing now (fetching, recovering, swapping, ...)
+    started_unix: float | None = None
+    finished_unix: float | None = None
+    detail: str | None = None
+    error: "ErrorDetail | None" = None  # failed: why (code cancelled, timeout, repository, restore_failed, ...)
+    backup: BackupInfo | None = None  # base_backup: the backup made
+    restored_to_unix: float | None = None  # restore/verify: the last commit time replayed (None: no commit)
+    timeline: int | None = None  # restore: the restored cluster's new timeline
+    databases: int | None = None  # verify: databases checked
 
 
 class ErrorDetail(Reply):

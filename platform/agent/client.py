@@ -198,6 +198,22 @@ class AgentClient:
         path, reply_s = f"/v1/runtimes/{ref}/query", query_s + REPLY_MARGIN_S
         return self._call("POST", path, api.QueryReply, request=request, deadline_s=reply_s).rows
 
+    def apply_settings(
+        self, ref: str, request: api.SettingsRequest, deadline_s: float | None = None
+    ) -> api.SettingsReply:
+        """Apply the runtime's whole database settings to its running server (a reload, or a
+        restart when asked and needed). PostgreSQL refusing them raises AgentError with code
+        `settings_rejected`; the old settings then still run."""
+        command_s = self._command_deadline(deadline_s)
+        request = msgspec.structs.replace(request, deadline_s=command_s)
+        path, reply_s = f"/v1/runtimes/{ref}/settings", command_s + REPLY_MARGIN_S
+        return self._call("PUT", path, api.SettingsReply, request=request, deadline_s=reply_s)
+
+    def bans(self, ref: str, unban: Sequence[str] = ()) -> list[str]:
+        """The runtime's banned addresses, after reading its log and lifting the bans of `unban`."""
+        request = api.BansRequest(unban=list(unban))
+        return self._call("POST", f"/v1/runtimes/{ref}/bans", api.BansReply, request=request).banned
+
     def routes(self, request: api.RoutesRequest) -> api.RouterStatus:
         """Replace this host's route table (agent.endpoint); the router's status after it."""
         return self._call("PUT", "/v1/routes", api.RouterStatus, request=request)
@@ -224,6 +240,70 @@ class AgentClient:
         command_s = self._command_deadline(deadline_s)
         path, request = f"/v1/runtimes/{ref}/upgrade/{step}", api.CommandRequest(command_s, self.operation)
         return self._call("POST", path, api.UpgradeState, request=request, deadline_s=command_s + REPLY_MARGIN_S)
+
+    def backup_archiving(
+        self, ref: str, repository: api.Repository | None, archive_timeout_s: int = 60, deadline_s: float | None = None
+    ) -> api.ArchiverStatus:
+        """Turn WAL archiving on (a repository) or off (None); may restart the server."""
+        command_s = self._command_deadline(deadline_s)
+        request = api.ArchivingRequest(repository, archive_timeout_s, command_s, self.operation)
+        path, reply_s = f"/v1/runtimes/{ref}/backups/archiving", command_s + REPLY_MARGIN_S
+        return self._call("PUT", path, api.ArchiverStatus, request=request, deadline_s=reply_s)
+
+    def backup_archiver(self, ref: str) -> api.ArchiverStatus:
+        """Archiving's configuration and PostgreSQL's own counters and last failure."""
+        return self._call("GET", f"/v1/runtimes/{ref}/backups/archiving", api.ArchiverStatus)
+
+    def backup_start(self, ref: str, repository: api.Repository, job_s: float | None = None) -> api.BackupJob:
+        """Start a base backup; it runs on the agent for up to job_s (poll backup_job)."""
+        request = api.BaseBackupRequest(repository, job_s, self.operation)
+        return self._call("POST", f"/v1/runtimes/{ref}/backups/base", api.BackupJob, request=request)
+
+    def restore_start(
+        self,
+        ref: str,
+        repository: api.Repository,
+        source_ref: str | None = None,
+        target_unix: float | None = None,
+        job_s: float | None = None,
+    ) -> api.BackupJob:
+        """Start a restore into `ref` from `source_ref`'s stanza (None: its own) to target_unix
+        (None: the latest archived point); poll backup_job."""
+        request = api.RestoreRequest(repository, source_ref, target_unix, job_s, self.operation)
+        return self._call("POST", f"/v1/runtimes/{ref}/backups/restore", api.BackupJob, request=request)
+
+    def verify_start(
+        self, ref: str, repository: api.Repository, source_ref: str | None = None, job_s: float | None = None
+    ) -> api.BackupJob:
+        """Start a verify (restore into a scratch cluster, check, drop); poll backup_job."""
+        request = api.VerifyRequest(repository, source_ref, job_s, self.operation)
+        return self._call("POST", f"/v1/runtimes/{ref}/backups/verify", api.BackupJob, request=request)
+
+    def backup_job(self, ref: str) -> api.BackupJob:
+        """The runtime's latest backup, restore or verify job (kind none: there was none)."""
+        return self._call("GET", f"/v1/runtimes/{ref}/backups/job", api.BackupJob)
+
+    def backup_catalog(
+        self, repository: api.Repository, stanza: str, deadline_s: float | None = None
+    ) -> api.BackupCatalog:
+        """The stanza's base backups and restorable window, as the repository holds them."""
+        read_s = self._command_deadline(deadline_s)
+        request = api.CatalogRequest(repository, stanza, read_s)
+        path, reply_s = "/v1/backups/catalog", read_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.BackupCatalog, request=request, deadline_s=reply_s)
+
+    def backup_prune(
+        self,
+        repository: api.Repository,
+        stanza: str,
+        keep_since_unix: float,
+        min_backups: int = 1,
+        deadline_s: float | None = None,
+    ) -> api.PruneReply:
+        command_s = self._command_deadline(deadline_s)
+        request = api.PruneRequest(repository, stanza, keep_since_unix, min_backups, command_s)
+        path, reply_s = "/v1/backups/prune", command_s + REPLY_MARGIN_S
+        return self._call("POST", path, api.PruneReply, request=request, deadline_s=reply_s)
 
     def _command(self, ref: str, action: str, deadline_s: float | None) -> CommandReply:
         command_s = self._command_deadline(deadline_s)

@@ -55,3 +55,17 @@ class Cancelled(CommandTimeout):
 
     status = 409
     code = "cancelled"
+
+
+class Unsupported(ApiError):
+    """This agent cannot do what was asked (a driver without it, say); nothing was changed."""
+
+    status = 501
+    code = "unsupported"
+
+
+class RepositoryError(ApiError):
+    """The backup repository could not be reached or refused the request; its words say why."""
+
+    status = 502
+    code = "repository"

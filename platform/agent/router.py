@@ -30,6 +30,7 @@ Invariants:
 
 import asyncio
 import fcntl
+import ipaddress
 import logging
 import os
 import re
@@ -330,6 +331,8 @@ class Session:
             raise Refused("08004", f"Tenant or user not found: no project {ref} on this host")
         if route.paused:
             raise Refused("57P03", f"project {ref} is paused; restore it to connect")
+        if route.allowed_cidrs is not None and not allowed(self.client, route.allowed_cidrs):
+            raise Refused("28000", f"project {ref} does not allow connections from this address (network restrictions)")
         if self.router.active > self.router.max_connections:
             raise Refused("53300", f"too many connections on this host (at most {self.router.max_connections})")
         if self.router.per_ref[ref] >= route.max_client_conn:
@@ -366,6 +369,15 @@ class Session:
         self.inbound = await self.end_tls()
         await read_startup(self.inbound)
         self.inbound.transport.write(error_response(refusal))
+
+
+def allowed(client: socket.socket, cidrs: list[str]) -> bool:
+    """Whether the client's address is in one of the ranges (an IPv4 client of a dual-stack
+    listener, ::ffff:a.b.c.d, counts as a.b.c.d)."""
+    address = ipaddress.ip_address(client.getpeername()[0].split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
 class Pipe(asyncio.Protocol):

@@ -12,6 +12,7 @@ Invariants:
   run or moved: following it would let status, down or delete act on another folder.
 """
 
+import logging
 import math
 import re
 import shutil
@@ -21,17 +22,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.commands import Deadline
-from agent.drivers import Driver, upgrades_for
+from agent.drivers import Driver, settings_for, upgrades_for
 from agent.errors import ApiError, Invalid, NotFound
 from agent.files import FileWrite, contents, digests, put_files
 from agent.locks import RuntimeLocks
 
+log = logging.getLogger(__name__)
 REF_PATTERN = re.compile(r"^[a-z][a-z0-9]{5,39}$")
 RUNTIME_FILE = "runtime.toml"
 DELETED_FOLDER = ".deleted"
 # Refs stop_running() stopped, for start_noted() to start again (scripts/dev, around its run).
 STOPPED_NOTE = ".stopped-by-dev"
 STATUS_DEADLINE_S = 15.0
+BAN_SCAN_DEADLINE_S = 10.0
 # Longest a cancel waits for the cancelled command to end (killing it takes one poll).
 CANCEL_WAIT_MAX_S = 10.0
 
@@ -202,6 +205,39 @@ class Runtimes:
         with self._locks.hold(ref, deadline, operation):
             return getattr(upgrades, step)(runtime, deadline=deadline, **arguments)
 
+    def apply_settings(self, ref: str, request, deadline: Deadline) -> dict:
+        """The runtime's database settings, applied to its running server under its lock."""
+        runtime = self._existing(ref)
+        self._check_driver(runtime)
+        applier = settings_for(self.driver)
+        if applier is None:
+            raise Invalid(f"the {self.driver.name} driver does not apply database settings")
+        with self._locks.hold(ref, deadline):
+            return applier.apply(runtime, request, deadline)
+
+    def bans(self, ref: str, unban: list[str], deadline: Deadline) -> dict:
+        """The runtime's network bans after reading its log (and lifting `unban`), under its lock."""
+        runtime = self._existing(ref)
+        self._check_driver(runtime)
+        applier = settings_for(self.driver)
+        if applier is None:
+            raise Invalid(f"the {self.driver.name} driver does not ban addresses")
+        with self._locks.hold(ref, deadline):
+            return applier.bans(runtime, unban, deadline)
+
+    def scan_bans(self) -> None:
+        """Read every runtime's log for failed passwords and ban what reached the threshold; a
+        runtime busy with a command is read next time. Never raises."""
+        if settings_for(self.driver) is None or not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if not (folder.is_dir() and REF_PATTERN.fullmatch(folder.name) and (folder / "runtime.toml").exists()):
+                continue
+            try:
+                self.bans(folder.name, [], Deadline(BAN_SCAN_DEADLINE_S))
+            except ApiError as error:
+                log.debug("bans of %s not read this time: %s", folder.name, error)
+
     def _upgrades(self, runtime: Runtime):
         self._check_driver(runtime)
         upgrades = upgrades_for(self.driver)
@@ -213,6 +249,13 @@ class Runtimes:
         """Kill the command `operation` runs on `ref` (its process group), and refuse its later ones."""
         self.get(ref)
         return self._locks.cancel(ref, operation, min(wait_s, CANCEL_WAIT_MAX_S))
+
+    def hold(self, ref: str, deadline: Deadline, operation: str | None = None):
+        """The runtime's lock, for work that runs beyond one request (agent.backups' jobs)."""
+        return self._locks.hold(ref, deadline, operation)
+
+    def existing(self, ref: str) -> Runtime:
+        return self._existing(ref)
 
     def _existing(self, ref: str) -> Runtime:
         runtime = self.get(ref)

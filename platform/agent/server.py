@@ -16,6 +16,7 @@ Invariants:
 
 import hmac
 import logging
+import os
 import re
 import resource
 import signal
@@ -32,6 +33,7 @@ import msgspec
 import waitress
 
 from agent import AGENT_VERSION, API_VERSION, api
+from agent.backups import Backups
 from agent.config import MAX_DEADLINE_S, AgentConfig, ConfigError, load_config
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
@@ -67,6 +69,8 @@ POSTGRES_VERSIONS_TTL_S = 30.0
 UPGRADE_DEADLINE_S = MAX_DEADLINE_S
 _REF = r"(?P<ref>[^/]+)"
 _ACTION = r"(?P<action>up|down|restart)"
+# How often the agent reads its runtimes' logs for failed passwords (network bans).
+BAN_SCAN_S = 10.0
 _UPGRADE_STEP = r"(?P<step>switch|abort|rollback|discard)"
 
 
@@ -79,6 +83,7 @@ class Agent:
         self.probe_host = probe_host
         self.endpoint = endpoint
         self.runtimes = Runtimes(config.root, driver, config.deadline_s)
+        self.backups = Backups(self.runtimes)
         self._versions_lock = threading.Lock()
         self._versions: tuple[float, list[int]] = (-POSTGRES_VERSIONS_TTL_S, [])
 
@@ -117,6 +122,7 @@ class Agent:
             compose=" ".join(compose) if compose else None,
             ephemeral_ports=ephemeral_ports(),
             router=self.endpoint.status(),
+            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         )
 
     def warm(self) -> None:
@@ -177,6 +183,44 @@ class Agent:
         deadline = self.runtimes.deadline(body.deadline_s, longest_s=UPGRADE_DEADLINE_S)
         return checked(api.UpgradeState, self.runtimes.upgrade(ref, step, deadline, body.operation))
 
+    def backup_archiving(self, ref: str, body: api.ArchivingRequest) -> api.ArchiverStatus:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return self.backups.configure_archiving(ref, body, deadline)
+
+    def backup_archiver(self, ref: str) -> api.ArchiverStatus:
+        return self.backups.archiver_status(ref)
+
+    def backup_start(self, ref: str, body: api.BaseBackupRequest) -> api.BackupJob:
+        return self.backups.start_base_backup(ref, body)
+
+    def restore_start(self, ref: str, body: api.RestoreRequest) -> api.BackupJob:
+        return self.backups.start_restore(ref, body)
+
+    def verify_start(self, ref: str, body: api.VerifyRequest) -> api.BackupJob:
+        return self.backups.start_verify(ref, body)
+
+    def backup_job(self, ref: str) -> api.BackupJob:
+        return self.backups.job(ref)
+
+    def backup_catalog(self, body: api.CatalogRequest) -> api.BackupCatalog:
+        return self.backups.catalog(body, self.runtimes.deadline(body.deadline_s))
+
+    def backup_prune(self, body: api.PruneRequest) -> api.PruneReply:
+        return self.backups.prune(body, self.runtimes.deadline(body.deadline_s))
+
+    def settings(self, ref: str, body: api.SettingsRequest) -> api.SettingsReply:
+        deadline = self.runtimes.deadline(body.deadline_s)
+        return checked(api.SettingsReply, self.runtimes.apply_settings(ref, body, deadline))
+
+    def bans(self, ref: str, body: api.BansRequest) -> api.BansReply:
+        deadline = self.runtimes.deadline()
+        return checked(api.BansReply, self.runtimes.bans(ref, body.unban, deadline))
+
+    def scan_bans_until(self, stop: threading.Event) -> None:
+        """Network bans without anyone asking: every runtime's log is read every BAN_SCAN_S."""
+        while not stop.wait(BAN_SCAN_S):
+            self.runtimes.scan_bans()
+
     def status(self, ref: str) -> api.RuntimeStatus:
         return checked(api.RuntimeStatus, self.runtimes.status(ref))
 
@@ -233,6 +277,18 @@ ROUTES = (
         "POST", re.compile(rf"/v1/runtimes/{_REF}/upgrade/{_UPGRADE_STEP}"), Agent.upgrade_step, body=api.CommandRequest
     ),
     Route("POST", re.compile(rf"/v1/runtimes/{_REF}/query"), Agent.query, body=api.QueryRequest),
+    Route(
+        "PUT", re.compile(rf"/v1/runtimes/{_REF}/backups/archiving"), Agent.backup_archiving, body=api.ArchivingRequest
+    ),
+    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/backups/archiving"), Agent.backup_archiver),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/backups/base"), Agent.backup_start, body=api.BaseBackupRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/backups/restore"), Agent.restore_start, body=api.RestoreRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/backups/verify"), Agent.verify_start, body=api.VerifyRequest),
+    Route("GET", re.compile(rf"/v1/runtimes/{_REF}/backups/job"), Agent.backup_job),
+    Route("POST", re.compile(r"/v1/backups/catalog"), Agent.backup_catalog, body=api.CatalogRequest),
+    Route("POST", re.compile(r"/v1/backups/prune"), Agent.backup_prune, body=api.PruneRequest),
+    Route("PUT", re.compile(rf"/v1/runtimes/{_REF}/settings"), Agent.settings, body=api.SettingsRequest),
+    Route("POST", re.compile(rf"/v1/runtimes/{_REF}/bans"), Agent.bans, body=api.BansRequest),
     Route("DELETE", re.compile(rf"/v1/runtimes/{_REF}"), Agent.delete, query=api.DeleteQuery),
     Route("POST", re.compile(r"/v1/ports/check"), Agent.check_ports, body=api.PortsRequest),
     Route("POST", re.compile(r"/v1/health"), Agent.health, body=api.HealthRequest),
@@ -379,9 +435,12 @@ def main() -> int:
         flush=True,
     )
     agent.endpoint.start()
+    stop_scans = threading.Event()
+    threading.Thread(target=agent.scan_bans_until, args=(stop_scans,), name="berth-bans", daemon=True).start()
     try:
         server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:
+        stop_scans.set()
         server.close()
         agent.endpoint.stop()
     return 0

@@ -90,6 +90,7 @@ class Rule(models.TextChoices):
     HOST_UNREACHABLE = "host_unreachable", "host unreachable"
     ROLLOUT_HALTED = "rollout_halted", "rollout halted"
     CERTIFICATE_EXPIRY = "certificate_expiry", "certificate near expiry"
+    PROTECTION_FAILING = "protection_failing", "backups or WAL archiving failing"
 
 
 class Incident(models.Model):

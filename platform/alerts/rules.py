@@ -3,8 +3,6 @@ incident for each new one and resolves the open ones no longer in it (alerts.act
 Run by the worker (schedule `berth-alerts` every minute; certificates hourly, as reading
 them decrypts every project's secrets).
 
-Backups and WAL archiving failing are not here: issue 23's records are not in main yet
-(see docs/architecture.md, Alerts).
 """
 
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from django.utils import timezone
 
 from alerts.actions import open_incident, resolve_incident
 from alerts.models import Incident, Rule
+from backups.models import Protection
 from hosts.models import RuntimeHost
 from operations.models import Rollout
 from projects.models import Project, Status, StatusChange
@@ -105,10 +104,28 @@ def certificates_expiring(now) -> dict[str, Firing]:
     return found
 
 
+def protection_failing(now) -> dict[str, Firing]:
+    """Live projects whose last base backup, WAL archiving (with PostgreSQL's reason) or
+    restore test failed (backups.models.Protection.failure); one incident per project until
+    a backup succeeds, archiving catches up and the restore test passes again."""
+    found = {}
+    for protection in Protection.objects.failing().select_related("project"):
+        project = protection.project
+        since = f" since {protection.failure_since:%Y-%m-%d %H:%M} UTC" if protection.failure_since else ""
+        found[project.ref] = Firing(
+            f"the backups of {project.ref} are failing{since}: {protection.failure}",
+            "failing",
+            project.organization_id,
+            project.ref,
+        )
+    return found
+
+
 FREQUENT = {
     Rule.PROJECT_STATUS: projects_failing,
     Rule.HOST_UNREACHABLE: hosts_unreachable,
     Rule.ROLLOUT_HALTED: rollouts_halted,
+    Rule.PROTECTION_FAILING: protection_failing,
 }
 HOURLY = {Rule.CERTIFICATE_EXPIRY: certificates_expiring}
 

@@ -1,4 +1,5 @@
-"""/v1/projects/{ref}: database/query, config/database/pooler (GET, PATCH), cli/login-role (POST, DELETE).
+"""/v1/projects/{ref}: database/query, config/database/pooler (GET, PATCH), cli/login-role (POST,
+DELETE), database/password (PATCH).
 
 Queries run on the project's own database through its host's agent (runtimes listen where
 only their host reaches them), within BERTH_API_QUERY_DEADLINE and the row and byte caps.
@@ -19,6 +20,7 @@ from api.schemas import (
     LoginRoleIn,
     LoginRoleOut,
     Message,
+    PasswordIn,
     PoolerConfigOut,
     PoolerConfigPatch,
     PoolerConfigPatched,
@@ -28,6 +30,7 @@ from audit.models import Action
 from hosts import agents
 from hosts.models import default_pooler_host
 from operations import routes
+from operations.dbpassword import PasswordRefused, change_database_password
 from operations.login_roles import LoginRoleFailed, create_login_role, delete_login_roles
 from orgs.models import Role
 from projects.models import Project
@@ -46,6 +49,29 @@ def query_target(project: Project) -> dict:
     if host:
         target["host"] = host
     return target
+
+
+def read_only_query(project: Project, sql: str, what: str) -> list[dict]:
+    """Berth's own read-only SQL (advisors, type generation) on the project's database, through
+    its agent within BERTH_API_QUERY_DEADLINE; `what` names the caller in refusals."""
+    spec = QueryRequest(
+        sql=sql,
+        read_only=True,
+        max_rows=settings.BERTH_API_QUERY_MAX_ROWS,
+        max_bytes=settings.BERTH_API_QUERY_MAX_BYTES,
+        **query_target(project),
+    )
+    deadline = settings.BERTH_API_QUERY_DEADLINE
+    client = agents.client_for(project.host, deadline=deadline + 5)
+    try:
+        return client.query(project.ref, spec, deadline_s=deadline)
+    except AgentTimeout:
+        raise ApiError(504, f"{what} did not finish within {deadline:g}s") from None
+    except AgentError as error:
+        if error.code == "query_failed":
+            said = error.message.split(": ", 1)[-1]
+            raise ApiError(400, f"{what} could not read the database: {said}") from None
+        raise ApiError(502, f"The project's host did not run {what.lower()}: {error.message}") from None
 
 
 @router.post(
@@ -175,3 +201,23 @@ def delete_cli_login_roles(request, ref: str):
     with transaction.atomic():
         token_used(request, Action.PROJECT_LOGIN_ROLE_DELETE, project=project)
     return {"message": "ok"}
+
+
+@router.patch(
+    "/{ref}/database/password",
+    response={200: Message, 400: Message, 403: Message, 404: Message, 502: Message},
+    summary="Change the database password of the postgres role",
+)
+def update_database_password(request, ref: str, body: PasswordIn):
+    """The new password works when this answers and the old one no longer does; the stored
+    secret and the runtime files that carry it follow (operations.dbpassword)."""
+    project = project_for(request, ref, write=True)
+    try:
+        kept = change_database_password(project, body.password, actor=caller(request))
+    except PasswordRefused as refusal:
+        raise ApiError(refusal.status, refusal.message) from None
+    with transaction.atomic():
+        token_used(request, Action.PROJECT_DATABASE_PASSWORD, project=project)
+    if kept:
+        return {"message": f"Password updated; files edited on the host were left as they are: {', '.join(kept)}"}
+    return {"message": "Password updated"}

@@ -67,9 +67,13 @@ def _not_found(request, exc):
     return _message(request, 404, "Not found")
 
 
-from api import database, organizations, projects, upgrades  # noqa: E402  (routers register on `api`)
+from api import advisors, backups, database, dbsettings, organizations, projects, typegen, upgrades  # noqa: E402  (routers register on `api`)
 
 api.add_router("/organizations", organizations.router)
 api.add_router("/projects", projects.router)
 api.add_router("/projects", database.router)
 api.add_router("/projects", upgrades.router)
+api.add_router("/projects", backups.router)
+api.add_router("/projects", dbsettings.router)
+api.add_router("/projects", advisors.router)
+api.add_router("/projects", typegen.router)

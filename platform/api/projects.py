@@ -6,6 +6,7 @@ Writes call the same verbs as the dashboard (operations.creation.create_project,
 operations.actions.request_operation) and so pass the same checks and audit."""
 
 import tomllib
+import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -36,8 +37,10 @@ from metrics.exposition import latest_sample, render_project
 from operations.actions import OperationRefused, request_operation
 from operations.creation import DuplicateProjectName, available_majors, check_region, create_project
 from operations.models import Kind
+from orgs.models import Role
 from projects.models import TRANSITIONAL_STATUSES, Project, Status
 from templating.manifest import manifest_of
+from templating.secrets import key_hash, new_style_api_keys
 
 router = Router(tags=["projects"])
 
@@ -174,7 +177,7 @@ def _postgres_major(engine: str | None, region: str) -> int:
 def delete(request, ref: str):
     project = project_for(request, ref, write=True)
     _operate(request, project, Kind.DELETE, params={"purge_data": True})
-    return {"id": project.pk, "ref": project.ref, "name": project.name}
+    return {"id": project.pk, "ref": project.ref, "name": project.name, "slug": project.ref}
 
 
 @router.post("/{ref}/pause", response={200: Message, **WRITE_ERRORS}, summary="Stop the project's runtime")
@@ -199,28 +202,68 @@ def _operate(request, project: Project, kind: str, params: dict | None = None) -
         raise ApiError(400, str(refusal)) from None
 
 
-@router.get("/{ref}/api-keys", response={200: list[ApiKeyOut], 404: Message}, summary="The anon and service_role keys")
+@router.get("/{ref}/api-keys", response={200: list[ApiKeyOut], 404: Message}, summary="The project's API keys")
 def api_keys(request, ref: str, reveal: bool = False):
+    """The legacy JWT keys and the new-style ones, as the platform lists them. A read_only
+    member gets the public keys alone (anon, publishable): the others bypass Row Level
+    Security. Without `reveal` the new-style secret key is masked, as on the platform."""
     project = project_for(request, ref)
     with transaction.atomic():
         token_used(request, Action.PROJECT_REVEAL_API_KEYS, project=project)
     keys = project.secrets
-    return [
-        {
-            "name": "anon",
-            "api_key": keys["anon_key"],
-            "id": "anon",
-            "type": "legacy",
-            "description": "Legacy anon API key: a JWT signed with the project's JWT secret",
-        },
-        {
-            "name": "service_role",
-            "api_key": keys["service_role_key"],
-            "id": "service_role",
-            "type": "legacy",
-            "description": "Legacy service_role API key: bypasses Row Level Security",
-        },
+    new_style = new_style_api_keys(project.ref, keys["jwt_secret"])
+    listed = [
+        _legacy_key("anon", keys["anon_key"], "Legacy anon API key"),
+        _legacy_key("service_role", keys["service_role_key"], "Legacy service_role API key"),
+        _new_style_key(project, "publishable", new_style["publishable"], template=None),
+        _new_style_key(
+            project,
+            "secret",
+            new_style["secret"] if reveal else _masked(new_style["secret"]),
+            template={"role": "service_role"},
+            hashed=new_style["secret"],
+        ),
     ]
+    if project.caller_role == Role.READ_ONLY:
+        listed = [key for key in listed if key["id"] in ("anon", _key_id(project, "publishable"))]
+    return listed
+
+
+def _legacy_key(name: str, jwt: str, description: str) -> dict:
+    return {
+        "name": name,
+        "api_key": jwt,
+        "id": name,
+        "type": "legacy",
+        "hash": key_hash(jwt),
+        "prefix": jwt.rsplit(".", 1)[-1][:5],
+        "description": description,
+    }
+
+
+def _key_id(project: Project, kind: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"berth:{project.ref}:{kind}"))
+
+
+def _new_style_key(project: Project, kind: str, shown: str, *, template: dict | None, hashed: str = "") -> dict:
+    full = hashed or shown
+    return {
+        "id": _key_id(project, kind),
+        "name": "default",
+        "type": kind,
+        "api_key": shown,
+        "description": None,
+        "secret_jwt_template": template,
+        "hash": key_hash(full),
+        "prefix": full[: len(f"sb_{kind}_") + 4],
+        "inserted_at": project.created_at,
+        "updated_at": project.created_at,
+    }
+
+
+def _masked(api_key: str) -> str:
+    visible = len("sb_secret_") + 4
+    return api_key[:visible] + "·" * (len(api_key) - visible)
 
 
 @router.get("/{ref}/health", response={200: list[ServiceHealth], 404: Message}, summary="Health of services")
@@ -276,6 +319,8 @@ def storage_config(request, ref: str):
         "capabilities": {"list_v2": enabled, "iceberg_catalog": False},
         "external": {"upstreamTarget": "main"},
         "migrationVersion": "",
+        # Storage keeps a pool of its own database connections (its default), none per request.
+        "databasePoolMode": "recycled",
     }
 
 

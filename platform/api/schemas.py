@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 
 class Message(Schema):
@@ -71,14 +71,20 @@ class ProjectDeleted(Schema):
     id: int = Field(description="The project's internal number (the CLI expects a number here)")
     ref: str
     name: str
+    slug: str = Field(description="The project's ref, as the platform answers")
 
 
 class ApiKeyOut(Schema):
     name: str
     api_key: str
     id: str
-    type: Literal["legacy"]
-    description: str
+    type: Literal["legacy", "publishable", "secret"]
+    hash: str
+    prefix: str
+    description: str | None
+    secret_jwt_template: dict | None = None
+    inserted_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class ServiceHealth(Schema):
@@ -136,6 +142,7 @@ class StorageConfigOut(Schema):
     capabilities: StorageCapabilities
     external: StorageExternal
     migrationVersion: str  # noqa: N815
+    databasePoolMode: str  # noqa: N815
 
 
 class PoolerConfigPatch(Schema):
@@ -224,3 +231,136 @@ class DatabaseUpgradeStatus(Schema):
 
 class UpgradeStatusOut(Schema):
     databaseUpgradeStatus: DatabaseUpgradeStatus | None  # noqa: N815 (the platform's field name)
+
+
+class BackupOut(Schema):
+    id: int
+    inserted_at: str
+    is_physical_backup: bool
+    status: str = Field(description="COMPLETED, PENDING, FAILED or REMOVED")
+
+
+class PhysicalBackupData(Schema):
+    earliest_physical_backup_date_unix: int | None = None
+    latest_physical_backup_date_unix: int | None = None
+
+
+class BackupsOut(Schema):
+    """The platform's V1BackupsResponse."""
+
+    region: str
+    walg_enabled: bool
+    pitr_enabled: bool
+    backups: list[BackupOut]
+    physical_backup_data: PhysicalBackupData
+
+
+class RestorePitrIn(Schema):
+    recovery_time_target_unix: int | str = Field(description="Seconds since 1970-01-01 UTC")
+
+
+Quantity = str | int  # "64MB", or a number in the parameter's own unit (the CLI sends numbers as such)
+
+
+class PostgresConfig(Schema):
+    """The platform's PostgresConfigResponse: the parameters the team set (others are left out)."""
+
+    checkpoint_timeout: Quantity | None = None
+    effective_cache_size: Quantity | None = None
+    hot_standby_feedback: bool | None = None
+    logical_decoding_work_mem: Quantity | None = None
+    maintenance_work_mem: Quantity | None = None
+    max_connections: int | None = None
+    max_locks_per_transaction: int | None = None
+    max_parallel_maintenance_workers: int | None = None
+    max_parallel_workers: int | None = None
+    max_parallel_workers_per_gather: int | None = None
+    max_replication_slots: int | None = None
+    max_slot_wal_keep_size: Quantity | None = None
+    max_standby_archive_delay: Quantity | None = None
+    max_standby_streaming_delay: Quantity | None = None
+    max_wal_senders: int | None = None
+    max_wal_size: Quantity | None = None
+    max_worker_processes: int | None = None
+    session_replication_role: Literal["origin", "replica", "local"] | None = None
+    shared_buffers: Quantity | None = None
+    statement_timeout: Quantity | None = None
+    track_activity_query_size: Quantity | None = None
+    track_commit_timestamp: bool | None = None
+    wal_keep_size: Quantity | None = None
+    wal_sender_timeout: Quantity | None = None
+    work_mem: Quantity | None = None
+
+
+class PostgresConfigUpdate(PostgresConfig):
+    """The platform's UpdatePostgresConfigBody: the whole set of parameters the team sets (the
+    CLI merges with what GET gave unless told to replace), and whether to restart for those
+    that need it (default true, as on the platform; false leaves them pending restart)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    restart_database: bool | None = None
+
+
+class DatabaseFlag(Schema):
+    database: bool
+
+
+class SslEnforcementIn(Schema):
+    requestedConfig: DatabaseFlag  # noqa: N815 (the API's field names)
+
+
+class SslEnforcementOut(Schema):
+    currentConfig: DatabaseFlag  # noqa: N815
+    appliedSuccessfully: bool  # noqa: N815
+
+
+class AllowedCidrs(Schema):
+    dbAllowedCidrs: list[str] | None = None  # noqa: N815
+    dbAllowedCidrsV6: list[str] | None = None  # noqa: N815
+
+
+class NetworkRestrictionsOut(Schema):
+    entitlement: Literal["allowed"]
+    config: AllowedCidrs
+    old_config: AllowedCidrs | None = Field(None, description="The ranges before a change not yet applied")
+    status: Literal["applied", "stale"]
+    applied_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class PasswordIn(Schema):
+    password: str
+
+
+class NetworkBansOut(Schema):
+    banned_ipv4_addresses: list[str]
+
+
+class NetworkUnbanIn(Schema):
+    ipv4_addresses: list[str]
+    requester_ip: bool = Field(False, description="Unban the address this request comes from too")
+    identifier: str | None = None
+
+
+class LintOut(Schema):
+    """One finding of an advisor, in the platform's lint shape."""
+
+    name: str
+    title: str
+    level: Literal["ERROR", "WARN", "INFO"]
+    facing: Literal["EXTERNAL", "INTERNAL"]
+    categories: list[Literal["PERFORMANCE", "SECURITY"]]
+    description: str
+    detail: str
+    remediation: str
+    metadata: dict = Field(description="schema, name, type, and per lint: fkey_name, fkey_columns, indexes")
+    cache_key: str
+
+
+class AdvisorsOut(Schema):
+    lints: list[LintOut]
+
+
+class TypesOut(Schema):
+    types: str = Field(description="A TypeScript module: the Database type supabase-js reads, and helpers")

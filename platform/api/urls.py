@@ -1,7 +1,7 @@
 """/v1/: the Management API. Its routes are exempt from the dashboard's login and staff
 middleware: they authenticate by bearer token alone and answer 401 JSON to anyone else.
 Paths no endpoint serves answer JSON too: 401 without a valid token, else 404; so does a
-method a path does not serve: 401 without a valid token, else ninja's 405. Only the OpenAPI
+method a path does not serve: 401 without a valid token, else 405 `{"message"}`. Only the OpenAPI
 document answers anyone (tests/dashboard/test_access_routes.py lists it)."""
 
 import functools
@@ -33,14 +33,23 @@ def _open_to_tokens(patterns):
 
 
 def _token_before_405(view):
-    """ninja answers a method the path does not serve with 405 before any authentication;
-    without a valid token that is 401 like everything else under /v1/."""
+    """ninja answers a method the path does not serve with 405 (Django's, an HTML body) before
+    any authentication; without a valid token that is 401 like everything else under /v1/,
+    with one a JSON 405 that keeps the Allow header."""
 
     @functools.wraps(view)
     def checked(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
         if response.status_code == 405:
-            return _refusal(request) or response
+            refused = _refusal(request)
+            if refused is not None:
+                return refused
+            allowed = response.get("Allow", "")
+            answer = JsonResponse(
+                {"message": f"Method {request.method} not allowed on {request.path}; allowed: {allowed}"}, status=405
+            )
+            answer["Allow"] = allowed
+            return answer
         return response
 
     return checked

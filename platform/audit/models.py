@@ -51,11 +51,21 @@ class Action:
     PROJECT_POOLER_CONFIG = "project.pooler_config"
     PROJECT_LOGIN_ROLE = "project.login_role"
     PROJECT_LOGIN_ROLE_DELETE = "project.login_role_delete"
+    # Database settings (operations.dbsettings): Postgres parameters, SSL enforcement, network
+    # restrictions; and the database password (operations.dbpassword).
+    PROJECT_DATABASE_SETTINGS = "project.database_settings"
+    PROJECT_DATABASE_PASSWORD = "project.database_password"
+    PROJECT_NETWORK_UNBAN = "project.network_unban"
     # Major upgrades (operations.upgrades): the new major serves and the old one is kept; the
     # kept one serves again; the kept one was removed.
     PROJECT_POSTGRES_UPGRADED = "project.postgres_upgraded"
     PROJECT_POSTGRES_ROLLED_BACK = "project.postgres_rolled_back"
     PROJECT_POSTGRES_DISCARDED = "project.postgres_discarded"
+    # Backups (operations.protection): a runtime set to archive into its repository; a
+    # project's data replaced by a restore; a backup repository added or changed (admin).
+    PROJECT_PROTECTED = "project.protected"
+    PROJECT_RESTORED = "project.restored"
+    BACKUP_REPOSITORY_CHANGE = "backups.repository_change"
     OPERATION_CANCEL = "operation.cancel"
     OPERATION_MARK_FAILED = "operation.mark_failed"
     ROLLOUT_START = "rollout.start"

@@ -11,7 +11,16 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from berth.env import env_bool, env_float, env_int, env_list, env_str, kept_secret
+from berth.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_interval_minutes,
+    env_list,
+    env_repository_url,
+    env_str,
+    kept_secret,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("BERTH_VAR_DIR", str(BASE_DIR / "var")))
@@ -67,6 +76,7 @@ INSTALLED_APPS = [
     "telemetry",
     "metrics",
     "alerts",
+    "backups",
 ]
 
 MIDDLEWARE = [
@@ -214,6 +224,19 @@ BERTH_PORT_COOLDOWN = env_int("BERTH_PORT_COOLDOWN", 300, minimum=0)
 # A major upgrade keeps the old cluster, stopped, this many days for a rollback; then the
 # worker discards it (operations.upgrades.discard_expired).
 BERTH_UPGRADE_KEEP_DAYS = env_int("BERTH_UPGRADE_KEEP_DAYS", 7, minimum=1, maximum=365)
+# Backups (backups, operations.protection): the repository every project's WAL and base
+# backups go to (a host may have its own, in the admin), how often a base backup is taken,
+# how many days of them are kept, and the longest a finished WAL segment waits to be
+# archived (archive_timeout: the most committed work a lost host can cost). Never on the
+# runtime host's own runtime folder: a folder repository is a mount shared by the hosts.
+BERTH_BACKUP_URL = env_repository_url("BERTH_BACKUP_URL", f"file://{VAR_DIR / 'backups'}")
+BERTH_BACKUP_SCHEDULE_MINUTES = env_interval_minutes("BERTH_BACKUP_SCHEDULE", "daily", minimum=5)
+BERTH_BACKUP_RETENTION_DAYS = env_int("BERTH_BACKUP_RETENTION_DAYS", 7, minimum=1, maximum=3650)
+BERTH_WAL_ARCHIVE_TIMEOUT = env_int("BERTH_WAL_ARCHIVE_TIMEOUT", 60, minimum=1, maximum=3600)
+# Each project's restore is tested into a scratch cluster this often.
+BERTH_BACKUP_VERIFY_DAYS = env_int("BERTH_BACKUP_VERIFY_DAYS", 7, minimum=1, maximum=365)
+# How often each runtime's WAL archiving is read (a failing archive shows within this).
+BERTH_BACKUP_CHECK_MINUTES = env_int("BERTH_BACKUP_CHECK_MINUTES", 5, minimum=1)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 
 Q_TIMEOUT = env_int("Q_TIMEOUT", BERTH_OPERATION_DEADLINE + 60, minimum=1)
@@ -271,6 +294,9 @@ BERTH_LOGIN_ROLE_TTL = env_int("BERTH_LOGIN_ROLE_TTL", 3600, minimum=60, maximum
 # database/query: how long one statement may run (the agent enforces it, and never allows more
 # than its own BERTH_AGENT_DEADLINE), and how much it may return.
 BERTH_API_QUERY_DEADLINE = env_float("BERTH_API_QUERY_DEADLINE", 15.0, minimum=1.0)
+# Database settings (Postgres config, SSL enforcement, network restrictions, bans): how long the
+# agent may take to apply them, a restart of the server included.
+BERTH_API_SETTINGS_DEADLINE = env_float("BERTH_API_SETTINGS_DEADLINE", 60.0, minimum=5.0)
 # At most 100,000 rows and 3 MiB: the agent refuses more (agent.api.QueryRequest; its replies
 # must fit the client's 4 MiB cap).
 BERTH_API_QUERY_MAX_ROWS = env_int("BERTH_API_QUERY_MAX_ROWS", 10_000, minimum=1, maximum=100_000)

@@ -8,6 +8,7 @@ from operations.creation import available_majors
 from operations.models import UNFINISHED_STATES, Kind, State
 from orgs.models import Organization
 from projects.models import Project, Status
+from projects.postgres_config import PARAMETERS
 from templating.models import TemplateVersion
 
 # What the bulk form and the project page may ask for, in the order buttons show them.
@@ -210,3 +211,75 @@ class ChannelForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["organization"].queryset = Organization.objects.order_by("name")
         self.fields["organization"].required = False
+
+
+def _lines(text: str) -> list[str]:
+    return [item.strip() for line in text.splitlines() for item in line.split(",") if item.strip()]
+
+
+class DatabaseSettingsForm(forms.Form):
+    """A project's database settings as the Management API takes them (operations.dbsettings
+    checks every value; this form only splits the text)."""
+
+    postgres_config = forms.CharField(
+        label="Postgres parameters",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "placeholder": "work_mem = 64MB\nstatement_timeout = 8s"}),
+        help_text="One `name = value` per line; " + ", ".join(PARAMETERS),
+    )
+    restart = forms.BooleanField(
+        label="Restart the database if a parameter needs it (else it waits for the next restart)", required=False
+    )
+    ssl_enforced = forms.BooleanField(label="Refuse connections without TLS", required=False)
+    allowed_cidrs = forms.CharField(
+        label="Allowed IPv4 ranges",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="0.0.0.0/0: all",
+    )
+    allowed_cidrs_v6 = forms.CharField(
+        label="Allowed IPv6 ranges", required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="::/0: all"
+    )
+
+    @staticmethod
+    def initial_for(row) -> dict:
+        return {
+            "postgres_config": "\n".join(f"{name} = {_shown(value)}" for name, value in row.postgres_config.items()),
+            "ssl_enforced": row.ssl_enforced,
+            "allowed_cidrs": "\n".join(row.allowed_cidrs),
+            "allowed_cidrs_v6": "\n".join(row.allowed_cidrs_v6),
+        }
+
+    def clean_postgres_config(self) -> dict:
+        config = {}
+        for number, line in enumerate(self.cleaned_data["postgres_config"].splitlines(), start=1):
+            if not line.strip() or line.strip().startswith("#"):
+                continue
+            name, equals, value = line.partition("=")
+            name, value = name.strip(), value.strip().strip("'\"")
+            if not equals or not name or not value:
+                raise forms.ValidationError(f"line {number}: write `name = value`")
+            kind = PARAMETERS[name].kind if name in PARAMETERS else ""
+            if kind == "bool":
+                config[name] = value.lower() in ("on", "true", "yes", "1")
+            elif kind == "int" and value.lstrip("-").isdigit():
+                config[name] = int(value)
+            else:
+                config[name] = value
+        return config
+
+    def clean_allowed_cidrs(self) -> list[str]:
+        return _lines(self.cleaned_data["allowed_cidrs"])
+
+    def clean_allowed_cidrs_v6(self) -> list[str]:
+        return _lines(self.cleaned_data["allowed_cidrs_v6"])
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+class DatabasePasswordForm(forms.Form):
+    password = forms.CharField(label="New database password", widget=forms.PasswordInput, strip=False)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from backups.models import Protection
 from hosts.models import RuntimeHost
 from metrics.models import FleetCount, ProjectSample
 from operations.models import UNFINISHED_STATES, Operation, Rollout, State
@@ -59,6 +60,7 @@ class BerthCollector:
         yield from rollouts()
         yield from api_requests()
         yield from counters()
+        yield from protection()
 
 
 def projects():
@@ -78,6 +80,16 @@ def projects():
             "When the last metrics pass counted the projects.",
             value=counted_at.timestamp(),
         )
+
+
+def protection():
+    """Projects whose backups, WAL archiving or restore test are failing (the alert rule's set;
+    a bounded query on the failing index)."""
+    yield GaugeMetricFamily(
+        "berth_projects_protection_failing",
+        "Live projects whose last base backup, WAL archiving or restore test failed.",
+        value=Protection.objects.failing().count(),
+    )
 
 
 def operations(now):
@@ -225,6 +237,7 @@ class ProjectCollector:
         yield _gauge(
             "berth_project_sample_age_seconds", "Age of the sample these metrics come from (-1: none yet).", ref, age
         )
+        yield from project_protection(self.project)
         if sample is None:
             return
         connections = GaugeMetricFamily(
@@ -243,6 +256,47 @@ class ProjectCollector:
                 family = CounterMetricFamily(f"berth_project_{name}", text, labels=["ref"])
                 family.add_metric([ref], value)
                 yield family
+
+
+def project_protection(project):
+    """The project's backups as its protection was last recorded; nothing when unprotected."""
+    found = Protection.objects.filter(project=project, enabled=True).first()
+    if found is None:
+        return
+    ref = project.ref
+    yield _gauge(
+        "berth_project_protection_failing",
+        "1 when its backups, WAL archiving or restore test fail.",
+        ref,
+        int(bool(found.failure)),
+    )
+    yield _gauge(
+        "berth_project_wal_archive_failing",
+        "1 when PostgreSQL's last WAL archive attempt failed.",
+        ref,
+        int(found.archiving_failing),
+    )
+    if found.last_backup_at is not None:
+        yield _gauge(
+            "berth_project_last_backup_timestamp_seconds",
+            "When its last base backup finished.",
+            ref,
+            found.last_backup_at.timestamp(),
+        )
+    if found.last_archived_at is not None:
+        yield _gauge(
+            "berth_project_last_archived_timestamp_seconds",
+            "When its last WAL segment was archived.",
+            ref,
+            found.last_archived_at.timestamp(),
+        )
+    if found.window is not None:
+        yield _gauge(
+            "berth_project_restorable_earliest_timestamp_seconds",
+            "The earliest point it can be restored to.",
+            ref,
+            found.window[0].timestamp(),
+        )
 
 
 def _gauge(name, text, ref, value):

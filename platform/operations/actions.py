@@ -73,6 +73,12 @@ def refusal(project: Project, kind: str) -> str | None:
         return "is being deleted"
     if KINDS[kind].needs_runtime and project.host_id is None:
         return "has never been provisioned; retry its provisioning instead"
+    # A start of a project seen running, or a stop of one seen stopped, would change nothing
+    # (the Management API's restore and pause answer 400 for them, as the platform's do).
+    if kind == Kind.START and (project.desired_state, project.status) == (DesiredState.RUNNING, Status.ACTIVE_HEALTHY):
+        return "already running"
+    if kind == Kind.STOP and (project.desired_state, project.status) == (DesiredState.STOPPED, Status.INACTIVE):
+        return "already stopped"
     return None
 
 
@@ -80,7 +86,7 @@ def unavailable_actions(project: Project, *, last: Operation | None, in_progress
     """Why each staff action does not apply to the project now, keyed by action; an action
     absent from the result applies. The reasons the verbs refuse with (`refusal`, a retry's
     "nothing failed", re-sync's "on the latest version"), known before asking, plus what an
-    action would not change ("already running"), so pages offer only what can apply. The
+    action would not change (a restart of a stopped project), so pages offer only what can apply. The
     verbs stay the judge."""
     if in_progress:
         return dict.fromkeys(STAFF_ACTIONS, "an operation is in progress: cancel it or wait for it to end")
@@ -94,10 +100,7 @@ def unavailable_actions(project: Project, *, last: Operation | None, in_progress
         if reason:
             why[action] = reason
     if project.host_id is not None and project.status != Status.REMOVED:
-        if project.desired_state == DesiredState.RUNNING and project.status == Status.ACTIVE_HEALTHY:
-            why.setdefault(Kind.START, "already running")
         if project.desired_state == DesiredState.STOPPED and project.status == Status.INACTIVE:
-            why.setdefault(Kind.STOP, "already stopped")
             why.setdefault(Kind.RESTART, "stopped: start it instead")
         if not update_available:
             why.setdefault(Kind.RESYNC, "on the latest template version")

@@ -4,8 +4,8 @@ from django.db.models.signals import post_migrate
 
 
 def ensure_schedules(sender, **kwargs):
-    """The reaper, the health refresh, the drift check, the rollout sweep and the port counts
-    repair run as django-q2 schedules; keep them present and current."""
+    """The reaper, the health refresh, the drift check, the rollout sweep, the port counts
+    repair and the backup passes run as django-q2 schedules; keep them present and current."""
     # From the registry: this module loads with the app configs, before any models can.
     Schedule = apps.get_model("django_q", "Schedule")
     wanted = {
@@ -22,6 +22,13 @@ def ensure_schedules(sender, **kwargs):
         "berth-upgrade-discard": ("operations.tasks.discard_kept_clusters", 60),
         # The per-host block counts against the blocks (ports.actions.repair_block_counts).
         "berth-ports-repair": ("operations.tasks.repair_port_counts", settings.BERTH_PORT_REPAIR_MINUTES),
+        # Backups (operations.protection): a base backup for each project whose last is older
+        # than BERTH_BACKUP_SCHEDULE (so the schedule holds per project, and a missed pass
+        # catches up), a restore test for each not verified in BERTH_BACKUP_VERIFY_DAYS, and
+        # each runtime's WAL archiving read (the failing warning, the latest restorable point).
+        "berth-backups": ("operations.tasks.queue_backups", 5),
+        "berth-backup-verify": ("operations.tasks.queue_verifications", 60),
+        "berth-backup-archiving": ("operations.tasks.read_archiving", settings.BERTH_BACKUP_CHECK_MINUTES),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

@@ -15,6 +15,9 @@ agent call is bounded by BERTH_AGENT_CALL_DEADLINE. Steps:
    reason to take a database offline).
 3. Read the runtime's state and record it: as the status (or, for a provisioning, in the
    INIT_FAILED reason), so a project never reads "failed" while its Postgres runs unseen.
+   A backup or restore test works beside the serving runtime: its job is stopped and
+   recorded, and the status is left alone. A cut-off restore ends with the old data (the
+   agent puts it back when its job is cancelled) or, if the job had finished, the restored.
 
 Nothing is done when a later operation exists for the project: the runtime is then that
 operation's business. Status writes are conditional on the project being idle and still in
@@ -27,6 +30,7 @@ from django.conf import settings
 
 from agent.client import AgentError
 from hosts import agents
+from operations import protection
 from operations.models import KINDS, Kind, Operation, OperationEvent
 from projects.models import Project, Status, StatusCause, StatusMove
 
@@ -43,6 +47,8 @@ def stop_what_it_started(operation_id: int) -> bool:
     if project.host is None:
         return False
     left_status = project.status
+    if operation.kind == Kind.BACKUP:
+        protection.fail_running_backups(operation, ending(operation))
     if superseded(operation):
         note(operation, "A later operation owns the runtime now; left as it is")
         return False
@@ -56,10 +62,15 @@ def stop_what_it_started(operation_id: int) -> bool:
             note(operation, "Stopped the runtime it had started (data and ports kept)")
         if operation.kind == Kind.UPGRADE and not superseded(operation):
             undo_upgrade(client, operation)
+        if operation.kind == Kind.RESTORE:
+            settle_restore(client, operation)
+        if KINDS[operation.kind].running is None:
+            return False  # it worked beside the serving runtime: its status was never moved
         state = client.status(project.ref)
     except AgentError as error:
         note(operation, f"Could not stop or read the runtime: {error}", OperationEvent.Level.WARNING)
-        record(operation, left_status, f"{ending(operation)}; the agent did not answer, so it may still run")
+        if KINDS[operation.kind].running is not None:
+            record(operation, left_status, f"{ending(operation)}; the agent did not answer, so it may still run")
         return False
     status, reason = observed(operation, state.state, state.detail)
     record(operation, left_status, reason, status)
@@ -78,6 +89,18 @@ def undo_upgrade(client, operation: Operation) -> None:
     elif state.phase in ("preparing", "copying", "ready", "failed"):
         client.upgrade_step(project.ref, "abort")
         note(operation, f"Removed the PostgreSQL {state.target_major} cluster it was building; the old one serves")
+
+
+def settle_restore(client, operation: Operation) -> None:
+    """A cut-off restore, once the cancel ended its job: it either had finished (the project
+    serves the restored data, recorded as such) or was undone by the agent (the old data)."""
+    job = client.backup_job(operation.project.ref)
+    if job.operation == str(operation.pk) and job.state == "succeeded":
+        project = Project.objects.get(pk=operation.project_id)
+        protection.record_restored(project, operation.params.get("target", "latest"), operation=operation)
+        note(operation, "The restore had finished before the end: the project serves the restored data")
+    else:
+        note(operation, "The restore did not finish: the agent put the old data back")
 
 
 def superseded(operation: Operation) -> bool:

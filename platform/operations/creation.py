@@ -7,6 +7,7 @@ from django.db import transaction
 
 from audit.actions import record
 from audit.models import Action
+from backups.models import Protection, Repository
 from hosts.actions import refresh_host, refresh_unseen
 from hosts.models import RuntimeHost
 from operations.actions import request_operation
@@ -34,6 +35,7 @@ def create_project(
     postgres_password: str | None = None,
     actor=None,
     label: str | None = None,
+    clone: dict | None = None,
 ) -> Project:
     """Create a project and queue its provisioning, in one transaction.
 
@@ -43,7 +45,12 @@ def create_project(
     refused here, before anything is leased or started, with a ValidationError keyed by the
     form field it concerns. A host whose agent never answered is asked first, within the
     page deadline, so it is judged by what it really runs. `organization` defaults to the
-    default organization; `postgres_password` to a generated one.
+    default organization; `postgres_password` to a generated one. With `clone` (the params
+    operations.protection.clone_params made), its data comes from another project's backups:
+    its first operation is a clone instead of a provisioning.
+
+    Every project is protected from the start: its protection row is written with it, and
+    its first operation turns WAL archiving on.
     """
     version = TemplateVersion.objects.latest_of(template)
     if version is None:
@@ -88,14 +95,15 @@ def create_project(
                 {"name": f"The organization already has a project named {project.name!r}."}, code="duplicate"
             )
         project.save()
-        record(
-            actor,
-            Action.PROJECT_CREATE,
-            project=project,
-            detail={"name": project.name, "template": str(version)},
-            label=label,
-        )
-        request_operation(project, Kind.PROVISION, actor=actor, label=label)
+        detail = {"name": project.name, "template": str(version)}
+        if clone is not None:
+            detail["clone_of"] = clone["source_ref"]
+        record(actor, Action.PROJECT_CREATE, project=project, detail=detail, label=label)
+        Protection.objects.create(project=project, repository=Repository.objects.for_host(host))
+        if clone is None:
+            request_operation(project, Kind.PROVISION, actor=actor, label=label)
+        else:
+            request_operation(project, Kind.CLONE, actor=actor, label=label, params=clone)
     return project
 
 
@@ -114,8 +122,10 @@ def check_region(region: str, host=None) -> None:
 
 
 def _unreachable(host) -> str:
+    # No error kept means it was not asked: the deadline ran out on the hosts asked before it.
+    met = f" ({host.last_error})" if host.last_error else " (not asked: the deadline had passed)"
     return (
-        f"the agent of host {host.name} has never answered and could not be reached now ({host.last_error}), "
+        f"the agent of host {host.name} has never answered and could not be reached now{met}, "
         f"so what it can run is unknown; start it or check its URL and token, then try again "
         f"(`manage.py hosts refresh {host.name}` asks it)"
     )

@@ -58,6 +58,9 @@ def create_login_role(project: Project, *, read_only: bool, actor=None) -> tuple
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
         f"CREATE ROLE {role}; END IF; END $$; "
         f"ALTER ROLE {role} WITH LOGIN PASSWORD '{password}' VALID UNTIL '{expires_at.isoformat()}'; "
+        # The CLI steps up with SET SESSION ROLE, which keeps the login's settings, not the
+        # role's: the login carries the search path `postgres` has on a Supabase project.
+        f'ALTER ROLE {role} SET search_path TO "$user", public, extensions; '
         f"{grants}"
     )
     _run(project, sql)

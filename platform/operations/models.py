@@ -40,6 +40,14 @@ class Kind(models.TextChoices):
     UPGRADE = "upgrade", "Postgres upgrade"
     UPGRADE_ROLLBACK = "upgrade_rollback", "Postgres upgrade rollback"
     UPGRADE_DISCARD = "upgrade_discard", "discard of an old Postgres cluster"
+    # Backups (operations.protection): set a runtime to archive into its repository; a base
+    # backup now (then pruning past the retention); a restore in place to a point in time;
+    # a new project from another's backups; a restore test into a scratch cluster.
+    PROTECT = "protect", "backup set-up"
+    BACKUP = "backup"
+    RESTORE = "restore", "point-in-time restore"
+    CLONE = "clone"
+    VERIFY = "verify", "restore test"
 
 
 class State(models.TextChoices):
@@ -58,8 +66,9 @@ UNFINISHED_STATES = (State.QUEUED, State.RUNNING)
 class KindRules:
     """What an operation of one kind means to its project."""
 
-    # The observed status while it runs.
-    running: str
+    # The observed status while it runs; None: it works beside a serving runtime and moves
+    # no status (its claim, settle and cut-off leave the project's as it is).
+    running: str | None
     # The desired state its request sets; None leaves the desired state as it is.
     desired: str | None
     # It acts on the runtime a provisioning put on a host, so it is refused before one.
@@ -83,8 +92,18 @@ KINDS = {
     Kind.UPGRADE: KindRules(Status.UPGRADING, None),
     Kind.UPGRADE_ROLLBACK: KindRules(Status.UPGRADING, None),
     Kind.UPGRADE_DISCARD: KindRules(Status.UPGRADING, None),
+    Kind.PROTECT: KindRules(Status.RESTARTING, None),
+    Kind.BACKUP: KindRules(None, None),
+    # A cut-off restore is put back by its cleanup: the old data serves, or the fully restored.
+    Kind.RESTORE: KindRules(Status.RESTORING, None),
+    # Runs on the new project, as its provisioning (from the source's backups).
+    Kind.CLONE: KindRules(
+        Status.COMING_UP, DesiredState.RUNNING, needs_runtime=False, failed=Status.INIT_FAILED, stop_after_cut_off=True
+    ),
+    Kind.VERIFY: KindRules(None, None),
 }
 UPGRADE_KINDS = (Kind.UPGRADE, Kind.UPGRADE_ROLLBACK, Kind.UPGRADE_DISCARD)
+BACKUP_KINDS = (Kind.PROTECT, Kind.BACKUP, Kind.RESTORE, Kind.CLONE, Kind.VERIFY)
 
 
 class Outcome(models.TextChoices):
@@ -134,9 +153,9 @@ class OperationQuerySet(models.QuerySet):
             operation = self.select_related("project", "project__host", "project__template_version").get(
                 pk=operation_id
             )
-            operation.project.move_status(
-                KINDS[operation.kind].running, cause=StatusCause.CLAIMED, operation_id=operation.pk
-            )
+            running = KINDS[operation.kind].running
+            if running is not None:
+                operation.project.move_status(running, cause=StatusCause.CLAIMED, operation_id=operation.pk)
             OperationEvent.objects.create(operation=operation, step="claimed", message="A worker started the operation")
         return operation
 
@@ -208,7 +227,7 @@ class Operation(models.Model):
         self,
         state: str,
         *,
-        status: str,
+        status: str | None,
         reason: str = "",
         error_code: str = "",
         error_message: str = "",
@@ -216,7 +235,7 @@ class Operation(models.Model):
         **outcome,
     ) -> bool:
         """Finish this running operation, with its outcome (OUTCOME_FIELDS), and move its
-        project's status: all or nothing.
+        project's status (None: a kind that moves none leaves it): all or nothing.
 
         Returns False when the operation was no longer running (the reaper or staff ended it).
         """
@@ -235,7 +254,8 @@ class Operation(models.Model):
             )
             if settled != 1:
                 return False
-            self.project.move_status(status, reason, cause=StatusCause.SETTLED, operation_id=self.pk)
+            if status is not None:
+                self.project.move_status(status, reason, cause=StatusCause.SETTLED, operation_id=self.pk)
             level = OperationEvent.Level.INFO if state == State.SUCCEEDED else OperationEvent.Level.ERROR
             OperationEvent.objects.create(
                 operation=self,
@@ -278,7 +298,8 @@ class Operation(models.Model):
                 state=state, finished_at=now, error_code=error_code, error_message=error_message
             )
             project.refresh_from_db(fields=["status", "status_reason"])
-            if was == State.RUNNING or project.status in TRANSITIONAL_STATUSES:
+            moved_it = was == State.RUNNING and KINDS[self.kind].running is not None
+            if moved_it or project.status in TRANSITIONAL_STATUSES:
                 project.move_status(KINDS[self.kind].failed, reason, cause=StatusCause.CUT_OFF, operation_id=self.pk)
             if was == State.RUNNING:
                 transaction.on_commit(self._enqueue_cleanup)

@@ -80,7 +80,7 @@ def place_project(project: Project, *, deadline: float) -> RuntimeHost:
         if not knows_it_answers(host) and not refresh_host(
             host, deadline=min(settings.BERTH_AGENT_CALL_DEADLINE, left)
         ):
-            reasons.append(f"{host.name}: agent unreachable ({host.last_error})")
+            reasons.append(f"{host.name}: agent unreachable" + (f" ({host.last_error})" if host.last_error else ""))
             continue
         if not host.can_run(project.template_version, project.postgres_major):
             reasons.append(

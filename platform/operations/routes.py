@@ -20,7 +20,7 @@ from agent.client import AgentError
 from hosts import agents
 from hosts.models import RuntimeHost
 from operations.fanout import for_each_host
-from projects.models import DesiredState, Project, Status
+from projects.models import DatabaseSettings, DesiredState, Project, Status
 from templating.manifest import manifest_of
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def host_routes(host: RuntimeHost) -> RoutesRequest:
         Project.objects.live()
         .filter(host=host, port_block__isnull=False)
         .exclude(desired_state=DesiredState.DELETED)
-        .select_related("host", "port_block", "template_version")
+        .select_related("host", "port_block", "template_version", "dbsettings")
         .order_by("ref")
     )
     routes = []
@@ -64,9 +64,20 @@ def host_routes(host: RuntimeHost) -> RoutesRequest:
                 max_client_conn=project.max_client_conn,
                 pool_size=project.pool_size,
                 password=project.secrets["postgres_password"],
+                allowed_cidrs=_allowed(project),
             )
         )
     return RoutesRequest(domain=settings.BERTH_DATABASE_DOMAIN, routes=routes)
+
+
+def _allowed(project: Project) -> list[str] | None:
+    """The project's allowed client ranges for its router; None when it restricts nothing."""
+    try:
+        row = project.dbsettings
+    except DatabaseSettings.DoesNotExist:
+        return None
+    cidrs = [*row.allowed_cidrs, *row.allowed_cidrs_v6]
+    return None if {"0.0.0.0/0", "::/0"} <= set(cidrs) else cidrs
 
 
 def push_routes(host: RuntimeHost, deadline: float | None = None) -> bool:

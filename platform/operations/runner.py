@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from agent import api
 from agent.client import AgentError
+from backups.models import BackupTrigger, Repository
 from hosts import agents
-from operations import health, upgrades
+from hosts.models import RuntimeHost
+from operations import health, protection, upgrades
 from operations.conflicts import resolve_project
 from operations.models import KINDS, Kind, Operation, OperationEvent, Outcome, State
 from operations.placement import NoHost, place_project, unplace_if_unfit
@@ -147,8 +150,10 @@ class OperationRun:
         """The project's (status, reason) when this operation was claimed."""
         return self.operation.status_before or Status.UNKNOWN, self.operation.status_reason_before
 
-    def status_after_failure(self) -> str:
-        return KINDS[self.operation.kind].failed
+    def status_after_failure(self) -> str | None:
+        """Where a failure leaves the project; None for a kind that moves no status."""
+        rules = KINDS[self.operation.kind]
+        return None if rules.running is None else rules.failed
 
     # --- kinds -------------------------------------------------------------------------
     def run_provision(self):
@@ -161,6 +166,7 @@ class OperationRun:
             self.agent().down(self.project.ref)
         self.bring_up()
         self.wait_healthy(on_timeout=self.stop_after_failed_provision)
+        self.set_up_archiving(required=False)
         return Status.ACTIVE_HEALTHY, ""
 
     def run_start(self):
@@ -236,8 +242,7 @@ class OperationRun:
         target, source = self.operation.params["target_major"], self.project.postgres_major
         ref = self.project.ref
         try:
-            message = upgrades.backup_point(self.project, deadline=self.call_budget(), operation=self.operation)
-            self.event("backup", message)
+            self.backup_point()
             check = self.agent().upgrade_check(ref, target)
             if check.blockers or not check.methods:
                 refusal = "; ".join(blocker.message for blocker in check.blockers) or "no method applies"
@@ -291,6 +296,259 @@ class OperationRun:
         upgrades.record_discarded(self.project, operation=self.operation)
         self.outcome.update(result=Outcome.UPDATED, result_message=f"PostgreSQL {major} alone is kept")
         return self.status_before_claim()
+
+    # --- backups (operations.protection, agent.backups) ------------------------------
+    def run_protect(self):
+        """Turn WAL archiving on into the project's repository (a running server restarts);
+        its first base backup follows (protection.on_operation_finished)."""
+        self.set_up_archiving(required=True)
+        if self.project.desired_state != DesiredState.RUNNING:
+            return self.status_before_claim()
+        self.wait_healthy()
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_backup(self):
+        """A base backup now, then pruning past BERTH_BACKUP_RETENTION_DAYS. The runtime serves
+        throughout and its status is left alone; a failure is the protection's to show."""
+        trigger = self.operation.params.get("trigger", BackupTrigger.MANUAL)
+        backup = self.base_backup(trigger)
+        self.prune()
+        self.outcome.update(result_message=f"base backup {backup.label}, {backup.size_bytes or 0} bytes")
+        return None, ""
+
+    def backup_point(self) -> None:
+        """An upgrade's first step: a base backup of the old major before anything moves (its
+        failure stops the upgrade). A project not protected has none, and the event says so."""
+        found = protection.protection_of(self.project)
+        if found is None or not found.enabled or found.configured_at is None:
+            self.event("backup", "No backup point: the project is not protected (`manage.py backups protect`)")
+            return
+        self.base_backup(BackupTrigger.UPGRADE)
+
+    def set_up_archiving(self, *, required: bool) -> None:
+        """Archive the project's WAL into its host's repository. After a provisioning or a
+        clone (`required` False) a failure leaves the project serving and its protection
+        saying why; a protect operation fails with it."""
+        found = protection.protection_of(self.project)
+        if found is None or not found.enabled:
+            if required:
+                raise StepFailed("not_protected", "the project's protection is off", self.status_before_claim()[0])
+            return
+        repository = protection.repository_for(self.project)
+        try:
+            reply = self.agent(longest=self.remaining()).backup_archiving(
+                self.project.ref,
+                protection.agent_repository(repository),
+                settings.BERTH_WAL_ARCHIVE_TIMEOUT,
+                deadline_s=self.command_budget(),
+            )
+        except AgentError as error:
+            if required:
+                raise
+            protection.record_setup_failed(self.project, str(error))
+            self.event("archiving", f"WAL archiving not turned on: {error}", level=OperationEvent.Level.WARNING)
+            return
+        protection.record_configured(self.project, repository, operation=self.operation)
+        restarted = " (the server restarted to turn it on)" if reply.restarted else ""
+        self.event("archiving", f"WAL archived into {repository.location().display}{restarted}")
+        if reply.restarted:
+            self.mark_restarted()
+            self.wait_healthy()
+
+    def base_backup(self, trigger: str):
+        """One base backup into the project's repository, recorded; raises StepFailed (the
+        project's status untouched) when it fails."""
+        backup = protection.begin_backup(self.project, operation=self.operation, trigger=trigger)
+        spec = protection.agent_repository(backup.repository)
+        self.event("backup", f"Base backup into {backup.repository.location().display}", backup=backup.pk)
+        try:
+            self.agent().backup_start(self.project.ref, spec, job_s=self.job_budget())
+            job = self.wait_job("base backup")
+        except (StepFailed, AgentError) as failure:
+            message = (
+                failure.message
+                if isinstance(failure, StepFailed)
+                else with_last_line(str(failure), failure.output_tail)
+            )
+            protection.record_backup_failed(backup, message)
+            code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
+            raise StepFailed(code, f"the base backup failed: {message}", self.status_before_claim()[0]) from None
+        info = job.backup
+        protection.record_backup_done(
+            backup,
+            label=info.id if info else "",
+            size_bytes=info.bytes if info else None,
+            started_at=protection.moment(info.started_unix if info else job.started_unix),
+            finished_at=protection.moment(info.finished_unix if info else job.finished_unix),
+            consistent_at=protection.moment(info.finished_unix if info else job.finished_unix),
+        )
+        backup.refresh_from_db()
+        self.event("backup", f"Base backup {backup.label} done: {backup.size_bytes or 0} bytes", backup=backup.pk)
+        return backup
+
+    def prune(self) -> None:
+        """Remove base backups past the retention (the newest always stays) and the WAL only
+        they needed; then the window is the repository's. A failure here is a warning: the
+        backup was taken."""
+        found = protection.protection_of(self.project)
+        spec = protection.agent_repository(found.repository)
+        keep_since = timezone.now().timestamp() - settings.BERTH_BACKUP_RETENTION_DAYS * 86400
+        try:
+            pruned = self.agent().backup_prune(spec, self.project.ref, keep_since, deadline_s=self.call_budget())
+            catalog = self.agent().backup_catalog(spec, self.project.ref, deadline_s=self.call_budget())
+        except AgentError as error:
+            self.event("prune", f"Could not prune or read the repository: {error}", level=OperationEvent.Level.WARNING)
+            return
+        protection.record_catalog(self.project, catalog, pruned=pruned.removed_backups)
+        if pruned.removed_backups:
+            self.event("prune", f"Removed {len(pruned.removed_backups)} base backups past the retention")
+
+    def run_restore(self):
+        """In place, to `params.target_unix` (None: the latest archived point). The agent builds
+        the restored cluster beside the serving one and swaps it in once it serves; anything
+        that fails before puts the old data back. With `params.host` (the old host was lost),
+        the project moves there first and is restored from its repository."""
+        params = self.operation.params
+        found = protection.protection_of(self.project)
+        spec = protection.agent_repository(found.repository)
+        host = None
+        if params.get("host"):
+            host = self.move_to_host(params["host"])
+        self.event("restore", f"Restoring to {params.get('target', 'the latest archived point')}")
+        try:
+            self.agent().restore_start(
+                self.project.ref, spec, target_unix=params.get("target_unix"), job_s=self.job_budget()
+            )
+            job = self.wait_job("restore")
+        except (StepFailed, AgentError) as failure:
+            raise self.kept_old_data(failure) from None
+        self.mark_restarted()
+        restored_to = protection.moment(job.restored_to_unix)
+        point = f"{restored_to:%Y-%m-%d %H:%M:%S} UTC" if restored_to else params.get("target", "latest")
+        protection.record_restored(self.project, point, operation=self.operation, host=host)
+        self.event("restore", f"Restored to {point}; the old data is gone", timeline=job.timeline)
+        self.outcome.update(result=Outcome.UPDATED, result_message=f"restored to {point}")
+        if host is not None:
+            self.bring_up()
+            self.set_up_archiving(required=False)
+        self.wait_healthy()
+        return Status.ACTIVE_HEALTHY, ""
+
+    def move_to_host(self, host_id: int):
+        """A project whose host was lost, onto `host_id`: its old block released, a block leased
+        there, its files pushed; the restore then fills its empty runtime."""
+        new_host = RuntimeHost.objects.get(pk=host_id)
+        release_ports(self.project)
+        Project.objects.filter(pk=self.project.pk).update(host=new_host)
+        self.project.host = new_host
+        self.event("place", f"Moving to host {new_host.name}", host=new_host.name)
+        self.lease()
+        self.push_files()
+        return new_host
+
+    def kept_old_data(self, failure: "StepFailed | AgentError") -> StepFailed:
+        """A restore that did not finish: the agent put the old data back (a job of ours still
+        running is cancelled first, which does the same)."""
+        self.cancel_job()
+        message = (
+            failure.message if isinstance(failure, StepFailed) else with_last_line(str(failure), failure.output_tail)
+        )
+        code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
+        status, _ = self.status_before_claim()
+        reason = f"the restore stopped and the project keeps its data as before: {message}"
+        return StepFailed(code, f"the restore failed: {message}", status, reason)
+
+    def run_clone(self):
+        """A new project from another's backups (its latest point or `params.target_unix`): placed,
+        leased and given its files like a provisioning, its empty runtime filled from the
+        source's repository, then up, healthy and archiving into its own."""
+        params = self.operation.params
+        source_repository = Repository.objects.get(pk=params["repository"])
+        self.place()
+        self.lease()
+        self.push_files()
+        self.event("restore", f"Restoring {params['source_ref']} as of {params['target']}")
+        self.agent().restore_start(
+            self.project.ref,
+            protection.agent_repository(source_repository),
+            source_ref=params["source_ref"],
+            target_unix=params.get("target_unix"),
+            job_s=self.job_budget(),
+        )
+        job = self.wait_job("restore")
+        restored_to = protection.moment(job.restored_to_unix)
+        point = f"{restored_to:%Y-%m-%d %H:%M:%S} UTC" if restored_to else params["target"]
+        self.outcome.update(result=Outcome.UPDATED, result_message=f"cloned from {params['source_ref']} as of {point}")
+        self.bring_up()
+        self.wait_healthy(on_timeout=self.stop_after_failed_provision)
+        self.set_up_archiving(required=False)
+        return Status.ACTIVE_HEALTHY, ""
+
+    def run_verify(self):
+        """A restore test: the latest point restored into a scratch cluster on the project's
+        host, every database checked, the scratch cluster dropped; the runtime is untouched."""
+        found = protection.protection_of(self.project)
+        spec = protection.agent_repository(found.repository)
+        try:
+            self.agent().verify_start(self.project.ref, spec, job_s=self.job_budget())
+            job = self.wait_job("restore test")
+        except (StepFailed, AgentError) as failure:
+            self.cancel_job()
+            message = (
+                failure.message
+                if isinstance(failure, StepFailed)
+                else with_last_line(str(failure), failure.output_tail)
+            )
+            protection.record_verified(self.project, ok=False, message=message)
+            code = failure.code if isinstance(failure, StepFailed) else f"agent_{failure.code}"
+            raise StepFailed(code, f"the restore test failed: {message}", None) from None
+        restored_to = protection.moment(job.restored_to_unix)
+        point = f"{restored_to:%Y-%m-%d %H:%M:%S} UTC" if restored_to else "its latest point"
+        message = f"restored to {point}; {job.databases or 0} databases answered"
+        protection.record_verified(self.project, ok=True, message=message)
+        self.outcome.update(result_message=message)
+        return None, ""
+
+    def job_budget(self) -> float:
+        """How long an agent job may run: what is left, less the polls and the cleanup after it."""
+        budget = self.remaining() - settings.BERTH_OPERATION_CLEANUP_RESERVE - settings.BERTH_AGENT_CALL_DEADLINE
+        if budget <= 0:
+            raise StepFailed("deadline", "the operation ran out of time")
+        return min(budget, api.BACKUP_JOB_MAX_S)
+
+    def wait_job(self, what: str):
+        """Poll the agent's job of this operation until it ends, with backoff, within the deadline."""
+        delay, polls, phase = settings.BERTH_HEALTH_POLL_INITIAL, 0, None
+        while True:
+            job = self.agent().backup_job(self.project.ref)
+            polls += 1
+            if job.operation not in (None, str(self.operation.pk)):
+                raise StepFailed("lost", f"the agent's {what} belongs to operation {job.operation}, not this one")
+            if job.state == "succeeded":
+                return job
+            if job.state == "none":
+                raise StepFailed("lost", f"the agent has no {what} (it lost the job record)")
+            if job.state == "failed":
+                error = job.error
+                output = (error.output_tail or "") if error else ""
+                message = with_last_line(error.message if error else f"the {what} failed", output)
+                failure = StepFailed(error.code if error else "failed", message, output_tail=output[-OUTPUT_TAIL_KEPT:])
+                raise failure
+            if job.phase != phase or polls % 10 == 0:
+                self.event("job", f"{what.capitalize()}: {job.phase or job.state}", phase=job.phase)
+                phase = job.phase
+            if self.remaining() - delay < settings.BERTH_OPERATION_CLEANUP_RESERVE:
+                raise StepFailed("deadline", f"the {what} did not finish before the operation's deadline")
+            time.sleep(delay)
+            delay = min(delay * 2, settings.BERTH_HEALTH_POLL_MAX)
+
+    def cancel_job(self) -> None:
+        """Stop this operation's job on the agent (a restore puts the old data back)."""
+        try:
+            client = agents.client_for(self.project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+            client.cancel(self.project.ref, str(self.operation.pk))
+        except AgentError as error:
+            self.event("cancel", f"Could not stop the agent's job: {error}", level=OperationEvent.Level.WARNING)
 
     def wait_copied(self) -> None:
         """Poll the agent until the new cluster holds a copy of every table (logical: then it
@@ -454,4 +712,9 @@ STEPS = {
     Kind.UPGRADE: OperationRun.run_upgrade,
     Kind.UPGRADE_ROLLBACK: OperationRun.run_upgrade_rollback,
     Kind.UPGRADE_DISCARD: OperationRun.run_upgrade_discard,
+    Kind.PROTECT: OperationRun.run_protect,
+    Kind.BACKUP: OperationRun.run_backup,
+    Kind.RESTORE: OperationRun.run_restore,
+    Kind.CLONE: OperationRun.run_clone,
+    Kind.VERIFY: OperationRun.run_verify,
 }

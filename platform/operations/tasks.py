@@ -1,6 +1,6 @@
 """django-q2 entry points. Each is a thin caller of a verb and safe to run twice."""
 
-from operations import cleanup, drift, health, login_roles, reaper, rollouts, routes, upgrades
+from operations import cleanup, drift, health, login_roles, protection, reaper, rollouts, routes, upgrades
 from operations.models import Operation
 from operations.runner import OperationRun
 from ports.actions import repair_block_counts
@@ -60,3 +60,15 @@ def discard_kept_clusters() -> int:
 
 def repair_port_counts() -> int:
     return len(repair_block_counts())
+
+
+def queue_backups() -> int:
+    return protection.queue_due_backups()
+
+
+def queue_verifications() -> int:
+    return protection.queue_due_verifications()
+
+
+def read_archiving() -> int:
+    return protection.read_all_archivers()

@@ -217,19 +217,6 @@ def request_upgrade_discard(project: Project, *, actor=None, label: str | None =
     return request_operation(project, Kind.UPGRADE_DISCARD, actor=actor, label=label)
 
 
-def backup_point(project: Project, *, deadline: float, operation: Operation) -> str:
-    """The upgrade's first step: a backup point before anything moves; returns what was done.
-
-    Backups are issue 23's (`operations.protection.take_backup_point(project, deadline=...,
-    operation=...)`, which records the backup and raises when it fails). That verb is not
-    in this build, so no backup point is taken, and the event says so plainly; the old
-    cluster, kept stopped for a rollback, is the copy an upgrade can return to."""
-    return (
-        "No backup point taken: this build has no backups (issue 23's take_backup_point); "
-        "the old cluster is kept, stopped, for a rollback"
-    )
-
-
 @transaction.atomic
 def record_upgraded(project: Project, target: int, source: int, *, operation: Operation) -> None:
     """The project serves `target` now; its `source` cluster is kept for the keep period."""

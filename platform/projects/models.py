@@ -43,10 +43,18 @@ class Status(models.TextChoices):
     GOING_DOWN = "GOING_DOWN"
     INACTIVE = "INACTIVE"
     UPGRADING = "UPGRADING"
+    # A restore to a point in time, in place (operations.protection); Supabase's word for it.
+    RESTORING = "RESTORING"
     REMOVED = "REMOVED"
 
 
-TRANSITIONAL_STATUSES = {Status.COMING_UP, Status.RESTARTING, Status.GOING_DOWN, Status.UPGRADING}
+TRANSITIONAL_STATUSES = {
+    Status.COMING_UP,
+    Status.RESTARTING,
+    Status.GOING_DOWN,
+    Status.UPGRADING,
+    Status.RESTORING,
+}
 
 # What the health refresh, or the cleanup after a forced end, may read off a runtime that runs
 # or ran without an operation: these statuses move among themselves (and to INACTIVE, a
@@ -72,6 +80,7 @@ STATUS_MOVES: dict[str, frozenset[str]] = {
     Status.COMING_UP: frozenset(set(Status) - {Status.REMOVED}),
     Status.RESTARTING: frozenset(set(Status) - {Status.REMOVED}),
     Status.UPGRADING: frozenset(set(Status) - {Status.REMOVED}),
+    Status.RESTORING: frozenset(set(Status) - {Status.REMOVED}),
     Status.GOING_DOWN: frozenset(Status),
     Status.REMOVED: frozenset(),
 }
@@ -365,3 +374,54 @@ class LoginRole(models.Model):
 
     def __str__(self):
         return f"{self.role} on {self.project_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
+def _every_ipv4() -> list[str]:
+    return ["0.0.0.0/0"]
+
+
+def _every_ipv6() -> list[str]:
+    return ["::/0"]
+
+
+class DatabaseSettings(models.Model):
+    """A project's database settings as its team set them (Management API, project page), and
+    what its server reported when they were last applied (operations.dbsettings).
+
+    The rows say what is wanted; `applied` says whether the server runs it. A change stores
+    what is wanted, then the agent applies the whole document; a value PostgreSQL refuses puts
+    the rows back as they were (the old settings still run), one the agent never confirmed
+    leaves `applied` false with the reason, for the next change or the page to show."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="dbsettings")
+    # Postgres parameters set by the team, as the API takes them (projects.postgres_config).
+    postgres_config = models.JSONField(default=dict, blank=True)
+    # Parameters the server reported waiting for a restart at the last apply.
+    pending_restart = models.JSONField(default=list, blank=True)
+    # The parameters' values as the server showed them after the last apply (`SHOW`).
+    running_values = models.JSONField(default=dict, blank=True)
+    ssl_enforced = models.BooleanField(default=False)
+    # Network restrictions: the client ranges allowed to reach the database (this host's own
+    # connections always are), and the ranges before the last change until it is applied.
+    allowed_cidrs = models.JSONField(default=_every_ipv4, blank=True)
+    allowed_cidrs_v6 = models.JSONField(default=_every_ipv6, blank=True)
+    old_allowed_cidrs = models.JSONField(null=True, blank=True)
+    old_allowed_cidrs_v6 = models.JSONField(null=True, blank=True)
+    applied = models.BooleanField(default=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    apply_error = models.TextField(blank=True)
+    # Set while a change is being applied: another change is refused until it ends (or, for a
+    # worker that died, until the settings deadline has passed since).
+    applying_since = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "database settings"
+
+    def __str__(self):
+        return f"database settings of {self.project_id}"
+
+    @property
+    def restrictions_status(self) -> str:
+        """The Management API's network restrictions status: applied, or stale (not yet)."""
+        return "applied" if self.applied else "stale"

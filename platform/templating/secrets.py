@@ -4,7 +4,10 @@ Rendering reads them and never generates any, so the same project renders byte-i
 files every time. Nothing here logs a value.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -55,6 +58,39 @@ def generate_project_secrets(*, now: float | None = None) -> dict:
         "s3_protocol_access_key_id": secrets.token_hex(16),
         "s3_protocol_access_key_secret": secrets.token_hex(32),
     }
+
+
+def new_style_api_keys(ref: str, jwt_secret: str) -> dict[str, str]:
+    """The platform's new-style keys (`sb_publishable_...`, `sb_secret_...`) of a project, derived
+    from its JWT secret: stable without being stored, and replaced when the JWT secret is."""
+
+    def derived(kind: str) -> str:
+        digest = hmac.new(jwt_secret.encode(), f"{kind}:{ref}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
+
+    return {"publishable": f"sb_publishable_{derived('publishable')}", "secret": f"sb_secret_{derived('secret')}"}
+
+
+def key_hash(api_key: str) -> str:
+    """An API key's `hash` as the platform lists it: its sha256, base64url without padding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(api_key.encode()).digest()).decode().rstrip("=")
+
+
+SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
+
+
+def scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 secret PostgreSQL stores for `password` (RFC 7677, as PostgreSQL
+    writes it): sent instead of the password, so no statement or log line ever holds it."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
 
 
 def redact(text: str, project_secrets: dict) -> str:

@@ -279,6 +279,8 @@ def test_an_address_it_cannot_bind_is_reported_and_retried_while_the_agent_serve
         agent = pool.start(
             env={"BERTH_ROUTER_LISTEN": f"{ADDRESS}:{port}", "BERTH_POOLER_LISTEN": f"{ADDRESS}:{port + 1}"}
         )
+        # The router binds beside the serving agent, so its first attempt may not be reported yet.
+        wait_for(lambda: agent.client().info().router.db.error != "not started", timeout=15, what="the first bind")
         router = agent.client().info().router
         assert not router.db.listening and "Address already in use" in router.db.error
         assert router.pooler.listening
@@ -318,3 +320,20 @@ def test_without_openssl_the_agent_runs_and_the_router_says_it_has_no_certificat
         assert not router.pooler.listening and "install openssl" in router.pooler.error
     finally:
         pool.close()
+
+
+def test_network_restrictions_hold_for_routed_clients_too(endpoint):
+    # The router's clients reach the runtime from this host, which pg_hba.conf never restricts:
+    # the router checks the client's own address against the project's ranges.
+    endpoint.push(**{A: {"allowed_cidrs": ["10.0.0.0/8"]}})
+    try:
+        for connect in (endpoint.direct, endpoint.by_user):
+            with pytest.raises(psycopg.OperationalError, match="network restrictions"):
+                connect(A)
+        with endpoint.direct(B) as connection:
+            assert port_of(connection) == endpoint.ports[B]
+        endpoint.push(**{A: {"allowed_cidrs": ["127.0.0.0/8"]}})
+        with endpoint.direct(A) as connection:
+            assert port_of(connection) == endpoint.ports[A]
+    finally:
+        endpoint.push()

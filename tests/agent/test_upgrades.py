@@ -13,9 +13,10 @@ import time
 import psycopg
 import pytest
 
-from agent.api import FileSpec
+from agent.api import FileSpec, SettingsRequest
 from agent.client import AgentError
 from tests.agent_fixtures import pg_ctl_for
+from tests.pg_wire import startup
 from tests.stack import free_port_range, wait_for
 
 PASSWORD = "correct-horse-battery"
@@ -284,3 +285,19 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_projects_own_settings_go_on_to_the_new_major(agent):
+    client, ref = agent.client(deadline=120), "tuned16"
+    port = provision(client, ref, 16)
+    client.apply_settings(ref, SettingsRequest(parameters={"work_mem": "12MB"}, allowed_cidrs=["127.0.0.2/32"]))
+    assert startup(port, "127.0.0.3", tls=False)[0] == b"E"
+    client.upgrade_prepare(ref, 17, "dump")
+    assert client.upgrade_step(ref, "switch").current_major == 17
+    with connect(port) as conn:
+        assert conn.execute("show server_version_num").fetchone()[0].startswith("17")
+        assert conn.execute("show work_mem").fetchone() == ("12MB",)
+    kind, message = startup(port, "127.0.0.3", tls=False)
+    assert kind == b"E" and "no pg_hba.conf entry" in message
+    assert startup(port, "127.0.0.2", tls=False)[0] == b"R"
+    client.delete(ref, purge_data=True)

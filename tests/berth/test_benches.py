@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from tests.stack import ROOT
+from tests.stack import PORT_BASE, ROOT
 
 pytestmark = pytest.mark.postgres
 
@@ -46,10 +46,18 @@ BENCHES = {
         "leases per second",
     ),
     "dashboard": (["--small", "5", "--large", "20", "--rounds", "1", "--runs", "1"], "ratio"),
-    "api": (["--small", "5", "--large", "20", "--runs", "2", "--seconds", "0.5", "--clients", "1"], "req/s"),
+    "api": (
+        ["--small", "5", "--large", "20", "--runs", "2", "--seconds", "0.5", "--clients", "1"]
+        + ["--settings-runs", "2", "--ports", str(PORT_BASE + 620)],
+        "until a new connection shows it",
+    ),
     "rollout": (["--projects", "3", "--wave-size", "2"], "Berth overhead/project"),
     "provisioning": (["--projects", "2", "--rounds", "1"], "overhead"),
     "upgrade": (["--size-mb", "2", "--cases", "16->17 logical,16->17 dump"], "ratio dump/logical downtime"),
+    "backups": (
+        ["--size-mb", "2", "--rounds", "1", "--rpo-seconds", "2", "--pgbench-seconds", "1", "--pgbench-scale", "1"],
+        "ratio restore/cp throughput",
+    ),
 }
 
 

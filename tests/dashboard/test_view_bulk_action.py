@@ -45,10 +45,10 @@ def test_it_reports_an_operation_already_in_progress(staff_client, tmp_path):
     project = placed_project(register_template(tmp_path), process_host())
     staff_client.post(reverse("dashboard:bulk_action"), {"action": "restart", "refs": [project.ref]})
     response = staff_client.post(
-        reverse("dashboard:bulk_action"), {"action": "start", "refs": [project.ref]}, follow=True
+        reverse("dashboard:bulk_action"), {"action": "stop", "refs": [project.ref]}, follow=True
     )
     assert "already in progress" in response.content.decode()
-    assert project.operations.filter(kind=Kind.START).count() == 0
+    assert project.operations.filter(kind=Kind.STOP).count() == 0
 
 
 def test_it_says_when_nothing_was_selected(staff_client):

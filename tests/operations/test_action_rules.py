@@ -19,8 +19,8 @@ from tests.factories import make_host, make_project
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
-# What the page adds to the verbs' refusals: actions that would change nothing.
-HINTS = ("already running", "already stopped", "stopped: start it instead")
+# What the page adds to the verbs' refusals: a restart that would change nothing.
+HINTS = ("stopped: start it instead",)
 KINDS = (Kind.START, Kind.STOP, Kind.RESTART, Kind.RESYNC, Kind.DELETE)
 STATES = [
     (Status.ACTIVE_HEALTHY, DesiredState.RUNNING, True),

@@ -149,7 +149,7 @@ def test_a_runtime_the_agent_could_not_stop_is_recorded_as_running(
 
 def test_nothing_is_touched_once_a_later_operation_owns_the_runtime(agent_script, host):
     project, _ = provision(host)
-    operation = claimed(project, Kind.START)
+    operation = claimed(project, Kind.RESTART)
     Operation.objects.filter(pk=operation.pk).update(state=State.FAILED)
     request_operation(project, Kind.STOP)
     agent_script.calls.clear()

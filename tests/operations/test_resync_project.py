@@ -61,8 +61,9 @@ def test_it_updates_the_files_and_records_the_version_and_digests(root, files):
     project.refresh_from_db()
     assert result.status == Outcome.UPDATED and project.template_version == target
     assert b"# r2" in files.folders[project.ref]["runtime.toml"]
-    assert project.file_digests == {"runtime.toml": sha256(files.folders[project.ref]["runtime.toml"])}
-    assert files.puts == [(project.ref, ["runtime.toml"], [])]
+    folder = files.folders[project.ref]
+    assert project.file_digests == {name: sha256(folder[name]) for name in ("runtime.toml", "supabase.sql")}
+    assert files.puts == [(project.ref, ["runtime.toml"], [])]  # supabase.sql did not change
     assert AuditEntry.objects.filter(action="project.resync").count() == 1
 
 

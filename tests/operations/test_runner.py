@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from agent.api import CancelReply, CommandReply, PortCheck, ProbeResult, RuntimeStatus
+from agent.api import ArchiverStatus, CancelReply, CommandReply, PortCheck, ProbeResult, RuntimeStatus
 from agent.client import AgentUnreachable
 from operations import tasks
 from operations.actions import request_operation, retry_project
@@ -73,6 +73,10 @@ class ScriptedAgent:
     def delete(self, ref, purge_data=False, deadline_s=None):
         self._record("delete", ref, purge_data)
         return "absent"
+
+    def backup_archiving(self, ref, repository, archive_timeout_s=60, deadline_s=None):
+        self._record("backup_archiving", ref)
+        return ArchiverStatus(enabled=True, url=repository.url, archive_timeout_s=archive_timeout_s)
 
     def health(self, probes, deadline_s=None):
         self._record("health")

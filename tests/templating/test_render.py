@@ -1,4 +1,5 @@
 import tomllib
+from pathlib import Path
 
 import jwt
 import pytest
@@ -8,6 +9,8 @@ from django.db import connection
 from templating.render import RenderError, render_project
 from templating.secrets import generate_project_secrets
 from tests.factories import make_runtime_project
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.django_db
 
@@ -45,9 +48,16 @@ def test_it_renders_postgres_for_the_process_driver_with_the_requested_major(pos
     runtime = tomllib.loads(rendered.files["runtime.toml"].decode())
     assert runtime == {
         "driver": "process",
-        "postgres": {"major": major, "port": 22000, "password": project.secrets["postgres_password"]},
+        "postgres": {
+            "major": major,
+            "port": 22000,
+            "password": project.secrets["postgres_password"],
+            "init_sql": "supabase.sql",
+        },
     }
-    assert rendered.policies == {"runtime.toml": "managed", "README.md": "seed"}
+    assert rendered.policies == {"runtime.toml": "managed", "supabase.sql": "managed", "README.md": "seed"}
+    # Copied as the template holds it: the same SQL for every project.
+    assert rendered.files["supabase.sql"] == (ROOT / "runtimes" / "postgres" / "supabase.sql").read_bytes()
 
 
 def test_postgres_serves_tls_with_the_projects_certificate_when_it_has_one(postgres):

@@ -10,6 +10,7 @@ from agent.commands import Deadline
 from agent.config import AgentConfig
 from agent.drivers.docker import DockerDriver, engine_answers
 from agent.drivers.process import ProcessDriver
+from agent.drivers.settings import ProcessSettings
 from agent.drivers.upgrade import ProcessUpgrades
 from agent.probes import resolve_probe_host
 
@@ -61,3 +62,9 @@ def upgrades_for(driver: Driver) -> ProcessUpgrades | None:
     """The driver's major upgrades; only the process driver upgrades a cluster in place (a
     docker runtime's major is its image's)."""
     return ProcessUpgrades(driver) if isinstance(driver, ProcessDriver) else None
+
+
+def settings_for(driver: Driver) -> ProcessSettings | None:
+    """The driver's database settings; only the process driver applies them (a docker
+    runtime's server is configured by its image and compose file)."""
+    return ProcessSettings(driver) if isinstance(driver, ProcessDriver) else None

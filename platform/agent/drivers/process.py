@@ -21,11 +21,19 @@ runtime.toml says what to run:
     user = "postgres"   # optional
     tls_cert = "..."    # optional, with tls_key: PEM text; the cluster then serves TLS
     tls_key = "..."
+    init_sql = "supabase.sql"  # optional: a file of the runtime run once the cluster is up
+
+The init SQL (the `postgres` template's Supabase roles and schemas) runs as the superuser in one
+transaction after every start whenever the file differs from the one that last ran there: its
+sha256 is kept in the data folder, so a revision a rollout pushes runs at the restart that
+follows, and a cluster a major upgrade builds (whose data folder is new) runs it once more. The
+SQL is idempotent; a failure fails the `up` with PostgreSQL's message and runs again next time.
 
 initdb and postgres refuse to run as root, so an agent running as root runs them as the
 `postgres` system user, which owns `.berth-pg/`; a normal user's agent runs them itself.
 """
 
+import hashlib
 import ipaddress
 import os
 import pwd
@@ -38,6 +46,10 @@ from glob import glob
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
+
+from agent import files
+from agent.archiving import archive_conf
 from agent.commands import CommandResult, Deadline, RunAs, run, run_checked
 from agent.config import ConfigError
 from agent.errors import CommandFailed, CommandTimeout, Invalid
@@ -61,6 +73,8 @@ CLUSTER_LOCALE, CLUSTER_ENCODING = "C.UTF-8", "UTF8"
 PRELOAD = "pg_stat_statements"
 SYSTEM_USER = "postgres"
 PG_CTL_STOPPED = 3  # pg_ctl status: not running
+INIT_APPLIED = "berth-init.sha256"  # in the data folder: the digest of the init SQL that last ran
+_CONNECT_TIMEOUT_S = 10
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
 _DISCOVERY_DEADLINE_S = 5.0
 # What the server says about a start in its log ("LOG:  could not bind IPv4 address ...").
@@ -71,6 +85,8 @@ _HBA = """\
 local all all scram-sha-256
 host all all 0.0.0.0/0 scram-sha-256
 host all all ::/0 scram-sha-256
+host replication all 127.0.0.1/32 scram-sha-256
+host replication all ::1/128 scram-sha-256
 """
 
 
@@ -82,6 +98,7 @@ class PostgresSettings:
     user: str
     tls_cert: str | None = None
     tls_key: str | None = None
+    init_sql: str | None = None
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "PostgresSettings":
@@ -105,7 +122,12 @@ class PostgresSettings:
             isinstance(cert, str) and "BEGIN CERTIFICATE" in cert and isinstance(key, str) and "PRIVATE KEY" in key
         ):
             raise Invalid("runtime.toml: postgres.tls_cert and tls_key must be PEM text")
-        return cls(major, port, password, user, cert, key)
+        init_sql = section.get("init_sql")
+        if init_sql is not None:
+            if not isinstance(init_sql, str):
+                raise Invalid("runtime.toml: postgres.init_sql must be the path of a file of the runtime")
+            files.validate_path(init_sql)
+        return cls(major, port, password, user, cert, key, init_sql)
 
 
 @dataclass(frozen=True)
@@ -190,7 +212,7 @@ class ProcessDriver:
         settings = PostgresSettings.from_manifest(runtime.manifest())
         bindir = self.bindir(settings.major)
         paths = ClusterPaths.of(runtime.folder)
-        self._ensure_state_dir(paths)
+        self.ensure_state_dir(paths)
         output, data_major = "", paths.initialised_major()
         if data_major is None:
             output += self.initdb(bindir, paths, settings, deadline)
@@ -207,11 +229,52 @@ class ProcessDriver:
             self.write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
         conf = server_conf(
             settings.port, self.listen_addresses, paths.state if tls else None, preload=ships_library(bindir, PRELOAD)
-        )
+        ) + archive_conf(paths.state, self.run_as)
         self.write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
-            return output + "already running\n"
-        return output + self.start_cluster(bindir, paths, settings, deadline)
+            output += "already running\n"
+        else:
+            output += self.start_cluster(bindir, paths, settings, deadline)
+        return output + self.run_init_sql(runtime, paths, settings, deadline)
+
+    def run_init_sql(
+        self, runtime: "Runtime", paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline
+    ) -> str:
+        """runtime.toml's init SQL, when it differs from what last ran on this cluster (see above)."""
+        if settings.init_sql is None:
+            return ""
+        script = files.contents(runtime.folder, [settings.init_sql])[settings.init_sql]
+        if script is None:
+            raise Invalid(f"runtime {runtime.ref}: postgres.init_sql names {settings.init_sql}, which is not there")
+        digest = hashlib.sha256(script).hexdigest()
+        marker = paths.data / INIT_APPLIED
+        if marker.is_file() and marker.read_text().strip() == digest:
+            return ""
+        remaining_ms = max(1000, int(deadline.remaining() * 1000))
+        try:
+            with psycopg.connect(
+                host=self.local_address(),
+                port=settings.port,
+                user=settings.user,
+                password=settings.password,
+                dbname="postgres",
+                connect_timeout=min(_CONNECT_TIMEOUT_S, max(1, int(deadline.remaining()))),
+                application_name="berth-agent-init",
+                options=f"-c statement_timeout={remaining_ms} -c client_min_messages=error",
+                autocommit=True,
+            ) as connection:
+                with connection.transaction():
+                    # No parameters: psycopg sends the script whole (simple query protocol).
+                    connection.execute(script.decode())
+        except psycopg.Error as exc:
+            raise CommandFailed(f"{settings.init_sql} failed on runtime {runtime.ref}: {str(exc).strip()}") from None
+        self.write_owned(marker, digest + "\n")
+        return f"ran {settings.init_sql}\n"
+
+    def local_address(self) -> str:
+        """Where a cluster answers on this host (a wildcard listens on loopback too)."""
+        address = self.listen_addresses[0] if self.listen_addresses else "127.0.0.1"
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
 
     def start_cluster(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline) -> str:
         """pg_ctl start; a failed start, or a start that left an address unbound, raises with the server's words."""
@@ -237,6 +300,16 @@ class ProcessDriver:
                 output_tail=result.output_tail + _log_tail(paths.log),
             )
         return result.output_tail
+
+    def reload(self, runtime: "Runtime", deadline: Deadline) -> str:
+        """Rewrite berth.conf and have the running server read it again (settings that need no restart)."""
+        output = self.up(runtime, deadline)
+        paths = ClusterPaths.of(runtime.folder)
+        bindir = self.bindir(PostgresSettings.from_manifest(runtime.manifest()).major)
+        return (
+            output
+            + self._run_checked([str(bindir / "pg_ctl"), "-D", str(paths.data), "reload"], paths, deadline).output_tail
+        )
 
     def down(self, runtime: "Runtime", deadline: Deadline) -> str:
         paths = ClusterPaths.of(runtime.folder)
@@ -289,7 +362,7 @@ class ProcessDriver:
             raise Invalid(f"PostgreSQL {major} is not installed on this host (available: {available})")
         return installations[major]
 
-    def _ensure_state_dir(self, paths: ClusterPaths) -> None:
+    def ensure_state_dir(self, paths: ClusterPaths) -> None:
         paths.state.mkdir(mode=0o700, exist_ok=True)
         if self.run_as:
             os.chown(paths.state, self.run_as.uid, self.run_as.gid)
@@ -441,6 +514,8 @@ def server_conf(
         # Logical decoding, as on Supabase: a major upgrade replicates into the new cluster
         # while this one serves, and needs no restart of it first.
         "wal_level = logical\n"
+        # Each line names the client (%h): network bans count failed passwords by address.
+        "log_line_prefix = '%m [%p] %h '\n"
     )
     if preload:
         conf += f"shared_preload_libraries = '{PRELOAD}'\n"

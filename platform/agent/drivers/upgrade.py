@@ -59,6 +59,7 @@ from agent.drivers.process import (
     server_conf,
     ships_library,
 )
+from agent.drivers.settings import carry_settings
 from agent.errors import ApiError, CommandFailed, Invalid
 
 if TYPE_CHECKING:
@@ -411,7 +412,7 @@ class ProcessUpgrades:
         without their data) from the old cluster into the new one, read as the upgrade role."""
         tools = self._dump_tools(state.source)
         dump = _next(runtime).state / "dump.sql"
-        source = {"PGHOST": self._address(), "PGPORT": str(settings.port), "PGUSER": UPGRADE_ROLE}
+        source = {"PGHOST": self.driver.local_address(), "PGPORT": str(settings.port), "PGUSER": UPGRADE_ROLE}
         try:
             run_checked(
                 [str(tools / "pg_dumpall"), *options, "--no-sync", "-f", str(dump)],
@@ -439,7 +440,7 @@ class ProcessUpgrades:
             with self._old(settings, dbname=name) as conn:
                 conn.execute(sql.SQL("create publication {} for all tables").format(sql.Identifier(PUBLICATION)))
             source = psycopg.conninfo.make_conninfo(
-                host=self._address(),
+                host=self.driver.local_address(),
                 port=settings.port,
                 user=UPGRADE_ROLE,
                 password=state.role_password,
@@ -599,6 +600,8 @@ class ProcessUpgrades:
             preload=ships_library(bindir, PRELOAD),
         )
         self.driver.write_owned(paths.data / "berth.conf", conf)
+        # The project's own settings (parameters, SSL enforcement, allowed ranges, bans) go on.
+        carry_settings(self.driver, kept.data, paths)
         self.driver.start_cluster(bindir, paths, settings, deadline)
 
     def _put_back(
@@ -659,15 +662,10 @@ class ProcessUpgrades:
             )
         return tools[max(usable)]
 
-    def _address(self) -> str:
-        """Where the serving cluster answers on this host (a wildcard listens on loopback too)."""
-        address = self.driver.listen_addresses[0] if self.driver.listen_addresses else "127.0.0.1"
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
-
     def _old(self, settings: PostgresSettings, dbname: str = "postgres", as_upgrade: State | None = None):
         user, password = (UPGRADE_ROLE, as_upgrade.role_password) if as_upgrade else (settings.user, settings.password)
         return psycopg.connect(
-            host=self._address(),
+            host=self.driver.local_address(),
             port=settings.port,
             user=user,
             password=password,

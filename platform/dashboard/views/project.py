@@ -15,9 +15,12 @@ from dashboard import queries
 from dashboard.forms import PROJECT_ACTIONS, ProjectActionForm
 from dashboard.views.common import render_live
 from hosts import agents
+from hosts.models import RuntimeHost
 from metrics.charts import project_charts
+from operations import protection
 from operations.actions import OperationRefused, act_on_project, unavailable_actions
-from operations.models import State
+from operations.dbsettings import settings_of
+from operations.models import BACKUP_KINDS, State
 from projects.actions import record_drift
 from projects.models import Status
 from templating.manifest import manifest_of
@@ -27,6 +30,7 @@ from templating.resync import paths_to_check, plan_project_resync
 from templating.secrets import PUBLIC_KEYS
 
 AUDIT_ROWS = 20
+BACKUP_ROWS = 10
 
 
 def get_project(ref: str):
@@ -131,6 +135,21 @@ def page_context(project, *, revealed: str | None = None) -> dict:
         "audit": audit_rows(project),
         **connection_context(project, revealed=revealed),
         **charts_context(project),
+        **backups_context(project),
+        "db_settings": settings_of(project),
+    }
+
+
+def backups_context(project) -> dict:
+    """The Backups section: protection, recent base backups, a backup operation in flight."""
+    found = protection.protection_of(project)
+    running = project.operations.unfinished().filter(kind__in=BACKUP_KINDS).first()
+    return {
+        "project": project,
+        "protection": found,
+        "backups": list(project.backups.order_by("-started_at", "-pk")[:BACKUP_ROWS]),
+        "backup_running": running,
+        "hosts": RuntimeHost.objects.order_by("name"),
     }
 
 

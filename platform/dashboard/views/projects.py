@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from backups.models import Protection
 from berth.keyset import paginate
 from dashboard import queries
 from dashboard.forms import BULK_ACTIONS, BulkActionForm, CreateProjectForm, ProjectFilterForm
@@ -56,6 +57,10 @@ def sort_order(value: str, table) -> tuple[str, object, list[str]]:
     return value, table, ["-sort_key", "-pk"] if descending else ["sort_key", "pk"]
 
 
+# Failing protections listed above the projects table, oldest failure first.
+FAILING_ROWS = 20
+
+
 @require_GET
 def projects(request):
     filters = ProjectFilterForm(request.GET or None)
@@ -70,6 +75,10 @@ def projects(request):
         "any_projects": bool(rows) or Project.objects.live().exists(),
         "bulk_actions": BULK_ACTIONS,
         "sort": sort,
+        # Projects whose backups, WAL archiving or restore test are failing, fleet-wide.
+        "protection_failing": list(
+            Protection.objects.failing().select_related("project").order_by("failure_since")[:FAILING_ROWS]
+        ),
         "columns": [
             ("name", "Name"),
             ("ref", "Ref"),

@@ -1,0 +1,334 @@
+"""Backups: what a lost host costs (RPO), how fast a restore is, what archiving costs writes.
+
+Real agents (the process driver, the checkout's PostgreSQL --major) and a real repository: a
+file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
+
+- RPO: a client commits a row every 50 ms into a project archiving with
+  BERTH_WAL_ARCHIVE_TIMEOUT (default 5 s) after a base backup; after --rpo-seconds its
+  cluster is killed (immediate stop) and its runtime folder deleted; the project is restored
+  to the latest archived point on a second agent (another root: another host). Rows
+  acknowledged but missing, split by whether they were committed more than the archive
+  timeout before the loss (goal: none of those).
+- Restore throughput: a project of --size-mb, base-backed-up; each round, interleaved, (a)
+  `cp -a` of its data folder and (b) an in-place restore to the latest point (from the start
+  call to the restored cluster serving). Ratio = cp time / restore time (goal >= 0.5).
+- Write overhead: pgbench TPS with archiving on and off, alternating each round on one
+  project (turning archiving on or off restarts it). Ratio = on / off (goal >= 0.9).
+
+Every runtime, agent, folder and S3 server it started is removed at the end; it touches no
+database of the shared server (--database is accepted like every bench's, and unused).
+
+    .venv/bin/python bench/backups.py --size-mb 1024 --rounds 3
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, parser, spread, start_agent  # noqa: E402
+
+from agent.api import FileSpec, Repository  # noqa: E402
+from agent.client import AgentClient  # noqa: E402
+
+PASSWORD = "bench-backups-password"
+PORTS = range(23000, 32000)  # below the kernel's ephemeral range
+ROW_BYTES = 992
+WRITE_EVERY_S = 0.05
+PGBENCH = ("/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench")
+
+
+def free_port(after: int = 0) -> int:
+    for port in PORTS:
+        if port <= after:
+            continue
+        try:
+            for address in ("127.0.0.1", "0.0.0.0"):
+                with socket.socket() as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise SystemExit("no free port below 32000")
+
+
+def connect(port: int) -> psycopg.Connection:
+    return psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", password=PASSWORD, autocommit=True, connect_timeout=3
+    )
+
+
+def runtime_toml(major: int, port: int) -> FileSpec:
+    text = f'driver = "process"\n\n[postgres]\nmajor = {major}\nport = {port}\npassword = "{PASSWORD}"\n'
+    return FileSpec("runtime.toml", text.encode())
+
+
+def wait_job(client: AgentClient, ref: str) -> float:
+    """Seconds until the runtime's job ends; exits with its error if it failed."""
+    started = time.monotonic()
+    while (job := client.backup_job(ref)).state == "running":
+        time.sleep(0.1)
+    if job.state != "succeeded":
+        raise SystemExit(f"{ref}: {job.kind} failed: {job.error}")
+    return time.monotonic() - started
+
+
+def switch_and_archive(client: AgentClient, ref: str, port: int) -> None:
+    with connect(port) as conn:
+        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
+    while (client.backup_archiver(ref).last_archived_wal or "") < segment:
+        time.sleep(0.1)
+
+
+class S3Server:
+    """SeaweedFS on loopback through scripts/s3, with a bucket."""
+
+    def __init__(self, folder: Path):
+        import boto3  # noqa: PLC0415 - only for --repository s3
+
+        self.port = free_port()
+        self.keys = secrets.token_hex(10), secrets.token_urlsafe(24)
+        env = {**os.environ, "BERTH_S3_ACCESS_KEY": self.keys[0], "BERTH_S3_SECRET_KEY": self.keys[1]}
+        self.process = subprocess.Popen(
+            [ROOT / "scripts" / "s3", folder, str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.keys[0],
+            aws_secret_access_key=self.keys[1],
+        )
+        for _ in range(120):
+            try:
+                client.create_bucket(Bucket="bench")
+                return
+            except Exception:  # not up yet
+                time.sleep(1)
+        raise SystemExit("SeaweedFS did not start (scripts/s3)")
+
+    def repository(self, prefix: str) -> Repository:
+        return Repository(
+            url=f"s3://bench/{prefix}",
+            endpoint=self.endpoint,
+            access_key_id=self.keys[0],
+            secret_access_key=self.keys[1],
+        )
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def provision(client: AgentClient, ref: str, major: int, repository: Repository, timeout_s: int) -> int:
+    port = free_port()
+    client.put_files(ref, [runtime_toml(major, port)])
+    client.up(ref)
+    client.backup_archiving(ref, repository, archive_timeout_s=timeout_s)
+    return port
+
+
+def rpo(first: AgentClient, second: AgentClient, root: Path, major: int, repository, timeout_s: int, seconds: float):
+    ref = "benchrpo" + secrets.token_hex(3)
+    port = provision(first, ref, major, repository, timeout_s)
+    with connect(port) as conn:
+        conn.execute("create table ticks (id int primary key, at float8)")
+    first.backup_start(ref, repository)
+    wait_job(first, ref)
+    acknowledged: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            with connect(port) as conn:
+                number = 0
+                while not stop.is_set():
+                    conn.execute("insert into ticks values (%s, %s)", (number, time.time()))
+                    acknowledged.append((number, time.time()))
+                    number += 1
+                    time.sleep(WRITE_EVERY_S)
+        except psycopg.Error:
+            pass  # the host went away under it
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    time.sleep(seconds)
+    lost_at = time.time()
+    data = root / ref / ".berth-pg" / "data"
+    kill_cluster(data)
+    stop.set()
+    writer.join(timeout=10)
+    shutil.rmtree(root / ref)  # the host and its folder are gone
+
+    new_port = free_port(port)
+    second.put_files(ref, [runtime_toml(major, new_port)])
+    second.restore_start(ref, repository, job_s=1800)
+    wait_job(second, ref)
+    with connect(new_port) as conn:
+        present = {number for (number,) in conn.execute("select id from ticks")}
+    second.delete(ref, purge_data=True, deadline_s=120)
+    lost = [(number, at) for number, at in acknowledged if number not in present]
+    old = [number for number, at in lost if at < lost_at - timeout_s]
+    return len(acknowledged), len(lost), len(old)
+
+
+def kill_cluster(data: Path) -> None:
+    user = {"user": "postgres"} if os.geteuid() == 0 else {}
+    subprocess.run([_pg_ctl(data), "-D", data, "-m", "immediate", "stop"], capture_output=True, timeout=60, **user)
+
+
+def _pg_ctl(data: Path) -> Path:
+    major = (data / "PG_VERSION").read_text().strip()
+    for candidate in (ROOT / "pgbin" / major / "bin" / "pg_ctl", Path(f"/usr/lib/postgresql/{major}/bin/pg_ctl")):
+        if candidate.exists():
+            return candidate.resolve()
+    raise SystemExit(f"no pg_ctl of {major}")
+
+
+def fill(port: int, size_mb: int) -> None:
+    rows = max(1, size_mb * (1 << 20) // (ROW_BYTES + 60))
+    with connect(port) as conn:
+        conn.execute("create table items (id bigserial primary key, payload text)")
+        step = 100_000
+        for first in range(1, rows + 1, step):
+            conn.execute(
+                "insert into items (payload) select repeat(md5(i::text), %s) from generate_series(%s::int, %s::int) i",
+                (ROW_BYTES // 32, first, min(rows, first + step - 1)),
+            )
+        conn.execute("checkpoint")
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def main() -> int:
+    p = parser(__doc__, "backups")
+    p.add_argument("--size-mb", type=int, default=1024, help="the restored project's data, MiB (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved cases (default %(default)s)")
+    p.add_argument("--major", type=int, default=16, help="PostgreSQL major of the projects (default %(default)s)")
+    p.add_argument("--repository", choices=("file", "s3"), default="file", help="repository kind (default file)")
+    p.add_argument("--rpo-seconds", type=float, default=30, help="writing before the host is lost (default 30)")
+    p.add_argument("--pgbench-seconds", type=int, default=20, help="each pgbench run (default %(default)s)")
+    p.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -s (default %(default)s)")
+    args = p.parse_args()
+    timeout_s = int(os.environ.get("BERTH_WAL_ARCHIVE_TIMEOUT", "5"))
+    pgbench = next((path for path in PGBENCH if Path(path).exists()), None)
+    if pgbench is None:
+        raise SystemExit("no pgbench (Debian's postgresql-15 ships it)")
+
+    scratch = Path(tempfile.mkdtemp(prefix="berth-bench-backups-", dir="/tmp"))
+    scratch.chmod(0o755)  # the postgres user reaches its clusters and the repository through it when root
+    roots = [scratch / "host1", scratch / "host2"]
+    for root in roots:
+        root.mkdir(mode=0o755)
+    token = secrets.token_urlsafe(24)
+    agents, s3 = [], None
+    try:
+        for root in roots:
+            agents.append(start_agent(root, token)[0:2])
+        first, second = (AgentClient(url, token, deadline=3600) for _, url in agents)
+        if args.repository == "s3":
+            s3 = S3Server(scratch / "s3")
+            repository = s3.repository("r" + secrets.token_hex(3))
+        else:
+            (scratch / "repository").mkdir(mode=0o755)
+            repository = Repository(url=f"file://{scratch / 'repository'}")
+
+        total, lost, old = rpo(first, second, roots[0], args.major, repository, timeout_s, args.rpo_seconds)
+        print(
+            f"RPO: {total} rows acknowledged, {lost} lost with the host, {old} of them committed more than "
+            f"BERTH_WAL_ARCHIVE_TIMEOUT={timeout_s} s before the loss",
+            flush=True,
+        )
+
+        ref = "benchrest" + secrets.token_hex(3)
+        port = provision(first, ref, args.major, repository, 60)
+        fill(port, args.size_mb)
+        first.backup_start(ref, repository, job_s=3600)
+        backup_s = wait_job(first, ref)
+        switch_and_archive(first, ref, port)
+        data = roots[0] / ref / ".berth-pg" / "data"
+        size = folder_bytes(data)
+        print(f"base backup of {size / (1 << 20):.0f} MiB: {backup_s:.1f} s", flush=True)
+        copies, restores = [], []
+        for round_number in range(args.rounds):
+            target = scratch / f"copy{round_number}"
+            started = time.monotonic()
+            subprocess.run(["cp", "-a", str(data), str(target)], check=True)
+            copies.append(time.monotonic() - started)
+            shutil.rmtree(target)
+            started = time.monotonic()
+            first.restore_start(ref, repository, job_s=3600)
+            wait_job(first, ref)
+            restores.append(time.monotonic() - started)
+            print(f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, restore {restores[-1]:.1f} s", flush=True)
+
+        tps = {"off": [], "on": []}
+        with connect(port) as conn:
+            conn.execute("drop table items")
+        env = {**os.environ, "PGPASSWORD": PASSWORD}
+        target = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "postgres"]
+        subprocess.run(
+            [pgbench, "-i", "-q", "-s", str(args.pgbench_scale), *target], env=env, check=True, capture_output=True
+        )
+        for round_number in range(args.rounds):
+            for case in ("off", "on"):
+                first.backup_archiving(ref, repository if case == "on" else None, archive_timeout_s=timeout_s)
+                done = subprocess.run(
+                    [pgbench, "-c", "4", "-j", "2", "-T", str(args.pgbench_seconds), "-n", *target],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                line = next(line for line in done.stdout.splitlines() if line.startswith("tps ="))
+                tps[case].append(float(line.split()[2]))
+                print(f"round {round_number + 1}: archiving {case}: {tps[case][-1]:.0f} tps", flush=True)
+        first.delete(ref, purge_data=True, deadline_s=300)
+    finally:
+        for process, _ in agents:
+            process.terminate()
+            process.wait(timeout=30)
+        if s3 is not None:
+            s3.stop()
+        for version in scratch.glob("**/.berth-pg/**/PG_VERSION"):  # a bench cut short leaves clusters
+            if (version.parent / "postmaster.pid").exists():
+                kill_cluster(version.parent)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    mib = size / (1 << 20)
+    cp_rate = [mib / seconds for seconds in copies]
+    restore_rate = [mib / seconds for seconds in restores]
+    # Medians of the interleaved rounds, so one round's page-cache or neighbour luck does not decide.
+    ratio = statistics.median(copies) / statistics.median(restores) if restores else 0.0
+    overhead = statistics.median(tps["on"]) / max(statistics.median(tps["off"]), 0.001) if tps["on"] else 0.0
+    print(f"\nbackups, PostgreSQL {args.major}, {args.repository} repository, {args.rounds} round(s):")
+    print(f"RPO: lost {lost} of {total} rows, {old} older than the {timeout_s} s archive timeout (goal 0)")
+    print(f"cp -a MiB/s {spread(cp_rate)}; restore MiB/s {spread(restore_rate)} ({mib:.0f} MiB)")
+    print(f"ratio restore/cp throughput: {ratio:.2f} (goal >= 0.5)")
+    print(f"pgbench tps archiving off {spread(tps['off'])}; on {spread(tps['on'])}")
+    print(f"ratio tps archiving on/off: {overhead:.2f} (goal >= 0.9)")
+    return 0 if old == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""A backup repository: an S3-compatible bucket or a plain folder, behind one small interface.
+
+Used by the agent (base backups, restore, catalog, prune) and by `agent.wal`, the archive and
+restore command PostgreSQL runs, which may run under another interpreter as the server's user:
+so this module needs the standard library and boto3 only (imported for S3 alone).
+
+Layout under the repository's URL, per stanza (a project's ref):
+
+    <stanza>/base/<backup id>/base.tar      pg_basebackup's tar of the data folder
+    <stanza>/base/<backup id>/backup.json   written last: a backup without it is unfinished
+    <stanza>/wal/<segment or N.history>     archived WAL, one object per file
+
+Invariants:
+- A key is written whole or not at all: a folder's file goes to a temporary name, is synced and
+  renamed; an S3 object appears only when its upload completes.
+- The credentials are never part of an error message or a repr.
+"""
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit
+
+CHUNK = 1 << 20
+S3_TIMEOUT_S = 30
+S3_PART_BYTES = 64 << 20  # parts of a multipart upload: a 1 GB backup is 16 requests
+
+
+class RepositoryUnavailable(Exception):
+    """The repository could not be reached or refused; the message is safe to show and log."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str  # relative to the stanza's folder or prefix
+    size: int
+    modified_unix: float
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A repository as the control plane described it (agent.api.Repository's fields)."""
+
+    url: str
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+    def __repr__(self) -> str:
+        return f"Spec(url={self.url!r}, endpoint={self.endpoint!r})"
+
+    def save(self, path: Path, stanza: str, uid: int | None = None, gid: int | None = None) -> None:
+        """Written mode 600 from the start (and owned by the server's user): it holds the secret."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, 0o600)
+            if uid is not None:
+                os.fchown(fd, uid, gid)
+            json.dump({**self.__dict__, "stanza": stanza}, handle)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["Spec", str]:
+        data = json.loads(path.read_text())
+        stanza = data.pop("stanza")
+        return cls(**data), stanza
+
+
+class Store(Protocol):
+    def put(self, key: str, source: BinaryIO) -> int:
+        """Write `key` from a stream; returns the bytes written."""
+
+    def open(self, key: str) -> BinaryIO:
+        """The stored bytes of `key` as a stream (FileNotFoundError: absent)."""
+
+    def scan(self, prefix: str) -> list[Stored]:
+        """Every key under `prefix` (a folder path ending in /)."""
+
+    def delete(self, keys: list[str]) -> None: ...
+
+    def head(self, key: str) -> Stored | None: ...
+
+
+def open_store(spec: Spec, stanza: str) -> Store:
+    parts = urlsplit(spec.url)
+    if parts.scheme == "file":
+        return FolderStore(Path(parts.path) / stanza)
+    if parts.scheme == "s3":
+        prefix = "/".join(part for part in (parts.path.strip("/"), stanza) if part)
+        return S3Store(spec, parts.netloc, prefix)
+    raise RepositoryUnavailable(f"unknown repository scheme {parts.scheme!r}: s3:// or file:// only")
+
+
+class FolderStore:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def put(self, key: str, source: BinaryIO) -> int:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+            written = 0
+            with open(partial, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, path)
+            _sync_folder(path.parent)
+        except OSError as exc:
+            raise RepositoryUnavailable(f"cannot write {path}: {exc.strerror}") from None
+        return written
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise RepositoryUnavailable(f"cannot read {self._path(key)}: {exc.strerror}") from None
+
+    def scan(self, prefix: str) -> list[Stored]:
+        folder = self._path(prefix)
+        found = []
+        try:
+            for dirpath, _, names in os.walk(folder):
+                for name in names:
+                    if name.startswith("."):
+                        continue  # a partial write
+                    path = Path(dirpath) / name
+                    stat = path.stat()
+                    found.append(Stored(str(path.relative_to(self.root)), stat.st_size, stat.st_mtime))
+        except OSError as exc:
+            raise RepositoryUnavailable(f"cannot list {folder}: {exc.strerror}") from None
+        if not found and not self.root.parent.is_dir():
+            raise RepositoryUnavailable(f"the repository folder {self.root.parent} does not exist")
+        return found
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        for folder in {self._path(key).parent for key in keys}:
+            if folder != self.root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def head(self, key: str) -> Stored | None:
+        try:
+            stat = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return Stored(key, stat.st_size, stat.st_mtime)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+
+class S3Store:
+    def __init__(self, spec: Spec, bucket: str, prefix: str):
+        import boto3  # noqa: PLC0415 - only S3 repositories need it, and it takes 0.3 s to import
+        from botocore.config import Config  # noqa: PLC0415
+
+        self.bucket, self.prefix = bucket, prefix
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=spec.endpoint,
+            region_name=spec.region or "us-east-1",
+            aws_access_key_id=spec.access_key_id or None,
+            aws_secret_access_key=spec.secret_access_key or None,
+            config=Config(
+                connect_timeout=S3_TIMEOUT_S,
+                read_timeout=S3_TIMEOUT_S,
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+        from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+
+        self.transfer = TransferConfig(multipart_threshold=S3_PART_BYTES, multipart_chunksize=S3_PART_BYTES)
+
+    def put(self, key: str, source: BinaryIO) -> int:
+        counted = _Counting(source)
+        with self._errors(f"uploading {key}"):
+            self.client.upload_fileobj(counted, self.bucket, self._key(key), Config=self.transfer)
+        return counted.count
+
+    def open(self, key: str) -> BinaryIO:
+        with self._errors(f"reading {key}"):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            except self.client.exceptions.NoSuchKey:
+                raise FileNotFoundError(key) from None
+
+    def scan(self, prefix: str) -> list[Stored]:
+        found = []
+        with self._errors(f"listing {prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            ):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
+                    found.append(Stored(key, item["Size"], item["LastModified"].timestamp()))
+        return found
+
+    def delete(self, keys: list[str]) -> None:
+        with self._errors("deleting"):
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": self._key(key)} for key in keys[start : start + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def head(self, key: str) -> Stored | None:
+        with self._errors(f"looking up {key}"):
+            try:
+                item = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+        return Stored(key, item["ContentLength"], item["LastModified"].timestamp())
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _errors(self, doing: str):
+        return _S3Errors(f"s3://{self.bucket}/{self.prefix}: {doing}")
+
+
+class _S3Errors:
+    """botocore's errors as RepositoryUnavailable, in its own words (they never carry the secret)."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or isinstance(exc, FileNotFoundError | RepositoryUnavailable):
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        if isinstance(exc, BotoCoreError | ClientError):
+            raise RepositoryUnavailable(f"{self.where}: {exc}") from None
+        return False
+
+
+class _Counting:
+    def __init__(self, source: BinaryIO):
+        self.source, self.count = source, 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.source.read(size)
+        self.count += len(chunk)
+        return chunk
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_stream(source: BinaryIO, target: BinaryIO) -> int:
+    copied = 0
+    while chunk := source.read(CHUNK):
+        target.write(chunk)
+        copied += len(chunk)
+    return copied
+
+
+def download(store: Store, key: str, path: Path) -> None:
+    """`key` into `path` whole: a temporary name, renamed when complete."""
+    partial = path.with_name(f".{path.name}.partial")
+    with store.open(key) as source, open(partial, "wb") as out:
+        shutil.copyfileobj(source, out, CHUNK)
+    os.replace(partial, path)
+
+
+def walk_wal(store: Store) -> Iterator[Stored]:
+    for item in store.scan("wal/"):
+        yield Stored(item.key.removeprefix("wal/"), item.size, item.modified_unix)

@@ -1,0 +1,315 @@
+"""Backups on a real agent with real clusters (process driver) of 15 (Debian's), 16 and 17
+(pgbin/), into a real S3-compatible store (SeaweedFS, scripts/s3) and a file:// folder: WAL
+archiving, base backups, point-in-time restore in place and onto another host's runtime after
+the first host's folder is gone, restores that fail leaving the old data serving, verify,
+prune, the archiver's own failure reason, and the docker driver's refusal.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agent.api import FileSpec, Repository
+from agent.client import AgentClient, AgentError
+from tests.agent_fixtures import start_agent, stop_clusters
+from tests.stack import free_port_range, wait_for
+
+PASSWORD = "correct-horse-battery"
+
+
+def runtime_toml(major: int, port: int, password: str = PASSWORD) -> FileSpec:
+    text = f'driver = "process"\n\n[postgres]\nmajor = {major}\nport = {port}\npassword = "{password}"\n'
+    return FileSpec("runtime.toml", text.encode())
+
+
+def connect(port: int, password: str = PASSWORD) -> psycopg.Connection:
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user="postgres",
+        password=password,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=3,
+    )
+
+
+def provision(client, ref: str, major: int, password: str = PASSWORD) -> int:
+    port = free_port_range(1)
+    client.put_files(ref, [runtime_toml(major, port, password)])
+    client.up(ref)
+    return port
+
+
+def insert(port: int, label: str, rows: int) -> None:
+    with connect(port) as conn:
+        conn.execute("create table if not exists marks (id serial primary key, label text)")
+        conn.execute("insert into marks (label) select %s from generate_series(1, %s)", (label, rows))
+
+
+def labels(port: int, password: str = PASSWORD) -> dict[str, int]:
+    with connect(port, password) as conn:
+        return dict(conn.execute("select label, count(*) from marks group by label").fetchall())
+
+
+def finished(client, ref: str, timeout: float = 180):
+    return wait_for(lambda: (job := client.backup_job(ref)).state != "running" and job, timeout=timeout, what="the job")
+
+
+def archive_everything(client, ref: str, port: int) -> None:
+    """Switch to a new segment and wait until the one holding everything committed so far is
+    archived (the archive timeout would switch too, but not at a moment a test can wait for)."""
+    with connect(port) as conn:
+        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
+    wait_for(
+        lambda: (client.backup_archiver(ref).last_archived_wal or "") >= segment,
+        timeout=60,
+        what=f"{segment} to be archived",
+    )
+
+
+def protected(client, ref: str, port: int, repository: Repository) -> None:
+    """Archiving on, a row set, a base backup."""
+    status = client.backup_archiving(ref, repository, archive_timeout_s=5)
+    assert (status.enabled, status.restarted) == (True, True)
+    insert(port, "before backup", 10)
+    assert client.backup_start(ref, repository).state == "running"
+    job = finished(client, ref)
+    assert (job.kind, job.state) == ("base_backup", "succeeded"), job.error
+
+
+@pytest.mark.parametrize(("major", "kind"), [(15, "s3"), (16, "file"), (17, "s3"), (17, "file")])
+def test_it_restores_in_place_to_a_point_in_time_with_exactly_the_rows_committed_before(
+    agent, make_repository, major, kind
+):
+    client, ref, repository = agent.client(deadline=60), f"pitr{major}{kind}", make_repository(kind)
+    port = provision(client, ref, major)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 5)
+    time.sleep(1.5)
+    target = time.time()
+    time.sleep(1.5)
+    insert(port, "too late", 7)
+    archive_everything(client, ref, port)
+
+    catalog = client.backup_catalog(repository, ref)
+    assert len(catalog.backups) == 1 and catalog.backups[0].major == major
+    assert catalog.earliest_unix <= target <= catalog.latest_unix
+
+    assert client.restore_start(ref, repository, target_unix=target).state == "running"
+    with pytest.raises(AgentError) as busy:  # the job holds the runtime
+        client.restart(ref)
+    restored = finished(client, ref)
+    assert busy.value.code == "busy"
+    assert (restored.kind, restored.state) == ("restore", "succeeded"), restored.error
+    assert labels(port) == {"before backup": 10, "after backup": 5}
+    assert restored.restored_to_unix <= target
+    assert client.status(ref).state == "running"
+    # The restored cluster archives its new timeline, and restores again, to its latest point.
+    insert(port, "after restore", 3)
+    archive_everything(client, ref, port)
+    client.restore_start(ref, repository)
+    again = finished(client, ref)
+    assert again.state == "succeeded", again.error
+
+    assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3}
+
+
+def test_it_refuses_a_target_outside_the_window_and_changes_nothing(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "outside16", make_repository("file")
+    port = provision(client, ref, 16)
+    with pytest.raises(AgentError) as empty:
+        client.restore_start(ref, repository)
+    assert empty.value.code == "invalid" and "no base backup" in empty.value.message
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 5)
+    latest = client.backup_catalog(repository, ref).latest_unix
+
+    for target in (latest + 3600, 1_000_000_000.0):
+        with pytest.raises(AgentError) as outside:
+            client.restore_start(ref, repository, target_unix=target)
+        assert outside.value.code == "invalid" and "outside the restorable window" in outside.value.message
+    assert client.backup_job(ref).kind == "base_backup"  # no restore was started
+    assert labels(port) == {"before backup": 10, "after backup": 5}
+
+
+def test_an_unreachable_repository_is_a_clear_error_and_nothing_changes(agent, make_repository):
+    client, ref = agent.client(deadline=60), "unreach16"
+    port = provision(client, ref, 16)
+    nowhere = Repository(url="s3://berth-backups/x", endpoint=f"http://127.0.0.1:{free_port_range(1)}")
+    with pytest.raises(AgentError) as refused:
+        client.backup_archiving(ref, nowhere)
+    assert refused.value.code == "repository" and refused.value.status == 502
+    assert client.backup_archiver(ref).enabled is False
+    repository = make_repository("file")
+    protected(client, ref, port, repository)
+    with pytest.raises(AgentError) as restore:
+        client.restore_start(ref, nowhere)
+    assert restore.value.code == "repository"
+    assert labels(port) == {"before backup": 10}
+
+
+def test_a_restore_that_cannot_reach_the_latest_point_fails_and_the_old_data_serves(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "gapped16", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    for batch in range(3):  # three more segments, each archived
+        insert(port, f"batch {batch}", 2)
+        archive_everything(client, ref, port)
+    wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
+    segments = sorted(path for path in wal.iterdir() if len(path.name) == 24)
+    segments[-2].unlink()  # a gap before the newest segment
+    insert(port, "kept", 1)
+
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+    assert (job.state, job.error.code) == ("failed", "restore_failed")
+    assert "missing" in job.error.message
+    assert labels(port)["kept"] == 1  # the old cluster serves, with everything
+    assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+
+def test_it_restores_a_lost_hosts_project_on_another_host_and_clones_with_a_new_password(
+    agent_factory, make_repository
+):
+    first, second = agent_factory(), agent_factory()
+    client, ref, repository = first.client(deadline=60), "lost17db", make_repository("s3")
+    port = provision(client, ref, 17)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 4)
+    archive_everything(client, ref, port)
+    stop_clusters(first.root)  # the host is gone: its cluster and its folder
+    shutil.rmtree(first.root / ref)
+    assert client.status(ref).state == "absent"
+
+    other = second.client(deadline=60)
+    new_port = free_port_range(1)
+    other.put_files(ref, [runtime_toml(17, new_port)])
+    other.restore_start(ref, repository)
+    job = finished(other, ref)
+    assert job.state == "succeeded", job.error
+    assert labels(new_port) == {"before backup": 10, "after backup": 4}
+
+    # A clone into a new project: its own ref, port and password, from the same stanza.
+    clone_port = free_port_range(1)
+    other.put_files("clone17db", [runtime_toml(17, clone_port, "another-password-1")])
+    other.restore_start("clone17db", repository, source_ref=ref)
+    assert finished(other, "clone17db").state == "succeeded"
+    assert labels(clone_port, "another-password-1") == {"before backup": 10, "after backup": 4}
+    with pytest.raises(psycopg.OperationalError):
+        connect(clone_port, PASSWORD)
+
+
+def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "failing16", make_repository("file")
+    port = provision(client, ref, 16)
+    client.backup_archiving(ref, repository, archive_timeout_s=5)
+    insert(port, "one", 1)
+    archive_everything(client, ref, port)
+    assert client.backup_archiver(ref).last_failure is None
+    shutil.rmtree(Path(repository.url.removeprefix("file://")) / ref)  # the repository's folder goes
+    insert(port, "two", 1)
+    with connect(port) as conn:
+        conn.execute("select pg_switch_wal()")
+    status = wait_for(
+        lambda: (status := client.backup_archiver(ref)).last_failure and status, timeout=60, what="a failure"
+    )
+    assert status.failed_count >= 1
+    assert "berth-wal push" in status.last_failure and "Permission denied" in status.last_failure
+
+
+def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "verify16db", make_repository("s3")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    first = client.backup_catalog(repository, ref).backups[0]
+    insert(port, "between", 3)
+    client.backup_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+    archive_everything(client, ref, port)
+
+    client.verify_start(ref, repository)
+    verified = finished(client, ref)
+    assert (verified.kind, verified.state) == ("verify", "succeeded"), verified.error
+    assert verified.databases >= 2
+    assert not (agent.root / ref / ".berth-pg" / "verify").exists()
+    assert labels(port) == {"before backup": 10, "between": 3}
+
+    second = client.backup_catalog(repository, ref).backups[1]
+    pruned = client.backup_prune(repository, ref, keep_since_unix=second.finished_unix - 0.001)
+    assert (pruned.removed_backups, pruned.kept_backups) == ([first.id], [second.id])
+    assert pruned.removed_wal >= 1
+    catalog = client.backup_catalog(repository, ref)
+    assert [backup.id for backup in catalog.backups] == [second.id]
+    assert catalog.earliest_unix == second.finished_unix
+    again = client.backup_prune(repository, ref, keep_since_unix=time.time() + 3600)
+    assert again.removed_backups == []  # the newest backup always stays
+    client.verify_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+
+
+def test_the_docker_driver_refuses_backups_clearly(docker_agent, make_repository):
+    client = docker_agent.client()
+    client.put_files("dockref1", [FileSpec("runtime.toml", b'driver = "docker"\n')])
+    with pytest.raises(AgentError) as refused:
+        client.backup_archiving("dockref1", make_repository("file"))
+    assert (refused.value.status, refused.value.code) == (501, "unsupported")
+    assert "process driver" in refused.value.message
+
+
+def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "cancel16db", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 200_000)  # WAL to replay: the restore is still running when cancelled
+    archive_everything(client, ref, port)
+    operated = AgentClient(agent.base_url, agent.token, 60, operation="op-cancel-1")
+
+    assert operated.restore_start(ref, repository).operation == "op-cancel-1"
+    assert operated.cancel(ref, "op-cancel-1").cancelled is True
+    job = finished(client, ref)
+    assert (job.state, job.error.code) == ("failed", "cancelled")
+    assert labels(port) == {"before backup": 10, "after backup": 200_000}
+    assert client.status(ref).state == "running"
+    assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+
+def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "killed16db", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 300_000)
+    archive_everything(client, ref, port)
+
+    client.restore_start(ref, repository)
+    wait_for(lambda: client.backup_job(ref).phase == "recovering", timeout=60, interval=0.05, what="recovery")
+    agent.process.kill()
+    agent.process.wait()
+    again = start_agent(agent.root)
+    try:
+        job = again.client(deadline=60).backup_job(ref)
+        assert (job.state, job.error.code) == ("failed", "interrupted")
+        assert labels(port) == {"before backup": 10, "after backup": 300_000}
+        assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+        assert again.client().status(ref).state == "running"
+    finally:
+        again.stop()
+
+
+def test_the_repository_secret_stays_in_one_private_file(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "secret16db", make_repository("s3")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    state = agent.root / ref / ".berth-pg"
+    spec = state / "backup" / "repository.json"
+    assert spec.stat().st_mode & 0o777 == 0o600
+    assert repository.secret_access_key in spec.read_text()
+    secret = repository.secret_access_key.encode()
+    holders = [path for path in agent.root.rglob("*") if path.is_file() and secret in path.read_bytes()]
+    assert holders == [spec]
+    assert secret not in agent.log.read_bytes()
+    assert repository.secret_access_key not in repr(repository)
+    assert repository.secret_access_key not in str(client.backup_archiver(ref))
