@@ -79,7 +79,9 @@ def start_standin() -> tuple[subprocess.Popen, str]:
         "print(agent.url, flush=True)\n"
         "while True: time.sleep(3600)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, env=os.environ)
+    # tests/standin_agent.py builds its replies with agent.api, under platform/.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform")}
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, env=env)
     return process, process.stdout.readline().decode().strip()
 
 

@@ -13,9 +13,8 @@ import pytest
 from botocore.config import Config
 
 from agent.api import Repository
-from tests.stack import PORT_BASE, free_port_range, wait_for
+from tests.stack import PORT_BASE, ROOT, free_port_range, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "berth-backups"
 
 

@@ -9,16 +9,14 @@ runs on the process side either way."""
 
 import subprocess
 import tomllib
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from agent.api import FileSpec
 from tests.agent.test_docker_engine import require_engine
-from tests.stack import PORT_BASE, free_port_range, wait_for
+from tests.stack import PORT_BASE, ROOT, free_port_range, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGE = tomllib.loads((ROOT / "runtimes" / "supabase" / "manifest.toml").read_text())["postgres"]["versions"]["15"][
     "image"
 ]

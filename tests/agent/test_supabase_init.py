@@ -15,9 +15,8 @@ from agent.api import FileSpec, RouteSpec, RoutesRequest
 from agent.client import AgentError
 from agent.drivers.process import INIT_APPLIED
 from tests.agent_fixtures import AgentPool
-from tests.stack import PORT_BASE, free_port_range, wait_for
+from tests.stack import PORT_BASE, ROOT, free_port_range, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 INIT_SQL = (ROOT / "runtimes" / "postgres" / "supabase.sql").read_bytes()
 PASSWORD = "correct-horse-battery"
 API_ROLES = ("anon", "authenticated", "service_role")

@@ -19,11 +19,6 @@ EARLIEST = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
 def project(alice, postgres):
     org = make_org("Acme")
     join(alice, org, Role.DEVELOPER)

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
 def acme(alice):
     org = make_org("Acme")
     join(alice, org, Role.DEVELOPER)

@@ -10,11 +10,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.stack import ROOT
 
 # Distinct, valid, non-default values; where settings check an order (operation deadline past
 # a call and the cleanup reserve, Q_TIMEOUT past the operation deadline) the defaults keep it.

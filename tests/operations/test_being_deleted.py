@@ -2,8 +2,6 @@
 operation but delete, and keeps its delete intent (docs/architecture.md, "Actions follow
 state"; the Management API's pause and restore go through the same verb)."""
 
-from unittest import mock
-
 import pytest
 from django.utils import timezone
 
@@ -14,13 +12,7 @@ from projects.models import DesiredState, Status
 from tests.api_helpers import api_as, join, make_org, make_user
 from tests.factories import make_host, make_project
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 @pytest.fixture

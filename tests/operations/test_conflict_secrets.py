@@ -21,8 +21,7 @@ from templating.models import TemplateVersion
 from templating.render import render_project, sha256
 from templating.secrets import generate_project_secrets, generate_tls_secrets
 from tests.factories import FakeRuntimeFiles, make_runtime_project
-
-RUNTIMES = Path(__file__).resolve().parent.parent.parent / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,7 @@ from templating.actions import sync_templates
 from templating.models import TemplateVersion
 from templating.render import sha256
 from tests.factories import FakeRuntimeFiles, make_runtime_project
-
-RUNTIMES = Path(__file__).resolve().parent.parent.parent / "runtimes"
+from tests.stack import RUNTIMES
 
 pytestmark = pytest.mark.django_db
 

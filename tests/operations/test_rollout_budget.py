@@ -2,8 +2,6 @@
 waves: failures spread over waves, none of which reaches the budget alone, halt it before
 the next wave (docs/architecture.md, Rollouts: the driver's budget step)."""
 
-from unittest import mock
-
 import pytest
 from django.utils import timezone
 
@@ -12,13 +10,7 @@ from operations.models import Kind, Operation, Outcome, Rollout, State
 from projects.models import Project, Status
 from tests.dashboard_helpers import placed_project, process_host, register_template
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 def behind(old, count):

@@ -16,11 +16,9 @@ from operations.creation import create_project
 from projects.models import Project, Status
 from templating.actions import sync_templates
 from templating.models import TemplateVersion
-from tests.stack import Worker, agent_host, wait_for
+from tests.stack import RUNTIMES, Worker, agent_host, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 
 
 def before_the_sql(root: Path) -> Path:

@@ -3,7 +3,6 @@ within ceil(size / concurrency) x (queue + operation deadline) halts the rollout
 before: its operations may each wait for a worker, then run, `concurrency` at a time."""
 
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 
@@ -11,13 +10,7 @@ from operations import rollouts
 from operations.models import Rollout
 from tests.dashboard_helpers import placed_project, process_host, register_template
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def enqueued():
-    with mock.patch("django_q.tasks.async_task", return_value="task") as async_task:
-        yield async_task
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db, pytest.mark.usefixtures("enqueued")]
 
 
 def test_a_wave_halts_only_past_its_rounds_of_queue_and_operation_deadlines(tmp_path, settings):

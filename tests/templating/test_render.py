@@ -1,5 +1,4 @@
 import tomllib
-from pathlib import Path
 
 import jwt
 import pytest
@@ -9,8 +8,7 @@ from django.db import connection
 from templating.render import RenderError, render_project
 from templating.secrets import generate_project_secrets
 from tests.factories import make_runtime_project
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.stack import ROOT
 
 pytestmark = pytest.mark.django_db
 
