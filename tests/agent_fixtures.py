@@ -189,3 +189,13 @@ def shared_agent() -> RunningAgent:
 @pytest.fixture
 def docker_agent(agent_factory) -> RunningAgent:
     return agent_factory(driver="docker", fake_docker=True)
+
+
+@pytest.fixture
+def repository_folder():
+    """A folder for a file:// backup repository, under /tmp itself: the clusters' user must reach
+    it (pytest's own folders are private)."""
+    folder = Path(tempfile.mkdtemp(prefix="bat-repo-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

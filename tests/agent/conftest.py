@@ -83,11 +83,8 @@ def seaweedfs():
 
 
 @pytest.fixture
-def file_repository():
-    folder = Path(tempfile.mkdtemp(prefix="bat-repo-"))
-    folder.chmod(0o755)
-    yield Repository(url=f"file://{folder}")
-    shutil.rmtree(folder, ignore_errors=True)
+def file_repository(repository_folder):
+    return Repository(url=f"file://{repository_folder}")
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@
 restores it to a point in time: `supabase backups list -o json` and `supabase backups restore
 --timestamp`, against a live Berth with a worker and a real agent, into a file:// repository."""
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,20 +22,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def repository():
-    # Under /tmp itself: the clusters' user must reach it (pytest's own folders are private).
-    folder = Path(tempfile.mkdtemp(prefix="bat-repo-"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def stack(live_server, agent_factory, tmp_path, repository, settings):
+def stack(live_server, agent_factory, tmp_path, repository_folder, settings):
     from hosts.actions import refresh_host
     from tests.interop.conftest import Stack
 
-    url = f"file://{repository}"
+    url = f"file://{repository_folder}"
     settings.BERTH_BACKUP_URL = parse_repository_url(url)
     agent = agent_factory()
     host = agent_host(agent)

@@ -7,9 +7,7 @@ worker is killed ends with old or restored data. The operations run in this proc
 (tasks.run_operation), as a worker runs them, except where a worker is killed."""
 
 import shutil
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -32,17 +30,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def repository():
-    # Under /tmp itself: the clusters' user must reach it (pytest's own folders are private).
-    folder = Path(tempfile.mkdtemp(prefix="bat-repo-"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def agent(agent_factory, settings, repository):
-    settings.BERTH_BACKUP_URL = parse_repository_url(f"file://{repository}")
+def agent(agent_factory, settings, repository_folder):
+    settings.BERTH_BACKUP_URL = parse_repository_url(f"file://{repository_folder}")
     settings.BERTH_WAL_ARCHIVE_TIMEOUT = 1
     settings.BERTH_OPERATION_DEADLINE = 240
     settings.BERTH_AGENT_CALL_DEADLINE = 60
@@ -166,7 +155,9 @@ def test_a_project_whose_host_was_lost_comes_back_on_another_host_to_its_latest_
     assert Protection.objects.get(project=project).configured_at is not None, "it archives again on its new host"
 
 
-def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_never_half(agent, repository, tmp_path):
+def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_never_half(
+    agent, repository_folder, tmp_path
+):
     agent_host(agent, block_size=1, blocks=2)
     project = create_project(name="Killed", postgres_major=15, template="postgres")
     run(project.operations.get())
@@ -182,7 +173,7 @@ def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_ne
         conn.execute("select pg_switch_wal()")
     archived_past(project, point)
 
-    worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=240, BERTH_BACKUP_URL=f"file://{repository}")
+    worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=240, BERTH_BACKUP_URL=f"file://{repository_folder}")
     try:
         restore = protection.request_restore(project, RestoreTarget.parse(point))
         client = agents.client_for(Project.objects.get(pk=project.pk).host, deadline=10)
