@@ -354,7 +354,12 @@ def test_a_resync_stopped_by_a_conflict_keeps_the_conflicting_paths_on_the_opera
 
 
 def test_provisioning_fails_when_the_agent_holds_other_content_than_was_pushed(agent_script, host):
-    with mock.patch.object(ScriptedAgent, "put_files", return_value={"runtime.toml": "0" * 64}):
+    honest = ScriptedAgent.put_files
+
+    def other_runtime_toml(self, ref, files, **kwargs):
+        return {**honest(self, ref, files, **kwargs), "runtime.toml": "0" * 64}
+
+    with mock.patch.object(ScriptedAgent, "put_files", other_runtime_toml):
         project, operation = provision(host)
     assert (operation.state, operation.error_code) == (State.FAILED, "files")
     assert operation.error_message == "the agent reports other content than was sent for: runtime.toml"
