@@ -126,7 +126,7 @@ def test_a_dropped_table_comes_back_by_a_restore_in_place_and_in_a_clone(agent):
 
 
 def test_a_project_whose_host_was_lost_comes_back_on_another_host_to_its_latest_archived_point(
-    agent, agent_factory, repository
+    agent, agent_factory, repository_folder
 ):
     lost = agent_host(agent, name="lost", block_size=1, blocks=2)
     project = create_project(name="Ledger", postgres_major=15, template="postgres", host=lost)
