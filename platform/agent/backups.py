@@ -818,7 +818,6 @@ class Backups:
         try:
             items = store.scan("")
             doomed = [item.key for item in items if any(item.key.startswith(f"base/{b.id}/") for b in removed)]
-            wal = 0
             if kept:
                 oldest = min(kept, key=lambda b: b.finished_unix).start_wal
                 old = [
@@ -826,8 +825,13 @@ class Backups:
                     for item in items
                     if item.key.startswith("wal/") and _SEGMENT.match(item.key[4:]) and item.key[12:] < oldest[8:]
                 ]
-                wal = len(old)
-                doomed += old
+            elif body.min_backups == 0:
+                # A removed project's stanza past its retention: nothing restores from it any more.
+                old = [item.key for item in items if item.key.startswith("wal/")]
+            else:
+                old = []  # no backup yet: the WAL archived so far is what the first one will need
+            wal = len(old)
+            doomed += old
             if deadline.expired():
                 raise deadline.stopped("pruning", started=False)
             # backup.json first: a backup whose tar went first would look complete and fail to restore.

@@ -449,3 +449,46 @@ def read_all_archivers() -> int:
         return done
 
     return for_each_host(by_host, read)
+
+
+def prune_removed(now=None) -> int:
+    """A removed project's base backups expire as a live one's do (past
+    BERTH_BACKUP_RETENTION_DAYS, and it takes no new ones); once none is left its WAL goes too
+    and its protection ends, so the repository never keeps a removed project's data for ever,
+    nor drops it sooner than the retention promised. One call per project, through the host it
+    was on; a host that does not answer leaves its projects for the next pass."""
+    keep_since = (now or timezone.now()).timestamp() - settings.BERTH_BACKUP_RETENTION_DAYS * 86400
+    ended = Protection.objects.filter(
+        configured_at__isnull=False, project__status=Status.REMOVED, project__host__isnull=False
+    ).select_related("project__host", "repository")
+    by_host: dict[int, list[Protection]] = {}
+    for found in ended:
+        by_host.setdefault(found.project.host_id, []).append(found)
+
+    def prune(protections: list[Protection]) -> int:
+        client = agents.client_for(protections[0].project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+        done = 0
+        for found in protections:
+            try:
+                pruned = client.backup_prune(
+                    agent_repository(found.repository), found.project.ref, keep_since, min_backups=0
+                )
+            except AgentError:
+                continue
+            record_removed_pruned(found, pruned)
+            done += 1
+        return done
+
+    return for_each_host(by_host, prune)
+
+
+def record_removed_pruned(found: Protection, pruned: api.PruneReply) -> None:
+    with transaction.atomic():
+        if pruned.removed_backups:
+            Backup.objects.filter(
+                project=found.project, label__in=pruned.removed_backups, status=BackupStatus.COMPLETED
+            ).update(status=BackupStatus.EXPIRED)
+        if not pruned.kept_backups:
+            Protection.objects.filter(pk=found.pk).update(
+                enabled=False, configured_at=None, earliest_restorable_at=None, latest_restorable_at=None
+            )

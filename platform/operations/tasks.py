@@ -72,3 +72,7 @@ def queue_verifications() -> int:
 
 def read_archiving() -> int:
     return protection.read_all_archivers()
+
+
+def prune_removed_backups() -> int:
+    return protection.prune_removed()

@@ -250,6 +250,13 @@ def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(ag
     client.verify_start(ref, repository)
     assert finished(client, ref).state == "succeeded"
 
+    # A removed project's stanza past its retention: min_backups 0 empties it, WAL included.
+    emptied = client.backup_prune(repository, ref, keep_since_unix=time.time() + 3600, min_backups=0)
+    assert (emptied.removed_backups, emptied.kept_backups) == ([second.id], [])
+    assert emptied.removed_wal >= 1
+    catalog = client.backup_catalog(repository, ref)
+    assert (catalog.backups, catalog.wal_segments, catalog.latest_unix) == ([], 0, None)
+
 
 def test_the_docker_driver_refuses_backups_clearly(docker_agent, make_repository):
     client = docker_agent.client()

@@ -346,3 +346,46 @@ def test_a_job_the_agent_lost_fails_the_backup_instead_of_waiting_out_the_deadli
     operation = run(protection.request_backup(project))
     assert (operation.state, operation.error_code) == (State.FAILED, "lost")
     assert "has no base backup" in operation.error_message
+
+
+def test_a_removed_projects_backups_expire_past_the_retention_then_its_protection_ends(agent, host, settings):
+    removed, live = backed_up(host, agent), backed_up(host, agent)
+    Project.objects.filter(pk=removed.pk).update(status=Status.REMOVED, desired_state=DesiredState.DELETED)
+    label = Backup.objects.get(project=removed).label
+    asked = []
+
+    def prune(repository, stanza, keep_since_unix, min_backups=1, deadline_s=None):
+        asked.append((stanza, keep_since_unix, min_backups))
+        young = keep_since_unix < WINDOW_START  # the backup is younger than the retention
+        return protection.api.PruneReply(
+            removed_backups=[] if young else [label],
+            removed_wal=0 if young else 7,
+            kept_backups=[label] if young else [],
+        )
+
+    agent.backup_prune = prune
+    taken = datetime.fromtimestamp(WINDOW_START, UTC)
+    now = taken + timedelta(days=1)
+    assert protection.prune_removed(now=now) == 1
+    keep_since = now.timestamp() - settings.BERTH_BACKUP_RETENTION_DAYS * 86400
+    assert asked == [(removed.ref, keep_since, 0)], "only the removed project, and its stanza may end empty"
+    assert Backup.objects.get(project=removed).status == BackupStatus.COMPLETED
+    assert Protection.objects.get(project=removed).configured_at is not None, "a backup inside the retention stays"
+
+    later = taken + timedelta(days=settings.BERTH_BACKUP_RETENTION_DAYS + 1)
+    assert protection.prune_removed(now=later) == 1
+    assert Backup.objects.get(project=removed).status == BackupStatus.EXPIRED
+    ended = Protection.objects.get(project=removed)
+    assert (ended.enabled, ended.configured_at, ended.latest_restorable_at) == (False, None, None)
+    assert Protection.objects.get(project=live).configured_at is not None
+    assert protection.prune_removed(now=later) == 0, "an emptied stanza is not asked again"
+    assert len(asked) == 2
+
+
+def test_a_removed_project_whose_host_does_not_answer_is_left_for_the_next_pass(agent, host):
+    removed = backed_up(host, agent)
+    Project.objects.filter(pk=removed.pk).update(status=Status.REMOVED, desired_state=DesiredState.DELETED)
+    agent.backup_prune = mock.Mock(side_effect=protection.AgentError("connection refused"))
+    assert protection.prune_removed() == 0
+    assert Protection.objects.get(project=removed).configured_at is not None
+    assert Backup.objects.get(project=removed).status == BackupStatus.COMPLETED
