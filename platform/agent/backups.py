@@ -374,7 +374,21 @@ class Backups:
                 env={**child_env(), "PGPASSWORD": settings.password},
                 start_new_session=True,
             )
-            watchdog = _Watchdog(process, deadline)
+            failing: list[bool] = []
+
+            def archiving_stuck() -> str | None:
+                """Why the backup can never end: its data is sent and it waits for its last WAL
+                segment to be archived, while archiving has failed at two checks in a row."""
+                if b"waiting for required WAL segments" not in os.pread(errors.fileno(), 1 << 20, 0):
+                    return None
+                status = self._archiver(runtime, settings)
+                failed_at, archived_at = status.last_failed_unix or 0.0, status.last_archived_unix or 0.0
+                failing.append(failed_at > started and failed_at > archived_at)
+                if failing[-2:] != [True, True]:
+                    return None
+                return status.last_failure or f"{status.last_failed_wal} could not be archived"
+
+            watchdog = _Watchdog(process, deadline, check=archiving_stuck)
             stream = _LabelReader(process.stdout)
             try:
                 size = store.put(f"base/{backup_id}/base.tar", stream)
@@ -386,8 +400,13 @@ class Backups:
                     process.wait()
             errors.seek(0)
             said = errors.read().decode("utf-8", errors="replace")
-        if watchdog.fired or process.returncode != 0:
+        if watchdog.fired or watchdog.stopped_because or process.returncode != 0:
             store.delete([f"base/{backup_id}/base.tar"])
+            if watchdog.stopped_because:
+                raise CommandFailed(
+                    f"WAL archiving fails, so the base backup could never end: {watchdog.stopped_because}",
+                    output_tail=said[-4096:],
+                )
             if "waiting for required WAL segments" in said:
                 failure = self._archiver(runtime, settings).last_failure
                 said += f"\narchiving: {failure or 'slow, not failing'}"
@@ -923,22 +942,43 @@ class Recovered:
 
 
 class _Watchdog:
-    """Kills a process's group when the deadline passes or is cancelled."""
+    """Kills a process's group when the deadline passes or is cancelled (`fired`), or when
+    `check`, asked every CHECK_S, says why the process can never succeed (`stopped_because`)."""
 
-    def __init__(self, process: subprocess.Popen, deadline: Deadline):
-        self.process, self.deadline, self.fired = process, deadline, False
+    CHECK_S = 5.0
+
+    def __init__(self, process: subprocess.Popen, deadline: Deadline, check: Callable[[], str | None] | None = None):
+        self.process, self.deadline, self.check = process, deadline, check
+        self.fired, self.stopped_because = False, None
         self._done = threading.Event()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
+        next_check = time.monotonic() + self.CHECK_S
         while not self._done.wait(POLL_S):
-            if self.deadline.expired() and self.process.poll() is None:
-                self.fired = True
-                try:
-                    os.killpg(self.process.pid, 9)
-                except ProcessLookupError:
-                    pass
+            if self.process.poll() is not None:
                 return
+            if self.deadline.expired():
+                self.fired = True
+                self._kill()
+                return
+            if self.check is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.CHECK_S
+                try:
+                    reason = self.check()
+                except Exception:  # the deadline must still hold: a check that breaks is only logged
+                    log.exception("the check of pid %s failed", self.process.pid)
+                    reason = None
+                if reason:
+                    self.stopped_because = reason
+                    self._kill()
+                    return
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, 9)
+        except ProcessLookupError:
+            pass
 
     def stop(self) -> None:
         self._done.set()

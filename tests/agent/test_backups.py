@@ -221,6 +221,27 @@ def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
     assert "berth-wal push" in status.last_failure and "Permission denied" in status.last_failure
 
 
+def test_a_base_backup_whose_wal_cannot_be_archived_fails_with_the_reason_before_its_deadline(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "stuck15db", make_repository("file")
+    port = provision(client, ref, 15)
+    client.backup_archiving(ref, repository, archive_timeout_s=5)
+    insert(port, "one", 1)
+    archive_everything(client, ref, port)
+    wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
+    wal.chmod(0o555)  # the server's user may no longer write segments; the agent still writes base backups
+    try:
+        client.backup_start(ref, repository, job_s=3600)
+        job = finished(client, ref, timeout=300)
+    finally:
+        wal.chmod(0o755)
+    assert (job.kind, job.state, job.error.code) == ("base_backup", "failed", "command_failed"), job.error
+    assert "WAL archiving fails, so the base backup could never end" in job.error.message
+    assert "berth-wal push" in job.error.message and "Permission denied" in job.error.message
+    catalog = client.backup_catalog(repository, ref)
+    assert catalog.backups == [], "the unfinished backup is not listed"
+    assert not list((wal.parent / "base").rglob("base.tar")), "its tar was removed"
+
+
 def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "verify16db", make_repository("s3")
     port = provision(client, ref, 16)
