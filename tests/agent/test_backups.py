@@ -203,13 +203,19 @@ def test_it_restores_a_lost_hosts_project_on_another_host_and_clones_with_a_new_
         connect(clone_port, PASSWORD)
 
 
-def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
-    client, ref, repository = agent.client(deadline=60), "failing16", make_repository("file")
-    port = provision(client, ref, 16)
+def archiving_into_a_folder(client, ref: str, major: int, repository: Repository) -> int:
+    """A runtime archiving into the folder repository, one row archived and no failure yet; its port."""
+    port = provision(client, ref, major)
     client.backup_archiving(ref, repository, archive_timeout_s=5)
     insert(port, "one", 1)
     archive_everything(client, ref, port)
     assert client.backup_archiver(ref).last_failure is None
+    return port
+
+
+def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "failing16", make_repository("file")
+    port = archiving_into_a_folder(client, ref, 16, repository)
     shutil.rmtree(Path(repository.url.removeprefix("file://")) / ref)  # the repository's folder goes
     insert(port, "two", 1)
     with connect(port) as conn:
@@ -223,10 +229,7 @@ def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
 
 def test_a_base_backup_whose_wal_cannot_be_archived_fails_with_the_reason_before_its_deadline(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "stuck15db", make_repository("file")
-    port = provision(client, ref, 15)
-    client.backup_archiving(ref, repository, archive_timeout_s=5)
-    insert(port, "one", 1)
-    archive_everything(client, ref, port)
+    archiving_into_a_folder(client, ref, 15, repository)
     wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
     wal.chmod(0o555)  # the server's user may no longer write segments; the agent still writes base backups
     try:
