@@ -102,9 +102,9 @@ class FolderStore:
 
     def put(self, key: str, source: BinaryIO) -> int:
         path = self._path(key)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
             written = 0
             with open(partial, "wb") as out:
                 while chunk := source.read(CHUNK):
@@ -115,6 +115,8 @@ class FolderStore:
             os.replace(partial, path)
             _sync_folder(path.parent)
         except OSError as exc:
+            # A full repository must not stay full of the part written before the failure.
+            partial.unlink(missing_ok=True)
             raise RepositoryUnavailable(f"cannot write {path}: {exc.strerror}") from None
         return written
 

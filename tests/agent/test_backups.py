@@ -2,10 +2,12 @@
 (pgbin/), into a real S3-compatible store (SeaweedFS, scripts/s3) and a file:// folder: WAL
 archiving, base backups, point-in-time restore in place and onto another host's runtime after
 the first host's folder is gone, restores that fail leaving the old data serving, verify,
-prune, the archiver's own failure reason, and the docker driver's refusal.
+prune, the archiver's own failure reason, a full repository, a backup whose WAL cannot be
+archived, and the docker driver's refusal.
 """
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -243,6 +245,58 @@ def test_a_base_backup_whose_wal_cannot_be_archived_fails_with_the_reason_before
     catalog = client.backup_catalog(repository, ref)
     assert catalog.backups == [], "the unfinished backup is not listed"
     assert not list((wal.parent / "base").rglob("base.tar")), "its tar was removed"
+
+
+@pytest.fixture
+def small_repository_folder(repository_folder):
+    """repository_folder on a tmpfs of its own, so a test can fill it."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m,mode=755", "tmpfs", str(repository_folder)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?): no full repository to test")
+    yield repository_folder
+    subprocess.run(["umount", "-l", str(repository_folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file into `folder` until its filesystem is full; the file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_repository_fails_the_backup_with_the_reason_and_the_project_keeps_serving(
+    agent, small_repository_folder
+):
+    client, ref = agent.client(deadline=60), "full15db"
+    repository = Repository(url=f"file://{small_repository_folder}")
+    port = archiving_into_a_folder(client, ref, 15, repository)
+    filler = fill(small_repository_folder)
+
+    client.backup_start(ref, repository)
+    job = finished(client, ref)
+    assert (job.state, job.error.code) == ("failed", "repository"), job.error
+    assert "No space left on device" in job.error.message
+    assert not list(small_repository_folder.rglob("*partial*")), "nothing half-written stays behind"
+    insert(port, "while full", 2)
+    with connect(port) as conn:
+        conn.execute("select pg_switch_wal()")
+    status = wait_for(
+        lambda: (status := client.backup_archiver(ref)).last_failure and status, timeout=60, what="a failure"
+    )
+    assert "No space left on device" in status.last_failure
+    assert labels(port) == {"one": 1, "while full": 2}, "the project serves all the while"
+
+    filler.unlink()  # room again: archiving catches up and a base backup succeeds
+    archive_everything(client, ref, port)
+    client.backup_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+    assert len(client.backup_catalog(repository, ref).backups) == 1
 
 
 def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(agent, make_repository):
