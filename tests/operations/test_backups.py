@@ -389,3 +389,18 @@ def test_a_removed_project_whose_host_does_not_answer_is_left_for_the_next_pass(
     assert protection.prune_removed() == 0
     assert Protection.objects.get(project=removed).configured_at is not None
     assert Backup.objects.get(project=removed).status == BackupStatus.COMPLETED
+
+
+def test_a_clone_that_never_becomes_healthy_gives_up_after_the_operation_deadline_not_the_backup_one(
+    agent, host, settings
+):
+    source = backed_up(host, agent)
+    settings.BERTH_OPERATION_DEADLINE = 16  # the runner keeps 15 s back to stop the runtime
+    settings.BERTH_BACKUP_DEADLINE = 60
+    agent.probe_status = "fail"
+    clone = protection.clone_project(source, RestoreTarget(None), name="Never healthy")
+    operation = run(clone.operations.get())
+    assert (operation.state, operation.error_code) == (State.FAILED, "unhealthy")
+    assert Project.objects.get(pk=clone.pk).status == Status.INIT_FAILED
+    assert agent.called("down"), "the runtime it brought up is stopped"
+    assert operation.deadline - operation.finished_at > timedelta(seconds=30), "it did not wait out the hour's budget"
