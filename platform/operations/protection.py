@@ -22,17 +22,18 @@ Invariants:
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agent import api
 from agent.client import AgentError
 from audit.actions import record
 from audit.models import Action
-from backups.models import Backup, BackupStatus, BackupTrigger, Protection, Repository
+from backups.models import SETUP_FAILED, Backup, BackupStatus, BackupTrigger, Protection, Repository
 from hosts import agents
 from operations.actions import OperationRefused, request_operation
 from operations.creation import create_project
@@ -253,9 +254,6 @@ def record_configured(project: Project, repository: Repository, *, operation: Op
         record(None, Action.PROJECT_PROTECTED, project=project, detail=detail, label=f"operation {operation.pk}")
 
 
-SETUP_FAILED = "WAL archiving could not be turned on"
-
-
 def record_setup_failed(project: Project, error: str) -> None:
     """Provisioning or a clone could not turn archiving on: the project serves unprotected,
     and its protection says why (`manage.py backups protect` tries again)."""
@@ -408,6 +406,41 @@ def queue_due_backups(now=None) -> int:
             continue
         try:
             request_backup(protection.project, trigger=BackupTrigger.SCHEDULE, label="schedule")
+        except OperationRefused:
+            continue
+        queued += 1
+    return queued
+
+
+# How long a project whose WAL archiving could not be turned on waits before the backup pass
+# tries again (a repository mounted late, an agent that was down at its provisioning).
+PROTECT_RETRY_MINUTES = 60
+
+
+def queue_due_protects(now=None) -> int:
+    """Protection is on by default: a running project whose archiving was never turned on (its
+    set-up failed) gets a `protect` again when nothing tried in PROTECT_RETRY_MINUTES; a
+    project busy with another operation waits for the next pass."""
+    since = (now or timezone.now()) - timedelta(minutes=PROTECT_RETRY_MINUTES)
+    tried = Operation.objects.filter(
+        project=OuterRef("project"), kind__in=(Kind.PROTECT, Kind.PROVISION, Kind.CLONE), created_at__gte=since
+    )
+    unset = (
+        Protection.objects.filter(
+            enabled=True,
+            configured_at__isnull=True,
+            project__desired_state=DesiredState.RUNNING,
+            # Turning archiving on restarts the server: done unasked only to a healthy one.
+            project__status=Status.ACTIVE_HEALTHY,
+            project__host__isnull=False,
+        )
+        .exclude(Exists(tried))
+        .select_related("project")
+    )
+    queued = 0
+    for protection in unset:
+        try:
+            request_operation(protection.project, Kind.PROTECT, label="schedule")
         except OperationRefused:
             continue
         queued += 1

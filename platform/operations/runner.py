@@ -67,6 +67,11 @@ class StepFailed(Exception):
         return f"{self.code}: {self.message}"
 
 
+# Agent refusals of turning archiving on that come before any restart (agent.backups:
+# the repository checked, the archive command found, the driver able): nothing was touched.
+REFUSED_BEFORE_RESTART = ("invalid", "repository", "unsupported")
+
+
 class OperationRun:
     def __init__(self, operation: Operation):
         self.operation = operation
@@ -347,11 +352,15 @@ class OperationRun:
                 deadline_s=self.command_budget(),
             )
         except AgentError as error:
-            if required:
-                raise
             protection.record_setup_failed(self.project, str(error))
             self.event("archiving", f"WAL archiving not turned on: {error}", level=OperationEvent.Level.WARNING)
-            return
+            if not required:
+                return
+            if error.code in REFUSED_BEFORE_RESTART:
+                # The agent refused before it touched the runtime: the project is as it was.
+                status, reason = self.status_before_claim()
+                raise StepFailed(f"agent_{error.code}", str(error), status, reason) from None
+            raise
         protection.record_configured(self.project, repository, operation=self.operation)
         restarted = " (the server restarted to turn it on)" if reply.restarted else ""
         self.event("archiving", f"WAL archived into {repository.location().display}{restarted}")

@@ -63,7 +63,7 @@ def repair_port_counts() -> int:
 
 
 def queue_backups() -> int:
-    return protection.queue_due_backups()
+    return protection.queue_due_protects() + protection.queue_due_backups()
 
 
 def queue_verifications() -> int:

@@ -404,3 +404,34 @@ def test_a_clone_that_never_becomes_healthy_gives_up_after_the_operation_deadlin
     assert Project.objects.get(pk=clone.pk).status == Status.INIT_FAILED
     assert agent.called("down"), "the runtime it brought up is stopped"
     assert operation.deadline - operation.finished_at > timedelta(seconds=30), "it did not wait out the hour's budget"
+
+
+def test_a_project_whose_archiving_could_not_be_turned_on_is_tried_again_by_the_backup_pass(agent, host):
+    working = agent.backup_archiving
+    agent.backup_archiving = mock.Mock(
+        side_effect=protection.AgentError("the repository folder /srv/backups does not exist", code="repository")
+    )
+    project = provisioned(host)
+    found = Protection.objects.get(project=project)
+    assert found.failure.startswith("WAL archiving could not be turned on: the repository folder"), found.failure
+    now = timezone.now()
+    assert protection.queue_due_protects(now) == 0, "its provisioning tried a moment ago"
+
+    later = now + timedelta(minutes=protection.PROTECT_RETRY_MINUTES + 1)
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        assert protection.queue_due_protects(later) == 1
+    retry = project.operations.get(kind=Kind.PROTECT)
+    assert run(retry).state == State.FAILED
+    project.refresh_from_db()
+    assert project.status == Status.ACTIVE_HEALTHY, "the agent refused before touching the runtime"
+    assert Protection.objects.get(project=project).configured_at is None
+    assert protection.queue_due_protects(later) == 0, "tried again a moment ago"
+
+    agent.backup_archiving = working  # the repository is mounted now
+    latest = later + timedelta(minutes=protection.PROTECT_RETRY_MINUTES + 1)
+    with mock.patch("django.utils.timezone.now", return_value=latest):
+        assert protection.queue_due_protects(latest) == 1
+    assert run(project.operations.filter(kind=Kind.PROTECT).latest("pk")).state == State.SUCCEEDED
+    found = Protection.objects.get(project=project)
+    assert found.configured_at is not None and found.failure == ""
+    assert Project.objects.get(pk=project.pk).status == Status.ACTIVE_HEALTHY
