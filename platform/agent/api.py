@@ -507,6 +507,9 @@ class BackupInfo(Reply):
     timeline: int
     start_wal: str  # the first WAL segment a restore of it needs
     stop_wal: str
+    # Its cluster's: where its WAL is (agent.repository.wal_key). A major upgrade makes a new
+    # cluster, whose backups and WAL are another generation of the same stanza.
+    system_identifier: str
     status: Literal["completed"] = "completed"  # only finished backups are listed
 
 

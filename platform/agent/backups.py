@@ -64,6 +64,7 @@ from agent.repository import (
     Store,
     download,
     open_store,
+    wal_key,
 )
 from agent.runtimes import Runtime, Runtimes, check_ref
 
@@ -420,6 +421,7 @@ class Backups:
         # waits for that with -X none), so the last archived segment is at or past the backup's end.
         with self._connect(settings) as conn:
             (stop_wal,) = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
+            (system_id,) = conn.execute("select system_identifier::text from pg_control_system()").fetchone()
         info = api.BackupInfo(
             id=backup_id,
             started_unix=started,
@@ -429,6 +431,7 @@ class Backups:
             timeline=int(start.group(2)),
             start_wal=start.group(1).decode(),
             stop_wal=stop_wal or start.group(1).decode(),
+            system_identifier=system_id,
         )
         store.put(f"base/{backup_id}/backup.json", _Bytes(msgspec.json.encode(info)))
         return info
@@ -580,7 +583,7 @@ class Backups:
             restore_command = (
                 f"test -f {spool}/%f && cp {spool}/%f %p || "
                 f"{{ grep -qxF %f {spool}/{REMOTE_LIST} && "
-                + wal_command("fetch", spec_file, driver.run_as)
+                + wal_command("fetch", spec_file, backup.system_identifier, driver.run_as)
                 + " %f %p; }"
             )
             (data / "recovery.signal").touch()
@@ -748,8 +751,9 @@ class Backups:
         of the latest timeline."""
         slack = 600.0
         wanted, later, newest = [], [], backup.start_wal
-        for item in store.scan("wal/"):
-            name = item.key.removeprefix("wal/")
+        folder = wal_key(backup.system_identifier, "")
+        for item in store.scan(folder):
+            name = item.key.removeprefix(folder)
             if name.endswith(".history"):
                 wanted.append(name)
             elif _SEGMENT.match(name) and name[8:] >= backup.start_wal[8:] and name[:8] >= backup.start_wal[:8]:
@@ -770,7 +774,7 @@ class Backups:
             if deadline.expired():
                 return
             path = spool / name
-            download(store, f"wal/{name}", path)
+            download(store, wal_key(backup.system_identifier, name), path)
             if run_as:
                 os.chown(path, run_as.uid, run_as.gid)
 
@@ -814,16 +818,20 @@ class Backups:
         except RepositoryUnavailable as error:
             raise RepositoryError(str(error)) from None
         backups.sort(key=lambda backup: backup.finished_unix)
-        segments = [item for item in items if item.key.startswith("wal/") and _SEGMENT.match(item.key[4:])]
-        last = max(segments, key=lambda item: (item.key[12:], item.key[4:12]), default=None)
-        latest = max((item.modified_unix for item in segments), default=None)
-        earliest = backups[0].finished_unix if backups else None
+        segments = _segments(items)
+        # The window is the current cluster's, the one of the newest backup: an older
+        # generation's backups (before a major upgrade) restore no cluster of this major.
+        current = backups[-1].system_identifier if backups else None
+        mine = [item for system_id, _, item in segments if system_id == current]
+        last = max(mine, key=lambda item: _segment_order(item.key.rsplit("/", 1)[1]), default=None)
+        latest = max((item.modified_unix for item in mine), default=None)
+        earliest = next((backup.finished_unix for backup in backups if backup.system_identifier == current), None)
         return api.BackupCatalog(
             stanza=stanza,
             backups=backups,
             earliest_unix=earliest,
             latest_unix=max(latest, backups[-1].finished_unix) if backups and latest else None,
-            last_wal=last.key[4:] if last else None,
+            last_wal=last.key.rsplit("/", 1)[1] if last else None,
             wal_segments=len(segments),
         )
 
@@ -837,18 +845,26 @@ class Backups:
         try:
             items = store.scan("")
             doomed = [item.key for item in items if any(item.key.startswith(f"base/{b.id}/") for b in removed)]
-            if kept:
-                oldest = min(kept, key=lambda b: b.finished_unix).start_wal
-                old = [
-                    item.key
-                    for item in items
-                    if item.key.startswith("wal/") and _SEGMENT.match(item.key[4:]) and item.key[12:] < oldest[8:]
-                ]
-            elif body.min_backups == 0:
-                # A removed project's stanza past its retention: nothing restores from it any more.
-                old = [item.key for item in items if item.key.startswith("wal/")]
-            else:
-                old = []  # no backup yet: the WAL archived so far is what the first one will need
+            old = []
+            wal_files = [
+                (key.split("/")[1], key)
+                for key in (item.key for item in items)
+                if key.startswith("wal/") and key.count("/") == 2
+            ]
+            for system_id in {system_id for system_id, _ in wal_files}:
+                own = [backup for backup in kept if backup.system_identifier == system_id]
+                if own:
+                    # Segments older than the generation's oldest kept backup; history files stay.
+                    oldest = min(own, key=lambda b: b.finished_unix).start_wal
+                    old += [
+                        key
+                        for sid, key in wal_files
+                        if sid == system_id and _SEGMENT.match(name := key.rsplit("/", 1)[1]) and name[8:] < oldest[8:]
+                    ]
+                elif body.min_backups == 0 or _superseded(system_id, kept, items):
+                    # A removed project's stanza past its retention, or a cluster a major upgrade
+                    # replaced whose backups have all expired: nothing restores from its WAL.
+                    old += [key for sid, key in wal_files if sid == system_id]
             wal = len(old)
             doomed += old
             if deadline.expired():
@@ -1010,6 +1026,28 @@ class _Bytes:
         return chunk
 
 
+def _segments(items: list) -> list[tuple[str, str, object]]:
+    """(system id, segment, item) of every WAL segment stored (`wal/<system id>/<segment>`)."""
+    found = []
+    for item in items:
+        parts = item.key.split("/")
+        if len(parts) == 3 and parts[0] == "wal" and _SEGMENT.match(parts[2]):
+            found.append((parts[1], parts[2], item))
+    return found
+
+
+def _segment_order(name: str) -> tuple[str, str]:
+    """Segments in WAL order: by position (log and segment number), then timeline."""
+    return name[8:], name[:8]
+
+
+def _superseded(system_id: str, kept: list, items: list) -> bool:
+    """A cluster with no kept backup is superseded when a newer cluster has one that began
+    after its last archived WAL (a brand-new cluster's WAL before its first backup stays)."""
+    newest = max((item.modified_unix for sid, _, item in _segments(items) if sid == system_id), default=0.0)
+    return any(backup.system_identifier != system_id and backup.started_unix > newest for backup in kept)
+
+
 def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.BackupInfo:
     if not catalog.backups or catalog.earliest_unix is None or catalog.latest_unix is None:
         raise Invalid(f"{catalog.stanza} has no base backup in the repository: nothing to restore")
@@ -1019,7 +1057,8 @@ def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.Back
         return catalog.backups[-1]
     if target < catalog.earliest_unix or target > catalog.latest_unix:
         raise Invalid(f"{_when(target)} is outside the restorable window of {catalog.stanza}: {window}")
-    return [backup for backup in catalog.backups if backup.finished_unix <= target][-1]
+    current = catalog.backups[-1].system_identifier
+    return [b for b in catalog.backups if b.finished_unix <= target and b.system_identifier == current][-1]
 
 
 def _durable(data: Path, flushing: subprocess.Popen | None, deadline: Deadline) -> None:

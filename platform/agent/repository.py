@@ -96,6 +96,21 @@ def open_store(spec: Spec, stanza: str) -> Store:
     raise RepositoryUnavailable(f"unknown repository scheme {parts.scheme!r}: s3:// or file:// only")
 
 
+def wal_key(system_identifier: str, name: str) -> str:
+    """Where a WAL file (segment or timeline history) of one cluster is stored. Each cluster's
+    WAL has a folder of its own, named by its system identifier: a cluster made anew in the
+    same stanza (a major upgrade's, by dump or logical replication) names its segments from
+    the start again, and must never be taken for, or mixed with, the one it replaced."""
+    return f"wal/{system_identifier}/{name}"
+
+
+def system_identifier(data: Path) -> str:
+    """The cluster's system identifier: pg_control's first field (a uint64, little-endian on
+    the hosts PostgreSQL builds here run on)."""
+    with open(data / "global" / "pg_control", "rb") as control:
+        return str(int.from_bytes(control.read(8), "little"))
+
+
 class FolderStore:
     def __init__(self, root: Path):
         self.root = root

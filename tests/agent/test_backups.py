@@ -120,6 +120,42 @@ def test_it_restores_in_place_to_a_point_in_time_with_exactly_the_rows_committed
     assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3}
 
 
+def test_a_new_cluster_in_the_same_stanza_archives_apart_and_restores_its_own_data(agent, make_repository):
+    """A major upgrade (dump or logical replication) puts a new cluster behind the same
+    project: its WAL names start again from the beginning. Each cluster's WAL has a folder of
+    its own, so none of the new one's segments is taken for an old one's, nor lost."""
+    client, ref, repository = agent.client(deadline=60), "second16", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "first life", 3)
+    archive_everything(client, ref, port)
+    first = client.backup_catalog(repository, ref)
+    client.delete(ref, purge_data=True)
+    port = provision(client, ref, 16)  # initdb again: another system identifier, the same stanza
+    protected(client, ref, port, repository)
+    insert(port, "second life", 4)
+    archive_everything(client, ref, port)
+
+    catalog = client.backup_catalog(repository, ref)
+    old, new = catalog.backups
+    assert old.system_identifier != new.system_identifier
+    assert old.start_wal[8:] == new.start_wal[8:] or new.start_wal[8:] < first.last_wal[8:], "the names overlap"
+    assert catalog.earliest_unix == new.finished_unix, "the window is the current cluster's"
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+    assert job.state == "succeeded", job.error
+    assert labels(port) == {"before backup": 10, "second life": 4}
+
+    # Once the old cluster's backups expire, its WAL goes with them; the new one's stays.
+    pruned = client.backup_prune(repository, ref, keep_since_unix=new.started_unix)
+    assert (pruned.removed_backups, pruned.kept_backups) == ([old.id], [new.id])
+    wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
+    assert sorted(folder.name for folder in wal.iterdir()) == [new.system_identifier]
+    client.restore_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+    assert labels(port) == {"before backup": 10, "second life": 4}
+
+
 def test_it_refuses_a_target_outside_the_window_and_changes_nothing(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "outside16", make_repository("file")
     port = provision(client, ref, 16)
@@ -162,7 +198,7 @@ def test_a_restore_that_cannot_reach_the_latest_point_fails_and_the_old_data_ser
         insert(port, f"batch {batch}", 2)
         archive_everything(client, ref, port)
     wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
-    segments = sorted(path for path in wal.iterdir() if len(path.name) == 24)
+    segments = sorted(path for path in wal.glob("*/*") if len(path.name) == 24)  # wal/<system id>/
     segments[-2].unlink()  # a gap before the newest segment
     insert(port, "kept", 1)
 
@@ -232,7 +268,7 @@ def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
 def test_a_base_backup_whose_wal_cannot_be_archived_fails_with_the_reason_before_its_deadline(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "stuck15db", make_repository("file")
     archiving_into_a_folder(client, ref, 15, repository)
-    wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
+    [wal] = (Path(repository.url.removeprefix("file://")) / ref / "wal").iterdir()  # the cluster's own
     wal.chmod(0o555)  # the server's user may no longer write segments; the agent still writes base backups
     try:
         client.backup_start(ref, repository, job_s=3600)
@@ -244,7 +280,7 @@ def test_a_base_backup_whose_wal_cannot_be_archived_fails_with_the_reason_before
     assert "berth-wal push" in job.error.message and "Permission denied" in job.error.message
     catalog = client.backup_catalog(repository, ref)
     assert catalog.backups == [], "the unfinished backup is not listed"
-    assert not list((wal.parent / "base").rglob("base.tar")), "its tar was removed"
+    assert not list((wal.parent.parent / "base").rglob("base.tar")), "its tar was removed"
 
 
 @pytest.fixture

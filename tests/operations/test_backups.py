@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.models import Action, AuditEntry
 from backups.models import Backup, BackupStatus, Protection
-from operations import protection, reaper, tasks
+from operations import protection, reaper, tasks, upgrades
 from operations.actions import OperationInProgress, OperationRefused, request_operation
 from operations.cleanup import stop_what_it_started
 from operations.creation import create_project
@@ -435,3 +435,18 @@ def test_a_project_whose_archiving_could_not_be_turned_on_is_tried_again_by_the_
     found = Protection.objects.get(project=project)
     assert found.configured_at is not None and found.failure == ""
     assert Project.objects.get(pk=project.pk).status == Status.ACTIVE_HEALTHY
+
+
+def test_after_an_upgrade_or_its_rollback_the_new_clusters_first_backup_is_the_passs_next(agent, host):
+    """Another cluster archives into its own WAL folder: until its first base backup nothing
+    restores it, so the pass takes one within minutes, not a schedule later."""
+    project = backed_up(host, agent)
+    operation = project.operations.latest("pk")  # the one the audit rows name
+    assert not Protection.objects.get(project=project).backup_due()
+    upgrades.record_upgraded(project, 16, 15, operation=operation)
+    assert Protection.objects.get(project=project).backup_due()
+
+    assert run(protection.request_backup(project)).state == State.SUCCEEDED
+    assert not Protection.objects.get(project=project).backup_due()
+    upgrades.record_rolled_back(project, 15, operation=operation)
+    assert Protection.objects.get(project=project).backup_due()

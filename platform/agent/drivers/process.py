@@ -229,7 +229,7 @@ class ProcessDriver:
             self.write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
         conf = server_conf(
             settings.port, self.listen_addresses, paths.state if tls else None, preload=ships_library(bindir, PRELOAD)
-        ) + archive_conf(paths.state, self.run_as)
+        ) + archive_conf(paths.state, paths.data, self.run_as)
         self.write_owned(paths.data / "berth.conf", conf)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             output += "already running\n"
