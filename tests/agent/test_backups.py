@@ -156,6 +156,35 @@ def test_a_new_cluster_in_the_same_stanza_archives_apart_and_restores_its_own_da
     assert labels(port) == {"before backup": 10, "second life": 4}
 
 
+def test_after_a_major_upgrade_the_new_cluster_archives_backs_up_and_restores(agent, make_repository):
+    client, ref, repository = agent.client(deadline=120), "upgraded16", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    archive_everything(client, ref, port)
+    client.upgrade_prepare(ref, 17, "dump")
+    assert client.upgrade_step(ref, "switch").current_major == 17
+    client.put_files(ref, [runtime_toml(17, port)])  # as the control plane pushes it after the switch
+    insert(port, "on 17", 6)
+    archive_everything(client, ref, port)
+    client.backup_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+
+    catalog = client.backup_catalog(repository, ref)
+    assert [backup.major for backup in catalog.backups] == [16, 17]
+    assert catalog.earliest_unix == catalog.backups[1].finished_unix
+    insert(port, "after its backup", 2)
+    archive_everything(client, ref, port)
+    with pytest.raises(AgentError, match="major upgrade under way or kept"):
+        client.restore_start(ref, repository)  # a restore in place waits for the rollback's end
+    client.upgrade_step(ref, "discard")
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+    assert job.state == "succeeded", job.error
+    assert labels(port) == {"before backup": 10, "on 17": 6, "after its backup": 2}
+    with connect(port) as conn:
+        assert conn.execute("show server_version_num").fetchone()[0].startswith("17")
+
+
 def test_it_refuses_a_target_outside_the_window_and_changes_nothing(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "outside16", make_repository("file")
     port = provision(client, ref, 16)
