@@ -96,6 +96,21 @@ def open_store(spec: Spec, stanza: str) -> Store:
     raise RepositoryUnavailable(f"unknown repository scheme {parts.scheme!r}: s3:// or file:// only")
 
 
+def archive_segment(store: "Store", path: Path, name: str) -> None:
+    """Store a WAL file as wal/<name>, idempotently: one already stored with the same size is
+    archived (a retry after the upload completed but before PostgreSQL heard of it); another
+    size is an error, so two clusters archiving into one stanza are noticed, never mixed."""
+    key = f"wal/{name}"
+    size = path.stat().st_size
+    stored = store.head(key)
+    if stored is not None:
+        if stored.size == size:
+            return
+        raise RepositoryUnavailable(f"{key} is already archived with {stored.size} bytes, not {size}")
+    with open(path, "rb") as source:
+        store.put(key, source)
+
+
 class FolderStore:
     def __init__(self, root: Path):
         self.root = root
