@@ -223,8 +223,9 @@ class Backups:
             try:
                 with self.runtimes.hold(ref, Deadline(STATUS_DEADLINE_S)):
                     self._settle(runtime)
-            except ApiError:
-                pass  # another command holds it: settled by the next job or status call
+            except ApiError as error:  # another command holds it, or settling failed: the next call settles
+                if error.code != "busy":
+                    log.warning("settling the job of %s failed: %s %s", ref, error.message, error.output_tail or "")
             job = Job.load(self._job_path(runtime))
         return job.reply()
 

@@ -298,3 +298,38 @@ def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(
         assert again.client().status(ref).state == "running"
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize(
+    "half_done",
+    [
+        # Old entries partly moved aside, no mark: the root holds only old ones.
+        "mkdir .berth-aside && mv base global .berth-aside/",
+        # Everything aside and marked, restored entries partly moved in: the root's go.
+        "mkdir -p .berth-aside .berth-restore && for f in *; do mv $f .berth-aside/; done"
+        " && touch .berth-aside/.complete && echo new > .berth-restore/PG_VERSION && echo x > .berth-restore/junk"
+        " && mv .berth-restore/PG_VERSION .berth-restore/junk .",
+    ],
+)
+def test_a_swap_an_agent_left_half_done_is_put_back(engine, docker_backup_agent, cleanup, half_done):
+    client, ref = docker_backup_agent.client(deadline=120), "dkhalf1"
+    port = provision(client, ref, cleanup)
+    insert(port, "old", 3)
+    db = container_of(engine, ref)
+    image = docker(engine, "inspect", "-f", "{{.Image}}", db).strip()
+    docker(engine, "stop", db)
+    script = f"cd /var/lib/postgresql/data && {half_done}"
+    docker(engine, "run", "--rm", "--volumes-from", db, "-u", "0", "--entrypoint", "sh", image, "-c", script)
+    # The job an agent that stopped mid-swap left: the next look at it settles the runtime.
+    job = docker_backup_agent.root / ref / ".berth-docker" / "backup" / "job.json"
+    job.parent.mkdir(parents=True)
+    job.write_text('{"kind": "restore", "state": "running", "started_unix": 1.0, "phase": "swapping"}')
+
+    # Settled by the first look that gets the runtime's lock (a ban scan may hold it a moment).
+    settled = finished(client, ref, timeout=120)
+    assert (settled.state, settled.error and settled.error.code) == ("failed", "interrupted"), settled
+    assert "put back" in settled.error.message
+    wait_for(lambda: serving(port), timeout=90, what="the old data")
+    assert labels(port) == {"old": 3}
+    listing = docker(engine, "exec", container_of(engine, ref), "ls", "-a", "/var/lib/postgresql/data").split()
+    assert not {"junk", ".berth-aside", ".berth-restore"} & set(listing)
