@@ -495,7 +495,7 @@ class DockerBackups(Backups):
         store = open_store(spec, source)
         job.update(phase="fetching", detail=f"base backup {backup.id} of {source}")
         self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], ["-c", PREPARE_SCRIPT, "sh", data], deadline)
-        self._extract_into(container, mounts, store, f"base/{backup.id}/base.tar", data, deadline)
+        self._extract_into(container, name, mounts, store, f"base/{backup.id}/base.tar", data, deadline)
         job.update(phase="fetching WAL")
         # Every segment from the backup's start: the restore command is a cp from the spool
         # alone (the image may have no interpreter for agent/wal.py's fetch).
@@ -606,10 +606,12 @@ class DockerBackups(Backups):
             raise RestoreFailed(f"the restored cluster did not shut down cleanly: {_problems(said)}")
 
     def _extract_into(
-        self, container: Container, mounts: list[str], store: Store, key: str, data: str, deadline: Deadline
+        self, container: Container, name: str, mounts: list[str], store: Store, key: str, data: str, deadline: Deadline
     ) -> None:
-        """The base backup's tar streamed from the repository into `tar -x` in a one-off container."""
-        argv = ["docker", "run", "--rm", "-i", "--network", "none", *mounts, "-u", "postgres", "--entrypoint", "sh"]
+        """The base backup's tar streamed from the repository into `tar -x` in a one-off container
+        `name` (named, so a cleanup removes it even when killing `docker run` left it running)."""
+        argv = ["docker", "run", "--rm", "-i", "--name", name, "--network", "none", *mounts, "-u", "postgres"]
+        argv += ["--entrypoint", "sh"]
         argv += [container.image, "-c", 'tar -x -f - -C "$1" && touch "$1/recovery.signal"', "sh", data]
         process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
