@@ -1,6 +1,8 @@
 """Backups of process-driver runtimes: WAL archiving, base backups, point-in-time restore (in
 place, or into a runtime that has no cluster: a clone, or a lost host's project), verify and
-prune. See "Backups" in docs/architecture.md.
+prune. See "Backups" in docs/architecture.md. agent.docker_backups subclasses `Backups` for the
+docker driver: the jobs, catalog, prune and shared steps stay here, the driver's own are its
+overrides (`_state`, `_base_backup`, `_restore`, `_verify`, `_settle_work`, ...).
 
 Under a runtime's `.berth-pg/`:
 
