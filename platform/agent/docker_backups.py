@@ -82,6 +82,7 @@ MAJOR_LABEL = "berth.postgres-major"
 SERVICE_LABEL = "com.docker.compose.service"
 CONTAINER_WAL = "/berth-wal"
 CONTAINER_WORK = "/berth-work"
+CONTAINER_TAR = "/berth-base.tar"
 SCRATCH_MOUNT = "/berth-scratch"
 RESTORE_DIR = ".berth-restore"
 ASIDE_DIR = ".berth-aside"
@@ -608,30 +609,45 @@ class DockerBackups(Backups):
     def _extract_into(
         self, container: Container, name: str, mounts: list[str], store: Store, key: str, data: str, deadline: Deadline
     ) -> None:
-        """The base backup's tar streamed from the repository into `tar -x` in a one-off container
-        `name` (named, so a cleanup removes it even when killing `docker run` left it running)."""
-        argv = ["docker", "run", "--rm", "-i", "--name", name, "--network", "none", *mounts, "-u", "postgres"]
-        argv += ["--entrypoint", "sh"]
-        argv += [container.image, "-c", 'tar -x -f - -C "$1" && touch "$1/recovery.signal"', "sh", data]
+        """The base backup's tar extracted into `data` in a one-off container `name` (named, so a
+        cleanup removes it even when killing `docker run` left it running). A folder's tar is
+        bind-mounted read-only and read by tar itself (a container's stdin carried a tar at a
+        quarter of that speed here); an object is streamed to tar's stdin."""
+        local = store.root / key if isinstance(store, FolderStore) else None
+        if local is not None and not local.is_file():
+            raise RepositoryUnavailable(f"the repository has no {key}")
+        argv = ["docker", "run", "--rm", "--name", name, "--network", "none", *mounts, "-u", "postgres"]
+        if local is not None:
+            # --mount, not -v: a source the engine cannot see is an error, never an empty folder made.
+            argv += ["--mount", f"type=bind,source={local},target={CONTAINER_TAR},readonly"]
+        else:
+            argv += ["-i"]
+        script = f'tar -x -f {CONTAINER_TAR if local else "-"} -C "$1" && touch "$1/recovery.signal"'
+        argv += ["--entrypoint", "sh", container.image, "-c", script, "sh", data]
         process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL if local else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         watchdog = _Watchdog(process, deadline)
         try:
             try:
-                opened = store.open_parallel(key) if not isinstance(store, FolderStore) else store.open(key)
-                with opened as source:
-                    while chunk := source.read(CHUNK):
-                        process.stdin.write(chunk)
+                if local is None:
+                    with store.open_parallel(key) as source:
+                        while chunk := source.read(CHUNK):
+                            process.stdin.write(chunk)
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why
             except FileNotFoundError:
                 raise RepositoryUnavailable(f"the repository has no {key}") from None
             finally:
-                try:
-                    process.stdin.close()
-                except BrokenPipeError:
-                    pass
+                if process.stdin is not None:
+                    try:
+                        process.stdin.close()
+                    except BrokenPipeError:
+                        pass
                 said = process.stdout.read().decode("utf-8", errors="replace")
                 process.wait()
         finally:
