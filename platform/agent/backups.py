@@ -1,6 +1,8 @@
 """Backups of process-driver runtimes: WAL archiving, base backups, point-in-time restore (in
 place, or into a runtime that has no cluster: a clone, or a lost host's project), verify and
-prune. See "Backups" in docs/architecture.md.
+prune. See "Backups" in docs/architecture.md. agent.docker_backups subclasses `Backups` for the
+docker driver: the jobs, catalog, prune and shared steps stay here, the driver's own are its
+overrides (`_state`, `_base_backup`, `_restore`, `_verify`, `_settle_work`, ...).
 
 Under a runtime's `.berth-pg/`:
 
@@ -53,7 +55,7 @@ from agent.archiving import (
     wal_command,
     wal_runner,
 )
-from agent.commands import Deadline, child_env, run_checked
+from agent.commands import Deadline, RunAs, child_env, run_checked
 from agent.drivers.process import ClusterPaths, PostgresSettings, ProcessDriver, server_conf
 from agent.errors import ApiError, CommandFailed, Invalid, RepositoryError, Unsupported
 from agent.repository import (
@@ -87,6 +89,9 @@ _NEW_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
 _TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
 _RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+# pg_basebackup's arguments after the connection's: a tar of the cluster to stdout, no WAL (the
+# archive has it: the server waits until the backup's last segment is archived).
+BASEBACKUP_ARGS = ("-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-manifest")
 _ARCHIVE_FAILURE = re.compile(r"(berth-wal .*|.*archive command failed.*|.*archiving write-ahead log file.*failed.*)")
 
 
@@ -144,7 +149,7 @@ class Backups:
     def configure_archiving(self, ref: str, body: api.ArchivingRequest, deadline: Deadline) -> api.ArchiverStatus:
         driver = self._driver()
         runtime = self.runtimes.existing(ref)
-        settings = PostgresSettings.from_manifest(runtime.manifest())
+        PostgresSettings.from_manifest(runtime.manifest())  # a runtime.toml it cannot run is refused first
         paths = ClusterPaths.of(runtime.folder)
         with self.runtimes.hold(ref, deadline, body.operation):
             driver.ensure_state_dir(paths)
@@ -172,15 +177,16 @@ class Backups:
                     restarted = True
                 else:
                     driver.reload(runtime, deadline)
-        status = self._archiver(runtime, settings)
+        status = self._archiver(runtime)
         return msgspec.structs.replace(status, restarted=restarted)
 
     def archiver_status(self, ref: str) -> api.ArchiverStatus:
-        self._driver()
         runtime = self.runtimes.existing(ref)
-        return self._archiver(runtime, PostgresSettings.from_manifest(runtime.manifest()))
+        self._check_runtime(runtime)
+        return self._archiver(runtime)
 
-    def _archiver(self, runtime: Runtime, settings: PostgresSettings) -> api.ArchiverStatus:
+    def _archiver(self, runtime: Runtime) -> api.ArchiverStatus:
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         if not archiving_on(paths.state):
             return api.ArchiverStatus(enabled=False)
@@ -206,7 +212,7 @@ class Backups:
             failed_count=failed,
             last_failed_wal=failed_wal,
             last_failed_unix=failed_at,
-            last_failure=_archive_failure(paths.log) if failing else None,
+            last_failure=_archive_failure(_log_tail(paths.log)) if failing else None,
         )
 
     # -- jobs -----------------------------------------------------------------------------
@@ -220,17 +226,16 @@ class Backups:
             try:
                 with self.runtimes.hold(ref, Deadline(STATUS_DEADLINE_S)):
                     self._settle(runtime)
-            except ApiError:
-                pass  # another command holds it: settled by the next job or status call
+            except ApiError as error:  # another command holds it, or settling failed: the next call settles
+                if error.code != "busy":
+                    log.warning("settling the job of %s failed: %s %s", ref, error.message, error.output_tail or "")
             job = Job.load(self._job_path(runtime))
         return job.reply()
 
     def start_base_backup(self, ref: str, body: api.BaseBackupRequest) -> api.BackupJob:
-        driver = self._driver()
         runtime = self.runtimes.existing(ref)
-        settings = PostgresSettings.from_manifest(runtime.manifest())
-        paths = ClusterPaths.of(runtime.folder)
-        if not archiving_on(paths.state):
+        self._check_runtime(runtime)
+        if not archiving_on(self._state(runtime)):
             raise Invalid(
                 f"runtime {ref} does not archive its WAL: turn archiving on first "
                 "(a base backup alone restores nothing)"
@@ -239,21 +244,30 @@ class Backups:
         store = self._prepare_store(spec, ref)
 
         def work(job: Job, deadline: Deadline) -> None:
-            if driver.status(runtime, deadline)[0] != "running":
+            if self.runtimes.driver.status(runtime, deadline)[0] != "running":
                 raise Invalid(f"runtime {ref} is not running; a base backup is taken from the running server")
-            info = self._base_backup(runtime, settings, store, job, deadline)
+            info = self._base_backup(runtime, store, job, deadline)
             job.update(backup=msgspec.to_builtins(info), detail=f"base backup {info.id}: {info.bytes} bytes")
 
         return self._start(runtime, "base_backup", body.operation, body.deadline_s, work)
 
     def start_restore(self, ref: str, body: api.RestoreRequest) -> api.BackupJob:
-        self._driver()
         runtime = self.runtimes.existing(ref)
-        settings = PostgresSettings.from_manifest(runtime.manifest())
+        self._check_runtime(runtime)
         source = check_ref(body.source_ref or ref)
         store = open_store(spec_of(body.repository), source)
         catalog = self._catalog(store, source)
         backup = _choose_backup(catalog, body.target_unix)
+        self._check_restorable(runtime, source, backup)
+
+        def work(job: Job, deadline: Deadline) -> None:
+            self._restore(runtime, spec_of(body.repository), source, backup, body.target_unix, job, deadline)
+
+        return self._start(runtime, "restore", body.operation, body.deadline_s, work)
+
+    def _check_restorable(self, runtime: Runtime, source: str, backup: api.BackupInfo) -> None:
+        ref = runtime.ref
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         if backup.major != settings.major:
             raise Invalid(
                 f"the backups of {source} are of PostgreSQL {backup.major}; "
@@ -263,14 +277,9 @@ class Backups:
         if any((paths.state / name).exists() for name in ("next", "previous")):
             raise Invalid(f"runtime {ref} has a major upgrade under way or kept; finish it first")
 
-        def work(job: Job, deadline: Deadline) -> None:
-            self._restore(runtime, settings, spec_of(body.repository), source, backup, body.target_unix, job, deadline)
-
-        return self._start(runtime, "restore", body.operation, body.deadline_s, work)
-
     def start_verify(self, ref: str, body: api.VerifyRequest) -> api.BackupJob:
-        self._driver()
         runtime = self.runtimes.existing(ref)
+        self._check_runtime(runtime)
         source = check_ref(body.source_ref or ref)
         store = open_store(spec_of(body.repository), source)
         backup = _choose_backup(self._catalog(store, source), None)
@@ -293,9 +302,8 @@ class Backups:
         hold.__enter__()  # busy or cancelled: raised here, to the caller
         try:
             self._settle(runtime)
-            for leftover in ClusterPaths.of(runtime.folder).state.glob(f"{DISCARDED}*"):
-                threading.Thread(target=shutil.rmtree, args=(leftover, True), daemon=True).start()
-            folder = backup_dir(ClusterPaths.of(runtime.folder).state)
+            self._remove_discarded(runtime)
+            folder = backup_dir(self._state(runtime))
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fields = {"kind": kind, "state": "running", "started_unix": time.time(), "phase": "starting"}
             job = Job(folder / JOB_FILE, {**fields, **({"operation": operation} if operation else {})})
@@ -335,6 +343,10 @@ class Backups:
         job = Job.load(self._job_path(runtime))
         if job is None or job.fields.get("state") != "running" or self._runs(runtime.ref):
             return
+        job.fail("interrupted", self._settle_work(runtime))
+
+    def _settle_work(self, runtime: Runtime) -> str:
+        """Undo what a job left (a swap under way, scratch clusters); says what was done."""
         paths = ClusterPaths.of(runtime.folder)
         work = paths.state / RESTORE
         aside = work / "aside"
@@ -345,26 +357,40 @@ class Backups:
         for scratch in (work, paths.state / VERIFY):
             self._stop_any(scratch / "data", Deadline(60))
             shutil.rmtree(scratch, ignore_errors=True)
-        job.fail("interrupted", detail)
+        return detail
+
+    def _remove_discarded(self, runtime: Runtime) -> None:
+        for leftover in self._state(runtime).glob(f"{DISCARDED}*"):
+            threading.Thread(target=shutil.rmtree, args=(leftover, True), daemon=True).start()
 
     def _job_path(self, runtime: Runtime) -> Path:
-        return backup_dir(ClusterPaths.of(runtime.folder).state) / JOB_FILE
+        return backup_dir(self._state(runtime)) / JOB_FILE
+
+    def _state(self, runtime: Runtime) -> Path:
+        """The runtime's folder for backup settings, jobs and scratch data."""
+        return ClusterPaths.of(runtime.folder).state
+
+    def _check_runtime(self, runtime: Runtime) -> None:
+        self._driver()
 
     # -- base backup ----------------------------------------------------------------------
 
-    def _base_backup(
-        self, runtime: Runtime, settings: PostgresSettings, store: Store, job: Job, deadline: Deadline
-    ) -> api.BackupInfo:
+    def _base_backup(self, runtime: Runtime, store: Store, job: Job, deadline: Deadline) -> api.BackupInfo:
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         self._allow_replication(runtime, paths, deadline)
         tool = self._client_tool("pg_basebackup", settings.major)
+        argv = [str(tool), *("-h", self._address(), "-p", str(settings.port), "-U", settings.user), *BASEBACKUP_ARGS]
+        password = {"PGPASSWORD": settings.password}
+        return self._take_base_backup(runtime, argv, password, settings.major, store, job, deadline)
+
+    def _take_base_backup(
+        self, runtime: Runtime, argv: list[str], env: dict, major: int, store: Store, job: Job, deadline: Deadline
+    ) -> api.BackupInfo:
+        """pg_basebackup's tar (argv writes it to stdout) streamed into base/<id>/base.tar, then
+        its backup.json."""
         started = time.time()
         backup_id = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
-        argv = [
-            str(tool),
-            *("-h", self._address(), "-p", str(settings.port), "-U", settings.user),
-            *("-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-manifest"),
-        ]
         job.update(phase="copying", detail=f"base backup {backup_id}")
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
@@ -372,7 +398,7 @@ class Backups:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=errors,
-                env={**child_env(), "PGPASSWORD": settings.password},
+                env={**child_env(), **env},
                 start_new_session=True,
             )
             failing: list[bool] = []
@@ -382,7 +408,7 @@ class Backups:
                 segment to be archived, while archiving has failed at two checks in a row."""
                 if b"waiting for required WAL segments" not in os.pread(errors.fileno(), 1 << 20, 0):
                     return None
-                status = self._archiver(runtime, settings)
+                status = self._archiver(runtime)
                 failed_at, archived_at = status.last_failed_unix or 0.0, status.last_archived_unix or 0.0
                 failing.append(failed_at > started and failed_at > archived_at)
                 if failing[-2:] != [True, True]:
@@ -402,6 +428,7 @@ class Backups:
             errors.seek(0)
             said = errors.read().decode("utf-8", errors="replace")
         if watchdog.fired or watchdog.stopped_because or process.returncode != 0:
+            self._abandon_backup(runtime)
             store.delete([f"base/{backup_id}/base.tar"])
             if watchdog.stopped_because:
                 raise CommandFailed(
@@ -409,7 +436,7 @@ class Backups:
                     output_tail=said[-4096:],
                 )
             if "waiting for required WAL segments" in said:
-                failure = self._archiver(runtime, settings).last_failure
+                failure = self._archiver(runtime).last_failure
                 said += f"\narchiving: {failure or 'slow, not failing'}"
             if watchdog.fired:
                 raise deadline.stopped("pg_basebackup", started=True, output_tail=said[-4096:])
@@ -419,15 +446,14 @@ class Backups:
             raise CommandFailed("the base backup has no backup_label", output_tail=said[-4096:])
         # pg_basebackup returned once the server had archived the backup's last segment (it
         # waits for that with -X none), so the last archived segment is at or past the backup's end.
-        with self._connect(settings) as conn:
-            (stop_wal,) = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
-            (system_id,) = conn.execute("select system_identifier::text from pg_control_system()").fetchone()
+        stop_wal = self._archiver(runtime).last_archived_wal
+        system_id = self._system_identifier(runtime)
         info = api.BackupInfo(
             id=backup_id,
             started_unix=started,
             finished_unix=time.time(),
             bytes=size,
-            major=settings.major,
+            major=major,
             timeline=int(start.group(2)),
             start_wal=start.group(1).decode(),
             stop_wal=stop_wal or start.group(1).decode(),
@@ -435,6 +461,15 @@ class Backups:
         )
         store.put(f"base/{backup_id}/backup.json", _Bytes(msgspec.json.encode(info)))
         return info
+
+    def _system_identifier(self, runtime: Runtime) -> str:
+        """The serving cluster's system identifier (its WAL's folder: agent.repository.wal_key)."""
+        with self._connect(PostgresSettings.from_manifest(runtime.manifest())) as conn:
+            return conn.execute("select system_identifier::text from pg_control_system()").fetchone()[0]
+
+    def _abandon_backup(self, runtime: Runtime) -> None:
+        """After pg_basebackup was killed or failed: nothing of it may go on running (a local
+        process dies with its group)."""
 
     def _allow_replication(self, runtime: Runtime, paths: ClusterPaths, deadline: Deadline) -> None:
         """pg_basebackup connects for replication: clusters made before the driver's pg_hba.conf
@@ -453,7 +488,6 @@ class Backups:
     def _restore(
         self,
         runtime: Runtime,
-        settings: PostgresSettings,
         spec: Spec,
         source: str,
         backup: api.BackupInfo,
@@ -462,6 +496,7 @@ class Backups:
         deadline: Deadline,
     ) -> None:
         driver = self._driver()
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         driver.ensure_state_dir(paths)
         work = paths.state / RESTORE
@@ -768,7 +803,7 @@ class Backups:
         # recovery's probes for files that do not exist (the next timeline's history) cost a
         # `grep`, not an interpreter's start.
         (spool / REMOTE_LIST).write_text("".join(f"{name}\n" for name in later))
-        run_as = self._driver().run_as
+        run_as = self._run_as()
 
         def fetch(name: str) -> None:
             if deadline.expired():
@@ -903,8 +938,12 @@ class Backups:
             raise RepositoryError(f"cannot use the repository folder: {error.strerror}") from None
         return store
 
+    def _run_as(self) -> RunAs | None:
+        """Who owns the files the server reads (None: the agent's user)."""
+        return self._driver().run_as
+
     def _ids(self) -> tuple[int | None, int | None]:
-        run_as = self._driver().run_as
+        run_as = self._run_as()
         return (run_as.uid, run_as.gid) if run_as else (None, None)
 
     def _own(self, path: Path) -> None:
@@ -1107,13 +1146,16 @@ def _problems(said: str) -> str:
     return "; ".join(dict.fromkeys(lines))[:1000]
 
 
-def _archive_failure(log_file: Path) -> str | None:
-    """The last words of a failed archive attempt in the server's log."""
+def _log_tail(log_file: Path) -> str:
     try:
         with open(log_file, "rb") as handle:
             handle.seek(max(0, log_file.stat().st_size - 65536))
-            text = handle.read().decode("utf-8", errors="replace")
+            return handle.read().decode("utf-8", errors="replace")
     except OSError:
-        return None
+        return ""
+
+
+def _archive_failure(text: str) -> str | None:
+    """The last words of a failed archive attempt in the server's log (its tail)."""
     lines = [match.group(1).strip() for match in _ARCHIVE_FAILURE.finditer(text)]
     return "; ".join(dict.fromkeys(lines[-3:])) or None

@@ -111,6 +111,32 @@ def system_identifier(data: Path) -> str:
         return str(int.from_bytes(control.read(8), "little"))
 
 
+def segment_system_identifier(path: Path) -> str | None:
+    """The system identifier in a WAL segment's first page (its long header's xlp_sysid, at
+    byte 24), or None for a file without one (a timeline's history)."""
+    with open(path, "rb") as segment:
+        header = segment.read(32)
+    if len(header) < 32 or not path.name.isalnum() or len(path.name) != 24:
+        return None
+    return str(int.from_bytes(header[24:32], "little"))
+
+
+def archive_segment(store: "Store", path: Path, system_id: str, name: str) -> None:
+    """Store a WAL file of the cluster `system_id` (wal_key), idempotently: one already stored
+    with the same size is archived (a retry after the upload completed but before PostgreSQL
+    heard of it); another size is an error, so two clusters archiving into one folder are
+    noticed, never mixed."""
+    key = wal_key(system_id, name)
+    size = path.stat().st_size
+    stored = store.head(key)
+    if stored is not None:
+        if stored.size == size:
+            return
+        raise RepositoryUnavailable(f"{key} is already archived with {stored.size} bytes, not {size}")
+    with open(path, "rb") as source:
+        store.put(key, source)
+
+
 class FolderStore:
     def __init__(self, root: Path):
         self.root = root

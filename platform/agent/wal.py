@@ -22,21 +22,12 @@ from pathlib import Path
 # Run as a script: the agent's package from its parent folder, never this folder's modules as top-level ones.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from agent.repository import RepositoryUnavailable, Spec, download, open_store, wal_key  # noqa: E402
+from agent.repository import RepositoryUnavailable, Spec, archive_segment, download, open_store, wal_key  # noqa: E402
 
 
 def push(spec_file: Path, system_id: str, path: Path, name: str) -> None:
     spec, stanza = Spec.load(spec_file)
-    store = open_store(spec, stanza)
-    key = wal_key(system_id, name)
-    size = path.stat().st_size
-    stored = store.head(key)
-    if stored is not None:
-        if stored.size == size:
-            return
-        raise RepositoryUnavailable(f"{key} is already archived with {stored.size} bytes, not {size}")
-    with open(path, "rb") as source:
-        store.put(key, source)
+    archive_segment(open_store(spec, stanza), path, system_id, name)
 
 
 def fetch(spec_file: Path, system_id: str, name: str, path: Path) -> int:

@@ -3,7 +3,8 @@
 archiving, base backups, point-in-time restore in place and onto another host's runtime after
 the first host's folder is gone, restores that fail leaving the old data serving, verify,
 prune, the archiver's own failure reason, a full repository, a backup whose WAL cannot be
-archived, and the docker driver's refusal.
+archived, a new cluster in the same stanza (a major upgrade), and a docker runtime with no
+database refused.
 """
 
 import shutil
@@ -401,13 +402,16 @@ def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(ag
     assert (catalog.backups, catalog.wal_segments, catalog.latest_unix) == ([], 0, None)
 
 
-def test_the_docker_driver_refuses_backups_clearly(docker_agent, make_repository):
+def test_a_docker_runtime_without_a_running_database_is_refused_clearly(docker_agent, make_repository):
+    """The docker driver's backups (tests/agent/test_docker_backups.py, on a real engine) need
+    the runtime's database container: with none, archiving is refused, nothing written."""
     client = docker_agent.client()
     client.put_files("dockref1", [FileSpec("runtime.toml", b'driver = "docker"\n')])
     with pytest.raises(AgentError) as refused:
         client.backup_archiving("dockref1", make_repository("file"))
-    assert (refused.value.status, refused.value.code) == (501, "unsupported")
-    assert "process driver" in refused.value.message
+    assert (refused.value.status, refused.value.code) == (422, "invalid")
+    assert "start it first" in refused.value.message
+    assert client.backup_archiver("dockref1").enabled is False
 
 
 def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository):

@@ -78,12 +78,12 @@ def test_a_new_project_archives_its_wal_from_its_provisioning_on(agent, host, se
 
 
 def test_a_provisioning_whose_archiving_fails_still_serves_and_says_why(agent, host):
-    agent.backup_archiving = mock.Mock(side_effect=protection.AgentError("501 unsupported: docker driver"))
+    agent.backup_archiving = mock.Mock(side_effect=protection.AgentError("502 repository: no /backups folder"))
     project = provisioned(host)
     assert project.status == Status.ACTIVE_HEALTHY
     found = Protection.objects.get(project=project)
     assert found.configured_at is None
-    assert "WAL archiving could not be turned on: 501 unsupported" in found.failure
+    assert "WAL archiving could not be turned on: 502 repository" in found.failure
     with pytest.raises(OperationRefused, match="has not been set to archive"):
         protection.request_backup(project)
 
