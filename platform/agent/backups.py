@@ -60,6 +60,7 @@ from agent.drivers.process import ClusterPaths, PostgresSettings, ProcessDriver,
 from agent.errors import ApiError, CommandFailed, Invalid, RepositoryError, Unsupported
 from agent.repository import (
     CHUNK,
+    PUSHED,
     FolderStore,
     RepositoryUnavailable,
     Spec,
@@ -165,6 +166,7 @@ class Backups:
                 except NoWalPython as exc:
                     raise Invalid(f"cannot archive WAL on this host: {exc}") from None
                 spec.save(folder / REPOSITORY_FILE, ref, *self._ids())
+                shutil.rmtree(folder / PUSHED, ignore_errors=True)  # markers of the repository before
                 self._write_owned(folder / ARCHIVE_FILE, json.dumps({"archive_timeout_s": body.archive_timeout_s}))
             else:
                 (folder / REPOSITORY_FILE).unlink(missing_ok=True)

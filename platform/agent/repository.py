@@ -96,6 +96,10 @@ def open_store(spec: Spec, stanza: str) -> Store:
     raise RepositoryUnavailable(f"unknown repository scheme {parts.scheme!r}: s3:// or file:// only")
 
 
+# Beside a runtime's repository file: markers of the WAL segments agent/wal.py stored ahead.
+PUSHED = "pushed"
+
+
 def wal_key(system_identifier: str, name: str) -> str:
     """Where a WAL file (segment or timeline history) of one cluster is stored. Each cluster's
     WAL has a folder of its own, named by its system identifier: a cluster made anew in the
