@@ -273,7 +273,7 @@ class S3Store:
 
 class RangedReader:
     """Reads an S3 object in order, RANGE_BYTES at a time, with up to RANGE_FETCHERS ranges in
-    flight (and so at most that many in memory)."""
+    flight (and so at most that many in memory, plus the one the caller holds)."""
 
     RANGE_BYTES = 16 << 20
     RANGE_FETCHERS = 4
@@ -286,7 +286,6 @@ class RangedReader:
         self.pending = deque()
         for _ in range(self.RANGE_FETCHERS):
             self._submit()
-        self.buffer, self.offset = memoryview(b""), 0
 
     def _submit(self) -> None:
         first = self._next()
@@ -294,19 +293,8 @@ class RangedReader:
             last = min(self.size, first + self.RANGE_BYTES) - 1
             self.pending.append(self.pool.submit(self.store.get_range, self.key, first, last, self.etag))
 
-    def read(self, size: int = -1) -> bytes:
-        while self.offset >= len(self.buffer) and self.pending:
-            self.buffer, self.offset = memoryview(self.pending.popleft().result()), 0
-            self._submit()
-        end = len(self.buffer) if size is None or size < 0 else self.offset + size
-        chunk = bytes(self.buffer[self.offset : end])
-        self.offset += len(chunk)
-        return chunk
-
     def ranges(self):
         """The object's bytes in order, a whole range at a time (no copy into smaller pieces)."""
-        while self.offset < len(self.buffer):
-            yield self.read()
         while self.pending:
             data = self.pending.popleft().result()
             self._submit()
