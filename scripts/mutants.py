@@ -53,6 +53,8 @@ def load(path: Path) -> list[Mutant]:
 def scratch_copy() -> Path:
     """The working tree as it is now (uncommitted changes included), in a temporary folder."""
     target = Path(tempfile.mkdtemp(prefix="berth-mutants-"))
+    # As the checkout is: the clusters' user runs the agent's archive command from it.
+    target.chmod(0o755)
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,

@@ -292,12 +292,13 @@ class CatalogRequest(Request):
 
 class PruneRequest(Request):
     """Remove base backups finished before keep_since_unix (the newest `min_backups` always
-    stay) and the WAL no remaining backup needs."""
+    stay) and the WAL no remaining backup needs. `min_backups` 0 is for a removed project's
+    stanza: once no backup is left, its WAL goes too and the stanza is empty."""
 
     repository: Repository
     stanza: Ref
     keep_since_unix: Annotated[float, Meta(gt=0)]
-    min_backups: Annotated[int, Meta(ge=1)] = 1
+    min_backups: Annotated[int, Meta(ge=0)] = 1
     deadline_s: Seconds | None = None
 
 
@@ -506,6 +507,9 @@ class BackupInfo(Reply):
     timeline: int
     start_wal: str  # the first WAL segment a restore of it needs
     stop_wal: str
+    # Its cluster's: where its WAL is (agent.repository.wal_key). A major upgrade makes a new
+    # cluster, whose backups and WAL are another generation of the same stanza.
+    system_identifier: str
     status: Literal["completed"] = "completed"  # only finished backups are listed
 
 

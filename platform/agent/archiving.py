@@ -24,6 +24,7 @@ from pathlib import Path
 
 from agent.commands import Deadline, RunAs, run
 from agent.errors import CommandFailed
+from agent.repository import system_identifier
 
 BACKUP_DIR = "backup"
 REPOSITORY_FILE = "repository.json"
@@ -55,16 +56,19 @@ def conf_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def wal_command(action: str, spec_file: Path, run_as: RunAs | None) -> str:
-    """A shell command running wal.py `action` with spec_file; PostgreSQL appends %p %f or %f %p."""
-    return f"{wal_runner(run_as)} {action} {shlex.quote(str(spec_file))}"
+def wal_command(action: str, spec_file: Path, system_id: str, run_as: RunAs | None) -> str:
+    """A shell command running wal.py `action` with spec_file for the cluster `system_id`;
+    PostgreSQL appends %p %f or %f %p."""
+    return f"{wal_runner(run_as)} {action} {shlex.quote(str(spec_file))} {shlex.quote(system_id)}"
 
 
-def archive_conf(state: Path, run_as: RunAs | None) -> str:
-    """berth.conf's archiving lines: on with the runtime's repository, else off."""
+def archive_conf(state: Path, data: Path, run_as: RunAs | None) -> str:
+    """berth.conf's archiving lines for the cluster in `data`: on with the runtime's
+    repository, into its own cluster's WAL folder (read from its pg_control at each start: a
+    major upgrade's new cluster archives apart from the old), else off."""
     if not archiving_on(state):
         return "archive_mode = off\n"
-    command = wal_command("push", backup_dir(state) / REPOSITORY_FILE, run_as) + " %p %f"
+    command = wal_command("push", backup_dir(state) / REPOSITORY_FILE, system_identifier(data), run_as) + " %p %f"
     return (
         "archive_mode = on\n"
         f"archive_command = {conf_quote(command)}\n"

@@ -1,6 +1,8 @@
 """Backups of process-driver runtimes: WAL archiving, base backups, point-in-time restore (in
 place, or into a runtime that has no cluster: a clone, or a lost host's project), verify and
-prune. See "Backups" in docs/architecture.md.
+prune. See "Backups" in docs/architecture.md. agent.docker_backups subclasses `Backups` for the
+docker driver: the jobs, catalog, prune and shared steps stay here, the driver's own are its
+overrides (`_state`, `_base_backup`, `_restore`, `_verify`, `_settle_work`, ...).
 
 Under a runtime's `.berth-pg/`:
 
@@ -53,7 +55,7 @@ from agent.archiving import (
     wal_command,
     wal_runner,
 )
-from agent.commands import Deadline, child_env, run_checked
+from agent.commands import Deadline, RunAs, child_env, run_checked
 from agent.drivers.process import ClusterPaths, PostgresSettings, ProcessDriver, server_conf
 from agent.errors import ApiError, CommandFailed, Invalid, RepositoryError, Unsupported
 from agent.repository import (
@@ -63,6 +65,7 @@ from agent.repository import (
     Store,
     download,
     open_store,
+    wal_key,
 )
 from agent.runtimes import Runtime, Runtimes, check_ref
 
@@ -85,6 +88,9 @@ _NEW_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
 _TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
 _RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+# pg_basebackup's arguments after the connection's: a tar of the cluster to stdout, no WAL (the
+# archive has it: the server waits until the backup's last segment is archived).
+BASEBACKUP_ARGS = ("-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-manifest")
 _ARCHIVE_FAILURE = re.compile(r"(berth-wal .*|.*archive command failed.*|.*archiving write-ahead log file.*failed.*)")
 
 
@@ -142,7 +148,7 @@ class Backups:
     def configure_archiving(self, ref: str, body: api.ArchivingRequest, deadline: Deadline) -> api.ArchiverStatus:
         driver = self._driver()
         runtime = self.runtimes.existing(ref)
-        settings = PostgresSettings.from_manifest(runtime.manifest())
+        PostgresSettings.from_manifest(runtime.manifest())  # a runtime.toml it cannot run is refused first
         paths = ClusterPaths.of(runtime.folder)
         with self.runtimes.hold(ref, deadline, body.operation):
             driver.ensure_state_dir(paths)
@@ -170,15 +176,16 @@ class Backups:
                     restarted = True
                 else:
                     driver.reload(runtime, deadline)
-        status = self._archiver(runtime, settings)
+        status = self._archiver(runtime)
         return msgspec.structs.replace(status, restarted=restarted)
 
     def archiver_status(self, ref: str) -> api.ArchiverStatus:
-        self._driver()
         runtime = self.runtimes.existing(ref)
-        return self._archiver(runtime, PostgresSettings.from_manifest(runtime.manifest()))
+        self._check_runtime(runtime)
+        return self._archiver(runtime)
 
-    def _archiver(self, runtime: Runtime, settings: PostgresSettings) -> api.ArchiverStatus:
+    def _archiver(self, runtime: Runtime) -> api.ArchiverStatus:
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         if not archiving_on(paths.state):
             return api.ArchiverStatus(enabled=False)
@@ -204,7 +211,7 @@ class Backups:
             failed_count=failed,
             last_failed_wal=failed_wal,
             last_failed_unix=failed_at,
-            last_failure=_archive_failure(paths.log) if failing else None,
+            last_failure=_archive_failure(_log_tail(paths.log)) if failing else None,
         )
 
     # -- jobs -----------------------------------------------------------------------------
@@ -218,17 +225,16 @@ class Backups:
             try:
                 with self.runtimes.hold(ref, Deadline(STATUS_DEADLINE_S)):
                     self._settle(runtime)
-            except ApiError:
-                pass  # another command holds it: settled by the next job or status call
+            except ApiError as error:  # another command holds it, or settling failed: the next call settles
+                if error.code != "busy":
+                    log.warning("settling the job of %s failed: %s %s", ref, error.message, error.output_tail or "")
             job = Job.load(self._job_path(runtime))
         return job.reply()
 
     def start_base_backup(self, ref: str, body: api.BaseBackupRequest) -> api.BackupJob:
-        driver = self._driver()
         runtime = self.runtimes.existing(ref)
-        settings = PostgresSettings.from_manifest(runtime.manifest())
-        paths = ClusterPaths.of(runtime.folder)
-        if not archiving_on(paths.state):
+        self._check_runtime(runtime)
+        if not archiving_on(self._state(runtime)):
             raise Invalid(
                 f"runtime {ref} does not archive its WAL: turn archiving on first "
                 "(a base backup alone restores nothing)"
@@ -237,21 +243,30 @@ class Backups:
         store = self._prepare_store(spec, ref)
 
         def work(job: Job, deadline: Deadline) -> None:
-            if driver.status(runtime, deadline)[0] != "running":
+            if self.runtimes.driver.status(runtime, deadline)[0] != "running":
                 raise Invalid(f"runtime {ref} is not running; a base backup is taken from the running server")
-            info = self._base_backup(runtime, settings, store, job, deadline)
+            info = self._base_backup(runtime, store, job, deadline)
             job.update(backup=msgspec.to_builtins(info), detail=f"base backup {info.id}: {info.bytes} bytes")
 
         return self._start(runtime, "base_backup", body.operation, body.deadline_s, work)
 
     def start_restore(self, ref: str, body: api.RestoreRequest) -> api.BackupJob:
-        self._driver()
         runtime = self.runtimes.existing(ref)
-        settings = PostgresSettings.from_manifest(runtime.manifest())
+        self._check_runtime(runtime)
         source = check_ref(body.source_ref or ref)
         store = open_store(spec_of(body.repository), source)
         catalog = self._catalog(store, source)
         backup = _choose_backup(catalog, body.target_unix)
+        self._check_restorable(runtime, source, backup)
+
+        def work(job: Job, deadline: Deadline) -> None:
+            self._restore(runtime, spec_of(body.repository), source, backup, body.target_unix, job, deadline)
+
+        return self._start(runtime, "restore", body.operation, body.deadline_s, work)
+
+    def _check_restorable(self, runtime: Runtime, source: str, backup: api.BackupInfo) -> None:
+        ref = runtime.ref
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         if backup.major != settings.major:
             raise Invalid(
                 f"the backups of {source} are of PostgreSQL {backup.major}; "
@@ -261,14 +276,9 @@ class Backups:
         if any((paths.state / name).exists() for name in ("next", "previous")):
             raise Invalid(f"runtime {ref} has a major upgrade under way or kept; finish it first")
 
-        def work(job: Job, deadline: Deadline) -> None:
-            self._restore(runtime, settings, spec_of(body.repository), source, backup, body.target_unix, job, deadline)
-
-        return self._start(runtime, "restore", body.operation, body.deadline_s, work)
-
     def start_verify(self, ref: str, body: api.VerifyRequest) -> api.BackupJob:
-        self._driver()
         runtime = self.runtimes.existing(ref)
+        self._check_runtime(runtime)
         source = check_ref(body.source_ref or ref)
         store = open_store(spec_of(body.repository), source)
         backup = _choose_backup(self._catalog(store, source), None)
@@ -291,9 +301,8 @@ class Backups:
         hold.__enter__()  # busy or cancelled: raised here, to the caller
         try:
             self._settle(runtime)
-            for leftover in ClusterPaths.of(runtime.folder).state.glob(f"{DISCARDED}*"):
-                threading.Thread(target=shutil.rmtree, args=(leftover, True), daemon=True).start()
-            folder = backup_dir(ClusterPaths.of(runtime.folder).state)
+            self._remove_discarded(runtime)
+            folder = backup_dir(self._state(runtime))
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fields = {"kind": kind, "state": "running", "started_unix": time.time(), "phase": "starting"}
             job = Job(folder / JOB_FILE, {**fields, **({"operation": operation} if operation else {})})
@@ -333,6 +342,10 @@ class Backups:
         job = Job.load(self._job_path(runtime))
         if job is None or job.fields.get("state") != "running" or self._runs(runtime.ref):
             return
+        job.fail("interrupted", self._settle_work(runtime))
+
+    def _settle_work(self, runtime: Runtime) -> str:
+        """Undo what a job left (a swap under way, scratch clusters); says what was done."""
         paths = ClusterPaths.of(runtime.folder)
         work = paths.state / RESTORE
         aside = work / "aside"
@@ -343,26 +356,40 @@ class Backups:
         for scratch in (work, paths.state / VERIFY):
             self._stop_any(scratch / "data", Deadline(60))
             shutil.rmtree(scratch, ignore_errors=True)
-        job.fail("interrupted", detail)
+        return detail
+
+    def _remove_discarded(self, runtime: Runtime) -> None:
+        for leftover in self._state(runtime).glob(f"{DISCARDED}*"):
+            threading.Thread(target=shutil.rmtree, args=(leftover, True), daemon=True).start()
 
     def _job_path(self, runtime: Runtime) -> Path:
-        return backup_dir(ClusterPaths.of(runtime.folder).state) / JOB_FILE
+        return backup_dir(self._state(runtime)) / JOB_FILE
+
+    def _state(self, runtime: Runtime) -> Path:
+        """The runtime's folder for backup settings, jobs and scratch data."""
+        return ClusterPaths.of(runtime.folder).state
+
+    def _check_runtime(self, runtime: Runtime) -> None:
+        self._driver()
 
     # -- base backup ----------------------------------------------------------------------
 
-    def _base_backup(
-        self, runtime: Runtime, settings: PostgresSettings, store: Store, job: Job, deadline: Deadline
-    ) -> api.BackupInfo:
+    def _base_backup(self, runtime: Runtime, store: Store, job: Job, deadline: Deadline) -> api.BackupInfo:
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         self._allow_replication(runtime, paths, deadline)
         tool = self._client_tool("pg_basebackup", settings.major)
+        argv = [str(tool), *("-h", self._address(), "-p", str(settings.port), "-U", settings.user), *BASEBACKUP_ARGS]
+        password = {"PGPASSWORD": settings.password}
+        return self._take_base_backup(runtime, argv, password, settings.major, store, job, deadline)
+
+    def _take_base_backup(
+        self, runtime: Runtime, argv: list[str], env: dict, major: int, store: Store, job: Job, deadline: Deadline
+    ) -> api.BackupInfo:
+        """pg_basebackup's tar (argv writes it to stdout) streamed into base/<id>/base.tar, then
+        its backup.json."""
         started = time.time()
         backup_id = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
-        argv = [
-            str(tool),
-            *("-h", self._address(), "-p", str(settings.port), "-U", settings.user),
-            *("-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-manifest"),
-        ]
         job.update(phase="copying", detail=f"base backup {backup_id}")
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
@@ -370,10 +397,24 @@ class Backups:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=errors,
-                env={**child_env(), "PGPASSWORD": settings.password},
+                env={**child_env(), **env},
                 start_new_session=True,
             )
-            watchdog = _Watchdog(process, deadline)
+            failing: list[bool] = []
+
+            def archiving_stuck() -> str | None:
+                """Why the backup can never end: its data is sent and it waits for its last WAL
+                segment to be archived, while archiving has failed at two checks in a row."""
+                if b"waiting for required WAL segments" not in os.pread(errors.fileno(), 1 << 20, 0):
+                    return None
+                status = self._archiver(runtime)
+                failed_at, archived_at = status.last_failed_unix or 0.0, status.last_archived_unix or 0.0
+                failing.append(failed_at > started and failed_at > archived_at)
+                if failing[-2:] != [True, True]:
+                    return None
+                return status.last_failure or f"{status.last_failed_wal} could not be archived"
+
+            watchdog = _Watchdog(process, deadline, check=archiving_stuck)
             stream = _LabelReader(process.stdout)
             try:
                 size = store.put(f"base/{backup_id}/base.tar", stream)
@@ -385,10 +426,16 @@ class Backups:
                     process.wait()
             errors.seek(0)
             said = errors.read().decode("utf-8", errors="replace")
-        if watchdog.fired or process.returncode != 0:
+        if watchdog.fired or watchdog.stopped_because or process.returncode != 0:
+            self._abandon_backup(runtime)
             store.delete([f"base/{backup_id}/base.tar"])
+            if watchdog.stopped_because:
+                raise CommandFailed(
+                    f"WAL archiving fails, so the base backup could never end: {watchdog.stopped_because}",
+                    output_tail=said[-4096:],
+                )
             if "waiting for required WAL segments" in said:
-                failure = self._archiver(runtime, settings).last_failure
+                failure = self._archiver(runtime).last_failure
                 said += f"\narchiving: {failure or 'slow, not failing'}"
             if watchdog.fired:
                 raise deadline.stopped("pg_basebackup", started=True, output_tail=said[-4096:])
@@ -398,20 +445,30 @@ class Backups:
             raise CommandFailed("the base backup has no backup_label", output_tail=said[-4096:])
         # pg_basebackup returned once the server had archived the backup's last segment (it
         # waits for that with -X none), so the last archived segment is at or past the backup's end.
-        with self._connect(settings) as conn:
-            (stop_wal,) = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
+        stop_wal = self._archiver(runtime).last_archived_wal
+        system_id = self._system_identifier(runtime)
         info = api.BackupInfo(
             id=backup_id,
             started_unix=started,
             finished_unix=time.time(),
             bytes=size,
-            major=settings.major,
+            major=major,
             timeline=int(start.group(2)),
             start_wal=start.group(1).decode(),
             stop_wal=stop_wal or start.group(1).decode(),
+            system_identifier=system_id,
         )
         store.put(f"base/{backup_id}/backup.json", _Bytes(msgspec.json.encode(info)))
         return info
+
+    def _system_identifier(self, runtime: Runtime) -> str:
+        """The serving cluster's system identifier (its WAL's folder: agent.repository.wal_key)."""
+        with self._connect(PostgresSettings.from_manifest(runtime.manifest())) as conn:
+            return conn.execute("select system_identifier::text from pg_control_system()").fetchone()[0]
+
+    def _abandon_backup(self, runtime: Runtime) -> None:
+        """After pg_basebackup was killed or failed: nothing of it may go on running (a local
+        process dies with its group)."""
 
     def _allow_replication(self, runtime: Runtime, paths: ClusterPaths, deadline: Deadline) -> None:
         """pg_basebackup connects for replication: clusters made before the driver's pg_hba.conf
@@ -430,7 +487,6 @@ class Backups:
     def _restore(
         self,
         runtime: Runtime,
-        settings: PostgresSettings,
         spec: Spec,
         source: str,
         backup: api.BackupInfo,
@@ -439,6 +495,7 @@ class Backups:
         deadline: Deadline,
     ) -> None:
         driver = self._driver()
+        settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         driver.ensure_state_dir(paths)
         work = paths.state / RESTORE
@@ -574,7 +631,7 @@ class Backups:
             restore_command = (
                 f"test -f {spool}/%f && cp {spool}/%f %p || "
                 f"{{ grep -qxF %f {spool}/{REMOTE_LIST} && "
-                + wal_command("fetch", spec_file, driver.run_as)
+                + wal_command("fetch", spec_file, backup.system_identifier, driver.run_as)
                 + " %f %p; }"
             )
             (data / "recovery.signal").touch()
@@ -740,7 +797,7 @@ class Backups:
         target: float | None,
         spool: Path,
         deadline: Deadline,
-        stop: threading.Event,
+        stop: threading.Event | None = None,
     ) -> str:
         """Every archived segment from the backup's start (up to a little past the target), in
         parallel, so recovery copies them locally instead of fetching one process at a time;
@@ -748,8 +805,9 @@ class Backups:
         of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more."""
         slack = 600.0
         wanted, later, newest = [], [], backup.start_wal
-        for item in store.scan("wal/"):
-            name = item.key.removeprefix("wal/")
+        folder = wal_key(backup.system_identifier, "")
+        for item in store.scan(folder):
+            name = item.key.removeprefix(folder)
             if name.endswith(".history"):
                 wanted.append(name)
             elif _SEGMENT.match(name) and name[8:] >= backup.start_wal[8:] and name[:8] >= backup.start_wal[:8]:
@@ -764,13 +822,13 @@ class Backups:
         # recovery's probes for files that do not exist (the next timeline's history) cost a
         # `grep`, not an interpreter's start.
         (spool / REMOTE_LIST).write_text("".join(f"{name}\n" for name in later))
-        run_as = self._driver().run_as
+        run_as = self._run_as()
 
         def fetch(name: str) -> None:
-            if deadline.expired() or stop.is_set():
+            if deadline.expired() or (stop is not None and stop.is_set()):
                 return
             path = spool / name
-            download(store, f"wal/{name}", path)
+            download(store, wal_key(backup.system_identifier, name), path)
             if run_as:
                 os.chown(path, run_as.uid, run_as.gid)
 
@@ -814,16 +872,20 @@ class Backups:
         except RepositoryUnavailable as error:
             raise RepositoryError(str(error)) from None
         backups.sort(key=lambda backup: backup.finished_unix)
-        segments = [item for item in items if item.key.startswith("wal/") and _SEGMENT.match(item.key[4:])]
-        last = max(segments, key=lambda item: (item.key[12:], item.key[4:12]), default=None)
-        latest = max((item.modified_unix for item in segments), default=None)
-        earliest = backups[0].finished_unix if backups else None
+        segments = _segments(items)
+        # The window is the current cluster's, the one of the newest backup: an older
+        # generation's backups (before a major upgrade) restore no cluster of this major.
+        current = backups[-1].system_identifier if backups else None
+        mine = [item for system_id, _, item in segments if system_id == current]
+        last = max(mine, key=lambda item: _segment_order(item.key.rsplit("/", 1)[1]), default=None)
+        latest = max((item.modified_unix for item in mine), default=None)
+        earliest = next((backup.finished_unix for backup in backups if backup.system_identifier == current), None)
         return api.BackupCatalog(
             stanza=stanza,
             backups=backups,
             earliest_unix=earliest,
             latest_unix=max(latest, backups[-1].finished_unix) if backups and latest else None,
-            last_wal=last.key[4:] if last else None,
+            last_wal=last.key.rsplit("/", 1)[1] if last else None,
             wal_segments=len(segments),
         )
 
@@ -837,16 +899,28 @@ class Backups:
         try:
             items = store.scan("")
             doomed = [item.key for item in items if any(item.key.startswith(f"base/{b.id}/") for b in removed)]
-            wal = 0
-            if kept:
-                oldest = min(kept, key=lambda b: b.finished_unix).start_wal
-                old = [
-                    item.key
-                    for item in items
-                    if item.key.startswith("wal/") and _SEGMENT.match(item.key[4:]) and item.key[12:] < oldest[8:]
-                ]
-                wal = len(old)
-                doomed += old
+            old = []
+            wal_files = [
+                (key.split("/")[1], key)
+                for key in (item.key for item in items)
+                if key.startswith("wal/") and key.count("/") == 2
+            ]
+            for system_id in {system_id for system_id, _ in wal_files}:
+                own = [backup for backup in kept if backup.system_identifier == system_id]
+                if own:
+                    # Segments older than the generation's oldest kept backup; history files stay.
+                    oldest = min(own, key=lambda b: b.finished_unix).start_wal
+                    old += [
+                        key
+                        for sid, key in wal_files
+                        if sid == system_id and _SEGMENT.match(name := key.rsplit("/", 1)[1]) and name[8:] < oldest[8:]
+                    ]
+                elif body.min_backups == 0 or _superseded(system_id, kept, items):
+                    # A removed project's stanza past its retention, or a cluster a major upgrade
+                    # replaced whose backups have all expired: nothing restores from its WAL.
+                    old += [key for sid, key in wal_files if sid == system_id]
+            wal = len(old)
+            doomed += old
             if deadline.expired():
                 raise deadline.stopped("pruning", started=False)
             # backup.json first: a backup whose tar went first would look complete and fail to restore.
@@ -883,8 +957,12 @@ class Backups:
             raise RepositoryError(f"cannot use the repository folder: {error.strerror}") from None
         return store
 
+    def _run_as(self) -> RunAs | None:
+        """Who owns the files the server reads (None: the agent's user)."""
+        return self._driver().run_as
+
     def _ids(self) -> tuple[int | None, int | None]:
-        run_as = self._driver().run_as
+        run_as = self._run_as()
         return (run_as.uid, run_as.gid) if run_as else (None, None)
 
     def _own(self, path: Path) -> None:
@@ -938,22 +1016,43 @@ class Recovered:
 
 
 class _Watchdog:
-    """Kills a process's group when the deadline passes or is cancelled."""
+    """Kills a process's group when the deadline passes or is cancelled (`fired`), or when
+    `check`, asked every CHECK_S, says why the process can never succeed (`stopped_because`)."""
 
-    def __init__(self, process: subprocess.Popen, deadline: Deadline):
-        self.process, self.deadline, self.fired = process, deadline, False
+    CHECK_S = 5.0
+
+    def __init__(self, process: subprocess.Popen, deadline: Deadline, check: Callable[[], str | None] | None = None):
+        self.process, self.deadline, self.check = process, deadline, check
+        self.fired, self.stopped_because = False, None
         self._done = threading.Event()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
+        next_check = time.monotonic() + self.CHECK_S
         while not self._done.wait(POLL_S):
-            if self.deadline.expired() and self.process.poll() is None:
-                self.fired = True
-                try:
-                    os.killpg(self.process.pid, 9)
-                except ProcessLookupError:
-                    pass
+            if self.process.poll() is not None:
                 return
+            if self.deadline.expired():
+                self.fired = True
+                self._kill()
+                return
+            if self.check is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.CHECK_S
+                try:
+                    reason = self.check()
+                except Exception:  # the deadline must still hold: a check that breaks is only logged
+                    log.exception("the check of pid %s failed", self.process.pid)
+                    reason = None
+                if reason:
+                    self.stopped_because = reason
+                    self._kill()
+                    return
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, 9)
+        except ProcessLookupError:
+            pass
 
     def stop(self) -> None:
         self._done.set()
@@ -985,6 +1084,28 @@ class _Bytes:
         return chunk
 
 
+def _segments(items: list) -> list[tuple[str, str, object]]:
+    """(system id, segment, item) of every WAL segment stored (`wal/<system id>/<segment>`)."""
+    found = []
+    for item in items:
+        parts = item.key.split("/")
+        if len(parts) == 3 and parts[0] == "wal" and _SEGMENT.match(parts[2]):
+            found.append((parts[1], parts[2], item))
+    return found
+
+
+def _segment_order(name: str) -> tuple[str, str]:
+    """Segments in WAL order: by position (log and segment number), then timeline."""
+    return name[8:], name[:8]
+
+
+def _superseded(system_id: str, kept: list, items: list) -> bool:
+    """A cluster with no kept backup is superseded when a newer cluster has one that began
+    after its last archived WAL (a brand-new cluster's WAL before its first backup stays)."""
+    newest = max((item.modified_unix for sid, _, item in _segments(items) if sid == system_id), default=0.0)
+    return any(backup.system_identifier != system_id and backup.started_unix > newest for backup in kept)
+
+
 def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.BackupInfo:
     if not catalog.backups or catalog.earliest_unix is None or catalog.latest_unix is None:
         raise Invalid(f"{catalog.stanza} has no base backup in the repository: nothing to restore")
@@ -994,7 +1115,8 @@ def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.Back
         return catalog.backups[-1]
     if target < catalog.earliest_unix or target > catalog.latest_unix:
         raise Invalid(f"{_when(target)} is outside the restorable window of {catalog.stanza}: {window}")
-    return [backup for backup in catalog.backups if backup.finished_unix <= target][-1]
+    current = catalog.backups[-1].system_identifier
+    return [b for b in catalog.backups if b.finished_unix <= target and b.system_identifier == current][-1]
 
 
 def _durable(data: Path, flushing: subprocess.Popen | None, deadline: Deadline) -> None:
@@ -1043,13 +1165,16 @@ def _problems(said: str) -> str:
     return "; ".join(dict.fromkeys(lines))[:1000]
 
 
-def _archive_failure(log_file: Path) -> str | None:
-    """The last words of a failed archive attempt in the server's log."""
+def _log_tail(log_file: Path) -> str:
     try:
         with open(log_file, "rb") as handle:
             handle.seek(max(0, log_file.stat().st_size - 65536))
-            text = handle.read().decode("utf-8", errors="replace")
+            return handle.read().decode("utf-8", errors="replace")
     except OSError:
-        return None
+        return ""
+
+
+def _archive_failure(text: str) -> str | None:
+    """The last words of a failed archive attempt in the server's log (its tail)."""
     lines = [match.group(1).strip() for match in _ARCHIVE_FAILURE.finditer(text)]
     return "; ".join(dict.fromkeys(lines[-3:])) or None

@@ -103,15 +103,56 @@ def open_store(spec: Spec, stanza: str) -> Store:
     raise RepositoryUnavailable(f"unknown repository scheme {parts.scheme!r}: s3:// or file:// only")
 
 
+def wal_key(system_identifier: str, name: str) -> str:
+    """Where a WAL file (segment or timeline history) of one cluster is stored. Each cluster's
+    WAL has a folder of its own, named by its system identifier: a cluster made anew in the
+    same stanza (a major upgrade's, by dump or logical replication) names its segments from
+    the start again, and must never be taken for, or mixed with, the one it replaced."""
+    return f"wal/{system_identifier}/{name}"
+
+
+def system_identifier(data: Path) -> str:
+    """The cluster's system identifier: pg_control's first field (a uint64, little-endian on
+    the hosts PostgreSQL builds here run on)."""
+    with open(data / "global" / "pg_control", "rb") as control:
+        return str(int.from_bytes(control.read(8), "little"))
+
+
+def segment_system_identifier(path: Path) -> str | None:
+    """The system identifier in a WAL segment's first page (its long header's xlp_sysid, at
+    byte 24), or None for a file without one (a timeline's history)."""
+    with open(path, "rb") as segment:
+        header = segment.read(32)
+    if len(header) < 32 or not path.name.isalnum() or len(path.name) != 24:
+        return None
+    return str(int.from_bytes(header[24:32], "little"))
+
+
+def archive_segment(store: "Store", path: Path, system_id: str, name: str) -> None:
+    """Store a WAL file of the cluster `system_id` (wal_key), idempotently: one already stored
+    with the same size is archived (a retry after the upload completed but before PostgreSQL
+    heard of it); another size is an error, so two clusters archiving into one folder are
+    noticed, never mixed."""
+    key = wal_key(system_id, name)
+    size = path.stat().st_size
+    stored = store.head(key)
+    if stored is not None:
+        if stored.size == size:
+            return
+        raise RepositoryUnavailable(f"{key} is already archived with {stored.size} bytes, not {size}")
+    with open(path, "rb") as source:
+        store.put(key, source)
+
+
 class FolderStore:
     def __init__(self, root: Path):
         self.root = root
 
     def put(self, key: str, source: BinaryIO) -> int:
         path = self._path(key)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
             written = 0
             with open(partial, "wb") as out:
                 while chunk := source.read(CHUNK):
@@ -122,6 +163,8 @@ class FolderStore:
             os.replace(partial, path)
             _sync_folder(path.parent)
         except OSError as exc:
+            # A full repository must not stay full of the part written before the failure.
+            partial.unlink(missing_ok=True)
             raise RepositoryUnavailable(f"cannot write {path}: {exc.strerror}") from None
         return written
 

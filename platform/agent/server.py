@@ -35,6 +35,7 @@ import waitress
 from agent import AGENT_VERSION, API_VERSION, api
 from agent.backups import Backups
 from agent.config import MAX_DEADLINE_S, AgentConfig, ConfigError, load_config
+from agent.docker_backups import DockerBackups
 from agent.drivers import Driver, select_driver
 from agent.drivers.docker import compose_command
 from agent.endpoint import Endpoint
@@ -83,7 +84,8 @@ class Agent:
         self.probe_host = probe_host
         self.endpoint = endpoint
         self.runtimes = Runtimes(config.root, driver, config.deadline_s)
-        self.backups = Backups(self.runtimes)
+        # The docker driver's database runs in a container: its own backups (agent.docker_backups).
+        self.backups = DockerBackups(self.runtimes) if driver.name == "docker" else Backups(self.runtimes)
         self._versions_lock = threading.Lock()
         self._versions: tuple[float, list[int]] = (-POSTGRES_VERSIONS_TTL_S, [])
 
@@ -437,6 +439,8 @@ def main() -> int:
     agent.endpoint.start()
     stop_scans = threading.Event()
     threading.Thread(target=agent.scan_bans_until, args=(stop_scans,), name="berth-bans", daemon=True).start()
+    if isinstance(agent.backups, DockerBackups):  # the archive commands wait for it
+        threading.Thread(target=agent.backups.ship_until, args=(stop_scans,), name="berth-wal", daemon=True).start()
     try:
         server.run()  # returns on SIGTERM or Ctrl-C, after waiting briefly for running requests
     finally:

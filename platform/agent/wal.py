@@ -1,7 +1,10 @@
 """The archive and restore command PostgreSQL runs for a runtime whose WAL is archived.
 
-    python wal.py push <repository.json> <path> <name>    archive_command = ... %p %f
-    python wal.py fetch <repository.json> <name> <path>   restore_command = ... %f %p
+    python wal.py push <repository.json> <system id> <path> <name>    archive_command = ... %p %f
+    python wal.py fetch <repository.json> <system id> <name> <path>   restore_command = ... %f %p
+
+The system identifier is the cluster's (agent.repository.wal_key: each cluster's WAL apart);
+the driver writes it into the command when it starts the cluster.
 
 It runs as the server's user, possibly under another interpreter than the agent's (one that
 user may run, with the agent's site-packages on its path), so it imports only the standard
@@ -19,27 +22,18 @@ from pathlib import Path
 # Run as a script: the agent's package from its parent folder, never this folder's modules as top-level ones.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from agent.repository import RepositoryUnavailable, Spec, download, open_store  # noqa: E402
+from agent.repository import RepositoryUnavailable, Spec, archive_segment, download, open_store, wal_key  # noqa: E402
 
 
-def push(spec_file: Path, path: Path, name: str) -> None:
+def push(spec_file: Path, system_id: str, path: Path, name: str) -> None:
     spec, stanza = Spec.load(spec_file)
-    store = open_store(spec, stanza)
-    key = f"wal/{name}"
-    size = path.stat().st_size
-    stored = store.head(key)
-    if stored is not None:
-        if stored.size == size:
-            return
-        raise RepositoryUnavailable(f"{key} is already archived with {stored.size} bytes, not {size}")
-    with open(path, "rb") as source:
-        store.put(key, source)
+    archive_segment(open_store(spec, stanza), path, system_id, name)
 
 
-def fetch(spec_file: Path, name: str, path: Path) -> int:
+def fetch(spec_file: Path, system_id: str, name: str, path: Path) -> int:
     spec, stanza = Spec.load(spec_file)
     try:
-        download(open_store(spec, stanza), f"wal/{name}", path)
+        download(open_store(spec, stanza), wal_key(system_id, name), path)
     except FileNotFoundError:
         return 1  # not archived: PostgreSQL asks for files that may not exist (the next timeline's history)
     return 0
@@ -47,15 +41,15 @@ def fetch(spec_file: Path, name: str, path: Path) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        if len(argv) == 4 and argv[0] == "push":
-            push(Path(argv[1]), Path(argv[2]), argv[3])
+        if len(argv) == 5 and argv[0] == "push":
+            push(Path(argv[1]), argv[2], Path(argv[3]), argv[4])
             return 0
-        if len(argv) == 4 and argv[0] == "fetch":
-            return fetch(Path(argv[1]), argv[2], Path(argv[3]))
+        if len(argv) == 5 and argv[0] == "fetch":
+            return fetch(Path(argv[1]), argv[2], argv[3], Path(argv[4]))
     except (RepositoryUnavailable, OSError) as exc:
-        print(f"berth-wal {argv[0]} {argv[-1] if argv[0] == 'push' else argv[2]}: {exc}", file=sys.stderr)
+        print(f"berth-wal {argv[0]} {argv[-1] if argv[0] == 'push' else argv[3]}: {exc}", file=sys.stderr)
         return 1
-    print("usage: wal.py push SPEC PATH NAME | fetch SPEC NAME PATH", file=sys.stderr)
+    print("usage: wal.py push SPEC SYSTEM_ID PATH NAME | fetch SPEC SYSTEM_ID NAME PATH", file=sys.stderr)
     return 2
 
 

@@ -23,6 +23,8 @@ from berth.env import RepositoryURL, parse_repository_url
 from projects.models import Status
 
 DEFAULT_REPOSITORY = "default"
+# How a failed set-up of WAL archiving begins in Protection.backup_error (operations.protection).
+SETUP_FAILED = "WAL archiving could not be turned on"
 
 
 class RepositoryQuerySet(models.QuerySet):
@@ -172,7 +174,9 @@ class Protection(models.Model):
         """Set `failure` (and since when) from what failed last: a base backup, WAL archiving
         (with PostgreSQL's reason), a restore test. Call before saving."""
         reasons = []
-        if self.backup_error:
+        if self.backup_error.startswith(SETUP_FAILED):
+            reasons.append(self.backup_error)
+        elif self.backup_error:
             reasons.append(f"the last base backup failed: {self.backup_error}")
         if self.archiving_failing:
             why = self.archive_error or "PostgreSQL gave no reason"

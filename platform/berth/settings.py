@@ -175,6 +175,10 @@ BERTH_AGENT_CALL_DEADLINE = env_float("BERTH_AGENT_CALL_DEADLINE", 30.0, minimum
 # Web pages that show live agent data wait at most this long, then say "agent unreachable".
 BERTH_AGENT_PAGE_DEADLINE = env_float("BERTH_AGENT_PAGE_DEADLINE", 2.0, minimum=0.1)
 BERTH_OPERATION_DEADLINE = env_int("BERTH_OPERATION_DEADLINE", 600, minimum=1)
+# The deadline of the operations that wait on an agent's backup job (a base backup, a restore,
+# a clone, a restore test): their time grows with the database, so they get their own,
+# at most the agent's longest job (6 h) and never shorter than the other operations'.
+BERTH_BACKUP_DEADLINE = env_int("BERTH_BACKUP_DEADLINE", 6 * 3600, minimum=1, maximum=6 * 3600)
 # Seconds an operation keeps back from waiting for health, so a provisioning that never
 # became healthy can still stop its runtime (one agent call) before its deadline.
 BERTH_OPERATION_CLEANUP_RESERVE = 15
@@ -239,7 +243,7 @@ BERTH_BACKUP_VERIFY_DAYS = env_int("BERTH_BACKUP_VERIFY_DAYS", 7, minimum=1, max
 BERTH_BACKUP_CHECK_MINUTES = env_int("BERTH_BACKUP_CHECK_MINUTES", 5, minimum=1)
 BERTH_RUNTIMES_DIR = Path(env_str("BERTH_RUNTIMES_DIR", str(BASE_DIR / "runtimes")))
 
-Q_TIMEOUT = env_int("Q_TIMEOUT", BERTH_OPERATION_DEADLINE + 60, minimum=1)
+Q_TIMEOUT = env_int("Q_TIMEOUT", max(BERTH_OPERATION_DEADLINE, BERTH_BACKUP_DEADLINE) + 60, minimum=1)
 Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 60, minimum=1)
 if not BERTH_AGENT_CALL_DEADLINE < BERTH_OPERATION_DEADLINE:
     raise ImproperlyConfigured("BERTH_AGENT_CALL_DEADLINE must be shorter than BERTH_OPERATION_DEADLINE")
@@ -249,8 +253,12 @@ if BERTH_OPERATION_DEADLINE < BERTH_OPERATION_CLEANUP_RESERVE + BERTH_AGENT_CALL
         f"BERTH_AGENT_CALL_DEADLINE ({BERTH_AGENT_CALL_DEADLINE:g}) plus the {BERTH_OPERATION_CLEANUP_RESERVE} s "
         "an operation keeps back to stop a runtime that never became healthy"
     )
+if BERTH_BACKUP_DEADLINE < BERTH_OPERATION_DEADLINE:
+    raise ImproperlyConfigured("BERTH_BACKUP_DEADLINE must be at least BERTH_OPERATION_DEADLINE")
 if not BERTH_OPERATION_DEADLINE < Q_TIMEOUT:
     raise ImproperlyConfigured("Q_TIMEOUT must be longer than BERTH_OPERATION_DEADLINE")
+if not BERTH_BACKUP_DEADLINE < Q_TIMEOUT:
+    raise ImproperlyConfigured("Q_TIMEOUT must be longer than BERTH_BACKUP_DEADLINE")
 if not Q_TIMEOUT < Q_RETRY:
     raise ImproperlyConfigured("Q_RETRY must be longer than Q_TIMEOUT")
 

@@ -29,6 +29,8 @@ def ensure_schedules(sender, **kwargs):
         "berth-backups": ("operations.tasks.queue_backups", 5),
         "berth-backup-verify": ("operations.tasks.queue_verifications", 60),
         "berth-backup-archiving": ("operations.tasks.read_archiving", settings.BERTH_BACKUP_CHECK_MINUTES),
+        # Removed projects' backups expire past the retention, then their WAL (protection.prune_removed).
+        "berth-backup-prune-removed": ("operations.tasks.prune_removed_backups", 60),
     }
     for name, (func, minutes) in wanted.items():
         Schedule.objects.update_or_create(

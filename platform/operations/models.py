@@ -21,7 +21,7 @@ from datetime import timedelta
 import django_q.tasks
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Case, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from projects.models import TRANSITIONAL_STATUSES, DesiredState, Project, Status, StatusCause
@@ -77,6 +77,9 @@ class KindRules:
     failed: str = Status.UNKNOWN
     # A forced end stops the runtime it brought up, which nobody has seen healthy.
     stop_after_cut_off: bool = False
+    # It waits on an agent's backup job, whose time grows with the database: it gets
+    # BERTH_BACKUP_DEADLINE, not BERTH_OPERATION_DEADLINE.
+    backup_job: bool = False
 
 
 # Every kind's rules; a new kind adds its entry here, its steps to operations.runner.STEPS.
@@ -93,16 +96,22 @@ KINDS = {
     Kind.UPGRADE_ROLLBACK: KindRules(Status.UPGRADING, None),
     Kind.UPGRADE_DISCARD: KindRules(Status.UPGRADING, None),
     Kind.PROTECT: KindRules(Status.RESTARTING, None),
-    Kind.BACKUP: KindRules(None, None),
+    Kind.BACKUP: KindRules(None, None, backup_job=True),
     # A cut-off restore is put back by its cleanup: the old data serves, or the fully restored.
-    Kind.RESTORE: KindRules(Status.RESTORING, None),
+    Kind.RESTORE: KindRules(Status.RESTORING, None, backup_job=True),
     # Runs on the new project, as its provisioning (from the source's backups).
     Kind.CLONE: KindRules(
-        Status.COMING_UP, DesiredState.RUNNING, needs_runtime=False, failed=Status.INIT_FAILED, stop_after_cut_off=True
+        Status.COMING_UP,
+        DesiredState.RUNNING,
+        needs_runtime=False,
+        failed=Status.INIT_FAILED,
+        stop_after_cut_off=True,
+        backup_job=True,
     ),
-    Kind.VERIFY: KindRules(None, None),
+    Kind.VERIFY: KindRules(None, None, backup_job=True),
 }
 UPGRADE_KINDS = (Kind.UPGRADE, Kind.UPGRADE_ROLLBACK, Kind.UPGRADE_DISCARD)
+BACKUP_JOB_KINDS = tuple(kind for kind, rules in KINDS.items() if rules.backup_job)
 BACKUP_KINDS = (Kind.PROTECT, Kind.BACKUP, Kind.RESTORE, Kind.CLONE, Kind.VERIFY)
 
 
@@ -144,7 +153,12 @@ class OperationQuerySet(models.QuerySet):
                 state=State.RUNNING,
                 started_at=now,
                 heartbeat_at=now,
-                deadline=now + timedelta(seconds=settings.BERTH_OPERATION_DEADLINE),
+                deadline=Case(
+                    When(
+                        kind__in=BACKUP_JOB_KINDS, then=Value(now + timedelta(seconds=settings.BERTH_BACKUP_DEADLINE))
+                    ),
+                    default=Value(now + timedelta(seconds=settings.BERTH_OPERATION_DEADLINE)),
+                ),
                 status_before=Subquery(project.values("status")),
                 status_reason_before=Subquery(project.values("status_reason")),
             )

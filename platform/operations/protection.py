@@ -22,17 +22,18 @@ Invariants:
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agent import api
 from agent.client import AgentError
 from audit.actions import record
 from audit.models import Action
-from backups.models import Backup, BackupStatus, BackupTrigger, Protection, Repository
+from backups.models import SETUP_FAILED, Backup, BackupStatus, BackupTrigger, Protection, Repository
 from hosts import agents
 from operations.actions import OperationRefused, request_operation
 from operations.creation import create_project
@@ -253,9 +254,6 @@ def record_configured(project: Project, repository: Repository, *, operation: Op
         record(None, Action.PROJECT_PROTECTED, project=project, detail=detail, label=f"operation {operation.pk}")
 
 
-SETUP_FAILED = "WAL archiving could not be turned on"
-
-
 def record_setup_failed(project: Project, error: str) -> None:
     """Provisioning or a clone could not turn archiving on: the project serves unprotected,
     and its protection says why (`manage.py backups protect` tries again)."""
@@ -414,6 +412,41 @@ def queue_due_backups(now=None) -> int:
     return queued
 
 
+# How long a project whose WAL archiving could not be turned on waits before the backup pass
+# tries again (a repository mounted late, an agent that was down at its provisioning).
+PROTECT_RETRY_MINUTES = 60
+
+
+def queue_due_protects(now=None) -> int:
+    """Protection is on by default: a running project whose archiving was never turned on (its
+    set-up failed) gets a `protect` again when nothing tried in PROTECT_RETRY_MINUTES; a
+    project busy with another operation waits for the next pass."""
+    since = (now or timezone.now()) - timedelta(minutes=PROTECT_RETRY_MINUTES)
+    tried = Operation.objects.filter(
+        project=OuterRef("project"), kind__in=(Kind.PROTECT, Kind.PROVISION, Kind.CLONE), created_at__gte=since
+    )
+    unset = (
+        Protection.objects.filter(
+            enabled=True,
+            configured_at__isnull=True,
+            project__desired_state=DesiredState.RUNNING,
+            # Turning archiving on restarts the server: done unasked only to a healthy one.
+            project__status=Status.ACTIVE_HEALTHY,
+            project__host__isnull=False,
+        )
+        .exclude(Exists(tried))
+        .select_related("project")
+    )
+    queued = 0
+    for protection in unset:
+        try:
+            request_operation(protection.project, Kind.PROTECT, label="schedule")
+        except OperationRefused:
+            continue
+        queued += 1
+    return queued
+
+
 def queue_due_verifications(now=None) -> int:
     """A restore test for each protected project not verified for BERTH_BACKUP_VERIFY_DAYS."""
     queued = 0
@@ -449,3 +482,46 @@ def read_all_archivers() -> int:
         return done
 
     return for_each_host(by_host, read)
+
+
+def prune_removed(now=None) -> int:
+    """A removed project's base backups expire as a live one's do (past
+    BERTH_BACKUP_RETENTION_DAYS, and it takes no new ones); once none is left its WAL goes too
+    and its protection ends, so the repository never keeps a removed project's data for ever,
+    nor drops it sooner than the retention promised. One call per project, through the host it
+    was on; a host that does not answer leaves its projects for the next pass."""
+    keep_since = (now or timezone.now()).timestamp() - settings.BERTH_BACKUP_RETENTION_DAYS * 86400
+    ended = Protection.objects.filter(
+        configured_at__isnull=False, project__status=Status.REMOVED, project__host__isnull=False
+    ).select_related("project__host", "repository")
+    by_host: dict[int, list[Protection]] = {}
+    for found in ended:
+        by_host.setdefault(found.project.host_id, []).append(found)
+
+    def prune(protections: list[Protection]) -> int:
+        client = agents.client_for(protections[0].project.host, deadline=settings.BERTH_AGENT_CALL_DEADLINE)
+        done = 0
+        for found in protections:
+            try:
+                pruned = client.backup_prune(
+                    agent_repository(found.repository), found.project.ref, keep_since, min_backups=0
+                )
+            except AgentError:
+                continue
+            record_removed_pruned(found, pruned)
+            done += 1
+        return done
+
+    return for_each_host(by_host, prune)
+
+
+def record_removed_pruned(found: Protection, pruned: api.PruneReply) -> None:
+    with transaction.atomic():
+        if pruned.removed_backups:
+            Backup.objects.filter(
+                project=found.project, label__in=pruned.removed_backups, status=BackupStatus.COMPLETED
+            ).update(status=BackupStatus.EXPIRED)
+        if not pruned.kept_backups:
+            Protection.objects.filter(pk=found.pk).update(
+                enabled=False, configured_at=None, earliest_restorable_at=None, latest_restorable_at=None
+            )

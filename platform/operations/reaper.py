@@ -5,6 +5,9 @@ One operation at a time, each by Operation.cut_off, so a worker finishing at the
 either settles first (and the reaper skips it) or loses its claim.
 """
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -18,19 +21,27 @@ def reap(now=None) -> int:
     """Returns how many operations and projects it changed."""
     now = now or timezone.now()
     reaped = 0
-    for operation in Operation.objects.unfinished().filter(deadline__lte=now).select_related("project"):
-        cause = (
-            "no worker picked it up before its deadline"
-            if operation.state == State.QUEUED
-            else "the worker did not finish before the deadline (stalled, killed or waiting on an agent)"
-        )
+    # A running operation's worker writes a heartbeat with every event, and no step goes
+    # longer than one command's budget (at most BERTH_OPERATION_DEADLINE) without one. Past
+    # that and a call's deadline, its worker is gone: this ends a backup kind, whose own
+    # deadline is hours away, as soon as any other kind would end.
+    silent_since = now - timedelta(seconds=settings.BERTH_OPERATION_DEADLINE + settings.BERTH_AGENT_CALL_DEADLINE)
+    past_deadline = Q(deadline__lte=now)
+    silent = Q(state=State.RUNNING, heartbeat_at__lte=silent_since)
+    for operation in Operation.objects.unfinished().filter(past_deadline | silent).select_related("project"):
+        if operation.state == State.QUEUED:
+            cause = "no worker picked it up before its deadline"
+        elif operation.deadline <= now:
+            cause = "the worker did not finish before the deadline (stalled, killed or waiting on an agent)"
+        else:
+            cause = f"the worker was not heard from after {operation.heartbeat_at:%H:%M:%S} UTC (killed or stalled)"
         with transaction.atomic():
             was = operation.cut_off(
                 State.TIMED_OUT,
                 error_code="deadline",
                 error_message=f"Timed out: {cause}",
                 reason=f"{operation.kind} timed out: {cause}",
-                condition=Q(deadline__lte=now, state=operation.state),
+                condition=(past_deadline | silent) & Q(state=operation.state),
             )
             if was is None:
                 continue

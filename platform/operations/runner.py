@@ -67,6 +67,11 @@ class StepFailed(Exception):
         return f"{self.code}: {self.message}"
 
 
+# Agent refusals of turning archiving on that come before any restart (agent.backups:
+# the repository checked, the archive command found, the driver able): nothing was touched.
+REFUSED_BEFORE_RESTART = ("invalid", "repository", "unsupported")
+
+
 class OperationRun:
     def __init__(self, operation: Operation):
         self.operation = operation
@@ -81,6 +86,10 @@ class OperationRun:
 
     def event(self, step: str, message: str, level: str = OperationEvent.Level.INFO, **data) -> None:
         OperationEvent.objects.create(operation=self.operation, step=step, level=level, message=message, data=data)
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """This worker still works on it: the reaper ends a running operation whose worker is silent."""
         Operation.objects.filter(pk=self.operation.pk, state=State.RUNNING).update(heartbeat_at=timezone.now())
 
     def still_owned(self) -> bool:
@@ -343,11 +352,15 @@ class OperationRun:
                 deadline_s=self.command_budget(),
             )
         except AgentError as error:
-            if required:
-                raise
             protection.record_setup_failed(self.project, str(error))
             self.event("archiving", f"WAL archiving not turned on: {error}", level=OperationEvent.Level.WARNING)
-            return
+            if not required:
+                return
+            if error.code in REFUSED_BEFORE_RESTART:
+                # The agent refused before it touched the runtime: the project is as it was.
+                status, reason = self.status_before_claim()
+                raise StepFailed(f"agent_{error.code}", str(error), status, reason) from None
+            raise
         protection.record_configured(self.project, repository, operation=self.operation)
         restarted = " (the server restarted to turn it on)" if reply.restarted else ""
         self.event("archiving", f"WAL archived into {repository.location().display}{restarted}")
@@ -537,6 +550,8 @@ class OperationRun:
             if job.phase != phase or polls % 10 == 0:
                 self.event("job", f"{what.capitalize()}: {job.phase or job.state}", phase=job.phase)
                 phase = job.phase
+            else:
+                self.heartbeat()
             if self.remaining() - delay < settings.BERTH_OPERATION_CLEANUP_RESERVE:
                 raise StepFailed("deadline", f"the {what} did not finish before the operation's deadline")
             time.sleep(delay)
@@ -667,20 +682,27 @@ class OperationRun:
         self.agent().down(self.project.ref)
 
     def wait_healthy(self, on_timeout=None) -> None:
-        """Poll the template's probes through the agent until all pass, with backoff, within the deadline."""
+        """Poll the template's probes through the agent until all pass, with backoff, within the
+        deadline, and for BERTH_OPERATION_DEADLINE at the most: a backup kind's deadline is hours
+        away, but a runtime that stays unhealthy that long after its start never will be healthy."""
         reserve = settings.BERTH_OPERATION_CLEANUP_RESERVE
         delay = settings.BERTH_HEALTH_POLL_INITIAL
         attempt = 0
+        give_up = time.monotonic() + settings.BERTH_OPERATION_DEADLINE
+
+        def left() -> float:
+            return min(self.remaining(), give_up - time.monotonic())
+
         while True:
             attempt += 1
-            budget = self.remaining() - reserve
+            budget = left() - reserve
             # A sliver of time left after the backoff sleep would end the wait in an agent
             # timeout instead of the cleanup that follows an unhealthy runtime.
             if budget < MIN_PROBE_BUDGET_S:
                 if attempt > 1:
                     break
                 # Never judge a runtime unhealthy unprobed: the first probe may use half of what is left.
-                budget = self.remaining() / 2
+                budget = left() / 2
                 if budget <= 0:
                     raise StepFailed("deadline", "the operation ran out of time")
             self.ensure_owned()
@@ -693,7 +715,7 @@ class OperationRun:
                 return
             if attempt == 1 or attempt % 5 == 0:
                 self.event("health", f"Waiting for probes: {outcome.summary}", results=outcome.as_data())
-            time.sleep(max(0.0, min(delay, self.remaining() - reserve)))
+            time.sleep(max(0.0, min(delay, left() - reserve)))
             delay = min(delay * 2, settings.BERTH_HEALTH_POLL_MAX)
         if on_timeout is not None:
             on_timeout()

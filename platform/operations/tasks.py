@@ -63,7 +63,7 @@ def repair_port_counts() -> int:
 
 
 def queue_backups() -> int:
-    return protection.queue_due_backups()
+    return protection.queue_due_protects() + protection.queue_due_backups()
 
 
 def queue_verifications() -> int:
@@ -72,3 +72,7 @@ def queue_verifications() -> int:
 
 def read_archiving() -> int:
     return protection.read_all_archivers()
+
+
+def prune_removed_backups() -> int:
+    return protection.prune_removed()

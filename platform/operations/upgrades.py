@@ -23,6 +23,7 @@ from agent import api
 from agent.client import AgentError
 from audit.actions import record
 from audit.models import Action
+from backups.models import Protection
 from hosts import agents
 from operations.actions import OperationRefused, request_operation
 from operations.models import UNFINISHED_STATES, Kind, Operation, State
@@ -225,6 +226,7 @@ def record_upgraded(project: Project, target: int, source: int, *, operation: Op
         postgres_major=target, previous_postgres_major=source, previous_kept_until=kept_until, updated_at=timezone.now()
     )
     project.postgres_major, project.previous_postgres_major, project.previous_kept_until = target, source, kept_until
+    backup_the_new_cluster_next(project)
     detail = {"operation": operation.pk, "from": source, "to": target}
     record(None, Action.PROJECT_POSTGRES_UPGRADED, project=project, detail=detail, label=f"operation {operation.pk}")
 
@@ -232,6 +234,14 @@ def record_upgraded(project: Project, target: int, source: int, *, operation: Op
 def record_rolled_back(project: Project, major: int, *, operation: Operation) -> None:
     """The kept old cluster serves again; none is kept any more."""
     _record_major(project, major, operation, Action.PROJECT_POSTGRES_ROLLED_BACK)
+    backup_the_new_cluster_next(project)
+
+
+def backup_the_new_cluster_next(project: Project) -> None:
+    """Another cluster serves the project now, archiving into a WAL folder of its own
+    (agent.repository.wal_key): nothing restores it until its first base backup, which the
+    backup pass takes next (within minutes), not a whole schedule later."""
+    Protection.objects.filter(project=project).update(last_backup_at=None)
 
 
 def record_discarded(project: Project, *, operation: Operation) -> None:

@@ -2,10 +2,13 @@
 (pgbin/), into a real S3-compatible store (SeaweedFS, scripts/s3) and a file:// folder: WAL
 archiving, base backups, point-in-time restore in place and onto another host's runtime after
 the first host's folder is gone, restores that fail leaving the old data serving, verify,
-prune, the archiver's own failure reason, and the docker driver's refusal.
+prune, the archiver's own failure reason, a full repository, a backup whose WAL cannot be
+archived, a new cluster in the same stanza (a major upgrade), and a docker runtime with no
+database refused.
 """
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -118,6 +121,71 @@ def test_it_restores_in_place_to_a_point_in_time_with_exactly_the_rows_committed
     assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3}
 
 
+def test_a_new_cluster_in_the_same_stanza_archives_apart_and_restores_its_own_data(agent, make_repository):
+    """A major upgrade (dump or logical replication) puts a new cluster behind the same
+    project: its WAL names start again from the beginning. Each cluster's WAL has a folder of
+    its own, so none of the new one's segments is taken for an old one's, nor lost."""
+    client, ref, repository = agent.client(deadline=60), "second16", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "first life", 3)
+    archive_everything(client, ref, port)
+    first = client.backup_catalog(repository, ref)
+    client.delete(ref, purge_data=True)
+    port = provision(client, ref, 16)  # initdb again: another system identifier, the same stanza
+    protected(client, ref, port, repository)
+    insert(port, "second life", 4)
+    archive_everything(client, ref, port)
+
+    catalog = client.backup_catalog(repository, ref)
+    old, new = catalog.backups
+    assert old.system_identifier != new.system_identifier
+    assert old.start_wal[8:] == new.start_wal[8:] or new.start_wal[8:] < first.last_wal[8:], "the names overlap"
+    assert catalog.earliest_unix == new.finished_unix, "the window is the current cluster's"
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+    assert job.state == "succeeded", job.error
+    assert labels(port) == {"before backup": 10, "second life": 4}
+
+    # Once the old cluster's backups expire, its WAL goes with them; the new one's stays.
+    pruned = client.backup_prune(repository, ref, keep_since_unix=new.started_unix)
+    assert (pruned.removed_backups, pruned.kept_backups) == ([old.id], [new.id])
+    wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
+    assert sorted(folder.name for folder in wal.iterdir()) == [new.system_identifier]
+    client.restore_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+    assert labels(port) == {"before backup": 10, "second life": 4}
+
+
+def test_after_a_major_upgrade_the_new_cluster_archives_backs_up_and_restores(agent, make_repository):
+    client, ref, repository = agent.client(deadline=120), "upgraded16", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    archive_everything(client, ref, port)
+    client.upgrade_prepare(ref, 17, "dump")
+    assert client.upgrade_step(ref, "switch").current_major == 17
+    client.put_files(ref, [runtime_toml(17, port)])  # as the control plane pushes it after the switch
+    insert(port, "on 17", 6)
+    archive_everything(client, ref, port)
+    client.backup_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+
+    catalog = client.backup_catalog(repository, ref)
+    assert [backup.major for backup in catalog.backups] == [16, 17]
+    assert catalog.earliest_unix == catalog.backups[1].finished_unix
+    insert(port, "after its backup", 2)
+    archive_everything(client, ref, port)
+    with pytest.raises(AgentError, match="major upgrade under way or kept"):
+        client.restore_start(ref, repository)  # a restore in place waits for the rollback's end
+    client.upgrade_step(ref, "discard")
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+    assert job.state == "succeeded", job.error
+    assert labels(port) == {"before backup": 10, "on 17": 6, "after its backup": 2}
+    with connect(port) as conn:
+        assert conn.execute("show server_version_num").fetchone()[0].startswith("17")
+
+
 def test_it_refuses_a_target_outside_the_window_and_changes_nothing(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "outside16", make_repository("file")
     port = provision(client, ref, 16)
@@ -160,7 +228,7 @@ def test_a_restore_that_cannot_reach_the_latest_point_fails_and_the_old_data_ser
         insert(port, f"batch {batch}", 2)
         archive_everything(client, ref, port)
     wal = Path(repository.url.removeprefix("file://")) / ref / "wal"
-    segments = sorted(path for path in wal.iterdir() if len(path.name) == 24)
+    segments = sorted(path for path in wal.glob("*/*") if len(path.name) == 24)  # wal/<system id>/
     segments[-2].unlink()  # a gap before the newest segment
     insert(port, "kept", 1)
 
@@ -181,9 +249,9 @@ def test_it_restores_a_lost_hosts_project_on_another_host_and_clones_with_a_new_
     protected(client, ref, port, repository)
     insert(port, "after backup", 4)
     archive_everything(client, ref, port)
-    stop_clusters(first.root)  # the host is gone: its cluster and its folder
+    first.stop()  # the host is gone: its agent, its cluster and its folder
+    stop_clusters(first.root)
     shutil.rmtree(first.root / ref)
-    assert client.status(ref).state == "absent"
 
     other = second.client(deadline=60)
     new_port = free_port_range(1)
@@ -203,13 +271,19 @@ def test_it_restores_a_lost_hosts_project_on_another_host_and_clones_with_a_new_
         connect(clone_port, PASSWORD)
 
 
-def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
-    client, ref, repository = agent.client(deadline=60), "failing16", make_repository("file")
-    port = provision(client, ref, 16)
+def archiving_into_a_folder(client, ref: str, major: int, repository: Repository) -> int:
+    """A runtime archiving into the folder repository, one row archived and no failure yet; its port."""
+    port = provision(client, ref, major)
     client.backup_archiving(ref, repository, archive_timeout_s=5)
     insert(port, "one", 1)
     archive_everything(client, ref, port)
     assert client.backup_archiver(ref).last_failure is None
+    return port
+
+
+def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "failing16", make_repository("file")
+    port = archiving_into_a_folder(client, ref, 16, repository)
     shutil.rmtree(Path(repository.url.removeprefix("file://")) / ref)  # the repository's folder goes
     insert(port, "two", 1)
     with connect(port) as conn:
@@ -219,6 +293,76 @@ def test_the_archiver_status_says_why_archiving_fails(agent, make_repository):
     )
     assert status.failed_count >= 1
     assert "berth-wal push" in status.last_failure and "Permission denied" in status.last_failure
+
+
+def test_a_base_backup_whose_wal_cannot_be_archived_fails_with_the_reason_before_its_deadline(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "stuck15db", make_repository("file")
+    archiving_into_a_folder(client, ref, 15, repository)
+    [wal] = (Path(repository.url.removeprefix("file://")) / ref / "wal").iterdir()  # the cluster's own
+    wal.chmod(0o555)  # the server's user may no longer write segments; the agent still writes base backups
+    try:
+        client.backup_start(ref, repository, job_s=3600)
+        job = finished(client, ref, timeout=300)
+    finally:
+        wal.chmod(0o755)
+    assert (job.kind, job.state, job.error.code) == ("base_backup", "failed", "command_failed"), job.error
+    assert "WAL archiving fails, so the base backup could never end" in job.error.message
+    assert "berth-wal push" in job.error.message and "Permission denied" in job.error.message
+    catalog = client.backup_catalog(repository, ref)
+    assert catalog.backups == [], "the unfinished backup is not listed"
+    assert not list((wal.parent.parent / "base").rglob("base.tar")), "its tar was removed"
+
+
+@pytest.fixture
+def small_repository_folder(repository_folder):
+    """repository_folder on a tmpfs of its own, so a test can fill it."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m,mode=755", "tmpfs", str(repository_folder)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?): no full repository to test")
+    yield repository_folder
+    subprocess.run(["umount", "-l", str(repository_folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file into `folder` until its filesystem is full; the file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_repository_fails_the_backup_with_the_reason_and_the_project_keeps_serving(
+    agent, small_repository_folder
+):
+    client, ref = agent.client(deadline=60), "full15db"
+    repository = Repository(url=f"file://{small_repository_folder}")
+    port = archiving_into_a_folder(client, ref, 15, repository)
+    filler = fill(small_repository_folder)
+
+    client.backup_start(ref, repository)
+    job = finished(client, ref)
+    assert (job.state, job.error.code) == ("failed", "repository"), job.error
+    assert "No space left on device" in job.error.message
+    assert not list(small_repository_folder.rglob("*partial*")), "nothing half-written stays behind"
+    insert(port, "while full", 2)
+    with connect(port) as conn:
+        conn.execute("select pg_switch_wal()")
+    status = wait_for(
+        lambda: (status := client.backup_archiver(ref)).last_failure and status, timeout=60, what="a failure"
+    )
+    assert "No space left on device" in status.last_failure
+    assert labels(port) == {"one": 1, "while full": 2}, "the project serves all the while"
+
+    filler.unlink()  # room again: archiving catches up and a base backup succeeds
+    archive_everything(client, ref, port)
+    client.backup_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+    assert len(client.backup_catalog(repository, ref).backups) == 1
 
 
 def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(agent, make_repository):
@@ -250,14 +394,24 @@ def test_verify_restores_into_a_scratch_cluster_and_prune_keeps_what_restores(ag
     client.verify_start(ref, repository)
     assert finished(client, ref).state == "succeeded"
 
+    # A removed project's stanza past its retention: min_backups 0 empties it, WAL included.
+    emptied = client.backup_prune(repository, ref, keep_since_unix=time.time() + 3600, min_backups=0)
+    assert (emptied.removed_backups, emptied.kept_backups) == ([second.id], [])
+    assert emptied.removed_wal >= 1
+    catalog = client.backup_catalog(repository, ref)
+    assert (catalog.backups, catalog.wal_segments, catalog.latest_unix) == ([], 0, None)
 
-def test_the_docker_driver_refuses_backups_clearly(docker_agent, make_repository):
+
+def test_a_docker_runtime_without_a_running_database_is_refused_clearly(docker_agent, make_repository):
+    """The docker driver's backups (tests/agent/test_docker_backups.py, on a real engine) need
+    the runtime's database container: with none, archiving is refused, nothing written."""
     client = docker_agent.client()
     client.put_files("dockref1", [FileSpec("runtime.toml", b'driver = "docker"\n')])
     with pytest.raises(AgentError) as refused:
         client.backup_archiving("dockref1", make_repository("file"))
-    assert (refused.value.status, refused.value.code) == (501, "unsupported")
-    assert "process driver" in refused.value.message
+    assert (refused.value.status, refused.value.code) == (422, "invalid")
+    assert "start it first" in refused.value.message
+    assert client.backup_archiver("dockref1").enabled is False
 
 
 def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository):

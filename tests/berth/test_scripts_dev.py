@@ -3,6 +3,7 @@ agent, and Ctrl-C (SIGINT) leaves no process it started running, the runtime's P
 server included; the next run starts that server again, and its Ctrl-C stops it cleanly too.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -174,6 +175,23 @@ def test_dev_on_moved_ports_stops_everything_it_started_on_ctrl_c_and_starts_the
         )
         [row] = [line for line in listing.splitlines() if line.rstrip().endswith("devtest")]
         ref = row.split()[0]
+        # Protected from its first start: WAL archived into the embedded default repository
+        # (var/backups, made by scripts/dev), and a base backup taken (the pass's, or this one).
+        shown = json.loads(manage(cli, "backups", "list", ref, "--json"))
+        assert (shown["archiving"], shown["failure"]) == (True, ""), shown
+        assert shown["repository"] == f"file://{var}/backups"
+        asked = run_manage(cli, "backups", "run", ref)
+        assert asked.returncode == 0 or "in progress" in asked.stderr, asked.stderr
+        backup = wait_for(
+            lambda: (
+                (done := json.loads(manage(cli, "backups", "list", ref, "--json"))["backups"])
+                and done[0]["status"] != "running"
+                and done[0]
+            ),
+            timeout=120,
+            what="the first base backup",
+        )
+        assert backup["status"] == "completed", backup["error"]
         [server] = postmasters(var)
         # The local names point at the local router, which routes db.<ref> to the runtime:
         # its own server answers (and refuses a wrong password).

@@ -103,13 +103,29 @@ def test_models_and_migrations_agree(tmp_path):
             {"BERTH_OPERATION_DEADLINE": "600", "Q_TIMEOUT": "600"},
             "Q_TIMEOUT must be longer than BERTH_OPERATION_DEADLINE",
         ),
-        ({"Q_TIMEOUT": "700", "Q_RETRY": "700"}, "Q_RETRY must be longer than Q_TIMEOUT"),
-        ({"Q_TIMEOUT": "700", "Q_RETRY": "650"}, "Q_RETRY must be longer than Q_TIMEOUT"),
+        (
+            {"BERTH_BACKUP_DEADLINE": "3600", "Q_TIMEOUT": "3600"},
+            "Q_TIMEOUT must be longer than BERTH_BACKUP_DEADLINE",
+        ),
+        (
+            {"BERTH_OPERATION_DEADLINE": "600", "BERTH_BACKUP_DEADLINE": "300"},
+            "BERTH_BACKUP_DEADLINE must be at least BERTH_OPERATION_DEADLINE",
+        ),
+        (
+            {"BERTH_BACKUP_DEADLINE": "600", "Q_TIMEOUT": "700", "Q_RETRY": "700"},
+            "Q_RETRY must be longer than Q_TIMEOUT",
+        ),
+        (
+            {"BERTH_BACKUP_DEADLINE": "600", "Q_TIMEOUT": "700", "Q_RETRY": "650"},
+            "Q_RETRY must be longer than Q_TIMEOUT",
+        ),
     ],
     ids=[
         "call-equals-operation",
         "call-past-operation",
         "timeout-equals-operation",
+        "timeout-equals-backup",
+        "backup-shorter-than-operation",
         "retry-equals-timeout",
         "retry-before-timeout",
     ],
@@ -125,6 +141,7 @@ def test_it_starts_with_the_time_order_kept_at_its_edges(tmp_path):
         **PRODUCTION_ENV,
         "BERTH_AGENT_CALL_DEADLINE": "44.9",
         "BERTH_OPERATION_DEADLINE": "60",
+        "BERTH_BACKUP_DEADLINE": "60",
         "Q_TIMEOUT": "61",
         "Q_RETRY": "62",
     }

@@ -6,6 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from berth.env import parse_repository_url
 from hosts.models import RuntimeHost
 from orgs.models import DEFAULT_ORGANIZATION_SLUG, Membership, Role
 
@@ -62,3 +63,17 @@ def test_it_makes_the_local_admin_owner_of_the_default_organization_idempotently
     assert membership.user.username == "admin"
     assert membership.organization.slug == DEFAULT_ORGANIZATION_SLUG
     assert membership.role == Role.OWNER
+
+
+def test_it_makes_the_default_backup_folder_under_var_and_never_a_folder_elsewhere(settings, tmp_path, capsys):
+    """A new user's projects archive into var/backups from their first start; a folder
+    repository anywhere else is a mount the operator provides, and is never made."""
+    settings.VAR_DIR = tmp_path / "var"
+    settings.BERTH_BACKUP_URL = parse_repository_url(f"file://{tmp_path}/var/backups")
+    call_command("devsetup")
+    assert (tmp_path / "var" / "backups").is_dir()
+    assert f"Backups go to file://{tmp_path}/var/backups" in capsys.readouterr().out
+
+    settings.BERTH_BACKUP_URL = parse_repository_url(f"file://{tmp_path}/nfs/backups")
+    call_command("devsetup")
+    assert not (tmp_path / "nfs").exists()

@@ -54,7 +54,7 @@ class BackupAgent(ScriptedAgent):
         self._record("backup_start", ref, repository.url)
         self._repository()
         now = time.time()
-        info = BackupInfo("20261206T080000Z", now - 5, now, 4_200_000, 15, 1, "A", "B")
+        info = BackupInfo("20261206T080000Z", now - 5, now, 4_200_000, 15, 1, "A", "B", "7000000000000000001")
         self.job = BackupJob(kind="base_backup", state="succeeded", operation=self.operation, backup=info)
         return BackupJob(kind="base_backup", state="running", operation=self.operation)
 
@@ -110,7 +110,9 @@ class BackupAgent(ScriptedAgent):
     def backup_catalog(self, repository, stanza, deadline_s=None):
         self._record("backup_catalog", stanza)
         self._repository()
-        info = BackupInfo("20261206T080000Z", WINDOW_START, WINDOW_START + 5, 4_200_000, 15, 1, "A", "B")
+        info = BackupInfo(
+            "20261206T080000Z", WINDOW_START, WINDOW_START + 5, 4_200_000, 15, 1, "A", "B", "7000000000000000001"
+        )
         return BackupCatalog(stanza, [info], earliest_unix=WINDOW_START + 5, latest_unix=self.latest)
 
     def backup_prune(self, repository, stanza, keep_since_unix, min_backups=1, deadline_s=None):

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.models import Action, AuditEntry
 from backups.models import Backup, BackupStatus, Protection
-from operations import protection, reaper, tasks
+from operations import protection, reaper, tasks, upgrades
 from operations.actions import OperationInProgress, OperationRefused, request_operation
 from operations.cleanup import stop_what_it_started
 from operations.creation import create_project
@@ -78,12 +78,12 @@ def test_a_new_project_archives_its_wal_from_its_provisioning_on(agent, host, se
 
 
 def test_a_provisioning_whose_archiving_fails_still_serves_and_says_why(agent, host):
-    agent.backup_archiving = mock.Mock(side_effect=protection.AgentError("501 unsupported: docker driver"))
+    agent.backup_archiving = mock.Mock(side_effect=protection.AgentError("502 repository: no /backups folder"))
     project = provisioned(host)
     assert project.status == Status.ACTIVE_HEALTHY
     found = Protection.objects.get(project=project)
     assert found.configured_at is None
-    assert "WAL archiving could not be turned on: 501 unsupported" in found.failure
+    assert "WAL archiving could not be turned on: 502 repository" in found.failure
     with pytest.raises(OperationRefused, match="has not been set to archive"):
         protection.request_backup(project)
 
@@ -346,3 +346,107 @@ def test_a_job_the_agent_lost_fails_the_backup_instead_of_waiting_out_the_deadli
     operation = run(protection.request_backup(project))
     assert (operation.state, operation.error_code) == (State.FAILED, "lost")
     assert "has no base backup" in operation.error_message
+
+
+def test_a_removed_projects_backups_expire_past_the_retention_then_its_protection_ends(agent, host, settings):
+    removed, live = backed_up(host, agent), backed_up(host, agent)
+    Project.objects.filter(pk=removed.pk).update(status=Status.REMOVED, desired_state=DesiredState.DELETED)
+    label = Backup.objects.get(project=removed).label
+    asked = []
+
+    def prune(repository, stanza, keep_since_unix, min_backups=1, deadline_s=None):
+        asked.append((stanza, keep_since_unix, min_backups))
+        young = keep_since_unix < WINDOW_START  # the backup is younger than the retention
+        return protection.api.PruneReply(
+            removed_backups=[] if young else [label],
+            removed_wal=0 if young else 7,
+            kept_backups=[label] if young else [],
+        )
+
+    agent.backup_prune = prune
+    taken = datetime.fromtimestamp(WINDOW_START, UTC)
+    now = taken + timedelta(days=1)
+    assert protection.prune_removed(now=now) == 1
+    keep_since = now.timestamp() - settings.BERTH_BACKUP_RETENTION_DAYS * 86400
+    assert asked == [(removed.ref, keep_since, 0)], "only the removed project, and its stanza may end empty"
+    assert Backup.objects.get(project=removed).status == BackupStatus.COMPLETED
+    assert Protection.objects.get(project=removed).configured_at is not None, "a backup inside the retention stays"
+
+    later = taken + timedelta(days=settings.BERTH_BACKUP_RETENTION_DAYS + 1)
+    assert protection.prune_removed(now=later) == 1
+    assert Backup.objects.get(project=removed).status == BackupStatus.EXPIRED
+    ended = Protection.objects.get(project=removed)
+    assert (ended.enabled, ended.configured_at, ended.latest_restorable_at) == (False, None, None)
+    assert Protection.objects.get(project=live).configured_at is not None
+    assert protection.prune_removed(now=later) == 0, "an emptied stanza is not asked again"
+    assert len(asked) == 2
+
+
+def test_a_removed_project_whose_host_does_not_answer_is_left_for_the_next_pass(agent, host):
+    removed = backed_up(host, agent)
+    Project.objects.filter(pk=removed.pk).update(status=Status.REMOVED, desired_state=DesiredState.DELETED)
+    agent.backup_prune = mock.Mock(side_effect=protection.AgentError("connection refused"))
+    assert protection.prune_removed() == 0
+    assert Protection.objects.get(project=removed).configured_at is not None
+    assert Backup.objects.get(project=removed).status == BackupStatus.COMPLETED
+
+
+def test_a_clone_that_never_becomes_healthy_gives_up_after_the_operation_deadline_not_the_backup_one(
+    agent, host, settings
+):
+    source = backed_up(host, agent)
+    settings.BERTH_OPERATION_DEADLINE = 16  # the runner keeps 15 s back to stop the runtime
+    settings.BERTH_BACKUP_DEADLINE = 60
+    agent.probe_status = "fail"
+    clone = protection.clone_project(source, RestoreTarget(None), name="Never healthy")
+    operation = run(clone.operations.get())
+    assert (operation.state, operation.error_code) == (State.FAILED, "unhealthy")
+    assert Project.objects.get(pk=clone.pk).status == Status.INIT_FAILED
+    assert agent.called("down"), "the runtime it brought up is stopped"
+    assert operation.deadline - operation.finished_at > timedelta(seconds=30), "it did not wait out the hour's budget"
+
+
+def test_a_project_whose_archiving_could_not_be_turned_on_is_tried_again_by_the_backup_pass(agent, host):
+    working = agent.backup_archiving
+    agent.backup_archiving = mock.Mock(
+        side_effect=protection.AgentError("the repository folder /srv/backups does not exist", code="repository")
+    )
+    project = provisioned(host)
+    found = Protection.objects.get(project=project)
+    assert found.failure.startswith("WAL archiving could not be turned on: the repository folder"), found.failure
+    now = timezone.now()
+    assert protection.queue_due_protects(now) == 0, "its provisioning tried a moment ago"
+
+    later = now + timedelta(minutes=protection.PROTECT_RETRY_MINUTES + 1)
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        assert protection.queue_due_protects(later) == 1
+    retry = project.operations.get(kind=Kind.PROTECT)
+    assert run(retry).state == State.FAILED
+    project.refresh_from_db()
+    assert project.status == Status.ACTIVE_HEALTHY, "the agent refused before touching the runtime"
+    assert Protection.objects.get(project=project).configured_at is None
+    assert protection.queue_due_protects(later) == 0, "tried again a moment ago"
+
+    agent.backup_archiving = working  # the repository is mounted now
+    latest = later + timedelta(minutes=protection.PROTECT_RETRY_MINUTES + 1)
+    with mock.patch("django.utils.timezone.now", return_value=latest):
+        assert protection.queue_due_protects(latest) == 1
+    assert run(project.operations.filter(kind=Kind.PROTECT).latest("pk")).state == State.SUCCEEDED
+    found = Protection.objects.get(project=project)
+    assert found.configured_at is not None and found.failure == ""
+    assert Project.objects.get(pk=project.pk).status == Status.ACTIVE_HEALTHY
+
+
+def test_after_an_upgrade_or_its_rollback_the_new_clusters_first_backup_is_the_passs_next(agent, host):
+    """Another cluster archives into its own WAL folder: until its first base backup nothing
+    restores it, so the pass takes one within minutes, not a schedule later."""
+    project = backed_up(host, agent)
+    operation = project.operations.latest("pk")  # the one the audit rows name
+    assert not Protection.objects.get(project=project).backup_due()
+    upgrades.record_upgraded(project, 16, 15, operation=operation)
+    assert Protection.objects.get(project=project).backup_due()
+
+    assert run(protection.request_backup(project)).state == State.SUCCEEDED
+    assert not Protection.objects.get(project=project).backup_due()
+    upgrades.record_rolled_back(project, 15, operation=operation)
+    assert Protection.objects.get(project=project).backup_due()

@@ -57,3 +57,42 @@ def test_a_claimed_operation_must_end_within_the_operation_deadline_in_seconds(s
     reap(now=claimed.started_at + timedelta(seconds=130))
     claimed.refresh_from_db()
     assert claimed.state == State.TIMED_OUT
+
+
+@pytest.mark.parametrize("kind", [Kind.BACKUP, Kind.RESTORE, Kind.VERIFY])
+def test_an_operation_waiting_on_a_backup_job_gets_the_backup_deadline(settings, kind):
+    """A restore of a large database outlives BERTH_OPERATION_DEADLINE: the backup kinds get
+    BERTH_BACKUP_DEADLINE, and the reaper holds them to it."""
+    settings.BERTH_OPERATION_DEADLINE = 120
+    settings.BERTH_BACKUP_DEADLINE = 3600
+    project = make_project(status=Status.ACTIVE_HEALTHY, host=make_host())
+    claimed = Operation.objects.claim(request_operation(project, kind).pk)
+    assert claimed.deadline - claimed.started_at == pytest.approx(timedelta(seconds=3600), abs=timedelta(seconds=5))
+
+    Operation.objects.filter(pk=claimed.pk).update(heartbeat_at=claimed.started_at + timedelta(seconds=3590))
+    assert reap(now=claimed.started_at + timedelta(seconds=600)) == 0
+    claimed.refresh_from_db()
+    assert claimed.state == State.RUNNING
+    reap(now=claimed.started_at + timedelta(seconds=3610))
+    claimed.refresh_from_db()
+    assert claimed.state == State.TIMED_OUT
+
+
+def test_the_reaper_ends_a_backup_kind_whose_worker_went_silent_long_before_its_deadline(settings):
+    """A restore's deadline is hours away; its worker heartbeats at every poll of the agent's
+    job, so one silent for longer than any step may take is gone, and the reaper ends it then."""
+    settings.BERTH_OPERATION_DEADLINE = 120
+    settings.BERTH_AGENT_CALL_DEADLINE = 30
+    settings.BERTH_BACKUP_DEADLINE = 3600
+    project = make_project(status=Status.ACTIVE_HEALTHY, host=make_host())
+    claimed = Operation.objects.claim(request_operation(project, Kind.RESTORE).pk)
+    start = claimed.started_at
+
+    Operation.objects.filter(pk=claimed.pk).update(heartbeat_at=start + timedelta(seconds=100))
+    assert reap(now=start + timedelta(seconds=200)) == 0, "heard from 100 s ago: still working"
+    assert reap(now=start + timedelta(seconds=251)) >= 1
+    claimed.refresh_from_db()
+    assert claimed.state == State.TIMED_OUT
+    assert "was not heard from" in claimed.error_message
+    project.refresh_from_db()
+    assert project.status != Status.RESTORING

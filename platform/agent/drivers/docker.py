@@ -7,6 +7,8 @@ runtime.toml says which file to run (a path inside the runtime folder):
 
 `docker compose` is used when it works, else `docker-compose` (v1, the one Debian
 bookworm ships). Stopping keeps volumes; only a delete that asks to purge data removes them.
+When `.berth-docker/compose.override.yml` exists (agent.docker_backups writes it: the WAL
+outbox's bind mount), it is given to compose after the runtime's file, so templates stay as they are.
 
 Status comes from `docker compose ps --all --format json` with compose v2. Compose v1 has no
 JSON output, so with v1 the engine itself is asked for the containers labelled with the
@@ -30,6 +32,7 @@ COMPOSE_CANDIDATES = (("docker", "compose"), ("docker-compose",))
 POSTGRES_IMAGE = "supabase/postgres"
 PS_OUTPUT_LIMIT = 1 << 20  # the full `ps` listing is parsed, not only a tail
 PROJECT_LABEL = "com.docker.compose.project"
+OVERRIDE_FILE = ".berth-docker/compose.override.yml"
 # One JSON object per container, the keys `compose ps --format json` uses.
 _ENGINE_PS_FORMAT = (
     '{"Service":{{json (.Label "com.docker.compose.service")}},'
@@ -99,6 +102,12 @@ class DockerDriver:
         result = run_checked(command, deadline, cwd=runtime.folder, output_limit=PS_OUTPUT_LIMIT)
         return summarise_ps(result.output_tail)
 
+    def create(self, runtime: "Runtime", deadline: Deadline) -> str:
+        """The runtime's containers and volumes made, none started (a restore into a runtime
+        that never ran needs its database volume)."""
+        command = self._project(runtime, with_file=True) + ["up", "--no-start"]
+        return run_checked(command, deadline, cwd=runtime.folder).output_tail
+
     def remove(self, runtime: "Runtime", purge_data: bool, deadline: Deadline) -> None:
         command = self._project(runtime, with_file=runtime.has_manifest()) + ["down", "--remove-orphans"]
         run_checked(command + (["--volumes"] if purge_data else []), deadline, cwd=runtime.folder)
@@ -111,6 +120,8 @@ class DockerDriver:
         command = [*compose, "-p", runtime.ref]
         if with_file:
             command += ["-f", str(runtime.folder / compose_file(runtime.manifest()))]
+            if (runtime.folder / OVERRIDE_FILE).is_file():
+                command += ["-f", str(runtime.folder / OVERRIDE_FILE)]
         return command
 
 

@@ -227,15 +227,23 @@ class ProcessDriver:
             # refuses a key others can read, and the files API can never write there.
             self.write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
             self.write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
-        conf = server_conf(
-            settings.port, self.listen_addresses, paths.state if tls else None, preload=ships_library(bindir, PRELOAD)
-        ) + archive_conf(paths.state, self.run_as)
-        self.write_owned(paths.data / "berth.conf", conf)
+        self.write_serving_conf(bindir, paths, settings)
         if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
             output += "already running\n"
         else:
             output += self.start_cluster(bindir, paths, settings, deadline)
         return output + self.run_init_sql(runtime, paths, settings, deadline)
+
+    def write_serving_conf(self, bindir: Path, paths: ClusterPaths, settings: PostgresSettings) -> None:
+        """berth.conf of the cluster that serves the project, written before each start: its
+        port and addresses, TLS, the preloaded library, and WAL archiving into its own
+        cluster's folder. One writer for every start (up, an upgrade's switch, a rollback),
+        so a cluster never serves without what the runtime was set to do (archiving)."""
+        tls = settings.tls_cert is not None
+        conf = server_conf(
+            settings.port, self.listen_addresses, paths.state if tls else None, preload=ships_library(bindir, PRELOAD)
+        ) + archive_conf(paths.state, paths.data, self.run_as)
+        self.write_owned(paths.data / "berth.conf", conf)
 
     def run_init_sql(
         self, runtime: "Runtime", paths: ClusterPaths, settings: PostgresSettings, deadline: Deadline

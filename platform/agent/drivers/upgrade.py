@@ -353,11 +353,7 @@ class ProcessUpgrades:
         shutil.rmtree(discarded, ignore_errors=True)
         settings = PostgresSettings.from_manifest(runtime.manifest())
         bindir = self.driver.bindir(old_major)
-        tls = settings.tls_cert is not None
-        conf = server_conf(
-            settings.port, self.driver.listen_addresses, paths.state if tls else None, ships_library(bindir, PRELOAD)
-        )
-        self.driver.write_owned(paths.data / "berth.conf", conf)
+        self.driver.write_serving_conf(bindir, paths, settings)
         self.driver.start_cluster(bindir, paths, settings, deadline)
         self._drop_upgrade_role(settings)
         return {**self.state(runtime), "rolled_back_from": new_major}
@@ -592,14 +588,7 @@ class ProcessUpgrades:
             os.chown(kept.state, self.driver.run_as.uid, self.driver.run_as.gid)
         paths.data.rename(kept.data)
         nxt.data.rename(paths.data)
-        tls = settings.tls_cert is not None
-        conf = server_conf(
-            settings.port,
-            self.driver.listen_addresses,
-            paths.state if tls else None,
-            preload=ships_library(bindir, PRELOAD),
-        )
-        self.driver.write_owned(paths.data / "berth.conf", conf)
+        self.driver.write_serving_conf(bindir, paths, settings)
         # The project's own settings (parameters, SSL enforcement, allowed ranges, bans) go on.
         carry_settings(self.driver, kept.data, paths)
         self.driver.start_cluster(bindir, paths, settings, deadline)

@@ -6,6 +6,7 @@ first run, kept in var/admin-password (mode 600) and printed; nothing is baked i
 
 import argparse
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -93,4 +94,10 @@ class Command(BaseCommand):
                 host.save()
                 self.stdout.write(self.style.WARNING(f"Changed runtime host 'local': {'; '.join(changes)}."))
 
+        backups = settings.BERTH_BACKUP_URL
+        if backups.scheme == "file" and Path(backups.path).is_relative_to(var):
+            # Berth's own default repository, under var/. Any other folder is a mount the
+            # operator provides: the agent refuses one that is missing rather than fill a local disk.
+            Path(backups.path).mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.stdout.write(f"Backups go to {backups.display}")
         self.stdout.write(f"Log in as: admin / {password}   (kept in {var / 'admin-password'})")

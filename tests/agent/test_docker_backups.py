@@ -1,0 +1,335 @@
+"""Backups of docker-driver runtimes on a real engine, through a real agent: the docker-test
+runtime (Debian's PostgreSQL 15 in berth/test-postgres:15, data in a named volume) archiving
+its WAL through the outbox the agent ships, a base backup from the container, a point-in-time
+restore in place after a dropped table, a restore outside the window refused, restores that
+fail (cancelled; a corrupt base backup) leaving the old data serving, archiving whose
+repository went away showing PostgreSQL's reason, verify, and a restore into a runtime that
+never ran (a clone) from an S3 repository. SKIPs without an engine (require_engine)."""
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agent.api import FileSpec, Repository
+from agent.client import AgentClient, AgentError
+from tests.agent.test_docker_engine import require_engine
+from tests.agent_fixtures import start_agent
+from tests.stack import free_port_range, wait_for
+
+IMAGE = "berth/test-postgres:15"
+PASSWORD = "docker-horse-battery"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return require_engine(images=(IMAGE,))
+
+
+@pytest.fixture
+def docker_backup_agent(engine, agent_factory, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", engine["host"])
+    return agent_factory(driver="docker")
+
+
+@pytest.fixture
+def cleanup(engine):
+    """Refs whose containers, volumes and one-off containers are removed after the test."""
+    refs: list[str] = []
+    yield refs
+    for ref in refs:
+        ids = docker(engine, "ps", "-aq", "--filter", f"label=com.docker.compose.project={ref}", check=False).split()
+        ids += [f"berth-restore-{ref}", f"berth-verify-{ref}"]
+        docker(engine, "rm", "-f", "-v", *ids, check=False)
+        names = docker(engine, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={ref}").split()
+        docker(engine, "volume", "rm", "-f", *names, f"berth-verify-{ref}", check=False)
+        docker(engine, "network", "rm", f"{ref}_default", check=False)
+
+
+def docker(engine, *args: str, check: bool = True) -> str:
+    done = subprocess.run(
+        [engine["docker"], *args], env=engine["env"], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+def compose(port: int, password: str) -> bytes:
+    """The docker-test template's db service, as rendered for a project."""
+    return f"""services:
+  db:
+    image: "{IMAGE}"
+    restart: unless-stopped
+    environment:
+      POSTGRES_PASSWORD: "{password}"
+    ports:
+      - "127.0.0.1:{port}:5432"
+    volumes:
+      - db-data:/var/lib/postgresql/data
+    stop_grace_period: 30s
+    labels:
+      berth.postgres-major: "15"
+volumes:
+  db-data: {{}}
+""".encode()
+
+
+def files(port: int, password: str = PASSWORD) -> list[FileSpec]:
+    return [
+        FileSpec("runtime.toml", b'driver = "docker"\ncompose_file = "docker-compose.yml"\n'),
+        FileSpec("docker-compose.yml", compose(port, password)),
+    ]
+
+
+def connect(port: int, password: str = PASSWORD) -> psycopg.Connection:
+    return psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres", autocommit=True
+    )
+
+
+def serving(port: int, password: str = PASSWORD) -> bool:
+    try:
+        with connect(port, password) as conn:
+            conn.execute("select 1")
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def provision(client, ref: str, cleanup: list[str]) -> int:
+    cleanup.append(ref)
+    port = free_port_range(1)
+    client.put_files(ref, files(port))
+    client.up(ref)
+    wait_for(lambda: serving(port), timeout=90, what=f"{ref}'s database")
+    return port
+
+
+def insert(port: int, label: str, rows: int) -> None:
+    with connect(port) as conn:
+        conn.execute("create table if not exists marks (id serial primary key, label text)")
+        conn.execute("insert into marks (label) select %s from generate_series(1, %s)", (label, rows))
+
+
+def labels(port: int, password: str = PASSWORD) -> dict[str, int]:
+    with connect(port, password) as conn:
+        return dict(conn.execute("select label, count(*) from marks group by label").fetchall())
+
+
+def finished(client, ref: str, timeout: float = 240):
+    return wait_for(lambda: (job := client.backup_job(ref)).state != "running" and job, timeout=timeout, what="the job")
+
+
+def archive_everything(client, ref: str, port: int) -> None:
+    with connect(port) as conn:
+        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
+    wait_for(
+        lambda: (client.backup_archiver(ref).last_archived_wal or "") >= segment,
+        timeout=60,
+        what=f"{segment} to be archived",
+    )
+
+
+def protected(client, ref: str, port: int, repository) -> None:
+    status = client.backup_archiving(ref, repository, archive_timeout_s=5)
+    assert (status.enabled, status.restarted) == (True, True)
+    wait_for(lambda: serving(port), timeout=60, what="the restarted database")
+    insert(port, "before backup", 10)
+    assert client.backup_start(ref, repository).state == "running"
+    job = finished(client, ref)
+    assert (job.kind, job.state) == ("base_backup", "succeeded"), job.error
+    assert job.backup.major == 15 and job.backup.bytes > 0
+
+
+def test_a_docker_runtime_restores_in_place_to_a_point_before_a_dropped_table(
+    engine, docker_backup_agent, make_repository, cleanup
+):
+    client, ref, repository = docker_backup_agent.client(deadline=120), "dkpitr1", make_repository("file")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 5)
+    time.sleep(1.5)
+    target = time.time()
+    time.sleep(1.5)
+    insert(port, "too late", 7)
+    with connect(port) as conn:
+        conn.execute("drop table marks")
+    archive_everything(client, ref, port)
+
+    catalog = client.backup_catalog(repository, ref)
+    assert len(catalog.backups) == 1 and catalog.earliest_unix <= target <= catalog.latest_unix
+    # Outside the window: refused with the window, nothing started.
+    with pytest.raises(AgentError) as outside:
+        client.restore_start(ref, repository, target_unix=catalog.latest_unix + 3600)
+    assert outside.value.code == "invalid" and "outside the restorable window" in outside.value.message
+    assert "unix" in outside.value.message
+
+    assert client.restore_start(ref, repository, target_unix=target).state == "running"
+    with pytest.raises(AgentError) as busy:
+        client.restart(ref)
+    assert busy.value.code == "busy"
+    restored = finished(client, ref)
+    assert (restored.kind, restored.state) == ("restore", "succeeded"), restored.error
+    assert labels(port) == {"before backup": 10, "after backup": 5}  # same port, same password
+    assert restored.restored_to_unix <= target
+    # Nothing of the restore is left in the volume (a base backup would copy it).
+    listing = docker(engine, "exec", container_of(engine, ref), "ls", "-a", "/var/lib/postgresql/data")
+    assert ".berth-aside" not in listing and ".berth-restore" not in listing
+
+    # The restored cluster archives its new timeline; a restore to the latest point brings it back.
+    insert(port, "after restore", 3)
+    archive_everything(client, ref, port)
+    client.restore_start(ref, repository)
+    again = finished(client, ref)
+    assert again.state == "succeeded", again.error
+    assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3}
+
+    client.verify_start(ref, repository)
+    verified = finished(client, ref)
+    assert (verified.kind, verified.state) == ("verify", "succeeded"), verified.error
+    assert verified.databases >= 2
+    assert labels(port)["after restore"] == 3
+
+
+def test_restores_that_fail_leave_the_old_data_serving(
+    docker_backup_agent, make_repository, cleanup, repository_folder
+):
+    client, ref, repository = docker_backup_agent.client(deadline=120), "dkfail1", make_repository("file")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "kept", 4)
+    archive_everything(client, ref, port)
+
+    # Cancelled while it runs: the old data serves.
+    operated = AgentClient(docker_backup_agent.base_url, docker_backup_agent.token, 60, operation="op-cancel-1")
+    assert operated.restore_start(ref, repository).operation == "op-cancel-1"
+    wait_for(lambda: client.backup_job(ref).phase == "recovering", timeout=120, what="the restore to recover")
+    assert operated.cancel(ref, "op-cancel-1").cancelled is True
+    cancelled = finished(client, ref)
+    assert (cancelled.state, cancelled.error.code) == ("failed", "cancelled"), cancelled.error
+    wait_for(lambda: serving(port), timeout=90, what="the old data")
+    assert labels(port) == {"before backup": 10, "kept": 4}
+
+    # A corrupt base backup: recovery fails, the old data serves, nothing is left behind.
+    tar = next((repository_folder / ref / "base").glob("*/base.tar"))
+    with open(tar, "r+b") as handle:
+        handle.seek(0)
+        handle.write(b"\0" * 4096 * 16)
+        handle.truncate(8192 * 16)
+    client.restore_start(ref, repository)
+    failed = finished(client, ref)
+    assert failed.state == "failed", failed
+    assert labels(port) == {"before backup": 10, "kept": 4}
+    assert client.status(ref).state == "running"
+    assert not (docker_backup_agent.root / ref / ".berth-docker" / "restore").exists()
+
+
+def test_archiving_that_fails_shows_postgres_reason(docker_backup_agent, repository_folder, cleanup, tmp_path):
+    client, ref = docker_backup_agent.client(deadline=120), "dkarch1"
+    port = provision(client, ref, cleanup)
+    folder = Path(repository_folder) / "going"
+    folder.mkdir()
+    repository = Repository(url=f"file://{folder}")
+    client.backup_archiving(ref, repository, archive_timeout_s=5)
+    wait_for(lambda: serving(port), timeout=60, what="the restarted database")
+    # The stanza's folder becomes a file: the agent (root here) can store nothing there.
+    shutil.rmtree(folder / ref)
+    (folder / ref).write_text("not a folder")
+    insert(port, "unarchived", 1)
+    with connect(port) as conn:
+        conn.execute("select pg_switch_wal()")
+    status = wait_for(
+        lambda: (status := client.backup_archiver(ref)).last_failure and status, timeout=60, what="a failure"
+    )
+    assert status.failed_count >= 1 and status.running
+    assert status.last_failure.startswith("berth-wal push "), status.last_failure
+    assert "Not a directory" in status.last_failure
+    assert labels(port) == {"unarchived": 1}  # the project serves on
+
+
+def test_a_clone_restores_into_a_runtime_that_never_ran_from_s3(docker_backup_agent, make_repository, cleanup):
+    client, ref, repository = docker_backup_agent.client(deadline=120), "dkclsrc", make_repository("s3")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 6)
+    archive_everything(client, ref, port)
+
+    clone, clone_port = "dkclone", free_port_range(1)
+    cleanup.append(clone)
+    client.put_files(clone, files(clone_port, "another-password-2"))
+    client.restore_start(clone, repository, source_ref=ref)
+    job = finished(client, clone)
+    assert job.state == "succeeded", job.error
+    assert client.status(clone).state == "running"
+    assert labels(clone_port, "another-password-2") == {"before backup": 10, "after backup": 6}
+
+
+def container_of(engine, ref: str) -> str:
+    return docker(engine, "ps", "-q", "--filter", f"label=com.docker.compose.project={ref}").split()[0]
+
+
+def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(
+    engine, docker_backup_agent, make_repository, cleanup
+):
+    agent = docker_backup_agent
+    client, ref, repository = agent.client(deadline=120), "dkkill1", make_repository("file")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 300_000)  # WAL to replay: the restore is still recovering when killed
+    archive_everything(client, ref, port)
+
+    client.restore_start(ref, repository)
+    wait_for(lambda: client.backup_job(ref).phase == "recovering", timeout=120, interval=0.05, what="recovery")
+    agent.process.kill()
+    agent.process.wait()
+    again = start_agent(agent.root, driver="docker")
+    try:
+        job = again.client(deadline=120).backup_job(ref)
+        assert (job.state, job.error.code) == ("failed", "interrupted")
+        assert labels(port) == {"before backup": 10, "after backup": 300_000}
+        assert not (agent.root / ref / ".berth-docker" / "restore").exists()
+        assert f"berth-restore-{ref}" not in docker(engine, "ps", "-a", "--format", "{{.Names}}")
+        listing = docker(engine, "exec", container_of(engine, ref), "ls", "-a", "/var/lib/postgresql/data")
+        assert ".berth-restore" not in listing and ".berth-aside" not in listing
+        assert again.client().status(ref).state == "running"
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize(
+    "half_done",
+    [
+        # Old entries partly moved aside, no mark: the root holds only old ones.
+        "mkdir .berth-aside && mv base global .berth-aside/",
+        # Everything aside and marked, restored entries partly moved in: the root's go.
+        "mkdir -p .berth-aside .berth-restore && for f in *; do mv $f .berth-aside/; done"
+        " && touch .berth-aside/.complete && echo new > .berth-restore/PG_VERSION && echo x > .berth-restore/junk"
+        " && mv .berth-restore/PG_VERSION .berth-restore/junk .",
+    ],
+)
+def test_a_swap_an_agent_left_half_done_is_put_back(engine, docker_backup_agent, cleanup, half_done):
+    client, ref = docker_backup_agent.client(deadline=120), "dkhalf1"
+    port = provision(client, ref, cleanup)
+    insert(port, "old", 3)
+    db = container_of(engine, ref)
+    image = docker(engine, "inspect", "-f", "{{.Image}}", db).strip()
+    docker(engine, "stop", db)
+    script = f"cd /var/lib/postgresql/data && {half_done}"
+    docker(engine, "run", "--rm", "--volumes-from", db, "-u", "0", "--entrypoint", "sh", image, "-c", script)
+    # The job an agent that stopped mid-swap left: the next look at it settles the runtime.
+    job = docker_backup_agent.root / ref / ".berth-docker" / "backup" / "job.json"
+    job.parent.mkdir(parents=True)
+    job.write_text('{"kind": "restore", "state": "running", "started_unix": 1.0, "phase": "swapping"}')
+
+    # Settled by the first look that gets the runtime's lock (a ban scan may hold it a moment).
+    settled = finished(client, ref, timeout=120)
+    assert (settled.state, settled.error and settled.error.code) == ("failed", "interrupted"), settled
+    assert "put back" in settled.error.message
+    wait_for(lambda: serving(port), timeout=90, what="the old data")
+    assert labels(port) == {"old": 3}
+    listing = docker(engine, "exec", container_of(engine, ref), "ls", "-a", "/var/lib/postgresql/data").split()
+    assert not {"junk", ".berth-aside", ".berth-restore"} & set(listing)
