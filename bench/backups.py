@@ -45,24 +45,26 @@ from agent.api import FileSpec, Repository  # noqa: E402
 from agent.client import AgentClient  # noqa: E402
 
 PASSWORD = "bench-backups-password"
-PORTS = range(23000, 32000)  # below the kernel's ephemeral range
+PORTS = [range(23000, 32000)]  # below the kernel's ephemeral range; --ports replaces it
 ROW_BYTES = 992
 WRITE_EVERY_S = 0.05
 PGBENCH = ("/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench")
 
 
-def free_port(after: int = 0) -> int:
-    for port in PORTS:
-        if port <= after:
+def free_port(after: int = 0, count: int = 1) -> int:
+    """The first of `count` consecutive free ports of --ports, past `after`."""
+    for port in PORTS[0]:
+        if port <= after or port + count - 1 > PORTS[0][-1]:
             continue
         try:
-            for address in ("127.0.0.1", "0.0.0.0"):
-                with socket.socket() as sock:
-                    sock.bind((address, port))
+            for candidate in range(port, port + count):
+                for address in ("127.0.0.1", "0.0.0.0"):
+                    with socket.socket() as sock:
+                        sock.bind((address, candidate))
         except OSError:
             continue
         return port
-    raise SystemExit("no free port below 32000")
+    raise SystemExit(f"no {count} free port(s) in {PORTS[0].start}-{PORTS[0][-1]}")
 
 
 def connect(port: int) -> psycopg.Connection:
@@ -76,11 +78,19 @@ def runtime_toml(major: int, port: int) -> FileSpec:
     return FileSpec("runtime.toml", text.encode())
 
 
-def wait_job(client: AgentClient, ref: str) -> float:
-    """Seconds until the runtime's job ends; exits with its error if it failed."""
-    started = time.monotonic()
+def wait_job(client: AgentClient, ref: str, phases: dict[str, float] | None = None) -> float:
+    """Seconds until the runtime's job ends; exits with its error if it failed. `phases`, if
+    given, gets the seconds spent in each phase the job reported (seen every 0.1 s)."""
+    started = last = time.monotonic()
+    phase = None
     while (job := client.backup_job(ref)).state == "running":
+        now = time.monotonic()
+        if phases is not None and phase is not None:
+            phases[phase] = phases.get(phase, 0.0) + now - last
+        phase, last = job.phase, now
         time.sleep(0.1)
+    if phases is not None and phase is not None:
+        phases[phase] = phases.get(phase, 0.0) + time.monotonic() - last
     if job.state != "succeeded":
         raise SystemExit(f"{ref}: {job.kind} failed: {job.error}")
     return time.monotonic() - started
@@ -99,7 +109,7 @@ class S3Server:
     def __init__(self, folder: Path):
         import boto3  # noqa: PLC0415 - only for --repository s3
 
-        self.port = free_port()
+        self.port = free_port(count=8)  # S3, then master, volume, filer and their gRPC ports
         self.keys = secrets.token_hex(10), secrets.token_urlsafe(24)
         env = {**os.environ, "BERTH_S3_ACCESS_KEY": self.keys[0], "BERTH_S3_SECRET_KEY": self.keys[1]}
         self.process = subprocess.Popen(
@@ -229,7 +239,16 @@ def main() -> int:
     p.add_argument("--rpo-seconds", type=float, default=30, help="writing before the host is lost (default 30)")
     p.add_argument("--pgbench-seconds", type=int, default=20, help="each pgbench run (default %(default)s)")
     p.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -s (default %(default)s)")
+    p.add_argument(
+        "--ports",
+        default="23000-31999",
+        help="the TCP ports its clusters and S3 server may use, FIRST-LAST (default %(default)s)",
+    )
     args = p.parse_args()
+    first_port, _, last_port = args.ports.partition("-")
+    if not (first_port.isdigit() and last_port.isdigit() and int(first_port) + 8 <= int(last_port) < 32768):
+        raise SystemExit(f"--ports {args.ports!r}: FIRST-LAST, at least 9 ports, all below 32768")
+    PORTS[0] = range(int(first_port), int(last_port) + 1)
     timeout_s = int(os.environ.get("BERTH_WAL_ARCHIVE_TIMEOUT", "5"))
     pgbench = next((path for path in PGBENCH if Path(path).exists()), None)
     if pgbench is None:
@@ -263,6 +282,11 @@ def main() -> int:
         ref = "benchrest" + secrets.token_hex(3)
         port = provision(first, ref, args.major, repository, 60)
         fill(port, args.size_mb)
+        # The fill's WAL archived first, so the base backup's time is its own (pg_basebackup
+        # -X none waits for the archiver).
+        started = time.monotonic()
+        switch_and_archive(first, ref, port)
+        print(f"archiving the fill's WAL: {time.monotonic() - started:.1f} s", flush=True)
         first.backup_start(ref, repository, job_s=3600)
         backup_s = wait_job(first, ref)
         switch_and_archive(first, ref, port)
@@ -278,9 +302,14 @@ def main() -> int:
             shutil.rmtree(target)
             started = time.monotonic()
             first.restore_start(ref, repository, job_s=3600)
-            wait_job(first, ref)
+            phases = {}
+            wait_job(first, ref, phases)
             restores.append(time.monotonic() - started)
-            print(f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, restore {restores[-1]:.1f} s", flush=True)
+            spent = ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in phases.items())
+            print(
+                f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, restore {restores[-1]:.1f} s ({spent})",
+                flush=True,
+            )
 
         tps = {"off": [], "on": []}
         with connect(port) as conn:

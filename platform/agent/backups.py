@@ -59,7 +59,6 @@ from agent.commands import Deadline, RunAs, child_env, run_checked
 from agent.drivers.process import ClusterPaths, PostgresSettings, ProcessDriver, server_conf
 from agent.errors import ApiError, CommandFailed, Invalid, RepositoryError, Unsupported
 from agent.repository import (
-    CHUNK,
     PUSHED,
     FolderStore,
     RepositoryUnavailable,
@@ -604,14 +603,28 @@ class Backups:
             folder.mkdir(mode=0o700)
             self._own(folder)
         store = open_store(spec, source)
-        job.update(phase="fetching", detail=f"base backup {backup.id} of {source}")
-        self._extract(store, f"base/{backup.id}/base.tar", data, deadline)
-        # Recovery runs with fsync off (no file-by-file sync of the data folder at its start,
-        # none at its checkpoints); the extracted files go to disk meanwhile, and the folder
-        # is synced whole once recovery has stopped, before it can serve (_durable).
-        flushing = None if keep_running else subprocess.Popen(["sync", "-f", str(data)], start_new_session=True)
-        job.update(phase="fetching WAL")
-        newest = self._prefetch_wal(store, backup, target, spool, deadline)
+        job.update(phase="fetching", detail=f"base backup {backup.id} and WAL of {source}")
+        # The WAL is fetched while the base backup is extracted: the two wait on different
+        # things (many small GETs; one stream into tar), and recovery needs both.
+        stop_fetching = threading.Event()
+        with ThreadPoolExecutor(1) as wal_fetcher:
+            fetched = wal_fetcher.submit(self._prefetch_wal, store, backup, target, spool, deadline, stop_fetching)
+            try:
+                self._extract(store, f"base/{backup.id}/base.tar", data, deadline)
+            except BaseException:
+                stop_fetching.set()
+                raise
+            # Recovery runs with fsync off (no file-by-file sync of the data folder at its
+            # start, none at its checkpoints); the extracted files go to disk meanwhile, and
+            # the folder is synced whole once recovery has stopped, before it can serve (_durable).
+            flushing = None if keep_running else subprocess.Popen(["sync", "-f", str(data)], start_new_session=True)
+            try:
+                newest = fetched.result()
+            except BaseException:
+                if flushing is not None:
+                    flushing.kill()
+                    flushing.wait()
+                raise
         spec_file = work / REPOSITORY_FILE
         spec.save(spec_file, source, *self._ids())
         socket_dir = Path(tempfile.mkdtemp(prefix="berth-rs-", dir=SOCKET_PARENT))
@@ -760,8 +773,8 @@ class Backups:
                 try:
                     if local is None:
                         with store.open_parallel(key) as source:
-                            while chunk := source.read(CHUNK):
-                                process.stdin.write(chunk)
+                            for data in source.ranges():
+                                process.stdin.write(data)
                 finally:
                     if process.stdin is not None:
                         process.stdin.close()
@@ -780,12 +793,18 @@ class Backups:
             raise CommandFailed(f"tar could not extract the base backup: {said[-500:]}", output_tail=said[-4096:])
 
     def _prefetch_wal(
-        self, store: Store, backup: api.BackupInfo, target: float | None, spool: Path, deadline: Deadline
+        self,
+        store: Store,
+        backup: api.BackupInfo,
+        target: float | None,
+        spool: Path,
+        deadline: Deadline,
+        stop: threading.Event | None = None,
     ) -> str:
         """Every archived segment from the backup's start (up to a little past the target), in
         parallel, so recovery copies them locally instead of fetching one process at a time;
         anything missed the restore command fetches itself. Returns the newest archived segment
-        of the latest timeline."""
+        of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more."""
         slack = 600.0
         wanted, later, newest = [], [], backup.start_wal
         folder = wal_key(backup.system_identifier, "")
@@ -808,7 +827,7 @@ class Backups:
         run_as = self._run_as()
 
         def fetch(name: str) -> None:
-            if deadline.expired():
+            if deadline.expired() or (stop is not None and stop.is_set()):
                 return
             path = spool / name
             download(store, wal_key(backup.system_identifier, name), path)

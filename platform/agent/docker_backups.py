@@ -55,7 +55,6 @@ from agent.backups import (
     _NEW_TIMELINE,
     _TARGET_NOT_REACHED,
     BASEBACKUP_ARGS,
-    CHUNK,
     RESTORE,
     VERIFY,
     Backups,
@@ -660,8 +659,8 @@ class DockerBackups(Backups):
             try:
                 if local is None:
                     with store.open_parallel(key) as source:
-                        while chunk := source.read(CHUNK):
-                            process.stdin.write(chunk)
+                        for block in source.ranges():
+                            process.stdin.write(block)
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why
             except FileNotFoundError:
