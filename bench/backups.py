@@ -24,7 +24,6 @@ database of the shared server (--database is accepted like every bench's, and un
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, parser, spread, start_agent  # noqa: E402
+from common import ROOT, S3Server, parser, spread, start_agent  # noqa: E402
 
 from agent.api import FileSpec, Repository  # noqa: E402
 from agent.client import AgentClient  # noqa: E402
@@ -101,51 +100,6 @@ def switch_and_archive(client: AgentClient, ref: str, port: int) -> None:
         (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
     while (client.backup_archiver(ref).last_archived_wal or "") < segment:
         time.sleep(0.1)
-
-
-class S3Server:
-    """SeaweedFS on loopback through scripts/s3, with a bucket."""
-
-    def __init__(self, folder: Path):
-        import boto3  # noqa: PLC0415 - only for --repository s3
-
-        self.port = free_port(count=8)  # S3, then master, volume, filer and their gRPC ports
-        self.keys = secrets.token_hex(10), secrets.token_urlsafe(24)
-        env = {**os.environ, "BERTH_S3_ACCESS_KEY": self.keys[0], "BERTH_S3_SECRET_KEY": self.keys[1]}
-        self.process = subprocess.Popen(
-            [ROOT / "scripts" / "s3", folder, str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=self.keys[0],
-            aws_secret_access_key=self.keys[1],
-        )
-        for _ in range(120):
-            try:
-                client.create_bucket(Bucket="bench")
-                return
-            except Exception:  # not up yet
-                time.sleep(1)
-        raise SystemExit("SeaweedFS did not start (scripts/s3)")
-
-    def repository(self, prefix: str) -> Repository:
-        return Repository(
-            url=f"s3://bench/{prefix}",
-            endpoint=self.endpoint,
-            access_key_id=self.keys[0],
-            secret_access_key=self.keys[1],
-        )
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
 
 
 def provision(client: AgentClient, ref: str, major: int, repository: Repository, timeout_s: int) -> int:
@@ -266,7 +220,7 @@ def main() -> int:
             agents.append(start_agent(root, token)[0:2])
         first, second = (AgentClient(url, token, deadline=3600) for _, url in agents)
         if args.repository == "s3":
-            s3 = S3Server(scratch / "s3")
+            s3 = S3Server(scratch / "s3", free_port(count=8))
             repository = s3.repository("r" + secrets.token_hex(3))
         else:
             (scratch / "repository").mkdir(mode=0o755)

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -165,3 +166,50 @@ def analyze() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+
+
+class S3Server:
+    """SeaweedFS on loopback through scripts/s3, with a bucket."""
+
+    def __init__(self, folder: Path, port: int):
+        import boto3  # noqa: PLC0415 - only benches of S3 repositories need it
+
+        self.port = port  # S3, then master, volume, filer and their gRPC ports: 8 free from here
+        self.keys = secrets.token_hex(10), secrets.token_urlsafe(24)
+        env = {**os.environ, "BERTH_S3_ACCESS_KEY": self.keys[0], "BERTH_S3_SECRET_KEY": self.keys[1]}
+        self.process = subprocess.Popen(
+            [ROOT / "scripts" / "s3", folder, str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.keys[0],
+            aws_secret_access_key=self.keys[1],
+        )
+        for _ in range(120):
+            try:
+                client.create_bucket(Bucket="bench")
+                return
+            except Exception:  # not up yet
+                time.sleep(1)
+        raise SystemExit("SeaweedFS did not start (scripts/s3)")
+
+    def repository(self, prefix: str):
+        from agent.api import Repository  # noqa: PLC0415 - the agent's package is on the path by then
+
+        return Repository(
+            url=f"s3://bench/{prefix}",
+            endpoint=self.endpoint,
+            access_key_id=self.keys[0],
+            secret_access_key=self.keys[1],
+        )
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
