@@ -67,6 +67,7 @@ def main() -> int:
     first = int(args.ports.split("-")[0])
     scratch = Path(tempfile.mkdtemp(prefix="bench-wal-"))
     s3 = S3Server(scratch / "s3", first)
+    print(f"scratch {scratch}, SeaweedFS pid {s3.process.pid}", flush=True)
     try:
         data = scratch / "data"
         (data / "pg_wal" / "archive_status").mkdir(parents=True)

@@ -131,3 +131,20 @@ def test_router_bench_runs_to_its_figures_and_stops_what_it_started():
     pid, root = int(first.split("agent pid ")[1].split(",")[0]), Path(first.split("root ")[1])
     assert not root.exists()
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_wal_push_bench_runs_to_its_figures_and_stops_what_it_started():
+    first = int(os.environ.get("BERTH_TEST_PORT_BASE", "24000")) + 640
+    done = subprocess.run(
+        [sys.executable, "bench/wal_push.py", "--segments", "2", "--rounds", "1", "--ports", f"{first}-{first + 40}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "over one at a time" in done.stdout and "folder" in done.stdout, done.stdout
+    first_line = done.stdout.splitlines()[0]
+    scratch, pid = Path(first_line.split("scratch ")[1].split(",")[0]), int(first_line.split("pid ")[1])
+    assert not scratch.exists()
+    assert not Path(f"/proc/{pid}").exists()
