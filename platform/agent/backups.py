@@ -43,7 +43,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from agent import api
+from agent import api, tarcopy
 from agent.archiving import (
     ARCHIVE_FILE,
     REPOSITORY_FILE,
@@ -752,17 +752,20 @@ class Backups:
         self._driver().write_owned(data / "berth.conf", "")
 
     def _extract(self, store: Store, key: str, data: Path, deadline: Deadline) -> None:
-        """The base backup's tar streamed from the repository into `tar -x` as the server's user."""
+        """The base backup extracted into `data`, owned by the server's user: a folder's tar by
+        the kernel's copy (agent.tarcopy), an object's streamed into `tar -x`."""
         run_as = self._driver().run_as
+        if isinstance(store, FolderStore):
+            local = store.root / key
+            if not local.is_file():
+                raise RepositoryUnavailable(f"the repository has no {key}")
+            tarcopy.extract(local, data, run_as, deadline)
+            return
         ids = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
-        # A folder's tar is read by tar itself (the fastest path); an object is piped to it.
-        local = store.root / key if isinstance(store, FolderStore) else None
-        if local is not None and not local.is_file():
-            raise RepositoryUnavailable(f"the repository has no {key}")
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
-                ["tar", "-x", "-f", str(local or "-"), "-C", str(data)],
-                stdin=subprocess.DEVNULL if local else subprocess.PIPE,
+                ["tar", "-x", "-f", "-", "-C", str(data)],
+                stdin=subprocess.PIPE,
                 stdout=errors,
                 stderr=errors,
                 start_new_session=True,
@@ -771,13 +774,11 @@ class Backups:
             watchdog = _Watchdog(process, deadline)
             try:
                 try:
-                    if local is None:
-                        with store.open_parallel(key) as source:
-                            for data in source.ranges():
-                                process.stdin.write(data)
+                    with store.open_parallel(key) as source:
+                        for data in source.ranges():
+                            process.stdin.write(data)
                 finally:
-                    if process.stdin is not None:
-                        process.stdin.close()
+                    process.stdin.close()
                     process.wait()
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why

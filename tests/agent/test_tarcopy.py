@@ -1,0 +1,126 @@
+"""agent/tarcopy.py: a folder repository's tar extracted by copy_file_range makes the tree GNU
+tar makes (long names, files larger than a piece, empty files, modes, links), refuses members
+that would land outside the folder or are of another kind, and stops at its deadline."""
+
+import io
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from agent import tarcopy
+from agent.commands import Deadline
+from agent.errors import CommandFailed
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path under root: its kind, mode and content (files) or target (links)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            found[str(path.relative_to(root))] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(info.st_mode):
+            found[str(path.relative_to(root))] = ("dir", stat.S_IMODE(info.st_mode))
+        else:
+            found[str(path.relative_to(root))] = ("file", stat.S_IMODE(info.st_mode), path.read_bytes())
+    return found
+
+
+@pytest.fixture
+def source(tmp_path):
+    """A data-folder-like tree with what a base backup holds, and its tar by GNU tar."""
+    data = tmp_path / "source"
+    (data / "base" / "5").mkdir(parents=True, mode=0o700)
+    (data / "pg_wal").mkdir(mode=0o700)
+    (data / "PG_VERSION").write_text("16\n")
+    (data / "base" / "5" / "16384").write_bytes(os.urandom(3 * 1024 * 1024 + 17))  # several pieces
+    (data / "base" / "5" / "16385").write_bytes(b"")
+    deep = data / ("d" * 120) / ("e" * 120)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 150)).write_bytes(b"a long name, in a pax or GNU header")
+    (data / "postgresql.auto.conf").write_text("# nothing\n")
+    (data / "postgresql.auto.conf").chmod(0o640)
+    (data / "current").symlink_to("base/5")
+    tar = tmp_path / "base.tar"
+    subprocess.run(["tar", "-c", "-f", str(tar), "-C", str(data), "."], check=True)
+    return data, tar
+
+
+def test_it_makes_the_tree_gnu_tar_makes(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(tarcopy, "PIECE", 1 << 20)  # the big file goes in four pieces
+    data, tar = source
+    into = tmp_path / "into"
+    into.mkdir()
+    copied = tarcopy.extract(tar, into, None, Deadline(60))
+    assert tree(into) == tree(data)
+    files = [path for path in data.rglob("*") if path.is_file() and not path.is_symlink()]
+    assert copied == sum(path.stat().st_size for path in files)
+
+
+def test_it_copies_through_user_space_where_the_kernel_will_not(source, tmp_path, monkeypatch):
+    """Another filesystem (EXDEV), as an NFS repository beside a local runtime folder is."""
+
+    def refuse(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    data, tar = source
+    into = tmp_path / "into"
+    into.mkdir()
+    tarcopy.extract(tar, into, None, Deadline(60))
+    assert tree(into) == tree(data)
+
+
+def tar_of(tmp_path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:
+    path = tmp_path / "crafted.tar"
+    with tarfile.open(path, "w") as archive:
+        for info, content in members:
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content) if info.isfile() else None)
+    return path
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/etc/escaped", "base/../../escaped"])
+def test_it_refuses_a_member_outside_the_folder(tmp_path, name):
+    tar = tar_of(tmp_path, (tarfile.TarInfo(name), b"x"))
+    into = tmp_path / "deep" / "into"
+    into.mkdir(parents=True)
+    with pytest.raises(CommandFailed, match="a path outside the data folder"):
+        tarcopy.extract(tar, into, None, Deadline(60))
+    assert not (tmp_path / "deep" / "escaped").exists() and not (tmp_path / "escaped").exists()
+    assert list(into.iterdir()) == []
+
+
+def test_it_refuses_a_member_of_another_kind(tmp_path):
+    fifo = tarfile.TarInfo("pipe")
+    fifo.type = tarfile.FIFOTYPE
+    tar = tar_of(tmp_path, (fifo, b""))
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(CommandFailed, match="neither a file, a folder nor a link"):
+        tarcopy.extract(tar, into, None, Deadline(60))
+
+
+def test_it_says_a_cut_short_tar_is_cut_short(source, tmp_path):
+    data, tar = source
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(tar.read_bytes()[: 2 * 1024 * 1024])  # inside the big file's bytes
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(CommandFailed, match="cut short|not a readable tar"):
+        tarcopy.extract(cut, into, None, Deadline(60))
+
+
+def test_it_stops_at_its_deadline(source, tmp_path):
+    data, tar = source
+    into = tmp_path / "into"
+    into.mkdir()
+    deadline = Deadline(60)
+    deadline.cancel()
+    with pytest.raises(Exception, match="its operation was cancelled"):
+        tarcopy.extract(tar, into, None, deadline)
+    assert list(into.iterdir()) == []
