@@ -56,7 +56,7 @@ from agent.archiving import (
     wal_runner,
 )
 from agent.commands import Deadline, RunAs, child_env, run_checked
-from agent.drivers.process import ClusterPaths, PostgresSettings, ProcessDriver, server_conf
+from agent.drivers.process import ClusterPaths, PostgresSettings, ProcessDriver, server_conf, started, stopped
 from agent.errors import ApiError, CommandFailed, Invalid, RepositoryError, Unsupported
 from agent.repository import (
     PUSHED,
@@ -77,7 +77,7 @@ RESTORE, VERIFY = "restore", "verify"
 REMOTE_LIST = "remote.txt"  # in the WAL spool: segments archived but not fetched ahead
 DISCARDED = "discarded-"  # data a restore replaced, being removed
 CONNECT_TIMEOUT_S = 5
-POLL_S = 0.2
+POLL_S = 0.05  # a local socket or process: cheap to ask often
 WAL_FETCHERS = 8  # parallel WAL downloads before recovery starts
 STATUS_DEADLINE_S = 10.0
 SOCKET_PARENT = "/tmp"  # a socket path may have 107 bytes: the runtime folder may be deeper
@@ -693,7 +693,7 @@ class Backups:
         seconds = str(max(1, int(deadline.remaining())))
         start = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log_file), "-w", "-t", seconds, "start"]
         try:
-            run_checked(start, deadline, cwd=data.parent, run_as=self._driver().run_as)
+            run_checked(start, deadline, cwd=data.parent, run_as=self._driver().run_as, settled=started(data))
         except CommandFailed as failure:
             said = _log_since(log_file, offset)
             if target is not None and _TARGET_NOT_REACHED in said:
@@ -844,7 +844,7 @@ class Backups:
     def _stop(self, bindir: Path, data: Path, deadline: Deadline) -> None:
         seconds = str(max(1, int(deadline.remaining())))
         stop = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", seconds, "stop"]
-        run_checked(stop, deadline, cwd=data.parent, run_as=self._driver().run_as)
+        run_checked(stop, deadline, cwd=data.parent, run_as=self._driver().run_as, settled=stopped(data))
 
     def _stop_any(self, data: Path, deadline: Deadline) -> None:
         """Stop a cluster in `data` if one runs there (a scratch or half-restored one)."""

@@ -12,13 +12,17 @@ import selectors
 import shlex
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.errors import Cancelled, CommandFailed, CommandTimeout
 
 OUTPUT_TAIL_BYTES = 8192
 _POLL_S = 0.05
+_SETTLED_POLL_S = 0.01
+_EXITED, _EXPIRED, _SETTLED = "exited", "expired", "settled"
 # Variables a child must never see: the agent's own secret.
 _SCRUBBED_ENV = ("BERTH_AGENT_TOKEN", "BERTH_AGENT_TOKEN_FILE")
 
@@ -83,11 +87,16 @@ def run(
     run_as: RunAs | None = None,
     output_limit: int = OUTPUT_TAIL_BYTES,
     env: dict[str, str] | None = None,
+    settled: Callable[[], bool] | None = None,
 ) -> CommandResult:
     """Run argv to completion or until the deadline; never raises for a non-zero exit.
 
     Only the last `output_limit` bytes of the output are kept. `env` adds to the child's
     environment (a client tool's PGPASSWORD: never on its command line, which others can read).
+    `settled`, for a command that waits for something it checks slowly (pg_ctl -w looks every
+    100 ms): asked every 10 ms while the command runs; once it is true the run succeeds with the
+    output so far, and the command, left to notice by itself, is reaped (or killed at the
+    deadline) by a thread.
     """
     if deadline.expired():
         raise deadline.stopped(argv[0], started=False)
@@ -108,11 +117,20 @@ def run(
     except OSError as exc:
         raise CommandFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
     tail = _Tail(output_limit)
-    with proc:
-        if not _collect(proc, tail, deadline):
-            _kill_group(proc)
-            raise deadline.stopped(describe(argv), started=True, output_tail=tail.text())
-    return CommandResult(proc.returncode, tail.text())
+    outcome = _EXPIRED  # also when collecting is interrupted: the command is killed
+    try:
+        outcome = _collect(proc, tail, deadline, settled)
+    finally:
+        if outcome == _SETTLED:
+            threading.Thread(target=_reap, args=(proc, deadline), daemon=True).start()
+        else:
+            if outcome == _EXPIRED:
+                _kill_group(proc)
+            proc.stdout.close()
+            proc.wait()
+    if outcome == _EXPIRED:
+        raise deadline.stopped(describe(argv), started=True, output_tail=tail.text())
+    return CommandResult(0 if outcome == _SETTLED else proc.returncode, tail.text())
 
 
 def run_checked(argv: list[str], deadline: Deadline, **kwargs) -> CommandResult:
@@ -128,8 +146,9 @@ def describe(argv: list[str]) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline) -> bool:
-    """Read output until the command exits; False if the deadline passed first.
+def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline, settled: Callable[[], bool] | None) -> str:
+    """Read output until the command exits (_EXITED), the deadline passes (_EXPIRED) or
+    `settled` says what it waits for has happened (_SETTLED).
 
     Once the command has exited, output still readable is drained but EOF is not awaited:
     a daemon it left behind may hold the pipe open for as long as it lives.
@@ -140,8 +159,10 @@ def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline) -> bool:
         pipe_open = True
         while proc.poll() is None:
             if deadline.expired():
-                return False
-            wait = min(_POLL_S, deadline.remaining())
+                return _EXPIRED
+            if settled is not None and settled():
+                return _SETTLED
+            wait = min(_POLL_S if settled is None else _SETTLED_POLL_S, deadline.remaining())
             if pipe_open:
                 pipe_open = _read_ready(selector, fd, tail, wait)
             else:
@@ -150,7 +171,7 @@ def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline) -> bool:
         # output ready forever.
         while pipe_open and not deadline.expired() and selector.select(0):
             pipe_open = _read_ready(selector, fd, tail, 0)
-    return True
+    return _EXITED
 
 
 def _read_ready(selector: selectors.BaseSelector, fd: int, tail: "_Tail", wait: float) -> bool:
@@ -163,6 +184,18 @@ def _read_ready(selector: selectors.BaseSelector, fd: int, tail: "_Tail", wait: 
         return False
     tail.add(chunk)
     return True
+
+
+def _reap(proc: subprocess.Popen, deadline: Deadline) -> None:
+    """A settled command's end awaited; killed if its deadline passes or is cancelled first."""
+    try:
+        while proc.poll() is None:
+            if deadline.expired():
+                _kill_group(proc)
+                break
+            time.sleep(_POLL_S)
+    finally:
+        proc.stdout.close()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

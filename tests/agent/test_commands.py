@@ -231,3 +231,35 @@ def test_cancel_needs_an_operation(shared_agent):
     )
     assert response.status_code == 422
     assert "operation" in response.json()["error"]["message"]
+
+
+def test_a_settled_command_returns_at_once_and_is_reaped_after(tmp_path):
+    """pg_ctl -w looks every 100 ms; `settled` looks every 10 ms and lets the command finish alone."""
+    flag, pid_file = tmp_path / "ready", tmp_path / "pid"
+    script = f"echo $$ > {pid_file}; echo waiting; touch {flag}; sleep 1; echo done"
+    started = time.monotonic()
+    result = run(["sh", "-c", script], Deadline(30), settled=flag.exists)
+    assert time.monotonic() - started < 0.9
+    assert result.returncode == 0 and result.output_tail == "waiting\n"
+    pid = int(pid_file.read_text())
+    assert not process_gone(pid)  # still sleeping, on its own
+    assert wait_until(lambda: process_gone(pid))
+
+
+def test_a_command_that_fails_before_it_settles_fails():
+    result = run(["sh", "-c", "echo nope; exit 3"], Deadline(30), settled=lambda: False)
+    assert result.returncode == 3 and result.output_tail == "nope\n"
+
+
+def test_a_settled_command_still_dies_at_its_deadline(tmp_path):
+    pid_file = tmp_path / "pid"
+    deadline = Deadline(30)
+    run(
+        ["sh", "-c", f"echo $$ > {pid_file}.part && mv {pid_file}.part {pid_file}; sleep 60"],
+        deadline,
+        settled=pid_file.exists,
+    )
+    pid = int(pid_file.read_text())
+    assert not process_gone(pid)
+    deadline.cancel()  # as a cancelled operation does
+    assert wait_until(lambda: process_gone(pid))

@@ -40,7 +40,8 @@ import pwd
 import re
 import shutil
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
@@ -290,7 +291,7 @@ class ProcessDriver:
         seconds = str(max(1, int(deadline.remaining())))
         start = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log), "-w", "-t", seconds, "start"]
         try:
-            result = self._run_checked(start, paths, deadline)
+            result = self._run_checked(start, paths, deadline, settled=started(paths.data))
         except CommandFailed as failure:
             # pg_ctl only says "examine the log"; the reason (a taken port, say) is there.
             said = _start_messages(paths.log, log_start, problems_only=False)
@@ -409,15 +410,15 @@ class ProcessDriver:
     def stop_cluster(self, bindir: Path, paths: ClusterPaths, deadline: Deadline) -> str:
         seconds = str(max(1, int(deadline.remaining())))
         stop = [str(bindir / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", seconds, "stop"]
-        return self._run_checked(stop, paths, deadline).output_tail
+        return self._run_checked(stop, paths, deadline, settled=stopped(paths.data)).output_tail
 
     def _pg_ctl(self, bindir: Path, paths: ClusterPaths, deadline: Deadline, action: str) -> CommandResult:
         return run(
             [str(bindir / "pg_ctl"), "-D", str(paths.data), action], deadline, cwd=paths.state, run_as=self.run_as
         )
 
-    def _run_checked(self, argv: list[str], paths: ClusterPaths, deadline: Deadline) -> CommandResult:
-        return run_checked(argv, deadline, cwd=paths.state, run_as=self.run_as)
+    def _run_checked(self, argv: list[str], paths: ClusterPaths, deadline: Deadline, **kwargs) -> CommandResult:
+        return run_checked(argv, deadline, cwd=paths.state, run_as=self.run_as, **kwargs)
 
     def write_owned(self, path: Path, text: str, mode: int = 0o644) -> None:
         # Created with its final mode, so a password file is never readable by others.
@@ -427,6 +428,41 @@ class ProcessDriver:
             if self.run_as:
                 os.fchown(fd, self.run_as.uid, self.run_as.gid)
             handle.write(text)
+
+
+def started(data: Path) -> Callable[[], bool]:
+    """`run`'s `settled` for `pg_ctl -w start`: true once a postmaster started from now on has
+    written `data`'s postmaster.pid saying it accepts connections ("ready", or "standby" while it
+    recovers), as pg_ctl itself judges, without pg_ctl's 100 ms between looks. A stale file a
+    crash left is older, or names a dead process."""
+    since = int(time.time()) - 2  # pg_ctl's own slack: the file's start time is whole seconds
+
+    def check() -> bool:
+        try:
+            lines = (data / "postmaster.pid").read_text().split("\n")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return False
+        if len(lines) < 8 or lines[7].strip() not in ("ready", "standby"):
+            return False
+        try:
+            pid, start = int(lines[0]), int(lines[2])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            return False
+        except PermissionError:
+            pass  # alive, another user's
+        return start >= since
+
+    return check
+
+
+def stopped(data: Path) -> Callable[[], bool]:
+    """`run`'s `settled` for `pg_ctl -w stop`: true once the postmaster that runs now has removed
+    its postmaster.pid (its last act: shut down, checkpoint written, port free). With no
+    postmaster.pid now, never true: pg_ctl says itself that nothing runs."""
+    pid_file = data / "postmaster.pid"
+    running = pid_file.exists()
+    return lambda: running and not pid_file.exists()
 
 
 def _major_of(bindir: Path, tools: tuple[str, ...]) -> int | None:
