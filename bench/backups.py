@@ -26,82 +26,41 @@ database of the shared server (--database is accepted like every bench's, and un
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, S3Server, parser, spread, start_agent  # noqa: E402
+from common import (  # noqa: E402
+    PASSWORD,
+    PORTS,
+    ROOT,
+    S3Server,
+    archiving_tps,
+    connect,
+    fill,
+    find_pgbench,
+    free_port,
+    measure_rpo,
+    parser,
+    spread,
+    start_agent,
+    switch_and_archive,
+    wait_job,
+)
 
 from agent.api import FileSpec, Repository  # noqa: E402
 from agent.client import AgentClient  # noqa: E402
-
-PASSWORD = "bench-backups-password"
-PORTS = [range(23000, 32000)]  # below the kernel's ephemeral range; --ports replaces it
-ROW_BYTES = 992
-WRITE_EVERY_S = 0.05
-PGBENCH = ("/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench")
-
-
-def free_port(after: int = 0, count: int = 1) -> int:
-    """The first of `count` consecutive free ports of --ports, past `after`."""
-    for port in PORTS[0]:
-        if port <= after or port + count - 1 > PORTS[0][-1]:
-            continue
-        try:
-            for candidate in range(port, port + count):
-                for address in ("127.0.0.1", "0.0.0.0"):
-                    with socket.socket() as sock:
-                        sock.bind((address, candidate))
-        except OSError:
-            continue
-        return port
-    raise SystemExit(f"no {count} free port(s) in {PORTS[0].start}-{PORTS[0][-1]}")
-
-
-def connect(port: int) -> psycopg.Connection:
-    return psycopg.connect(
-        host="127.0.0.1", port=port, user="postgres", password=PASSWORD, autocommit=True, connect_timeout=3
-    )
 
 
 def runtime_toml(major: int, port: int) -> FileSpec:
     text = f'driver = "process"\n\n[postgres]\nmajor = {major}\nport = {port}\npassword = "{PASSWORD}"\n'
     return FileSpec("runtime.toml", text.encode())
-
-
-def wait_job(client: AgentClient, ref: str, phases: dict[str, float] | None = None) -> float:
-    """Seconds until the runtime's job ends; exits with its error if it failed. `phases`, if
-    given, gets the seconds spent in each phase the job reported (seen every 0.1 s)."""
-    started = last = time.monotonic()
-    phase = None
-    while (job := client.backup_job(ref)).state == "running":
-        now = time.monotonic()
-        if phases is not None and phase is not None:
-            phases[phase] = phases.get(phase, 0.0) + now - last
-        phase, last = job.phase, now
-        time.sleep(0.1)
-    if phases is not None and phase is not None:
-        phases[phase] = phases.get(phase, 0.0) + time.monotonic() - last
-    if job.state != "succeeded":
-        raise SystemExit(f"{ref}: {job.kind} failed: {job.error}")
-    return time.monotonic() - started
-
-
-def switch_and_archive(client: AgentClient, ref: str, port: int) -> None:
-    with connect(port) as conn:
-        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
-    while (client.backup_archiver(ref).last_archived_wal or "") < segment:
-        time.sleep(0.1)
 
 
 def provision(client: AgentClient, ref: str, major: int, repository: Repository, timeout_s: int) -> int:
@@ -115,45 +74,15 @@ def provision(client: AgentClient, ref: str, major: int, repository: Repository,
 def rpo(first: AgentClient, second: AgentClient, root: Path, major: int, repository, timeout_s: int, seconds: float):
     ref = "benchrpo" + secrets.token_hex(3)
     port = provision(first, ref, major, repository, timeout_s)
-    with connect(port) as conn:
-        conn.execute("create table ticks (id int primary key, at float8)")
-    first.backup_start(ref, repository)
-    wait_job(first, ref)
-    acknowledged: list[tuple[int, float]] = []
-    stop = threading.Event()
 
-    def write() -> None:
-        try:
-            with connect(port) as conn:
-                number = 0
-                while not stop.is_set():
-                    conn.execute("insert into ticks values (%s, %s)", (number, time.time()))
-                    acknowledged.append((number, time.time()))
-                    number += 1
-                    time.sleep(WRITE_EVERY_S)
-        except psycopg.Error:
-            pass  # the host went away under it
+    def lose() -> None:
+        kill_cluster(root / ref / ".berth-pg" / "data")
+        shutil.rmtree(root / ref)  # the host and its folder are gone
 
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    time.sleep(seconds)
-    lost_at = time.time()
-    data = root / ref / ".berth-pg" / "data"
-    kill_cluster(data)
-    stop.set()
-    writer.join(timeout=10)
-    shutil.rmtree(root / ref)  # the host and its folder are gone
+    def files(new_port: int) -> list[FileSpec]:
+        return [runtime_toml(major, new_port)]
 
-    new_port = free_port(port)
-    second.put_files(ref, [runtime_toml(major, new_port)])
-    second.restore_start(ref, repository, job_s=1800)
-    wait_job(second, ref)
-    with connect(new_port) as conn:
-        present = {number for (number,) in conn.execute("select id from ticks")}
-    second.delete(ref, purge_data=True, deadline_s=120)
-    lost = [(number, at) for number, at in acknowledged if number not in present]
-    old = [number for number, at in lost if at < lost_at - timeout_s]
-    return len(acknowledged), len(lost), len(old)
+    return measure_rpo(first, second, ref, port, repository, timeout_s, seconds, lose=lose, files=files)
 
 
 def kill_cluster(data: Path) -> None:
@@ -167,19 +96,6 @@ def _pg_ctl(data: Path) -> Path:
         if candidate.exists():
             return candidate.resolve()
     raise SystemExit(f"no pg_ctl of {major}")
-
-
-def fill(port: int, size_mb: int) -> None:
-    rows = max(1, size_mb * (1 << 20) // (ROW_BYTES + 60))
-    with connect(port) as conn:
-        conn.execute("create table items (id bigserial primary key, payload text)")
-        step = 100_000
-        for first in range(1, rows + 1, step):
-            conn.execute(
-                "insert into items (payload) select repeat(md5(i::text), %s) from generate_series(%s::int, %s::int) i",
-                (ROW_BYTES // 32, first, min(rows, first + step - 1)),
-            )
-        conn.execute("checkpoint")
 
 
 def folder_bytes(folder: Path) -> int:
@@ -206,9 +122,7 @@ def main() -> int:
         raise SystemExit(f"--ports {args.ports!r}: FIRST-LAST, at least 9 ports, all below 32768")
     PORTS[0] = range(int(first_port), int(last_port) + 1)
     timeout_s = int(os.environ.get("BERTH_WAL_ARCHIVE_TIMEOUT", "5"))
-    pgbench = next((path for path in PGBENCH if Path(path).exists()), None)
-    if pgbench is None:
-        raise SystemExit("no pgbench (Debian's postgresql-15 ships it)")
+    pgbench = find_pgbench()
 
     scratch = Path(tempfile.mkdtemp(prefix="berth-bench-backups-", dir="/tmp"))
     scratch.chmod(0o755)  # the postgres user reaches its clusters and the repository through it when root
@@ -229,11 +143,6 @@ def main() -> int:
             repository = Repository(url=f"file://{scratch / 'repository'}")
 
         total, lost, old = rpo(first, second, roots[0], args.major, repository, timeout_s, args.rpo_seconds)
-        print(
-            f"RPO: {total} rows acknowledged, {lost} lost with the host, {old} of them committed more than "
-            f"BERTH_WAL_ARCHIVE_TIMEOUT={timeout_s} s before the loss",
-            flush=True,
-        )
 
         ref = "benchrest" + secrets.token_hex(3)
         port = provision(first, ref, args.major, repository, 60)
@@ -274,27 +183,9 @@ def main() -> int:
                 flush=True,
             )
 
-        tps = {"off": [], "on": []}
         with connect(port) as conn:
             conn.execute("drop table items")
-        env = {**os.environ, "PGPASSWORD": PASSWORD}
-        target = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "postgres"]
-        subprocess.run(
-            [pgbench, "-i", "-q", "-s", str(args.pgbench_scale), *target], env=env, check=True, capture_output=True
-        )
-        for round_number in range(args.rounds):
-            for case in ("off", "on"):
-                first.backup_archiving(ref, repository if case == "on" else None, archive_timeout_s=timeout_s)
-                done = subprocess.run(
-                    [pgbench, "-c", "4", "-j", "2", "-T", str(args.pgbench_seconds), "-n", *target],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                line = next(line for line in done.stdout.splitlines() if line.startswith("tps ="))
-                tps[case].append(float(line.split()[2]))
-                print(f"round {round_number + 1}: archiving {case}: {tps[case][-1]:.0f} tps", flush=True)
+        tps = archiving_tps(first, ref, port, repository, args, pgbench, timeout_s)
         first.delete(ref, purge_data=True, deadline_s=300)
     finally:
         for process, _ in agents:

@@ -12,10 +12,12 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,3 +215,162 @@ class S3Server:
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=30)
+
+
+# --- runtimes of real agents, for the backup benches (backups.py, docker_backups.py) -------
+
+PASSWORD = "bench-backups-password"  # their runtimes' postgres password
+PORTS = [range(23000, 32000)]  # below the kernel's ephemeral range; backups.py's --ports replaces it
+ROW_BYTES = 992
+WRITE_EVERY_S = 0.05
+PGBENCH = ("/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench")
+
+
+def free_port(after: int = 0, count: int = 1) -> int:
+    """The first of `count` consecutive free ports of PORTS, past `after`."""
+    for port in PORTS[0]:
+        if port <= after or port + count - 1 > PORTS[0][-1]:
+            continue
+        try:
+            for candidate in range(port, port + count):
+                for address in ("127.0.0.1", "0.0.0.0"):
+                    with socket.socket() as sock:
+                        sock.bind((address, candidate))
+        except OSError:
+            continue
+        return port
+    raise SystemExit(f"no {count} free port(s) in {PORTS[0].start}-{PORTS[0][-1]}")
+
+
+def connect(port: int):
+    import psycopg
+
+    return psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", password=PASSWORD, autocommit=True, connect_timeout=3
+    )
+
+
+def find_pgbench() -> str:
+    pgbench = next((path for path in PGBENCH if Path(path).exists()), None)
+    if pgbench is None:
+        raise SystemExit("no pgbench (Debian's postgresql-15 ships it)")
+    return pgbench
+
+
+def wait_job(client, ref: str, phases: dict[str, float] | None = None) -> float:
+    """Seconds until the runtime's job ends; exits with its error if it failed. `phases`, if
+    given, gets the seconds spent in each phase the job reported (seen every 0.1 s)."""
+    started = last = time.monotonic()
+    phase = None
+    while (job := client.backup_job(ref)).state == "running":
+        now = time.monotonic()
+        if phases is not None and phase is not None:
+            phases[phase] = phases.get(phase, 0.0) + now - last
+        phase, last = job.phase, now
+        time.sleep(0.1)
+    if phases is not None and phase is not None:
+        phases[phase] = phases.get(phase, 0.0) + time.monotonic() - last
+    if job.state != "succeeded":
+        raise SystemExit(f"{ref}: {job.kind} failed: {job.error}")
+    return time.monotonic() - started
+
+
+def switch_and_archive(client, ref: str, port: int) -> None:
+    with connect(port) as conn:
+        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
+    while (client.backup_archiver(ref).last_archived_wal or "") < segment:
+        time.sleep(0.1)
+
+
+def fill(port: int, size_mb: int) -> None:
+    rows = max(1, size_mb * (1 << 20) // (ROW_BYTES + 60))
+    with connect(port) as conn:
+        conn.execute("create table items (id bigserial primary key, payload text)")
+        step = 100_000
+        for first in range(1, rows + 1, step):
+            conn.execute(
+                "insert into items (payload) select repeat(md5(i::text), %s) from generate_series(%s::int, %s::int) i",
+                (ROW_BYTES // 32, first, min(rows, first + step - 1)),
+            )
+        conn.execute("checkpoint")
+
+
+def measure_rpo(first, second, ref: str, port: int, repository, timeout_s: int, seconds: float, *, lose, files):
+    """What a lost host costs: after a base backup of the runtime `ref` (serving on `port`,
+    archiving into `repository` on `first`), a client commits a row every WRITE_EVERY_S; after
+    `seconds`, `lose()` kills the runtime and removes its data; `second` (another host)
+    restores it to the latest archived point with `files(port)` on a new port. Returns the
+    rows acknowledged, how many of them the restore lacks, and how many of those were
+    committed more than `timeout_s` (the archive timeout) before the loss."""
+    import psycopg
+
+    with connect(port) as conn:
+        conn.execute("create table ticks (id int primary key, at float8)")
+    first.backup_start(ref, repository)
+    wait_job(first, ref)
+    acknowledged: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            with connect(port) as conn:
+                number = 0
+                while not stop.is_set():
+                    conn.execute("insert into ticks values (%s, %s)", (number, time.time()))
+                    acknowledged.append((number, time.time()))
+                    number += 1
+                    time.sleep(WRITE_EVERY_S)
+        except psycopg.Error:
+            pass  # the host went away under it
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    time.sleep(seconds)
+    lost_at = time.time()
+    lose()
+    stop.set()
+    writer.join(timeout=10)
+
+    new_port = free_port(port)
+    second.put_files(ref, files(new_port))
+    second.restore_start(ref, repository, job_s=1800)
+    wait_job(second, ref)
+    with connect(new_port) as conn:
+        present = {number for (number,) in conn.execute("select id from ticks")}
+    second.delete(ref, purge_data=True, deadline_s=120)
+    lost = [(number, at) for number, at in acknowledged if number not in present]
+    old = [number for number, at in lost if at < lost_at - timeout_s]
+    print(
+        f"RPO: {len(acknowledged)} rows acknowledged, {len(lost)} lost with the host, {len(old)} of them committed "
+        f"more than BERTH_WAL_ARCHIVE_TIMEOUT={timeout_s} s before the loss",
+        flush=True,
+    )
+    return len(acknowledged), len(lost), len(old)
+
+
+def archiving_tps(client, ref: str, port: int, repository, args, pgbench: str, timeout_s: int, *, restarted=None):
+    """pgbench TPS on the runtime with WAL archiving off and on, alternating each round
+    (turning it on or off restarts the server; `restarted()`, if given, waits for it to
+    serve again). `args`: the bench's --rounds, --pgbench-seconds and --pgbench-scale."""
+    tps = {"off": [], "on": []}
+    env = {**os.environ, "PGPASSWORD": PASSWORD}
+    target = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "postgres"]
+    subprocess.run(
+        [pgbench, "-i", "-q", "-s", str(args.pgbench_scale), *target], env=env, check=True, capture_output=True
+    )
+    for round_number in range(args.rounds):
+        for case in ("off", "on"):
+            client.backup_archiving(ref, repository if case == "on" else None, archive_timeout_s=timeout_s)
+            if restarted is not None:
+                restarted()
+            done = subprocess.run(
+                [pgbench, "-c", "4", "-j", "2", "-T", str(args.pgbench_seconds), "-n", *target],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            line = next(line for line in done.stdout.splitlines() if line.startswith("tps ="))
+            tps[case].append(float(line.split()[2]))
+            print(f"round {round_number + 1}: archiving {case}: {tps[case][-1]:.0f} tps", flush=True)
+    return tps

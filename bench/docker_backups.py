@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,16 +39,25 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import parser, spread, start_agent  # noqa: E402
+from common import (  # noqa: E402
+    PASSWORD,
+    archiving_tps,
+    connect,
+    fill,
+    find_pgbench,
+    free_port,
+    measure_rpo,
+    parser,
+    spread,
+    start_agent,
+    switch_and_archive,
+    wait_job,
+)
 
 from agent.api import FileSpec, Repository  # noqa: E402
 from agent.client import AgentClient  # noqa: E402
 
-# bench/backups.py (this folder is first on the path), not the control plane's backups app.
-from backups import PASSWORD, PGBENCH, connect, fill, free_port, switch_and_archive, wait_job  # noqa: E402
-
 IMAGE = "berth/test-postgres:15"
-WRITE_EVERY_S = 0.05
 
 
 def files(port: int) -> list[FileSpec]:
@@ -114,46 +122,15 @@ def remove_runtime(ref: str) -> None:
 def rpo(first: AgentClient, second: AgentClient, root: Path, repository, timeout_s: int, seconds: float):
     ref = "dbenchrpo" + secrets.token_hex(3)
     port = provision(first, ref, repository, timeout_s)
-    with connect(port) as conn:
-        conn.execute("create table ticks (id int primary key, at float8)")
-    first.backup_start(ref, repository)
-    wait_job(first, ref)
-    acknowledged: list[tuple[int, float]] = []
-    stop = threading.Event()
 
-    def write() -> None:
-        try:
-            with connect(port) as conn:
-                number = 0
-                while not stop.is_set():
-                    conn.execute("insert into ticks values (%s, %s)", (number, time.time()))
-                    acknowledged.append((number, time.time()))
-                    number += 1
-                    time.sleep(WRITE_EVERY_S)
-        except psycopg.Error:
-            pass  # the host went away under it
+    def lose() -> None:
+        docker("kill", db_container(ref))  # SIGKILL: no shutdown, no last archive
+        remove_runtime(ref)
+        shutil.rmtree(root / ref)  # the host and its folder are gone
 
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    time.sleep(seconds)
-    lost_at = time.time()
-    docker("kill", db_container(ref))  # SIGKILL: no shutdown, no last archive
-    stop.set()
-    writer.join(timeout=10)
+    counted = measure_rpo(first, second, ref, port, repository, timeout_s, seconds, lose=lose, files=files)
     remove_runtime(ref)
-    shutil.rmtree(root / ref)  # the host and its folder are gone
-
-    new_port = free_port(port)
-    second.put_files(ref, files(new_port))
-    second.restore_start(ref, repository, job_s=1800)
-    wait_job(second, ref)
-    with connect(new_port) as conn:
-        present = {number for (number,) in conn.execute("select id from ticks")}
-    second.delete(ref, purge_data=True, deadline_s=120)
-    remove_runtime(ref)
-    lost = [(number, at) for number, at in acknowledged if number not in present]
-    old = [number for number, at in lost if at < lost_at - timeout_s]
-    return len(acknowledged), len(lost), len(old)
+    return counted
 
 
 def main() -> int:
@@ -165,9 +142,7 @@ def main() -> int:
     p.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -s (default %(default)s)")
     args = p.parse_args()
     timeout_s = int(os.environ.get("BERTH_WAL_ARCHIVE_TIMEOUT", "5"))
-    pgbench = next((path for path in PGBENCH if Path(path).exists()), None)
-    if pgbench is None:
-        raise SystemExit("no pgbench (Debian's postgresql-15 ships it)")
+    pgbench = find_pgbench()
     if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
         raise SystemExit('no docker engine: eval "$(scripts/docker-engine --env)" first')
 
@@ -185,11 +160,6 @@ def main() -> int:
         first, second = (AgentClient(url, token, deadline=3600) for _, url in agents)
 
         total, lost, old = rpo(first, second, roots[0], repository, timeout_s, args.rpo_seconds)
-        print(
-            f"RPO: {total} rows acknowledged, {lost} lost with the host, {old} of them committed more than "
-            f"BERTH_WAL_ARCHIVE_TIMEOUT={timeout_s} s before the loss",
-            flush=True,
-        )
 
         ref = "dbenchrest" + secrets.token_hex(3)
         refs.append(ref)
@@ -218,28 +188,9 @@ def main() -> int:
             restores.append(time.monotonic() - started)
             print(f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, restore {restores[-1]:.1f} s", flush=True)
 
-        tps = {"off": [], "on": []}
         with connect(port) as conn:
             conn.execute("drop table items")
-        env = {**os.environ, "PGPASSWORD": PASSWORD}
-        target = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "postgres"]
-        subprocess.run(
-            [pgbench, "-i", "-q", "-s", str(args.pgbench_scale), *target], env=env, check=True, capture_output=True
-        )
-        for round_number in range(args.rounds):
-            for case in ("off", "on"):
-                first.backup_archiving(ref, repository if case == "on" else None, archive_timeout_s=timeout_s)
-                serving(port)
-                done = subprocess.run(
-                    [pgbench, "-c", "4", "-j", "2", "-T", str(args.pgbench_seconds), "-n", *target],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                line = next(line for line in done.stdout.splitlines() if line.startswith("tps ="))
-                tps[case].append(float(line.split()[2]))
-                print(f"round {round_number + 1}: archiving {case}: {tps[case][-1]:.0f} tps", flush=True)
+        tps = archiving_tps(first, ref, port, repository, args, pgbench, timeout_s, restarted=lambda: serving(port))
     finally:
         for process, _ in agents:
             process.terminate()

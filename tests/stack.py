@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 
@@ -133,6 +134,23 @@ def _refresh_and_close(host) -> bool:
         return refresh_host(host, deadline=30)
     finally:
         connection.close()
+
+
+def connect(project, password: str | None = None) -> psycopg.Connection:
+    """The superuser on `project`'s database, at the port the database names now (a restore
+    onto another host moves it)."""
+    from projects.models import Project
+
+    project = Project.objects.select_related("port_block").get(pk=project.pk)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=project.port_block.first_port,
+        user="postgres",
+        password=password or project.secrets["postgres_password"],
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=5,
+    )
 
 
 class SilentServer:

@@ -903,25 +903,16 @@ class Backups:
             items = store.scan("")
             doomed = [item.key for item in items if any(item.key.startswith(f"base/{b.id}/") for b in removed)]
             old = []
-            wal_files = [
-                (key.split("/")[1], key)
-                for key in (item.key for item in items)
-                if key.startswith("wal/") and key.count("/") == 2
-            ]
-            for system_id in {system_id for system_id, _ in wal_files}:
+            for system_id, files in _wal_files(items).items():
                 own = [backup for backup in kept if backup.system_identifier == system_id]
                 if own:
                     # Segments older than the generation's oldest kept backup; history files stay.
                     oldest = min(own, key=lambda b: b.finished_unix).start_wal
-                    old += [
-                        key
-                        for sid, key in wal_files
-                        if sid == system_id and _SEGMENT.match(name := key.rsplit("/", 1)[1]) and name[8:] < oldest[8:]
-                    ]
-                elif body.min_backups == 0 or _superseded(system_id, kept, items):
+                    old += [item.key for name, item in files if _SEGMENT.match(name) and name[8:] < oldest[8:]]
+                elif body.min_backups == 0 or _superseded(system_id, kept, files):
                     # A removed project's stanza past its retention, or a cluster a major upgrade
                     # replaced whose backups have all expired: nothing restores from its WAL.
-                    old += [key for sid, key in wal_files if sid == system_id]
+                    old += [item.key for _, item in files]
             wal = len(old)
             doomed += old
             if deadline.expired():
@@ -1102,10 +1093,22 @@ def _segment_order(name: str) -> tuple[str, str]:
     return name[8:], name[:8]
 
 
-def _superseded(system_id: str, kept: list, items: list) -> bool:
+def _wal_files(items: list) -> dict[str, list[tuple[str, object]]]:
+    """(name, item) of every file stored under `wal/<system id>/` (segments and history
+    files), by system id."""
+    found: dict[str, list[tuple[str, object]]] = {}
+    for item in items:
+        parts = item.key.split("/")
+        if len(parts) == 3 and parts[0] == "wal":
+            found.setdefault(parts[1], []).append((parts[2], item))
+    return found
+
+
+def _superseded(system_id: str, kept: list, files: list) -> bool:
     """A cluster with no kept backup is superseded when a newer cluster has one that began
-    after its last archived WAL (a brand-new cluster's WAL before its first backup stays)."""
-    newest = max((item.modified_unix for sid, _, item in _segments(items) if sid == system_id), default=0.0)
+    after its last archived WAL (a brand-new cluster's WAL before its first backup stays).
+    `files`: the cluster's, as _wal_files gives them."""
+    newest = max((item.modified_unix for name, item in files if _SEGMENT.match(name)), default=0.0)
     return any(backup.system_identifier != system_id and backup.started_unix > newest for backup in kept)
 
 

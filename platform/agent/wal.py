@@ -16,14 +16,14 @@ retry after the upload completed but before PostgreSQL heard of it); a different
 failure, so two clusters archiving into one stanza are noticed, never silently mixed.
 
 push stores ahead: PostgreSQL runs it once per segment, and an interpreter with boto3 costs
-about half a second to start, which capped archiving into S3 near 30 MB/s of WAL (the bench
-archived 1 GB of WAL in 29-53 s, against 1.2 s into a folder). So one call also stores the
-next completed segments waiting (`pg_wal/archive_status/*.ready`, at most AHEAD in all, in
-parallel), and leaves for each a marker in `pushed/` beside the repository file, written only
-once it is stored and naming the repository it went to. The later call for that segment
-finds its marker, removes it and returns at once. A marker naming another repository (the
-runtime was pointed elsewhere) is ignored, so nothing is skipped that the current
-repository lacks.
+about half a second to start, which capped archiving into S3 near 20 MB/s of WAL (21 MB/s
+one segment at a time in bench/wal_push.py; the fill of bench/backups.py's 1 GB took 29-53 s
+to archive, against 1.2 s into a folder). So one call also stores the next completed
+segments waiting (`pg_wal/archive_status/*.ready`, at most AHEAD in all, in parallel), and
+leaves for each a marker in `pushed/` beside the repository file, written only once it is
+stored and naming the repository it went to. The later call for that segment finds its
+marker, removes it and returns at once. A marker naming another repository (the runtime was
+pointed elsewhere) is ignored, so nothing is skipped that the current repository lacks.
 """
 
 import sys

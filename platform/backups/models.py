@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from berth.crypto import EncryptedJSONField
 from berth.env import RepositoryURL, parse_repository_url
-from projects.models import Status
+from projects.models import DesiredState, Status
 
 DEFAULT_REPOSITORY = "default"
 # How a failed set-up of WAL archiving begins in Protection.backup_error (operations.protection).
@@ -107,6 +107,16 @@ class ProtectionQuerySet(models.QuerySet):
     def failing(self):
         """Protections of live projects whose last backup, WAL archiving or verification failed."""
         return self.filter(enabled=True).exclude(failure="").exclude(project__status=Status.REMOVED)
+
+    def live(self, *, configured: bool = True):
+        """Enabled protections, with their project, of projects neither removed nor being
+        deleted: those whose WAL archiving was set up (`configured`), or those never set up."""
+        return (
+            self.filter(enabled=True, configured_at__isnull=not configured)
+            .exclude(project__status=Status.REMOVED)
+            .exclude(project__desired_state=DesiredState.DELETED)
+            .select_related("project")
+        )
 
 
 class Protection(models.Model):

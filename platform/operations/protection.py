@@ -388,20 +388,11 @@ def record_restored(project: Project, target: str, *, operation: Operation, host
 # --- schedules ----------------------------------------------------------------------------
 
 
-def _live_protected():
-    return (
-        Protection.objects.filter(enabled=True, configured_at__isnull=False)
-        .exclude(project__status=Status.REMOVED)
-        .exclude(project__desired_state=DesiredState.DELETED)
-        .select_related("project")
-    )
-
-
 def queue_due_backups(now=None) -> int:
     """A base backup for each protected, running project whose last is older than
     BERTH_BACKUP_SCHEDULE; a project busy with another operation waits for the next pass."""
     queued = 0
-    for protection in _live_protected().filter(project__desired_state=DesiredState.RUNNING):
+    for protection in Protection.objects.live().filter(project__desired_state=DesiredState.RUNNING):
         if not protection.backup_due(now):
             continue
         try:
@@ -426,16 +417,14 @@ def queue_due_protects(now=None) -> int:
         project=OuterRef("project"), kind__in=(Kind.PROTECT, Kind.PROVISION, Kind.CLONE), created_at__gte=since
     )
     unset = (
-        Protection.objects.filter(
-            enabled=True,
-            configured_at__isnull=True,
+        Protection.objects.live(configured=False)
+        .filter(
             project__desired_state=DesiredState.RUNNING,
             # Turning archiving on restarts the server: done unasked only to a healthy one.
             project__status=Status.ACTIVE_HEALTHY,
             project__host__isnull=False,
         )
         .exclude(Exists(tried))
-        .select_related("project")
     )
     queued = 0
     for protection in unset:
@@ -450,7 +439,7 @@ def queue_due_protects(now=None) -> int:
 def queue_due_verifications(now=None) -> int:
     """A restore test for each protected project not verified for BERTH_BACKUP_VERIFY_DAYS."""
     queued = 0
-    for protection in _live_protected():
+    for protection in Protection.objects.live():
         if protection.window is None or not protection.verify_due(now):
             continue
         try:
@@ -465,7 +454,9 @@ def read_all_archivers() -> int:
     """Read each protected runtime's WAL archiving from its agent (one call per project, each
     host's projects in its own thread); returns how many were read. An agent that does not
     answer leaves what was last read (the host's own alert says it is unreachable)."""
-    protected = _live_protected().filter(project__host__isnull=False, project__desired_state=DesiredState.RUNNING)
+    protected = Protection.objects.live().filter(
+        project__host__isnull=False, project__desired_state=DesiredState.RUNNING
+    )
     by_host: dict[int, list[Project]] = {}
     for found in protected.select_related("project__host"):
         by_host.setdefault(found.project.host_id, []).append(found.project)

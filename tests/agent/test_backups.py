@@ -17,10 +17,9 @@ import pytest
 
 from agent.api import FileSpec, Repository
 from agent.client import AgentClient, AgentError
+from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent_fixtures import start_agent, stop_clusters
 from tests.stack import free_port_range, wait_for
-
-PASSWORD = "correct-horse-battery"
 
 
 def runtime_toml(major: int, port: int, password: str = PASSWORD) -> FileSpec:
@@ -28,50 +27,11 @@ def runtime_toml(major: int, port: int, password: str = PASSWORD) -> FileSpec:
     return FileSpec("runtime.toml", text.encode())
 
 
-def connect(port: int, password: str = PASSWORD) -> psycopg.Connection:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=port,
-        user="postgres",
-        password=password,
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=3,
-    )
-
-
 def provision(client, ref: str, major: int, password: str = PASSWORD) -> int:
     port = free_port_range(1)
     client.put_files(ref, [runtime_toml(major, port, password)])
     client.up(ref)
     return port
-
-
-def insert(port: int, label: str, rows: int) -> None:
-    with connect(port) as conn:
-        conn.execute("create table if not exists marks (id serial primary key, label text)")
-        conn.execute("insert into marks (label) select %s from generate_series(1, %s)", (label, rows))
-
-
-def labels(port: int, password: str = PASSWORD) -> dict[str, int]:
-    with connect(port, password) as conn:
-        return dict(conn.execute("select label, count(*) from marks group by label").fetchall())
-
-
-def finished(client, ref: str, timeout: float = 180):
-    return wait_for(lambda: (job := client.backup_job(ref)).state != "running" and job, timeout=timeout, what="the job")
-
-
-def archive_everything(client, ref: str, port: int) -> None:
-    """Switch to a new segment and wait until the one holding everything committed so far is
-    archived (the archive timeout would switch too, but not at a moment a test can wait for)."""
-    with connect(port) as conn:
-        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
-    wait_for(
-        lambda: (client.backup_archiver(ref).last_archived_wal or "") >= segment,
-        timeout=60,
-        what=f"{segment} to be archived",
-    )
 
 
 def protected(client, ref: str, port: int, repository: Repository) -> None:

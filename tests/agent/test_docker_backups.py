@@ -16,12 +16,12 @@ import pytest
 
 from agent.api import FileSpec, Repository
 from agent.client import AgentClient, AgentError
+from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent.test_docker_engine import require_engine
 from tests.agent_fixtures import start_agent
 from tests.stack import free_port_range, wait_for
 
 IMAGE = "berth/test-postgres:15"
-PASSWORD = "docker-horse-battery"
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +85,6 @@ def files(port: int, password: str = PASSWORD) -> list[FileSpec]:
     ]
 
 
-def connect(port: int, password: str = PASSWORD) -> psycopg.Connection:
-    return psycopg.connect(
-        host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres", autocommit=True
-    )
-
-
 def serving(port: int, password: str = PASSWORD) -> bool:
     try:
         with connect(port, password) as conn:
@@ -107,31 +101,6 @@ def provision(client, ref: str, cleanup: list[str]) -> int:
     client.up(ref)
     wait_for(lambda: serving(port), timeout=90, what=f"{ref}'s database")
     return port
-
-
-def insert(port: int, label: str, rows: int) -> None:
-    with connect(port) as conn:
-        conn.execute("create table if not exists marks (id serial primary key, label text)")
-        conn.execute("insert into marks (label) select %s from generate_series(1, %s)", (label, rows))
-
-
-def labels(port: int, password: str = PASSWORD) -> dict[str, int]:
-    with connect(port, password) as conn:
-        return dict(conn.execute("select label, count(*) from marks group by label").fetchall())
-
-
-def finished(client, ref: str, timeout: float = 240):
-    return wait_for(lambda: (job := client.backup_job(ref)).state != "running" and job, timeout=timeout, what="the job")
-
-
-def archive_everything(client, ref: str, port: int) -> None:
-    with connect(port) as conn:
-        (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
-    wait_for(
-        lambda: (client.backup_archiver(ref).last_archived_wal or "") >= segment,
-        timeout=60,
-        what=f"{segment} to be archived",
-    )
 
 
 def protected(client, ref: str, port: int, repository) -> None:

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from agent.api import FileSpec
@@ -27,7 +26,7 @@ from operations.models import Kind, Operation, State
 from projects.models import Project, Status
 from tests.agent.test_docker_engine import require_engine
 from tests.factories import register_template
-from tests.stack import PORT_BASE, ROOT, SilentServer, Worker, agent_host, wait_for
+from tests.stack import PORT_BASE, ROOT, SilentServer, Worker, agent_host, connect, wait_for
 
 TEMPLATE = ROOT / "runtimes" / "docker-test"
 DEADLINE = 90  # seconds an operation may run here (a cold Postgres initdb takes a few)
@@ -200,18 +199,6 @@ def settled(operation, timeout=DEADLINE + 10) -> Operation:
 
 def last_operation(project) -> Operation:
     return Operation.objects.filter(project=project).order_by("-created_at").first()
-
-
-def connect(project):
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        connect_timeout=5,
-        autocommit=True,
-    )
 
 
 def variant(tmp_path: Path, name: str) -> Path:

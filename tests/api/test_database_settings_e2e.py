@@ -17,7 +17,7 @@ from orgs.models import Role
 from projects.models import DatabaseSettings, Project, Status
 from tests.api_helpers import api_as, join, make_org, make_user
 from tests.pg_wire import startup, wrong_password
-from tests.stack import PORT_BASE, agent_host
+from tests.stack import PORT_BASE, agent_host, connect
 
 pytestmark = pytest.mark.django_db
 ELSEWHERE = "127.0.0.2"
@@ -39,17 +39,6 @@ def running(agent_factory):
 
 def db_port(project: Project) -> int:
     return project.port_block.first_port
-
-
-def connect(project: Project, password: str | None = None) -> psycopg.Connection:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=db_port(project),
-        user="postgres",
-        password=password or project.secrets["postgres_password"],
-        dbname="postgres",
-        connect_timeout=10,
-    )
 
 
 def show(project: Project, name: str) -> str:

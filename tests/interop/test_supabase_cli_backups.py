@@ -4,7 +4,6 @@ restores it to a point in time: `supabase backups list -o json` and `supabase ba
 
 import time
 
-import psycopg
 import pytest
 
 from backups.models import Backup, BackupStatus, Protection
@@ -16,7 +15,7 @@ from orgs.actions import create_token
 from orgs.models import Role
 from projects.models import Project, Status
 from tests.api_helpers import join, make_org, make_user
-from tests.stack import Worker, agent_host, wait_for
+from tests.stack import Worker, agent_host, connect, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -43,32 +42,14 @@ def stack(live_server, agent_factory, tmp_path, repository_folder, settings):
 
 
 def rows(project: Project) -> int | None:
-    project = Project.objects.select_related("port_block").get(pk=project.pk)
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    ) as conn:
+    with connect(project) as conn:
         if not conn.execute("select to_regclass('public.notes') is not null").fetchone()[0]:
             return None
         return conn.execute("select count(*) from notes").fetchone()[0]
 
 
 def sql(project: Project, *statements: str) -> None:
-    project = Project.objects.select_related("port_block").get(pk=project.pk)
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    ) as conn:
+    with connect(project) as conn:
         for statement in statements:
             conn.execute(statement)
 

@@ -17,63 +17,23 @@ from django.utils import timezone
 from backups.models import Backup, BackupStatus, Protection, Repository
 from berth.env import parse_repository_url
 from hosts import agents
-from operations import protection, reaper, tasks
+from operations import protection, reaper
 from operations.cleanup import stop_what_it_started
 from operations.creation import create_project
 from operations.models import Operation, State
 from operations.protection import RestoreTarget
 from projects.models import Project, Status
 from tests.agent_fixtures import stop_clusters
-from tests.stack import PORT_BASE, Worker, agent_host, wait_for
+from tests.operations.backup_stack import archived_past, count, run, use_repository
+from tests.stack import PORT_BASE, Worker, agent_host, connect, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def agent(agent_factory, settings, repository_folder):
-    settings.BERTH_BACKUP_URL = parse_repository_url(f"file://{repository_folder}")
-    settings.BERTH_WAL_ARCHIVE_TIMEOUT = 1
-    settings.BERTH_OPERATION_DEADLINE = 240
-    settings.BERTH_AGENT_CALL_DEADLINE = 60
-    settings.BERTH_HEALTH_POLL_INITIAL = 0.2
+    use_repository(settings, repository_folder)
     return agent_factory()
-
-
-def run(operation: Operation) -> Operation:
-    assert tasks.run_operation(operation.pk) is True
-    operation.refresh_from_db()
-    assert operation.state == State.SUCCEEDED, f"{operation.kind}: {operation.error_code} {operation.error_message}"
-    return operation
-
-
-def connect(project: Project) -> psycopg.Connection:
-    project = Project.objects.select_related("port_block").get(pk=project.pk)
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    )
-
-
-def count(project: Project) -> int | None:
-    with connect(project) as conn:
-        exists = conn.execute("select to_regclass('public.orders') is not null").fetchone()[0]
-        return conn.execute("select count(*) from orders").fetchone()[0] if exists else None
-
-
-def archived_past(project: Project, moment: float) -> None:
-    """Wait until the archiving pass reads the project's latest restorable point past `moment`."""
-
-    def past() -> bool:
-        protection.read_all_archivers()
-        latest = Protection.objects.get(project=project).latest_restorable_at
-        return latest is not None and latest.timestamp() > moment
-
-    wait_for(past, timeout=60, interval=1, what="the WAL past that moment to be archived")
 
 
 def answered(project: Project) -> tuple[int | None] | None:

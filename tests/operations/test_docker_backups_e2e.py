@@ -8,19 +8,17 @@ host. SKIPs without an engine (require_engine)."""
 import subprocess
 import time
 
-import psycopg
 import pytest
 
 from backups.models import Backup, BackupStatus, Protection
-from berth.env import parse_repository_url
 from hosts.actions import refresh_host
-from operations import protection, tasks
+from operations import protection
 from operations.creation import create_project
-from operations.models import Operation, State
 from operations.protection import RestoreTarget
 from projects.models import Project, Status
 from tests.agent.test_docker_engine import require_engine
-from tests.stack import PORT_BASE, agent_host, wait_for
+from tests.operations.backup_stack import archived_past, count, run, use_repository
+from tests.stack import PORT_BASE, agent_host, connect
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -32,11 +30,7 @@ def engine():
 
 @pytest.fixture
 def docker_host(engine, agent_factory, settings, repository_folder):
-    settings.BERTH_BACKUP_URL = parse_repository_url(f"file://{repository_folder}")
-    settings.BERTH_WAL_ARCHIVE_TIMEOUT = 1
-    settings.BERTH_OPERATION_DEADLINE = 240
-    settings.BERTH_AGENT_CALL_DEADLINE = 60
-    settings.BERTH_HEALTH_POLL_INITIAL = 0.2
+    use_repository(settings, repository_folder)
     agent = agent_factory(driver="docker", env={"DOCKER_HOST": engine["host"]})
     host = agent_host(agent, name="docker", block_size=10, blocks=4, start=PORT_BASE + 4100)
     assert refresh_host(host, deadline=10), host.last_error
@@ -53,41 +47,6 @@ def docker(engine, *args: str) -> str:
     """The docker CLI on the test engine; cleanup's removals of what may not exist do not fail."""
     done = subprocess.run([engine["docker"], *args], env=engine["env"], capture_output=True, text=True, timeout=120)
     return done.stdout
-
-
-def run(operation: Operation) -> Operation:
-    assert tasks.run_operation(operation.pk) is True
-    operation.refresh_from_db()
-    assert operation.state == State.SUCCEEDED, f"{operation.kind}: {operation.error_code} {operation.error_message}"
-    return operation
-
-
-def connect(project: Project) -> psycopg.Connection:
-    project = Project.objects.select_related("port_block").get(pk=project.pk)
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    )
-
-
-def count(project: Project) -> int | None:
-    with connect(project) as conn:
-        exists = conn.execute("select to_regclass('public.orders') is not null").fetchone()[0]
-        return conn.execute("select count(*) from orders").fetchone()[0] if exists else None
-
-
-def archived_past(project: Project, moment: float) -> None:
-    def past() -> bool:
-        protection.read_all_archivers()
-        latest = Protection.objects.get(project=project).latest_restorable_at
-        return latest is not None and latest.timestamp() > moment
-
-    wait_for(past, timeout=60, interval=1, what="the WAL past that moment to be archived")
 
 
 def test_a_docker_projects_dropped_table_comes_back_in_place_and_in_a_clone(docker_host):

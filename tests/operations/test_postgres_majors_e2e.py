@@ -6,7 +6,6 @@ without those binaries (a fresh machine) offers only what it has, everywhere a m
 
 import json
 
-import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -14,7 +13,7 @@ from django.urls import reverse
 from operations.creation import create_project
 from projects.models import Project, Status
 from tests.api_helpers import api_as, join, make_org, make_user
-from tests.stack import Worker, agent_host, wait_for
+from tests.stack import Worker, agent_host, connect, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -26,17 +25,6 @@ def worker(tmp_path):
     worker = Worker(tmp_path, BERTH_OPERATION_DEADLINE=90, BERTH_AGENT_CALL_DEADLINE=60)
     yield worker
     worker.stop()
-
-
-def connect(project: Project) -> psycopg.Connection:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        connect_timeout=5,
-    )
 
 
 def test_a_project_runs_on_each_major_the_checkout_serves(agent_factory, worker):

@@ -3,7 +3,6 @@ and real clusters. The upgrade keeps the data and serves the new major on the sa
 rollback returns to the old one; discard removes it; a refused upgrade starts nothing; a
 cancelled upgrade leaves the old major serving; a fleet moves in waves through a rollout."""
 
-import psycopg
 import pytest
 from django.core.management import call_command
 
@@ -19,7 +18,7 @@ from operations.upgrades import (
     upgrade_status,
 )
 from projects.models import Project, Status
-from tests.stack import Worker, agent_host, wait_for
+from tests.stack import Worker, agent_host, connect, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -37,18 +36,6 @@ def agent(agent_factory, settings):
     agent = agent_factory()
     agent_host(agent, block_size=1, blocks=4)
     return agent
-
-
-def connect(project: Project) -> psycopg.Connection:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=project.port_block.first_port,
-        user="postgres",
-        password=project.secrets["postgres_password"],
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    )
 
 
 def healthy(project: Project, timeout: float = 180) -> Project:
