@@ -518,6 +518,7 @@ class Backups:
             if had_data:
                 driver.down(runtime, deadline)
                 paths.data.rename(aside)
+            _durable(restored.syncing, deadline)
             (work / "data").rename(paths.data)
             driver.up(runtime, deadline)
             with self._connect(settings) as conn:
@@ -616,7 +617,8 @@ class Backups:
                 raise
             # Recovery runs with fsync off (no file-by-file sync of the data folder at its
             # start, none at its checkpoints); the extracted files go to disk meanwhile, and
-            # the folder is synced whole once recovery has stopped, before it can serve (_durable).
+            # the folder is synced whole once recovery has stopped, before it can serve
+            # (Recovered.syncing, _durable).
             flushing = None if keep_running else subprocess.Popen(["sync", "-f", str(data)], start_new_session=True)
             try:
                 newest = fetched.result()
@@ -667,7 +669,8 @@ class Backups:
             if not keep_running:
                 self._stop(bindir, data, deadline)
                 self._finish_conf(data)
-                _durable(data, flushing, deadline)
+                # One syncfs covers the extracted files and what recovery wrote with fsync off.
+                result.syncing = subprocess.Popen(["sync", "-f", str(data)], start_new_session=True)
             return result
         finally:
             if flushing is not None and flushing.poll() is None:
@@ -1005,8 +1008,17 @@ class Backups:
 
 
 class Recovered:
-    def __init__(self, last_commit: float | None, timeline: int | None, socket_dir: Path):
+    def __init__(
+        self,
+        last_commit: float | None,
+        timeline: int | None,
+        socket_dir: Path,
+        syncing: subprocess.Popen | None = None,
+    ):
         self.last_commit, self.timeline, self.socket_dir = last_commit, timeline, socket_dir
+        # The syncfs of the stopped, restored data, running: awaited (`_durable`) before the
+        # data is put in place, so it overlaps with stopping the serving cluster.
+        self.syncing = syncing
 
 
 class _Watchdog:
@@ -1125,15 +1137,16 @@ def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.Back
     return [b for b in catalog.backups if b.finished_unix <= target and b.system_identifier == current][-1]
 
 
-def _durable(data: Path, flushing: subprocess.Popen | None, deadline: Deadline) -> None:
-    """Everything under `data` on disk: the background flush of the extracted files, then one
-    `sync -f` (syncfs) for what recovery wrote with fsync off."""
-    if flushing is not None:
-        try:
-            flushing.wait(timeout=max(1.0, deadline.remaining()))
-        except subprocess.TimeoutExpired:
-            raise deadline.stopped("syncing the restored data", started=True) from None
-    run_checked(["sync", "-f", str(data)], deadline)
+def _durable(syncing: subprocess.Popen, deadline: Deadline) -> None:
+    """The restored data on disk: its `sync -f` (syncfs) ended well within the deadline."""
+    try:
+        syncing.wait(timeout=max(1.0, deadline.remaining()))
+    except subprocess.TimeoutExpired:
+        syncing.kill()
+        syncing.wait()
+        raise deadline.stopped("syncing the restored data", started=True) from None
+    if syncing.returncode != 0:
+        raise CommandFailed(f"sync -f of the restored data exited with status {syncing.returncode}")
 
 
 def _when(unix: float) -> str:

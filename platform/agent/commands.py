@@ -166,7 +166,12 @@ def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline, settled:
             if pipe_open:
                 pipe_open = _read_ready(selector, fd, tail, wait)
             else:
-                time.sleep(wait)
+                # The output ended (the command exits, or left a daemon holding nothing):
+                # woken by its exit, not a fixed sleep, so a short command costs no 50 ms.
+                try:
+                    proc.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    pass
         # Bounded by the deadline too: a daemon that keeps writing would otherwise keep
         # output ready forever.
         while pipe_open and not deadline.expired() and selector.select(0):
