@@ -25,6 +25,7 @@ Invariants:
   archive and restore commands reading them; no message, log line or reply carries them.
 """
 
+import fcntl
 import json
 import logging
 import os
@@ -1114,8 +1115,15 @@ def _base_key(store: Store, backup: api.BackupInfo) -> str:
 
 
 def _write_base(store: Store, key: str, tar_bytes: int, out) -> None:
-    """The object `key` written to `out` as the tar it holds (decompressed when it ends in
-    zstdio.SUFFIX; it must then give `tar_bytes`, its BackupInfo.bytes), read by ranged GETs."""
+    """The object `key` written to `out`, a pipe, as the tar it holds (decompressed when it
+    ends in zstdio.SUFFIX; it must then give `tar_bytes`, its BackupInfo.bytes), read by
+    ranged GETs."""
+    try:
+        # 1 MB, not 64 KB: the agent decompresses the next MB while tar empties the last, where
+        # they took turns (a 307 MiB tar from SeaweedFS: 1.44 s against 1.77 s, medians of 6).
+        fcntl.fcntl(out.fileno(), fcntl.F_SETPIPE_SZ, zstdio.CHUNK)
+    except OSError:
+        pass  # over the user's pipe quota: the default size only costs that overlap
     with store.open_parallel(key) as source:
         if key.endswith(zstdio.SUFFIX):
             zstdio.decompress(source.ranges(), out, tar_bytes)

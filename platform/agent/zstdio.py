@@ -76,8 +76,10 @@ def decompress(blocks: Iterable[bytes], out: BinaryIO, expected_bytes: int) -> N
             writer.write(block)
     except zstandard.ZstdError as error:
         raise Damaged(f"{error} (after {counted.count} of its {expected_bytes} bytes)") from None
-    if counted.count != expected_bytes:
+    if counted.count < expected_bytes:
         raise Damaged(f"it ends after {counted.count} of its {expected_bytes} bytes (the object is cut short)")
+    if counted.count > expected_bytes:
+        raise Damaged(f"it gives {counted.count} bytes, not its {expected_bytes}")
 
 
 class _Counting:

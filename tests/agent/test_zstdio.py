@@ -73,6 +73,13 @@ def test_an_object_cut_short_is_damage_even_where_zstd_itself_does_not_complain(
     assert "cut short" in str(damaged.value)
 
 
+def test_more_than_the_recorded_tar_is_damage():
+    data = tar_like(1 << 20)
+    with pytest.raises(zstdio.Damaged) as damaged:
+        zstdio.decompress([compressed(data) + compressed(data)], Sink(), len(data))
+    assert f"not its {len(data)}" in str(damaged.value)
+
+
 def test_not_zstd_at_all_is_damage():
     with pytest.raises(zstdio.Damaged):
         zstdio.decompress([b"ustar" + bytes(1000)], Sink(), 1005)
