@@ -671,9 +671,9 @@ class DockerBackups(Backups):
         try:
             try:
                 if local is None:
-                    _write_base(store, key, tar_bytes, process.stdin)
+                    _write_base(store, key, tar_bytes, process.stdin, deadline)
             except zstdio.Damaged as error:
-                damaged = error  # told before tar's words: tar only saw its input end
+                damaged = error  # told before tar's words: tar saw only what the damage did
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why
             except FileNotFoundError:

@@ -1,7 +1,7 @@
 """zstd streams for base backups in S3 repositories: compressed on their way into the store,
-decompressed on their way into `tar -x` (see "Backups" in docs/architecture.md: an S3
-restore was bound by the CPU the object store, Python and tar spend per byte moved, so
-fewer bytes move; a folder repository's tar stays plain, as the kernel copies its files).
+decompressed on their way into `tar -x` (see "Backups" in docs/architecture.md: the object
+store's CPU per byte bounded S3 backups and weighed on restores, so fewer bytes go through
+it; a folder repository's tar stays plain, as the kernel copies its files).
 
 Invariants:
 - Memory is bounded: compressing holds the read asked for (an upload's part) and the
@@ -65,8 +65,10 @@ class Compressing:
 
 def decompress(blocks: Iterable[bytes], out: BinaryIO, expected_bytes: int) -> None:
     """One zstd frame, arriving in `blocks`, written to `out` as it decompresses; it must
-    give `expected_bytes` (the tar's size, recorded when it was compressed). Errors of `out`
-    (a reader that stopped: BrokenPipeError) pass through."""
+    give `expected_bytes` (the tar's size, recorded when it was compressed). When `out`'s
+    reader stops (BrokenPipeError: tar failed), the rest is still decompressed and dropped:
+    damage shows at the frame's end, while tar stops at the first header it garbles, so a
+    damaged stream raises Damaged, and a reader that failed on its own BrokenPipeError."""
     counted = _Counting(out)
     # Nothing is left inside the writer after the last block: zstd reads a frame's closing
     # checksum only once it has written out all of the frame's content.
@@ -80,13 +82,21 @@ def decompress(blocks: Iterable[bytes], out: BinaryIO, expected_bytes: int) -> N
         raise Damaged(f"it ends after {counted.count} of its {expected_bytes} bytes (the object is cut short)")
     if counted.count > expected_bytes:
         raise Damaged(f"it gives {counted.count} bytes, not its {expected_bytes}")
+    if counted.broken is not None:
+        raise counted.broken
 
 
 class _Counting:
+    """Counts what is written; once `out` broke, drops it (the error kept in `broken`)."""
+
     def __init__(self, out: BinaryIO):
-        self.out, self.count = out, 0
+        self.out, self.count, self.broken = out, 0, None
 
     def write(self, data) -> int:
-        self.out.write(data)
+        if self.broken is None:
+            try:
+                self.out.write(data)
+            except BrokenPipeError as error:
+                self.broken = error
         self.count += len(data)
         return len(data)

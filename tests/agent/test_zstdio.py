@@ -80,6 +80,26 @@ def test_more_than_the_recorded_tar_is_damage():
     assert f"not its {len(data)}" in str(damaged.value)
 
 
+class Stops(Sink):
+    """A reader that fails after its first megabyte, as tar does on a garbled header."""
+
+    def write(self, data) -> int:
+        if len(self.data) >= 1 << 20:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(data)
+
+
+def test_when_the_reader_stops_the_rest_still_tells_damage_from_its_own_failure():
+    data = tar_like(6 << 20)
+    stored = compressed(data)
+    with pytest.raises(BrokenPipeError):
+        zstdio.decompress(pieces(stored, 65536), Stops(), len(data))
+    corrupt = bytearray(stored)
+    corrupt[-len(stored) // 3] ^= 0x40  # far past what the reader took
+    with pytest.raises(zstdio.Damaged):
+        zstdio.decompress(pieces(bytes(corrupt), 65536), Stops(), len(data))
+
+
 def test_not_zstd_at_all_is_damage():
     with pytest.raises(zstdio.Damaged):
         zstdio.decompress([b"ustar" + bytes(1000)], Sink(), 1005)
