@@ -9,7 +9,10 @@ file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
   to the latest archived point on a second agent (another root: another host). Rows
   acknowledged but missing, split by whether they were committed more than the archive
   timeout before the loss (goal: none of those).
-- Restore throughput: a project of --size-mb, base-backed-up; each round, interleaved, (a)
+- Restore throughput: a project of --size-mb, base-backed-up; its rows' payload is made of
+  distinct md5s (hex text: it compresses about 2x, as table data does, where a repeated one
+  compressed 30x and flattered an S3 repository's zstd), and the base backup's compression
+  is printed (tar bytes against the bytes stored). Each round, interleaved, (a)
   `cp -a` of its data folder, (b) the same followed by `sync -f` of the copy (a copy on disk,
   as a restore's data is before it serves: `cp -a` alone may end in the page cache) and (c) an
   in-place restore to the latest point (from the start call to the restored cluster
@@ -98,6 +101,20 @@ def _pg_ctl(data: Path) -> Path:
     raise SystemExit(f"no pg_ctl of {major}")
 
 
+def compression(client: AgentClient, ref: str, repository: Repository) -> str:
+    """The newest base backup's tar bytes against the bytes its object takes in the repository."""
+    from agent.backups import spec_of
+    from agent.repository import open_store
+
+    backup = client.backup_catalog(repository, ref).backups[-1]
+    stored = sum(
+        item.size
+        for item in open_store(spec_of(repository), ref).scan(f"base/{backup.id}/")
+        if not item.key.endswith("/backup.json")
+    )
+    return f"tar {backup.bytes / (1 << 20):.0f} MiB, stored {stored / (1 << 20):.0f} MiB: {backup.bytes / stored:.2f}x"
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
 
@@ -158,6 +175,8 @@ def main() -> int:
         data = roots[0] / ref / ".berth-pg" / "data"
         size = folder_bytes(data)
         print(f"base backup of {size / (1 << 20):.0f} MiB: {backup_s:.1f} s", flush=True)
+        compressed = compression(first, ref, repository)
+        print(f"base backup compression: {compressed}", flush=True)
         copies, synced, restores = [], [], []
         for round_number in range(args.rounds):
             target = scratch / f"copy{round_number}"
@@ -208,6 +227,7 @@ def main() -> int:
     print(f"\nbackups, PostgreSQL {args.major}, {args.repository} repository, {args.rounds} round(s):")
     print(f"RPO: lost {lost} of {total} rows, {old} older than the {timeout_s} s archive timeout (goal 0)")
     print(f"cp -a MiB/s {spread(cp_rate)}; restore MiB/s {spread(restore_rate)} ({mib:.0f} MiB)")
+    print(f"base backup compression: {compressed}")
     print(f"ratio restore/cp throughput: {ratio:.2f} (goal >= 0.5)")
     print(f"ratio restore/(cp + sync) throughput: {ratio_synced:.2f}")
     print(f"pgbench tps archiving off {spread(tps['off'])}; on {spread(tps['on'])}")

@@ -160,6 +160,11 @@ class AgentPool:
     def close(self) -> None:
         for agent in self.agents:
             agent.stop()
+            said = agent.log.read_text(errors="replace") if agent.log.exists() else ""
+            if "Traceback" in said:
+                # Captured, so pytest shows it under a failed test only: an agent's 500 says
+                # why in its log, which is removed below.
+                print(f"--- the agent's log ({agent.base_url}) ---\n{said[-20000:]}")
         for folder in self.folders:
             stop_clusters(folder)
             shutil.rmtree(folder, ignore_errors=True)

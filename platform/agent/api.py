@@ -502,6 +502,8 @@ class BackupInfo(Reply):
     id: str  # e.g. 20261206T073000Z
     started_unix: float
     finished_unix: float
+    # The tar's size (pg_basebackup's output, what a restore extracts), not the stored object's,
+    # which an S3 repository holds zstd-compressed (agent.backups._compresses).
     bytes: int
     major: int
     timeline: int

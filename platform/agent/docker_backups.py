@@ -48,7 +48,7 @@ from pathlib import Path
 
 import msgspec
 
-from agent import api
+from agent import api, zstdio
 from agent.archiving import ARCHIVE_FILE, REPOSITORY_FILE, archive_timeout, archiving_on, backup_dir, conf_quote
 from agent.backups import (
     _LAST_COMMIT,
@@ -62,10 +62,13 @@ from agent.backups import (
     Recovered,
     RestoreFailed,
     _archive_failure,
+    _base_key,
     _check_reached,
+    _damaged,
     _problems,
     _restored_detail,
     _Watchdog,
+    _write_base,
     spec_of,
 )
 from agent.commands import Deadline, run, run_checked
@@ -519,7 +522,7 @@ class DockerBackups(Backups):
         store = open_store(spec, source)
         job.update(phase="fetching", detail=f"base backup {backup.id} of {source}")
         self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], ["-c", PREPARE_SCRIPT, "sh", data], deadline)
-        self._extract_into(container, name, mounts, store, f"base/{backup.id}/base.tar", data, deadline)
+        self._extract_into(container, name, mounts, store, _base_key(store, backup), backup.bytes, data, deadline)
         job.update(phase="fetching WAL")
         # Every segment from the backup's start: the restore command is a cp from the spool
         # alone (the image may have no interpreter for agent/wal.py's fetch).
@@ -630,12 +633,21 @@ class DockerBackups(Backups):
             raise RestoreFailed(f"the restored cluster did not shut down cleanly: {_problems(said)}")
 
     def _extract_into(
-        self, container: Container, name: str, mounts: list[str], store: Store, key: str, data: str, deadline: Deadline
+        self,
+        container: Container,
+        name: str,
+        mounts: list[str],
+        store: Store,
+        key: str,
+        tar_bytes: int,
+        data: str,
+        deadline: Deadline,
     ) -> None:
         """The base backup's tar extracted into `data` in a one-off container `name` (named, so a
         cleanup removes it even when killing `docker run` left it running). A folder's tar is
         bind-mounted read-only and read by tar itself (a container's stdin carried a tar at a
-        quarter of that speed here); an object is streamed to tar's stdin."""
+        quarter of that speed here); an object is streamed to tar's stdin, decompressed by the
+        agent (the image need have no zstd)."""
         local = store.root / key if isinstance(store, FolderStore) else None
         if local is not None and not local.is_file():
             raise RepositoryUnavailable(f"the repository has no {key}")
@@ -655,12 +667,13 @@ class DockerBackups(Backups):
             start_new_session=True,
         )
         watchdog = _Watchdog(process, deadline)
+        damaged = None
         try:
             try:
                 if local is None:
-                    with store.open_parallel(key) as source:
-                        for block in source.ranges():
-                            process.stdin.write(block)
+                    _write_base(store, key, tar_bytes, process.stdin, deadline)
+            except zstdio.Damaged as error:
+                damaged = error  # told before tar's words: tar saw only what the damage did
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why
             except FileNotFoundError:
@@ -677,6 +690,8 @@ class DockerBackups(Backups):
             watchdog.stop()
         if watchdog.fired:
             raise deadline.stopped("extracting the base backup", started=True)
+        if damaged is not None:
+            raise _damaged(key, damaged)
         if process.returncode != 0:
             raise CommandFailed(f"tar could not extract the base backup: {said[-500:]}", output_tail=said[-4096:])
 

@@ -6,7 +6,8 @@ so this module needs the standard library and boto3 only (imported for S3 alone)
 
 Layout under the repository's URL, per stanza (a project's ref):
 
-    <stanza>/base/<backup id>/base.tar      pg_basebackup's tar of the data folder
+    <stanza>/base/<backup id>/base.tar      pg_basebackup's tar of the data folder (in S3:
+                                            base.tar.zst, compressed by agent.backups)
     <stanza>/base/<backup id>/backup.json   written last: a backup without it is unfinished
     <stanza>/wal/<segment or N.history>     archived WAL, one object per file
 

@@ -3,20 +3,26 @@
 archiving, base backups, point-in-time restore in place and onto another host's runtime after
 the first host's folder is gone, restores that fail leaving the old data serving, verify,
 prune, the archiver's own failure reason, a full repository, a backup whose WAL cannot be
-archived, a new cluster in the same stanza (a major upgrade), and a docker runtime with no
-database refused.
+archived, a new cluster in the same stanza (a major upgrade), a docker runtime with no
+database refused, and S3's zstd-compressed base backups: one stored plain before Berth
+compressed still restores, a corrupt or cut one fails the restore clearly.
 """
 
+import io
 import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from agent.api import FileSpec, Repository
+from agent import zstdio
+from agent.api import BackupInfo, FileSpec, Repository
+from agent.backups import spec_of
 from agent.client import AgentClient, AgentError
+from agent.repository import Store, open_store
 from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent_fixtures import start_agent, stop_clusters
 from tests.stack import free_port_range, wait_for
@@ -44,6 +50,13 @@ def protected(client, ref: str, port: int, repository: Repository) -> None:
     assert (job.kind, job.state) == ("base_backup", "succeeded"), job.error
 
 
+def stored_base(client, repository: Repository, ref: str) -> tuple[Store, BackupInfo, dict[str, int]]:
+    """The stanza's store, its newest backup and the sizes of that backup's objects by name."""
+    backup = client.backup_catalog(repository, ref).backups[-1]
+    store = open_store(spec_of(repository), ref)
+    return store, backup, {item.key.rsplit("/", 1)[1]: item.size for item in store.scan(f"base/{backup.id}/")}
+
+
 @pytest.mark.parametrize(("major", "kind"), [(15, "s3"), (16, "file"), (17, "s3"), (17, "file")])
 def test_it_restores_in_place_to_a_point_in_time_with_exactly_the_rows_committed_before(
     agent, make_repository, major, kind
@@ -51,6 +64,8 @@ def test_it_restores_in_place_to_a_point_in_time_with_exactly_the_rows_committed
     client, ref, repository = agent.client(deadline=60), f"pitr{major}{kind}", make_repository(kind)
     port = provision(client, ref, major)
     protected(client, ref, port, repository)
+    _, _, objects = stored_base(client, repository, ref)
+    assert objects.keys() == {"base.tar.zst" if kind == "s3" else "base.tar", "backup.json"}
     insert(port, "after backup", 5)
     time.sleep(1.5)
     target = time.time()
@@ -427,3 +442,60 @@ def test_the_repository_secret_stays_in_one_private_file(agent, make_repository)
     assert secret not in agent.log.read_bytes()
     assert repository.secret_access_key not in repr(repository)
     assert repository.secret_access_key not in str(client.backup_archiver(ref))
+
+
+def test_an_s3_base_backup_is_stored_compressed_and_one_stored_plain_before_still_restores(agent, make_repository):
+    client, ref, repository = agent.client(deadline=60), "zstd16db", make_repository("s3")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    store, backup, objects = stored_base(client, repository, ref)
+    assert objects.keys() == {"base.tar.zst", "backup.json"}
+    assert objects["base.tar.zst"] < backup.bytes / 2  # bytes is the tar's size, not the object's
+    tar = io.BytesIO()
+    with store.open(f"base/{backup.id}/base.tar.zst") as source:
+        zstdio.decompress([source.read()], tar, backup.bytes)
+    with tarfile.open(fileobj=io.BytesIO(tar.getvalue())) as archive:
+        assert {"PG_VERSION", "backup_label", "global/pg_control"} <= set(archive.getnames())
+
+    # As Berth stored it before compressing: base.tar, the same tar.
+    tar.seek(0)
+    store.put(f"base/{backup.id}/base.tar", tar)
+    store.delete([f"base/{backup.id}/base.tar.zst"])
+    insert(port, "after backup", 4)
+    archive_everything(client, ref, port)
+    client.restore_start(ref, repository)
+    restored = finished(client, ref)
+    assert (restored.kind, restored.state) == ("restore", "succeeded"), restored.error
+    assert labels(port) == {"before backup": 10, "after backup": 4}
+
+
+def test_a_corrupt_or_cut_compressed_base_backup_fails_the_restore_clearly_and_the_old_data_serves(
+    agent, make_repository
+):
+    client, ref, repository = agent.client(deadline=60), "zbad16db", make_repository("s3")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 4)
+    archive_everything(client, ref, port)
+    store, backup, _ = stored_base(client, repository, ref)
+    key = f"base/{backup.id}/base.tar.zst"
+    with store.open(key) as source:
+        whole = source.read()
+    corrupt = bytearray(whole)
+    corrupt[len(whole) // 2] ^= 0x40
+
+    for damaged, says in ((bytes(corrupt), ""), (whole[: len(whole) // 2], "(the object is cut short)")):
+        store.put(key, io.BytesIO(damaged))
+        client.restore_start(ref, repository)
+        failed = finished(client, ref)
+        assert (failed.state, failed.error.code) == ("failed", "restore_failed"), failed.error
+        assert failed.error.message.startswith(f"the base backup {key} in the repository is damaged: ")
+        assert says in failed.error.message
+        assert labels(port) == {"before backup": 10, "after backup": 4}
+        assert client.status(ref).state == "running"
+        assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+    store.put(key, io.BytesIO(whole))
+    client.restore_start(ref, repository)
+    assert finished(client, ref).state == "succeeded"
+    assert labels(port) == {"before backup": 10, "after backup": 4}

@@ -2,10 +2,12 @@
 runtime (Debian's PostgreSQL 15 in berth/test-postgres:15, data in a named volume) archiving
 its WAL through the outbox the agent ships, a base backup from the container, a point-in-time
 restore in place after a dropped table, a restore outside the window refused, restores that
-fail (cancelled; a corrupt base backup) leaving the old data serving, archiving whose
-repository went away showing PostgreSQL's reason, verify, and a restore into a runtime that
-never ran (a clone) from an S3 repository. SKIPs without an engine (require_engine)."""
+fail (cancelled; a corrupt base backup; a cut zstd-compressed one in S3) leaving the old data
+serving, archiving whose repository went away showing PostgreSQL's reason, verify, and a
+restore into a runtime that never ran (a clone) from an S3 repository, whose base backup is
+stored compressed. SKIPs without an engine (require_engine)."""
 
+import io
 import shutil
 import subprocess
 import time
@@ -15,7 +17,9 @@ import psycopg
 import pytest
 
 from agent.api import FileSpec, Repository
+from agent.backups import spec_of
 from agent.client import AgentClient, AgentError
+from agent.repository import open_store
 from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent.test_docker_engine import require_engine
 from tests.agent_fixtures import start_agent
@@ -224,6 +228,10 @@ def test_a_clone_restores_into_a_runtime_that_never_ran_from_s3(docker_backup_ag
     client, ref, repository = docker_backup_agent.client(deadline=120), "dkclsrc", make_repository("s3")
     port = provision(client, ref, cleanup)
     protected(client, ref, port, repository)
+    backup = client.backup_catalog(repository, ref).backups[0]
+    stored = {item.key: item.size for item in open_store(spec_of(repository), ref).scan("base/")}
+    assert stored.keys() == {f"base/{backup.id}/base.tar.zst", f"base/{backup.id}/backup.json"}
+    assert stored[f"base/{backup.id}/base.tar.zst"] < backup.bytes / 2
     insert(port, "after backup", 6)
     archive_everything(client, ref, port)
 
@@ -235,6 +243,31 @@ def test_a_clone_restores_into_a_runtime_that_never_ran_from_s3(docker_backup_ag
     assert job.state == "succeeded", job.error
     assert client.status(clone).state == "running"
     assert labels(clone_port, "another-password-2") == {"before backup": 10, "after backup": 6}
+
+
+def test_a_cut_compressed_base_backup_fails_the_restore_clearly_and_the_old_data_serves(
+    docker_backup_agent, make_repository, cleanup
+):
+    client, ref, repository = docker_backup_agent.client(deadline=120), "dkzcut1", make_repository("s3")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "kept", 4)
+    archive_everything(client, ref, port)
+    store = open_store(spec_of(repository), ref)
+    key = f"base/{client.backup_catalog(repository, ref).backups[0].id}/base.tar.zst"
+    with store.open(key) as source:
+        whole = source.read()
+    store.put(key, io.BytesIO(whole[: len(whole) // 2]))
+
+    client.restore_start(ref, repository)
+    failed = finished(client, ref)
+    assert (failed.state, failed.error.code) == ("failed", "restore_failed"), failed.error
+    assert failed.error.message.startswith(f"the base backup {key} in the repository is damaged: it ends after ")
+    assert failed.error.message.endswith("(the object is cut short)")
+    wait_for(lambda: serving(port), timeout=90, what="the old data")
+    assert labels(port) == {"before backup": 10, "kept": 4}
+    assert client.status(ref).state == "running"
+    assert not (docker_backup_agent.root / ref / ".berth-docker" / "restore").exists()
 
 
 def container_of(engine, ref: str) -> str:
