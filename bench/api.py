@@ -195,6 +195,13 @@ def settings_rounds(runs: int, first_port: int) -> None:
             )
             tasks.run_operation(Operation.objects.get(project=project).pk)
         project = Project.objects.get(pk=project.pk)
+        if not hasattr(project, "port_block"):
+            # A port of --ports taken by another process, say: the figure needs a project.
+            operation = Operation.objects.get(project=project)
+            raise SystemExit(
+                f"the settings project was not provisioned ({operation.state}: {operation.error_code} "
+                f"{operation.error_message}; {project.status}: {project.status_reason}); try other --ports"
+            )
         api = api_as(user)
         dsn = {
             "host": "127.0.0.1",
