@@ -529,6 +529,7 @@ class Backups:
                 conn.execute("select 1")
         except (ApiError, psycopg.Error, OSError) as error:
             job.update(phase="putting back")
+            _let_go(restored.syncing)  # stopping the serving cluster failed before it was awaited
             self._put_back(runtime, aside, had_data)
             message = error.message if isinstance(error, ApiError) else str(error)
             if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
@@ -627,9 +628,7 @@ class Backups:
             try:
                 newest = fetched.result()
             except BaseException:
-                if flushing is not None:
-                    flushing.kill()
-                    flushing.wait()
+                _let_go(flushing)
                 raise
         spec_file = work / REPOSITORY_FILE
         spec.save(spec_file, source, *self._ids())
@@ -677,11 +676,7 @@ class Backups:
                 result.syncing = subprocess.Popen(["sync", "-f", str(data)], start_new_session=True)
             return result
         finally:
-            if flushing is not None and flushing.poll() is None:
-                # Inside syncfs it could not die before the kernel is done (0.3 s of a 1 GB
-                # restore spent waiting on a kill); the final sync covers what it flushes, so
-                # nothing waits for it: a thread reaps it.
-                threading.Thread(target=flushing.wait, daemon=True).start()
+            _let_go(flushing)  # the final sync covers what it flushes
             if not keep_running:
                 shutil.rmtree(socket_dir, ignore_errors=True)
             spec_file.unlink(missing_ok=True)
@@ -1190,7 +1185,13 @@ def _choose_backup(catalog: api.BackupCatalog, target: float | None) -> api.Back
     window += f" (unix {catalog.earliest_unix:.0f} to {catalog.latest_unix:.0f})"
     if target is None:
         return catalog.backups[-1]
-    if target < catalog.earliest_unix or target > catalog.latest_unix:
+    # The window ends at the newest segment's stored time, which can lag PostgreSQL's own last
+    # archived time (pg_stat_archiver), the one the control plane's window follows between
+    # catalog reads: S3 keeps whole seconds, and archive_command returns after the store
+    # stamped the object. A past target after the stored end restores every archived commit
+    # at or before it (_recover), so only a target before the first backup or in the future is
+    # refused here; the control plane refuses one after its own window's end.
+    if target < catalog.earliest_unix or target > max(catalog.latest_unix, time.time()):
         raise Invalid(f"{_when(target)} is outside the restorable window of {catalog.stanza}: {window}")
     current = catalog.backups[-1].system_identifier
     return [b for b in catalog.backups if b.finished_unix <= target and b.system_identifier == current][-1]
@@ -1201,11 +1202,18 @@ def _durable(syncing: subprocess.Popen, deadline: Deadline) -> None:
     try:
         syncing.wait(timeout=max(1.0, deadline.remaining()))
     except subprocess.TimeoutExpired:
-        syncing.kill()
-        syncing.wait()
+        _let_go(syncing)
         raise deadline.stopped("syncing the restored data", started=True) from None
     if syncing.returncode != 0:
         raise CommandFailed(f"sync -f of the restored data exited with status {syncing.returncode}")
+
+
+def _let_go(syncing: subprocess.Popen | None) -> None:
+    """Done with a `sync -f` that may still run: inside syncfs it cannot die before the kernel
+    is done (a kill and wait cost 0.3 s of a 1 GB restore), so nothing waits for it; a
+    thread reaps it."""
+    if syncing is not None and syncing.poll() is None:
+        threading.Thread(target=syncing.wait, daemon=True).start()
 
 
 def _when(unix: float) -> str:

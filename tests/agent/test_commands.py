@@ -237,9 +237,7 @@ def test_a_settled_command_returns_at_once_and_is_reaped_after(tmp_path):
     """pg_ctl -w looks every 100 ms; `settled` looks every 10 ms and lets the command finish alone."""
     flag, pid_file = tmp_path / "ready", tmp_path / "pid"
     script = f"echo $$ > {pid_file}; echo waiting; touch {flag}; sleep 1; echo done"
-    started = time.monotonic()
     result = run(["sh", "-c", script], Deadline(30), settled=flag.exists)
-    assert time.monotonic() - started < 0.9
     assert result.returncode == 0 and result.output_tail == "waiting\n"
     pid = int(pid_file.read_text())
     assert not process_gone(pid)  # still sleeping, on its own

@@ -1,0 +1,63 @@
+"""Which base backup a restore starts from, and which targets the agent refuses
+(agent.backups._choose_backup): the agent's window is the repository's stored times, the
+control plane's follows PostgreSQL's own archiver and may end a little later."""
+
+import time
+
+import pytest
+
+from agent.api import BackupCatalog, BackupInfo
+from agent.backups import _choose_backup
+from agent.errors import Invalid
+
+
+def backup(finished: float, system_id: str = "7001") -> BackupInfo:
+    return BackupInfo(
+        id=f"b{finished:.0f}",
+        started_unix=finished - 10,
+        finished_unix=finished,
+        bytes=1,
+        major=16,
+        timeline=1,
+        start_wal="000000010000000000000002",
+        stop_wal="000000010000000000000002",
+        system_identifier=system_id,
+    )
+
+
+def catalog(now: float) -> BackupCatalog:
+    """Two backups, an hour apart; the newest segment stored 30 s before now."""
+    return BackupCatalog(
+        stanza="window01",
+        backups=[backup(now - 7200), backup(now - 3600)],
+        earliest_unix=now - 7200,
+        latest_unix=now - 30,
+    )
+
+
+def test_it_starts_from_the_newest_backup_finished_at_or_before_the_target():
+    now = time.time()
+    assert _choose_backup(catalog(now), now - 5000).id == f"b{now - 7200:.0f}"
+    assert _choose_backup(catalog(now), now - 3600).id == f"b{now - 3600:.0f}"
+    assert _choose_backup(catalog(now), None).id == f"b{now - 3600:.0f}"
+
+
+def test_a_past_target_after_the_stored_end_restores_from_the_newest_backup():
+    """PostgreSQL said the segment was archived after the store stamped it (S3 keeps whole
+    seconds): the control plane's window ends later, and the agent does not refuse it."""
+    now = time.time()
+    assert _choose_backup(catalog(now), now - 29.5).id == f"b{now - 3600:.0f}"
+    assert _choose_backup(catalog(now), now - 1).id == f"b{now - 3600:.0f}"
+
+
+@pytest.mark.parametrize("offset", [-7201, 3600])
+def test_it_refuses_a_target_before_the_first_backup_or_in_the_future(offset):
+    now = time.time()
+    with pytest.raises(Invalid, match="is outside the restorable window of window01: .* \\(unix "):
+        _choose_backup(catalog(now), now + offset)
+
+
+def test_an_empty_repository_has_nothing_to_restore():
+    empty = BackupCatalog(stanza="window02", backups=[])
+    with pytest.raises(Invalid, match="window02 has no base backup in the repository"):
+        _choose_backup(empty, None)
