@@ -1,14 +1,20 @@
 """Which base backup a restore starts from, and which targets the agent refuses
 (agent.backups._choose_backup): the agent's window is the repository's stored times, the
-control plane's follows PostgreSQL's own archiver and may end a little later."""
+control plane's follows PostgreSQL's own archiver and may end a little later. And the last
+step before the restored data is put in place: its sync (agent.backups._durable)."""
 
+import os
+import signal
+import subprocess
 import time
 
 import pytest
 
 from agent.api import BackupCatalog, BackupInfo
-from agent.backups import _choose_backup
-from agent.errors import Invalid
+from agent.backups import _choose_backup, _durable
+from agent.commands import Deadline
+from agent.errors import CommandFailed, CommandTimeout, Invalid
+from tests.stack import wait_for
 
 
 def backup(finished: float, system_id: str = "7001") -> BackupInfo:
@@ -61,3 +67,20 @@ def test_an_empty_repository_has_nothing_to_restore():
     empty = BackupCatalog(stanza="window02", backups=[])
     with pytest.raises(Invalid, match="window02 has no base backup in the repository"):
         _choose_backup(empty, None)
+
+
+def test_a_failed_sync_of_the_restored_data_is_a_failure():
+    syncing = subprocess.Popen(["sh", "-c", "exit 5"])
+    with pytest.raises(CommandFailed, match="sync -f of the restored data exited with status 5"):
+        _durable(syncing, Deadline(30))
+
+
+def test_a_sync_past_the_deadline_times_out_and_is_reaped_once_it_ends():
+    """A kill cannot end syncfs early, so the restore does not wait on one: it fails at its
+    deadline and a thread reaps the sync whenever it ends."""
+    syncing = subprocess.Popen(["sleep", "30"])
+    with pytest.raises(CommandTimeout, match="syncing the restored data outlived its"):
+        _durable(syncing, Deadline(0.1))
+    assert syncing.returncode is None
+    os.kill(syncing.pid, signal.SIGKILL)
+    assert wait_for(lambda: syncing.returncode is not None, timeout=10, interval=0.05, what="the reaper")
