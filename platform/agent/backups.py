@@ -531,12 +531,7 @@ class Backups:
             job.update(phase="putting back")
             _let_go(restored.syncing)  # stopping the serving cluster failed before it was awaited
             self._put_back(runtime, aside, had_data)
-            message = error.message if isinstance(error, ApiError) else str(error)
-            if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
-                raise type(error)(f"{message}; the old data serves again", output_tail=error.output_tail) from None
-            raise RestoreFailed(
-                f"the restored cluster did not serve, and the old data serves again: {message}"
-            ) from None
+            raise _put_back_error(error) from None
         # The old data goes in the background: removing gigabytes takes seconds the project
         # need not wait for. A folder an agent restart left behind is removed by the next job.
         discarded = paths.state / f"{DISCARDED}{time.time_ns()}"
@@ -1206,6 +1201,14 @@ def _durable(syncing: subprocess.Popen, deadline: Deadline) -> None:
         raise deadline.stopped("syncing the restored data", started=True) from None
     if syncing.returncode != 0:
         raise CommandFailed(f"sync -f of the restored data exited with status {syncing.returncode}")
+
+
+def _put_back_error(error: Exception) -> ApiError:
+    """What a restore whose swap was undone answers: why, and that the old data serves again."""
+    message = error.message if isinstance(error, ApiError) else str(error)
+    if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
+        return type(error)(f"{message}; the old data serves again", output_tail=error.output_tail)
+    return RestoreFailed(f"the restored cluster did not serve, and the old data serves again: {message}")
 
 
 def _let_go(syncing: subprocess.Popen | None) -> None:

@@ -66,6 +66,7 @@ from agent.backups import (
     _check_reached,
     _damaged,
     _problems,
+    _put_back_error,
     _restored_detail,
     _Watchdog,
     _write_base,
@@ -441,12 +442,7 @@ class DockerBackups(Backups):
         except (ApiError, OSError) as error:
             job.update(phase="putting back")
             self._put_back(runtime, container, restart=True)
-            message = error.message if isinstance(error, ApiError) else str(error)
-            if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
-                raise type(error)(f"{message}; the old data serves again", output_tail=error.output_tail) from None
-            raise RestoreFailed(
-                f"the restored cluster did not serve, and the old data serves again: {message}"
-            ) from None
+            raise _put_back_error(error) from None
         # The replaced data goes now, before any base backup could copy it along.
         self._shell(container, DISCARD_SCRIPT, Deadline(max(CLEANUP_S, deadline.remaining())))
         job.update(detail=_restored_detail(restored, backup))
