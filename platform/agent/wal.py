@@ -38,7 +38,15 @@ from pathlib import Path
 # Run as a script: the agent's package from its parent folder, never this folder's modules as top-level ones.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from agent.repository import PUSHED, RepositoryUnavailable, Spec, archive_segment, download, open_store, wal_keys  # noqa: E402
+from agent.repository import (  # noqa: E402
+    PUSHED,
+    RepositoryUnavailable,
+    Spec,
+    archive_segment,
+    download,
+    open_wal_store,
+    wal_keys,
+)
 
 AHEAD = 8
 _SEGMENT_NAME = 24  # hex characters: timeline, log, segment
@@ -56,7 +64,7 @@ def push(spec_file: Path, system_id: str, path: Path, name: str) -> None:
     if stored_ahead:
         marker.unlink()
         return
-    store = open_store(spec, stanza)
+    store = open_wal_store(spec, stanza)
     ahead = _waiting_after(path, name)[: AHEAD - 1]
     with ThreadPoolExecutor(AHEAD) as pool:
         later = [
@@ -88,7 +96,7 @@ def _waiting_after(path: Path, name: str) -> list[str]:
 
 def fetch(spec_file: Path, system_id: str, name: str, path: Path) -> int:
     spec, stanza = Spec.load(spec_file)
-    store = open_store(spec, stanza)
+    store = open_wal_store(spec, stanza)
     for key in wal_keys(system_id, name):
         try:
             download(store, key, path)

@@ -5,6 +5,7 @@ leaving nothing in its place. Also the one parser of the WAL key layout, which t
 and prune read both kinds of key with."""
 
 import secrets
+import socket
 import time
 
 import msgspec
@@ -14,7 +15,8 @@ from agent import wal
 from agent.api import BackupInfo, CatalogRequest, PruneRequest, Repository
 from agent.backups import Backups
 from agent.commands import Deadline
-from agent.repository import Spec, Stored, WalFile, open_store, wal_key
+from agent.repository import S3Store, Spec, Stored, WalFile, open_store, open_wal_store, wal_key
+from agent.s3light import LightS3Store
 
 SYSTEM_ID = "7716154941508943891"
 SEGMENT = "000000010000000000000003"
@@ -156,3 +158,40 @@ class _Bytes:
         end = len(self.data) if size < 0 else self.offset + size
         chunk, self.offset = self.data[self.offset : end], min(end, len(self.data))
         return chunk
+
+
+def test_the_archive_commands_client_says_why_s3_refused_and_never_the_secret(tmp_path, seaweedfs, segment, capsys):
+    repository = seaweedfs.repository(secrets.token_hex(4))
+    wrong = secrets.token_urlsafe(24)
+    spec = Spec(
+        url=repository.url,
+        endpoint=repository.endpoint,
+        access_key_id=repository.access_key_id,
+        secret_access_key=wrong,
+    )
+    assert isinstance(open_wal_store(spec, "ref1"), LightS3Store)
+    spec_file = tmp_path / "repository.json"
+    spec.save(spec_file, "ref1")
+    assert push(spec_file, segment) == 1
+    said = capsys.readouterr().err
+    assert f"looking up wal/{SYSTEM_ID}/{SEGMENT}.zst: HTTP 403 Forbidden" in said
+    assert wrong not in said and repository.secret_access_key not in said
+
+
+def test_the_archive_commands_client_fails_clearly_when_s3_is_unreachable(tmp_path, segment, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed: nothing listens there
+    spec = Spec(
+        url="s3://bucket/p", endpoint=f"http://127.0.0.1:{port}", access_key_id="key", secret_access_key="secret"
+    )
+    spec_file = tmp_path / "repository.json"
+    spec.save(spec_file, "ref1")
+    assert push(spec_file, segment) == 1
+    said = capsys.readouterr().err
+    assert f"berth-wal push {SEGMENT}: s3://bucket/p/ref1: looking up wal/{SYSTEM_ID}/{SEGMENT}.zst: " in said
+    assert "ConnectionRefusedError" in said
+
+
+def test_a_repository_without_keys_keeps_boto3_for_its_credential_chain():
+    assert isinstance(open_wal_store(Spec(url="s3://bucket/p", endpoint="http://127.0.0.1:9"), "ref1"), S3Store)
