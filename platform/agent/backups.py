@@ -816,18 +816,21 @@ class Backups:
         anything missed the restore command fetches itself. Returns the newest archived segment
         of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more."""
         slack = 600.0
-        wanted, later, newest = [], [], backup.start_wal
+        wanted: dict[str, WalFile] = {}
+        later, newest = [], backup.start_wal
         folder = wal_key(backup.system_identifier, "")
-        for file in wal_files(store.scan(folder)):
+        # One download per name: a segment archived again after Berth compressed WAL is stored
+        # both ways, and two downloads of it would share the spool's partial file.
+        for file in sorted(wal_files(store.scan(folder)), key=lambda file: file.compressed):
             name = file.name
             if name.endswith(".history"):
-                wanted.append(file)
+                wanted[name] = file
             elif file.is_segment and name[8:] >= backup.start_wal[8:] and name[:8] >= backup.start_wal[:8]:
                 # Recovery follows the latest timeline; an older one's later segments are a
                 # future a restore abandoned.
                 newest = max(newest, name, key=lambda segment: (segment[:8], segment[8:]))
                 if target is None or file.item.modified_unix <= target + slack:
-                    wanted.append(file)
+                    wanted[name] = file
                 else:
                     later.append(name)
         # What the archive holds beyond the spool: the restore command fetches only these, so
@@ -845,7 +848,7 @@ class Backups:
                 os.chown(path, run_as.uid, run_as.gid)
 
         with ThreadPoolExecutor(WAL_FETCHERS) as pool:
-            list(pool.map(fetch, wanted))
+            list(pool.map(fetch, wanted.values()))
         if deadline.expired():
             raise deadline.stopped("fetching WAL", started=True)
         return newest

@@ -147,6 +147,10 @@ class WalFile:
         return cls(parts[1], parts[2].removesuffix(COMPRESSED), item)
 
     @property
+    def compressed(self) -> bool:
+        return self.item.key.endswith(COMPRESSED)
+
+    @property
     def is_segment(self) -> bool:
         return bool(_SEGMENT.match(self.name))
 
