@@ -10,12 +10,13 @@ import time
 
 import msgspec
 import pytest
+import zstandard
 
 from agent import wal
 from agent.api import BackupInfo, CatalogRequest, PruneRequest, Repository
 from agent.backups import Backups
 from agent.commands import Deadline
-from agent.repository import S3Store, Spec, Stored, WalFile, open_store, open_wal_store, wal_key
+from agent.repository import RepositoryUnavailable, S3Store, Spec, Stored, WalFile, open_store, open_wal_store, wal_key
 from agent.s3light import LightS3Store
 
 SYSTEM_ID = "7716154941508943891"
@@ -195,3 +196,29 @@ def test_the_archive_commands_client_fails_clearly_when_s3_is_unreachable(tmp_pa
 
 def test_a_repository_without_keys_keeps_boto3_for_its_credential_chain():
     assert isinstance(open_wal_store(Spec(url="s3://bucket/p", endpoint="http://127.0.0.1:9"), "ref1"), S3Store)
+
+
+def test_the_restores_prefetch_takes_each_name_once_and_fails_on_a_damaged_frame(tmp_path, monkeypatch):
+    """A segment stored both ways (archived again after WAL was compressed) is downloaded once,
+    decompressed; a damaged compressed one fails the prefetch with the reason."""
+    monkeypatch.setattr(Backups, "_run_as", lambda self: None)
+    store = open_store(Spec(url=f"file://{tmp_path / 'repository'}"), "ref1")
+    names = [f"00000001000000000000000{n}" for n in range(1, 4)]
+    content = {name: secrets.token_bytes(64) * 1024 for name in names}
+    for name in names:
+        store.put(wal_key(SYSTEM_ID, name), _Bytes(content[name]))
+        store.put(
+            wal_key(SYSTEM_ID, name) + ".zst",
+            _Bytes(zstandard.ZstdCompressor(write_checksum=True).compress(content[name])),
+        )
+    backup = BackupInfo("b1", 0.0, 1.0, 1, 15, 1, names[0], names[0], SYSTEM_ID)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+
+    assert Backups(None)._prefetch_wal(store, backup, None, spool, Deadline(60)) == names[-1]
+    assert {path.name: path.read_bytes() for path in spool.iterdir() if path.name in names} == content
+    assert sorted(path.name for path in spool.iterdir()) == [*names, "remote.txt"], "no partial file left"
+
+    store.put(wal_key(SYSTEM_ID, names[1]) + ".zst", _Bytes(b"\x28\xb5\x2f\xfd" + bytes(20)))
+    with pytest.raises(RepositoryUnavailable, match=f"{names[1]}.zst in the repository is damaged"):
+        Backups(None)._prefetch_wal(store, backup, None, tmp_path / "spool", Deadline(60))
