@@ -91,7 +91,9 @@ def wal_runner(run_as: RunAs | None) -> str:
     for python, path in candidates:
         env = {"PYTHONPATH": path} if path else {}
         try:
-            result = run([python, "-c", "import boto3"], Deadline(_LOOKUP_DEADLINE_S), run_as=run_as, env=env, cwd="/")
+            # wal.py's imports for S3: zstandard (WAL is stored compressed), boto3 (a repository without keys).
+            check = [python, "-c", "import boto3, zstandard"]
+            result = run(check, Deadline(_LOOKUP_DEADLINE_S), run_as=run_as, env=env, cwd="/")
         except CommandFailed:  # that user may not run it at all
             result = None
         if result is not None and result.returncode == 0:
@@ -100,5 +102,5 @@ def wal_runner(run_as: RunAs | None) -> str:
         tried.append(python)
     raise NoWalPython(
         f"none of {', '.join(tried)} can run the archive command as the server's user "
-        "(it needs boto3 and read access to the agent's files)"
+        "(it needs boto3, zstandard and read access to the agent's files)"
     )

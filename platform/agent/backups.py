@@ -65,8 +65,10 @@ from agent.repository import (
     RepositoryUnavailable,
     Spec,
     Store,
+    WalFile,
     download,
     open_store,
+    wal_files,
     wal_key,
 )
 from agent.runtimes import Runtime, Runtimes, check_ref
@@ -89,7 +91,6 @@ _LAST_COMMIT = re.compile(r"last completed transaction was at log time (\S+ \S+)
 _NEW_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
 _TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
 _RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 # pg_basebackup's arguments after the connection's: a tar of the cluster to stdout, no WAL (the
 # archive has it: the server waits until the backup's last segment is archived).
 BASEBACKUP_ARGS = ("-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-manifest")
@@ -810,18 +811,21 @@ class Backups:
         anything missed the restore command fetches itself. Returns the newest archived segment
         of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more."""
         slack = 600.0
-        wanted, later, newest = [], [], backup.start_wal
+        wanted: dict[str, WalFile] = {}
+        later, newest = [], backup.start_wal
         folder = wal_key(backup.system_identifier, "")
-        for item in store.scan(folder):
-            name = item.key.removeprefix(folder)
+        # One download per name: a segment archived again after Berth compressed WAL is stored
+        # both ways, and two downloads of it would share the spool's partial file.
+        for file in sorted(wal_files(store.scan(folder)), key=lambda file: file.compressed):
+            name = file.name
             if name.endswith(".history"):
-                wanted.append(name)
-            elif _SEGMENT.match(name) and name[8:] >= backup.start_wal[8:] and name[:8] >= backup.start_wal[:8]:
+                wanted[name] = file
+            elif file.is_segment and name[8:] >= backup.start_wal[8:] and name[:8] >= backup.start_wal[:8]:
                 # Recovery follows the latest timeline; an older one's later segments are a
                 # future a restore abandoned.
                 newest = max(newest, name, key=lambda segment: (segment[:8], segment[8:]))
-                if target is None or item.modified_unix <= target + slack:
-                    wanted.append(name)
+                if target is None or file.item.modified_unix <= target + slack:
+                    wanted[name] = file
                 else:
                     later.append(name)
         # What the archive holds beyond the spool: the restore command fetches only these, so
@@ -830,16 +834,16 @@ class Backups:
         (spool / REMOTE_LIST).write_text("".join(f"{name}\n" for name in later))
         run_as = self._run_as()
 
-        def fetch(name: str) -> None:
+        def fetch(file: WalFile) -> None:
             if deadline.expired() or (stop is not None and stop.is_set()):
                 return
-            path = spool / name
-            download(store, wal_key(backup.system_identifier, name), path)
+            path = spool / file.name
+            download(store, file.item.key, path)
             if run_as:
                 os.chown(path, run_as.uid, run_as.gid)
 
         with ThreadPoolExecutor(WAL_FETCHERS) as pool:
-            list(pool.map(fetch, wanted))
+            list(pool.map(fetch, wanted.values()))
         if deadline.expired():
             raise deadline.stopped("fetching WAL", started=True)
         return newest
@@ -878,20 +882,20 @@ class Backups:
         except RepositoryUnavailable as error:
             raise RepositoryError(str(error)) from None
         backups.sort(key=lambda backup: backup.finished_unix)
-        segments = _segments(items)
+        segments = [file for file in wal_files(items) if file.is_segment]
         # The window is the current cluster's, the one of the newest backup: an older
         # generation's backups (before a major upgrade) restore no cluster of this major.
         current = backups[-1].system_identifier if backups else None
-        mine = [item for system_id, _, item in segments if system_id == current]
-        last = max(mine, key=lambda item: _segment_order(item.key.rsplit("/", 1)[1]), default=None)
-        latest = max((item.modified_unix for item in mine), default=None)
+        mine = [file for file in segments if file.system_id == current]
+        last = max(mine, key=lambda file: file.order, default=None)
+        latest = max((file.item.modified_unix for file in mine), default=None)
         earliest = next((backup.finished_unix for backup in backups if backup.system_identifier == current), None)
         return api.BackupCatalog(
             stanza=stanza,
             backups=backups,
             earliest_unix=earliest,
             latest_unix=max(latest, backups[-1].finished_unix) if backups and latest else None,
-            last_wal=last.key.rsplit("/", 1)[1] if last else None,
+            last_wal=last.name if last else None,
             wal_segments=len(segments),
         )
 
@@ -906,16 +910,16 @@ class Backups:
             items = store.scan("")
             doomed = [item.key for item in items if any(item.key.startswith(f"base/{b.id}/") for b in removed)]
             old = []
-            for system_id, files in _wal_files(items).items():
+            for system_id, files in _by_cluster(wal_files(items)).items():
                 own = [backup for backup in kept if backup.system_identifier == system_id]
                 if own:
                     # Segments older than the generation's oldest kept backup; history files stay.
                     oldest = min(own, key=lambda b: b.finished_unix).start_wal
-                    old += [item.key for name, item in files if _SEGMENT.match(name) and name[8:] < oldest[8:]]
+                    old += [file.item.key for file in files if file.is_segment and file.name[8:] < oldest[8:]]
                 elif body.min_backups == 0 or _superseded(system_id, kept, files):
                     # A removed project's stanza past its retention, or a cluster a major upgrade
                     # replaced whose backups have all expired: nothing restores from its WAL.
-                    old += [item.key for _, item in files]
+                    old += [file.item.key for file in files]
             wal = len(old)
             doomed += old
             if deadline.expired():
@@ -1139,37 +1143,18 @@ def _damaged(key: str, error: zstdio.Damaged) -> RestoreFailed:
     return RestoreFailed(f"the base backup {key} in the repository is damaged: {error}")
 
 
-def _segments(items: list) -> list[tuple[str, str, object]]:
-    """(system id, segment, item) of every WAL segment stored (`wal/<system id>/<segment>`)."""
-    found = []
-    for item in items:
-        parts = item.key.split("/")
-        if len(parts) == 3 and parts[0] == "wal" and _SEGMENT.match(parts[2]):
-            found.append((parts[1], parts[2], item))
+def _by_cluster(files: list[WalFile]) -> dict[str, list[WalFile]]:
+    found: dict[str, list[WalFile]] = {}
+    for file in files:
+        found.setdefault(file.system_id, []).append(file)
     return found
 
 
-def _segment_order(name: str) -> tuple[str, str]:
-    """Segments in WAL order: by position (log and segment number), then timeline."""
-    return name[8:], name[:8]
-
-
-def _wal_files(items: list) -> dict[str, list[tuple[str, object]]]:
-    """(name, item) of every file stored under `wal/<system id>/` (segments and history
-    files), by system id."""
-    found: dict[str, list[tuple[str, object]]] = {}
-    for item in items:
-        parts = item.key.split("/")
-        if len(parts) == 3 and parts[0] == "wal":
-            found.setdefault(parts[1], []).append((parts[2], item))
-    return found
-
-
-def _superseded(system_id: str, kept: list, files: list) -> bool:
+def _superseded(system_id: str, kept: list, files: list[WalFile]) -> bool:
     """A cluster with no kept backup is superseded when a newer cluster has one that began
     after its last archived WAL (a brand-new cluster's WAL before its first backup stays).
-    `files`: the cluster's, as _wal_files gives them."""
-    newest = max((item.modified_unix for name, item in files if _SEGMENT.match(name)), default=0.0)
+    `files`: the cluster's."""
+    newest = max((file.item.modified_unix for file in files if file.is_segment), default=0.0)
     return any(backup.system_identifier != system_id and backup.started_unix > newest for backup in kept)
 
 

@@ -8,12 +8,14 @@ the driver writes it into the command when it starts the cluster.
 
 It runs as the server's user, possibly under another interpreter than the agent's (one that
 user may run, with the agent's site-packages on its path), so it imports only the standard
-library and agent.repository. Its stderr goes to the server's log, where the archiver status
-reads the reason of a failure; it never prints the repository's credentials.
+library and agent.repository (which imports boto3 and zstandard for S3 alone). Its stderr
+goes to the server's log, where the archiver status reads the reason of a failure; it never
+prints the repository's credentials.
 
-push is idempotent: a segment already stored with the same size is taken as archived (a
-retry after the upload completed but before PostgreSQL heard of it); a different size is a
-failure, so two clusters archiving into one stanza are noticed, never silently mixed.
+push is idempotent: a segment already stored with the same content (into a folder: the same
+size) is taken as archived (a retry after the upload completed but before PostgreSQL heard
+of it); other content is a failure, so two clusters archiving into one stanza are noticed,
+never silently mixed.
 
 push stores ahead: PostgreSQL runs it once per segment, and an interpreter with boto3 costs
 about half a second to start, which capped archiving into S3 near 20 MB/s of WAL (21 MB/s
@@ -24,6 +26,9 @@ leaves for each a marker in `pushed/` beside the repository file, written only o
 stored and naming the repository it went to. The later call for that segment finds its
 marker, removes it and returns at once. A marker naming another repository (the runtime was
 pointed elsewhere) is ignored, so nothing is skipped that the current repository lacks.
+
+Into S3 a WAL file is stored zstd-compressed (agent.repository.archive_segment); fetch reads
+it compressed or plain (stored before Berth compressed WAL), and fails on a damaged one.
 """
 
 import sys
@@ -33,7 +38,15 @@ from pathlib import Path
 # Run as a script: the agent's package from its parent folder, never this folder's modules as top-level ones.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from agent.repository import PUSHED, RepositoryUnavailable, Spec, archive_segment, download, open_store, wal_key  # noqa: E402
+from agent.repository import (  # noqa: E402
+    PUSHED,
+    RepositoryUnavailable,
+    Spec,
+    archive_segment,
+    download,
+    open_wal_store,
+    wal_keys,
+)
 
 AHEAD = 8
 _SEGMENT_NAME = 24  # hex characters: timeline, log, segment
@@ -51,7 +64,7 @@ def push(spec_file: Path, system_id: str, path: Path, name: str) -> None:
     if stored_ahead:
         marker.unlink()
         return
-    store = open_store(spec, stanza)
+    store = open_wal_store(spec, stanza)
     ahead = _waiting_after(path, name)[: AHEAD - 1]
     with ThreadPoolExecutor(AHEAD) as pool:
         later = [
@@ -83,11 +96,14 @@ def _waiting_after(path: Path, name: str) -> list[str]:
 
 def fetch(spec_file: Path, system_id: str, name: str, path: Path) -> int:
     spec, stanza = Spec.load(spec_file)
-    try:
-        download(open_store(spec, stanza), wal_key(system_id, name), path)
-    except FileNotFoundError:
-        return 1  # not archived: PostgreSQL asks for files that may not exist (the next timeline's history)
-    return 0
+    store = open_wal_store(spec, stanza)
+    for key in wal_keys(system_id, name):
+        try:
+            download(store, key, path)
+        except FileNotFoundError:
+            continue
+        return 0
+    return 1  # not archived: PostgreSQL asks for files that may not exist (the next timeline's history)
 
 
 def main(argv: list[str]) -> int:
