@@ -110,7 +110,7 @@ class _Stream:
         self.chunks = chunks
         self.view = memoryview(b"")
         self.position = 0
-        self.last_read = b""  # the last header block tarfile read: what ended its members
+        self.last_read = b""  # what tarfile read last: the block that ended its members
 
     def take(self, most: int) -> memoryview:
         """Up to `most` bytes from the stream, empty at its end."""
@@ -123,9 +123,10 @@ class _Stream:
         self.position += len(piece)
         return piece
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int) -> bytes:
+        """`size` bytes, fewer at the stream's end (tarfile reads headers so, always sized)."""
         pieces = []
-        while size != 0 and (piece := self.take(size if size > 0 else 1 << 20)):
+        while size > 0 and (piece := self.take(size)):
             pieces.append(piece)
             size -= len(piece)
         self.last_read = b"".join(pieces)
@@ -134,8 +135,8 @@ class _Stream:
     def tell(self) -> int:
         return self.position
 
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence != os.SEEK_SET or offset < self.position:
+    def seek(self, offset: int) -> int:
+        if offset < self.position:
             raise tarfile.ReadError("the stream can only be read forward")
         while self.position < offset and self.take(offset - self.position):
             pass
