@@ -513,6 +513,9 @@ class BackupInfo(Reply):
     # cluster, whose backups and WAL are another generation of the same stanza.
     system_identifier: str
     status: Literal["completed"] = "completed"  # only finished backups are listed
+    # The tar's object in base/<id>/ (base.tar.zst compressed, or base.tar), so a restore need
+    # not list the folder again; None in a backup.json written before it was recorded.
+    stored: str | None = None
 
 
 class BackupCatalog(Reply):

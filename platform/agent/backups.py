@@ -25,7 +25,6 @@ Invariants:
   archive and restore commands reading them; no message, log line or reply carries them.
 """
 
-import fcntl
 import json
 import logging
 import os
@@ -44,7 +43,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from agent import api, tarcopy, zstdio
+from agent import api, tarcopy, tarstream, zstdio
 from agent.archiving import (
     ARCHIVE_FILE,
     REPOSITORY_FILE,
@@ -463,6 +462,7 @@ class Backups:
             start_wal=start.group(1).decode(),
             stop_wal=stop_wal or start.group(1).decode(),
             system_identifier=system_id,
+            stored=key.rsplit("/", 1)[1],
         )
         store.put(f"base/{backup_id}/backup.json", _Bytes(msgspec.json.encode(info)))
         job.update(detail=f"base backup {backup_id}: {stream.count} bytes of tar, {stored} stored")
@@ -753,8 +753,8 @@ class Backups:
 
     def _extract(self, store: Store, key: str, tar_bytes: int, data: Path, deadline: Deadline) -> None:
         """The base backup extracted into `data`, owned by the server's user: a folder's tar by
-        the kernel's copy (agent.tarcopy), an object's streamed into `tar -x` (decompressed on
-        the way, _write_base)."""
+        the kernel's copy (agent.tarcopy), an object's by the agent as it arrives (agent.tarstream:
+        fetched, decompressed and written on different threads, _write_base)."""
         run_as = self._driver().run_as
         if isinstance(store, FolderStore):
             local = store.root / key
@@ -762,40 +762,12 @@ class Backups:
                 raise RepositoryUnavailable(f"the repository has no {key}")
             tarcopy.extract(local, data, run_as, deadline)
             return
-        ids = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
-        with tempfile.TemporaryFile() as errors:
-            process = subprocess.Popen(
-                ["tar", "-x", "-f", "-", "-C", str(data)],
-                stdin=subprocess.PIPE,
-                stdout=errors,
-                stderr=errors,
-                start_new_session=True,
-                **ids,
-            )
-            watchdog = _Watchdog(process, deadline)
-            damaged = None
-            try:
-                try:
-                    _write_base(store, key, tar_bytes, process.stdin, deadline)
-                except zstdio.Damaged as error:
-                    damaged = error  # told before tar's words: tar saw only what the damage did
-                finally:
-                    process.stdin.close()
-                    process.wait()
-            except BrokenPipeError:
-                pass  # tar stopped: its status and words say why
-            except FileNotFoundError:
-                raise RepositoryUnavailable(f"the repository has no {key}") from None
-            finally:
-                watchdog.stop()
-            errors.seek(0)
-            said = errors.read().decode("utf-8", errors="replace")
-        if watchdog.fired:
-            raise deadline.stopped("extracting the base backup", started=True)
-        if damaged is not None:
-            raise _damaged(key, damaged)
-        if process.returncode != 0:
-            raise CommandFailed(f"tar could not extract the base backup: {said[-500:]}", output_tail=said[-4096:])
+        try:
+            tarstream.extract(lambda out: _write_base(store, key, tar_bytes, out, deadline), data, run_as, deadline)
+        except FileNotFoundError:
+            raise RepositoryUnavailable(f"the repository has no {key}") from None
+        except zstdio.Damaged as error:
+            raise _damaged(key, error) from None
 
     def _prefetch_wal(
         self,
@@ -1104,25 +1076,24 @@ def _compresses(store: Store) -> bool:
 
 def _base_key(store: Store, backup: api.BackupInfo) -> str:
     """The key of the backup's tar: base.tar.zst (compressed, _compresses) or base.tar (a
-    folder's, and S3 backups taken before Berth compressed them)."""
+    folder's, and S3 backups taken before Berth compressed them). Its backup.json names it
+    (BackupInfo.stored); one written before that did is told by listing its folder. Only those
+    two names are taken from it: a backup.json is no path into the repository."""
     folder = f"base/{backup.id}/"
+    keys = (f"{folder}base.tar{zstdio.SUFFIX}", f"{folder}base.tar")
+    if backup.stored is not None and folder + backup.stored in keys:
+        return folder + backup.stored
     stored = {item.key for item in store.scan(folder)}
-    for key in (f"{folder}base.tar{zstdio.SUFFIX}", f"{folder}base.tar"):
+    for key in keys:
         if key in stored:
             return key
     raise RepositoryUnavailable(f"the repository has no {folder}base.tar")
 
 
 def _write_base(store: Store, key: str, tar_bytes: int, out, deadline: Deadline) -> None:
-    """The object `key` written to `out`, a pipe, as the tar it holds (decompressed when it
-    ends in zstdio.SUFFIX; it must then give `tar_bytes`, its BackupInfo.bytes), read by
-    ranged GETs until the deadline (a compressed one is read to its end after tar failed)."""
-    try:
-        # 1 MB, not 64 KB: the agent decompresses the next MB while tar empties the last, where
-        # they took turns (a 307 MiB tar from SeaweedFS: 1.44 s against 1.77 s, medians of 6).
-        fcntl.fcntl(out.fileno(), fcntl.F_SETPIPE_SZ, zstdio.CHUNK)
-    except OSError:
-        pass  # over the user's pipe quota: the default size only costs that overlap
+    """The object `key` written to `out` as the tar it holds (decompressed when it ends in
+    zstdio.SUFFIX; it must then give `tar_bytes`, its BackupInfo.bytes), read by ranged GETs
+    until the deadline (a compressed one is read to its end after the extraction failed)."""
     with store.open_parallel(key) as source:
         blocks = _until(source.ranges(), deadline)
         if key.endswith(zstdio.SUFFIX):

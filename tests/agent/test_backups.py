@@ -15,6 +15,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -450,6 +451,7 @@ def test_an_s3_base_backup_is_stored_compressed_and_one_stored_plain_before_stil
     protected(client, ref, port, repository)
     store, backup, objects = stored_base(client, repository, ref)
     assert objects.keys() == {"base.tar.zst", "backup.json"}
+    assert backup.stored == "base.tar.zst"  # a restore need not list the folder for it
     assert objects["base.tar.zst"] < backup.bytes / 2  # bytes is the tar's size, not the object's
     tar = io.BytesIO()
     with store.open(f"base/{backup.id}/base.tar.zst") as source:
@@ -457,10 +459,14 @@ def test_an_s3_base_backup_is_stored_compressed_and_one_stored_plain_before_stil
     with tarfile.open(fileobj=io.BytesIO(tar.getvalue())) as archive:
         assert {"PG_VERSION", "backup_label", "global/pg_control"} <= set(archive.getnames())
 
-    # As Berth stored it before compressing: base.tar, the same tar.
+    # As Berth stored it before compressing: base.tar, the same tar, and a backup.json
+    # without the object's name (the restore lists the folder for it).
     tar.seek(0)
     store.put(f"base/{backup.id}/base.tar", tar)
     store.delete([f"base/{backup.id}/base.tar.zst"])
+    before = msgspec.json.encode(msgspec.structs.replace(backup, stored=None))
+    assert b"stored" not in before
+    store.put(f"base/{backup.id}/backup.json", io.BytesIO(before))
     insert(port, "after backup", 4)
     archive_everything(client, ref, port)
     client.restore_start(ref, repository)
