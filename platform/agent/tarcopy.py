@@ -12,6 +12,8 @@ Invariants:
   is written (PostgreSQL's data folder holds nothing else).
 - Files are made by the agent and given to `owner` (the server's user) when it runs as root,
   with the tar's mode; nothing is synced here (the restore syncs the folder once).
+- The tar must end as a tar does, its last member whole, then zero blocks only: one cut or
+  with a damaged header fails, never a data folder silently missing its later files.
 """
 
 import errno
@@ -44,7 +46,10 @@ def extract(tar: Path, into: Path, owner: RunAs | None, deadline: Deadline) -> i
                     copied += _make(member, into, owner, source.fileno(), pool, pending, stop, deadline)
                     if len(pending) > 4 * THREADS:
                         _settle(pending, FIRST_COMPLETED)
+                ended = deadline.expired() or _ended_well(source, archive.offset)
             _settle(pending, ALL_COMPLETED)
+            if not ended:
+                raise CommandFailed(f"the base backup's tar is cut short or damaged after {archive.offset} bytes")
         except tarfile.TarError as error:
             stop.set()
             raise CommandFailed(f"the base backup is not a readable tar: {error}") from None
@@ -54,6 +59,19 @@ def extract(tar: Path, into: Path, owner: RunAs | None, deadline: Deadline) -> i
     if deadline.expired():
         raise deadline.stopped("extracting the base backup", started=True)
     return copied
+
+
+def _ended_well(source, offset: int) -> bool:
+    """Whether the tar ends at `offset` as a tar does: a zero block, then only zeros. tarfile
+    takes a damaged or cut header for the archive's end too, which would leave every later
+    member out of the restored data unsaid."""
+    source.seek(offset)
+    if source.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+        return False
+    while chunk := source.read(1 << 20):
+        if chunk.strip(b"\0"):
+            return False
+    return True
 
 
 def _make(

@@ -115,6 +115,35 @@ def test_it_says_a_cut_short_tar_is_cut_short(source, tmp_path):
         tarcopy.extract(cut, into, None, Deadline(60))
 
 
+def test_a_tar_cut_at_a_header_or_at_a_members_end_fails(source, tmp_path):
+    """tarfile alone takes both for the archive's end."""
+    data, tar = source
+    whole = tar.read_bytes()
+    with tarfile.open(tar) as archive:
+        boundary = archive.getmembers()[3].offset
+    for number, cut in enumerate((boundary + 100, boundary)):
+        short = tmp_path / f"cut{number}.tar"
+        short.write_bytes(whole[:cut])
+        into = tmp_path / f"cut{number}"
+        into.mkdir()
+        with pytest.raises(CommandFailed, match=f"cut short or damaged after {boundary} bytes"):
+            tarcopy.extract(short, into, None, Deadline(60))
+
+
+def test_a_damaged_header_fails(source, tmp_path):
+    data, tar = source
+    damaged = bytearray(tar.read_bytes())
+    with tarfile.open(tar) as archive:
+        offset = archive.getmembers()[3].offset
+    damaged[offset + 10] ^= 0x40  # its checksum no longer matches
+    broken = tmp_path / "damaged.tar"
+    broken.write_bytes(bytes(damaged))
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(CommandFailed, match=f"cut short or damaged after {offset} bytes"):
+        tarcopy.extract(broken, into, None, Deadline(60))
+
+
 def test_it_stops_at_its_deadline(source, tmp_path):
     data, tar = source
     into = tmp_path / "into"
