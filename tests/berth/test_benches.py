@@ -55,7 +55,8 @@ BENCHES = {
     "provisioning": (["--projects", "2", "--rounds", "1"], "overhead"),
     "upgrade": (["--size-mb", "2", "--cases", "16->17 logical,16->17 dump"], "ratio dump/logical downtime"),
     "backups": (
-        ["--size-mb", "2", "--rounds", "1", "--rpo-seconds", "2", "--pgbench-seconds", "1", "--pgbench-scale", "1"],
+        ["--size-mb", "2", "--rounds", "1", "--rpo-seconds", "2", "--pgbench-seconds", "1", "--pgbench-scale", "1"]
+        + ["--ports", lambda: f"{(first := free_port_range(40, PORT_BASE + 700))}-{first + 39}"],
         "ratio restore/cp throughput",
     ),
 }
