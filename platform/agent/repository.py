@@ -111,19 +111,6 @@ def open_store(spec: Spec, stanza: str) -> Store:
     raise RepositoryUnavailable(f"unknown repository scheme {parts.scheme!r}: s3:// or file:// only")
 
 
-def open_wal_store(spec: Spec, stanza: str) -> Store:
-    """The store for agent.wal, which only heads, puts and opens one WAL file per call: into
-    S3 with keys, agent.s3light's client (boto3 cost the archive command 0.2 CPU-s per
-    segment to start); without keys, S3Store, for boto3's credential chain."""
-    parts = urlsplit(spec.url)
-    if parts.scheme == "s3" and spec.access_key_id and spec.secret_access_key:
-        from agent.s3light import LightS3Store  # noqa: PLC0415
-
-        prefix = "/".join(part for part in (parts.path.strip("/"), stanza) if part)
-        return LightS3Store(spec, parts.netloc, prefix)
-    return open_store(spec, stanza)
-
-
 # Beside a runtime's repository file: markers of the WAL segments agent/wal.py stored ahead.
 PUSHED = "pushed"
 COMPRESSED = ".zst"  # the suffix of a WAL file stored zstd-compressed (agent.zstdio.SUFFIX)

@@ -28,7 +28,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-# agent.repository imports this module only inside open_wal_store, once it is loaded itself.
+# Imported by agent.wal.open_wal_store alone (the archive and restore commands).
 from agent.repository import S3_TIMEOUT_S, RepositoryUnavailable, Spec, Stored
 
 ATTEMPTS = 3

@@ -16,7 +16,7 @@ from agent import wal
 from agent.api import BackupInfo, CatalogRequest, PruneRequest, Repository
 from agent.backups import Backups
 from agent.commands import Deadline
-from agent.repository import RepositoryUnavailable, S3Store, Spec, Stored, WalFile, open_store, open_wal_store, wal_key
+from agent.repository import RepositoryUnavailable, S3Store, Spec, Stored, WalFile, open_store, wal_key
 from agent.s3light import LightS3Store
 
 SYSTEM_ID = "7716154941508943891"
@@ -170,7 +170,7 @@ def test_the_archive_commands_client_says_why_s3_refused_and_never_the_secret(tm
         access_key_id=repository.access_key_id,
         secret_access_key=wrong,
     )
-    assert isinstance(open_wal_store(spec, "ref1"), LightS3Store)
+    assert isinstance(wal.open_wal_store(spec, "ref1"), LightS3Store)
     spec_file = tmp_path / "repository.json"
     spec.save(spec_file, "ref1")
     assert push(spec_file, segment) == 1
@@ -195,7 +195,7 @@ def test_the_archive_commands_client_fails_clearly_when_s3_is_unreachable(tmp_pa
 
 
 def test_a_repository_without_keys_keeps_boto3_for_its_credential_chain():
-    assert isinstance(open_wal_store(Spec(url="s3://bucket/p", endpoint="http://127.0.0.1:9"), "ref1"), S3Store)
+    assert isinstance(wal.open_wal_store(Spec(url="s3://bucket/p", endpoint="http://127.0.0.1:9"), "ref1"), S3Store)
 
 
 def test_the_restores_prefetch_takes_each_name_once_and_fails_on_a_damaged_frame(tmp_path, monkeypatch):
