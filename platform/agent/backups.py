@@ -868,7 +868,8 @@ class Backups:
             earliest_unix=earliest,
             latest_unix=max(latest, backups[-1].finished_unix) if backups and latest else None,
             last_wal=last.name if last else None,
-            wal_segments=len(segments),
+            # A segment re-archived after the switch to compressed keys is stored both ways.
+            wal_segments=len({(file.system_id, file.name) for file in segments}),
         )
 
     def prune(self, body: api.PruneRequest, deadline: Deadline) -> api.PruneReply:

@@ -20,6 +20,7 @@ import errno
 import os
 import tarfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 
@@ -62,14 +63,19 @@ def extract(tar: Path, into: Path, owner: RunAs | None, deadline: Deadline) -> i
 
 
 def _ended_well(source, offset: int) -> bool:
-    """Whether the tar ends at `offset` as a tar does: a zero block, then only zeros. tarfile
-    takes a damaged or cut header for the archive's end too, which would leave every later
-    member out of the restored data unsaid."""
     source.seek(offset)
-    if source.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+    return ends_as_tar(source.read(tarfile.BLOCKSIZE), lambda: source.read(1 << 20))
+
+
+def ends_as_tar(block, more: Callable[[], bytes]) -> bool:
+    """Whether a tar whose members end with `block` (the block tarfile took for the end) ends
+    as a tar does: a zero block, then only zeros, read by `more` until it returns nothing.
+    tarfile takes a damaged or cut header for the archive's end too, which would leave every
+    later member out of the restored data unsaid."""
+    if bytes(block) != bytes(tarfile.BLOCKSIZE):
         return False
-    while chunk := source.read(1 << 20):
-        if chunk.strip(b"\0"):
+    while chunk := more():
+        if bytes(chunk).strip(b"\0"):
             return False
     return True
 

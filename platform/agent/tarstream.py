@@ -143,14 +143,7 @@ class _Stream:
         return self.position
 
     def ended_well(self) -> bool:
-        """Whether tarfile stopped at a zero block and only zeros follow it (a tar's end): it
-        takes an unreadable or cut header for the end too."""
-        if self.last_read != bytes(tarfile.BLOCKSIZE):
-            return False
-        while piece := self.take(1 << 20):
-            if any(piece.tobytes()):
-                return False
-        return True
+        return tarcopy.ends_as_tar(self.last_read, lambda: self.take(1 << 20))
 
 
 def _extract(stream: _Stream, into: Path, owner: RunAs | None, deadline: Deadline) -> int:

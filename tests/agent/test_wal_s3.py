@@ -124,14 +124,17 @@ def test_the_key_parser_reads_plain_and_compressed_wal_files():
 
 
 def test_the_catalog_and_prune_count_and_remove_plain_and_compressed_segments_alike(tmp_path):
-    """A stanza archived plain, then compressed (Berth upgraded in between): the catalog's last
-    segment is the newest of either kind, and prune removes the old ones of both."""
+    """A stanza archived plain, then compressed (Berth upgraded in between), two segments
+    stored both ways (re-archived after the switch): the catalog counts each segment once and
+    its last is the newest of either kind, and prune removes the old ones of both kinds."""
     repository = Repository(url=f"file://{tmp_path}")
     store = open_store(Spec(url=repository.url), "ref1")
     names = [f"00000001000000000000000{n}" for n in range(1, 7)]
     for number, name in enumerate(names):
         suffix = ".zst" if number % 2 else ""  # interleaved: the order must not depend on the kind
         store.put(wal_key(SYSTEM_ID, name) + suffix, _Bytes(b"wal"))
+    for twice in (names[1], names[5]):
+        store.put(wal_key(SYSTEM_ID, twice), _Bytes(b"wal"))
     store.put(wal_key(SYSTEM_ID, "00000002.history"), _Bytes(b"history"))
     now = time.time()
     for backup_id, start, finished in (("b1", names[0], now - 5), ("b2", names[3], now)):
@@ -146,9 +149,9 @@ def test_the_catalog_and_prune_count_and_remove_plain_and_compressed_segments_al
     pruned = backups.prune(
         PruneRequest(repository=repository, stanza="ref1", keep_since_unix=now - 1, min_backups=1), deadline
     )
-    assert (pruned.removed_backups, pruned.removed_wal) == (["b1"], 3)
+    assert (pruned.removed_backups, pruned.removed_wal) == (["b1"], 4)
     left = sorted(WalFile.parse(item).name for item in store.scan("wal/"))
-    assert left == [*names[3:], "00000002.history"]
+    assert left == [*names[3:], names[5], "00000002.history"]
 
 
 class _Bytes:
