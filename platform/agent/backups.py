@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -345,10 +345,11 @@ class Backups:
         job = Job.load(self._job_path(runtime))
         if job is None or job.fields.get("state") != "running" or self._runs(runtime.ref):
             return
-        job.fail("interrupted", self._settle_work(runtime))
+        job.fail("interrupted", self._settle_work(runtime, job.fields.get("kind")))
 
-    def _settle_work(self, runtime: Runtime) -> str:
-        """Undo what a job left (a swap under way, scratch clusters); says what was done."""
+    def _settle_work(self, runtime: Runtime, kind: str | None) -> str:
+        """Undo what a job left (a swap under way, scratch clusters); says what was done. A
+        restore stopped the serving cluster when it began: its data serves again."""
         paths = ClusterPaths.of(runtime.folder)
         work = paths.state / RESTORE
         aside = work / "aside"
@@ -356,6 +357,9 @@ class Backups:
         if aside.is_dir():
             self._put_back(runtime, aside, had_data=True)
             detail += "; the data it was restoring over was put back and started"
+        elif kind == "restore" and paths.initialised_major() is not None:
+            self._driver().up(runtime, Deadline(120))
+            detail += "; the data it was restoring over was started again"
         for scratch in (work, paths.state / VERIFY):
             self._stop_any(scratch / "data", Deadline(60))
             shutil.rmtree(scratch, ignore_errors=True)
@@ -507,21 +511,34 @@ class Backups:
         driver.ensure_state_dir(paths)
         work = paths.state / RESTORE
         login = (settings.user, settings.password)
-        try:
-            restored = self._recover(work, spec, source, backup, target, settings.port, login, job, deadline)
-        except BaseException:
-            # Nothing of the serving cluster was touched: only the scratch cluster goes.
-            self._stop_any(work / "data", Deadline(60))
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        aside = work / "aside"
+        had_data = paths.data.exists()
+        # The serving cluster stops as the restore begins, on a thread of its own while the
+        # base backup is extracted; the WAL is listed once it has stopped. A commit made while
+        # the restore ran would be discarded by the swap: refused instead of acknowledged and
+        # lost. And a fast stop archives the last segment first, so a restore to the latest
+        # point keeps every commit acknowledged before it. Its data stays as it is until the
+        # swap: a restore that fails starts it again (_put_back), as does an agent restart
+        # (_settle_work).
+        with ThreadPoolExecutor(1) as stopper:
+            stopping = stopper.submit(driver.down, runtime, deadline) if had_data else None
+            try:
+                restored = self._recover(
+                    work, spec, source, backup, target, settings.port, login, job, deadline, stopping
+                )
+            except BaseException:
+                # The serving data was not touched: the scratch cluster goes, the old one starts.
+                self._stop_any(work / "data", Deadline(60))
+                shutil.rmtree(work, ignore_errors=True)
+                if stopping is not None:
+                    wait([stopping])
+                    self._put_back(runtime, aside, had_data)
+                raise
         job.update(restored_to_unix=restored.last_commit, timeline=restored.timeline)
         # The restored cluster has answered on its private socket; now, and only now, swap.
         job.update(phase="swapping")
-        aside = work / "aside"
-        had_data = paths.data.exists()
         try:
             if had_data:
-                driver.down(runtime, deadline)
                 paths.data.rename(aside)
             _durable(restored.syncing, deadline)
             (work / "data").rename(paths.data)
@@ -589,11 +606,14 @@ class Backups:
         login: tuple[str, str] | None,
         job: Job,
         deadline: Deadline,
+        serving_stopped: Future | None = None,
         keep_running: bool = False,
     ) -> "Recovered":
         """The backup restored into work/data and recovered to `target` (None: the end of the
         archive) and promoted; `login` (user, password): runtime.toml's superuser, whose password
-        it is given. Stopped after, unless keep_running."""
+        it is given. `serving_stopped`: the WAL is listed once it is done (a restore in place:
+        the serving cluster's last segment archived), and its error raised. Stopped after,
+        unless keep_running."""
         driver = self._driver()
         bindir = driver.bindir(backup.major)
         self._stop_any(work / "data", Deadline(60))
@@ -610,7 +630,9 @@ class Backups:
         # things (many small GETs; one stream into tar), and recovery needs both.
         stop_fetching = threading.Event()
         with ThreadPoolExecutor(1) as wal_fetcher:
-            fetched = wal_fetcher.submit(self._prefetch_wal, store, backup, target, spool, deadline, stop_fetching)
+            fetched = wal_fetcher.submit(
+                self._prefetch_wal, store, backup, target, spool, deadline, stop_fetching, serving_stopped
+            )
             try:
                 self._extract(store, _base_key(store, backup), backup.bytes, data, deadline)
             except BaseException:
@@ -777,11 +799,15 @@ class Backups:
         spool: Path,
         deadline: Deadline,
         stop: threading.Event | None = None,
+        after: Future | None = None,
     ) -> str:
         """Every archived segment from the backup's start (up to a little past the target), in
         parallel, so recovery copies them locally instead of fetching one process at a time;
         anything missed the restore command fetches itself. Returns the newest archived segment
-        of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more."""
+        of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more. `after`:
+        listed once it is done (its error raised)."""
+        if after is not None:
+            after.result()
         slack = 600.0
         wanted: dict[str, WalFile] = {}
         later, newest = [], backup.start_wal

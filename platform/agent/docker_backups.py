@@ -365,16 +365,19 @@ class DockerBackups(Backups):
     def _run_as(self) -> None:
         return None  # the agent's own files; what containers read is made theirs where needed
 
-    def _settle_work(self, runtime: Runtime) -> str:
+    def _settle_work(self, runtime: Runtime, kind: str | None) -> str:
         detail = "the agent stopped during the job"
         deadline = Deadline(CLEANUP_S)
-        for kind in (RESTORE, VERIFY):
-            run(["docker", "rm", "-f", _oneoff_name(kind, runtime)], deadline)
+        for oneoff in (RESTORE, VERIFY):
+            run(["docker", "rm", "-f", _oneoff_name(oneoff, runtime)], deadline)
         run(["docker", "volume", "rm", "-f", _scratch_volume(runtime)], deadline)
         container = self._container(runtime, deadline)
         if container is not None and "put-back" in self._shell(container, PUT_BACK_SCRIPT, deadline):
             self.runtimes.driver.up(runtime, deadline)
             detail += "; the data it was restoring over was put back and started"
+        elif container is not None and kind == "restore":
+            self.runtimes.driver.up(runtime, deadline)  # a restore stops the database as it begins
+            detail += "; the data it was restoring over was started again"
         for scratch in (RESTORE, VERIFY):
             _remove_tree(self._state(runtime) / scratch)
         return detail
@@ -417,18 +420,24 @@ class DockerBackups(Backups):
     ) -> None:
         driver: DockerDriver = self.runtimes.driver
         container = self._container(runtime, deadline)
+        serving = container is not None
         if container is None:  # a runtime that never ran (a clone, a lost host's project)
             driver.create(runtime, deadline)
             container = self._require(runtime, deadline)
         data = f"{container.pgdata}/{RESTORE_DIR}"
         mounts = ["--volumes-from", container.id]
         try:
+            if serving:
+                # Stopped as the restore begins, as agent.backups does (why: there): its last
+                # segment is archived (the archive command waits for the shipper) before the
+                # WAL is listed, and no commit is acknowledged that the swap would discard.
+                run_checked(["docker", "stop", "-t", "60", container.id], deadline)
             restored = self._recover(
                 runtime, container, RESTORE, mounts, data, spec, source, backup, target, job, deadline
             )
         except BaseException:
-            # Nothing of the serving data was touched: only the scratch cluster goes.
-            self._put_back(runtime, container, restart=False)
+            # The serving data was not touched: the scratch cluster goes, the database starts again.
+            self._put_back(runtime, container, restart=serving)
             raise
         finally:
             _remove_tree(self._state(runtime) / RESTORE)

@@ -97,6 +97,30 @@ def test_it_restores_in_place_to_a_point_in_time_with_exactly_the_rows_committed
     assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3}
 
 
+def test_a_restore_in_place_to_the_latest_point_keeps_every_commit_acknowledged_before_it_ends(agent, make_repository):
+    """The serving cluster stops as the restore begins, and its fast stop archives its last
+    segment: rows committed a moment before (the archive timeout an hour away, so only that
+    stop archives them) are restored. A commit tried while the restore runs is refused, or,
+    if it won the race with the stop, restored too: none is acknowledged and then lost."""
+    client, ref, repository = agent.client(deadline=60), "latest16db", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    client.backup_archiving(ref, repository, archive_timeout_s=3600)
+    insert(port, "just before", 4)
+
+    assert client.restore_start(ref, repository).state == "running"
+    try:
+        insert(port, "during", 1)
+        acknowledged = {"during": 1}
+    except psycopg.OperationalError:
+        acknowledged = {}
+    restored = finished(client, ref)
+    assert restored.state == "succeeded", restored.error
+
+    assert labels(port) == {"before backup": 10, "just before": 4, **acknowledged}
+    assert client.status(ref).state == "running"
+
+
 def test_a_new_cluster_in_the_same_stanza_archives_apart_and_restores_its_own_data(agent, make_repository):
     """A major upgrade (dump or logical replication) puts a new cluster behind the same
     project: its WAL names start again from the beginning. Each cluster's WAL has a folder of
@@ -422,6 +446,7 @@ def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(ag
     try:
         job = again.client(deadline=60).backup_job(ref)
         assert (job.state, job.error.code) == ("failed", "interrupted")
+        assert "started again" in job.error.message  # the restore stopped it as it began
         assert labels(port) == {"before backup": 10, "after backup": 300_000}
         assert not (agent.root / ref / ".berth-pg" / "restore").exists()
         assert again.client().status(ref).state == "running"

@@ -153,13 +153,18 @@ def test_a_docker_runtime_restores_in_place_to_a_point_before_a_dropped_table(
     listing = docker(engine, "exec", container_of(engine, ref), "ls", "-a", "/var/lib/postgresql/data")
     assert ".berth-aside" not in listing and ".berth-restore" not in listing
 
-    # The restored cluster archives its new timeline; a restore to the latest point brings it back.
+    # The restored cluster archives its new timeline; a restore to the latest point brings it
+    # back, with rows committed just before it (the archive timeout an hour away: only the
+    # database's stop as the restore begins archives them).
     insert(port, "after restore", 3)
     archive_everything(client, ref, port)
+    client.backup_archiving(ref, repository, archive_timeout_s=3600)
+    wait_for(lambda: serving(port), timeout=60, what="the restarted database")
+    insert(port, "just before", 2)
     client.restore_start(ref, repository)
     again = finished(client, ref)
     assert again.state == "succeeded", again.error
-    assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3}
+    assert labels(port) == {"before backup": 10, "after backup": 5, "after restore": 3, "just before": 2}
 
     client.verify_start(ref, repository)
     verified = finished(client, ref)
@@ -292,6 +297,8 @@ def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(
     try:
         job = again.client(deadline=120).backup_job(ref)
         assert (job.state, job.error.code) == ("failed", "interrupted")
+        assert "started again" in job.error.message  # the restore stopped the database as it began
+        wait_for(lambda: serving(port), timeout=90, what="the old data")
         assert labels(port) == {"before backup": 10, "after backup": 300_000}
         assert not (agent.root / ref / ".berth-docker" / "restore").exists()
         assert f"berth-restore-{ref}" not in docker(engine, "ps", "-a", "--format", "{{.Names}}")

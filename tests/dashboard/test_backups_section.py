@@ -82,6 +82,7 @@ def test_a_restore_is_confirmed_with_the_chosen_time_before_it_is_queued(staff_c
     url = reverse("dashboard:backups_action", args=[project.ref])
     reply = staff_client.post(url, {"do": "restore", "to": str(at)})
     assert "Restore " in reply.content.decode() and "to 2026-12-01 10:00:00 UTC?" in reply.content.decode()
+    assert "does not serve while the restore runs" in reply.content.decode()
     assert not Operation.objects.exists()
     with mock.patch("django_q.tasks.async_task"):
         staff_client.post(url, {"do": "restore", "to": str(at), "confirm": "yes"})
