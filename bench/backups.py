@@ -17,8 +17,9 @@ file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
   as a restore's data is before it serves: `cp -a` alone may end in the page cache) and (c) an
   in-place restore to the latest point (from the start call to the restored cluster
   serving). Ratio = cp time / restore time (goal >= 0.5), against each copy.
-- Write overhead: pgbench TPS with archiving on and off, alternating each round on one
-  project (turning archiving on or off restarts it). Ratio = on / off (goal >= 0.9).
+- Write overhead: pgbench TPS with archiving on and off on one project, both each round,
+  the order flipped every round (turning archiving on or off restarts it; pgbench vacuums
+  before each run). Ratio = on / off (goal >= 0.9); use an even --rounds.
 
 Every runtime, agent, folder and S3 server it started is removed at the end; it touches no
 database of the shared server (--database is accepted like every bench's, and unused).
