@@ -35,6 +35,7 @@ from agent.commands import Deadline, RunAs
 from agent.errors import CommandFailed
 
 QUEUED = 8
+WRITE_SOON = 16 << 20  # written bytes handed to the disk at once (tarcopy.write_soon)
 _POLL_S = 0.2
 _END = object()
 
@@ -165,15 +166,19 @@ def _extract(stream: _Stream, into: Path, owner: RunAs | None, deadline: Deadlin
 
 def _write(stream: _Stream, member: tarfile.TarInfo, path: Path, fd: int, deadline: Deadline) -> int:
     """The member's bytes, from the stream, into `fd` (closed after)."""
-    left = member.size
+    left, unflushed = member.size, 0
     try:
         while left > 0 and not deadline.expired():
             piece = stream.take(left)
             if not piece:
                 raise CommandFailed(f"the base backup ends inside {member.name}: it is cut short")
             left -= len(piece)
+            unflushed += len(piece)
             while piece:
                 piece = piece[os.write(fd, piece) :]
+            if unflushed >= WRITE_SOON or left == 0:
+                tarcopy.write_soon(fd, member.size - left - unflushed, unflushed)
+                unflushed = 0
     except OSError as error:
         raise CommandFailed(f"could not write {path}: {error.strerror}") from None
     finally:

@@ -30,6 +30,41 @@ def tree(root: Path) -> dict[str, tuple]:
     return found
 
 
+def handed_to_disk(monkeypatch) -> dict[str, list[tuple[int, int]]]:
+    """What tarcopy.write_soon is given from now on, by the written file's path: (start, count)."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    real = tarcopy.write_soon
+
+    def record(fd: int, start: int, count: int) -> None:
+        ranges.setdefault(os.readlink(f"/proc/self/fd/{fd}"), []).append((start, count))
+        real(fd, start, count)
+
+    monkeypatch.setattr(tarcopy, "write_soon", record)
+    return ranges
+
+
+def spans(ranges: dict[str, list[tuple[int, int]]], root: Path) -> dict[str, int]:
+    """Each file's ranges, which must follow one another from its start with no gap or overlap,
+    as the length they cover."""
+    covered = {}
+    for path, pieces in ranges.items():
+        end = 0
+        for start, count in sorted(pieces):
+            assert (start, count > 0) == (end, True), (path, sorted(pieces))
+            end += count
+        covered[str(Path(path).relative_to(root))] = end
+    return covered
+
+
+def sizes(root: Path) -> dict[str, int]:
+    """Every file under root with bytes in it, and its size."""
+    return {
+        str(path.relative_to(root)): path.stat().st_size
+        for path in root.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.stat().st_size
+    }
+
+
 @pytest.fixture
 def source(tmp_path):
     """A data-folder-like tree with what a base backup holds, and its tar by GNU tar."""
@@ -48,6 +83,18 @@ def source(tmp_path):
     tar = tmp_path / "base.tar"
     subprocess.run(["tar", "-c", "-f", str(tar), "-C", str(data), "."], check=True)
     return data, tar
+
+
+def test_every_byte_it_writes_is_handed_to_the_disk_once(source, tmp_path, monkeypatch):
+    """Written files go to the disk as they are made (tarcopy.write_soon), not all at the
+    restore's sync -f before it serves: each byte of each file is handed over exactly once."""
+    monkeypatch.setattr(tarcopy, "PIECE", 1 << 20)  # the big file in pieces, on threads
+    _, tar = source
+    into = tmp_path / "into"
+    into.mkdir()
+    ranges = handed_to_disk(monkeypatch)
+    tarcopy.extract(tar, into, None, Deadline(60))
+    assert spans(ranges, into) == sizes(into)
 
 
 def test_it_makes_the_tree_gnu_tar_makes(source, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 from agent import tarstream
 from agent.commands import Deadline
 from agent.errors import CommandFailed
-from tests.agent.test_tarcopy import source, tree  # noqa: F401 - source is a fixture
+from tests.agent.test_tarcopy import handed_to_disk, sizes, source, spans, tree  # noqa: F401 - source is a fixture
 
 CHUNK = 100_000  # not a multiple of 512: headers and files straddle chunks
 
@@ -49,6 +49,16 @@ def test_it_makes_the_tree_gnu_tar_makes(source, into, size):  # noqa: F811
     assert tree(into) == tree(data)
     files = [path for path in data.rglob("*") if path.is_file() and not path.is_symlink()]
     assert written == sum(path.stat().st_size for path in files)
+
+
+@pytest.mark.parametrize("write_soon", [1 << 20, 511])
+def test_every_byte_it_writes_is_handed_to_the_disk_once(source, into, monkeypatch, write_soon):  # noqa: F811
+    """As tarcopy's (tarcopy.write_soon), every WRITE_SOON bytes and at each file's end."""
+    monkeypatch.setattr(tarstream, "WRITE_SOON", write_soon)
+    _, tar = source
+    ranges = handed_to_disk(monkeypatch)
+    tarstream.extract(chunks_of(tar.read_bytes()), into, None, Deadline(60))
+    assert spans(ranges, into) == sizes(into)
 
 
 def test_it_reads_pax_and_gnu_long_names(tmp_path, into):
