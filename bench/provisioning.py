@@ -52,9 +52,17 @@ def wait_healthy(projects, timeout: float) -> None:
             return
         failed = [r for r, s in statuses.items() if s == Status.INIT_FAILED]
         if failed:
-            raise SystemExit(f"provisioning failed for {failed}")
+            raise SystemExit(f"provisioning failed: {why_failed(failed)}")
         time.sleep(0.02)
     raise SystemExit(f"not all of {len(refs)} projects became healthy within {timeout}s")
+
+
+def why_failed(refs: list[str]) -> str:
+    """Each failed project's provisioning error, as its operation recorded it."""
+    from operations.models import Operation
+
+    failed = Operation.objects.filter(project__ref__in=refs, kind="provision").select_related("project")
+    return "; ".join(f"{op.project.ref}: {op.error_code}: {op.error_message}" for op in failed.order_by("project__ref"))
 
 
 def delete_all(projects) -> None:

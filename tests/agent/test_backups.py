@@ -23,6 +23,7 @@ from agent import zstdio
 from agent.api import BackupInfo, FileSpec, Repository
 from agent.backups import spec_of
 from agent.client import AgentClient, AgentError
+from agent.drivers.process import shutting_down
 from agent.repository import Store, open_store
 from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent_fixtures import start_agent, stop_clusters
@@ -429,6 +430,27 @@ def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository)
     assert labels(port) == {"before backup": 10, "after backup": 200_000}
     assert client.status(ref).state == "running"
     assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+
+def test_a_restore_cancelled_while_the_serving_cluster_stops_starts_it_again(agent, make_repository):
+    """The cancel kills the stop's pg_ctl, not the postmaster's shutdown: the old data is
+    started again once that shutdown ends, not taken for running a moment before it does."""
+    client, ref, repository = agent.client(deadline=60), "cancelstop16", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 300_000)  # buffers the shutdown checkpoint must write
+    archive_everything(client, ref, port)
+    operated = AgentClient(agent.base_url, agent.token, 60, operation="op-cancel-2")
+    data = agent.root / ref / ".berth-pg" / "data"
+
+    operated.restore_start(ref, repository)
+    wait_for(lambda: shutting_down(data), timeout=30, interval=0.002, what="the serving cluster's stop")
+    assert operated.cancel(ref, "op-cancel-2").cancelled is True
+    job = finished(client, ref)
+    assert (job.state, job.error.code) == ("failed", "cancelled")
+    assert labels(port) == {"before backup": 10, "after backup": 300_000}
+    assert client.status(ref).state == "running"
+    assert not shutting_down(data)
 
 
 def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(agent, make_repository):

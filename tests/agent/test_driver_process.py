@@ -1,6 +1,7 @@
 """The process driver provisions a real PostgreSQL 15 through a real agent process."""
 
 import os
+import signal
 import socket
 import time
 
@@ -9,8 +10,8 @@ import pytest
 
 from agent.api import FileSpec, Probe
 from agent.client import AgentError
-from agent.drivers.process import listen_addresses
-from tests.stack import free_port_range
+from agent.drivers.process import listen_addresses, shutting_down
+from tests.stack import free_port_range, wait_for
 
 PASSWORD = "correct-horse-battery"
 
@@ -90,6 +91,31 @@ def test_restart_picks_up_a_new_port(agent):
     assert client.health([db_probe(second)])[0].status == "pass"
     assert client.check_ports([first]).free == [first]
     client.delete(ref, purge_data=True)
+
+
+def test_up_of_a_cluster_left_shutting_down_waits_for_its_stop_and_starts_it_again(agent):
+    """A stop cut short (a cancel kills its pg_ctl) leaves the postmaster shutting down while
+    pg_ctl status still says it runs. A smart shutdown, held by an open session, stands in for
+    it here: `up` must not answer "already running" for a cluster about to be gone."""
+    client, ref, port = agent.client(), "stopping01", free_port_range(1)
+    client.put_files(ref, [runtime_toml(port)])
+    client.up(ref)
+    data = agent.root / ref / ".berth-pg" / "data"
+    held = connect(port)
+    try:
+        os.kill(int((data / "postmaster.pid").read_text().split("\n")[0]), signal.SIGTERM)
+        wait_for(lambda: shutting_down(data), timeout=10, interval=0.05, what="the smart shutdown")
+        assert client.status(ref).state == "running"  # as pg_ctl status sees it
+
+        assert client.up(ref).state == "running"
+        assert not shutting_down(data)
+        with connect(port) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("select 1")  # the stop seen through ended it
+    finally:
+        held.close()
+        client.delete(ref, purge_data=True)
 
 
 def test_a_major_version_that_is_not_installed_is_refused_with_what_is(agent):

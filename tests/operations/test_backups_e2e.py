@@ -152,7 +152,8 @@ def test_a_restore_whose_worker_is_killed_leaves_the_old_data_or_the_restored_ne
     assert restore.state == State.TIMED_OUT
     wait_for(lambda: client.backup_job(project.ref).state != "running", timeout=120, what="the job to end")
     finished = client.backup_job(project.ref)
-    rows = wait_for(lambda: answered(project), timeout=60, what="the project to answer")[0]
+    ended = f"the project to answer after its restore job ended {finished.state}: {finished.error}"
+    rows = wait_for(lambda: answered(project), timeout=60, what=ended)[0]
     if finished.state == "succeeded":
         assert rows == 20000, "a finished restore serves the whole restored data"
     else:

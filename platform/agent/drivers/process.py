@@ -229,7 +229,14 @@ class ProcessDriver:
             self.write_owned(paths.state / TLS_CERT, settings.tls_cert, mode=0o600)
             self.write_owned(paths.state / TLS_KEY, settings.tls_key, mode=0o600)
         self.write_serving_conf(bindir, paths, settings)
-        if self._pg_ctl(bindir, paths, deadline, "status").returncode == 0:
+        running = self._pg_ctl(bindir, paths, deadline, "status").returncode == 0
+        if running and shutting_down(paths.data):
+            # A stop cut short (its pg_ctl killed by a cancel or a deadline) leaves the
+            # postmaster shutting down, and pg_ctl status still says it runs: "already
+            # running" would be a cluster gone a moment later. Its stop is seen through first.
+            output += self.stop_cluster(bindir, paths, deadline)
+            running = False
+        if running:
             output += "already running\n"
         else:
             output += self.start_cluster(bindir, paths, settings, deadline)
@@ -463,6 +470,16 @@ def stopped(data: Path) -> Callable[[], bool]:
     pid_file = data / "postmaster.pid"
     running = pid_file.exists()
     return lambda: running and not pid_file.exists()
+
+
+def shutting_down(data: Path) -> bool:
+    """Whether `data`'s postmaster is shutting down: it writes "stopping" into its
+    postmaster.pid as a smart or fast shutdown begins, and removes the file at the end."""
+    try:
+        lines = (data / "postmaster.pid").read_text().split("\n")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return False
+    return len(lines) >= 8 and lines[7].strip() == "stopping"
 
 
 def _major_of(bindir: Path, tools: tuple[str, ...]) -> int | None:
