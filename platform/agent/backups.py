@@ -606,12 +606,12 @@ class Backups:
         login: tuple[str, str] | None,
         job: Job,
         deadline: Deadline,
-        serving_stopped: Future | None = None,
+        list_wal_after: Future | None = None,
         keep_running: bool = False,
     ) -> "Recovered":
         """The backup restored into work/data and recovered to `target` (None: the end of the
         archive) and promoted; `login` (user, password): runtime.toml's superuser, whose password
-        it is given. `serving_stopped`: the WAL is listed once it is done (a restore in place:
+        it is given. `list_wal_after`: the WAL is listed once it is done (a restore in place:
         the serving cluster's last segment archived), and its error raised. Stopped after,
         unless keep_running."""
         driver = self._driver()
@@ -631,7 +631,7 @@ class Backups:
         stop_fetching = threading.Event()
         with ThreadPoolExecutor(1) as wal_fetcher:
             fetched = wal_fetcher.submit(
-                self._prefetch_wal, store, backup, target, spool, deadline, stop_fetching, serving_stopped
+                self._prefetch_wal, store, backup, target, spool, deadline, stop_fetching, list_wal_after
             )
             try:
                 self._extract(store, _base_key(store, backup), backup.bytes, data, deadline)
@@ -799,15 +799,15 @@ class Backups:
         spool: Path,
         deadline: Deadline,
         stop: threading.Event | None = None,
-        after: Future | None = None,
+        list_wal_after: Future | None = None,
     ) -> str:
         """Every archived segment from the backup's start (up to a little past the target), in
         parallel, so recovery copies them locally instead of fetching one process at a time;
         anything missed the restore command fetches itself. Returns the newest archived segment
-        of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more. `after`:
-        listed once it is done (its error raised)."""
-        if after is not None:
-            after.result()
+        of the latest timeline. `stop` set: the restore failed elsewhere, fetch no more.
+        `list_wal_after`: listed once it is done (its error raised)."""
+        if list_wal_after is not None:
+            list_wal_after.result()
         slack = 600.0
         wanted: dict[str, WalFile] = {}
         later, newest = [], backup.start_wal

@@ -86,6 +86,7 @@ from agent.repository import (
     segment_system_identifier,
 )
 from agent.runtimes import Runtime, Runtimes
+from agent.walstore import open_wal_store
 
 log = logging.getLogger("agent.docker_backups")
 
@@ -330,7 +331,7 @@ class DockerBackups(Backups):
                         f"{path.name} is of cluster {found}, and archiving was set for {system_id}: "
                         "turn archiving on again for this cluster"
                     )
-                archive_segment(open_store(spec, stanza), path, system_id, path.name)
+                archive_segment(open_wal_store(spec, stanza), path, system_id, path.name)
                 answer, text = wal / "done" / path.name, ""
             except (RepositoryUnavailable, OSError) as error:
                 answer, text = wal / "failed" / path.name, str(error) or type(error).__name__
@@ -420,14 +421,14 @@ class DockerBackups(Backups):
     ) -> None:
         driver: DockerDriver = self.runtimes.driver
         container = self._container(runtime, deadline)
-        serving = container is not None
+        existed = container is not None  # running or stopped: a restore ends with it started
         if container is None:  # a runtime that never ran (a clone, a lost host's project)
             driver.create(runtime, deadline)
             container = self._require(runtime, deadline)
         data = f"{container.pgdata}/{RESTORE_DIR}"
         mounts = ["--volumes-from", container.id]
         try:
-            if serving:
+            if existed:
                 # Stopped as the restore begins, as agent.backups does (why: there): its last
                 # segment is archived (the archive command waits for the shipper) before the
                 # WAL is listed, and no commit is acknowledged that the swap would discard.
@@ -437,7 +438,7 @@ class DockerBackups(Backups):
             )
         except BaseException:
             # The serving data was not touched: the scratch cluster goes, the database starts again.
-            self._put_back(runtime, container, restart=serving)
+            self._put_back(runtime, container, restart=existed)
             raise
         finally:
             _remove_tree(self._state(runtime) / RESTORE)

@@ -28,7 +28,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-# Imported by agent.wal.open_wal_store alone (the archive and restore commands).
+# Imported by agent.walstore.open_wal_store alone (the archive and restore commands, the docker shipper).
 from agent.repository import S3_TIMEOUT_S, RepositoryUnavailable, Spec, Stored
 
 ATTEMPTS = 3

@@ -166,21 +166,20 @@ def _extract(stream: _Stream, into: Path, owner: RunAs | None, deadline: Deadlin
 
 def _write(stream: _Stream, member: tarfile.TarInfo, path: Path, fd: int, deadline: Deadline) -> int:
     """The member's bytes, from the stream, into `fd` (closed after)."""
-    left, unflushed = member.size, 0
+    written = handed = 0  # bytes written; of them, handed to the disk (write_soon)
     try:
-        while left > 0 and not deadline.expired():
-            piece = stream.take(left)
+        while written < member.size and not deadline.expired():
+            piece = stream.take(member.size - written)
             if not piece:
                 raise CommandFailed(f"the base backup ends inside {member.name}: it is cut short")
-            left -= len(piece)
-            unflushed += len(piece)
+            written += len(piece)
             while piece:
                 piece = piece[os.write(fd, piece) :]
-            if unflushed >= WRITE_SOON or left == 0:
-                tarcopy.write_soon(fd, member.size - left - unflushed, unflushed)
-                unflushed = 0
+            if written - handed >= WRITE_SOON or written == member.size:
+                tarcopy.write_soon(fd, handed, written - handed)
+                handed = written
     except OSError as error:
         raise CommandFailed(f"could not write {path}: {error.strerror}") from None
     finally:
         os.close(fd)
-    return member.size - left
+    return written

@@ -8,9 +8,9 @@ the driver writes it into the command when it starts the cluster.
 
 It runs as the server's user, possibly under another interpreter than the agent's (one that
 user may run, with the agent's site-packages on its path), so it imports only the standard
-library and agent.repository (which imports boto3 and zstandard for S3 alone). Its stderr
-goes to the server's log, where the archiver status reads the reason of a failure; it never
-prints the repository's credentials.
+library, agent.repository and agent.walstore (which import boto3, botocore's signer and
+zstandard for S3 alone). Its stderr goes to the server's log, where the archiver status
+reads the reason of a failure; it never prints the repository's credentials.
 
 push is idempotent: a segment already stored with the same content (into a folder: the same
 size) is taken as archived (a retry after the upload completed but before PostgreSQL heard
@@ -34,7 +34,6 @@ it compressed or plain (stored before Berth compressed WAL), and fails on a dama
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 # Run as a script: the agent's package from its parent folder, never this folder's modules as top-level ones.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -43,29 +42,14 @@ from agent.repository import (  # noqa: E402
     PUSHED,
     RepositoryUnavailable,
     Spec,
-    Store,
     archive_segment,
     download,
-    open_store,
     wal_keys,
 )
+from agent.walstore import open_wal_store  # noqa: E402
 
 AHEAD = 8
 _SEGMENT_NAME = 24  # hex characters: timeline, log, segment
-
-
-def open_wal_store(spec: Spec, stanza: str) -> Store:
-    """The store a push or fetch uses: it only heads, puts and opens one WAL file per call.
-    Into S3 with keys, agent.s3light's client (boto3 cost the archive command 0.2 CPU-s per
-    segment to start), imported only then: a push that finds its segment stored ahead returns
-    before paying for it. Without keys, S3Store, for boto3's credential chain."""
-    parts = urlsplit(spec.url)
-    if parts.scheme == "s3" and spec.access_key_id and spec.secret_access_key:
-        from agent.s3light import LightS3Store  # noqa: PLC0415
-
-        prefix = "/".join(part for part in (parts.path.strip("/"), stanza) if part)
-        return LightS3Store(spec, parts.netloc, prefix)
-    return open_store(spec, stanza)
 
 
 def push(spec_file: Path, system_id: str, path: Path, name: str) -> None:

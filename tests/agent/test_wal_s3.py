@@ -4,9 +4,13 @@ Berth compressed WAL still restores, and a damaged compressed one fails the fetc
 leaving nothing in its place. Also the one parser of the WAL key layout, which the catalog
 and prune read both kinds of key with."""
 
+import json
 import secrets
+import shutil
 import socket
+import threading
 import time
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -14,10 +18,14 @@ import zstandard
 
 from agent import wal
 from agent.api import BackupInfo, CatalogRequest, PruneRequest, Repository
+from agent.archiving import ARCHIVE_FILE, backup_dir
 from agent.backups import Backups
 from agent.commands import Deadline
+from agent.docker_backups import STATE, DockerBackups
 from agent.repository import RepositoryUnavailable, S3Store, Spec, Stored, WalFile, open_store, wal_key
 from agent.s3light import LightS3Store
+from agent.walstore import open_wal_store
+from tests.stack import wait_for
 
 SYSTEM_ID = "7716154941508943891"
 SEGMENT = "000000010000000000000003"
@@ -173,7 +181,7 @@ def test_the_archive_commands_client_says_why_s3_refused_and_never_the_secret(tm
         access_key_id=repository.access_key_id,
         secret_access_key=wrong,
     )
-    assert isinstance(wal.open_wal_store(spec, "ref1"), LightS3Store)
+    assert isinstance(open_wal_store(spec, "ref1"), LightS3Store)
     spec_file = tmp_path / "repository.json"
     spec.save(spec_file, "ref1")
     assert push(spec_file, segment) == 1
@@ -197,8 +205,40 @@ def test_the_archive_commands_client_fails_clearly_when_s3_is_unreachable(tmp_pa
     assert "ConnectionRefusedError" in said
 
 
+def test_the_docker_shipper_stores_each_segment_with_the_archive_commands_client(s3, tmp_path, segment, monkeypatch):
+    """The docker driver's archive command leaves a segment in its outbox, and the agent's
+    shipper stores it as wal.py push does: compressed, through agent.s3light's client, with
+    no boto3 client built per segment, and answers in done/."""
+    spec_file, store = s3
+    state = tmp_path / "runtimes" / "dkship1" / STATE
+    shutil.copytree(spec_file.parent, backup_dir(state))
+    (backup_dir(state) / ARCHIVE_FILE).write_text(json.dumps({"system_identifier": SYSTEM_ID}))
+    wal_folder = state / "wal"
+    for folder in ("outbox", "done", "failed"):
+        (wal_folder / folder).mkdir(parents=True)
+    content = bytearray(segment.read_bytes())
+    content[24:32] = int(SYSTEM_ID).to_bytes(8, "little")  # the long header's system identifier
+    (wal_folder / "outbox" / SEGMENT).write_bytes(content)
+    monkeypatch.setattr(S3Store, "__init__", lambda *args: pytest.fail("a boto3 client was built"))
+
+    stop = threading.Event()
+    shipper = threading.Thread(
+        target=DockerBackups(SimpleNamespace(root=tmp_path / "runtimes")).ship_until, args=(stop,)
+    )
+    shipper.start()
+    try:
+        wait_for(lambda: (wal_folder / "done" / SEGMENT).exists(), timeout=30, what="the shipper's answer")
+    finally:
+        stop.set()
+        shipper.join()
+    assert (wal_folder / "done" / SEGMENT).read_text() == ""
+    assert not list((wal_folder / "outbox").iterdir()) and not list((wal_folder / "failed").iterdir())
+    stored = zstandard.ZstdDecompressor().decompress(store.open(wal_key(SYSTEM_ID, SEGMENT) + ".zst").read())
+    assert stored == bytes(content)
+
+
 def test_a_repository_without_keys_keeps_boto3_for_its_credential_chain():
-    assert isinstance(wal.open_wal_store(Spec(url="s3://bucket/p", endpoint="http://127.0.0.1:9"), "ref1"), S3Store)
+    assert isinstance(open_wal_store(Spec(url="s3://bucket/p", endpoint="http://127.0.0.1:9"), "ref1"), S3Store)
 
 
 def test_the_restores_prefetch_takes_each_name_once_and_fails_on_a_damaged_frame(tmp_path, monkeypatch):

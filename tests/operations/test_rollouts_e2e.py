@@ -73,6 +73,16 @@ def migrate(*args) -> tuple[int, dict]:
     return status, json.loads(out.getvalue())
 
 
+def not_updated(record: dict) -> list[tuple]:
+    """Each project the rollout did not update: its outcome, message, and its operation's error."""
+    errors = dict(Operation.objects.values_list("pk", "error_message"))
+    return [
+        (p["ref"], p["outcome"], p["message"], errors.get(p["operation"]))
+        for p in record["projects"]
+        if p["outcome"] != "updated"
+    ]
+
+
 def resolve(*args) -> tuple[int, str]:
     out = StringIO()
     try:
@@ -95,7 +105,7 @@ def test_a_rollout_restarts_wave_by_wave_rolls_back_and_resolves_conflicts(stack
 
     status, record = migrate("--template", "postgres", "--to", "latest", "--canary", "1", "--wave-size", "2")
 
-    assert status == 0, record
+    assert status == 0, (record.get("state"), not_updated(record))
     assert record["state"] == "finished"
     assert [p["wave"] for p in record["projects"]] == [0, 1, 1, 2, 2, 3, 3]
     assert {p["outcome"] for p in record["projects"]} == {"updated"}
@@ -117,7 +127,7 @@ def test_a_rollout_restarts_wave_by_wave_rolls_back_and_resolves_conflicts(stack
 
     status, record = migrate("--rollback", str(rollout.pk))
 
-    assert status == 0, record
+    assert status == 0, (record.get("state"), not_updated(record))
     assert record["rollback_of"] == rollout.pk
     assert {(p["from_revision"], p["to_revision"], p["outcome"]) for p in record["projects"]} == {(2, 1, "updated")}
     for project in projects:
@@ -218,7 +228,7 @@ def test_a_revision_that_never_becomes_healthy_halts_after_the_canary_and_resume
         for sock in listeners:
             sock.close()
 
-    assert status == 0, record
+    assert status == 0, (record.get("state"), not_updated(record))
     assert record["state"] == "finished"
     by_ref = {p["ref"]: p["outcome"] for p in record["projects"]}
     assert by_ref.pop(canary.ref) == "unchanged"  # its files were pushed before it halted
