@@ -16,7 +16,11 @@ file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
   `cp -a` of its data folder, (b) the same followed by `sync -f` of the copy (a copy on disk,
   as a restore's data is before it serves: `cp -a` alone may end in the page cache) and (c) an
   in-place restore to the latest point (from the start call to the restored cluster
-  serving). Ratio = cp time / restore time (goal >= 0.5), against each copy.
+  serving), from a base backup taken before the round (untimed), as Berth's backup pass takes
+  one after each restore. Each case starts after a `sync -f` (untimed), so none pays for the
+  writeback of the step before it, and each copy reads a source in the page cache (read
+  whole before, untimed), as the restore reads an object just stored. Ratio = cp time /
+  restore time (goal >= 0.5), against each copy.
 - Write overhead: pgbench TPS with archiving on and off on one project, both each round,
   the order flipped every round (turning archiving on or off restarts it; pgbench vacuums
   before each run). Ratio = on / off (goal >= 0.9); use an even --rounds.
@@ -116,6 +120,28 @@ def compression(client: AgentClient, ref: str, repository: Repository) -> str:
     return f"tar {backup.bytes / (1 << 20):.0f} MiB, stored {stored / (1 << 20):.0f} MiB: {backup.bytes / stored:.2f}x"
 
 
+def base_backup(client: AgentClient, ref: str, port: int, repository: Repository) -> float:
+    """A base backup, its last segment archived after it; returns the seconds it took."""
+    client.backup_start(ref, repository, job_s=3600)
+    seconds = wait_job(client, ref)
+    switch_and_archive(client, ref, port)
+    return seconds
+
+
+def settle(folder: Path) -> None:
+    """Whatever is dirty on `folder`'s filesystem written out (untimed, before a timed case)."""
+    subprocess.run(["sync", "-f", str(folder)], check=True)
+
+
+def read_whole(folder: Path) -> None:
+    """Every file under `folder` read once (untimed): in the page cache after."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as source:
+                while source.read(8 << 20):
+                    pass
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
 
@@ -170,9 +196,7 @@ def main() -> int:
         started = time.monotonic()
         switch_and_archive(first, ref, port)
         print(f"archiving the fill's WAL: {time.monotonic() - started:.1f} s", flush=True)
-        first.backup_start(ref, repository, job_s=3600)
-        backup_s = wait_job(first, ref)
-        switch_and_archive(first, ref, port)
+        backup_s = base_backup(first, ref, port, repository)
         data = roots[0] / ref / ".berth-pg" / "data"
         size = folder_bytes(data)
         print(f"base backup of {size / (1 << 20):.0f} MiB: {backup_s:.1f} s", flush=True)
@@ -180,17 +204,31 @@ def main() -> int:
         print(f"base backup compression: {compressed}", flush=True)
         copies, synced, restores = [], [], []
         for round_number in range(args.rounds):
+            if round_number:
+                # A restore begins a new timeline, and Berth's backup pass takes a base backup
+                # after it (operations.protection.record_restored): each round restores a
+                # fresh one, not the first one and every earlier round's WAL since.
+                base_backup(first, ref, port, repository)
             target = scratch / f"copy{round_number}"
+            # Each case starts with no dirty pages left by the step before (a base backup, a
+            # copy, a restore): whichever case followed the most writing paid for its writeback.
+            # And each copy reads a source in the page cache, as the restore reads the object
+            # just stored: a restore's data is written to disk and dropped from the cache
+            # (tarcopy.write_soon), so the round's first copy read it all from the disk.
+            settle(scratch)
+            read_whole(data)
             started = time.monotonic()
             subprocess.run(["cp", "-a", str(data), str(target)], check=True)
             copies.append(time.monotonic() - started)
             shutil.rmtree(target)
-            subprocess.run(["sync", "-f", str(scratch)], check=True)  # the copy before leaves no dirty pages
+            settle(scratch)
+            read_whole(data)
             started = time.monotonic()
             subprocess.run(["cp", "-a", str(data), str(target)], check=True)
             subprocess.run(["sync", "-f", str(target)], check=True)
             synced.append(time.monotonic() - started)
             shutil.rmtree(target)
+            settle(scratch)
             started = time.monotonic()
             first.restore_start(ref, repository, job_s=3600)
             phases = {}

@@ -309,7 +309,7 @@ class OperationRun:
     # --- backups (operations.protection, agent.backups) ------------------------------
     def run_protect(self):
         """Turn WAL archiving on into the project's repository (a running server restarts);
-        its first base backup follows (protection.on_operation_finished)."""
+        its first base backup follows (the backup pass, protection.queue_due_backups)."""
         self.set_up_archiving(required=True)
         if self.project.desired_state != DesiredState.RUNNING:
             return self.status_before_claim()
