@@ -134,6 +134,23 @@ def settle(folder: Path) -> None:
     subprocess.run(["sync", "-f", str(folder)], check=True)
 
 
+def copy_seconds(data: Path, target: Path, scratch: Path, durable: bool) -> float:
+    """`cp -a` of `data` to `target`, then `sync -f` of the copy if `durable`; the copy is
+    removed after. It starts with no dirty pages left by the step before (whichever case
+    followed the most writing paid for its writeback) and with its source in the page cache,
+    as the restore reads the object just stored (a restore's data is written to disk and
+    dropped from the cache, tarcopy.write_soon, so the round's first copy read it from disk)."""
+    settle(scratch)
+    read_whole(data)
+    started = time.monotonic()
+    subprocess.run(["cp", "-a", str(data), str(target)], check=True)
+    if durable:
+        subprocess.run(["sync", "-f", str(target)], check=True)
+    seconds = time.monotonic() - started
+    shutil.rmtree(target)
+    return seconds
+
+
 def read_whole(folder: Path) -> None:
     """Every file under `folder` read once (untimed): in the page cache after."""
     for path in folder.rglob("*"):
@@ -211,30 +228,14 @@ def main() -> int:
                 # fresh one, not the first one and every earlier round's WAL since.
                 base_backup(first, ref, port, repository)
             target = scratch / f"copy{round_number}"
-            # Each case starts with no dirty pages left by the step before (a base backup, a
-            # copy, a restore): whichever case followed the most writing paid for its writeback.
-            # And each copy reads a source in the page cache, as the restore reads the object
-            # just stored: a restore's data is written to disk and dropped from the cache
-            # (tarcopy.write_soon), so the round's first copy read it all from the disk.
-            # And each case writes into memory the case before it freed: on this virtual
-            # machine a copy into memory not touched before took 2.7-6.6 s, into memory just
-            # freed 0.6 s (2 GiB), so the round's first case paid several times its own cost.
-            subprocess.run(["cp", "-a", str(data), str(target)], check=True)
-            shutil.rmtree(target)
-            settle(scratch)
-            read_whole(data)
-            started = time.monotonic()
-            subprocess.run(["cp", "-a", str(data), str(target)], check=True)
-            copies.append(time.monotonic() - started)
-            shutil.rmtree(target)
-            settle(scratch)
-            read_whole(data)
-            started = time.monotonic()
-            subprocess.run(["cp", "-a", str(data), str(target)], check=True)
-            subprocess.run(["sync", "-f", str(target)], check=True)
-            synced.append(time.monotonic() - started)
-            shutil.rmtree(target)
-            settle(scratch)
+            # Each case writes into memory the case before it freed: on this virtual machine a
+            # copy into memory not touched before took 2.7-6.6 s, into memory just freed 0.6 s
+            # (2 GiB), so the round's first case paid several times its own cost. An untimed
+            # copy goes first.
+            copy_seconds(data, target, scratch, durable=False)
+            copies.append(copy_seconds(data, target, scratch, durable=False))
+            synced.append(copy_seconds(data, target, scratch, durable=True))
+            settle(scratch)  # as each copy starts (copy_seconds)
             started = time.monotonic()
             first.restore_start(ref, repository, job_s=3600)
             phases = {}

@@ -445,11 +445,8 @@ def started(data: Path) -> Callable[[], bool]:
     since = int(time.time()) - 2  # pg_ctl's own slack: the file's start time is whole seconds
 
     def check() -> bool:
-        try:
-            lines = (data / "postmaster.pid").read_text().split("\n")
-        except (FileNotFoundError, UnicodeDecodeError):
-            return False
-        if len(lines) < 8 or lines[7].strip() not in ("ready", "standby"):
+        lines = _pid_file(data)
+        if _status(lines) not in ("ready", "standby"):
             return False
         try:
             pid, start = int(lines[0]), int(lines[2])
@@ -475,11 +472,21 @@ def stopped(data: Path) -> Callable[[], bool]:
 def shutting_down(data: Path) -> bool:
     """Whether `data`'s postmaster is shutting down: it writes "stopping" into its
     postmaster.pid as a smart or fast shutdown begins, and removes the file at the end."""
+    return _status(_pid_file(data)) == "stopping"
+
+
+def _pid_file(data: Path) -> list[str]:
+    """`data`'s postmaster.pid, line by line; none while no postmaster runs there."""
     try:
-        lines = (data / "postmaster.pid").read_text().split("\n")
+        return (data / "postmaster.pid").read_text().split("\n")
     except (FileNotFoundError, UnicodeDecodeError):
-        return False
-    return len(lines) >= 8 and lines[7].strip() == "stopping"
+        return []
+
+
+def _status(lines: list[str]) -> str | None:
+    """The postmaster's status line of postmaster.pid (its 8th: "starting", "ready",
+    "standby", "stopping"), None before it is written."""
+    return lines[7].strip() if len(lines) >= 8 else None
 
 
 def _major_of(bindir: Path, tools: tuple[str, ...]) -> int | None:
