@@ -5,7 +5,7 @@ provisioning, and what 2 workers gain over running provisionings one after anoth
 
 Runs the real thing: a django-q2 cluster (`manage.py qcluster`, default settings: 2
 workers, the ORM broker unless --redis-url, DEBUG off), a local agent with the process driver, and
-real Postgres clusters on ports 21000-21990. Each round provisions --projects/--rounds
+real Postgres clusters on --ports (default 21000-21990). Each round provisions --projects/--rounds
 projects one at a time, then as many at once, so both see the same machine load; every
 project is deleted (data purged) before the next phase. Printed:
 - one at a time: request -> ACTIVE_HEALTHY, the runtime's own start (the agent's `up`:
@@ -93,7 +93,18 @@ def main() -> int:
     p.add_argument("--projects", type=int, default=20, help="provisionings per phase in all (default %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s)")
     p.add_argument("--redis-url", default="", help="run the workers on Redis (REDIS_URL) instead of the ORM broker")
+    p.add_argument(
+        "--ports",
+        default="21000-21990",
+        help="the runtime host's port range, FIRST-LAST, below 32768 (default %(default)s)",
+    )
     args = p.parse_args()
+    first_port, _, last_port = args.ports.partition("-")
+    # Each project leases a block of 4 ports; the ephemeral range starts at 32768.
+    if not (
+        first_port.isdigit() and last_port.isdigit() and int(first_port) + 4 * args.projects <= int(last_port) < 32768
+    ):
+        raise SystemExit(f"--ports {args.ports!r}: FIRST-LAST, 4 ports per project at least, all below 32768")
     per_round = max(1, args.projects // args.rounds)
     # Deployed settings (DEBUG off), and the ORM broker unless --redis-url.
     extra = {**default_settings(), **({"REDIS_URL": args.redis_url} if args.redis_url else {})}
@@ -116,8 +127,8 @@ def main() -> int:
                 name="bench",
                 agent_url=url,
                 agent_token=token,
-                port_range_start=21000,
-                port_range_end=21990,
+                port_range_start=int(first_port),
+                port_range_end=int(last_port),
                 block_size=4,
             )
             singles, walls, made = [], [], 0

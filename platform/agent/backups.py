@@ -549,12 +549,9 @@ class Backups:
             job.update(phase="putting back")
             _let_go(restored.syncing)  # stopping the serving cluster failed before it was awaited
             self._put_back(runtime, aside, had_data)
+            _discard(work, paths.state)  # the restored data, which did not serve
             raise _put_back_error(error) from None
-        # The old data goes in the background: removing gigabytes takes seconds the project
-        # need not wait for. A folder an agent restart left behind is removed by the next job.
-        discarded = paths.state / f"{DISCARDED}{time.time_ns()}"
-        work.rename(discarded)
-        threading.Thread(target=shutil.rmtree, args=(discarded, True), daemon=True).start()
+        _discard(work, paths.state)  # the old data, aside
         job.update(detail=_restored_detail(restored, backup))
 
     def _put_back(self, runtime: Runtime, aside: Path, had_data: bool) -> None:
@@ -1184,6 +1181,15 @@ def _durable(syncing: subprocess.Popen, deadline: Deadline) -> None:
         raise deadline.stopped("syncing the restored data", started=True) from None
     if syncing.returncode != 0:
         raise CommandFailed(f"sync -f of the restored data exited with status {syncing.returncode}")
+
+
+def _discard(work: Path, state: Path) -> None:
+    """A restore's scratch folder removed in the background: removing gigabytes takes seconds
+    the project need not wait for. Renamed first, so the next restore makes its own; one an
+    agent restart left behind is removed by the next job (Backups._remove_discarded)."""
+    discarded = state / f"{DISCARDED}{time.time_ns()}"
+    work.rename(discarded)
+    threading.Thread(target=shutil.rmtree, args=(discarded, True), daemon=True).start()
 
 
 def _put_back_error(error: Exception) -> ApiError:

@@ -9,6 +9,7 @@ compressed still restores, a corrupt or cut one fails the restore clearly.
 """
 
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -428,6 +429,33 @@ def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository)
     job = finished(client, ref)
     assert (job.state, job.error.code) == ("failed", "cancelled")
     assert labels(port) == {"before backup": 10, "after backup": 200_000}
+    assert client.status(ref).state == "running"
+    assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+
+def test_a_restore_whose_data_cannot_be_synced_fails_and_the_old_data_serves(agent_factory, make_repository, tmp_path):
+    """The restored data must be on disk before it serves: a `sync -f` of it that fails (a disk
+    error, here a `sync` that says so) fails the restore after the swap began, and the old data
+    is put back and serves."""
+    failing = tmp_path / "bin"
+    failing.mkdir()
+    (failing / "sync").write_text("#!/bin/sh\necho \"sync: error syncing '$2': Input/output error\" >&2\nexit 1\n")
+    (failing / "sync").chmod(0o755)
+    agent = agent_factory(env={"PATH": f"{failing}:{os.environ['PATH']}"})
+    client, ref, repository = agent.client(deadline=60), "unsynced16db", make_repository("file")
+    port = provision(client, ref, 16)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 3)
+    archive_everything(client, ref, port)
+    insert(port, "not archived", 2)
+
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+
+    assert (job.state, job.error.code) == ("failed", "restore_failed"), job.error
+    assert "sync -f of the restored data exited with status 1" in job.error.message
+    assert "the old data serves again" in job.error.message
+    assert labels(port) == {"before backup": 10, "after backup": 3, "not archived": 2}
     assert client.status(ref).state == "running"
     assert not (agent.root / ref / ".berth-pg" / "restore").exists()
 

@@ -16,12 +16,6 @@ from tests.stack import free_port_range, wait_for
 PASSWORD = "correct-horse-battery"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def runtime_toml(port: int, major: int = 15) -> FileSpec:
     text = f'driver = "process"\n\n[postgres]\nmajor = {major}\nport = {port}\npassword = "{PASSWORD}"\n'
     return FileSpec("runtime.toml", text.encode())
@@ -36,7 +30,7 @@ def connect(port: int) -> psycopg.Connection:
 
 
 def test_provision_stop_start_and_delete_a_real_postgres(agent):
-    client, ref, port = agent.client(), "shopdb01", free_port()
+    client, ref, port = agent.client(), "shopdb01", free_port_range(1)
     client.put_files(ref, [runtime_toml(port)])
 
     assert client.up(ref).state == "running"
@@ -64,7 +58,7 @@ def test_provision_stop_start_and_delete_a_real_postgres(agent):
 
 
 def test_cluster_runs_as_an_unprivileged_user_with_password_auth(agent):
-    client, ref, port = agent.client(), "authdb01", free_port()
+    client, ref, port = agent.client(), "authdb01", free_port_range(1)
     client.put_files(ref, [runtime_toml(port)])
     client.up(ref)
 
@@ -82,7 +76,8 @@ def test_cluster_runs_as_an_unprivileged_user_with_password_auth(agent):
 
 def test_restart_picks_up_a_new_port(agent):
     client, ref = agent.client(), "movedb01"
-    first, second = free_port(), free_port()
+    first = free_port_range(2)
+    second = first + 1
     client.put_files(ref, [runtime_toml(first)])
     client.up(ref)
     client.put_files(ref, [runtime_toml(second)])
@@ -120,7 +115,7 @@ def test_up_of_a_cluster_left_shutting_down_waits_for_its_stop_and_starts_it_aga
 
 def test_a_major_version_that_is_not_installed_is_refused_with_what_is(agent):
     client, ref = agent.client(), "olddb001"
-    client.put_files(ref, [runtime_toml(free_port(), major=9)])
+    client.put_files(ref, [runtime_toml(free_port_range(1), major=9)])
 
     with pytest.raises(AgentError) as refused:
         client.up(ref)

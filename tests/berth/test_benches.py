@@ -52,7 +52,11 @@ BENCHES = {
         "until a new connection shows it",
     ),
     "rollout": (["--projects", "3", "--wave-size", "2"], "Berth overhead/project"),
-    "provisioning": (["--projects", "2", "--rounds", "1"], "overhead"),
+    "provisioning": (
+        ["--projects", "2", "--rounds", "1"]
+        + ["--ports", lambda: f"{(first := free_port_range(40, PORT_BASE + 760))}-{first + 39}"],
+        "overhead",
+    ),
     "upgrade": (["--size-mb", "2", "--cases", "16->17 logical,16->17 dump"], "ratio dump/logical downtime"),
     "backups": (
         ["--size-mb", "2", "--rounds", "1", "--rpo-seconds", "2", "--pgbench-seconds", "1", "--pgbench-scale", "1"]
