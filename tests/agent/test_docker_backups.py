@@ -2,12 +2,14 @@
 runtime (Debian's PostgreSQL 15 in berth/test-postgres:15, data in a named volume) archiving
 its WAL through the outbox the agent ships, a base backup from the container, a point-in-time
 restore in place after a dropped table, a restore outside the window refused, restores that
-fail (cancelled; a corrupt base backup; a cut zstd-compressed one in S3) leaving the old data
-serving, archiving whose repository went away showing PostgreSQL's reason, verify, and a
-restore into a runtime that never ran (a clone) from an S3 repository, whose base backup is
-stored compressed. SKIPs without an engine (require_engine)."""
+fail (cancelled; a corrupt base backup; a cut zstd-compressed one in S3; the serving
+database's stop refused by the engine) leaving the old data serving, archiving whose
+repository went away showing PostgreSQL's reason, verify, and a restore into a runtime that
+never ran (a clone) from an S3 repository, whose base backup is stored compressed. SKIPs
+without an engine (require_engine)."""
 
 import io
+import os
 import shutil
 import subprocess
 import time
@@ -204,6 +206,46 @@ def test_restores_that_fail_leave_the_old_data_serving(
     assert labels(port) == {"before backup": 10, "kept": 4}
     assert client.status(ref).state == "running"
     assert not (docker_backup_agent.root / ref / ".berth-docker" / "restore").exists()
+
+
+def test_a_restore_whose_stop_of_the_serving_database_fails_changes_nothing(
+    engine, agent_factory, make_repository, cleanup, tmp_path, monkeypatch
+):
+    """The serving database is stopped as a restore begins; a `docker stop` the engine refuses
+    (here a `docker` in front of the real one, refusing once) fails the restore with the
+    engine's words (its output's tail), and the old data serves on."""
+    refuse = tmp_path / "refuse-stop"
+    shim = tmp_path / "bin" / "docker"
+    shim.parent.mkdir()
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = stop ] && rm "{refuse}" 2>/dev/null; then\n'
+        '  echo "Error response from daemon: cannot stop container: permission denied" >&2; exit 1\n'
+        "fi\n"
+        f'exec {engine["docker"]} "$@"\n'
+    )
+    shim.chmod(0o755)
+    monkeypatch.setenv("DOCKER_HOST", engine["host"])
+    agent = agent_factory(driver="docker", env={"PATH": f"{shim.parent}:{os.environ['PATH']}"})
+    client, ref, repository = agent.client(deadline=120), "dkstop1", make_repository("file")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "kept", 4)
+    archive_everything(client, ref, port)
+    refuse.touch()
+
+    client.restore_start(ref, repository)
+    failed = finished(client, ref)
+
+    assert not refuse.exists(), "the restore's stop went through the shim"
+    assert failed.state == "failed", failed
+    assert (failed.error.code, failed.phase) == ("command_failed", "starting"), failed.error
+    assert failed.error.message.startswith("docker stop"), failed.error
+    assert "cannot stop container: permission denied" in failed.error.output_tail
+    wait_for(lambda: serving(port), timeout=90, what="the old data")
+    assert labels(port) == {"before backup": 10, "kept": 4}
+    assert client.status(ref).state == "running"
+    assert not (agent.root / ref / ".berth-docker" / "restore").exists()
 
 
 def test_archiving_that_fails_shows_postgres_reason(docker_backup_agent, repository_folder, cleanup, tmp_path):
