@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from agent.drivers.process import shutting_down
 from agent.repository import Store, open_store
 from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent_fixtures import start_agent, stop_clusters
-from tests.stack import free_port_range, wait_for
+from tests.stack import ROOT, free_port_range, wait_for
 
 
 def runtime_toml(major: int, port: int, password: str = PASSWORD) -> FileSpec:
@@ -458,6 +459,49 @@ def test_a_restore_whose_data_cannot_be_synced_fails_and_the_old_data_serves(age
     assert labels(port) == {"before backup": 10, "after backup": 3, "not archived": 2}
     assert client.status(ref).state == "running"
     assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+
+
+def test_a_restore_whose_stop_of_the_serving_cluster_fails_changes_nothing(agent_factory, make_repository):
+    """The serving cluster is stopped as a restore begins; a `pg_ctl stop` that fails (here a
+    pg_ctl in front of the real one, refusing once) fails the restore with pg_ctl's words, and
+    the cluster serves on, never stopped: no commit is refused, none is lost."""
+    bindir = Path(tempfile.mkdtemp(prefix="bat-pgbin-"))  # the clusters' user reaches it
+    try:
+        real = (ROOT / "pgbin" / "16" / "bin").resolve()
+        for tool in ("initdb", "postgres"):
+            (bindir / tool).symlink_to(real / tool)
+        refuse = bindir / "marks" / "refuse-stop"
+        refuse.parent.mkdir()
+        refuse.parent.chmod(0o777)  # pg_ctl runs as the clusters' user
+        (bindir / "pg_ctl").write_text(
+            "#!/bin/sh\n"
+            f'case " $* " in *" stop "*) if rm "{refuse}" 2>/dev/null; then\n'
+            '  echo "pg_ctl: could not send stop signal (PID: 1): Operation not permitted" >&2; exit 1\n'
+            "fi;; esac\n"
+            f'exec {real / "pg_ctl"} "$@"\n'
+        )
+        bindir.chmod(0o755)
+        (bindir / "pg_ctl").chmod(0o755)
+        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": f"{bindir}:{ROOT / 'pgbin' / '*' / 'bin'}"})
+        client, ref, repository = agent.client(deadline=60), "stopfail16", make_repository("file")
+        port = provision(client, ref, 16)
+        protected(client, ref, port, repository)
+        insert(port, "after backup", 3)
+        archive_everything(client, ref, port)
+        refuse.touch()
+
+        client.restore_start(ref, repository)
+        failed = finished(client, ref)
+
+        assert not refuse.exists(), "the restore's stop went through the shim"
+        assert failed.state == "failed", failed
+        assert "Operation not permitted" in failed.error.output_tail, failed.error
+        insert(port, "after the restore failed", 1)
+        assert labels(port) == {"before backup": 10, "after backup": 3, "after the restore failed": 1}
+        assert client.status(ref).state == "running"
+        assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def test_a_restore_cancelled_while_the_serving_cluster_stops_starts_it_again(agent, make_repository):
