@@ -68,13 +68,18 @@ def make_root() -> Path:
     return root
 
 
-def pg_ctl_for(data: Path) -> Path:
-    """The pg_ctl of the major that made the cluster in `data`: the checkout's (scripts/postgres) or the system's."""
-    major = (data / "PG_VERSION").read_text().strip()
-    for candidate in (ROOT / "pgbin" / major / "bin" / "pg_ctl", Path(f"/usr/lib/postgresql/{major}/bin/pg_ctl")):
-        if candidate.exists():
+def server_bindir(major: int | str) -> Path | None:
+    """The bin folder of PostgreSQL `major`'s server: the checkout's (scripts/postgres) or the system's."""
+    for candidate in (ROOT / "pgbin" / str(major) / "bin", Path(f"/usr/lib/postgresql/{major}/bin")):
+        if (candidate / "pg_ctl").exists():
             return candidate.resolve()  # the postgres user may not search the checkout's links
-    return sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+    return None
+
+
+def pg_ctl_for(data: Path) -> Path:
+    """The pg_ctl of the major that made the cluster in `data`."""
+    bindir = server_bindir((data / "PG_VERSION").read_text().strip())
+    return bindir / "pg_ctl" if bindir else sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
 
 
 def stop_clusters(root: Path) -> None:
@@ -135,6 +140,33 @@ def install_fake_docker(folder: Path) -> dict:
     script.write_text(FAKE_DOCKER)
     script.chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DOCKER_DIR": str(folder)}
+
+
+def tool_in_front(path: Path, real: str | Path, args: str, then: str, once: Path | None = None) -> None:
+    """An executable at `path` standing in front of the real tool `real`: when its arguments, as
+    " $* " (a space each side), match the sh pattern `args`, the sh lines `then` run first (and
+    only once, given `once`: while that file exists, removed as they run); then, unless `then`
+    exited, the real tool with the same arguments."""
+    guard = "true" if once is None else f'rm "{once}" 2>/dev/null'
+    path.write_text(f'#!/bin/sh\ncase " $* " in {args}) if {guard}; then\n{then}\nfi;; esac\nexec {real} "$@"\n')
+    path.chmod(0o755)
+
+
+def postgres_path_with_pg_ctl_in_front(major: int, args: str, then: str) -> tuple[Path, str, Path]:
+    """A folder of PostgreSQL `major`'s initdb and postgres with a pg_ctl in front of the real
+    one (tool_in_front, once), all reachable by the clusters' user, who runs pg_ctl. Returns the
+    folder (the caller removes it), the BERTH_AGENT_POSTGRES_PATH that puts it first, and the
+    file whose existence arms `then`."""
+    folder = Path(tempfile.mkdtemp(prefix="bat-pgbin-"))
+    folder.chmod(0o755)
+    real = server_bindir(major)
+    for tool in ("initdb", "postgres"):
+        (folder / tool).symlink_to(real / tool)
+    once = folder / "marks" / "once"
+    once.parent.mkdir()
+    once.parent.chmod(0o777)
+    tool_in_front(folder / "pg_ctl", real / "pg_ctl", args, then, once)
+    return folder, f"{folder}:{ROOT / 'pgbin' / '*' / 'bin'}", once
 
 
 class AgentPool:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from agent.client import AgentClient, AgentError
 from agent.drivers.process import shutting_down
 from agent.repository import Store, open_store
 from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
-from tests.agent_fixtures import start_agent, stop_clusters
-from tests.stack import ROOT, free_port_range, wait_for
+from tests.agent_fixtures import postgres_path_with_pg_ctl_in_front, start_agent, stop_clusters, tool_in_front
+from tests.stack import free_port_range, wait_for
 
 
 def runtime_toml(major: int, port: int, password: str = PASSWORD) -> FileSpec:
@@ -428,7 +427,7 @@ def test_a_cancelled_restore_leaves_the_old_data_serving(agent, make_repository)
     assert operated.restore_start(ref, repository).operation == "op-cancel-1"
     assert operated.cancel(ref, "op-cancel-1").cancelled is True
     job = finished(client, ref)
-    assert (job.state, job.error.code) == ("failed", "cancelled")
+    assert (job.state, job.error.code) == ("failed", "cancelled"), job.error
     assert labels(port) == {"before backup": 10, "after backup": 200_000}
     assert client.status(ref).state == "running"
     assert not (agent.root / ref / ".berth-pg" / "restore").exists()
@@ -440,8 +439,8 @@ def test_a_restore_whose_data_cannot_be_synced_fails_and_the_old_data_serves(age
     is put back and serves."""
     failing = tmp_path / "bin"
     failing.mkdir()
-    (failing / "sync").write_text("#!/bin/sh\necho \"sync: error syncing '$2': Input/output error\" >&2\nexit 1\n")
-    (failing / "sync").chmod(0o755)
+    said = "echo \"sync: error syncing '$2': Input/output error\" >&2; exit 1"
+    tool_in_front(failing / "sync", shutil.which("sync"), "*", said)
     agent = agent_factory(env={"PATH": f"{failing}:{os.environ['PATH']}"})
     client, ref, repository = agent.client(deadline=60), "unsynced16db", make_repository("file")
     port = provision(client, ref, 16)
@@ -465,24 +464,11 @@ def test_a_restore_whose_stop_of_the_serving_cluster_fails_changes_nothing(agent
     """The serving cluster is stopped as a restore begins; a `pg_ctl stop` that fails (here a
     pg_ctl in front of the real one, refusing once) fails the restore with pg_ctl's words, and
     the cluster serves on, never stopped: no commit is refused, none is lost."""
-    bindir = Path(tempfile.mkdtemp(prefix="bat-pgbin-"))  # the clusters' user reaches it
+    bindir, postgres_path, refuse = postgres_path_with_pg_ctl_in_front(
+        16, '*" stop "', 'echo "pg_ctl: could not send stop signal (PID: 1): Operation not permitted" >&2; exit 1'
+    )
     try:
-        real = (ROOT / "pgbin" / "16" / "bin").resolve()
-        for tool in ("initdb", "postgres"):
-            (bindir / tool).symlink_to(real / tool)
-        refuse = bindir / "marks" / "refuse-stop"
-        refuse.parent.mkdir()
-        refuse.parent.chmod(0o777)  # pg_ctl runs as the clusters' user
-        (bindir / "pg_ctl").write_text(
-            "#!/bin/sh\n"
-            f'case " $* " in *" stop "*) if rm "{refuse}" 2>/dev/null; then\n'
-            '  echo "pg_ctl: could not send stop signal (PID: 1): Operation not permitted" >&2; exit 1\n'
-            "fi;; esac\n"
-            f'exec {real / "pg_ctl"} "$@"\n'
-        )
-        bindir.chmod(0o755)
-        (bindir / "pg_ctl").chmod(0o755)
-        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": f"{bindir}:{ROOT / 'pgbin' / '*' / 'bin'}"})
+        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": postgres_path})
         client, ref, repository = agent.client(deadline=60), "stopfail16", make_repository("file")
         port = provision(client, ref, 16)
         protected(client, ref, port, repository)
@@ -519,7 +505,7 @@ def test_a_restore_cancelled_while_the_serving_cluster_stops_starts_it_again(age
     wait_for(lambda: shutting_down(data), timeout=30, interval=0.002, what="the serving cluster's stop")
     assert operated.cancel(ref, "op-cancel-2").cancelled is True
     job = finished(client, ref)
-    assert (job.state, job.error.code) == ("failed", "cancelled")
+    assert (job.state, job.error.code) == ("failed", "cancelled"), job.error
     assert labels(port) == {"before backup": 10, "after backup": 300_000}
     assert client.status(ref).state == "running"
     assert not shutting_down(data)

@@ -24,7 +24,7 @@ from agent.client import AgentClient, AgentError
 from agent.repository import open_store
 from tests.agent.backup_helpers import PASSWORD, archive_everything, connect, finished, insert, labels
 from tests.agent.test_docker_engine import require_engine
-from tests.agent_fixtures import start_agent
+from tests.agent_fixtures import start_agent, tool_in_front
 from tests.stack import free_port_range, wait_for
 
 IMAGE = "berth/test-postgres:15"
@@ -217,14 +217,8 @@ def test_a_restore_whose_stop_of_the_serving_database_fails_changes_nothing(
     refuse = tmp_path / "refuse-stop"
     shim = tmp_path / "bin" / "docker"
     shim.parent.mkdir()
-    shim.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = stop ] && rm "{refuse}" 2>/dev/null; then\n'
-        '  echo "Error response from daemon: cannot stop container: permission denied" >&2; exit 1\n'
-        "fi\n"
-        f'exec {engine["docker"]} "$@"\n'
-    )
-    shim.chmod(0o755)
+    refused = 'echo "Error response from daemon: cannot stop container: permission denied" >&2; exit 1'
+    tool_in_front(shim, engine["docker"], '" stop "*', refused, refuse)
     monkeypatch.setenv("DOCKER_HOST", engine["host"])
     agent = agent_factory(driver="docker", env={"PATH": f"{shim.parent}:{os.environ['PATH']}"})
     client, ref, repository = agent.client(deadline=120), "dkstop1", make_repository("file")

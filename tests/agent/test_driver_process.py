@@ -1,6 +1,8 @@
 """The process driver provisions a real PostgreSQL 15 through a real agent process."""
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import time
@@ -10,7 +12,9 @@ import pytest
 
 from agent.api import FileSpec, Probe
 from agent.client import AgentError
-from agent.drivers.process import listen_addresses, shutting_down
+from agent.commands import Deadline, RunAs
+from agent.drivers.process import ClusterPaths, ProcessDriver, listen_addresses, shutting_down
+from tests.agent_fixtures import make_root, postgres_path_with_pg_ctl_in_front, server_bindir
 from tests.stack import free_port_range, wait_for
 
 PASSWORD = "correct-horse-battery"
@@ -111,6 +115,57 @@ def test_up_of_a_cluster_left_shutting_down_waits_for_its_stop_and_starts_it_aga
     finally:
         held.close()
         client.delete(ref, purge_data=True)
+
+
+def test_up_of_a_cluster_whose_shutdown_ends_right_after_status_answered_starts_it(agent_factory):
+    """A postmaster left shutting down ends whenever its shutdown is done, also between `up`'s
+    look at it and pg_ctl status's. Here a pg_ctl in front of the real one answers status, then
+    ends the shutdown's last session and waits for the postmaster's pid file to go: `up` must
+    start the cluster, not answer "already running" for one that is gone."""
+    real = server_bindir(15) / "pg_ctl"
+    end = 'kill -TERM "$(cat "${0%/*}/marks/held-pid")"; while [ -e "$2/postmaster.pid" ]; do sleep 0.01; done'
+    then = f'{real} "$@"; said=$?; {end}; exit $said'  # pg_ctl -D DATA status: $2 is the data folder
+    bindir, postgres_path, once = postgres_path_with_pg_ctl_in_front(15, '*" status "', then)
+    try:
+        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": postgres_path})
+        client, ref, port = agent.client(), "endsstatus", free_port_range(1)
+        client.put_files(ref, [runtime_toml(port)])
+        client.up(ref)
+        data = agent.root / ref / ".berth-pg" / "data"
+        with connect(port) as held:
+            (once.parent / "held-pid").write_text(str(held.info.backend_pid))
+            os.kill(int((data / "postmaster.pid").read_text().split("\n")[0]), signal.SIGTERM)
+            wait_for(lambda: shutting_down(data), timeout=10, interval=0.05, what="the smart shutdown")
+            once.touch()
+
+            assert client.up(ref).state == "running"
+        assert not once.exists(), "up's pg_ctl status went through the one in front"
+        with connect(port) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert client.status(ref).state == "running"
+        client.delete(ref, purge_data=True)
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+
+
+def test_a_stop_of_a_cluster_whose_postmaster_is_gone_is_no_failure():
+    """A shutdown already under way can end between the caller's look and pg_ctl stop's, which
+    then exits 1 saying the PID file does not exist: the cluster is stopped, as asked."""
+    root = make_root()
+    try:
+        paths = ClusterPaths.of(root / "gone01")
+        paths.data.mkdir(parents=True)
+        (paths.data / "PG_VERSION").write_text("15\n")  # a cluster's folder, as pg_ctl knows one
+        run_as = RunAs(pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid) if os.geteuid() == 0 else None
+        if run_as:
+            shutil.chown(paths.state, run_as.uid, run_as.gid)
+            shutil.chown(paths.data, run_as.uid, run_as.gid)
+        driver = ProcessDriver(run_as, ("127.0.0.1",))
+
+        said = driver.stop_cluster(server_bindir(15), paths, Deadline(20))
+        assert "does not exist" in said
+    finally:
+        shutil.rmtree(root)
 
 
 def test_a_major_version_that_is_not_installed_is_refused_with_what_is(agent):
