@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     free_port,
     measure_rpo,
     parser,
+    port_range,
     spread,
     start_agent,
     switch_and_archive,
@@ -179,10 +180,7 @@ def main() -> int:
         help="the TCP ports its clusters and S3 server may use, FIRST-LAST (default %(default)s)",
     )
     args = p.parse_args()
-    first_port, _, last_port = args.ports.partition("-")
-    if not (first_port.isdigit() and last_port.isdigit() and int(first_port) + 8 <= int(last_port) < 32768):
-        raise SystemExit(f"--ports {args.ports!r}: FIRST-LAST, at least 9 ports, all below 32768")
-    PORTS[0] = range(int(first_port), int(last_port) + 1)
+    PORTS[0] = port_range(args.ports, 9)
     timeout_s = int(os.environ.get("BERTH_WAL_ARCHIVE_TIMEOUT", "5"))
     pgbench = find_pgbench()
 

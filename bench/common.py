@@ -38,6 +38,15 @@ def parser(doc: str, bench: str) -> argparse.ArgumentParser:
     return p
 
 
+def port_range(text: str, needed: int) -> range:
+    """--ports FIRST-LAST: at least `needed` ports, all below the ephemeral range (32768 on),
+    where short-lived client sockets would take a cluster's port."""
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit() and int(first) + needed - 1 <= int(last) < 32768):
+        raise SystemExit(f"--ports {text!r}: FIRST-LAST, at least {needed} ports, all below 32768")
+    return range(int(first), int(last) + 1)
+
+
 @contextmanager
 def scratch(database: str, *, keep: bool = False, settings: dict | None = None):
     """Create `database`, point Django at it, set it up and migrate; drop it and the temp folder after.

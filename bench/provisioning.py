@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_settings, parser, scratch, spread, start_agent, start_worker  # noqa: E402
+from common import default_settings, parser, port_range, scratch, spread, start_agent, start_worker  # noqa: E402
 
 
 def runtime_start_seconds(project) -> float:
@@ -99,12 +99,7 @@ def main() -> int:
         help="the runtime host's port range, FIRST-LAST, below 32768 (default %(default)s)",
     )
     args = p.parse_args()
-    first_port, _, last_port = args.ports.partition("-")
-    # Each project leases a block of 4 ports; the ephemeral range starts at 32768.
-    if not (
-        first_port.isdigit() and last_port.isdigit() and int(first_port) + 4 * args.projects <= int(last_port) < 32768
-    ):
-        raise SystemExit(f"--ports {args.ports!r}: FIRST-LAST, 4 ports per project at least, all below 32768")
+    ports = port_range(args.ports, 4 * args.projects)  # each project leases a block of 4
     per_round = max(1, args.projects // args.rounds)
     # Deployed settings (DEBUG off), and the ORM broker unless --redis-url.
     extra = {**default_settings(), **({"REDIS_URL": args.redis_url} if args.redis_url else {})}
@@ -127,8 +122,8 @@ def main() -> int:
                 name="bench",
                 agent_url=url,
                 agent_token=token,
-                port_range_start=int(first_port),
-                port_range_end=int(last_port),
+                port_range_start=ports.start,
+                port_range_end=ports.stop - 1,
                 block_size=4,
             )
             singles, walls, made = [], [], 0

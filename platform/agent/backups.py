@@ -367,7 +367,7 @@ class Backups:
 
     def _remove_discarded(self, runtime: Runtime) -> None:
         for leftover in self._state(runtime).glob(f"{DISCARDED}*"):
-            threading.Thread(target=shutil.rmtree, args=(leftover, True), daemon=True).start()
+            _remove_in_background(leftover)
 
     def _job_path(self, runtime: Runtime) -> Path:
         return backup_dir(self._state(runtime)) / JOB_FILE
@@ -1186,10 +1186,20 @@ def _durable(syncing: subprocess.Popen, deadline: Deadline) -> None:
 def _discard(work: Path, state: Path) -> None:
     """A restore's scratch folder removed in the background: removing gigabytes takes seconds
     the project need not wait for. Renamed first, so the next restore makes its own; one an
-    agent restart left behind is removed by the next job (Backups._remove_discarded)."""
+    agent restart left behind is removed by the next job (Backups._remove_discarded). Never
+    raises: it runs once the restore's outcome is settled (the restored data serves, or the old
+    data is back), which a folder left over must not change; the next restore removes it."""
     discarded = state / f"{DISCARDED}{time.time_ns()}"
-    work.rename(discarded)
-    threading.Thread(target=shutil.rmtree, args=(discarded, True), daemon=True).start()
+    try:
+        work.rename(discarded)
+    except OSError as error:
+        log.warning("could not set %s aside for removal, left for the next restore: %s", work, error)
+        return
+    _remove_in_background(discarded)
+
+
+def _remove_in_background(folder: Path) -> None:
+    threading.Thread(target=shutil.rmtree, args=(folder, True), daemon=True).start()
 
 
 def _put_back_error(error: Exception) -> ApiError:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agent.api import BackupCatalog, BackupInfo
-from agent.backups import _choose_backup, _durable
+from agent.backups import _choose_backup, _discard, _durable
 from agent.commands import Deadline
 from agent.errors import CommandFailed, CommandTimeout, Invalid
 from tests.stack import wait_for
@@ -84,3 +84,26 @@ def test_a_sync_past_the_deadline_times_out_and_is_reaped_once_it_ends():
     assert syncing.returncode is None
     os.kill(syncing.pid, signal.SIGKILL)
     assert wait_for(lambda: syncing.returncode is not None, timeout=10, interval=0.05, what="the reaper")
+
+
+def test_a_scratch_folder_that_cannot_be_set_aside_is_left_and_logged_not_raised(tmp_path, caplog):
+    """_discard runs once a restore's outcome is settled; a folder it cannot rename (here its
+    state folder is gone) must not turn that outcome into an error: it stays for the next restore."""
+    work = tmp_path / "restore"
+    (work / "data").mkdir(parents=True)
+
+    _discard(work, tmp_path / "gone")
+
+    assert (work / "data").is_dir()
+    assert "could not set" in caplog.text and "left for the next restore" in caplog.text
+
+
+def test_a_scratch_folder_set_aside_is_removed_in_the_background(tmp_path):
+    work = tmp_path / "restore"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "base").write_bytes(b"x" * 4096)
+
+    _discard(work, tmp_path)
+
+    assert not work.exists()
+    wait_for(lambda: list(tmp_path.iterdir()) == [], timeout=10, interval=0.01, what="the removal")

@@ -99,6 +99,23 @@ def test_it_runs_to_its_figures_and_cleans_up(bench, tmp_path):
     assert list(tmp_path.iterdir()) == [], "the bench left temporary files behind"
 
 
+@pytest.mark.parametrize(
+    ("bench", "ports", "needed"),
+    [("provisioning", "32000-33000", 80), ("provisioning", "21000-21078", 80), ("backups", "21000-21007", 9)],
+)
+def test_it_refuses_ports_in_the_ephemeral_range_or_too_few_before_it_starts(bench, ports, needed):
+    done = subprocess.run(
+        [sys.executable, f"bench/{bench}.py", "--database", "berth_bench_never_made", "--ports", ports],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"--ports '{ports}': FIRST-LAST, at least {needed} ports, all below 32768" in done.stderr
+    assert databases_named("berth_bench_never_made") == []
+
+
 def test_agent_flood_runs_to_its_figures():
     done = subprocess.run(
         [sys.executable, "bench/agent_flood.py", "--idle", "10", "--rate", "20", "--seconds", "1"],
