@@ -80,14 +80,22 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
 
 
 # Below Linux's ephemeral range (32768-60999), where short-lived client sockets would collide
-# with runtimes. BERTH_TEST_PORT_BASE moves it, so parallel checkouts on one machine keep apart.
-PORT_BASE = int(os.environ.get("BERTH_TEST_PORT_BASE", "24000"))
+# with runtimes. BERTH_TEST_PORT_BASE moves it, so parallel checkouts on one machine keep apart;
+# each pytest-xdist worker of a run (scripts/test runs two) takes its own window of
+# PORT_WINDOW ports above it, and looks for free ports only there: a range one worker found
+# free must not be handed to the other's cluster before the first binds it.
+PORT_WINDOW = 1200
+PORT_BASE = int(os.environ.get("BERTH_TEST_PORT_BASE", "24000")) + PORT_WINDOW * int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+)
 PORT_CEILING = 32768
+assert PORT_BASE + PORT_WINDOW <= PORT_CEILING, f"BERTH_TEST_PORT_BASE leaves no room below {PORT_CEILING}"
 
 
 def free_port_range(size: int, start: int = PORT_BASE) -> int:
-    """A start port whose next `size` ports are free to bind on every address right now."""
-    for first in range(start, PORT_CEILING - size, size):
+    """A start port whose next `size` ports are free to bind on every address right now, in
+    this worker's window."""
+    for first in range(start, PORT_BASE + PORT_WINDOW - size + 1, size):
         try:
             for port in range(first, first + size):
                 for address in ("127.0.0.1", "0.0.0.0"):

@@ -142,7 +142,7 @@ def test_a_compose_command_that_hangs_is_killed_at_its_deadline(engine, agent_fa
 @pytest.fixture
 def docker_host(engine, agent_factory, db):
     agent = agent_factory(driver="docker", env={"DOCKER_HOST": engine["host"]})
-    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=PORT_BASE + 4000)
+    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=PORT_BASE + 1000)
     assert refresh_host(host, deadline=10), host.last_error
     assert host.driver == "docker" and host.capabilities["compose"]
     host.agent = agent

@@ -142,7 +142,7 @@ def test_router_bench_runs_to_its_figures_and_stops_what_it_started():
             "--idle",
             "5",
             "--ports",
-            str(int(os.environ.get("BERTH_TEST_PORT_BASE", "24000")) + 580),
+            str(PORT_BASE + 580),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -158,7 +158,7 @@ def test_router_bench_runs_to_its_figures_and_stops_what_it_started():
 
 
 def test_wal_push_bench_runs_to_its_figures_and_stops_what_it_started():
-    first = int(os.environ.get("BERTH_TEST_PORT_BASE", "24000")) + 640
+    first = PORT_BASE + 640
     done = subprocess.run(
         [sys.executable, "bench/wal_push.py", "--segments", "2", "--rounds", "1", "--ports", f"{first}-{first + 40}"],
         cwd=ROOT,

@@ -203,7 +203,7 @@ def test_berth_deploys_with_docker_compose_and_provisions_through_its_agent():
             env={"DJANGO_SUPERUSER_PASSWORD": deployment.admin_password},
         )
         deployment.manage("templates", "sync")
-        first = free_port_range(20, PORT_BASE + 6000)
+        first = free_port_range(20, PORT_BASE + 1100)
         # Register this Docker host's agent (as staff would in the admin) and ask it for its info.
         registered = deployment.manage(
             "shell",

@@ -32,7 +32,7 @@ def engine():
 def docker_host(engine, agent_factory, settings, repository_folder):
     use_repository(settings, repository_folder)
     agent = agent_factory(driver="docker", env={"DOCKER_HOST": engine["host"]})
-    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=PORT_BASE + 4100)
+    host = agent_host(agent, name="docker", block_size=10, blocks=4, start=PORT_BASE + 1050)
     assert refresh_host(host, deadline=10), host.last_error
     yield host
     for ref in Project.objects.values_list("ref", flat=True):
