@@ -161,6 +161,8 @@ def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline, settled:
             if deadline.expired():
                 return _EXPIRED
             if settled is not None and settled():
+                # What the command wrote before what it waits for happened is in the pipe now.
+                _drain(selector, fd, tail, deadline, pipe_open)
                 return _SETTLED
             wait = min(_POLL_S if settled is None else _SETTLED_POLL_S, deadline.remaining())
             if pipe_open:
@@ -172,11 +174,15 @@ def _collect(proc: subprocess.Popen, tail: "_Tail", deadline: Deadline, settled:
                     proc.wait(timeout=wait)
                 except subprocess.TimeoutExpired:
                     pass
-        # Bounded by the deadline too: a daemon that keeps writing would otherwise keep
-        # output ready forever.
-        while pipe_open and not deadline.expired() and selector.select(0):
-            pipe_open = _read_ready(selector, fd, tail, 0)
+        _drain(selector, fd, tail, deadline, pipe_open)
     return _EXITED
+
+
+def _drain(selector: selectors.BaseSelector, fd: int, tail: "_Tail", deadline: Deadline, pipe_open: bool) -> None:
+    """Read the output ready now, without waiting for more. Bounded by the deadline too: a
+    daemon that keeps writing would otherwise keep output ready forever."""
+    while pipe_open and not deadline.expired() and selector.select(0):
+        pipe_open = _read_ready(selector, fd, tail, 0)
 
 
 def _read_ready(selector: selectors.BaseSelector, fd: int, tail: "_Tail", wait: float) -> bool:

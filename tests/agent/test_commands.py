@@ -234,10 +234,12 @@ def test_cancel_needs_an_operation(shared_agent):
 
 
 def test_a_settled_command_returns_at_once_and_is_reaped_after(tmp_path):
-    """pg_ctl -w looks every 100 ms; `settled` looks every 10 ms and lets the command finish alone."""
+    """pg_ctl -w looks every 100 ms; `settled` looks every 10 ms and lets the command finish
+    alone. What it wrote before it settled is in the output, even when `settled` is first
+    asked only once that has happened (here it waits for it: a loaded machine's order)."""
     flag, pid_file = tmp_path / "ready", tmp_path / "pid"
     script = f"echo $$ > {pid_file}; echo waiting; touch {flag}; sleep 1; echo done"
-    result = run(["sh", "-c", script], Deadline(30), settled=flag.exists)
+    result = run(["sh", "-c", script], Deadline(30), settled=lambda: wait_until(flag.exists))
     assert result.returncode == 0 and result.output_tail == "waiting\n"
     pid = int(pid_file.read_text())
     assert not process_gone(pid)  # still sleeping, on its own
