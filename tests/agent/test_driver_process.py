@@ -1,7 +1,6 @@
 """The process driver provisions a real PostgreSQL 15 through a real agent process."""
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -12,7 +11,7 @@ import pytest
 
 from agent.api import FileSpec, Probe
 from agent.client import AgentError
-from agent.commands import Deadline, RunAs
+from agent.commands import Deadline
 from agent.drivers.process import ClusterPaths, ProcessDriver, listen_addresses, shutting_down
 from tests.agent_fixtures import make_root, postgres_path_with_pg_ctl_in_front, server_bindir
 from tests.stack import free_port_range, wait_for
@@ -153,14 +152,12 @@ def test_a_stop_of_a_cluster_whose_postmaster_is_gone_is_no_failure():
     then exits 1 saying the PID file does not exist: the cluster is stopped, as asked."""
     root = make_root()
     try:
+        driver = ProcessDriver.for_root(root, ["127.0.0.1"])  # as the agent makes it: root runs as postgres
         paths = ClusterPaths.of(root / "gone01")
-        paths.data.mkdir(parents=True)
+        paths.state.parent.mkdir()
+        driver.ensure_state_dir(paths)
+        paths.data.mkdir()
         (paths.data / "PG_VERSION").write_text("15\n")  # a cluster's folder, as pg_ctl knows one
-        run_as = RunAs(pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid) if os.geteuid() == 0 else None
-        if run_as:
-            shutil.chown(paths.state, run_as.uid, run_as.gid)
-            shutil.chown(paths.data, run_as.uid, run_as.gid)
-        driver = ProcessDriver(run_as, ("127.0.0.1",))
 
         said = driver.stop_cluster(server_bindir(15), paths, Deadline(20))
         assert "does not exist" in said
