@@ -17,11 +17,14 @@ file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
   as a restore's data is before it serves: `cp -a` alone may end in the page cache) and (c) an
   in-place restore to the latest point (from the start call to the restored cluster
   serving), from a base backup taken before the round (untimed), as Berth's backup pass takes
-  one after each restore. Each case starts after a `sync -f` (untimed), so none pays for the
-  writeback of the step before it, and each copy reads a source in the page cache (read
-  whole before, untimed), as the restore reads an object just stored; an untimed copy, removed
-  at once, starts each round, so every case writes into memory the one before it freed. Ratio
-  = cp time / restore time (goal >= 0.5), against each copy.
+  one after each restore; with an S3 repository it extracts the host's copy of that backup
+  (agent.hostcopy), so (d) the same restore again with that copy removed, as on a host that
+  did not take the backup, from the repository's object alone. Each case starts after a
+  `sync -f` (untimed), so none pays for the writeback of the step before it, and each copy
+  reads a source in the page cache (read whole before, untimed), as the restore reads an
+  object just stored; an untimed copy, removed at once, starts each round, so every case
+  writes into memory the one before it freed. Ratio = cp time / restore time (goal >= 0.5),
+  against each copy.
 - Write overhead: pgbench TPS with archiving on and off on one project, both each round,
   the order flipped every round (turning archiving on or off restarts it; pgbench vacuums
   before each run). Ratio = on / off (goal >= 0.9); use an even --rounds.
@@ -64,6 +67,7 @@ from common import (  # noqa: E402
     wait_job,
 )
 
+from agent import hostcopy  # noqa: E402
 from agent.api import FileSpec, Repository  # noqa: E402
 from agent.client import AgentClient  # noqa: E402
 
@@ -161,6 +165,18 @@ def read_whole(folder: Path) -> None:
                     pass
 
 
+def restore_seconds(client: AgentClient, ref: str, repository: Repository, scratch: Path) -> tuple[float, str]:
+    """An in-place restore to the latest point, from the start call to the restored cluster
+    serving; its seconds and the seconds of its phases."""
+    settle(scratch)  # as each copy starts (copy_seconds)
+    started = time.monotonic()
+    client.restore_start(ref, repository, job_s=3600)
+    phases = {}
+    wait_job(client, ref, phases)
+    seconds = time.monotonic() - started
+    return seconds, ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in phases.items())
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
 
@@ -218,7 +234,7 @@ def main() -> int:
         print(f"base backup of {size / (1 << 20):.0f} MiB: {backup_s:.1f} s", flush=True)
         compressed = compression(first, ref, repository)
         print(f"base backup compression: {compressed}", flush=True)
-        copies, synced, restores = [], [], []
+        copies, synced, restores, remote = [], [], [], []
         for round_number in range(args.rounds):
             if round_number:
                 # A restore begins a new timeline, and Berth's backup pass takes a base backup
@@ -233,18 +249,18 @@ def main() -> int:
             copy_seconds(data, target, scratch, durable=False)
             copies.append(copy_seconds(data, target, scratch, durable=False))
             synced.append(copy_seconds(data, target, scratch, durable=True))
-            settle(scratch)  # as each copy starts (copy_seconds)
-            started = time.monotonic()
-            first.restore_start(ref, repository, job_s=3600)
-            phases = {}
-            wait_job(first, ref, phases)
-            restores.append(time.monotonic() - started)
-            spent = ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in phases.items())
-            print(
-                f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, cp -a + sync {synced[-1]:.1f} s, "
-                f"restore {restores[-1]:.1f} s ({spent})",
-                flush=True,
-            )
+            seconds, spent = restore_seconds(first, ref, repository, scratch)
+            restores.append(seconds)
+            line = f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, cp -a + sync {synced[-1]:.1f} s, "
+            line += f"restore {seconds:.1f} s ({spent})"
+            if args.repository == "s3":
+                # As on a host that did not take the backup (a lost host's project): the
+                # repository's object, fetched and decompressed.
+                shutil.rmtree(roots[0] / ref / ".berth-pg" / hostcopy.FOLDER)
+                seconds, spent = restore_seconds(first, ref, repository, scratch)
+                remote.append(seconds)
+                line += f", from the repository alone {seconds:.1f} s ({spent})"
+            print(line, flush=True)
 
         with connect(port) as conn:
             conn.execute("drop table items")
@@ -274,6 +290,12 @@ def main() -> int:
     print(f"base backup compression: {compressed}")
     print(f"ratio restore/cp throughput: {ratio:.2f} (goal >= 0.5)")
     print(f"ratio restore/(cp + sync) throughput: {ratio_synced:.2f}")
+    if remote:
+        print(
+            f"from the repository alone (no host copy): restore MiB/s {spread([mib / seconds for seconds in remote])}; "
+            f"ratio to cp {statistics.median(copies) / statistics.median(remote):.2f}, "
+            f"to cp + sync {statistics.median(synced) / statistics.median(remote):.2f}"
+        )
     print(f"pgbench tps archiving off {spread(tps['off'])}; on {spread(tps['on'])}")
     print(f"ratio tps archiving on/off: {overhead:.2f} (goal >= 0.9)")
     return 0 if old == 0 else 1

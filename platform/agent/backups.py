@@ -10,6 +10,7 @@ Under a runtime's `.berth-pg/`:
     restore/data       a restore's cluster while it is built; restore/aside the serving data
                        while the restored cluster starts on the project's port
     verify/data        a verify's scratch cluster
+    base-copy/         this host's copy of the newest base backup into S3 (agent.hostcopy)
 
 Invariants:
 - A base backup, restore or verify is a job: the start call checks, takes the runtime's lock
@@ -43,7 +44,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from agent import api, tarcopy, tarstream, zstdio
+from agent import api, hostcopy, tarcopy, tarstream, zstdio
 from agent.archiving import (
     ARCHIVE_FILE,
     REPOSITORY_FILE,
@@ -248,7 +249,7 @@ class Backups:
         def work(job: Job, deadline: Deadline) -> None:
             if self.runtimes.driver.status(runtime, deadline)[0] != "running":
                 raise Invalid(f"runtime {ref} is not running; a base backup is taken from the running server")
-            info = self._base_backup(runtime, store, job, deadline)
+            info = self._base_backup(runtime, spec, store, job, deadline)
             job.update(backup=msgspec.to_builtins(info))
 
         return self._start(runtime, "base_backup", body.operation, body.deadline_s, work)
@@ -376,27 +377,73 @@ class Backups:
         """The runtime's folder for backup settings, jobs and scratch data."""
         return ClusterPaths.of(runtime.folder).state
 
+    def _copies(self, runtime: Runtime) -> Path:
+        return hostcopy.folder_of(self._state(runtime))
+
+    def _host_copy(self, spec: Spec, source: str, backup: api.BackupInfo) -> Path | None:
+        """This host's copy of `backup` (agent.hostcopy), if the runtime `source` lives here
+        and kept that one; a restore elsewhere reads the repository."""
+        try:
+            runtime = self.runtimes.get(source)
+        except ApiError:
+            return None
+        return hostcopy.find(self._copies(runtime), spec, source, backup.id, backup.bytes, backup.system_identifier)
+
     def _check_runtime(self, runtime: Runtime) -> None:
         self._driver()
 
     # -- base backup ----------------------------------------------------------------------
 
-    def _base_backup(self, runtime: Runtime, store: Store, job: Job, deadline: Deadline) -> api.BackupInfo:
+    def _base_backup(self, runtime: Runtime, spec: Spec, store: Store, job: Job, deadline: Deadline) -> api.BackupInfo:
         settings = PostgresSettings.from_manifest(runtime.manifest())
         paths = ClusterPaths.of(runtime.folder)
         self._allow_replication(runtime, paths, deadline)
         tool = self._client_tool("pg_basebackup", settings.major)
         argv = [str(tool), *("-h", self._address(), "-p", str(settings.port), "-U", settings.user), *BASEBACKUP_ARGS]
         password = {"PGPASSWORD": settings.password}
-        return self._take_base_backup(runtime, argv, password, settings.major, store, job, deadline)
+        return self._take_base_backup(runtime, argv, password, settings.major, spec, store, job, deadline)
 
     def _take_base_backup(
-        self, runtime: Runtime, argv: list[str], env: dict, major: int, store: Store, job: Job, deadline: Deadline
+        self,
+        runtime: Runtime,
+        argv: list[str],
+        env: dict,
+        major: int,
+        spec: Spec,
+        store: Store,
+        job: Job,
+        deadline: Deadline,
     ) -> api.BackupInfo:
-        """pg_basebackup's tar (argv writes it to stdout) streamed into base/<id>/base.tar (into
-        S3: compressed, base.tar.zst, see _compresses), then its backup.json."""
+        """A base backup into `store` (_stream_base_backup); beside an S3 repository its tar is
+        also kept on this host (agent.hostcopy), once the backup is stored whole."""
         started = time.time()
         backup_id = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
+        if isinstance(store, FolderStore):  # a copy at disk speed already: no second one
+            return self._stream_base_backup(runtime, argv, env, major, store, job, deadline, started, backup_id, None)
+        with hostcopy.Writer(self._copies(runtime), backup_id) as copying:
+            info = self._stream_base_backup(
+                runtime, argv, env, major, store, job, deadline, started, backup_id, copying
+            )
+            kept = copying.keep(spec, runtime.ref, backup_id, info.bytes, info.system_identifier)
+        job.update(detail=f"{job.fields['detail']}; {kept}")  # after the stream's own
+        return info
+
+    def _stream_base_backup(
+        self,
+        runtime: Runtime,
+        argv: list[str],
+        env: dict,
+        major: int,
+        store: Store,
+        job: Job,
+        deadline: Deadline,
+        started: float,
+        backup_id: str,
+        copying: hostcopy.Writer | None,
+    ) -> api.BackupInfo:
+        """pg_basebackup's tar (argv writes it to stdout) streamed into base/<id>/base.tar (into
+        S3: compressed, base.tar.zst, see _compresses), read through `copying` if any, then its
+        backup.json."""
         compress = _compresses(store)
         key = f"base/{backup_id}/base.tar" + (zstdio.SUFFIX if compress else "")
         job.update(phase="copying", detail=f"base backup {backup_id}")
@@ -425,8 +472,9 @@ class Backups:
 
             watchdog = _Watchdog(process, deadline, check=archiving_stuck)
             stream = _LabelReader(process.stdout)
+            source = stream if copying is None else copying.tee(stream)
             try:
-                stored = store.put(key, zstdio.Compressing(stream) if compress else stream)
+                stored = store.put(key, zstdio.Compressing(source) if compress else source)
                 process.wait()
             finally:
                 watchdog.stop()
@@ -523,8 +571,9 @@ class Backups:
         with ThreadPoolExecutor(1) as stopper:
             stopping = stopper.submit(driver.down, runtime, deadline) if had_data else None
             try:
+                copy = self._host_copy(spec, source, backup)
                 restored = self._recover(
-                    work, spec, source, backup, target, settings.port, login, job, deadline, stopping
+                    work, spec, source, backup, target, settings.port, login, job, deadline, stopping, copy=copy
                 )
             except BaseException:
                 # The serving data was not touched: the scratch cluster goes, the old one starts.
@@ -605,12 +654,14 @@ class Backups:
         deadline: Deadline,
         list_wal_after: Future | None = None,
         keep_running: bool = False,
+        copy: Path | None = None,
     ) -> "Recovered":
         """The backup restored into work/data and recovered to `target` (None: the end of the
         archive) and promoted; `login` (user, password): runtime.toml's superuser, whose password
         it is given. `list_wal_after`: the WAL is listed once it is done (a restore in place:
         the serving cluster's last segment archived), and its error raised. Stopped after,
-        unless keep_running."""
+        unless keep_running. `copy`: this host's copy of the backup's tar (agent.hostcopy),
+        extracted instead of the repository's."""
         driver = self._driver()
         bindir = driver.bindir(backup.major)
         self._stop_any(work / "data", Deadline(60))
@@ -622,7 +673,8 @@ class Backups:
             folder.mkdir(mode=0o700)
             self._own(folder)
         store = open_store(spec, source)
-        job.update(phase="fetching", detail=f"base backup {backup.id} and WAL of {source}")
+        whence = " (this host's copy)" if copy is not None else ""
+        job.update(phase="fetching", detail=f"base backup {backup.id}{whence} and WAL of {source}")
         # The WAL is fetched while the base backup is extracted: the two wait on different
         # things (many small GETs; one stream into tar), and recovery needs both.
         stop_fetching = threading.Event()
@@ -631,7 +683,9 @@ class Backups:
                 self._prefetch_wal, store, backup, target, spool, deadline, stop_fetching, list_wal_after
             )
             try:
-                self._extract(store, _base_key(store, backup), backup.bytes, data, deadline)
+                from_copy = copy is not None and self._extract_copy(copy, data, deadline)
+                if not from_copy:
+                    self._extract(store, _base_key(store, backup), backup.bytes, data, deadline)
             except BaseException:
                 stop_fetching.set()
                 raise
@@ -683,6 +737,7 @@ class Backups:
                 last_commit=datetime.fromisoformat(commit[-1]).timestamp() if commit else None,
                 timeline=int(timeline[-1]) if timeline else None,
                 socket_dir=socket_dir,
+                from_copy=from_copy,
             )
             if not keep_running:
                 self._stop(bindir, data, deadline)
@@ -769,6 +824,23 @@ class Backups:
         """Back to the project's pg_hba.conf; the driver rewrites berth.conf when it starts it."""
         (data / "pg_hba.conf.berth-kept").replace(data / "pg_hba.conf")
         self._driver().write_owned(data / "berth.conf", "")
+
+    def _extract_copy(self, copy: Path, data: Path, deadline: Deadline) -> bool:
+        """The host's copy of the base backup extracted into `data`, as a folder repository's
+        tar. One that fails (damaged, gone) is forgotten and `data` emptied again: False, and
+        the restore reads the repository instead; its deadline's end is raised."""
+        try:
+            tarcopy.extract(copy, data, self._driver().run_as, deadline)
+            return True
+        except (CommandFailed, OSError) as error:
+            if deadline.expired():
+                raise
+            log.warning("extracting the host copy %s failed (%s): reading the repository", copy, error)
+        hostcopy.forget(copy.parent)
+        shutil.rmtree(data)
+        data.mkdir(mode=0o700)
+        self._own(data)
+        return False
 
     def _extract(self, store: Store, key: str, tar_bytes: int, data: Path, deadline: Deadline) -> None:
         """The base backup extracted into `data`, owned by the server's user: a folder's tar by
@@ -1014,8 +1086,10 @@ class Recovered:
         timeline: int | None,
         socket_dir: Path,
         syncing: subprocess.Popen | None = None,
+        from_copy: bool = False,
     ):
         self.last_commit, self.timeline, self.socket_dir = last_commit, timeline, socket_dir
+        self.from_copy = from_copy  # the base backup came from this host's copy (agent.hostcopy)
         # The syncfs of the stopped, restored data, running: awaited (`_durable`) before the
         # data is put in place, so it overlaps with stopping the serving cluster.
         self.syncing = syncing
@@ -1224,7 +1298,8 @@ def _when(unix: float) -> str:
 
 def _restored_detail(restored: Recovered, backup: api.BackupInfo) -> str:
     to = _when(restored.last_commit) if restored.last_commit else "the backup (no later commit)"
-    return f"restored from base backup {backup.id} to the commit of {to}"
+    whence = " (this host's copy)" if restored.from_copy else ""
+    return f"restored from base backup {backup.id}{whence} to the commit of {to}"
 
 
 def _check_reached(log_file: Path, newest: str) -> None:

@@ -42,14 +42,16 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
-from agent import api, zstdio
+from agent import api, hostcopy, zstdio
 from agent.archiving import ARCHIVE_FILE, REPOSITORY_FILE, archive_timeout, archiving_on, backup_dir, conf_quote
 from agent.backups import (
     _LAST_COMMIT,
@@ -385,13 +387,13 @@ class DockerBackups(Backups):
 
     # -- base backup ----------------------------------------------------------------------
 
-    def _base_backup(self, runtime: Runtime, store: Store, job: Job, deadline: Deadline) -> api.BackupInfo:
+    def _base_backup(self, runtime: Runtime, spec: Spec, store: Store, job: Job, deadline: Deadline) -> api.BackupInfo:
         container = self._require(runtime, deadline)
         major = container.major or int(_psql(container.id, "show server_version_num", deadline)) // 10000
         # Over the container's local socket, as its postgres user: no password, no TCP.
         argv = ["docker", "exec", "-u", "postgres", "-e", f"PGAPPNAME={BACKUP_APP}", container.id]
         argv += ["pg_basebackup", "-U", "postgres", *BASEBACKUP_ARGS]
-        return self._take_base_backup(runtime, argv, {}, major, store, job, deadline)
+        return self._take_base_backup(runtime, argv, {}, major, spec, store, job, deadline)
 
     def _system_identifier(self, runtime: Runtime) -> str:
         return _psql(self._require(runtime, Deadline(10)).id, SYSTEM_ID_SQL, Deadline(10)).strip()
@@ -433,8 +435,9 @@ class DockerBackups(Backups):
                 # segment is archived (the archive command waits for the shipper) before the
                 # WAL is listed, and no commit is acknowledged that the swap would discard.
                 run_checked(["docker", "stop", "-t", "60", container.id], deadline)
+            copy = self._host_copy(spec, source, backup)
             restored = self._recover(
-                runtime, container, RESTORE, mounts, data, spec, source, backup, target, job, deadline
+                runtime, container, RESTORE, mounts, data, spec, source, backup, target, job, deadline, copy=copy
             )
         except BaseException:
             # The serving data was not touched: the scratch cluster goes, the database starts again.
@@ -512,11 +515,13 @@ class DockerBackups(Backups):
         job: Job,
         deadline: Deadline,
         keep_running: bool = False,
+        copy: Path | None = None,
     ) -> Recovered:
         """The backup restored into `data` (a path in a one-off container of the database's
         image with `mounts`) and recovered to `target` (None: the archive's end) and promoted,
         with the container's POSTGRES_PASSWORD for the postgres role. Stopped and removed after,
-        unless keep_running (its name: _oneoff_name(kind))."""
+        unless keep_running (its name: _oneoff_name(kind)). `copy`: this host's copy of the
+        backup's tar (agent.hostcopy), extracted instead of the repository's."""
         name = _oneoff_name(kind, runtime)
         run(["docker", "rm", "-f", name], deadline)
         work = self._state(runtime) / kind
@@ -527,9 +532,23 @@ class DockerBackups(Backups):
         (work / "hba.conf").write_text("local all all trust\n")
         (work / "hba.conf").chmod(0o644)
         store = open_store(spec, source)
-        job.update(phase="fetching", detail=f"base backup {backup.id} of {source}")
-        self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], ["-c", PREPARE_SCRIPT, "sh", data], deadline)
-        self._extract_into(container, name, mounts, store, _base_key(store, backup), backup.bytes, data, deadline)
+        whence = " (this host's copy)" if copy is not None else ""
+        job.update(phase="fetching", detail=f"base backup {backup.id}{whence} of {source}")
+        prepare = ["-c", PREPARE_SCRIPT, "sh", data]
+        self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
+        if copy is not None:
+            try:
+                self._extract_into(container, name, mounts, data, deadline, local=copy)
+            except CommandFailed as error:
+                if deadline.expired():
+                    raise
+                # Damaged or gone: forgotten, and the repository's tar extracted instead.
+                log.warning("extracting the host copy %s failed (%s): reading the repository", copy, error)
+                hostcopy.forget(copy.parent)
+                self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
+                copy = None
+        if copy is None:
+            self._extract_base(container, name, mounts, store, _base_key(store, backup), backup.bytes, data, deadline)
         job.update(phase="fetching WAL")
         # Every segment from the backup's start: the restore command is a cp from the spool
         # alone (the image may have no interpreter for agent/wal.py's fetch).
@@ -556,6 +575,7 @@ class DockerBackups(Backups):
                 last_commit=datetime.fromisoformat(commit[-1]).timestamp() if commit else None,
                 timeline=int(timeline[-1]) if timeline else None,
                 socket_dir=Path("/tmp"),
+                from_copy=copy is not None,
             )
             if not keep_running:
                 _psql(name, "checkpoint", deadline, socket="/tmp")
@@ -639,7 +659,7 @@ class DockerBackups(Backups):
         if "database system is shut down" not in said:
             raise RestoreFailed(f"the restored cluster did not shut down cleanly: {_problems(said)}")
 
-    def _extract_into(
+    def _extract_base(
         self,
         container: Container,
         name: str,
@@ -650,14 +670,43 @@ class DockerBackups(Backups):
         data: str,
         deadline: Deadline,
     ) -> None:
-        """The base backup's tar extracted into `data` in a one-off container `name` (named, so a
-        cleanup removes it even when killing `docker run` left it running). A folder's tar is
-        bind-mounted read-only and read by tar itself (a container's stdin carried a tar at a
-        quarter of that speed here); an object is streamed to tar's stdin, decompressed by the
-        agent (the image need have no zstd)."""
-        local = store.root / key if isinstance(store, FolderStore) else None
-        if local is not None and not local.is_file():
+        """The repository's tar of the base backup extracted into `data` (_extract_into): a
+        folder's bind-mounted, an object's streamed to tar's stdin, decompressed by the agent
+        (the image need have no zstd)."""
+        if not isinstance(store, FolderStore):
+            try:
+                self._extract_into(
+                    container,
+                    name,
+                    mounts,
+                    data,
+                    deadline,
+                    write=lambda out: _write_base(store, key, tar_bytes, out, deadline),
+                )
+            except zstdio.Damaged as error:
+                raise _damaged(key, error) from None
+            except FileNotFoundError:
+                raise RepositoryUnavailable(f"the repository has no {key}") from None
+            return
+        local = store.root / key
+        if not local.is_file():
             raise RepositoryUnavailable(f"the repository has no {key}")
+        self._extract_into(container, name, mounts, data, deadline, local=local)
+
+    def _extract_into(
+        self,
+        container: Container,
+        name: str,
+        mounts: list[str],
+        data: str,
+        deadline: Deadline,
+        local: Path | None = None,
+        write: Callable[[BinaryIO], None] | None = None,
+    ) -> None:
+        """A tar extracted into `data` in a one-off container `name` (named, so a cleanup
+        removes it even when killing `docker run` left it running): a `local` file bind-mounted
+        read-only and read by tar itself (a container's stdin carried a tar at a quarter of
+        that speed here), or what `write(out)` writes to tar's stdin."""
         argv = ["docker", "run", "--rm", "--name", name, "--network", "none", *mounts, "-u", "postgres"]
         if local is not None:
             # --mount, not -v: a source the engine cannot see is an error, never an empty folder made.
@@ -674,18 +723,13 @@ class DockerBackups(Backups):
             start_new_session=True,
         )
         watchdog = _Watchdog(process, deadline)
-        damaged = None
         try:
             try:
-                if local is None:
+                if write is not None:
                     _widen_pipe(process.stdin)
-                    _write_base(store, key, tar_bytes, process.stdin, deadline)
-            except zstdio.Damaged as error:
-                damaged = error  # told before tar's words: tar saw only what the damage did
+                    write(process.stdin)
             except BrokenPipeError:
                 pass  # tar stopped: its status and words say why
-            except FileNotFoundError:
-                raise RepositoryUnavailable(f"the repository has no {key}") from None
             finally:
                 if process.stdin is not None:
                     try:
@@ -698,8 +742,6 @@ class DockerBackups(Backups):
             watchdog.stop()
         if watchdog.fired:
             raise deadline.stopped("extracting the base backup", started=True)
-        if damaged is not None:
-            raise _damaged(key, damaged)
         if process.returncode != 0:
             raise CommandFailed(f"tar could not extract the base backup: {said[-500:]}", output_tail=said[-4096:])
 

@@ -20,7 +20,7 @@ import msgspec
 import psycopg
 import pytest
 
-from agent import zstdio
+from agent import hostcopy, zstdio
 from agent.api import BackupInfo, FileSpec, Repository
 from agent.backups import spec_of
 from agent.client import AgentClient, AgentError
@@ -51,6 +51,12 @@ def protected(client, ref: str, port: int, repository: Repository) -> None:
     assert client.backup_start(ref, repository).state == "running"
     job = finished(client, ref)
     assert (job.kind, job.state) == ("base_backup", "succeeded"), job.error
+
+
+def without_host_copy(root: Path, ref: str) -> None:
+    """The host's copy of the runtime's base backup gone (agent.hostcopy), as on a host that did
+    not take it: its restores read the repository's object."""
+    shutil.rmtree(root / ref / ".berth-pg" / hostcopy.FOLDER)
 
 
 def stored_base(client, repository: Repository, ref: str) -> tuple[Store, BackupInfo, dict[str, int]]:
@@ -554,6 +560,7 @@ def test_an_s3_base_backup_is_stored_compressed_and_one_stored_plain_before_stil
     client, ref, repository = agent.client(deadline=60), "zstd16db", make_repository("s3")
     port = provision(client, ref, 16)
     protected(client, ref, port, repository)
+    without_host_copy(agent.root, ref)
     store, backup, objects = stored_base(client, repository, ref)
     assert objects.keys() == {"base.tar.zst", "backup.json"}
     assert backup.stored == "base.tar.zst"  # a restore need not list the folder for it
@@ -586,6 +593,7 @@ def test_a_corrupt_or_cut_compressed_base_backup_fails_the_restore_clearly_and_t
     client, ref, repository = agent.client(deadline=60), "zbad16db", make_repository("s3")
     port = provision(client, ref, 16)
     protected(client, ref, port, repository)
+    without_host_copy(agent.root, ref)
     insert(port, "after backup", 4)
     archive_everything(client, ref, port)
     store, backup, _ = stored_base(client, repository, ref)

@@ -2,10 +2,12 @@
 runtime (Debian's PostgreSQL 15 in berth/test-postgres:15, data in a named volume) archiving
 its WAL through the outbox the agent ships, a base backup from the container, a point-in-time
 restore in place after a dropped table, a restore outside the window refused, restores that
-fail (cancelled; a corrupt base backup; a cut zstd-compressed one in S3; the serving
+fail (cancelled; a corrupt base backup; a cut zstd-compressed one in S3, read after the
+host's copy of it failed to extract; the serving
 database's stop refused by the engine) leaving the old data serving, archiving whose
 repository went away showing PostgreSQL's reason, verify, and a restore into a runtime that
-never ran (a clone) from an S3 repository, whose base backup is stored compressed. SKIPs
+never ran (a clone) from the host's copy of an S3 repository's base backup, stored there
+compressed, and a verify of that repository. SKIPs
 without an engine (require_engine)."""
 
 import io
@@ -18,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from agent import hostcopy
 from agent.api import FileSpec, Repository
 from agent.backups import spec_of
 from agent.client import AgentClient, AgentError
@@ -282,8 +285,15 @@ def test_a_clone_restores_into_a_runtime_that_never_ran_from_s3(docker_backup_ag
     client.restore_start(clone, repository, source_ref=ref)
     job = finished(client, clone)
     assert job.state == "succeeded", job.error
+    assert f"base backup {backup.id} (this host's copy)" in job.detail  # bind-mounted, as a folder's tar
     assert client.status(clone).state == "running"
     assert labels(clone_port, "another-password-2") == {"before backup": 10, "after backup": 6}
+
+    # A verify reads the repository's object (decompressed into tar's stdin), not the copy.
+    client.verify_start(ref, repository)
+    verified = finished(client, ref)
+    assert (verified.kind, verified.state) == ("verify", "succeeded"), verified.error
+    assert "this host's copy" not in verified.detail
 
 
 def test_a_cut_compressed_base_backup_fails_the_restore_clearly_and_the_old_data_serves(
@@ -299,9 +309,14 @@ def test_a_cut_compressed_base_backup_fails_the_restore_clearly_and_the_old_data
     with store.open(key) as source:
         whole = source.read()
     store.put(key, io.BytesIO(whole[: len(whole) // 2]))
+    copies = docker_backup_agent.root / ref / ".berth-docker" / hostcopy.FOLDER
+    (tar,) = copies.glob("*.tar")
+    with open(tar, "r+b") as damaged:  # the host's copy garbled too, its size kept
+        damaged.write(b"\xff" * 512)
 
     client.restore_start(ref, repository)
     failed = finished(client, ref)
+    assert list(copies.iterdir()) == [], "the damaged copy is forgotten; the repository's object is read"
     assert (failed.state, failed.error.code) == ("failed", "restore_failed"), failed.error
     assert failed.error.message.startswith(f"the base backup {key} in the repository is damaged: it ends after ")
     assert failed.error.message.endswith("(the object is cut short)")
