@@ -19,7 +19,8 @@ Invariants:
 - Writing a copy never fails a backup and never fills the disk: it stops, the copy dropped
   and the reason in the job's detail, when the filesystem would keep less than RESERVE of its
   space free, or at any write error.
-- One copy per runtime: a complete new one replaces the older.
+- One copy per runtime: a complete new one replaces the older, and a new one begins by
+  removing any tar the record does not name (one an interrupted backup left half written).
 - Readable by the agent alone (its folder is mode 700); the docker driver bind-mounts the tar
   into the one-off container that extracts it.
 """
@@ -65,7 +66,7 @@ class Writer:
         try:
             folder.mkdir(mode=0o700, exist_ok=True)
             os.chmod(folder, 0o700)
-            self.path.unlink(missing_ok=True)
+            _remove_unrecorded(folder)
             # 644 inside a 700 folder: the docker driver's one-off container reads it as its
             # postgres user through a bind mount, nobody else reaches it.
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -179,6 +180,18 @@ def find(folder: Path, spec: Spec, stanza: str, backup_id: str, tar_bytes: int, 
     except OSError:
         return None
     return path
+
+
+def _remove_unrecorded(folder: Path) -> None:
+    """Tars the record does not name removed: a backup the agent did not finish (killed, or
+    the host restarted) left its copy half written, and it must not hold the disk."""
+    try:
+        kept = f"{json.loads((folder / RECORD).read_text())['id']}.tar"
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = None
+    for tar in folder.glob("*.tar"):
+        if tar.name != kept:
+            tar.unlink(missing_ok=True)
 
 
 def forget(folder: Path) -> None:

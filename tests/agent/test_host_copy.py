@@ -84,6 +84,20 @@ def test_a_new_copy_replaces_the_older_only_once_complete(tmp_path):
     assert hostcopy.find(folder, SPEC, "db1", "20261207T100000Z", 3000, "7001") is None
 
 
+def test_a_copy_an_interrupted_backup_left_half_written_goes_when_the_next_begins(tmp_path):
+    folder = tmp_path / "copies"
+    write_copy(folder, "20261207T100000Z", b"a" * 3000)
+    (folder / "20261207T110000Z.tar").write_bytes(b"b" * 1000)  # the agent was killed mid-backup
+
+    with hostcopy.Writer(folder, "20261207T120000Z"):
+        assert sorted(path.name for path in folder.iterdir()) == [
+            "20261207T100000Z.tar",  # the kept copy stays until a new one is complete
+            "20261207T120000Z.tar",
+            hostcopy.RECORD,
+        ]
+    assert hostcopy.find(folder, SPEC, "db1", "20261207T100000Z", 3000, "7001") is not None
+
+
 def test_a_stream_that_ends_short_of_the_tars_size_is_not_kept(tmp_path):
     folder = tmp_path / "copies"
     with hostcopy.Writer(folder, "20261207T100000Z") as writer:
