@@ -496,6 +496,40 @@ def test_a_restore_whose_stop_of_the_serving_cluster_fails_changes_nothing(agent
         shutil.rmtree(bindir, ignore_errors=True)
 
 
+def test_a_restored_cluster_that_does_not_start_in_place_is_undone_and_the_old_data_serves(
+    agent_factory, make_repository
+):
+    """After the swap the restored data starts on the project's port; a start that fails there
+    (a pg_ctl in front of the real one, refusing the serving folder's start once: recovery's
+    own start, in restore/data, goes through) puts the old data back, with every row."""
+    bindir, postgres_path, refuse = postgres_path_with_pg_ctl_in_front(
+        16, '*"/.berth-pg/data -l "*" start "', 'echo "pg_ctl: could not start server" >&2; exit 1'
+    )
+    try:
+        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": postgres_path})
+        client, ref, repository = agent.client(deadline=60), "nostart16", make_repository("file")
+        port = provision(client, ref, 16)
+        protected(client, ref, port, repository)
+        insert(port, "after backup", 3)
+        archive_everything(client, ref, port)
+        insert(port, "not archived", 2)
+        refuse.touch()
+
+        client.restore_start(ref, repository)
+        failed = finished(client, ref)
+
+        assert not refuse.exists(), "the swap's start went through the shim"
+        assert (failed.state, failed.error.code) == ("failed", "restore_failed"), failed.error
+        assert failed.error.message.startswith("the restored cluster did not serve, and the old data serves again: ")
+        with connect(port) as conn:  # the old cluster's timeline: a restored one begins a new one
+            assert conn.execute("select timeline_id from pg_control_checkpoint()").fetchone() == (1,)
+        assert labels(port) == {"before backup": 10, "after backup": 3, "not archived": 2}
+        assert client.status(ref).state == "running"
+        assert not (agent.root / ref / ".berth-pg" / "restore").exists()
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+
+
 def test_a_restore_cancelled_while_the_serving_cluster_stops_starts_it_again(agent, make_repository):
     """The cancel kills the stop's pg_ctl, not the postmaster's shutdown: the old data is
     started again once that shutdown ends, not taken for running a moment before it does."""
