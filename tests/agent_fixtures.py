@@ -76,6 +76,16 @@ def server_bindir(major: int | str) -> Path | None:
     return None
 
 
+def installed_server_bindir(major: int | str) -> Path:
+    """server_bindir, for a test that needs that major: a clear failure when it is not here."""
+    bindir = server_bindir(major)
+    if bindir is None:
+        pytest.fail(
+            f"no PostgreSQL {major} server here (pgbin/{major}, /usr/lib/postgresql/{major}): run ./scripts/test"
+        )
+    return bindir
+
+
 def pg_ctl_for(data: Path) -> Path:
     """The pg_ctl of the major that made the cluster in `data`."""
     bindir = server_bindir((data / "PG_VERSION").read_text().strip())
@@ -159,7 +169,7 @@ def postgres_path_with_pg_ctl_in_front(major: int, args: str, then: str) -> tupl
     file whose existence arms `then`."""
     folder = Path(tempfile.mkdtemp(prefix="bat-pgbin-"))
     folder.chmod(0o755)
-    real = server_bindir(major)
+    real = installed_server_bindir(major)
     for tool in ("initdb", "postgres"):
         (folder / tool).symlink_to(real / tool)
     once = folder / "marks" / "once"

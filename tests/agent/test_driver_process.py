@@ -13,7 +13,7 @@ from agent.api import FileSpec, Probe
 from agent.client import AgentError
 from agent.commands import Deadline
 from agent.drivers.process import ClusterPaths, ProcessDriver, listen_addresses, shutting_down
-from tests.agent_fixtures import make_root, postgres_path_with_pg_ctl_in_front, server_bindir
+from tests.agent_fixtures import installed_server_bindir, make_root, postgres_path_with_pg_ctl_in_front
 from tests.stack import free_port_range, wait_for
 
 PASSWORD = "correct-horse-battery"
@@ -121,7 +121,7 @@ def test_up_of_a_cluster_whose_shutdown_ends_right_after_status_answered_starts_
     look at it and pg_ctl status's. Here a pg_ctl in front of the real one answers status, then
     ends the shutdown's last session and waits for the postmaster's pid file to go: `up` must
     start the cluster, not answer "already running" for one that is gone."""
-    real = server_bindir(15) / "pg_ctl"
+    real = installed_server_bindir(15) / "pg_ctl"
     end = 'kill -TERM "$(cat "${0%/*}/marks/held-pid")"; while [ -e "$2/postmaster.pid" ]; do sleep 0.01; done'
     then = f'{real} "$@"; said=$?; {end}; exit $said'  # pg_ctl -D DATA status: $2 is the data folder
     bindir, postgres_path, once = postgres_path_with_pg_ctl_in_front(15, '*" status "', then)
@@ -159,7 +159,7 @@ def test_a_stop_of_a_cluster_whose_postmaster_is_gone_is_no_failure():
         paths.data.mkdir()
         (paths.data / "PG_VERSION").write_text("15\n")  # a cluster's folder, as pg_ctl knows one
 
-        said = driver.stop_cluster(server_bindir(15), paths, Deadline(20))
+        said = driver.stop_cluster(installed_server_bindir(15), paths, Deadline(20))
         assert "does not exist" in said
     finally:
         shutil.rmtree(root)
