@@ -836,7 +836,7 @@ class Backups:
             if deadline.expired():
                 raise
             log.warning("extracting the host copy %s failed (%s): reading the repository", copy, error)
-        hostcopy.forget(copy.parent)
+        hostcopy.forget(copy)
         shutil.rmtree(data)
         data.mkdir(mode=0o700)
         self._own(data)

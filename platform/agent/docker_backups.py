@@ -544,7 +544,7 @@ class DockerBackups(Backups):
                     raise
                 # Damaged or gone: forgotten, and the repository's tar extracted instead.
                 log.warning("extracting the host copy %s failed (%s): reading the repository", copy, error)
-                hostcopy.forget(copy.parent)
+                hostcopy.forget(copy)
                 self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
                 copy = None
         if copy is None:

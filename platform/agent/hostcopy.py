@@ -194,12 +194,18 @@ def _remove_unrecorded(folder: Path) -> None:
             tar.unlink(missing_ok=True)
 
 
-def forget(folder: Path) -> None:
-    """The copy removed, its record first, so no restore uses it again (it failed to extract)."""
-    (folder / RECORD).unlink(missing_ok=True)
-    for tar in folder.glob("*.tar"):
-        tar.unlink(missing_ok=True)
-    log.warning("the host copy in %s could not be extracted: restores read the repository", folder)
+def forget(copy: Path) -> None:
+    """That copy removed, its record first (if it still names it), so no restore uses it again
+    (it failed to extract). Only that one: a clone on this host may fail on a source's copy
+    just as that runtime's next backup replaces it, and the new one stays."""
+    record = copy.parent / RECORD
+    try:
+        if json.loads(record.read_text()).get("id") == copy.name.removesuffix(".tar"):
+            record.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+    copy.unlink(missing_ok=True)
+    log.warning("the host copy %s could not be extracted: restores read the repository", copy)
 
 
 def _sync_folder(folder: Path) -> None:

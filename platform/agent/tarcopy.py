@@ -8,8 +8,8 @@ large files in pieces.
 
 Invariants:
 - Only directories, regular files and symbolic links are made, each inside `into`: a member
-  whose path leaves it (absolute, `..`) or of any other kind is refused before anything of it
-  is written (PostgreSQL's data folder holds nothing else).
+  whose path leaves it (absolute, `..`, under a link the tar made) or of any other kind is
+  refused before anything of it is written (PostgreSQL's data folder holds nothing else).
 - Files are made by the agent and given to `owner` (the server's user) when it runs as root,
   with the tar's mode; nothing is synced here (the restore syncs the folder once).
 - The tar must end as a tar does, its last member whole, then zero blocks only: one cut or
@@ -144,6 +144,13 @@ def _inside(into: Path, member: tarfile.TarInfo) -> Path:
         return into  # "./", the folder itself
     if name.is_absolute() or ".." in name.parts or not name.parts:
         raise CommandFailed(f"the base backup holds {member.name!r}, a path outside the data folder")
+    # A member under a link an earlier member made would be written wherever the link points
+    # (a tablespace's link in pg_tblspc holds nothing in the tar; nothing legitimate does).
+    at = into
+    for part in name.parts[:-1]:
+        at = at / part
+        if at.is_symlink():
+            raise CommandFailed(f"the base backup holds {member.name!r}, under a link: a path outside the data folder")
     return into.joinpath(*name.parts)
 
 

@@ -98,6 +98,18 @@ def test_a_copy_an_interrupted_backup_left_half_written_goes_when_the_next_begin
     assert hostcopy.find(folder, SPEC, "db1", "20261207T100000Z", 3000, "7001") is not None
 
 
+def test_forgetting_a_copy_leaves_a_newer_one_kept_meanwhile(tmp_path):
+    folder = tmp_path / "copies"
+    write_copy(folder, "20261207T100000Z", b"a" * 3000)
+    old = hostcopy.find(folder, SPEC, "db1", "20261207T100000Z", 3000, "7001")
+    write_copy(folder, "20261207T120000Z", b"c" * 4000)  # the source's next backup, while a clone read
+    hostcopy.forget(old)
+    assert hostcopy.find(folder, SPEC, "db1", "20261207T120000Z", 4000, "7001") is not None
+
+    hostcopy.forget(folder / "20261207T120000Z.tar")
+    assert list(folder.iterdir()) == []
+
+
 def test_a_stream_that_ends_short_of_the_tars_size_is_not_kept(tmp_path):
     folder = tmp_path / "copies"
     with hostcopy.Writer(folder, "20261207T100000Z") as writer:

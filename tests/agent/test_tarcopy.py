@@ -142,6 +142,21 @@ def test_it_refuses_a_member_outside_the_folder(tmp_path, name):
     assert list(into.iterdir()) == []
 
 
+def test_it_refuses_a_member_under_a_link_the_tar_made(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = tarfile.TarInfo("pg_tblspc/16384")
+    link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+    folder = tarfile.TarInfo("pg_tblspc")
+    folder.type = tarfile.DIRTYPE
+    tar = tar_of(tmp_path, (folder, b""), (link, b""), (tarfile.TarInfo("pg_tblspc/16384/planted"), b"x"))
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(CommandFailed, match="'pg_tblspc/16384/planted', under a link: a path outside the data folder"):
+        tarcopy.extract(tar, into, None, Deadline(60))
+    assert list(outside.iterdir()) == []
+
+
 def test_it_refuses_a_member_of_another_kind(tmp_path):
     fifo = tarfile.TarInfo("pipe")
     fifo.type = tarfile.FIFOTYPE

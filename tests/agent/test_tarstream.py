@@ -87,6 +87,19 @@ def test_it_refuses_a_member_outside_the_folder_before_writing_it(tmp_path, into
     assert list(into.iterdir()) == []
 
 
+def test_it_refuses_a_member_under_a_link_the_tar_made(tmp_path, into):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = tarfile.TarInfo("pg_tblspc/16384")
+    link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+    folder = tarfile.TarInfo("pg_tblspc")
+    folder.type = tarfile.DIRTYPE
+    data = crafted((folder, b""), (link, b""), (tarfile.TarInfo("pg_tblspc/16384/planted"), b"x"))
+    with pytest.raises(CommandFailed, match="under a link: a path outside the data folder"):
+        tarstream.extract(chunks_of(data), into, None, Deadline(60))
+    assert list(outside.iterdir()) == []
+
+
 def test_it_refuses_a_member_of_another_kind(into):
     fifo = tarfile.TarInfo("pipe")
     fifo.type = tarfile.FIFOTYPE
