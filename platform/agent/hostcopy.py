@@ -21,13 +21,16 @@ Invariants:
   space free, or at any write error.
 - One copy per runtime: a complete new one replaces the older, and a new one begins by
   removing any tar the record does not name (one an interrupted backup left half written).
-- Readable by the agent alone (its folder is mode 700); the docker driver bind-mounts the tar
-  into the one-off container that extracts it.
+- Readable by the agent alone (its folder is mode 700, the agent's own: a link or a folder of
+  another owner in its place is neither written nor read); the docker driver bind-mounts the
+  tar into the one-off container that extracts it.
 """
 
+import errno
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 
 from agent import tarcopy
@@ -65,6 +68,7 @@ class Writer:
         self.stopped_because: str | None = None
         try:
             folder.mkdir(mode=0o700, exist_ok=True)
+            _check_own(folder)
             os.chmod(folder, 0o700)
             _remove_unrecorded(folder)
             # 644 inside a 700 folder: the docker driver's one-off container reads it as its
@@ -167,6 +171,7 @@ class Writer:
 def find(folder: Path, spec: Spec, stanza: str, backup_id: str, tar_bytes: int, system_identifier: str) -> Path | None:
     """The host's copy of that backup of that repository's stanza, or None (read the repository)."""
     try:
+        _check_own(folder)
         record = json.loads((folder / RECORD).read_text())
     except (OSError, ValueError):
         return None
@@ -180,6 +185,15 @@ def find(folder: Path, spec: Spec, stanza: str, backup_id: str, tar_bytes: int, 
     except OSError:
         return None
     return path
+
+
+def _check_own(folder: Path) -> None:
+    """The folder must be the agent's own, not a link: it lies in the runtime's state folder,
+    which the server's user owns and could have replaced it in, and the agent changes its
+    mode and removes files in it."""
+    status = os.lstat(folder)
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, f"{folder} is not a folder of the agent's own")
 
 
 def _remove_unrecorded(folder: Path) -> None:

@@ -110,6 +110,24 @@ def test_forgetting_a_copy_leaves_a_newer_one_kept_meanwhile(tmp_path):
     assert list(folder.iterdir()) == []
 
 
+def test_a_link_in_place_of_the_folder_is_neither_written_nor_read(tmp_path):
+    """The server's user owns the folder the copy lies in: a link it put there in place of the
+    copy's folder must not make the agent change the mode of, or remove files in, another."""
+    elsewhere = tmp_path / "elsewhere"
+    write_copy(elsewhere, "20261207T100000Z", b"a" * 3000)
+    (elsewhere / "kept.tar").write_bytes(b"k")
+    elsewhere.chmod(0o755)
+    folder = tmp_path / "copies"
+    folder.symlink_to(elsewhere)
+
+    said = write_copy(folder, "20261207T120000Z", b"c" * 4000)
+    assert said.startswith("no host copy (could not write ")
+    assert said.endswith(f"{folder} is not a folder of the agent's own)")
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["20261207T100000Z.tar", hostcopy.RECORD, "kept.tar"]
+    assert (elsewhere.stat().st_mode & 0o777) == 0o755
+    assert hostcopy.find(folder, SPEC, "db1", "20261207T100000Z", 3000, "7001") is None
+
+
 def test_a_stream_that_ends_short_of_the_tars_size_is_not_kept(tmp_path):
     folder = tmp_path / "copies"
     with hostcopy.Writer(folder, "20261207T100000Z") as writer:
