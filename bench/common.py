@@ -285,7 +285,12 @@ def wait_job(client, ref: str, phases: dict[str, float] | None = None) -> float:
 
 
 def switch_and_archive(client, ref: str, port: int) -> None:
+    """The current WAL segment switched and archived. A commit goes first: with nothing
+    written since the last switch (a base backup ends with one) pg_switch_wal switches
+    nothing and names the current segment, which is then archived only after the next write
+    and archive_timeout (PostgreSQL 17 writes nothing while idle: the bench waited minutes)."""
     with connect(port) as conn:
+        conn.execute("select txid_current()")
         (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
     while (client.backup_archiver(ref).last_archived_wal or "") < segment:
         time.sleep(0.1)

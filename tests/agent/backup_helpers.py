@@ -38,8 +38,12 @@ def finished(client, ref: str, timeout: float = 240):
 
 def archive_everything(client, ref: str, port: int) -> None:
     """Switch to a new segment and wait until the one holding everything committed so far is
-    archived (the archive timeout would switch too, but not at a moment a test can wait for)."""
+    archived (the archive timeout would switch too, but not at a moment a test can wait for).
+    A commit goes first: with nothing written since the last switch (a base backup ends with
+    one) pg_switch_wal switches nothing and names a segment no one fills (PostgreSQL 17
+    writes nothing while idle)."""
     with connect(port) as conn:
+        conn.execute("select txid_current()")
         (segment,) = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
     wait_for(
         lambda: (client.backup_archiver(ref).last_archived_wal or "") >= segment,
