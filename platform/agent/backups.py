@@ -424,7 +424,7 @@ class Backups:
             info = self._stream_base_backup(
                 runtime, argv, env, major, store, job, deadline, started, backup_id, copying
             )
-            kept = copying.keep(spec, runtime.ref, backup_id, info.bytes, info.system_identifier)
+            kept = copying.keep(spec, runtime.ref, info.bytes, info.system_identifier)
         job.update(detail=f"{job.fields['detail']}; {kept}")  # after the stream's own
         return info
 
@@ -835,8 +835,7 @@ class Backups:
         except (CommandFailed, OSError) as error:
             if deadline.expired():
                 raise
-            log.warning("extracting the host copy %s failed (%s): reading the repository", copy, error)
-        hostcopy.forget(copy)
+            hostcopy.forget(copy, error)
         shutil.rmtree(data)
         data.mkdir(mode=0o700)
         self._own(data)

@@ -543,8 +543,7 @@ class DockerBackups(Backups):
                 if deadline.expired():
                     raise
                 # Damaged or gone: forgotten, and the repository's tar extracted instead.
-                log.warning("extracting the host copy %s failed (%s): reading the repository", copy, error)
-                hostcopy.forget(copy)
+                hostcopy.forget(copy, error)
                 self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
                 copy = None
         if copy is None:

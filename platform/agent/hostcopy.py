@@ -34,13 +34,12 @@ import stat
 from pathlib import Path
 
 from agent import tarcopy
-from agent.repository import Spec
+from agent.repository import Spec, sync_folder
 
 FOLDER = "base-copy"  # under the runtime's state folder
 RECORD = "copy.json"
 RESERVE = 0.10  # of the filesystem kept free: the serving cluster's WAL must never find it full
 CHECK_BYTES = 64 << 20  # free space looked at again after this much is written
-WRITE_SOON = 16 << 20  # written bytes handed to the disk at once (tarcopy.write_soon)
 
 log = logging.getLogger("agent.hostcopy")
 
@@ -49,8 +48,16 @@ def folder_of(state: Path) -> Path:
     return state / FOLDER
 
 
-def _identity(spec: Spec, stanza: str) -> dict:
-    return {"url": spec.url, "endpoint": spec.endpoint, "stanza": stanza}
+def _record(spec: Spec, stanza: str, backup_id: str, tar_bytes: int, system_identifier: str) -> dict:
+    """What copy.json says of a copy, and what a restore's chosen backup must match."""
+    return {
+        "url": spec.url,
+        "endpoint": spec.endpoint,
+        "stanza": stanza,
+        "id": backup_id,
+        "bytes": tar_bytes,
+        "system_identifier": system_identifier,
+    }
 
 
 class Writer:
@@ -62,6 +69,7 @@ class Writer:
         self.source = None
         self.kept = False
         self.folder = folder
+        self.backup_id = backup_id
         self.path = folder / f"{backup_id}.tar"
         self.fd: int | None = None
         self.written = self.handed = self.checked = 0
@@ -104,7 +112,7 @@ class Writer:
         while view:
             view = view[os.write(self.fd, view) :]
         self.written += len(chunk)
-        if self.written - self.handed >= WRITE_SOON:
+        if self.written - self.handed >= tarcopy.WRITE_SOON:
             tarcopy.write_soon(self.fd, self.handed, self.written - self.handed)
             self.handed = self.written
         if self.written - self.checked >= CHECK_BYTES:
@@ -126,7 +134,7 @@ class Writer:
         log.warning("no host copy of the base backup: %s", reason)
         self.drop()
 
-    def keep(self, spec: Spec, stanza: str, backup_id: str, tar_bytes: int, system_identifier: str) -> str:
+    def keep(self, spec: Spec, stanza: str, tar_bytes: int, system_identifier: str) -> str:
         """After the backup is stored in the repository: the copy synced, its record written,
         older copies removed. Returns what the job's detail says of it."""
         if self.fd is None:
@@ -137,12 +145,7 @@ class Writer:
             os.fsync(self.fd)
             os.close(self.fd)
             self.fd = None
-            record = {
-                **_identity(spec, stanza),
-                "id": backup_id,
-                "bytes": tar_bytes,
-                "system_identifier": system_identifier,
-            }
+            record = _record(spec, stanza, self.backup_id, tar_bytes, system_identifier)
             (self.folder / RECORD).unlink(missing_ok=True)  # the older copy's, before it goes
             for other in self.folder.iterdir():
                 if other != self.path:
@@ -153,7 +156,7 @@ class Writer:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(partial, self.folder / RECORD)
-            _sync_folder(self.folder)
+            sync_folder(self.folder)
             self.kept = True
         except OSError as error:
             self._stop(f"could not keep {self.path}: {error.strerror}")
@@ -175,9 +178,8 @@ def find(folder: Path, spec: Spec, stanza: str, backup_id: str, tar_bytes: int, 
         record = json.loads((folder / RECORD).read_text())
     except (OSError, ValueError):
         return None
-    wanted = {**_identity(spec, stanza), "id": backup_id, "bytes": tar_bytes, "system_identifier": system_identifier}
     path = folder / f"{backup_id}.tar"
-    if record != wanted:
+    if record != _record(spec, stanza, backup_id, tar_bytes, system_identifier):
         return None
     try:
         if path.stat().st_size != tar_bytes:
@@ -208,10 +210,10 @@ def _remove_unrecorded(folder: Path) -> None:
             tar.unlink(missing_ok=True)
 
 
-def forget(copy: Path) -> None:
+def forget(copy: Path, why: object) -> None:
     """That copy removed, its record first (if it still names it), so no restore uses it again
-    (it failed to extract). Only that one: a clone on this host may fail on a source's copy
-    just as that runtime's next backup replaces it, and the new one stays."""
+    (it failed to extract, `why`). Only that one: a clone on this host may fail on a source's
+    copy just as that runtime's next backup replaces it, and the new one stays."""
     record = copy.parent / RECORD
     try:
         if json.loads(record.read_text()).get("id") == copy.name.removesuffix(".tar"):
@@ -219,12 +221,4 @@ def forget(copy: Path) -> None:
     except (OSError, ValueError, AttributeError):
         pass
     copy.unlink(missing_ok=True)
-    log.warning("the host copy %s could not be extracted: restores read the repository", copy)
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    log.warning("the host copy %s could not be extracted (%s): forgotten, the repository is read", copy, why)

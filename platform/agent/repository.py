@@ -254,7 +254,7 @@ class FolderStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(partial, path)
-            _sync_folder(path.parent)
+            sync_folder(path.parent)
         except OSError as exc:
             # A full repository must not stay full of the part written before the failure.
             partial.unlink(missing_ok=True)
@@ -479,7 +479,8 @@ class _Counting:
         return chunk
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """A folder's entries (a file renamed into it) made durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

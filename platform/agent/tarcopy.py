@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from agent.commands import Deadline, RunAs
 from agent.errors import CommandFailed
 
+WRITE_SOON = 16 << 20  # bytes written, then handed to the disk at once (write_soon): tarstream, hostcopy
 PIECE = 64 << 20  # a larger file is copied in pieces of this size, in parallel; a smaller one at once
 THREADS = 4
 _NOT_IN_KERNEL = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)

@@ -35,7 +35,6 @@ from agent.commands import Deadline, RunAs
 from agent.errors import CommandFailed
 
 QUEUED = 8
-WRITE_SOON = 16 << 20  # written bytes handed to the disk at once (tarcopy.write_soon)
 _POLL_S = 0.2
 _END = object()
 
@@ -175,7 +174,7 @@ def _write(stream: _Stream, member: tarfile.TarInfo, path: Path, fd: int, deadli
             written += len(piece)
             while piece:
                 piece = piece[os.write(fd, piece) :]
-            if written - handed >= WRITE_SOON or written == member.size:
+            if written - handed >= tarcopy.WRITE_SOON or written == member.size:
                 tarcopy.write_soon(fd, handed, written - handed)
                 handed = written
     except OSError as error:

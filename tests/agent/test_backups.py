@@ -8,6 +8,7 @@ database refused, and S3's zstd-compressed base backups: one stored plain before
 compressed still restores, a corrupt or cut one fails the restore clearly.
 """
 
+import contextlib
 import io
 import os
 import shutil
@@ -51,6 +52,27 @@ def protected(client, ref: str, port: int, repository: Repository) -> None:
     assert client.backup_start(ref, repository).state == "running"
     job = finished(client, ref)
     assert (job.kind, job.state) == ("base_backup", "succeeded"), job.error
+
+
+def backed_up(client, ref: str, repository: Repository, rows_after: int, major: int = 16) -> int:
+    """A runtime `protected` (10 rows "before backup"), then `rows_after` rows "after backup"
+    archived; its port."""
+    port = provision(client, ref, major)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", rows_after)
+    archive_everything(client, ref, port)
+    return port
+
+
+@contextlib.contextmanager
+def agent_with_pg_ctl_in_front(agent_factory, args: str, then: str):
+    """An agent whose PostgreSQL 16 has a pg_ctl in front of the real one
+    (postgres_path_with_pg_ctl_in_front); yields it and the file that arms `then` once."""
+    bindir, postgres_path, once = postgres_path_with_pg_ctl_in_front(16, args, then)
+    try:
+        yield agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": postgres_path}), once
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def without_host_copy(root: Path, ref: str) -> None:
@@ -470,16 +492,10 @@ def test_a_restore_whose_stop_of_the_serving_cluster_fails_changes_nothing(agent
     """The serving cluster is stopped as a restore begins; a `pg_ctl stop` that fails (here a
     pg_ctl in front of the real one, refusing once) fails the restore with pg_ctl's words, and
     the cluster serves on, never stopped: no commit is refused, none is lost."""
-    bindir, postgres_path, refuse = postgres_path_with_pg_ctl_in_front(
-        16, '*" stop "', 'echo "pg_ctl: could not send stop signal (PID: 1): Operation not permitted" >&2; exit 1'
-    )
-    try:
-        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": postgres_path})
+    refusing = 'echo "pg_ctl: could not send stop signal (PID: 1): Operation not permitted" >&2; exit 1'
+    with agent_with_pg_ctl_in_front(agent_factory, '*" stop "', refusing) as (agent, refuse):
         client, ref, repository = agent.client(deadline=60), "stopfail16", make_repository("file")
-        port = provision(client, ref, 16)
-        protected(client, ref, port, repository)
-        insert(port, "after backup", 3)
-        archive_everything(client, ref, port)
+        port = backed_up(client, ref, repository, 3)
         refuse.touch()
 
         client.restore_start(ref, repository)
@@ -492,8 +508,6 @@ def test_a_restore_whose_stop_of_the_serving_cluster_fails_changes_nothing(agent
         assert labels(port) == {"before backup": 10, "after backup": 3, "after the restore failed": 1}
         assert client.status(ref).state == "running"
         assert not (agent.root / ref / ".berth-pg" / "restore").exists()
-    finally:
-        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def test_a_restored_cluster_that_does_not_start_in_place_is_undone_and_the_old_data_serves(
@@ -502,16 +516,10 @@ def test_a_restored_cluster_that_does_not_start_in_place_is_undone_and_the_old_d
     """After the swap the restored data starts on the project's port; a start that fails there
     (a pg_ctl in front of the real one, refusing the serving folder's start once: recovery's
     own start, in restore/data, goes through) puts the old data back, with every row."""
-    bindir, postgres_path, refuse = postgres_path_with_pg_ctl_in_front(
-        16, '*"/.berth-pg/data -l "*" start "', 'echo "pg_ctl: could not start server" >&2; exit 1'
-    )
-    try:
-        agent = agent_factory(env={"BERTH_AGENT_POSTGRES_PATH": postgres_path})
+    refusing = 'echo "pg_ctl: could not start server" >&2; exit 1'
+    with agent_with_pg_ctl_in_front(agent_factory, '*"/.berth-pg/data -l "*" start "', refusing) as (agent, refuse):
         client, ref, repository = agent.client(deadline=60), "nostart16", make_repository("file")
-        port = provision(client, ref, 16)
-        protected(client, ref, port, repository)
-        insert(port, "after backup", 3)
-        archive_everything(client, ref, port)
+        port = backed_up(client, ref, repository, 3)
         insert(port, "not archived", 2)
         refuse.touch()
 
@@ -526,8 +534,6 @@ def test_a_restored_cluster_that_does_not_start_in_place_is_undone_and_the_old_d
         assert labels(port) == {"before backup": 10, "after backup": 3, "not archived": 2}
         assert client.status(ref).state == "running"
         assert not (agent.root / ref / ".berth-pg" / "restore").exists()
-    finally:
-        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def test_a_restore_cancelled_while_the_serving_cluster_stops_starts_it_again(agent, make_repository):

@@ -18,8 +18,8 @@ import pytest
 
 from agent import hostcopy
 from agent.repository import Spec
-from tests.agent.backup_helpers import archive_everything, finished, insert, labels
-from tests.agent.test_backups import protected, provision, runtime_toml, stored_base
+from tests.agent.backup_helpers import archive_everything, finished, labels
+from tests.agent.test_backups import backed_up, protected, provision, runtime_toml, stored_base
 from tests.stack import free_port_range
 
 SPEC = Spec(url="s3://bucket/prefix", endpoint="http://127.0.0.1:9")
@@ -34,7 +34,7 @@ def write_copy(folder: Path, backup_id: str, data: bytes, keep: bool = True) -> 
     with hostcopy.Writer(folder, backup_id) as writer:
         reader = writer.tee(io.BytesIO(data))
         assert b"".join(iter(lambda: reader.read(1 << 20), b"")) == data, "the stream goes on whole"
-        return writer.keep(SPEC, "db1", backup_id, len(data), "7001") if keep else None
+        return writer.keep(SPEC, "db1", len(data), "7001") if keep else None
 
 
 @pytest.fixture
@@ -103,10 +103,10 @@ def test_forgetting_a_copy_leaves_a_newer_one_kept_meanwhile(tmp_path):
     write_copy(folder, "20261207T100000Z", b"a" * 3000)
     old = hostcopy.find(folder, SPEC, "db1", "20261207T100000Z", 3000, "7001")
     write_copy(folder, "20261207T120000Z", b"c" * 4000)  # the source's next backup, while a clone read
-    hostcopy.forget(old)
+    hostcopy.forget(old, "a header garbled")
     assert hostcopy.find(folder, SPEC, "db1", "20261207T120000Z", 4000, "7001") is not None
 
-    hostcopy.forget(folder / "20261207T120000Z.tar")
+    hostcopy.forget(folder / "20261207T120000Z.tar", "gone")
     assert list(folder.iterdir()) == []
 
 
@@ -133,7 +133,7 @@ def test_a_stream_that_ends_short_of_the_tars_size_is_not_kept(tmp_path):
     with hostcopy.Writer(folder, "20261207T100000Z") as writer:
         reader = writer.tee(io.BytesIO(b"x" * 100))
         reader.read(1000)
-        said = writer.keep(SPEC, "db1", "20261207T100000Z", 5000, "7001")
+        said = writer.keep(SPEC, "db1", 5000, "7001")
     assert (
         said
         == "no host copy (could not keep "
@@ -161,11 +161,8 @@ def test_a_disk_that_fills_while_the_copy_is_written_drops_it_and_the_stream_goe
 
 def test_a_restore_in_place_extracts_the_hosts_copy_and_fetches_only_the_wal(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "copy16db", make_repository("s3")
-    port = provision(client, ref, 16)
-    protected(client, ref, port, repository)
+    port = backed_up(client, ref, repository, 4)
     assert "a copy kept on this host" in client.backup_job(ref).detail
-    insert(port, "after backup", 4)
-    archive_everything(client, ref, port)
     store, backup, _ = stored_base(client, repository, ref)
     # The repository's tar gone: only the host's copy can give the base backup.
     store.delete([f"base/{backup.id}/base.tar.zst"])
@@ -194,10 +191,7 @@ def test_a_restore_in_place_extracts_the_hosts_copy_and_fetches_only_the_wal(age
 
 def test_a_damaged_host_copy_is_forgotten_and_the_restore_reads_the_repository(agent, make_repository):
     client, ref, repository = agent.client(deadline=60), "copybad16db", make_repository("s3")
-    port = provision(client, ref, 16)
-    protected(client, ref, port, repository)
-    insert(port, "after backup", 4)
-    archive_everything(client, ref, port)
+    port = backed_up(client, ref, repository, 4)
     folder = copies_of(agent.root, ref)
     (tar,) = folder.glob("*.tar")
     with open(tar, "r+b") as damaged:  # its first header garbled, its size kept

@@ -142,14 +142,19 @@ def test_it_refuses_a_member_outside_the_folder(tmp_path, name):
     assert list(into.iterdir()) == []
 
 
-def test_it_refuses_a_member_under_a_link_the_tar_made(tmp_path):
-    outside = tmp_path / "outside"
+def under_a_link(outside: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """A folder, a link in it to `outside` (made, empty), and a file under that link."""
     outside.mkdir()
-    link = tarfile.TarInfo("pg_tblspc/16384")
-    link.type, link.linkname = tarfile.SYMTYPE, str(outside)
     folder = tarfile.TarInfo("pg_tblspc")
     folder.type = tarfile.DIRTYPE
-    tar = tar_of(tmp_path, (folder, b""), (link, b""), (tarfile.TarInfo("pg_tblspc/16384/planted"), b"x"))
+    link = tarfile.TarInfo("pg_tblspc/16384")
+    link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+    return [(folder, b""), (link, b""), (tarfile.TarInfo("pg_tblspc/16384/planted"), b"x")]
+
+
+def test_it_refuses_a_member_under_a_link_the_tar_made(tmp_path):
+    outside = tmp_path / "outside"
+    tar = tar_of(tmp_path, *under_a_link(outside))
     into = tmp_path / "into"
     into.mkdir()
     with pytest.raises(CommandFailed, match="'pg_tblspc/16384/planted', under a link: a path outside the data folder"):

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from agent import tarstream
+from agent import tarcopy, tarstream
 from agent.commands import Deadline
 from agent.errors import CommandFailed
-from tests.agent.test_tarcopy import handed_to_disk, sizes, source, spans, tree  # noqa: F401 - source is a fixture
+from tests.agent.test_tarcopy import (  # noqa: F401 - source is a fixture
+    handed_to_disk,
+    sizes,
+    source,
+    spans,
+    tree,
+    under_a_link,
+)
 
 CHUNK = 100_000  # not a multiple of 512: headers and files straddle chunks
 
@@ -54,7 +61,7 @@ def test_it_makes_the_tree_gnu_tar_makes(source, into, size):  # noqa: F811
 @pytest.mark.parametrize("write_soon", [1 << 20, 511])
 def test_every_byte_it_writes_is_handed_to_the_disk_once(source, into, monkeypatch, write_soon):  # noqa: F811
     """As tarcopy's (tarcopy.write_soon), every WRITE_SOON bytes and at each file's end."""
-    monkeypatch.setattr(tarstream, "WRITE_SOON", write_soon)
+    monkeypatch.setattr(tarcopy, "WRITE_SOON", write_soon)
     _, tar = source
     ranges = handed_to_disk(monkeypatch)
     tarstream.extract(chunks_of(tar.read_bytes()), into, None, Deadline(60))
@@ -89,12 +96,7 @@ def test_it_refuses_a_member_outside_the_folder_before_writing_it(tmp_path, into
 
 def test_it_refuses_a_member_under_a_link_the_tar_made(tmp_path, into):
     outside = tmp_path / "outside"
-    outside.mkdir()
-    link = tarfile.TarInfo("pg_tblspc/16384")
-    link.type, link.linkname = tarfile.SYMTYPE, str(outside)
-    folder = tarfile.TarInfo("pg_tblspc")
-    folder.type = tarfile.DIRTYPE
-    data = crafted((folder, b""), (link, b""), (tarfile.TarInfo("pg_tblspc/16384/planted"), b"x"))
+    data = crafted(*under_a_link(outside))
     with pytest.raises(CommandFailed, match="under a link: a path outside the data folder"):
         tarstream.extract(chunks_of(data), into, None, Deadline(60))
     assert list(outside.iterdir()) == []
