@@ -20,14 +20,17 @@ file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
   one after each restore; with an S3 repository it extracts the host's copy of that backup
   (agent.hostcopy), so (d) the same restore again with that copy removed, as on a host that
   did not take the backup, from the repository's object alone. Each case starts after a
-  `sync -f` (untimed), so none pays for the writeback of the step before it, and each copy
-  reads a source in the page cache (read whole before, untimed), as the restore reads an
-  object just stored; an untimed copy, removed at once, starts each round, so every case
-  writes into memory the one before it freed. Ratio = cp time / restore time (goal >= 0.5),
-  against each copy.
+  `sync -f` (untimed), so none pays for the writeback of the step before it, and each case
+  reads its source from the page cache: each copy's data folder, and the host's copy of the
+  backup or the folder repository, are read whole before (untimed; the host copy's pages
+  were dropped from the cache as it was written, so the restore read it from disk while
+  `cp -a` read memory), and the S3 object was just stored. An untimed copy, removed at once,
+  starts each round, so every case writes into memory the one before it freed. Ratio = cp
+  time / restore time (goal >= 0.5), against each copy.
 - Write overhead: pgbench TPS with archiving on and off on one project, both each round,
   the order flipped every round (turning archiving on or off restarts it; pgbench vacuums
-  before each run). Ratio = on / off (goal >= 0.9); use an even --rounds.
+  before each run); each run starts with nothing waiting to be archived and a checkpoint
+  (common.archiving_tps). Ratio = on / off (goal >= 0.9); use an even --rounds.
 
 Every runtime, agent, folder and S3 server it started is removed at the end; it touches no
 database of the shared server (--database is accepted like every bench's, and unused).
@@ -165,9 +168,14 @@ def read_whole(folder: Path) -> None:
                     pass
 
 
-def restore_seconds(client: AgentClient, ref: str, repository: Repository, scratch: Path) -> tuple[float, str]:
+def restore_seconds(
+    client: AgentClient, ref: str, repository: Repository, scratch: Path, source: Path
+) -> tuple[float, str]:
     """An in-place restore to the latest point, from the start call to the restored cluster
-    serving; its seconds and the seconds of its phases."""
+    serving; its seconds and the seconds of its phases. Its `source` folder on this host (the
+    host copy's, or the repository's) is read whole first, as each copy's data folder is."""
+    if source.is_dir():
+        read_whole(source)
     settle(scratch)  # as each copy starts (copy_seconds)
     started = time.monotonic()
     client.restore_start(ref, repository, job_s=3600)
@@ -235,6 +243,8 @@ def main() -> int:
         compressed = compression(first, ref, repository)
         print(f"base backup compression: {compressed}", flush=True)
         copies, synced, restores, remote = [], [], [], []
+        # What the in-place restore reads on this host: the host copy, or the folder repository.
+        local = roots[0] / ref / ".berth-pg" / hostcopy.FOLDER if args.repository == "s3" else scratch / "repository"
         for round_number in range(args.rounds):
             if round_number:
                 # A restore begins a new timeline, and Berth's backup pass takes a base backup
@@ -249,15 +259,15 @@ def main() -> int:
             copy_seconds(data, target, scratch, durable=False)
             copies.append(copy_seconds(data, target, scratch, durable=False))
             synced.append(copy_seconds(data, target, scratch, durable=True))
-            seconds, spent = restore_seconds(first, ref, repository, scratch)
+            seconds, spent = restore_seconds(first, ref, repository, scratch, local)
             restores.append(seconds)
             line = f"round {round_number + 1}: cp -a {copies[-1]:.1f} s, cp -a + sync {synced[-1]:.1f} s, "
             line += f"restore {seconds:.1f} s ({spent})"
             if args.repository == "s3":
                 # As on a host that did not take the backup (a lost host's project): the
                 # repository's object, fetched and decompressed.
-                shutil.rmtree(roots[0] / ref / ".berth-pg" / hostcopy.FOLDER)
-                seconds, spent = restore_seconds(first, ref, repository, scratch)
+                shutil.rmtree(local)
+                seconds, spent = restore_seconds(first, ref, repository, scratch, local)
                 remote.append(seconds)
                 line += f", from the repository alone {seconds:.1f} s ({spent})"
             print(line, flush=True)
