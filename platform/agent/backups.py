@@ -684,6 +684,8 @@ class Backups:
             )
             try:
                 from_copy = copy is not None and self._extract_copy(copy, data, deadline)
+                if copy is not None and not from_copy:
+                    job.update(detail=f"base backup {backup.id} and WAL of {source} (this host's copy failed)")
                 if not from_copy:
                     self._extract(store, _base_key(store, backup), backup.bytes, data, deadline)
             except BaseException:
@@ -1280,7 +1282,10 @@ def _put_back_error(error: Exception) -> ApiError:
     message = error.message if isinstance(error, ApiError) else str(error)
     if isinstance(error, ApiError) and error.code in ("cancelled", "timeout"):
         return type(error)(f"{message}; the old data serves again", output_tail=error.output_tail)
-    return RestoreFailed(f"the restored cluster did not serve, and the old data serves again: {message}")
+    tail = error.output_tail if isinstance(error, ApiError) else None  # the failing command's words
+    return RestoreFailed(
+        f"the restored cluster did not serve, and the old data serves again: {message}", output_tail=tail
+    )
 
 
 def _let_go(syncing: subprocess.Popen | None) -> None:

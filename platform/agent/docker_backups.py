@@ -544,6 +544,7 @@ class DockerBackups(Backups):
                     raise
                 # Damaged or gone: forgotten, and the repository's tar extracted instead.
                 hostcopy.forget(copy, error)
+                job.update(detail=f"base backup {backup.id} of {source} (this host's copy failed)")
                 self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
                 copy = None
         if copy is None:

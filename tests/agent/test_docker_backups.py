@@ -360,6 +360,36 @@ def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(
         again.stop()
 
 
+def test_a_swap_that_fails_part_way_is_put_back_and_the_old_data_serves(
+    engine, docker_backup_agent, make_repository, cleanup
+):
+    client, ref, repository = docker_backup_agent.client(deadline=120), "dkswap1", make_repository("file")
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, "after backup", 4)
+    archive_everything(client, ref, port)
+    # An entry of the data folder that cannot be moved (immutable), named to come after the
+    # cluster's own: the swap moves those aside, then stops at it.
+    (volume,) = docker(engine, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={ref}").split()
+    held = Path(docker(engine, "volume", "inspect", "-f", "{{.Mountpoint}}", volume).strip()) / "zz-held"
+    held.write_text("not the cluster's\n")
+    subprocess.run(["chattr", "+i", str(held)], check=True)
+    try:
+        client.restore_start(ref, repository)
+        failed = finished(client, ref)
+        assert (failed.state, failed.error.code) == ("failed", "restore_failed"), failed.error
+        assert "the old data serves again" in failed.error.message
+        assert "zz-held" in failed.error.output_tail  # mv's own words: what stopped the swap
+        wait_for(lambda: serving(port), timeout=90, what="the old data")
+        assert labels(port) == {"before backup": 10, "after backup": 4}
+        listing = docker(engine, "exec", container_of(engine, ref), "ls", "-a", "/var/lib/postgresql/data").split()
+        assert not {".berth-aside", ".berth-restore"} & set(listing)
+        assert client.status(ref).state == "running"
+    finally:
+        subprocess.run(["chattr", "-i", str(held)], check=True)
+        held.unlink()
+
+
 @pytest.mark.parametrize(
     "half_done",
     [

@@ -196,13 +196,28 @@ def test_a_damaged_host_copy_is_forgotten_and_the_restore_reads_the_repository(a
     (tar,) = folder.glob("*.tar")
     with open(tar, "r+b") as damaged:  # its first header garbled, its size kept
         damaged.write(b"\xff" * 512)
+    store, backup, _ = stored_base(client, repository, ref)
+    key = f"base/{backup.id}/base.tar.zst"
+    with store.open(key) as source:
+        whole = source.read()
 
+    # The repository's object cut short as well: nothing to restore from, the old data serves.
+    store.put(key, io.BytesIO(whole[: len(whole) // 2]))
+    client.restore_start(ref, repository)
+    failed = finished(client, ref)
+    assert (failed.state, failed.error.code) == ("failed", "restore_failed"), failed.error
+    assert failed.error.message.startswith(f"the base backup {key} in the repository is damaged: ")
+    assert "this host's copy failed" in failed.detail
+    assert labels(port) == {"before backup": 10, "after backup": 4}
+    assert client.status(ref).state == "running"
+    assert list(folder.iterdir()) == [], "forgotten: no restore tries it again"
+
+    store.put(key, io.BytesIO(whole))
     client.restore_start(ref, repository)
     job = finished(client, ref)
     assert job.state == "succeeded", job.error
     assert "this host's copy" not in job.detail
     assert labels(port) == {"before backup": 10, "after backup": 4}
-    assert list(folder.iterdir()) == [], "forgotten: no restore tries it again"
 
 
 def test_a_restore_on_another_host_reads_the_repository(agent_factory, make_repository):
