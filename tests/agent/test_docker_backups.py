@@ -123,6 +123,16 @@ def protected(client, ref: str, port: int, repository) -> None:
     assert job.backup.major == 15 and job.backup.bytes > 0
 
 
+def backed_up(client, ref: str, cleanup: list[str], repository, label: str = "kept", rows: int = 4) -> int:
+    """A runtime protected (its base backup holds 10 "before backup" rows) with `rows` rows
+    `label` written and archived after the backup; its port."""
+    port = provision(client, ref, cleanup)
+    protected(client, ref, port, repository)
+    insert(port, label, rows)
+    archive_everything(client, ref, port)
+    return port
+
+
 def test_a_docker_runtime_restores_in_place_to_a_point_before_a_dropped_table(
     engine, docker_backup_agent, make_repository, cleanup
 ):
@@ -182,10 +192,7 @@ def test_restores_that_fail_leave_the_old_data_serving(
     docker_backup_agent, make_repository, cleanup, repository_folder
 ):
     client, ref, repository = docker_backup_agent.client(deadline=120), "dkfail1", make_repository("file")
-    port = provision(client, ref, cleanup)
-    protected(client, ref, port, repository)
-    insert(port, "kept", 4)
-    archive_everything(client, ref, port)
+    port = backed_up(client, ref, cleanup, repository)
 
     # Cancelled while it runs: the old data serves.
     operated = AgentClient(docker_backup_agent.base_url, docker_backup_agent.token, 60, operation="op-cancel-1")
@@ -225,10 +232,7 @@ def test_a_restore_whose_stop_of_the_serving_database_fails_changes_nothing(
     monkeypatch.setenv("DOCKER_HOST", engine["host"])
     agent = agent_factory(driver="docker", env={"PATH": f"{shim.parent}:{os.environ['PATH']}"})
     client, ref, repository = agent.client(deadline=120), "dkstop1", make_repository("file")
-    port = provision(client, ref, cleanup)
-    protected(client, ref, port, repository)
-    insert(port, "kept", 4)
-    archive_everything(client, ref, port)
+    port = backed_up(client, ref, cleanup, repository)
     refuse.touch()
 
     client.restore_start(ref, repository)
@@ -300,10 +304,7 @@ def test_a_cut_compressed_base_backup_fails_the_restore_clearly_and_the_old_data
     docker_backup_agent, make_repository, cleanup
 ):
     client, ref, repository = docker_backup_agent.client(deadline=120), "dkzcut1", make_repository("s3")
-    port = provision(client, ref, cleanup)
-    protected(client, ref, port, repository)
-    insert(port, "kept", 4)
-    archive_everything(client, ref, port)
+    port = backed_up(client, ref, cleanup, repository)
     store = open_store(spec_of(repository), ref)
     key = f"base/{client.backup_catalog(repository, ref).backups[0].id}/base.tar.zst"
     with store.open(key) as source:
@@ -335,10 +336,8 @@ def test_an_agent_killed_mid_restore_leaves_the_old_data_and_says_interrupted(
 ):
     agent = docker_backup_agent
     client, ref, repository = agent.client(deadline=120), "dkkill1", make_repository("file")
-    port = provision(client, ref, cleanup)
-    protected(client, ref, port, repository)
-    insert(port, "after backup", 300_000)  # WAL to replay: the restore is still recovering when killed
-    archive_everything(client, ref, port)
+    # WAL to replay: the restore is still recovering when killed.
+    port = backed_up(client, ref, cleanup, repository, "after backup", 300_000)
 
     client.restore_start(ref, repository)
     wait_for(lambda: client.backup_job(ref).phase == "recovering", timeout=120, interval=0.05, what="recovery")
@@ -364,10 +363,7 @@ def test_a_swap_that_fails_part_way_is_put_back_and_the_old_data_serves(
     engine, docker_backup_agent, make_repository, cleanup
 ):
     client, ref, repository = docker_backup_agent.client(deadline=120), "dkswap1", make_repository("file")
-    port = provision(client, ref, cleanup)
-    protected(client, ref, port, repository)
-    insert(port, "after backup", 4)
-    archive_everything(client, ref, port)
+    port = backed_up(client, ref, cleanup, repository, "after backup", 4)
     # An entry of the data folder that cannot be moved (immutable), named to come after the
     # cluster's own: the swap moves those aside, then stops at it.
     (volume,) = docker(engine, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={ref}").split()
