@@ -17,14 +17,14 @@ file:// folder, or SeaweedFS's S3 (scripts/s3) with --repository s3. Figures:
   as a restore's data is before it serves: `cp -a` alone may end in the page cache) and (c) an
   in-place restore to the latest point (from the start call to the restored cluster
   serving), from a base backup taken before the round (untimed), as Berth's backup pass takes
-  one after each restore; with an S3 repository it extracts the host's copy of that backup
-  (agent.hostcopy), so (d) the same restore again with that copy removed, as on a host that
-  did not take the backup, from the repository's object alone. Each case starts after a
+  one after each restore; with an S3 repository it takes the host's copy of that backup
+  (agent.hostcopy: its files, moved into place), so (d) the same restore again without that
+  copy, as on a host that did not take the backup, from the repository's object alone. Each case starts after a
   `sync -f` (untimed), so none pays for the writeback of the step before it, and each case
   reads its source from the page cache: each copy's data folder, and the host's copy of the
   backup or the folder repository, are read whole before (untimed; the host copy's pages
-  were dropped from the cache as it was written, so the restore read it from disk while
-  `cp -a` read memory), and the S3 object was just stored. An untimed copy, removed at once,
+  were dropped from the cache as it was written, and recovery reads the pages it replays
+  onto), and the S3 object was just stored. An untimed copy, removed at once,
   starts each round, so every case writes into memory the one before it freed. Ratio = cp
   time / restore time (goal >= 0.5), against each copy.
 - Write overhead: pgbench TPS with archiving on and off on one project, both each round,
@@ -266,7 +266,7 @@ def main() -> int:
             if args.repository == "s3":
                 # As on a host that did not take the backup (a lost host's project): the
                 # repository's object, fetched and decompressed.
-                shutil.rmtree(local)
+                shutil.rmtree(local, ignore_errors=True)  # taken by the restore before: gone already
                 seconds, spent = restore_seconds(first, ref, repository, scratch, local)
                 remote.append(seconds)
                 line += f", from the repository alone {seconds:.1f} s ({spent})"

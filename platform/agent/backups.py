@@ -80,6 +80,9 @@ RESTORE, VERIFY = "restore", "verify"
 REMOTE_LIST = "remote.txt"  # in the WAL spool: segments archived but not fetched ahead
 DISCARDED = "discarded-"  # data a restore replaced, being removed
 CONNECT_TIMEOUT_S = 5
+# What a restore's detail says of where its base backup came from (agent.hostcopy).
+FROM_COPY = " (this host's copy)"
+COPY_FAILED = " (this host's copy failed: the repository's)"
 POLL_S = 0.05  # a local socket or process: cheap to ask often
 WAL_FETCHERS = 8  # parallel WAL downloads before recovery starts
 STATUS_DEADLINE_S = 10.0
@@ -420,7 +423,7 @@ class Backups:
         backup_id = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
         if isinstance(store, FolderStore):  # a copy at disk speed already: no second one
             return self._stream_base_backup(runtime, argv, env, major, store, job, deadline, started, backup_id, None)
-        with hostcopy.Writer(self._copies(runtime), backup_id) as copying:
+        with hostcopy.Writer(self._copies(runtime), backup_id, self._run_as(), deadline) as copying:
             info = self._stream_base_backup(
                 runtime, argv, env, major, store, job, deadline, started, backup_id, copying
             )
@@ -673,7 +676,7 @@ class Backups:
             folder.mkdir(mode=0o700)
             self._own(folder)
         store = open_store(spec, source)
-        whence = " (this host's copy)" if copy is not None else ""
+        whence = FROM_COPY if copy is not None else ""
         job.update(phase="fetching", detail=f"base backup {backup.id}{whence} and WAL of {source}")
         # The WAL is fetched while the base backup is extracted: the two wait on different
         # things (many small GETs; one stream into tar), and recovery needs both.
@@ -685,7 +688,8 @@ class Backups:
             try:
                 from_copy = copy is not None and self._extract_copy(copy, data, deadline)
                 if copy is not None and not from_copy:
-                    job.update(detail=f"base backup {backup.id} and WAL of {source} (this host's copy failed)")
+                    whence = COPY_FAILED
+                    job.update(detail=f"base backup {backup.id}{whence} and WAL of {source}")
                 if not from_copy:
                     self._extract(store, _base_key(store, backup), backup.bytes, data, deadline)
             except BaseException:
@@ -739,7 +743,7 @@ class Backups:
                 last_commit=datetime.fromisoformat(commit[-1]).timestamp() if commit else None,
                 timeline=int(timeline[-1]) if timeline else None,
                 socket_dir=socket_dir,
-                from_copy=from_copy,
+                whence=whence,
             )
             if not keep_running:
                 self._stop(bindir, data, deadline)
@@ -828,17 +832,22 @@ class Backups:
         self._driver().write_owned(data / "berth.conf", "")
 
     def _extract_copy(self, copy: Path, data: Path, deadline: Deadline) -> bool:
-        """The host's copy of the base backup extracted into `data`, as a folder repository's
-        tar. One that fails (damaged, gone) is forgotten and `data` emptied again: False, and
-        the restore reads the repository instead; its deadline's end is raised."""
+        """The host's copy of the base backup into `data` (work/data, in the restored runtime's
+        state folder): taken, moved into place, when it lies in that same state folder (a
+        restore in place); copied when it is another runtime's (a clone on this host: its
+        source keeps it). One that fails is forgotten and `data` emptied again: False, and the
+        restore reads the repository instead; its deadline's end is raised."""
         try:
-            tarcopy.extract(copy, data, self._driver().run_as, deadline)
+            if copy.parent.parent == data.parent.parent:
+                hostcopy.take(copy, data)
+            else:
+                run_checked(["cp", "-a", "--", f"{copy}/.", str(data)], deadline)
             return True
         except (CommandFailed, OSError) as error:
             if deadline.expired():
                 raise
             hostcopy.forget(copy, error)
-        shutil.rmtree(data)
+        shutil.rmtree(data, ignore_errors=True)
         data.mkdir(mode=0o700)
         self._own(data)
         return False
@@ -1087,10 +1096,10 @@ class Recovered:
         timeline: int | None,
         socket_dir: Path,
         syncing: subprocess.Popen | None = None,
-        from_copy: bool = False,
+        whence: str = "",
     ):
         self.last_commit, self.timeline, self.socket_dir = last_commit, timeline, socket_dir
-        self.from_copy = from_copy  # the base backup came from this host's copy (agent.hostcopy)
+        self.whence = whence  # of the base backup: FROM_COPY, COPY_FAILED or "" (agent.hostcopy)
         # The syncfs of the stopped, restored data, running: awaited (`_durable`) before the
         # data is put in place, so it overlaps with stopping the serving cluster.
         self.syncing = syncing
@@ -1302,8 +1311,7 @@ def _when(unix: float) -> str:
 
 def _restored_detail(restored: Recovered, backup: api.BackupInfo) -> str:
     to = _when(restored.last_commit) if restored.last_commit else "the backup (no later commit)"
-    whence = " (this host's copy)" if restored.from_copy else ""
-    return f"restored from base backup {backup.id}{whence} to the commit of {to}"
+    return f"restored from base backup {backup.id}{restored.whence} to the commit of {to}"
 
 
 def _check_reached(log_file: Path, newest: str) -> None:

@@ -5,8 +5,9 @@ docs/architecture.md.
 The database container is the compose service's whose container has the label
 `berth.postgres-major`, else the service named `db`. PGDATA (its environment's, default
 /var/lib/postgresql/data) is the root of the database volume. Only a POSIX shell, cp, mv, rm,
-tar and PostgreSQL's own programs are used inside the image, always as its `postgres` user
-(root only to lay out folders in the volume).
+chown, tar and PostgreSQL's own programs are used inside the image, as its `postgres` user
+(root only to lay out folders in the volume and to copy in the host's copy of a base backup,
+whose files are the agent's).
 
 Under a runtime's `.berth-docker/` (the agent's):
 
@@ -58,6 +59,8 @@ from agent.backups import (
     _NEW_TIMELINE,
     _TARGET_NOT_REACHED,
     BASEBACKUP_ARGS,
+    COPY_FAILED,
+    FROM_COPY,
     RESTORE,
     VERIFY,
     Backups,
@@ -99,6 +102,7 @@ SERVICE_LABEL = "com.docker.compose.service"
 CONTAINER_WAL = "/berth-wal"
 CONTAINER_WORK = "/berth-work"
 CONTAINER_TAR = "/berth-base.tar"
+CONTAINER_COPY = "/berth-base-copy"
 SCRATCH_MOUNT = "/berth-scratch"
 RESTORE_DIR = ".berth-restore"
 ASIDE_DIR = ".berth-aside"
@@ -532,19 +536,20 @@ class DockerBackups(Backups):
         (work / "hba.conf").write_text("local all all trust\n")
         (work / "hba.conf").chmod(0o644)
         store = open_store(spec, source)
-        whence = " (this host's copy)" if copy is not None else ""
+        whence = FROM_COPY if copy is not None else ""
         job.update(phase="fetching", detail=f"base backup {backup.id}{whence} of {source}")
         prepare = ["-c", PREPARE_SCRIPT, "sh", data]
         self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
         if copy is not None:
             try:
-                self._extract_into(container, name, mounts, data, deadline, local=copy)
+                self._copy_into(container, name, mounts, data, deadline, copy)
             except CommandFailed as error:
                 if deadline.expired():
                     raise
                 # Damaged or gone: forgotten, and the repository's tar extracted instead.
                 hostcopy.forget(copy, error)
-                job.update(detail=f"base backup {backup.id} of {source} (this host's copy failed)")
+                whence = COPY_FAILED
+                job.update(detail=f"base backup {backup.id}{whence} of {source}")
                 self._oneoff(container, mounts, ["-u", "0", "--entrypoint", "sh"], prepare, deadline)
                 copy = None
         if copy is None:
@@ -575,7 +580,7 @@ class DockerBackups(Backups):
                 last_commit=datetime.fromisoformat(commit[-1]).timestamp() if commit else None,
                 timeline=int(timeline[-1]) if timeline else None,
                 socket_dir=Path("/tmp"),
-                from_copy=copy is not None,
+                whence=whence,
             )
             if not keep_running:
                 _psql(name, "checkpoint", deadline, socket="/tmp")
@@ -692,6 +697,25 @@ class DockerBackups(Backups):
         if not local.is_file():
             raise RepositoryUnavailable(f"the repository has no {key}")
         self._extract_into(container, name, mounts, data, deadline, local=local)
+
+    def _copy_into(
+        self, container: Container, name: str, mounts: list[str], data: str, deadline: Deadline, copy: Path
+    ) -> None:
+        """The host's copy of the base backup (agent.hostcopy: its files, the agent's) copied
+        into `data` in a one-off container `name`, bind-mounted read-only; as root, which alone
+        reads them, then made the postgres user's. The copy stays: the database's data lies in
+        a volume the agent does not move files into."""
+        script = f'cp -a {CONTAINER_COPY}/. "$1" && touch "$1/recovery.signal" && chown -R postgres:postgres "$1"'
+        argv = [
+            *("docker", "run", "--rm", "--name", name, "--network", "none", *mounts, "-u", "0"),
+            *("--mount", f"type=bind,source={copy},target={CONTAINER_COPY},readonly"),
+            *("--entrypoint", "sh", container.image, "-c", script, "sh", data),
+        ]
+        done = run(argv, deadline)
+        if done.returncode != 0:
+            raise CommandFailed(
+                f"the host's copy could not be copied: {done.output_tail[-500:]}", output_tail=done.output_tail
+            )
 
     def _extract_into(
         self,

@@ -59,6 +59,48 @@ def extract(produce: Callable[[Any], None], into: Path, owner: RunAs | None, dea
     return written
 
 
+class Feed:
+    """A tar written in chunk by chunk (write, on the caller's thread) and extracted under `into`
+    on a thread of its own, so the caller's stream goes on while the files are written: the
+    host's copy of a base backup (agent.hostcopy), extracted from the upload it reads.
+    write raises BrokenPipeError once the extraction has stopped; finish (after the tar's last
+    byte) and abandon end it, finish raising why it failed."""
+
+    def __init__(self, into: Path, owner: RunAs | None, deadline: Deadline):
+        self._channel = _Channel()
+        self._failure: BaseException | None = None
+        self._written = 0
+        self._thread = threading.Thread(
+            target=self._extract, args=(into, owner, deadline), name="tar-feed", daemon=True
+        )
+        self._thread.start()
+
+    def _extract(self, into: Path, owner: RunAs | None, deadline: Deadline) -> None:
+        try:
+            self._written = _extract(_Stream(self._channel.chunks()), into, owner, deadline)
+            if deadline.expired():
+                raise deadline.stopped("extracting the base backup", started=True)
+        except BaseException as error:  # raised by finish
+            self._failure = error
+        finally:
+            self._channel.stop()  # a write waiting for room in the queue is let go
+
+    def write(self, chunk) -> int:
+        return self._channel.write(chunk)
+
+    def finish(self) -> int:
+        """The bytes of the files written, once the extraction has read the tar's end."""
+        self._channel.end()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._written
+
+    def abandon(self) -> None:
+        self._channel.end()  # what is queued is still written: at most QUEUED chunks
+        self._thread.join()
+
+
 class _Channel:
     """The producer's chunks handed to the extracting thread through a bounded queue."""
 
@@ -73,7 +115,10 @@ class _Channel:
         except BaseException as error:  # raised on the extracting thread (raise_failure)
             self.failure = error
         finally:
-            self._put(_END)
+            self.end()
+
+    def end(self) -> None:
+        self._put(_END)
 
     def write(self, chunk) -> int:
         if self.stopped.is_set():

@@ -3,7 +3,7 @@ runtime (Debian's PostgreSQL 15 in berth/test-postgres:15, data in a named volum
 its WAL through the outbox the agent ships, a base backup from the container, a point-in-time
 restore in place after a dropped table, a restore outside the window refused, restores that
 fail (cancelled; a corrupt base backup; a cut zstd-compressed one in S3, read after the
-host's copy of it failed to extract; the serving
+host's copy of it was forgotten, its files changed; the serving
 database's stop refused by the engine) leaving the old data serving, archiving whose
 repository went away showing PostgreSQL's reason, verify, and a restore into a runtime that
 never ran (a clone) from the host's copy of an S3 repository's base backup, stored there
@@ -289,9 +289,11 @@ def test_a_clone_restores_into_a_runtime_that_never_ran_from_s3(docker_backup_ag
     client.restore_start(clone, repository, source_ref=ref)
     job = finished(client, clone)
     assert job.state == "succeeded", job.error
-    assert f"base backup {backup.id} (this host's copy)" in job.detail  # bind-mounted, as a folder's tar
+    assert f"base backup {backup.id} (this host's copy)" in job.detail  # bind-mounted and copied in
     assert client.status(clone).state == "running"
     assert labels(clone_port, "another-password-2") == {"before backup": 10, "after backup": 6}
+    copies = docker_backup_agent.root / ref / ".berth-docker" / hostcopy.FOLDER
+    assert (copies / backup.id).is_dir(), "the source keeps its copy"
 
     # A verify reads the repository's object (decompressed into tar's stdin), not the copy.
     client.verify_start(ref, repository)
@@ -311,9 +313,8 @@ def test_a_cut_compressed_base_backup_fails_the_restore_clearly_and_the_old_data
         whole = source.read()
     store.put(key, io.BytesIO(whole[: len(whole) // 2]))
     copies = docker_backup_agent.root / ref / ".berth-docker" / hostcopy.FOLDER
-    (tar,) = copies.glob("*.tar")
-    with open(tar, "r+b") as damaged:  # the host's copy garbled too, its size kept
-        damaged.write(b"\xff" * 512)
+    (copy,) = (path for path in copies.iterdir() if path.is_dir())
+    (copy / "PG_VERSION").unlink()  # the host's copy damaged too
 
     client.restore_start(ref, repository)
     failed = finished(client, ref)
