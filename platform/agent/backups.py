@@ -10,7 +10,7 @@ Under a runtime's `.berth-pg/`:
     restore/data       a restore's cluster while it is built; restore/aside the serving data
                        while the restored cluster starts on the project's port
     verify/data        a verify's scratch cluster
-    base-copy/         this host's copy of the newest base backup into S3 (agent.hostcopy)
+    base-copy/         this host's copy of the newest base backup (agent.hostcopy)
 
 Invariants:
 - A base backup, restore or verify is a job: the start call checks, takes the runtime's lock
@@ -417,12 +417,11 @@ class Backups:
         job: Job,
         deadline: Deadline,
     ) -> api.BackupInfo:
-        """A base backup into `store` (_stream_base_backup); beside an S3 repository its tar is
-        also kept on this host (agent.hostcopy), once the backup is stored whole."""
+        """A base backup into `store` (_stream_base_backup), its files also kept on this host
+        (agent.hostcopy), once the backup is stored whole: beside an S3 repository, and beside
+        a folder one too (an NFS mount, say), whose tar a restore would write out again."""
         started = time.time()
         backup_id = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
-        if isinstance(store, FolderStore):  # a copy at disk speed already: no second one
-            return self._stream_base_backup(runtime, argv, env, major, store, job, deadline, started, backup_id, None)
         with hostcopy.Writer(self._copies(runtime), backup_id, self._run_as(), deadline) as copying:
             info = self._stream_base_backup(
                 runtime, argv, env, major, store, job, deadline, started, backup_id, copying
@@ -442,10 +441,10 @@ class Backups:
         deadline: Deadline,
         started: float,
         backup_id: str,
-        copying: hostcopy.Writer | None,
+        copying: hostcopy.Writer,
     ) -> api.BackupInfo:
         """pg_basebackup's tar (argv writes it to stdout) streamed into base/<id>/base.tar (into
-        S3: compressed, base.tar.zst, see _compresses), read through `copying` if any, then its
+        S3: compressed, base.tar.zst, see _compresses), read through `copying`, then its
         backup.json."""
         compress = _compresses(store)
         key = f"base/{backup_id}/base.tar" + (zstdio.SUFFIX if compress else "")
@@ -475,7 +474,7 @@ class Backups:
 
             watchdog = _Watchdog(process, deadline, check=archiving_stuck)
             stream = _LabelReader(process.stdout)
-            source = stream if copying is None else copying.tee(stream)
+            source = copying.tee(stream)
             try:
                 stored = store.put(key, zstdio.Compressing(source) if compress else source)
                 process.wait()
@@ -663,8 +662,8 @@ class Backups:
         archive) and promoted; `login` (user, password): runtime.toml's superuser, whose password
         it is given. `list_wal_after`: the WAL is listed once it is done (a restore in place:
         the serving cluster's last segment archived), and its error raised. Stopped after,
-        unless keep_running. `copy`: this host's copy of the backup's tar (agent.hostcopy),
-        extracted instead of the repository's."""
+        unless keep_running. `copy`: this host's copy of the backup (agent.hostcopy), taken or
+        copied instead of the repository's tar (_extract_copy)."""
         driver = self._driver()
         bindir = driver.bindir(backup.major)
         self._stop_any(work / "data", Deadline(60))

@@ -525,7 +525,7 @@ class DockerBackups(Backups):
         image with `mounts`) and recovered to `target` (None: the archive's end) and promoted,
         with the container's POSTGRES_PASSWORD for the postgres role. Stopped and removed after,
         unless keep_running (its name: _oneoff_name(kind)). `copy`: this host's copy of the
-        backup's tar (agent.hostcopy), extracted instead of the repository's."""
+        backup (agent.hostcopy), copied in instead of the repository's tar (_copy_into)."""
         name = _oneoff_name(kind, runtime)
         run(["docker", "rm", "-f", name], deadline)
         work = self._state(runtime) / kind

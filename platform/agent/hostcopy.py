@@ -1,18 +1,19 @@
-"""The newest base backup, kept extracted on the host that took it, beside an S3 repository.
+"""The newest base backup, kept extracted on the host that took it, beside its repository.
 
 Why: an S3 restore is bound by the CPU that the object store, decompression and the writes
 spend per byte (2-3 s per GB on a 2-core host whose cores it shares with the store), and even
-a tar lying on the host's disk must be written out again: its 1.2 GB reaching the disk before
-the restored cluster may serve took 2.5-2.8 s of a 1 GB project's restore here, where `cp -a`
-copied its data folder in 0.3-0.7 s. Nearly every restore in place picks the newest backup (a
-dropped table, a bad migration: a point since the last base backup), so the host keeps that
-one's files, extracted as the backup streamed into the repository and on disk by the time it
-is stored. A restore in place of that backup moves them into place (a rename: nothing is
-copied, only recovery's own pages are written; 0.5-0.6 s for that project) and fetches only
-the WAL from the repository; a clone on this host copies them; a restore on any other host (a
-lost host's project) and every verify (which checks the repository, not this copy) read the
-repository. As pgBackRest keeps a local repository beside an offsite one, for the one backup
-that matters most.
+a tar lying on the host's disk (a folder repository's, or a copy of the S3 one) must be
+written out again: its 1.2 GB reaching the disk before the restored cluster may serve took
+1.8-2.8 s of a 1 GB project's restore here, where `cp -a` copied its data folder in 0.3-0.7 s
+(and a folder repository on an NFS mount reads at the network's speed). Nearly every restore
+in place picks the newest backup (a dropped table, a bad migration: a point since the last
+base backup), so the host keeps that one's files, extracted as the backup streamed into the
+repository and on disk by the time it is stored. A restore in place of that backup moves them
+into place (a rename: nothing is copied, only recovery's own pages are written; 0.5-0.8 s for
+that project) and fetches only the WAL from the repository; a clone on this host copies them;
+a restore on any other host (a lost host's project) and every verify (which checks the
+repository, not this copy) read the repository. As pgBackRest keeps a local repository beside
+an offsite one, for the one backup that matters most.
 
 Layout, in the runtime's state folder:
 

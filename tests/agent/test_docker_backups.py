@@ -204,7 +204,9 @@ def test_restores_that_fail_leave_the_old_data_serving(
     wait_for(lambda: serving(port), timeout=90, what="the old data")
     assert labels(port) == {"before backup": 10, "kept": 4}
 
-    # A corrupt base backup: recovery fails, the old data serves, nothing is left behind.
+    # A corrupt base backup: recovery fails, the old data serves, nothing is left behind. (The
+    # host's copy gone first, as on a host that did not take the backup: it would be used.)
+    shutil.rmtree(docker_backup_agent.root / ref / ".berth-docker" / hostcopy.FOLDER)
     tar = next((repository_folder / ref / "base").glob("*/base.tar"))
     with open(tar, "r+b") as handle:
         handle.seek(0)

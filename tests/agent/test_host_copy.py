@@ -1,4 +1,4 @@
-"""The host's copy of the newest base backup beside an S3 repository (agent.hostcopy), kept
+"""The host's copy of the newest base backup beside its repository, S3 or a folder (agent.hostcopy), kept
 extracted: a restore in place takes it (moves it into place) and fetches only the WAL, a clone
 on the host copies it; a verify and a restore on another host read the repository; a copy
 whose files no longer match its record is forgotten and the repository read; a copy never
@@ -105,6 +105,7 @@ def test_a_kept_copy_holds_the_backups_files_and_is_found_only_for_its_backup_an
         lambda copy: os.truncate(copy / "base/1/1259", 100),  # a file cut
         lambda copy: (copy / "base/1/2600").write_bytes(b"x"),  # a file added
     ],
+    ids=["gone", "cut", "added"],
 )
 def test_a_copy_whose_files_no_longer_match_its_record_is_forgotten(tmp_path, damage):
     folder, data = tmp_path / "copies", tar_of(FILES)
@@ -332,9 +333,18 @@ def test_a_restore_on_another_host_reads_the_repository(agent_factory, make_repo
     assert labels(other_port) == {"before backup": 10}
 
 
-def test_a_folder_repository_keeps_no_host_copy(agent, make_repository):
+def test_a_folder_repository_keeps_a_host_copy_too(agent, make_repository):
+    """A folder repository's tar would be written out again by a restore (over NFS, read at the
+    network's speed first): the host keeps the files beside it as beside S3."""
     client, ref, repository = agent.client(deadline=60), "copyfile16db", make_repository("file")
-    port = provision(client, ref, 16)
-    protected(client, ref, port, repository)
-    assert "host copy" not in client.backup_job(ref).detail
-    assert not copies_of(agent.root, ref).exists()
+    port = backed_up(client, ref, repository, 4)
+    assert "a copy kept on this host" in client.backup_job(ref).detail
+    store, backup, _ = stored_base(client, repository, ref)
+    store.delete([f"base/{backup.id}/base.tar"])
+
+    client.restore_start(ref, repository)
+    job = finished(client, ref)
+    assert job.state == "succeeded", job.error
+    assert f"base backup {backup.id} (this host's copy)" in job.detail
+    assert labels(port) == {"before backup": 10, "after backup": 4}
+    assert list(copies_of(agent.root, ref).iterdir()) == []
