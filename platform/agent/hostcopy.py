@@ -229,7 +229,7 @@ def take(copy: Path, into: Path) -> None:
 
 def census(path: Path) -> tuple[int, int]:
     """How many entries (files, folders, links) the folder holds and its files' bytes; OSError
-    if it is not a folder of the agent's."""
+    if it is not a folder (a link in its place included)."""
     status = os.lstat(path)
     if not stat.S_ISDIR(status.st_mode):
         raise OSError(errno.ENOTDIR, "not a folder")

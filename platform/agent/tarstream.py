@@ -69,7 +69,6 @@ class Feed:
     def __init__(self, into: Path, owner: RunAs | None, deadline: Deadline):
         self._channel = _Channel()
         self._failure: BaseException | None = None
-        self._written = 0
         self._thread = threading.Thread(
             target=self._extract, args=(into, owner, deadline), name="tar-feed", daemon=True
         )
@@ -77,7 +76,7 @@ class Feed:
 
     def _extract(self, into: Path, owner: RunAs | None, deadline: Deadline) -> None:
         try:
-            self._written = _extract(_Stream(self._channel.chunks()), into, owner, deadline)
+            _extract(_Stream(self._channel.chunks()), into, owner, deadline)
             if deadline.expired():
                 raise deadline.stopped("extracting the base backup", started=True)
         except BaseException as error:  # raised by finish
@@ -88,13 +87,12 @@ class Feed:
     def write(self, chunk) -> int:
         return self._channel.write(chunk)
 
-    def finish(self) -> int:
-        """The bytes of the files written, once the extraction has read the tar's end."""
+    def finish(self) -> None:
+        """Once the extraction has read the tar's end; its failure raised."""
         self._channel.end()
         self._thread.join()
         if self._failure is not None:
             raise self._failure
-        return self._written
 
     def abandon(self) -> None:
         self._channel.end()  # what is queued is still written: at most QUEUED chunks
